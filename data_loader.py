@@ -21,6 +21,7 @@ Run `python data_loader.py [--dataset fashion-mnist]` to fetch, verify and summa
 import argparse
 import gzip
 import hashlib
+import http.client
 import os
 import subprocess
 import sys
@@ -118,7 +119,7 @@ def parse_idx(raw, name="IDX data"):
         raise DataError(f"{name}: header says {shape} = {int(np.prod(shape))} bytes of data, "
                         f"file has {len(raw) - header}")
     data = np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
-    return data.reshape(shape[0], -1) if ndim == 3 else data  # images flattened to (N, 784)
+    return data.reshape(shape[0], shape[1] * shape[2]) if ndim == 3 else data  # images as (N, 784)
 
 
 def encode_idx(array, rows=28, cols=28):
@@ -154,7 +155,7 @@ def _check_arrays(arrays, spec, source):
     return arrays
 
 
-def _write_atomic(path, raw):
+def write_atomic(path, raw):
     """Write bytes under a temporary name, then rename: no reader ever sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -220,7 +221,8 @@ def _from_mirror(url, md5):
         try:
             with urllib.request.urlopen(f"{url}{IDX_NAMES[part]}.gz", timeout=TIMEOUT_S) as r:
                 files[part] = r.read()
-        except OSError as e:  # URLError, HTTPError, timeouts and resets are all OSErrors
+        except (OSError, http.client.HTTPException) as e:  # URLError, HTTPError, timeouts and
+            # resets are OSErrors; a response cut off midway is http.client.IncompleteRead
             raise DataError(f"{url}: {getattr(e, 'reason', e)}") from None
     return _decode_gz(files, md5, url)
 
@@ -284,16 +286,17 @@ def fetch(dataset="mnist", data_dir=None, log=None):
         if not source.startswith("cache"):
             try:
                 for part in PARTS:
-                    _write_atomic(raw_dir / IDX_NAMES[part], encode_idx(arrays[part]))
+                    write_atomic(raw_dir / IDX_NAMES[part], encode_idx(arrays[part]))
             except OSError as e:
-                raise DataError(f"cannot write the {dataset} cache in {raw_dir}: {e.strerror}; "
+                raise DataError(f"cannot write the {dataset} cache in {raw_dir}: {e.strerror or e}; "
                                 f"make that folder writable or pass another data_dir") from None
         if log:
             log(f"{dataset}: loaded from {source}")
         return arrays, source
+    origin = f" from {spec['mirrors'][0]}" if spec["mirrors"] else ""  # a spec may have none
     raise DataError(
         f"no {dataset} source worked ({'; '.join(tried)}). Place the four files "
-        f"{', '.join(n + '.gz' for n in IDX_NAMES.values())} from {spec['mirrors'][0]} "
+        f"{', '.join(n + '.gz' for n in IDX_NAMES.values())}{origin} "
         f"in {raw_dir}/ and run again")
 
 
