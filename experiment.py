@@ -1,0 +1,196 @@
+"""What the two trainers share, so that they differ only in the framework: the flags,
+the progress line, the divergence check and the metrics file that compare.py reads.
+
+NumPy and the standard library only (the from-scratch side must not need torch).
+"""
+import argparse
+import io
+import json
+import math
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+from data_loader import DATASETS, write_atomic
+
+ROOT = Path(__file__).resolve().parent
+RESULTS_DIR = ROOT / "results"
+SCHEMA_VERSION = 1  # bump when the metrics JSON changes shape; compare.py checks it
+WEIGHT_SUFFIX = {"numpy": ".npz", "pytorch": ".pt"}
+
+
+class TrainingDiverged(Exception):
+    """The loss became NaN or infinite; the message says where and what to try."""
+
+
+# ----------------------------------------------------------------------------- the flags
+
+def _positive(kind):
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not value > 0 or not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+        return value
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+
+def _non_negative_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value < math.inf:
+        raise argparse.ArgumentTypeError(f"must be zero or positive, got {text}")
+    return value
+
+
+def _dropout(text):
+    try:
+        p = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= p < 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
+    return p
+
+
+def build_parser(framework, description):
+    """The flags both trainers take, with the same names and defaults."""
+    p = argparse.ArgumentParser(description=description,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--epochs", type=_positive(int), default=10, help="passes over the training set")
+    p.add_argument("--batch-size", type=_positive(int), default=128, help="samples per gradient step")
+    p.add_argument("--lr", type=_positive(float), default=2e-3, help="(peak) learning rate")
+    p.add_argument("--optimizer", choices=["sgd", "momentum", "adam"], default="adam",
+                   help="plain SGD, SGD with momentum 0.9, or Adam")
+    p.add_argument("--schedule", choices=["constant", "cosine"], default="cosine",
+                   help="learning rate over the run: fixed, or cosine decay to 0 by the last step")
+    p.add_argument("--hidden", type=_positive(int), nargs="+", default=[128, 64],
+                   help="hidden layer sizes, e.g. --hidden 256 128 64")
+    p.add_argument("--weight-decay", type=_non_negative_float, default=0.0,
+                   help="L2 penalty: adds (wd / 2) * sum(W^2) over the weights to the loss")
+    p.add_argument("--dropout", type=_dropout, default=0.0,
+                   help="probability of zeroing each hidden unit while training")
+    p.add_argument("--seed", type=int, default=0, help="seeds the initial weights and the batch order")
+    p.add_argument("--limit", type=_positive(int), default=None,
+                   help="train on the first N samples only (quick runs; the test set stays whole)")
+    p.add_argument("--dataset", choices=sorted(DATASETS), default="mnist", help="which data")
+    p.add_argument("--metrics", type=Path, default=RESULTS_DIR / f"{framework}_metrics.json",
+                   help="where to write the metrics JSON")
+    p.add_argument("--weights", type=Path,
+                   default=RESULTS_DIR / f"{framework}_model{WEIGHT_SUFFIX[framework]}",
+                   help="where to write the trained weights")
+    p.add_argument("--no-progress", action="store_true", help="hide the per-batch progress bar")
+    return p
+
+
+def check_limit(parser, args, n_train):
+    """--limit cannot ask for more samples than the training set has."""
+    if args.limit is not None and args.limit > n_train:
+        parser.error(f"argument --limit: {args.limit} is more than the {n_train} training samples")
+
+
+# ----------------------------------------------------------------------------- the run
+
+def check_finite(loss, epoch, batch, lr):
+    """Stop at the first NaN or infinite loss: nothing after it means anything."""
+    if not math.isfinite(loss):
+        raise TrainingDiverged(
+            f"the loss became {loss} at epoch {epoch}, batch {batch}: the learning rate "
+            f"{lr:g} is too large for this run; try a smaller --lr (e.g. {lr / 10:g})")
+
+
+def cpu_model():
+    """The CPU's marketing name, from /proc/cpuinfo where there is one."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def numpy_blas():
+    """NumPy's BLAS library, version and thread count (OpenBLAS is asked directly)."""
+    import ctypes
+    import numpy as np
+    info = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+    threads = None
+    try:  # the OpenBLAS that NumPy loaded, found in this process's memory map (Linux)
+        lib = next(line.split()[-1] for line in open("/proc/self/maps") if "openblas" in line)
+        dll = ctypes.CDLL(lib)
+        for symbol in ("scipy_openblas_get_num_threads64_", "openblas_get_num_threads64_",
+                       "openblas_get_num_threads"):
+            if hasattr(dll, symbol):
+                threads = getattr(dll, symbol)()
+                break
+    except (OSError, StopIteration):
+        pass
+    return {"blas": f"{info.get('name')} {info.get('version')}", "blas_threads": threads}
+
+
+class Run:
+    """The record of one training run: prints the progress line, writes the metrics JSON."""
+
+    def __init__(self, framework, args, versions, hardware, n_train, n_test):
+        config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+        self.record = {
+            "schema": SCHEMA_VERSION,
+            "framework": framework,
+            "versions": {"python": platform.python_version(), **versions},
+            "config": config,
+            "seed": args.seed,
+            "data": {"dataset": args.dataset, "train_samples": n_train, "test_samples": n_test},
+            "hardware": {"cpu": cpu_model(), "cores": os.cpu_count(),
+                         "platform": platform.platform(), **hardware},
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "status": "running",
+            "epochs": [],
+            "total_train_seconds": 0.0,
+            "final_test_acc": None,
+        }
+        self.interrupted = False  # set by the trainer on Ctrl-C
+
+    def log_epoch(self, epoch, train_loss, train_acc, test_loss, test_acc, seconds, samples):
+        """Add one epoch and print its line."""
+        self.record["epochs"].append({
+            "epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
+            "test_loss": test_loss, "test_acc": test_acc,
+            "epoch_seconds": seconds, "samples_per_second": samples / seconds,
+        })
+        self.record["total_train_seconds"] += seconds
+        self.record["final_test_acc"] = test_acc
+        print(f"epoch {epoch:2d} | train loss {train_loss:.4f} acc {100 * train_acc:6.2f}% | "
+              f"test loss {test_loss:.4f} acc {100 * test_acc:6.2f}% | {seconds:.2f}s", flush=True)
+
+    def save(self, path, status):
+        """Write the record under a temporary name, then rename it into place."""
+        self.record["status"] = status
+        write_atomic(Path(path), (json.dumps(self.record, indent=2) + "\n").encode())
+
+
+def save_bytes(path, write):
+    """Call write(file) on an in-memory file, then write it atomically to path."""
+    buffer = io.BytesIO()
+    write(buffer)
+    write_atomic(Path(path), buffer.getvalue())
+
+
+def finish(run, args, save_weights):
+    """Write the metrics and the weights, and say where; a failed write is one line."""
+    try:
+        save_bytes(args.weights, save_weights)
+        run.save(args.metrics, "interrupted" if run.interrupted else "completed")
+    except OSError as e:
+        sys.exit(f"error: cannot write results ({e.strerror}: {e.filename}); "
+                 f"choose a writable place with --metrics and --weights")
+    done = len(run.record["epochs"])
+    note = f"interrupted after {done} finished epoch(s); " if run.interrupted else ""
+    print(f"{note}metrics -> {args.metrics}, weights -> {args.weights}")

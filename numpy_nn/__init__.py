@@ -1,0 +1,1 @@
+"""The from-scratch network: NumPy and the standard library only."""

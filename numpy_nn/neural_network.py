@@ -1,0 +1,129 @@
+"""A fully connected network with hand-written backpropagation, in NumPy.
+
+    784 inputs -> 128 ReLU -> 64 ReLU -> 10 scores (logits) -> softmax probabilities
+
+forward() computes the scores and keeps what backward() needs (the cache). backward()
+walks the same layers in reverse, applying the chain rule one step per line: each
+gradient d<name> is dLoss/d<name>, the sensitivity of the loss to that quantity.
+"""
+import numpy as np
+
+from numpy_nn.utils import cross_entropy_with_grad, dropout_mask, log_softmax
+
+LAYER_SIZES = (784, 128, 64, 10)
+
+
+class NeuralNetwork:
+    """Layers of h_next = relu(h @ W + b), then a final affine layer that gives the logits.
+
+    All weights and biases live in one flat array, self.flat_params; self.params["W1"],
+    ["b1"], ... are views into it (W shaped (fan_in, fan_out), so a batch of rows x
+    multiplies as x @ W). Gradients mirror that in self.flat_grads / self.grads. One buffer
+    lets an optimizer update every parameter in a few whole-array operations, and lets
+    save/load and the gradient check treat the parameters as one vector.
+    """
+
+    def __init__(self, sizes=LAYER_SIZES, seed=0, dtype=np.float32):
+        self.sizes, self.dtype = tuple(sizes), np.dtype(dtype)
+        self.num_layers = len(self.sizes) - 1
+        shapes = {}
+        for i, (fan_in, fan_out) in enumerate(zip(self.sizes[:-1], self.sizes[1:]), start=1):
+            shapes[f"W{i}"], shapes[f"b{i}"] = (fan_in, fan_out), (fan_out,)
+        total = sum(int(np.prod(s)) for s in shapes.values())
+        self.flat_params = np.zeros(total, self.dtype)
+        self.flat_grads = np.zeros(total, self.dtype)
+        self.params, self.grads, offset = {}, {}, 0
+        for name, shape in shapes.items():
+            size = int(np.prod(shape))
+            self.params[name] = self.flat_params[offset:offset + size].reshape(shape)
+            self.grads[name] = self.flat_grads[offset:offset + size].reshape(shape)
+            offset += size
+        # He initialisation: N(0, 2 / fan_in) keeps the variance of ReLU activations steady
+        # from layer to layer. Drawn in float64 then cast, so float32 and float64 networks
+        # with the same seed start from the same numbers. Biases start at zero.
+        rng = np.random.default_rng(seed)
+        for i in range(1, self.num_layers + 1):
+            fan_in = self.sizes[i - 1]
+            W = rng.standard_normal(self.params[f"W{i}"].shape) * np.sqrt(2.0 / fan_in)
+            self.params[f"W{i}"][...] = W
+
+    # ------------------------------------------------------------------------- forward
+
+    def forward(self, x, dropout=0.0, rng=None):
+        """x (B, 784) -> logits (B, 10), and the cache of activations backward() needs.
+
+        With dropout > 0 (training only) each hidden unit is zeroed with that probability,
+        using rng; the masks go into the cache so backward() blocks the same units.
+        """
+        h = x.astype(self.dtype, copy=False)                   # B,784
+        cache = {"h0": h}
+        for i in range(1, self.num_layers):
+            z = h @ self.params[f"W{i}"]                       # B,H  affine: weighted sums
+            z += self.params[f"b{i}"]                          #      ... plus bias
+            h = np.maximum(z, 0, out=z)                        # B,H  ReLU, in place
+            if dropout:
+                cache[f"mask{i}"] = dropout_mask(h.shape, dropout, rng, self.dtype)
+                h *= cache[f"mask{i}"]
+            cache[f"h{i}"] = h
+        L = self.num_layers
+        logits = h @ self.params[f"W{L}"] + self.params[f"b{L}"]  # B,10
+        return logits, cache
+
+    # ------------------------------------------------------------------------- backward
+
+    def backward(self, dlogits, cache, l2=0.0):
+        """Chain rule from dLoss/dlogits back to every weight and bias: go in the reverse
+        order of the forward pass. Fills self.grads (and so self.flat_grads) and returns it.
+
+        l2 > 0 adds the gradient of the penalty (l2 / 2) * sum(W^2) over the weights.
+        """
+        L = self.num_layers
+        dz = dlogits                                           # B,10  dLoss/dlogits
+        for i in range(L, 0, -1):
+            h_prev = cache[f"h{i - 1}"]                        # B,fan_in  this layer's input
+            W, dW, db = self.params[f"W{i}"], self.grads[f"W{i}"], self.grads[f"b{i}"]
+            np.matmul(h_prev.T, dz, out=dW)                    # fan_in,fan_out  z = h W + b => dW = h^T dz
+            dz.sum(axis=0, out=db)                             # fan_out  db = sum of dz over the batch
+            if l2:
+                dW += l2 * W                                   # d(l2/2 * W^2)/dW = l2 W
+            if i == 1:
+                break                                          # no gradient needed for the input
+            dh = dz @ W.T                                      # B,fan_in  dh = dz W^T
+            if f"mask{i - 1}" in cache:
+                dh *= cache[f"mask{i - 1}"]                    # dropout: blocked units pass no gradient
+            dh *= h_prev > 0                                   # ReLU: dz = dh where z > 0, else 0
+            dz = dh                                            # the previous layer's dz
+        return self.grads
+
+    # ------------------------------------------------------------------------- helpers
+
+    def gradients(self, x, y, l2=0.0, dropout=0.0, rng=None):
+        """One forward and backward pass on a batch: returns the mean cross-entropy and
+        the gradients (self.grads; the same numbers as one vector in self.flat_grads)."""
+        logits, cache = self.forward(x, dropout, rng)
+        loss, dlogits = cross_entropy_with_grad(logits, y)
+        return loss, self.backward(dlogits, cache, l2)
+
+    def loss(self, x, y, l2=0.0):
+        """The objective the gradients belong to: mean cross-entropy + (l2 / 2) sum(W^2)."""
+        logits, _ = self.forward(x)
+        ce = -log_softmax(logits)[np.arange(len(y)), y].mean()
+        penalty = sum(float((self.params[f"W{i}"] ** 2).sum()) for i in range(1, self.num_layers + 1))
+        return float(ce) + 0.5 * l2 * penalty
+
+    def predict(self, x):
+        """The most probable class of each row of x."""
+        return self.forward(x)[0].argmax(axis=1)
+
+    def save(self, path):
+        """Write the weights, biases and layer sizes to an .npz file."""
+        np.savez(path, sizes=np.array(self.sizes), **self.params)
+
+    @classmethod
+    def load(cls, path, dtype=None):
+        """Rebuild a network from a file written by save()."""
+        with np.load(path) as f:
+            net = cls(tuple(int(s) for s in f["sizes"]), dtype=dtype or f["W1"].dtype)
+            for name in net.params:
+                net.params[name][...] = f[name]
+        return net

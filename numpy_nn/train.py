@@ -1,0 +1,85 @@
+"""Train the from-scratch NumPy network on MNIST.
+
+    python numpy_nn/train.py                 # the default run: 10 epochs, Adam, cosine schedule
+    python numpy_nn/train.py --help          # every flag, with its default
+
+Its twin is pytorch_nn/train.py: same flags, same batches, same loop, same progress line;
+a diff of the two files shows what PyTorch automates.
+"""
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, from any cwd
+from data_loader import DataError, batches, load_mnist  # noqa: E402
+from experiment import Run, TrainingDiverged, build_parser, check_finite, check_limit, finish, numpy_blas  # noqa: E402
+from numpy_nn.neural_network import NeuralNetwork  # noqa: E402
+from numpy_nn.utils import OPTIMIZERS, cosine_lr, cross_entropy, accuracy  # noqa: E402
+
+EVAL_BATCH = 10_000  # evaluation needs no gradients, so it can take big bites
+
+
+def evaluate(net, x, y):
+    """Mean cross-entropy and accuracy over a whole dataset (no dropout, no updates)."""
+    loss = correct = 0.0
+    for start in range(0, len(x), EVAL_BATCH):
+        logits, _ = net.forward(x[start:start + EVAL_BATCH])
+        yb = y[start:start + EVAL_BATCH]
+        loss += cross_entropy(logits, yb) * len(yb)
+        correct += accuracy(logits, yb) * len(yb)
+    return loss / len(x), correct / len(x)
+
+
+def train(args, x_train, y_train, x_test, y_test):
+    """Train a network as the flags say; returns it and the Run record of every epoch."""
+    net = NeuralNetwork((x_train.shape[1], *args.hidden, 10), seed=args.seed)
+    optimizer = OPTIMIZERS[args.optimizer](net.flat_params, args.lr)
+    run = Run("numpy", args, {"numpy": np.__version__}, {"device": "cpu", **numpy_blas()},
+              len(x_train), len(x_test))
+    batch_rng = np.random.default_rng(args.seed)  # the batch order: the same in both trainers
+    dropout_rng = np.random.default_rng(args.seed + 1)
+    steps_per_epoch = math.ceil(len(x_train) / args.batch_size)
+    total_steps, step = args.epochs * steps_per_epoch, 0
+    try:
+        for epoch in range(1, args.epochs + 1):
+            t0 = time.perf_counter()
+            bar = tqdm(batches(len(x_train), args.batch_size, batch_rng), total=steps_per_epoch,
+                       desc=f"epoch {epoch}", leave=False, disable=args.no_progress or None)
+            for batch, idx in enumerate(bar, start=1):
+                if args.schedule == "cosine":
+                    optimizer.lr = cosine_lr(args.lr, step, total_steps)
+                loss, _ = net.gradients(x_train[idx], y_train[idx], args.weight_decay,
+                                        args.dropout, dropout_rng)
+                check_finite(loss, epoch, batch, args.lr)
+                optimizer.step(net.flat_grads)
+                step += 1
+            seconds = time.perf_counter() - t0
+            run.log_epoch(epoch, *evaluate(net, x_train, y_train), *evaluate(net, x_test, y_test),
+                          seconds, len(x_train))
+    except KeyboardInterrupt:
+        run.interrupted = True
+    return net, run
+
+
+def main(argv=None):
+    parser = build_parser("numpy", "Train the from-scratch NumPy network on MNIST.")
+    args = parser.parse_args(argv)
+    try:
+        x_train, y_train, x_test, y_test = load_mnist(args.dataset, log=print)
+    except DataError as e:
+        sys.exit(f"error: {e}")
+    check_limit(parser, args, len(x_train))
+    x_train, y_train = x_train[:args.limit], y_train[:args.limit]
+    try:
+        net, run = train(args, x_train, y_train, x_test, y_test)
+    except TrainingDiverged as e:
+        sys.exit(f"error: {e}")  # no metrics written: there is no result to claim
+    finish(run, args, net.save)
+
+
+if __name__ == "__main__":
+    main()

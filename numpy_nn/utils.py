@@ -1,0 +1,165 @@
+"""The pieces a neural network is built from, in plain NumPy.
+
+Activations (ReLU, softmax), the cross-entropy loss and its gradient, accuracy, the
+optimizers (SGD, SGD with momentum, Adam: the same update rules and defaults as
+torch.optim), the cosine learning-rate schedule, dropout, and a finite-difference
+gradient check. neural_network.py puts them together.
+"""
+import math
+
+import numpy as np
+
+
+# ----------------------------------------------------------------------------- activations
+
+def relu(z):
+    """max(0, z): lets positive signals through, blocks negative ones."""
+    return np.maximum(z, 0)
+
+
+def relu_grad(z):
+    """d relu(z)/dz: 1 where z > 0, else 0 (we take 0 at z = 0, as PyTorch does)."""
+    return (z > 0).astype(z.dtype)
+
+
+def log_softmax(logits):
+    """log p for each class, computed stably: shifting by the row max changes nothing
+    mathematically but keeps exp() from overflowing at large logits."""
+    shifted = logits - logits.max(axis=1, keepdims=True)  # B,C  every row's max is now 0
+    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+
+
+def softmax(logits):
+    """Turn scores into probabilities: exp, then normalise each row to sum to 1."""
+    e = np.exp(logits - logits.max(axis=1, keepdims=True))  # B,C  stable, as above
+    return e / e.sum(axis=1, keepdims=True)
+
+
+# ----------------------------------------------------------------------------- loss, accuracy
+
+def cross_entropy(logits, y):
+    """Mean over the batch of -log p(true class): 0 when the net is sure and right."""
+    return float(-log_softmax(logits)[np.arange(len(y)), y].mean())
+
+
+def cross_entropy_with_grad(logits, y):
+    """The loss and its gradient with respect to the logits, in one pass.
+
+    Softmax and cross-entropy fuse into a famously simple gradient:
+    d(mean CE)/dlogits = (softmax(logits) - onehot(y)) / B.
+    """
+    n = len(y)
+    logp = log_softmax(logits)                    # B,C
+    loss = -logp[np.arange(n), y].mean()
+    dlogits = np.exp(logp, out=logp)              # B,C  probabilities, reusing the buffer
+    dlogits[np.arange(n), y] -= 1                 # p - onehot(y)
+    dlogits /= n                                  # the mean over the batch
+    return float(loss), dlogits
+
+
+def accuracy(logits, y):
+    """Fraction of samples whose highest score is the true class."""
+    return float((logits.argmax(axis=1) == y).mean())
+
+
+# ----------------------------------------------------------------------------- regularisation
+
+def dropout_mask(shape, p, rng, dtype):
+    """Inverted dropout: zero each unit with probability p and scale the survivors by
+    1/(1-p), so the expected activation is unchanged and evaluation needs no rescaling."""
+    return (rng.random(shape, dtype=np.float32) >= p).astype(dtype) / dtype(1 - p)
+
+
+# ----------------------------------------------------------------------------- optimizers
+# Each optimizer updates one flat parameter array in place from one flat gradient array
+# (the network keeps all its weights and biases in one buffer, see neural_network.py), so
+# a step is a handful of whole-array NumPy operations, whatever the number of layers.
+# L2 regularisation is part of the loss (NeuralNetwork.backward adds l2 * W to dW), so the
+# gradients arrive here already carrying it, exactly as torch.optim's weight_decay adds it.
+
+class SGD:
+    """Gradient descent: p -= lr * g. With momentum mu: v = mu * v + g; p -= lr * v
+    (torch.optim.SGD's rule, dampening 0: the velocity accumulates past gradients)."""
+
+    def __init__(self, params, lr=1e-3, momentum=0.0):
+        self.params, self.lr, self.momentum = params, lr, momentum
+        self.velocity = np.zeros_like(params) if momentum else None
+
+    def step(self, grads):
+        g = grads
+        if self.momentum:
+            self.velocity *= self.momentum
+            self.velocity += g                              # v = mu * v + g
+            g = self.velocity
+        self.params -= self.lr * g
+
+
+class Adam:
+    """Adam (Kingma & Ba, 2015), step for step as torch.optim.Adam computes it:
+        m += (1 - b1) * (g - m)            running mean of gradients
+        v = b2 * v + (1 - b2) * g^2        running mean of squared gradients
+        p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
+    The (1 - b^t) terms undo the pull towards the zeros m and v start from. Each weight
+    gets its own step size: large where its gradients are small and steady."""
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8):
+        self.params, self.lr, self.betas, self.eps = params, lr, betas, eps
+        self.m, self.v = np.zeros_like(params), np.zeros_like(params)
+        self.t = 0
+        self._tmp = np.empty_like(params)                   # scratch, reused every step
+
+    def step(self, grads):
+        b1, b2 = self.betas
+        self.t += 1
+        g, tmp = grads, self._tmp
+        np.subtract(g, self.m, out=tmp)
+        tmp *= 1 - b1
+        self.m += tmp                                       # m += (1 - b1)(g - m)
+        np.multiply(g, g, out=tmp)
+        tmp *= 1 - b2
+        self.v *= b2
+        self.v += tmp                                       # v = b2 v + (1 - b2) g^2
+        denom = np.sqrt(self.v, out=tmp)
+        denom /= math.sqrt(1 - b2 ** self.t)
+        denom += self.eps                                   # sqrt(v_hat) + eps
+        step = np.divide(self.m, denom, out=tmp)
+        step *= self.lr / (1 - b1 ** self.t)
+        self.params -= step                                 # p -= lr m_hat / (sqrt(v_hat) + eps)
+
+
+OPTIMIZERS = {  # the --optimizer choices; momentum 0.9 and Adam's betas are the usual defaults
+    "sgd": lambda params, lr: SGD(params, lr=lr),
+    "momentum": lambda params, lr: SGD(params, lr=lr, momentum=0.9),
+    "adam": lambda params, lr: Adam(params, lr=lr),
+}
+
+
+def cosine_lr(base_lr, step, total_steps):
+    """Cosine schedule: from base_lr at step 0 down to 0 at total_steps, fast in the
+    middle, gentle at both ends (the closed form of torch's CosineAnnealingLR, eta_min 0)."""
+    return base_lr * 0.5 * (1 + math.cos(math.pi * step / total_steps))
+
+
+# ----------------------------------------------------------------------------- checking
+
+def numerical_gradient(f, x, eps=1e-5):
+    """Central finite differences: df/dx_i ~ (f(x + eps e_i) - f(x - eps e_i)) / (2 eps).
+
+    Changes x in place one entry at a time (and restores it), so f must read x. Use
+    float64: in float32 the rounding error of f swamps a difference this small."""
+    grad = np.zeros_like(x)
+    flat, gflat = x.reshape(-1), grad.reshape(-1)  # views: writing them writes x and grad
+    for i in range(flat.size):
+        old = flat[i]
+        flat[i] = old + eps
+        f_plus = f()
+        flat[i] = old - eps
+        f_minus = f()
+        flat[i] = old
+        gflat[i] = (f_plus - f_minus) / (2 * eps)
+    return grad
+
+
+def relative_error(a, b):
+    """max |a - b| / max(|a|, |b|), elementwise, with a floor so zeros compare sanely."""
+    return float(np.max(np.abs(a - b) / np.maximum(np.maximum(np.abs(a), np.abs(b)), 1e-8)))

@@ -1,0 +1,1 @@
+"""The same network, written the PyTorch way."""
