@@ -66,7 +66,7 @@ def build_parser(framework, description):
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--epochs", type=_positive(int), default=10, help="passes over the training set")
     p.add_argument("--batch-size", type=_positive(int), default=128, help="samples per gradient step")
-    p.add_argument("--lr", type=_positive(float), default=2e-3, help="(peak) learning rate")
+    p.add_argument("--lr", type=_positive(float), default=3e-3, help="(peak) learning rate")
     p.add_argument("--optimizer", choices=["sgd", "momentum", "adam"], default="adam",
                    help="plain SGD, SGD with momentum 0.9, or Adam")
     p.add_argument("--schedule", choices=["constant", "cosine"], default="cosine",

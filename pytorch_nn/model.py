@@ -1,0 +1,64 @@
+"""The same network as numpy_nn/neural_network.py, written the PyTorch way.
+
+nn.Linear holds each layer's weight and bias and registers them with the module, so
+model.parameters() finds them all (the bookkeeping numpy_nn does by hand with its flat
+buffer), and autograd records the forward pass to run the chain rule backwards for us
+(the whole of NeuralNetwork.backward).
+"""
+import numpy as np
+import torch
+from torch import nn
+
+LAYER_SIZES = (784, 128, 64, 10)
+
+
+class MLP(nn.Module):
+    """784 -> 128 ReLU -> 64 ReLU -> 10 logits. nn.CrossEntropyLoss applies the softmax
+    (as log-softmax, fused with the loss for stability), so forward returns raw scores."""
+
+    def __init__(self, sizes=LAYER_SIZES, dropout=0.0):
+        super().__init__()
+        self.sizes = tuple(sizes)
+        self.hidden = nn.ModuleList(nn.Linear(i, o) for i, o in zip(self.sizes[:-2], self.sizes[1:-1]))
+        self.out = nn.Linear(self.sizes[-2], self.sizes[-1])
+        self.relu = nn.ReLU()
+        self.dropout = nn.Dropout(dropout) if dropout else nn.Identity()  # active in train() only
+
+    def forward(self, x):
+        for layer in self.hidden:
+            x = self.dropout(self.relu(layer(x)))   # B,H
+        return self.out(x)                          # B,10 logits
+
+    def linears(self):
+        """The nn.Linear layers in order, input to output."""
+        return [*self.hidden, self.out]
+
+
+def load_numpy_params(model, params):
+    """Copy NumPy weights {"W1": (in, out), "b1": (out,), ...} into the model.
+    nn.Linear stores its weight as (out, in) and computes x @ weight.T, hence the .T."""
+    with torch.no_grad():
+        for i, layer in enumerate(model.linears(), start=1):
+            layer.weight.copy_(torch.from_numpy(np.ascontiguousarray(params[f"W{i}"].T)))
+            layer.bias.copy_(torch.from_numpy(params[f"b{i}"]))
+    return model
+
+
+def numpy_params(model):
+    """The model's weights as NumPy arrays in numpy_nn's layout {"W1": (in, out), ...}."""
+    params = {}
+    for i, layer in enumerate(model.linears(), start=1):
+        params[f"W{i}"] = layer.weight.detach().cpu().numpy().T.copy()
+        params[f"b{i}"] = layer.bias.detach().cpu().numpy().copy()
+    return params
+
+
+def load_model(path, map_location="cpu"):
+    """Rebuild an MLP from a saved state_dict; the layer sizes follow from the weight shapes."""
+    state = torch.load(path, map_location=map_location, weights_only=True)
+    hidden = sorted({int(k.split(".")[1]) for k in state if k.startswith("hidden.")})
+    sizes = [state["hidden.0.weight"].shape[1] if hidden else state["out.weight"].shape[1]]
+    sizes += [state[f"hidden.{i}.weight"].shape[0] for i in hidden] + [state["out.weight"].shape[0]]
+    model = MLP(sizes, dropout=0.0)
+    model.load_state_dict(state)
+    return model.to(dtype=state["out.weight"].dtype)

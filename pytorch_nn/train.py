@@ -1,0 +1,166 @@
+"""Train the PyTorch twin of the NumPy network on MNIST.
+
+    python pytorch_nn/train.py               # the default run: 10 epochs, Adam, cosine schedule
+    python pytorch_nn/train.py --help        # every flag, with its default
+
+Its twin is numpy_nn/train.py: same flags, same batches, same loop, same progress line;
+a diff of the two files shows what PyTorch automates. With --init numpy (the default) the
+model starts from exactly the weights the NumPy network draws for the same --seed.
+"""
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, from any cwd
+from data_loader import DataError, batches, load_mnist  # noqa: E402
+from experiment import Run, TrainingDiverged, build_parser, check_finite, check_limit, finish  # noqa: E402
+from numpy_nn.neural_network import NeuralNetwork  # noqa: E402
+from pytorch_nn.model import MLP, load_numpy_params  # noqa: E402
+
+EVAL_BATCH = 10_000  # evaluation needs no gradients, so it can take big bites
+# On an accelerator, reading the loss back (.item()) makes the host wait for the device
+# every step; there the divergence check looks at the losses every CHECK_EVERY steps.
+CHECK_EVERY = {"cpu": 1, "cuda": 100, "mps": 100}
+
+
+def evaluate(model, x, y):
+    """Mean cross-entropy and accuracy over a whole dataset (no dropout, no updates)."""
+    model.eval()                                  # dropout off
+    loss = correct = 0.0
+    with torch.inference_mode():                  # no autograd graph: less memory, less time
+        for start in range(0, len(x), EVAL_BATCH):
+            logits = model(x[start:start + EVAL_BATCH])
+            yb = y[start:start + EVAL_BATCH]
+            loss += nn.functional.cross_entropy(logits, yb, reduction="sum").item()
+            correct += (logits.argmax(dim=1) == yb).sum().item()
+    return loss / len(x), correct / len(x)
+
+
+def make_optimizer(model, args, device):
+    """torch.optim does what numpy_nn/utils.py writes by hand. L2 goes on the weights only
+    (a parameter group per kind), as numpy_nn adds l2 * W to dW and leaves biases alone."""
+    weights = [layer.weight for layer in model.linears()]
+    biases = [layer.bias for layer in model.linears()]
+    groups = [{"params": weights, "weight_decay": args.weight_decay},
+              {"params": biases, "weight_decay": 0.0}]
+    # foreach: one multi-tensor kernel per update op instead of one per parameter tensor
+    if args.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=args.lr, foreach=True)
+    momentum = 0.9 if args.optimizer == "momentum" else 0.0
+    return torch.optim.SGD(groups, lr=args.lr, momentum=momentum, foreach=True)
+
+
+def pick_device(name):
+    """'auto' takes an accelerator when there is one; asking for a missing one is an error."""
+    available = ["cpu"] + (["cuda"] if torch.cuda.is_available() else []) + \
+        (["mps"] if torch.backends.mps.is_available() else [])
+    if name == "auto":
+        return torch.device(available[1] if len(available) > 1 else "cpu")
+    if name not in available:
+        raise ValueError(f"argument --device: {name} is not available here; "
+                         f"devices that exist: {', '.join(available)}")
+    return torch.device(name)
+
+
+def hardware(device):
+    """What the metrics file records about where the run happened."""
+    info = {"device": str(device), "blas": torch.__config__.show().split("BLAS_INFO=")[1].split(",")[0],
+            "blas_threads": torch.get_num_threads()}
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def train(args, x_train, y_train, x_test, y_test):
+    """Train a model as the flags say; returns it and the Run record of every epoch."""
+    device = pick_device(args.device)
+    torch.manual_seed(args.seed)                  # --init torch and dropout draw from here
+    sizes = (x_train.shape[1], *args.hidden, 10)
+    model = MLP(sizes, args.dropout)
+    if args.init == "numpy":                      # the very weights the NumPy network starts from
+        load_numpy_params(model, NeuralNetwork(sizes, seed=args.seed).params)
+    model.to(device)
+    optimizer = make_optimizer(model, args, device)
+    run = Run("pytorch", args, {"torch": torch.__version__, "numpy": np.__version__},
+              hardware(device), len(x_train), len(x_test))
+    # The whole dataset goes to the device once, as tensors; a batch is then one indexing
+    # operation. (A DataLoader over a per-sample Dataset would build every batch from 128
+    # Python-level __getitem__ calls, which on CPU costs more than the network itself.)
+    x_train, y_train, x_test, y_test = (torch.from_numpy(a).to(device)
+                                        for a in (x_train, y_train, x_test, y_test))
+    batch_rng = np.random.default_rng(args.seed)  # the batch order: the same in both trainers
+    steps_per_epoch = math.ceil(len(x_train) / args.batch_size)
+    total_steps = args.epochs * steps_per_epoch
+    scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
+                 if args.schedule == "cosine" else None)
+    loss_fn = nn.CrossEntropyLoss()               # log-softmax + mean negative log-likelihood
+    check_every = CHECK_EVERY[device.type]
+    losses = torch.zeros(steps_per_epoch, device=device)  # this epoch's losses, kept on the device
+    try:
+        for epoch in range(1, args.epochs + 1):
+            model.train()                         # dropout on
+            t0 = time.perf_counter()
+            bar = tqdm(batches(len(x_train), args.batch_size, batch_rng), total=steps_per_epoch,
+                       desc=f"epoch {epoch}", leave=False, disable=args.no_progress or None)
+            for batch, idx in enumerate(bar, start=1):
+                idx = torch.from_numpy(idx).to(device, non_blocking=True)
+                loss = loss_fn(model(x_train[idx]), y_train[idx])
+                optimizer.zero_grad(set_to_none=True)  # drop last step's gradients
+                loss.backward()                   # autograd: every d<name>, by the chain rule
+                optimizer.step()                  # the update rule, for every parameter
+                if scheduler:
+                    scheduler.step()
+                losses[batch - 1] = loss.detach()
+                if batch % check_every == 0 or batch == steps_per_epoch:
+                    check_losses(losses[:batch], epoch, args.lr)
+            if device.type == "cuda":
+                torch.cuda.synchronize()          # the clock stops when the device is done
+            seconds = time.perf_counter() - t0
+            run.log_epoch(epoch, *evaluate(model, x_train, y_train), *evaluate(model, x_test, y_test),
+                          seconds, len(x_train))
+    except KeyboardInterrupt:
+        run.interrupted = True
+    return model, run
+
+
+def check_losses(losses, epoch, lr):
+    """Raise TrainingDiverged at the first NaN or infinite loss among these batches."""
+    bad = torch.nonzero(~torch.isfinite(losses))
+    if len(bad):
+        batch = int(bad[0]) + 1
+        check_finite(float(losses[batch - 1]), epoch, batch, lr)
+
+
+def main(argv=None):
+    parser = build_parser("pytorch", "Train the PyTorch twin of the NumPy network on MNIST.")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto",
+                        help="where to train; auto picks an accelerator when there is one")
+    parser.add_argument("--init", choices=["numpy", "torch"], default="numpy",
+                        help="start from the NumPy network's weights for --seed, or from "
+                             "PyTorch's default initialisation")
+    args = parser.parse_args(argv)
+    try:
+        pick_device(args.device)
+    except ValueError as e:
+        parser.error(str(e))
+    try:
+        x_train, y_train, x_test, y_test = load_mnist(args.dataset, log=print)
+    except DataError as e:
+        sys.exit(f"error: {e}")
+    check_limit(parser, args, len(x_train))
+    x_train, y_train = x_train[:args.limit], y_train[:args.limit]
+    try:
+        model, run = train(args, x_train, y_train, x_test, y_test)
+    except TrainingDiverged as e:
+        sys.exit(f"error: {e}")  # no metrics written: there is no result to claim
+    finish(run, args, lambda f: torch.save(model.state_dict(), f))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,170 @@
+"""The NumPy network and its PyTorch twin do the same work: proved against torch autograd
+and torch.optim, layer by layer, step by step, and over whole training runs.
+
+Tolerances: float64 results agree to ~1e-12 (the order of floating-point operations
+differs between the two libraries, nothing else); float32 to ~1e-5.
+"""
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from data_loader import batches, load_mnist
+from numpy_nn.neural_network import NeuralNetwork
+from numpy_nn.train import evaluate as np_evaluate
+from numpy_nn.utils import OPTIMIZERS, cosine_lr, relative_error, softmax
+from pytorch_nn.model import MLP, load_model, load_numpy_params, numpy_params
+from pytorch_nn.train import evaluate as torch_evaluate
+from pytorch_nn.train import make_optimizer
+
+REPO = Path(__file__).resolve().parents[1]
+SIZES = (784, 128, 64, 10)
+
+
+@pytest.fixture(scope="module")
+def mnist():
+    return load_mnist()
+
+
+def random_twins(dtype, seed=0, sizes=SIZES):
+    """A NumPy network with random non-zero weights AND biases, and its PyTorch twin."""
+    net = NeuralNetwork(sizes, seed=seed, dtype=dtype)
+    rng = np.random.default_rng(seed + 100)
+    for name, p in net.params.items():
+        p[...] = rng.standard_normal(p.shape) * (0.1 if name.startswith("b") else np.sqrt(2 / p.shape[0]))
+    model = MLP(sizes).to(torch.float64 if dtype == np.float64 else torch.float32)
+    load_numpy_params(model, net.params)
+    return net, model
+
+
+def torch_l2_loss(model, x, y, l2):
+    """The objective written out for autograd: mean cross-entropy + (l2/2) sum(W^2)."""
+    loss = torch.nn.functional.cross_entropy(model(x), y)
+    return loss + 0.5 * l2 * sum((layer.weight ** 2).sum() for layer in model.linears())
+
+
+# ----------------------------------------------------------------------------- forward
+
+@pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-12), (np.float32, 1e-5)])
+def test_forward_logits_and_probabilities_agree(mnist, dtype, tol):
+    """Same weights in, same logits and softmax probabilities out."""
+    x = mnist[0][:256].astype(dtype)
+    net, model = random_twins(dtype)
+    logits_np, _ = net.forward(x)
+    with torch.inference_mode():
+        logits_t = model(torch.from_numpy(x)).numpy()
+    probs_t = torch.softmax(torch.from_numpy(logits_t), dim=1).numpy()
+    err_logits = np.abs(logits_np - logits_t).max() / np.abs(logits_t).max()
+    err_probs = np.abs(softmax(logits_np) - probs_t).max()
+    print(f"{np.dtype(dtype).name}: max rel diff logits {err_logits:.2e}, max abs diff probs {err_probs:.2e}")
+    assert err_logits < tol and err_probs < tol
+
+
+# ----------------------------------------------------------------------------- backward
+
+@pytest.mark.parametrize("l2", [0.0, 1e-2])
+def test_backward_equals_autograd(mnist, l2):
+    """Every hand-written gradient equals torch autograd's for one batch (float64, 1e-10)."""
+    x, y = mnist[0][:128].astype(np.float64), mnist[1][:128]
+    net, model = random_twins(np.float64)
+    loss_np, grads = net.gradients(x, y, l2=l2)
+    loss_t = torch_l2_loss(model, torch.from_numpy(x), torch.from_numpy(y), l2)
+    loss_t.backward()
+    assert abs(net.loss(x, y, l2) - loss_t.item()) < 1e-12 * abs(loss_t.item())
+    for i, layer in enumerate(model.linears(), start=1):
+        for name, mine, theirs in [(f"W{i}", grads[f"W{i}"], layer.weight.grad.numpy().T),
+                                   (f"b{i}", grads[f"b{i}"], layer.bias.grad.numpy())]:
+            err = relative_error(mine, theirs)
+            print(f"l2={l2} d{name}: max relative error {err:.2e}")
+            assert err < 1e-10, name
+
+
+# ----------------------------------------------------------------------------- optimizers
+
+@pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam"])
+@pytest.mark.parametrize("schedule", ["constant", "cosine"])
+def test_optimizer_steps_equal_torch_optim(mnist, optimizer, schedule):
+    """Several steps of the hand-written optimizer, with L2 and the schedule, leave the
+    weights where torch.optim (+ CosineAnnealingLR) leaves them (float64, 1e-10)."""
+    lr = {"sgd": 0.1, "momentum": 0.05, "adam": 3e-3}[optimizer]
+    l2, steps, bs = 1e-3, 8, 64
+    x, y = mnist[0][:steps * bs].astype(np.float64), mnist[1][:steps * bs]
+    net, model = random_twins(np.float64)
+    opt_np = OPTIMIZERS[optimizer](net.flat_params, lr)
+    opt_t = make_optimizer(model, SimpleNamespace(optimizer=optimizer, lr=lr, weight_decay=l2), "cpu")
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt_t, T_max=steps) if schedule == "cosine" else None
+    for step, idx in enumerate(batches(len(x), bs, np.random.default_rng(0))):
+        if sched:
+            opt_np.lr = cosine_lr(lr, step, steps)
+            assert math.isclose(opt_np.lr, opt_t.param_groups[0]["lr"], rel_tol=1e-12, abs_tol=1e-18)
+        net.gradients(x[idx], y[idx], l2=l2)
+        opt_np.step(net.flat_grads)
+        loss = torch.nn.functional.cross_entropy(model(torch.from_numpy(x[idx])), torch.from_numpy(y[idx]))
+        opt_t.zero_grad(set_to_none=True)
+        loss.backward()
+        opt_t.step()
+        if sched:
+            sched.step()
+        theirs = numpy_params(model)
+        err = max(relative_error(net.params[k], theirs[k]) for k in theirs)
+        assert err < 1e-10, f"step {step + 1}: max relative error {err:.2e}"
+    moved = np.abs(net.params["W1"] - random_twins(np.float64)[0].params["W1"]).max()
+    print(f"{optimizer}/{schedule}: {steps} steps, weights moved up to {moved:.2e}, max rel diff {err:.2e}")
+    assert moved > 1e-3  # the steps really did something
+
+
+# ----------------------------------------------------------------------------- cross-loading
+
+def test_weights_cross_load_with_identical_accuracy(mnist, tmp_path):
+    """NumPy weights run in the PyTorch model, and PyTorch weights in the NumPy network, give
+    the same predictions on the whole test set, through the files each trainer writes."""
+    _, _, x_test, y_test = mnist
+    net, model = random_twins(np.float32, seed=3)
+    net.save(tmp_path / "w.npz")
+    torch.save(model.state_dict(), tmp_path / "w.pt")
+    from_np = load_numpy_params(MLP(SIZES), NeuralNetwork.load(tmp_path / "w.npz").params)
+    from_t = NeuralNetwork(SIZES)
+    for k, v in numpy_params(load_model(tmp_path / "w.pt")).items():
+        from_t.params[k][...] = v
+    xt, yt = torch.from_numpy(x_test), torch.from_numpy(y_test)
+    acc = {"numpy": np_evaluate(net, x_test, y_test)[1], "numpy->torch": torch_evaluate(from_np, xt, yt)[1],
+           "torch": torch_evaluate(model, xt, yt)[1], "torch->numpy": np_evaluate(from_t, x_test, y_test)[1]}
+    print(acc)
+    assert len(set(acc.values())) == 1
+    with torch.inference_mode():
+        assert (from_np(xt).argmax(1).numpy() == net.predict(x_test)).all()
+
+
+# ----------------------------------------------------------------------------- whole runs
+
+def run_trainer(framework, flags, tmp_path):
+    out = tmp_path / framework
+    cmd = [sys.executable, str(REPO / f"{framework}_nn" / "train.py"), "--no-progress",
+           "--metrics", str(out / "m.json"), "--weights", str(out / "w"), *flags]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    return json.loads((out / "m.json").read_text())
+
+
+# Measured here (float32, --limit 10000, 3 epochs, cosine, seed 0), the largest relative
+# difference of the per-epoch train/test losses: sgd 1.0e-7, momentum 1.4e-7, adam 1.3e-7;
+# test accuracy the same to the sample in every epoch.
+@pytest.mark.parametrize("optimizer, lr", [("sgd", "0.1"), ("momentum", "0.02"), ("adam", "1e-3")])
+def test_trainers_are_twins(tmp_path, optimizer, lr):
+    """Same seed and flags: per-epoch losses agree and test accuracy agrees to the sample."""
+    flags = ["--limit", "10000", "--epochs", "3", "--optimizer", optimizer, "--lr", lr,
+             "--schedule", "cosine", "--seed", "0"]
+    a, b = run_trainer("numpy", flags, tmp_path), run_trainer("pytorch", flags + ["--device", "cpu"], tmp_path)
+    worst = 0.0
+    for ea, eb in zip(a["epochs"], b["epochs"], strict=True):
+        for key in ("train_loss", "test_loss"):
+            worst = max(worst, abs(ea[key] - eb[key]) / abs(eb[key]))
+        assert round(ea["test_acc"] * 10000) == round(eb["test_acc"] * 10000)
+    print(f"{optimizer}: largest relative loss difference {worst:.1e}")
+    assert worst < 1e-5
