@@ -75,7 +75,8 @@ def main(argv=None):
     check_limit(parser, args, len(x_train))
     x_train, y_train = x_train[:args.limit], y_train[:args.limit]
     try:
-        net, run = train(args, x_train, y_train, x_test, y_test)
+        with np.errstate(over="ignore", invalid="ignore"):  # a diverging run is reported once, by check_finite
+            net, run = train(args, x_train, y_train, x_test, y_test)
     except TrainingDiverged as e:
         sys.exit(f"error: {e}")  # no metrics written: there is no result to claim
     finish(run, args, net.save)

@@ -67,7 +67,8 @@ def accuracy(logits, y):
 def dropout_mask(shape, p, rng, dtype):
     """Inverted dropout: zero each unit with probability p and scale the survivors by
     1/(1-p), so the expected activation is unchanged and evaluation needs no rescaling."""
-    return (rng.random(shape, dtype=np.float32) >= p).astype(dtype) / dtype(1 - p)
+    dtype = np.dtype(dtype)  # accepts np.float32 and np.dtype('float32') alike
+    return (rng.random(shape, dtype=np.float32) >= p).astype(dtype) / dtype.type(1 - p)
 
 
 # ----------------------------------------------------------------------------- optimizers
