@@ -67,7 +67,7 @@ def torch_trainer(x, y, batch_size, device):
     import torch
     from pytorch_nn.model import MLP, load_numpy_params
     model = load_numpy_params(MLP(), NeuralNetwork(seed=0).params).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3, foreach=True)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
     loss_fn = torch.nn.CrossEntropyLoss()
     xt, yt = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
     order = _endless_batches(len(x), batch_size)
