@@ -194,3 +194,88 @@ def finish(run, args, save_weights):
     done = len(run.record["epochs"])
     note = f"interrupted after {done} finished epoch(s); " if run.interrupted else ""
     print(f"{note}metrics -> {args.metrics}, weights -> {args.weights}")
+
+
+# ----------------------------------------------------------------------------- reading it back
+
+class MetricsError(Exception):
+    """A metrics file is missing, unreadable or not what Run.save writes; the message is one line."""
+
+
+NUMBER = (int, float)  # JSON has one number type: a hand-written 10 is as good as 10.0
+OPTIONAL_INT = (int, type(None))
+# The keys Run.save writes that readers (compare.py) rely on, each with its JSON type.
+RECORD_FIELDS = {"schema": int, "framework": str, "versions": dict, "config": dict, "data": dict,
+                 "hardware": dict, "status": str, "epochs": list, "total_train_seconds": NUMBER}
+CONFIG_FIELDS = {"epochs": int, "batch_size": int, "lr": NUMBER, "optimizer": str, "schedule": str,
+                 "hidden": list, "weight_decay": NUMBER, "dropout": NUMBER, "limit": OPTIONAL_INT,
+                 "dataset": str}
+DATA_FIELDS = {"dataset": str, "train_samples": int, "test_samples": int}
+HARDWARE_FIELDS = {"cpu": str, "cores": OPTIONAL_INT, "device": str, "blas": str,
+                   "blas_threads": OPTIONAL_INT}  # os.cpu_count() and OpenBLAS may not know
+EPOCH_FIELDS = {"epoch": int, "train_loss": NUMBER, "train_acc": NUMBER, "test_loss": NUMBER,
+                "test_acc": NUMBER, "epoch_seconds": NUMBER, "samples_per_second": NUMBER}
+SAVED_STATUSES = ("completed", "interrupted")  # "running" only ever lives in memory
+TYPE_NAMES = {int: "an integer", NUMBER: "a number", OPTIONAL_INT: "an integer or null",
+              str: "a string", list: "a list", dict: "an object"}
+
+
+def _check_fields(obj, fields, where):
+    """Raise MetricsError unless obj is a dict holding every field with its JSON type."""
+    if not isinstance(obj, dict):
+        raise MetricsError(f"{where} should be a JSON object, got {type(obj).__name__}")
+    for key, kind in fields.items():
+        if key not in obj:
+            raise MetricsError(f"{where} lacks the key {key!r}")
+        value = obj[key]
+        # bool is a subclass of int in Python, but true/false is never a count or a rate
+        if isinstance(value, bool) or not isinstance(value, kind):
+            raise MetricsError(f"{where}[{key!r}] should be {TYPE_NAMES[kind]}, got {value!r}")
+
+
+def _check_record(record):
+    """Raise MetricsError (without the file name) at the first thing compare.py could not read."""
+    _check_fields(record, RECORD_FIELDS, "the record")
+    for key, fields in (("config", CONFIG_FIELDS), ("data", DATA_FIELDS), ("hardware", HARDWARE_FIELDS)):
+        _check_fields(record[key], fields, key)
+    for i, epoch in enumerate(record["epochs"]):
+        _check_fields(epoch, EPOCH_FIELDS, f"epochs[{i}]")
+        if not epoch["epoch_seconds"] > 0:  # throughput and speed ratios divide by it
+            raise MetricsError(f"epochs[{i}]['epoch_seconds'] should be positive, "
+                               f"got {epoch['epoch_seconds']!r}")
+    if record["framework"] not in WEIGHT_SUFFIX:
+        raise MetricsError(f"unknown framework {record['framework']!r} "
+                           f"(expected one of {', '.join(WEIGHT_SUFFIX)})")
+    if record["status"] not in SAVED_STATUSES:
+        raise MetricsError(f"unknown status {record['status']!r} "
+                           f"(expected one of {', '.join(SAVED_STATUSES)})")
+    if not record["epochs"]:
+        raise MetricsError("no finished epochs (the run stopped during epoch 1), nothing to compare")
+
+
+def load_metrics(path):
+    """Read a metrics file written by Run.save and check its shape; MetricsError says what is wrong.
+
+    A run interrupted after some epochs is valid (status "interrupted"); one with no finished
+    epoch is not: there is nothing in it to compare.
+    """
+    try:
+        record = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise MetricsError(f"{path} not found") from None
+    except OSError as e:
+        raise MetricsError(f"cannot read {path} ({e.strerror})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise MetricsError(f"{path} is not valid JSON ({e})") from None
+    if not isinstance(record, dict):
+        raise MetricsError(f"{path} is not a metrics record (its JSON is a {type(record).__name__})")
+    # the version first: a file in another schema may lack keys for a good reason
+    version = record.get("schema")
+    if version != SCHEMA_VERSION:
+        raise MetricsError(f"{path}: schema version {version!r}, but this code reads version "
+                           f"{SCHEMA_VERSION}; run the trainer again to write a current file")
+    try:
+        _check_record(record)
+    except MetricsError as e:
+        raise MetricsError(f"{path}: {e}") from None
+    return record

@@ -1,0 +1,390 @@
+"""compare.py: the numbers in its table, its warnings, its pictures, and a one-line error for
+every bad input. The metrics files are made up here, in the shape Run.save writes, so no
+test trains a network; the pictures of the trained networks use untrained saved models.
+"""
+import copy
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import matplotlib.image
+import numpy as np
+import pytest
+
+import compare
+from experiment import SCHEMA_VERSION, Run, build_parser, load_metrics
+from numpy_nn.neural_network import NeuralNetwork
+
+REPO = Path(__file__).resolve().parents[1]
+SIZES = (784, 128, 64, 10)
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def make_record(framework="numpy", test_acc=(0.90, 0.95, 0.93), epoch_seconds=(1.0, 1.0, 1.0),
+                status="completed", config=None, hardware=None, data=None):
+    """A metrics record as Run.save writes it, with made-up numbers; each dict argument
+    updates that part of the record."""
+    train_samples = 60000
+    epochs = [{"epoch": i, "train_loss": 0.5 / i, "train_acc": acc + 0.02, "test_loss": 0.6 / i,
+               "test_acc": acc, "epoch_seconds": seconds, "samples_per_second": train_samples / seconds}
+              for i, (acc, seconds) in enumerate(zip(test_acc, epoch_seconds), start=1)]
+    record = {
+        "schema": SCHEMA_VERSION,
+        "framework": framework,
+        "versions": {"python": "3.11.7", framework: "1.0"},
+        "config": {"epochs": len(epochs), "batch_size": 128, "lr": 3e-3, "optimizer": "adam",
+                   "schedule": "cosine", "hidden": [128, 64], "weight_decay": 0.0, "dropout": 0.0,
+                   "seed": 0, "limit": None, "dataset": "mnist", "metrics": "m.json",
+                   "weights": "no/such/weights", "no_progress": True},
+        "seed": 0,
+        "data": {"dataset": "mnist", "train_samples": train_samples, "test_samples": 10000},
+        "hardware": {"cpu": "Test CPU", "cores": 2, "platform": "Linux", "device": "cpu",
+                     "blas": "openblas", "blas_threads": 2},
+        "started": "2026-01-01T00:00:00+0000",
+        "status": status,
+        "epochs": epochs,
+        "total_train_seconds": float(sum(epoch_seconds)),
+        "final_test_acc": epochs[-1]["test_acc"] if epochs else None,
+    }
+    for part, changes in (("config", config), ("hardware", hardware), ("data", data)):
+        record[part].update(changes or {})
+    return record
+
+
+def write(folder, name, record):
+    path = folder / name
+    path.write_text(record if isinstance(record, str) else json.dumps(record))
+    return path
+
+
+def twin_files(tmp_path, numpy_seconds=10.0, pytorch_seconds=25.0, **pytorch_changes):
+    """numpy_metrics.json and pytorch_metrics.json with these total training seconds."""
+    numpy = make_record("numpy", epoch_seconds=[numpy_seconds / 3] * 3)
+    pytorch = make_record("pytorch", epoch_seconds=[pytorch_seconds / 3] * 3, **pytorch_changes)
+    return [write(tmp_path, "numpy_metrics.json", numpy),
+            write(tmp_path, "pytorch_metrics.json", pytorch)]
+
+
+def run_result(record, name="NumPy", key="numpy"):
+    return compare.RunResult(Path(f"{key}.json"), record, name, key)
+
+
+def assert_png(path):
+    """A real, readable PNG with some content (not an empty figure)."""
+    raw = path.read_bytes()
+    assert raw[:8] == PNG_SIGNATURE, path
+    assert len(raw) > 20_000, (path, len(raw))
+    image = matplotlib.image.imread(path)
+    assert image.ndim == 3 and image.shape[2] in (3, 4) and min(image.shape[:2]) > 400, image.shape
+
+
+def run_main(*argv):
+    compare.main([str(arg) for arg in argv])
+
+
+def error_of(*argv):
+    """The message main exits with, checked to be one line starting with 'error:'."""
+    with pytest.raises(SystemExit) as exit_info:
+        run_main(*argv)
+    message = str(exit_info.value.code)
+    assert message.startswith("error: ") and "\n" not in message, message
+    return message
+
+
+# ----------------------------------------------------------------------------- the schema
+
+def test_load_metrics_reads_what_run_save_writes(tmp_path):
+    """The checker and the writer agree: a record made by experiment.Run loads unchanged."""
+    args = build_parser("numpy", "test").parse_args(["--epochs", "2"])
+    hardware = {"device": "cpu", "blas": "openblas", "blas_threads": None}
+    run = Run("numpy", args, {"numpy": np.__version__}, hardware, n_train=100, n_test=10)
+    run.log_epoch(1, 0.5, 0.8, 0.6, 0.75, 0.5, 100)
+    run.save(tmp_path / "m.json", "completed")
+    assert load_metrics(tmp_path / "m.json") == json.loads((tmp_path / "m.json").read_text())
+
+
+def broken(change):
+    """make_record() with one change applied to a deep copy."""
+    record = copy.deepcopy(make_record())
+    change(record)
+    return record
+
+
+BAD_FILES = {
+    "malformed JSON": ('{"schema": 1, "epochs": [', "is not valid JSON"),
+    "not an object": ("[1, 2, 3]", "is not a metrics record (its JSON is a list)"),
+    "unknown schema": (broken(lambda r: r.update(schema=99)),
+                       "schema version 99, but this code reads version 1"),
+    "no schema": (broken(lambda r: r.pop("schema")), "schema version None"),
+    "missing key": (broken(lambda r: r.pop("epochs")), "the record lacks the key 'epochs'"),
+    "missing config key": (broken(lambda r: r["config"].pop("lr")), "config lacks the key 'lr'"),
+    "missing epoch key": (broken(lambda r: r["epochs"][1].pop("test_acc")),
+                          "epochs[1] lacks the key 'test_acc'"),
+    "wrong type": (broken(lambda r: r.update(total_train_seconds="10")),
+                   "the record['total_train_seconds'] should be a number, got '10'"),
+    "bool for a number": (broken(lambda r: r["epochs"][0].update(test_acc=True)),
+                          "should be a number, got True"),
+    "zero seconds": (broken(lambda r: r["epochs"][0].update(epoch_seconds=0)), "should be positive"),
+    "unknown framework": (broken(lambda r: r.update(framework="jax")), "unknown framework 'jax'"),
+    "unknown status": (broken(lambda r: r.update(status="running")), "unknown status 'running'"),
+    "zero epochs": (make_record(test_acc=(), epoch_seconds=(), status="interrupted"),
+                    "no finished epochs (the run stopped during epoch 1), nothing to compare"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_FILES)
+def test_bad_metrics_file_is_one_error_line(tmp_path, case):
+    content, expected = BAD_FILES[case]
+    path = write(tmp_path, "bad.json", content)
+    good = write(tmp_path, "good.json", make_record("pytorch"))
+    message = error_of("--runs", good, path, "--out-dir", tmp_path / "out", "--no-inside")
+    assert message.startswith(f"error: {path}") and expected in message, message
+    assert not (tmp_path / "out").exists()  # nothing written for bad input
+
+
+def test_missing_default_file_names_the_trainer_to_run(tmp_path, monkeypatch):
+    monkeypatch.setattr(compare, "RESULTS_DIR", tmp_path)  # where the defaults point
+    write(tmp_path, "numpy_metrics.json", make_record("numpy"))
+    message = error_of("--out-dir", tmp_path / "out")
+    expected = "pytorch_metrics.json not found: run `python pytorch_nn/train.py` first"
+    assert message == f"error: {tmp_path / expected}", message
+
+
+def test_missing_runs_file_names_both_trainers(tmp_path):
+    missing = tmp_path / "lr_1e-3.json"
+    message = error_of("--runs", missing, "--out-dir", tmp_path)
+    assert message == (f"error: {missing} not found: run `python numpy_nn/train.py --metrics {missing}` "
+                       f"or `python pytorch_nn/train.py --metrics {missing}` first")
+
+
+def test_cli_error_is_one_stderr_line_without_traceback(tmp_path):
+    """Run as a program from another folder: imports work, the error is one line, exit 1."""
+    done = subprocess.run([sys.executable, str(REPO / "compare.py"), "--runs", "missing.json"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert done.stderr.splitlines() == [
+        "error: missing.json not found: run `python numpy_nn/train.py --metrics missing.json` "
+        "or `python pytorch_nn/train.py --metrics missing.json` first"]
+
+
+@pytest.mark.parametrize("where", ["a file", "under a file"])
+def test_unwritable_out_dir_is_one_error_line(tmp_path, where):
+    runs = twin_files(tmp_path)
+    blocker = write(tmp_path, "blocker", "I am a file")
+    out_dir = blocker if where == "a file" else blocker / "results"
+    message = error_of("--runs", *runs, "--out-dir", out_dir, "--no-inside")
+    expected = "is a file, not a folder" if where == "a file" else "(Not a directory)"
+    assert "out" in message and expected in message, message
+
+
+def test_failed_write_is_one_error_line_and_leaves_no_temporary_file(tmp_path):
+    out = tmp_path / "out"
+    (out / "comparison.png").mkdir(parents=True)  # a folder where the picture should go
+    message = error_of("--runs", *twin_files(tmp_path), "--out-dir", out, "--no-inside")
+    assert "cannot write" in message and "comparison.png" in message, message
+    assert sorted(p.name for p in out.iterdir()) == ["comparison.md", "comparison.png"]
+
+
+# ----------------------------------------------------------------------------- the numbers
+
+@pytest.mark.parametrize("numpy_s, pytorch_s, sentence", [
+    (10.0, 25.0, "NumPy is 2.5x faster than PyTorch on this CPU (Test CPU): 10.00 s against 25.00 s"),
+    (25.0, 10.0, "PyTorch is 2.5x faster than NumPy on this CPU (Test CPU): 10.00 s against 25.00 s"),
+    (12.0, 12.3, "NumPy and PyTorch train equally fast on this CPU (Test CPU)"),
+])
+def test_speed_ratio_value_and_direction(tmp_path, numpy_s, pytorch_s, sentence):
+    text = compare.report(compare.load_runs(twin_files(tmp_path, numpy_s, pytorch_s)))
+    assert sentence in text, text
+
+
+def test_speed_ratio_names_both_devices_when_they_differ(tmp_path):
+    runs = twin_files(tmp_path, 30.0, 3.0, hardware={"device": "cuda", "gpu": "Test GPU"})
+    text = compare.report(compare.load_runs(runs))
+    assert "PyTorch on its GPU (Test GPU) is 10.0x faster than NumPy on its CPU (Test CPU)" in text, text
+    assert "warning: the runs differ in hardware" in text
+
+
+def test_table_row_numbers(tmp_path):
+    """Final and best test accuracy (the first epoch that reached it), total and mean seconds,
+    median throughput."""
+    record = make_record(test_acc=(0.90, 0.95, 0.95, 0.93), epoch_seconds=(6.0, 1.0, 2.0, 3.0))
+    run = run_result(record)
+    assert compare.summarize(run) == {
+        "final_test_acc": 0.93, "best_test_acc": 0.95, "best_epoch": 2, "total_seconds": 12.0,
+        "mean_epoch_seconds": 3.0, "median_samples_per_second": 25_000}  # of 10k, 60k, 30k, 20k
+    assert compare.table_row(run).startswith(
+        "| NumPy | 4 | 93.00% | 95.00% (epoch 2) | 12.00 | 3.000 | 25,000 | Test CPU (2 cores) | "
+        "openblas (2 threads) | cpu | python 3.11.7, numpy 1.0 |")
+
+
+def test_same_framework_twice_gets_labels_from_file_names(tmp_path):
+    paths = [write(tmp_path, "lr_1e-3.json", make_record(epoch_seconds=(1, 1, 1))),
+             write(tmp_path, "lr_3e-3.json", make_record(epoch_seconds=(2, 2, 2), config={"lr": 3e-3}))]
+    (tmp_path / "copy").mkdir()
+    paths.append(write(tmp_path / "copy", "lr_1e-3.json", make_record()))
+    runs = compare.load_runs(paths)
+    assert [(run.name, run.key) for run in runs] == [
+        ("NumPy (lr_1e-3)", "numpy_lr_1e-3"), ("NumPy (lr_3e-3)", "numpy_lr_3e-3"),
+        ("NumPy (lr_1e-3) #3", "numpy_lr_1e-3_3")]
+    assert "NumPy (lr_1e-3) is 2.0x faster than NumPy (lr_3e-3)" in compare.report(runs)
+
+
+# (part of the record, key, new value, the setting the warning names)
+UNFAIR = [
+    ("config", "epochs", 5, "epochs"),
+    ("config", "batch_size", 64, "batch size"),
+    ("config", "optimizer", "sgd", "optimizer"),
+    ("config", "lr", 0.1, "learning rate"),
+    ("config", "schedule", "constant", "schedule"),
+    ("config", "hidden", [256, 128], "hidden sizes"),
+    ("config", "weight_decay", 1e-4, "weight decay"),
+    ("config", "dropout", 0.2, "dropout"),
+    ("data", "dataset", "fashion-mnist", "dataset"),
+    ("data", "train_samples", 5000, "training samples"),
+    ("hardware", "cpu", "Other CPU", "hardware"),
+    ("hardware", "device", "cuda", "hardware"),
+]
+
+
+@pytest.mark.parametrize("part, key, value, setting", UNFAIR, ids=[u[1] + "-" + u[0] for u in UNFAIR])
+def test_unfair_warning_names_the_one_setting_that_differs(part, key, value, setting):
+    same = [run_result(make_record("numpy")), run_result(make_record("pytorch"), "PyTorch", "pytorch")]
+    assert compare.unfair_differences(same) == []
+    other = make_record("pytorch")
+    other[part][key] = value
+    warnings = compare.unfair_differences([same[0], run_result(other, "PyTorch", "pytorch")])
+    assert len(warnings) == 1, warnings
+    assert warnings[0].startswith(f"warning: the runs differ in {setting} ("), warnings
+
+
+def test_unfair_warning_printed_and_written_only_when_configs_differ(tmp_path, capsys):
+    out = tmp_path / "out"
+    run_main("--runs", *twin_files(tmp_path), "--out-dir", out, "--no-inside")
+    assert "warning:" not in capsys.readouterr().out
+    assert "warning:" not in (out / "comparison.md").read_text()
+
+    run_main("--runs", *twin_files(tmp_path, config={"lr": 1e-3}), "--out-dir", out, "--no-inside")
+    expected = "warning: the runs differ in learning rate (NumPy 0.003, PyTorch 0.001)"
+    assert expected in capsys.readouterr().out
+    md = (out / "comparison.md").read_text()
+    assert expected in md and "NumPy is 2.5x faster than PyTorch" in md
+
+
+# ----------------------------------------------------------------------------- the figure
+
+def test_comparison_figure_and_interrupted_run(tmp_path, capsys):
+    """An interrupted run is drawn as far as it got, marked in the legend, table and a warning."""
+    interrupted = make_record("pytorch", test_acc=(0.91, 0.94), epoch_seconds=(2.0, 2.0),
+                              status="interrupted", config={"epochs": 3})
+    paths = [write(tmp_path, "numpy_metrics.json", make_record("numpy")),
+             write(tmp_path, "pytorch_metrics.json", interrupted)]
+    out = tmp_path / "out"
+    run_main("--runs", *paths, "--out-dir", out, "--no-inside")
+    printed = capsys.readouterr().out
+    assert "warning: PyTorch was interrupted after 2 of 3 epochs" in printed
+    assert "| PyTorch (interrupted) | 2 of 3 | 94.00% |" in (out / "comparison.md").read_text()
+    assert sorted(p.name for p in out.iterdir()) == ["comparison.md", "comparison.png"]  # no temp files
+    assert_png(out / "comparison.png")
+
+    runs = compare.load_runs(paths)
+    assert compare.describe_config(runs[1]).startswith(
+        "PyTorch (interrupted): mnist (60,000 train), adam lr 0.003 cosine, batch 128, 3 epochs")
+    fig = compare.plot_comparison(runs)
+    loss_ax = fig.axes[0]
+    lines = {line.get_label(): line for line in loss_ax.get_lines()}
+    assert list(lines["PyTorch (interrupted) test"].get_xdata()) == [1, 2]
+    assert "PyTorch (interrupted) train" in [t.get_text() for t in loss_ax.get_legend().get_texts()]
+    assert lines["NumPy test"].get_linestyle() == "--" and lines["NumPy train"].get_linestyle() == "-"
+    compare.plt.close(fig)
+
+
+# ----------------------------------------------------------------------------- looking inside
+
+def test_confusion_matrix_matches_bincount():
+    rng = np.random.default_rng(0)
+    y_true, y_pred = rng.integers(0, 10, 10_000), rng.integers(0, 10, 10_000)
+    counts = compare.confusion_matrix(y_true, y_pred)
+    reference = np.bincount(10 * y_true + y_pred, minlength=100).reshape(10, 10)
+    np.testing.assert_array_equal(counts, reference)
+    assert counts.sum() == 10_000
+    small = compare.confusion_matrix(np.array([0, 0, 1, 2]), np.array([0, 2, 1, 2]), n_classes=3)
+    np.testing.assert_array_equal(small, [[1, 0, 1],
+                                          [0, 1, 0],
+                                          [0, 0, 1]])
+
+
+def test_most_confident_mistakes_picks_the_surest_wrong_answers():
+    probs = np.array([[0.10, 0.80, 0.10],    # true 1: right
+                      [0.70, 0.20, 0.10],    # true 1: wrong, 70% sure
+                      [0.05, 0.05, 0.90],    # true 0: wrong, 90% sure
+                      [0.30, 0.30, 0.40],    # true 2: right
+                      [0.10, 0.60, 0.30],    # true 2: wrong, 60% sure
+                      [0.98, 0.01, 0.01]])   # true 0: right, and the surest of all
+    y = np.array([1, 1, 0, 2, 2, 0])
+    assert list(compare.most_confident_mistakes(probs, y, 2)) == [2, 1]
+    assert list(compare.most_confident_mistakes(probs, y, 10)) == [2, 1, 4]
+    assert list(compare.most_confident_mistakes(probs, probs.argmax(axis=1), 10)) == []
+
+
+def test_pictures_of_saved_models(tmp_path, capsys):
+    """Untrained saved models, one found through its metrics file and one through the flag:
+    every picture is written, and the counts behind the confusion matrix add up."""
+    import torch
+    from pytorch_nn.model import MLP
+
+    NeuralNetwork(SIZES, seed=0).save(tmp_path / "numpy_flag.npz")
+    torch.manual_seed(0)
+    model = MLP(SIZES)
+    torch.save(model.state_dict(), tmp_path / "pytorch_model.pt")
+    runs = [write(tmp_path, "numpy_metrics.json", make_record("numpy")),  # its weights path: absent
+            write(tmp_path, "pytorch_metrics.json",
+                  make_record("pytorch", config={"weights": str(tmp_path / "pytorch_model.pt")}))]
+    out = tmp_path / "out"
+    run_main("--runs", *runs, "--out-dir", out, "--numpy-weights", tmp_path / "numpy_flag.npz")
+    pictures = ["comparison.png", "confusion_numpy.png", "confusion_pytorch.png", "mistakes_numpy.png",
+                "mistakes_pytorch.png", "weights_numpy.png"]
+    assert sorted(p.name for p in out.iterdir()) == sorted(pictures + ["comparison.md"])
+    for name in pictures:
+        assert_png(out / name)
+
+    x_test, y_test = compare.load_test_set("mnist")
+    with torch.inference_mode():
+        torch_predicted = model(torch.from_numpy(x_test)).argmax(dim=1).numpy()
+    net = compare.load_network("pytorch", tmp_path / "pytorch_model.pt")
+    np.testing.assert_array_equal(net.predict(x_test), torch_predicted)  # the conversion to NumPy
+    counts = compare.confusion_matrix(y_test, torch_predicted)
+    assert counts.sum() == 10_000
+    np.testing.assert_array_equal(counts.sum(axis=1), np.bincount(y_test, minlength=10))  # rows: truth
+    np.testing.assert_array_equal(counts.sum(axis=0), np.bincount(torch_predicted, minlength=10))
+    assert np.trace(counts) == (torch_predicted == y_test).sum()
+
+
+def test_missing_weights_are_skipped_with_a_note(tmp_path, capsys):
+    out = tmp_path / "out"
+    run_main("--runs", *twin_files(tmp_path), "--out-dir", out)
+    printed = capsys.readouterr().out
+    assert "note: no saved weights for NumPy (no/such/weights): skipping" in printed
+    assert "note: no saved weights for PyTorch" in printed
+    assert sorted(p.name for p in out.iterdir()) == ["comparison.md", "comparison.png"]
+
+
+def test_bad_weights_are_one_error_line(tmp_path):
+    runs = twin_files(tmp_path)
+    common = ["--runs", *runs, "--out-dir", tmp_path / "out"]
+    garbage = write(tmp_path, "garbage.pt", "not a checkpoint")
+    message = error_of(*common, "--pytorch-weights", garbage)
+    assert f"cannot read {garbage} as PyTorch weights" in message, message
+
+    NeuralNetwork((784, 32, 10)).save(tmp_path / "small.npz")
+    message = error_of(*common, "--numpy-weights", tmp_path / "small.npz")
+    assert "holds hidden sizes 32 but" in message and "trained 128-64" in message, message
+
+    message = error_of(*common, "--numpy-weights", tmp_path / "none.npz")
+    assert message == f"error: --numpy-weights {tmp_path / 'none.npz'} not found"
+
+    two_numpy = [write(tmp_path, "a.json", make_record()), write(tmp_path, "b.json", make_record())]
+    message = error_of("--runs", *two_numpy, "--out-dir", tmp_path / "out",
+                       "--numpy-weights", tmp_path / "small.npz")
+    assert message == "error: --numpy-weights needs exactly one NumPy run, got 2"
