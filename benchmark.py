@@ -8,13 +8,16 @@ square product, best of several); then, for each batch size, the training throug
 network and of the PyTorch model on the CPU, and on CUDA when present: same network, same
 optimizer (Adam), same data. The two implementations take turns within each repeat, so
 both see the same machine load. The roofline is peak / (FLOPs per training sample): no
-implementation can train faster than that on this machine.
+implementation can train faster than that on this machine. "matmuls only" times just the
+matrix products of a step at the step's own shapes: how close BLAS itself gets to the
+peak on matrices this small.
 
 Writes results/benchmark.json, results/benchmark.md and results/throughput.png.
 """
 import argparse
 import io
 import json
+import os
 import statistics
 import sys
 import time
@@ -59,6 +62,25 @@ def numpy_trainer(x, y, batch_size):
         idx = next(order)
         net.gradients(x[idx], y[idx])
         opt.step(net.flat_grads)
+    return step, lambda: None
+
+
+def matmuls_only(x, batch_size):
+    """Only the matrix products of a NumPy training step, on the same shapes: the most any
+    implementation that hands its products to this BLAS can reach (the shape's own ceiling)."""
+    net = NeuralNetwork(seed=0)
+    Ws = [net.params[f"W{i}"] for i in range(1, net.num_layers + 1)]
+    xb = x[:batch_size].copy()
+
+    def step():
+        hs = [xb]
+        for W in Ws:                                 # forward: h @ W
+            hs.append(hs[-1] @ W)
+        dz = hs[-1]
+        for i in range(len(Ws) - 1, -1, -1):         # backward: h^T dz, and dz W^T below layer 1
+            hs[i].T @ dz
+            if i:
+                dz = dz @ Ws[i].T
     return step, lambda: None
 
 
@@ -121,6 +143,7 @@ def main(argv=None):
         p.error("batch sizes, --samples and --repeats must be positive")
 
     import torch
+    from pytorch_nn.train import hardware
     try:
         x, y, _, _ = load_mnist()
     except DataError as e:
@@ -134,7 +157,7 @@ def main(argv=None):
     rows = []
     for bs in args.batch_sizes:
         steps = max(1, args.samples // bs)
-        trainers = {"numpy": numpy_trainer(x, y, bs)}
+        trainers = {"numpy": numpy_trainer(x, y, bs), "matmuls only": matmuls_only(x, bs)}
         for device in devices:
             trainers[f"pytorch-{device}"] = torch_trainer(x, y, bs, device)
         rates = measure(trainers, bs, steps, args.repeats)
@@ -150,10 +173,10 @@ def main(argv=None):
         "what": "training throughput, Adam, 784-128-64-10 float32, median of repeats",
         "matmul_peak_gflops": peak, "flops_per_sample": per_sample, "roofline_samples_per_second": roofline,
         "samples_per_repeat": args.samples, "repeats": args.repeats, "rows": rows,
-        "hardware": {"cpu": cpu_model(), "cores": __import__("os").cpu_count(),
+        "hardware": {"cpu": cpu_model(), "cores": os.cpu_count(),
                      "gpu": torch.cuda.get_device_name() if "cuda" in devices else None,
                      "numpy": numpy_blas(),
-                     "torch": {"blas": torch.__config__.show().split("BLAS_INFO=")[1].split(",")[0],
+                     "torch": {"blas": hardware(torch.device("cpu"))["blas"],
                                "threads": torch.get_num_threads()}},
         "versions": {"python": sys.version.split()[0], "numpy": np.__version__, "torch": torch.__version__},
     }

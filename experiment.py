@@ -194,6 +194,8 @@ def finish(run, args, save_weights):
     done = len(run.record["epochs"])
     note = f"interrupted after {done} finished epoch(s); " if run.interrupted else ""
     print(f"{note}metrics -> {args.metrics}, weights -> {args.weights}")
+    if run.interrupted:
+        sys.exit(130)  # the shell's code for "stopped by Ctrl-C", after a clean save
 
 
 # ----------------------------------------------------------------------------- reading it back

@@ -8,6 +8,7 @@ a diff of the two files shows what PyTorch automates. With --init numpy (the def
 model starts from exactly the weights the NumPy network draws for the same --seed.
 """
 import math
+import re
 import sys
 import time
 from pathlib import Path
@@ -71,7 +72,8 @@ def pick_device(name):
 
 def hardware(device):
     """What the metrics file records about where the run happened."""
-    info = {"device": str(device), "blas": torch.__config__.show().split("BLAS_INFO=")[1].split(",")[0],
+    blas = re.search(r"BLAS_INFO=(\w+)", torch.__config__.show())
+    info = {"device": str(device), "blas": blas.group(1) if blas else "unknown",
             "blas_threads": torch.get_num_threads()}
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
