@@ -85,6 +85,7 @@ class SGD:
     def __init__(self, params, lr=1e-3, momentum=0.0):
         self.params, self.lr, self.momentum = params, lr, momentum
         self.velocity = np.zeros_like(params) if momentum else None
+        self._tmp = np.empty_like(params)  # scratch, reused: a fresh array every step costs page faults
 
     def step(self, grads):
         g = grads
@@ -92,7 +93,7 @@ class SGD:
             self.velocity *= self.momentum
             self.velocity += g                              # v = mu * v + g
             g = self.velocity
-        self.params -= self.lr * g
+        self.params -= np.multiply(g, self.lr, out=self._tmp)  # p -= lr * g
 
 
 class Adam:
