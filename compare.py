@@ -350,9 +350,10 @@ def weights_file(run, override=None):
     if not saved:
         return None
     saved = Path(saved)
-    # A relative path is relative to the cwd the trainer ran in: most likely this one or the
-    # repo root. Results copied elsewhere may keep their weights beside the metrics file.
-    candidates = [saved] if saved.is_absolute() else [saved, ROOT / saved]
+    # The trainers record paths inside the repo relative to its root (older files: relative
+    # to the cwd they ran in). Results copied elsewhere may keep their weights beside the
+    # metrics file.
+    candidates = [saved] if saved.is_absolute() else [ROOT / saved, saved]
     candidates.append(run.path.parent / saved.name)
     return next((path for path in candidates if path.is_file()), None)
 

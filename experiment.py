@@ -136,11 +136,21 @@ def numpy_blas():
     return {"blas": f"{info.get('name')} {info.get('version')}", "blas_threads": threads}
 
 
+def repo_relative(path):
+    """A path inside the repo as relative to its root (so committed results hold no machine's
+    folders); any other path in full."""
+    path = Path(path).resolve()
+    try:
+        return str(path.relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
 class Run:
     """The record of one training run: prints the progress line, writes the metrics JSON."""
 
     def __init__(self, framework, args, versions, hardware, n_train, n_test):
-        config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+        config = {k: (repo_relative(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
         self.record = {
             "schema": SCHEMA_VERSION,
             "framework": framework,
@@ -193,7 +203,7 @@ def finish(run, args, save_weights):
                  f"choose a writable place with --metrics and --weights")
     done = len(run.record["epochs"])
     note = f"interrupted after {done} finished epoch(s); " if run.interrupted else ""
-    print(f"{note}metrics -> {args.metrics}, weights -> {args.weights}")
+    print(f"{note}metrics -> {repo_relative(args.metrics)}, weights -> {repo_relative(args.weights)}")
     if run.interrupted:
         sys.exit(130)  # the shell's code for "stopped by Ctrl-C", after a clean save
 
