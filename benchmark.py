@@ -88,7 +88,6 @@ def torch_trainer(x, y, batch_size, device):
     """The same for the PyTorch model: the code of pytorch_nn/train.py's inner loop."""
     import torch
     from pytorch_nn.model import MLP, load_numpy_params
-    torch.set_flush_denormal(True)  # as pytorch_nn/train.py does
     model = load_numpy_params(MLP(), NeuralNetwork(seed=0).params).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
     loss_fn = torch.nn.CrossEntropyLoss()
