@@ -30,7 +30,15 @@ sys.path.insert(0, str(ROOT))
 from data_loader import DataError, batches, load_mnist, write_atomic  # noqa: E402
 from experiment import cpu_model, numpy_blas  # noqa: E402
 from numpy_nn.neural_network import LAYER_SIZES, NeuralNetwork  # noqa: E402
-from numpy_nn.utils import Adam  # noqa: E402
+from numpy_nn.utils import Adam, cross_entropy_with_grad  # noqa: E402
+
+PHASES_AT = (64, 512)  # batch sizes whose steps are also timed phase by phase
+# OpenBLAS's and PyTorch's worker threads keep spinning for a while after their library's
+# last call. In one process, the library that runs next then shares the 2 cores with the
+# other's spinning threads (measured here: PyTorch at batch 64 went from 49k to 30k
+# samples/s right after NumPy). A pause before each timing lets them go to sleep.
+QUIET_S = 0.3
+WARMUP_STEPS = 10  # untimed steps first: caches, allocator, lazy initialisation
 
 
 def matmul_peak(n=2048, repeats=7):
@@ -113,20 +121,76 @@ def _endless_batches(n, batch_size):
 
 
 def measure(trainers, batch_size, steps, repeats):
-    """Median samples/s of each trainer; each repeat times every trainer once, in turn."""
+    """Median samples/s of each trainer, and the median matmul peak measured between them.
+    Each repeat times the peak and then every trainer once, in turn, so all of them see the
+    same machine (which, shared with others, can slow down by half for seconds at a time)."""
     rates = {name: [] for name in trainers}
+    peaks = []
     for name, (step, sync) in trainers.items():  # warm-up: caches, allocator, lazy init
-        for _ in range(max(10, steps // 5)):
+        for _ in range(max(WARMUP_STEPS, steps // 5)):
             step()
         sync()
     for _ in range(repeats):
+        peaks.append(matmul_peak(repeats=3))
         for name, (step, sync) in trainers.items():
+            time.sleep(QUIET_S)
             t0 = time.perf_counter()
             for _ in range(steps):
                 step()
             sync()
             rates[name].append(steps * batch_size / (time.perf_counter() - t0))
-    return {name: statistics.median(r) for name, r in rates.items()}
+    return {name: statistics.median(r) for name, r in rates.items()}, statistics.median(peaks)
+
+
+def numpy_phases(x, y, batch_size, steps):
+    """Microseconds per NumPy training step spent in each phase (one pass of `steps` steps)."""
+    net = NeuralNetwork(seed=0)
+    opt = Adam(net.flat_params, lr=1e-3)
+    order = _endless_batches(len(x), batch_size)
+    spent = dict.fromkeys(["gather batch", "forward", "loss + dlogits", "backward", "optimizer"], 0.0)
+    for i in range(WARMUP_STEPS + steps):
+        t = [time.perf_counter()]
+        idx = next(order)
+        xb, yb = x[idx], y[idx]
+        t.append(time.perf_counter())
+        logits, cache = net.forward(xb)
+        t.append(time.perf_counter())
+        _, dlogits = cross_entropy_with_grad(logits, yb)
+        t.append(time.perf_counter())
+        net.backward(dlogits, cache)
+        t.append(time.perf_counter())
+        opt.step(net.flat_grads)
+        t.append(time.perf_counter())
+        for name, start, end in zip(spent, t, t[1:]):
+            spent[name] += (end - start) * (i >= WARMUP_STEPS)
+    return {name: 1e6 * seconds / steps for name, seconds in spent.items()}
+
+
+def torch_phases(x, y, batch_size, steps):
+    """The same for PyTorch on the CPU, where every operation finishes before it returns."""
+    import torch
+    from pytorch_nn.model import MLP, load_numpy_params
+    model = load_numpy_params(MLP(), NeuralNetwork(seed=0).params)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    order = _endless_batches(len(x), batch_size)
+    spent = dict.fromkeys(["gather batch", "forward + loss", "backward (autograd)", "optimizer"], 0.0)
+    for i in range(WARMUP_STEPS + steps):
+        t = [time.perf_counter()]
+        idx = torch.from_numpy(next(order))
+        xb, yb = xt[idx], yt[idx]
+        t.append(time.perf_counter())
+        loss = loss_fn(model(xb), yb)
+        t.append(time.perf_counter())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        t.append(time.perf_counter())
+        opt.step()
+        t.append(time.perf_counter())
+        for name, start, end in zip(spent, t, t[1:]):
+            spent[name] += (end - start) * (i >= WARMUP_STEPS)
+    return {name: 1e6 * seconds / steps for name, seconds in spent.items()}
 
 
 def main(argv=None):
@@ -149,29 +213,38 @@ def main(argv=None):
     except DataError as e:
         sys.exit(f"error: {e}")
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    peak = matmul_peak()
     per_sample = flops_per_sample()
-    roofline = peak * 1e9 / per_sample
-    print(f"float32 matmul peak {peak:.0f} GFLOP/s; {per_sample / 1e6:.3f} MFLOP per training "
-          f"sample -> roofline {roofline:,.0f} samples/s")
+    print(f"{per_sample / 1e6:.3f} MFLOP per training sample; the roofline is the matmul peak "
+          f"(measured between the timings of each row) / that")
     rows = []
     for bs in args.batch_sizes:
         steps = max(1, args.samples // bs)
         trainers = {"numpy": numpy_trainer(x, y, bs), "matmuls only": matmuls_only(x, bs)}
         for device in devices:
             trainers[f"pytorch-{device}"] = torch_trainer(x, y, bs, device)
-        rates = measure(trainers, bs, steps, args.repeats)
-        row = {"batch_size": bs, "steps": steps, "samples_per_second": rates,
+        rates, peak = measure(trainers, bs, steps, args.repeats)
+        roofline = peak * 1e9 / per_sample
+        row = {"batch_size": bs, "steps": steps, "matmul_peak_gflops": peak,
+               "roofline_samples_per_second": roofline, "samples_per_second": rates,
                "fraction_of_peak": {k: v / roofline for k, v in rates.items()},
                "numpy_over_pytorch_cpu": rates["numpy"] / rates["pytorch-cpu"]}
+        if bs in PHASES_AT:
+            time.sleep(QUIET_S)
+            numpy_us = numpy_phases(x, y, bs, steps)
+            time.sleep(QUIET_S)
+            row["microseconds_per_step"] = {"numpy": numpy_us,
+                                            "pytorch-cpu": torch_phases(x, y, bs, steps),
+                                            "matmuls only": 1e6 * bs / rates["matmuls only"]}
         rows.append(row)
-        print(f"batch {bs:4d}: " + " | ".join(f"{k} {v:9,.0f}/s ({100 * v / roofline:4.1f}% of peak)"
-                                               for k, v in rates.items())
+        print(f"batch {bs:4d} (peak {peak:3.0f} GFLOP/s): "
+              + " | ".join(f"{k} {v:9,.0f}/s ({100 * v / roofline:4.1f}%)" for k, v in rates.items())
               + f" | numpy/pytorch-cpu {row['numpy_over_pytorch_cpu']:.2f}x")
+    peak = statistics.median(row["matmul_peak_gflops"] for row in rows)
 
     record = {
         "what": "training throughput, Adam, 784-128-64-10 float32, median of repeats",
-        "matmul_peak_gflops": peak, "flops_per_sample": per_sample, "roofline_samples_per_second": roofline,
+        "matmul_peak_gflops": peak, "flops_per_sample": per_sample,
+        "roofline_samples_per_second": peak * 1e9 / per_sample,
         "samples_per_repeat": args.samples, "repeats": args.repeats, "rows": rows,
         "hardware": {"cpu": cpu_model(), "cores": os.cpu_count(),
                      "gpu": torch.cuda.get_device_name() if "cuda" in devices else None,
@@ -191,28 +264,42 @@ def main(argv=None):
 
 
 def markdown(record):
-    """The table of benchmark.json, for people."""
+    """The tables of benchmark.json, for people."""
     names = list(record["rows"][0]["samples_per_second"])
     hw = record["hardware"]
     lines = [
         "# Training throughput",
         "",
-        f"{record['what']}; {record['samples_per_repeat']} samples per timed repeat, "
-        f"median of {record['repeats']}. CPU: {hw['cpu']}, {hw['cores']} cores; NumPy BLAS "
-        f"{hw['numpy']['blas']} ({hw['numpy']['blas_threads']} threads); torch BLAS "
-        f"{hw['torch']['blas']} ({hw['torch']['threads']} threads). Versions: "
+        f"Written by `python benchmark.py`. {record['what']}; {record['samples_per_repeat']:,} "
+        f"samples per timed repeat, median of {record['repeats']}. CPU: {hw['cpu']}, "
+        f"{hw['cores']} cores; NumPy BLAS {hw['numpy']['blas']} ({hw['numpy']['blas_threads']} "
+        f"threads); torch BLAS {hw['torch']['blas']} ({hw['torch']['threads']} threads). Versions: "
         + ", ".join(f"{k} {v}" for k, v in record["versions"].items()) + ".",
         "",
-        f"float32 matmul peak: {record['matmul_peak_gflops']:.0f} GFLOP/s. One training sample "
-        f"costs {record['flops_per_sample'] / 1e6:.3f} MFLOP, so the roofline is "
-        f"{record['roofline_samples_per_second']:,.0f} samples/s.",
+        f"One training sample costs {record['flops_per_sample'] / 1e6:.3f} MFLOP. The float32 "
+        f"matmul peak is measured between the timings of each row (median over the run: "
+        f"{record['matmul_peak_gflops']:.0f} GFLOP/s, so the roofline is "
+        f"{record['roofline_samples_per_second']:,.0f} samples/s); % is of the row's own roofline.",
         "",
-        "| batch | " + " | ".join(f"{n} samples/s (% of peak)" for n in names) + " | NumPy / PyTorch CPU |",
-        "|---:|" + "---:|" * (len(names) + 1),
+        "| batch | peak GFLOP/s | " + " | ".join(f"{n} samples/s (% of peak)" for n in names)
+        + " | NumPy / PyTorch CPU |",
+        "|---:|---:|" + "---:|" * (len(names) + 1),
     ]
     for row in record["rows"]:
         cells = [f"{row['samples_per_second'][n]:,.0f} ({100 * row['fraction_of_peak'][n]:.1f}%)" for n in names]
-        lines.append(f"| {row['batch_size']} | " + " | ".join(cells) + f" | {row['numpy_over_pytorch_cpu']:.2f}x |")
+        lines.append(f"| {row['batch_size']} | {row['matmul_peak_gflops']:.0f} | " + " | ".join(cells)
+                     + f" | {row['numpy_over_pytorch_cpu']:.2f}x |")
+    for row in record["rows"]:
+        phases = row.get("microseconds_per_step")
+        if not phases:
+            continue
+        lines += ["", f"## Where a step's time goes at batch {row['batch_size']} (microseconds per step)",
+                  "", f"The matrix products alone (\"matmuls only\") take {phases['matmuls only']:.0f} us "
+                  f"per step at this batch size.", ""]
+        for name in ("numpy", "pytorch-cpu"):
+            total = sum(phases[name].values())
+            lines.append(f"- {name}: " + ", ".join(f"{k} {v:.0f}" for k, v in phases[name].items())
+                         + f"; total {total:.0f}")
     return "\n".join(lines) + "\n"
 
 
@@ -226,9 +313,9 @@ def plot(record):
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for name in rows[0]["samples_per_second"]:
         ax.plot(sizes, [r["samples_per_second"][name] for r in rows], "o-", label=name)
-    ax.axhline(record["roofline_samples_per_second"], color="k", ls="--",
-               label=f"roofline: {record['matmul_peak_gflops']:.0f} GFLOP/s peak / "
-                     f"{record['flops_per_sample'] / 1e6:.2f} MFLOP per sample")
+    ax.plot(sizes, [r["roofline_samples_per_second"] for r in rows], "k--",
+            label=f"roofline: matmul peak (median {record['matmul_peak_gflops']:.0f} GFLOP/s) / "
+                  f"{record['flops_per_sample'] / 1e6:.2f} MFLOP per sample")
     ax.set_xscale("log", base=2)
     ax.set_xticks(sizes, [str(s) for s in sizes])
     ax.set_yscale("log")
