@@ -1,6 +1,6 @@
 """How fast each implementation trains, against this machine's matrix-multiply limit.
 
-    python benchmark.py                      # batch sizes 32..512, about a minute on 2 cores
+    python benchmark.py                      # batch sizes 32..512, about 80 s on 2 cores
 
 In one process run it measures: the single-precision matrix-multiply peak (NumPy, a large
 square product, best of several); then, for each batch size, the training throughput
@@ -134,6 +134,9 @@ def measure(trainers, batch_size, steps, repeats):
         peaks.append(matmul_peak(repeats=3))
         for name, (step, sync) in trainers.items():
             time.sleep(QUIET_S)
+            for _ in range(3):  # untimed: wake this library's threads and the clock back up
+                step()
+            sync()
             t0 = time.perf_counter()
             for _ in range(steps):
                 step()
@@ -200,7 +203,9 @@ def main(argv=None):
                    help="batch sizes to measure")
     p.add_argument("--samples", type=int, default=15_000,
                    help="training samples per timed repeat (steps = samples / batch size)")
-    p.add_argument("--repeats", type=int, default=5, help="timed repeats per batch size (median)")
+    p.add_argument("--repeats", type=int, default=9,
+                   help="timed repeats per batch size: short and many, so a burst of load from "
+                        "other tenants of this machine moves the median little")
     p.add_argument("--out-dir", type=Path, default=ROOT / "results", help="where the results go")
     args = p.parse_args(argv)
     if min(args.batch_sizes) < 1 or args.samples < 1 or args.repeats < 1:
