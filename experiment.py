@@ -163,10 +163,12 @@ class Run:
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "status": "running",
             "epochs": [],
-            "total_train_seconds": 0.0,
+            "total_train_seconds": 0.0,  # the training steps only: the speed comparison
+            "wall_seconds": None,         # training + evaluating every epoch, data loading aside
             "final_test_acc": None,
         }
         self.interrupted = False  # set by the trainer on Ctrl-C
+        self._t0 = time.perf_counter()
 
     def log_epoch(self, epoch, train_loss, train_acc, test_loss, test_acc, seconds, samples):
         """Add one epoch and print its line."""
@@ -183,6 +185,7 @@ class Run:
     def save(self, path, status):
         """Write the record under a temporary name, then rename it into place."""
         self.record["status"] = status
+        self.record["wall_seconds"] = time.perf_counter() - self._t0
         write_atomic(Path(path), (json.dumps(self.record, indent=2) + "\n").encode())
 
 
