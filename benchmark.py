@@ -22,6 +22,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -30,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 from data_loader import DataError, batches, load_mnist, write_atomic  # noqa: E402
 from experiment import cpu_model, numpy_blas  # noqa: E402
 from numpy_nn.neural_network import LAYER_SIZES, NeuralNetwork  # noqa: E402
-from numpy_nn.utils import Adam, cross_entropy_with_grad  # noqa: E402
+from numpy_nn.utils import OPTIMIZERS, cross_entropy_with_grad  # noqa: E402
 
 PHASES_AT = (64, 512)  # batch sizes whose steps are also timed phase by phase
 # OpenBLAS's and PyTorch's worker threads keep spinning for a while after their library's
@@ -60,10 +61,28 @@ def flops_per_sample(sizes=LAYER_SIZES):
     return 2 * (3 * sum(products) - products[0])
 
 
+ARGS = SimpleNamespace(optimizer="adam", lr=1e-3, weight_decay=0.0)  # as the trainers get them
+
+
+def _numpy_setup():
+    """The network and optimizer numpy_nn/train.py builds."""
+    net = NeuralNetwork(seed=0)
+    return net, OPTIMIZERS[ARGS.optimizer](net.flat_params, ARGS.lr)
+
+
+def _torch_setup(x, y, device):
+    """The model, optimizer, loss and data tensors pytorch_nn/train.py builds."""
+    import torch
+    from pytorch_nn.model import MLP, load_numpy_params
+    from pytorch_nn.train import make_optimizer
+    model = load_numpy_params(MLP(), NeuralNetwork(seed=0).params).to(device)
+    xt, yt = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
+    return model, make_optimizer(model, ARGS), torch.nn.CrossEntropyLoss(), xt, yt
+
+
 def numpy_trainer(x, y, batch_size):
     """A function that runs one NumPy training step (Adam) on the next batch."""
-    net = NeuralNetwork(seed=0)
-    opt = Adam(net.flat_params, lr=1e-3)
+    net, opt = _numpy_setup()
     order = _endless_batches(len(x), batch_size)
 
     def step():
@@ -95,11 +114,7 @@ def matmuls_only(x, batch_size):
 def torch_trainer(x, y, batch_size, device):
     """The same for the PyTorch model: the code of pytorch_nn/train.py's inner loop."""
     import torch
-    from pytorch_nn.model import MLP, load_numpy_params
-    model = load_numpy_params(MLP(), NeuralNetwork(seed=0).params).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
-    loss_fn = torch.nn.CrossEntropyLoss()
-    xt, yt = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
+    model, opt, loss_fn, xt, yt = _torch_setup(x, y, device)
     order = _endless_batches(len(x), batch_size)
 
     def step():
@@ -147,8 +162,7 @@ def measure(trainers, batch_size, steps, repeats):
 
 def numpy_phases(x, y, batch_size, steps):
     """Microseconds per NumPy training step spent in each phase (one pass of `steps` steps)."""
-    net = NeuralNetwork(seed=0)
-    opt = Adam(net.flat_params, lr=1e-3)
+    net, opt = _numpy_setup()
     order = _endless_batches(len(x), batch_size)
     spent = dict.fromkeys(["gather batch", "forward", "loss + dlogits", "backward", "optimizer"], 0.0)
     for i in range(WARMUP_STEPS + steps):
@@ -172,11 +186,7 @@ def numpy_phases(x, y, batch_size, steps):
 def torch_phases(x, y, batch_size, steps):
     """The same for PyTorch on the CPU, where every operation finishes before it returns."""
     import torch
-    from pytorch_nn.model import MLP, load_numpy_params
-    model = load_numpy_params(MLP(), NeuralNetwork(seed=0).params)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
-    loss_fn = torch.nn.CrossEntropyLoss()
-    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    model, opt, loss_fn, xt, yt = _torch_setup(x, y, "cpu")
     order = _endless_batches(len(x), batch_size)
     spent = dict.fromkeys(["gather batch", "forward + loss", "backward (autograd)", "optimizer"], 0.0)
     for i in range(WARMUP_STEPS + steps):

@@ -25,9 +25,9 @@ from numpy_nn.neural_network import NeuralNetwork  # noqa: E402
 from pytorch_nn.model import MLP, load_numpy_params  # noqa: E402
 
 EVAL_BATCH = 10_000  # evaluation needs no gradients, so it can take big bites
-# On an accelerator, reading the loss back (.item()) makes the host wait for the device
-# every step; there the divergence check looks at the losses every CHECK_EVERY steps.
-CHECK_EVERY = {"cpu": 1, "cuda": 100, "mps": 100}
+# On an accelerator, reading the loss back (.item()) makes the host wait for the device;
+# there the divergence check reads the losses of CHECK_EVERY steps at once.
+CHECK_EVERY = 100
 
 
 def evaluate(model, x, y):
@@ -43,7 +43,7 @@ def evaluate(model, x, y):
     return loss / len(x), correct / len(x)
 
 
-def make_optimizer(model, args, device):
+def make_optimizer(model, args):
     """torch.optim does what numpy_nn/utils.py writes by hand. L2 goes on the weights only
     (a parameter group per kind), as numpy_nn adds l2 * W to dW and leaves biases alone."""
     weights = [layer.weight for layer in model.linears()]
@@ -89,7 +89,7 @@ def train(args, x_train, y_train, x_test, y_test):
     if args.init == "numpy":                      # the very weights the NumPy network starts from
         load_numpy_params(model, NeuralNetwork(sizes, seed=args.seed).params)
     model.to(device)
-    optimizer = make_optimizer(model, args, device)
+    optimizer = make_optimizer(model, args)
     run = Run("pytorch", args, {"torch": torch.__version__, "numpy": np.__version__},
               hardware(device), len(x_train), len(x_test))
     # The whole dataset goes to the device once, as tensors; a batch is then one indexing
@@ -103,8 +103,7 @@ def train(args, x_train, y_train, x_test, y_test):
     scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
                  if args.schedule == "cosine" else None)
     loss_fn = nn.CrossEntropyLoss()               # log-softmax + mean negative log-likelihood
-    check_every = CHECK_EVERY[device.type]
-    losses = torch.zeros(steps_per_epoch, device=device)  # this epoch's losses, kept on the device
+    losses = torch.zeros(steps_per_epoch, device=device)  # on an accelerator: kept there
     try:
         for epoch in range(1, args.epochs + 1):
             model.train()                         # dropout on
@@ -119,9 +118,13 @@ def train(args, x_train, y_train, x_test, y_test):
                 optimizer.step()                  # the update rule, for every parameter
                 if scheduler:
                     scheduler.step()
-                losses[batch - 1] = loss.detach()
-                if batch % check_every == 0 or batch == steps_per_epoch:
-                    check_losses(losses[:batch], epoch, args.lr)
+                if device.type == "cpu":
+                    check_finite(loss.item(), epoch, batch, args.lr)
+                else:
+                    losses[batch - 1] = loss.detach()
+                    if batch % CHECK_EVERY == 0 or batch == steps_per_epoch:
+                        start = (batch - 1) // CHECK_EVERY * CHECK_EVERY
+                        check_losses(losses[start:batch], start + 1, epoch, args.lr)
             if device.type == "cuda":
                 torch.cuda.synchronize()          # the clock stops when the device is done
             seconds = time.perf_counter() - t0
@@ -132,12 +135,11 @@ def train(args, x_train, y_train, x_test, y_test):
     return model, run
 
 
-def check_losses(losses, epoch, lr):
-    """Raise TrainingDiverged at the first NaN or infinite loss among these batches."""
-    bad = torch.nonzero(~torch.isfinite(losses))
-    if len(bad):
-        batch = int(bad[0]) + 1
-        check_finite(float(losses[batch - 1]), epoch, batch, lr)
+def check_losses(losses, first_batch, epoch, lr):
+    """Raise TrainingDiverged at the first NaN or infinite loss of batches first_batch, ...:
+    one copy to the host for the lot."""
+    for batch, loss in enumerate(losses.tolist(), start=first_batch):
+        check_finite(loss, epoch, batch, lr)
 
 
 def main(argv=None):

@@ -97,7 +97,7 @@ def test_optimizer_steps_equal_torch_optim(mnist, optimizer, schedule):
     x, y = mnist[0][:steps * bs].astype(np.float64), mnist[1][:steps * bs]
     net, model = random_twins(np.float64)
     opt_np = OPTIMIZERS[optimizer](net.flat_params, lr)
-    opt_t = make_optimizer(model, SimpleNamespace(optimizer=optimizer, lr=lr, weight_decay=l2), "cpu")
+    opt_t = make_optimizer(model, SimpleNamespace(optimizer=optimizer, lr=lr, weight_decay=l2))
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt_t, T_max=steps) if schedule == "cosine" else None
     for step, idx in enumerate(batches(len(x), bs, np.random.default_rng(0))):
         if sched:

@@ -147,3 +147,12 @@ def test_short_run_from_inside_the_folder(tmp_path):
     from pytorch_nn.train import evaluate
     _, _, x_test, y_test = load_mnist()
     assert evaluate(model, torch.from_numpy(x_test), torch.from_numpy(y_test))[1] == record["final_test_acc"]
+
+
+def test_windowed_divergence_check_names_the_first_bad_batch():
+    """On an accelerator the losses are read 100 at a time: the first bad one is still named."""
+    from experiment import TrainingDiverged
+    from pytorch_nn.train import check_losses
+    check_losses(torch.tensor([2.3, 1.1, 0.4]), 1, 1, 0.1)  # all finite: nothing happens
+    with pytest.raises(TrainingDiverged, match="at epoch 2, batch 103:"):
+        check_losses(torch.tensor([0.5, 0.7, float("nan"), float("inf")]), 101, 2, 0.1)
