@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from data_loader import DATASETS, write_atomic
+from data_loader import DATASETS, DataError, load_mnist, write_atomic
 
 ROOT = Path(__file__).resolve().parent
 RESULTS_DIR = ROOT / "results"
@@ -27,37 +27,26 @@ class TrainingDiverged(Exception):
 
 # ----------------------------------------------------------------------------- the flags
 
-def _positive(kind):
+def _number(kind, ok, requirement):
+    """An argparse type: parse text as kind, and accept it only if ok(value)."""
     def parse(text):
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if not value > 0 or not math.isfinite(value):
-            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+        if not ok(value):  # NaN fails every comparison, so it never gets through
+            raise argparse.ArgumentTypeError(f"must be {requirement}, got {text}")
         return value
     parse.__name__ = kind.__name__  # argparse names the type in its messages
     return parse
 
 
-def _non_negative_float(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 <= value < math.inf:
-        raise argparse.ArgumentTypeError(f"must be zero or positive, got {text}")
-    return value
+def _positive(kind):
+    return _number(kind, lambda v: 0 < v < math.inf, "positive")
 
 
-def _dropout(text):
-    try:
-        p = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 <= p < 1:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
-    return p
+_non_negative_float = _number(float, lambda v: 0 <= v < math.inf, "zero or positive")
+_dropout = _number(float, lambda p: 0 <= p < 1, "in [0, 1)")
 
 
 def build_parser(framework, description):
@@ -90,10 +79,16 @@ def build_parser(framework, description):
     return p
 
 
-def check_limit(parser, args, n_train):
-    """--limit cannot ask for more samples than the training set has."""
-    if args.limit is not None and args.limit > n_train:
-        parser.error(f"argument --limit: {args.limit} is more than the {n_train} training samples")
+def load_data(parser, args):
+    """The dataset the flags ask for, the training set cut to --limit; a data problem or a
+    --limit larger than the data is a one-line error."""
+    try:
+        x_train, y_train, x_test, y_test = load_mnist(args.dataset, log=print)
+    except DataError as e:
+        sys.exit(f"error: {e}")
+    if args.limit is not None and args.limit > len(x_train):
+        parser.error(f"argument --limit: {args.limit} is more than the {len(x_train)} training samples")
+    return x_train[:args.limit], y_train[:args.limit], x_test, y_test
 
 
 # ----------------------------------------------------------------------------- the run

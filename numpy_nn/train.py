@@ -15,10 +15,10 @@ import numpy as np
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, from any cwd
-from data_loader import DataError, batches, load_mnist  # noqa: E402
-from experiment import Run, TrainingDiverged, build_parser, check_finite, check_limit, finish, numpy_blas  # noqa: E402
+from data_loader import batches  # noqa: E402
+from experiment import Run, TrainingDiverged, build_parser, check_finite, finish, load_data, numpy_blas  # noqa: E402
 from numpy_nn.neural_network import NeuralNetwork  # noqa: E402
-from numpy_nn.utils import OPTIMIZERS, cosine_lr, cross_entropy, accuracy  # noqa: E402
+from numpy_nn.utils import OPTIMIZERS, accuracy, cosine_lr, cross_entropy  # noqa: E402
 
 EVAL_BATCH = 10_000  # evaluation needs no gradients, so it can take big bites
 
@@ -68,12 +68,7 @@ def train(args, x_train, y_train, x_test, y_test):
 def main(argv=None):
     parser = build_parser("numpy", "Train the from-scratch NumPy network on MNIST.")
     args = parser.parse_args(argv)
-    try:
-        x_train, y_train, x_test, y_test = load_mnist(args.dataset, log=print)
-    except DataError as e:
-        sys.exit(f"error: {e}")
-    check_limit(parser, args, len(x_train))
-    x_train, y_train = x_train[:args.limit], y_train[:args.limit]
+    x_train, y_train, x_test, y_test = load_data(parser, args)
     try:
         with np.errstate(over="ignore", invalid="ignore"):  # a diverging run is reported once, by check_finite
             net, run = train(args, x_train, y_train, x_test, y_test)

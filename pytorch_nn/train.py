@@ -19,8 +19,8 @@ from torch import nn
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, from any cwd
-from data_loader import DataError, batches, load_mnist  # noqa: E402
-from experiment import Run, TrainingDiverged, build_parser, check_finite, check_limit, finish  # noqa: E402
+from data_loader import batches  # noqa: E402
+from experiment import Run, TrainingDiverged, build_parser, check_finite, finish, load_data  # noqa: E402
 from numpy_nn.neural_network import NeuralNetwork  # noqa: E402
 from pytorch_nn.model import MLP, load_numpy_params  # noqa: E402
 
@@ -125,8 +125,8 @@ def train(args, x_train, y_train, x_test, y_test):
                     if batch % CHECK_EVERY == 0 or batch == steps_per_epoch:
                         start = (batch - 1) // CHECK_EVERY * CHECK_EVERY
                         check_losses(losses[start:batch], start + 1, epoch, args.lr)
-            if device.type == "cuda":
-                torch.cuda.synchronize()          # the clock stops when the device is done
+            if device.type != "cpu":              # torch.cuda / torch.mps: wait for the device,
+                getattr(torch, device.type).synchronize()  # so the clock stops when it is done
             seconds = time.perf_counter() - t0
             run.log_epoch(epoch, *evaluate(model, x_train, y_train), *evaluate(model, x_test, y_test),
                           seconds, len(x_train))
@@ -154,12 +154,7 @@ def main(argv=None):
         pick_device(args.device)
     except ValueError as e:
         parser.error(str(e))
-    try:
-        x_train, y_train, x_test, y_test = load_mnist(args.dataset, log=print)
-    except DataError as e:
-        sys.exit(f"error: {e}")
-    check_limit(parser, args, len(x_train))
-    x_train, y_train = x_train[:args.limit], y_train[:args.limit]
+    x_train, y_train, x_test, y_test = load_data(parser, args)
     try:
         model, run = train(args, x_train, y_train, x_test, y_test)
     except TrainingDiverged as e:
