@@ -190,13 +190,30 @@ def test_failed_write_is_one_error_line_and_leaves_no_temporary_file(tmp_path):
 # ----------------------------------------------------------------------------- the numbers
 
 @pytest.mark.parametrize("numpy_s, pytorch_s, sentence", [
-    (10.0, 25.0, "NumPy is 2.5x faster than PyTorch on this CPU (Test CPU): 10.00 s against 25.00 s"),
-    (25.0, 10.0, "PyTorch is 2.5x faster than NumPy on this CPU (Test CPU): 10.00 s against 25.00 s"),
+    (10.0, 25.0, "NumPy is 2.5x faster than PyTorch on this CPU (Test CPU): fastest epoch 3.333 s "
+                 "against 8.333 s (10.00 s and 25.00 s of training in all)"),
+    (25.0, 10.0, "PyTorch is 2.5x faster than NumPy on this CPU (Test CPU): fastest epoch 3.333 s "
+                 "against 8.333 s (10.00 s and 25.00 s of training in all)"),
     (12.0, 12.3, "NumPy and PyTorch train equally fast on this CPU (Test CPU)"),
 ])
 def test_speed_ratio_value_and_direction(tmp_path, numpy_s, pytorch_s, sentence):
     text = compare.report(compare.load_runs(twin_files(tmp_path, numpy_s, pytorch_s)))
     assert sentence in text, text
+
+
+def test_speed_ratio_uses_the_fastest_epoch_and_notes_a_busy_machine(tmp_path):
+    """A run slowed by half in some epochs: the ratio comes from each run's fastest epoch,
+    and a note says the machine was busy."""
+    accuracy = (0.90, 0.95, 0.96, 0.97)
+    numpy = make_record("numpy", test_acc=accuracy, epoch_seconds=(0.34, 0.64, 0.65, 0.34))
+    pytorch = make_record("pytorch", test_acc=accuracy, epoch_seconds=(0.46, 0.45, 0.46, 0.47))
+    runs = compare.load_runs([write(tmp_path, "numpy_metrics.json", numpy),
+                              write(tmp_path, "pytorch_metrics.json", pytorch)])
+    text = compare.report(runs)
+    assert "NumPy is 1.3x faster than PyTorch on this CPU (Test CPU): fastest epoch 0.340 s " \
+           "against 0.450 s (1.97 s and 1.84 s of training in all)" in text, text
+    assert "note: NumPy's epochs took from 0.340 s to 0.650 s for the same work" in text
+    assert "note: PyTorch's epochs" not in text
 
 
 def test_speed_ratio_names_both_devices_when_they_differ(tmp_path):
@@ -213,9 +230,10 @@ def test_table_row_numbers(tmp_path):
     run = run_result(record)
     assert compare.summarize(run) == {
         "final_test_acc": 0.93, "best_test_acc": 0.95, "best_epoch": 2, "total_seconds": 12.0,
-        "mean_epoch_seconds": 3.0, "median_samples_per_second": 25_000}  # of 10k, 60k, 30k, 20k
+        "mean_epoch_seconds": 3.0, "fastest_epoch_seconds": 1.0,
+        "median_samples_per_second": 25_000}  # of 10k, 60k, 30k, 20k
     assert compare.table_row(run).startswith(
-        "| NumPy | 4 | 93.00% | 95.00% (epoch 2) | 12.00 | 3.000 | 25,000 | Test CPU (2 cores) | "
+        "| NumPy | 4 | 93.00% | 95.00% (epoch 2) | 12.00 | 1.000, 3.000 | 25,000 | Test CPU (2 cores) | "
         "openblas (2 threads) | cpu | python 3.11.7, numpy 1.0 |")
 
 
