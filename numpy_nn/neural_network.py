@@ -8,7 +8,7 @@ gradient d<name> is dLoss/d<name>, the sensitivity of the loss to that quantity.
 """
 import numpy as np
 
-from numpy_nn.utils import cross_entropy_with_grad, dropout_mask, log_softmax
+from numpy_nn.utils import cross_entropy, cross_entropy_with_grad, dropout_mask, relu, relu_grad
 
 LAYER_SIZES = (784, 128, 64, 10)
 
@@ -60,7 +60,7 @@ class NeuralNetwork:
         for i in range(1, self.num_layers):
             z = h @ self.params[f"W{i}"]                       # B,H  affine: weighted sums
             z += self.params[f"b{i}"]                          #      ... plus bias
-            h = np.maximum(z, 0, out=z)                        # B,H  ReLU, in place
+            h = relu(z, out=z)                                 # B,H  ReLU, in place
             if dropout:
                 cache[f"mask{i}"] = dropout_mask(h.shape, dropout, rng, self.dtype)
                 h *= cache[f"mask{i}"]
@@ -91,7 +91,7 @@ class NeuralNetwork:
             dh = dz @ W.T                                      # B,fan_in  dh = dz W^T
             if f"mask{i - 1}" in cache:
                 dh *= cache[f"mask{i - 1}"]                    # dropout: blocked units pass no gradient
-            dh *= h_prev > 0                                   # ReLU: dz = dh where z > 0, else 0
+            dh *= relu_grad(h_prev)                            # ReLU: dz = dh where z > 0, else 0
             dz = dh                                            # the previous layer's dz
         return self.grads
 
@@ -107,9 +107,9 @@ class NeuralNetwork:
     def loss(self, x, y, l2=0.0):
         """The objective the gradients belong to: mean cross-entropy + (l2 / 2) sum(W^2)."""
         logits, _ = self.forward(x)
-        ce = -log_softmax(logits)[np.arange(len(y)), y].mean()
+        ce = cross_entropy(logits, y)
         penalty = sum(float((self.params[f"W{i}"] ** 2).sum()) for i in range(1, self.num_layers + 1))
-        return float(ce) + 0.5 * l2 * penalty
+        return ce + 0.5 * l2 * penalty
 
     def predict(self, x):
         """The most probable class of each row of x."""

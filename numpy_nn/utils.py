@@ -12,13 +12,14 @@ import numpy as np
 
 # ----------------------------------------------------------------------------- activations
 
-def relu(z):
-    """max(0, z): lets positive signals through, blocks negative ones."""
-    return np.maximum(z, 0)
+def relu(z, out=None):
+    """max(0, z): lets positive signals through, blocks negative ones (out=z: in place)."""
+    return np.maximum(z, 0, out=out)
 
 
 def relu_grad(z):
-    """d relu(z)/dz: 1 where z > 0, else 0 (we take 0 at z = 0, as PyTorch does)."""
+    """d relu(z)/dz: 1 where z > 0, else 0 (we take 0 at z = 0, as PyTorch does). The same
+    mask comes from relu(z) itself, which is positive exactly where z is."""
     return (z > 0).astype(z.dtype)
 
 
