@@ -163,8 +163,8 @@ def speed_sentence(a, b):
     whatever else the machine was doing (on a shared machine, other tenants can slow a
     whole run down by half); totals and means carry those disturbances.
     """
-    fast, slow = sorted([a, b], key=lambda run: summarize(run)["fastest_epoch_seconds"])
-    t_fast, t_slow = (summarize(run)["fastest_epoch_seconds"] for run in (fast, slow))
+    t_a, t_b = (summarize(run)["fastest_epoch_seconds"] for run in (a, b))
+    (t_fast, fast), (t_slow, slow) = sorted([(t_a, a), (t_b, b)], key=lambda pair: pair[0])
     seconds = (f"fastest epoch {t_fast:.3f} s against {t_slow:.3f} s "
                f"({fast.record['total_train_seconds']:.2f} s and "
                f"{slow.record['total_train_seconds']:.2f} s of training in all)")

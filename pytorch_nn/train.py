@@ -103,7 +103,8 @@ def train(args, x_train, y_train, x_test, y_test):
     scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
                  if args.schedule == "cosine" else None)
     loss_fn = nn.CrossEntropyLoss()               # log-softmax + mean negative log-likelihood
-    losses = torch.zeros(steps_per_epoch, device=device)  # on an accelerator: kept there
+    if device.type != "cpu":                      # the losses of an epoch, kept on the device
+        losses = torch.zeros(steps_per_epoch, device=device)
     try:
         for epoch in range(1, args.epochs + 1):
             model.train()                         # dropout on
