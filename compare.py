@@ -5,7 +5,9 @@
     python compare.py --no-inside            # curves and table only: no saved weights needed
 
 compare.py only reads what the trainers wrote (run first, then plot): the metrics files,
-checked by experiment.load_metrics, and the saved weights. Into --out-dir (default results/):
+checked by metrics_file.load_metrics, and the saved weights, each checked to be its run's own
+before any picture is made from it: the SHA-256 its metrics file records, and the test
+accuracy the record claims. Into --out-dir (default results/):
 
     comparison.png        loss, accuracy, seconds and samples/s per epoch, every run
     comparison.md         the table (also printed), the speed ratio, warnings about unfair comparisons
@@ -14,6 +16,7 @@ checked by experiment.load_metrics, and the saved weights. Into --out-dir (defau
     weights_<run>.png     a NumPy network's first-layer weights drawn as 28x28 images
 
 <run> is the framework (numpy, pytorch), plus the metrics file's name when a framework repeats.
+A run that diverged is listed as such and gets no curves, numbers or pictures.
 Every file is written under a temporary name and then renamed: none is ever half-written.
 """
 import argparse
@@ -35,8 +38,9 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))  # the repo root, so the imports below work from any cwd
-from data_loader import DataError, load_mnist  # noqa: E402
-from experiment import RESULTS_DIR, MetricsError, load_metrics, save_bytes  # noqa: E402
+from data_loader import DATA_DIR, DataError, load_mnist  # noqa: E402
+from experiment import RESULTS_DIR, keep_running_if_stdout_closes, save_bytes, shown  # noqa: E402
+from metrics_file import MetricsError, file_sha256, load_metrics  # noqa: E402
 from numpy_nn.neural_network import NeuralNetwork  # noqa: E402
 from numpy_nn.utils import softmax  # noqa: E402
 
@@ -63,7 +67,7 @@ class RunResult:
     record: dict
     name: str             # legends, table: "NumPy", or "NumPy (lr_1e-3)" when a framework repeats
     key: str              # file names: "numpy", or "numpy_lr_1e-3"
-    weights: Path = None  # the saved weights, once found
+    weights: Path = None  # the saved weights, once found and checked to be this run's
 
     @property
     def framework(self):
@@ -74,9 +78,16 @@ class RunResult:
         return self.record["status"] == "interrupted"
 
     @property
+    def diverged(self):
+        """The loss became NaN: the run has no result to show (no accuracy, no weights)."""
+        return self.record["status"] == "diverged"
+
+    @property
     def label(self):
-        """The name, marked when the run was stopped before its last epoch."""
-        return f"{self.name} (interrupted)" if self.interrupted else self.name
+        """The name, marked when the run was stopped before its last epoch or diverged."""
+        if self.interrupted or self.diverged:
+            return f"{self.name} ({self.record['status']})"
+        return self.name
 
     def series(self, field):
         """One per-epoch number, e.g. "test_acc", as an array in epoch order."""
@@ -84,15 +95,6 @@ class RunResult:
 
 
 # ----------------------------------------------------------------------------- reading the runs
-
-def shown(path):
-    """A path as the user would type it: relative to the cwd when it lies below it."""
-    path = Path(path)
-    try:
-        return path.resolve().relative_to(Path.cwd())
-    except ValueError:
-        return path
-
 
 def how_to_make(path):
     """The trainer command that writes this metrics file, for the 'not found' message."""
@@ -120,7 +122,7 @@ def name_runs(records, paths):
 
 def load_runs(paths):
     """Read and check every metrics file; a missing one says which trainer writes it."""
-    paths = [shown(path) for path in paths]
+    paths = [Path(shown(path)) for path in paths]
     records = []
     for path in paths:
         if not path.exists():
@@ -128,6 +130,17 @@ def load_runs(paths):
         records.append(load_metrics(path))
     return [RunResult(path, record, name, key)
             for path, record, (name, key) in zip(paths, records, name_runs(records, paths))]
+
+
+def with_results(runs):
+    """The runs that have something to show: all but the diverged ones."""
+    return [run for run in runs if not run.diverged]
+
+
+def divergence(run):
+    """Where a diverged run stopped, e.g. "epoch 1, batch 5 (loss nan)"."""
+    where = run.record["diverged"]
+    return f"epoch {where['epoch']}, batch {where['batch']} (loss {where['loss']})"
 
 
 # ----------------------------------------------------------------------------- the numbers
@@ -193,6 +206,7 @@ LIKE_FOR_LIKE = {
     "learning rate": lambda record: record["config"]["lr"],
     "schedule": lambda record: record["config"]["schedule"],
     "hidden sizes": lambda record: _hidden(record["config"]["hidden"]),
+    "dtype": lambda record: record["config"]["dtype"],
     "weight decay": lambda record: record["config"]["weight_decay"],
     "dropout": lambda record: record["config"]["dropout"],
     "hardware": device_name,
@@ -209,6 +223,10 @@ def unfair_differences(runs):
             warnings.append(f"warning: the runs differ in {setting} ({each}): "
                             f"not a like-for-like comparison")
     return warnings
+
+
+def divergence_lines(runs):
+    return [f"{run.name} diverged at {divergence(run)}: no result" for run in runs if run.diverged]
 
 
 def interrupted_warnings(runs):
@@ -240,7 +258,7 @@ def describe_config(run):
     config, data = run.record["config"], run.record["data"]
     text = (f"{run.label}: {data['dataset']} ({data['train_samples']:,} train), {config['optimizer']} "
             f"lr {config['lr']:g} {config['schedule']}, batch {config['batch_size']}, "
-            f"{config['epochs']} epochs, hidden {_hidden(config['hidden'])}")
+            f"{config['epochs']} epochs, hidden {_hidden(config['hidden'])}, {config['dtype']}")
     if config["weight_decay"]:
         text += f", weight decay {config['weight_decay']:g}"
     if config["dropout"]:
@@ -275,16 +293,19 @@ TABLE_HEADER = ["run", "epochs", "final test acc", "best test acc", "train s (to
 
 
 def report(runs):
-    """The markdown report: what ran, the table, the speed ratio, then warnings and notes."""
+    """The markdown report: what ran, the table, the speed ratio, then warnings and notes.
+    A diverged run is listed with where it diverged, and has no row, ratio or warning."""
+    results = with_results(runs)
     lines = [f"# {' vs '.join(run.label for run in runs)}", ""]
     lines += [f"- {describe_config(run)} (from `{run.path}`)" for run in runs]
     lines += ["", "| " + " | ".join(TABLE_HEADER) + " |", "|" + "---|" * len(TABLE_HEADER)]
-    lines += [table_row(run) for run in runs]
+    lines += [table_row(run) for run in results]
     lines.append("")
-    if len(runs) > 1:
-        # the first two runs: NumPy and PyTorch by default
-        lines += [speed_sentence(runs[0], runs[1]), ""]
-    remarks = interrupted_warnings(runs) + unfair_differences(runs) + warmup_notes(runs)
+    if len(results) > 1:
+        # the first two runs with results: NumPy and PyTorch by default
+        lines += [speed_sentence(results[0], results[1]), ""]
+    remarks = (divergence_lines(runs) + interrupted_warnings(results) + unfair_differences(results)
+               + warmup_notes(results))
     lines += [f"- {remark}" for remark in remarks]
     return "\n".join(lines).rstrip() + "\n"
 
@@ -301,7 +322,8 @@ def _log_scale_if_wide(ax, values):
 
 def plot_comparison(runs):
     """The 2x2 figure: loss, accuracy, seconds and samples/s per epoch; one colour per run,
-    train solid and test dashed."""
+    train solid and test dashed. A diverged run is named in the title only: it has no curves."""
+    described, runs = runs, with_results(runs)
     fig, axes = plt.subplots(2, 2, figsize=(13, 9 + 0.25 * len(runs)), layout="constrained")
     loss_ax, acc_ax, time_ax, speed_ax = axes.flat
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
@@ -333,7 +355,7 @@ def plot_comparison(runs):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
-    fig.suptitle("\n".join(describe_config(run) for run in runs), fontsize="medium")
+    fig.suptitle("\n".join(describe_config(run) for run in described), fontsize="medium")
     return fig
 
 
@@ -353,50 +375,6 @@ def most_confident_mistakes(probs, y_true, k):
     confidence = probs[wrong, predicted[wrong]]
     order = np.argsort(-confidence, kind="stable")  # equal confidence: test-set order
     return wrong[order[:k]]
-
-
-def weights_file(run, override=None):
-    """Where the run's saved weights are: the flag if given, else where its trainer wrote them.
-    None when they cannot be found."""
-    if override is not None:
-        return override
-    saved = run.record["config"].get("weights")
-    if not saved:
-        return None
-    saved = Path(saved)
-    # The trainers record paths inside the repo relative to its root (older files: relative
-    # to the cwd they ran in). Results copied elsewhere may keep their weights beside the
-    # metrics file.
-    candidates = [saved] if saved.is_absolute() else [ROOT / saved, saved]
-    candidates.append(run.path.parent / saved.name)
-    return next((path for path in candidates if path.is_file()), None)
-
-
-def load_network(framework, path):
-    """A NumPy NeuralNetwork holding saved weights; PyTorch's are converted to its layout."""
-    try:
-        if framework == "numpy":
-            return NeuralNetwork.load(path)
-        from pytorch_nn.model import load_model, numpy_params  # torch is needed here only
-        params = numpy_params(load_model(path))
-    except (OSError, ValueError, KeyError, RuntimeError, zipfile.BadZipFile,
-            pickle.UnpicklingError) as e:  # what np.load and torch.load raise on a bad file
-        # their messages run to several lines; the type of error is enough to go on
-        raise CompareError(f"cannot read {path} as {FRAMEWORK_NAMES[framework]} weights "
-                           f"({type(e).__name__}); pass the file its trainer wrote, or --no-inside") from None
-    n_layers = len(params) // 2
-    sizes = [params["W1"].shape[0]] + [params[f"W{i}"].shape[1] for i in range(1, n_layers + 1)]
-    net = NeuralNetwork(sizes, dtype=params["W1"].dtype)
-    for name, value in params.items():
-        net.params[name][...] = value
-    return net
-
-
-@lru_cache(maxsize=None)
-def load_test_set(dataset):
-    """The test images and labels of a dataset, loaded once however many runs use it."""
-    _, _, x_test, y_test = load_mnist(dataset)
-    return x_test, y_test
 
 
 def plot_confusion(counts, run, class_names):
@@ -475,46 +453,193 @@ def plot_first_layer(W1, run):
     return fig
 
 
-def look_inside(run, out_dir):
-    """Confusion matrix, most confident mistakes and (NumPy) first-layer weights of one run."""
-    net = load_network(run.framework, run.weights)
-    dataset = run.record["config"]["dataset"]
-    trained = (*run.record["config"]["hidden"],)
-    if net.sizes[1:-1] != trained:
-        raise CompareError(f"{run.weights} holds hidden sizes {_hidden(net.sizes[1:-1])} but "
-                           f"{run.path} trained {_hidden(trained)}: they are another run's weights; "
-                           f"pass the right file with --{run.framework}-weights, or --no-inside")
-    x_test, y_test = load_test_set(dataset)
-    probs = softmax(net.forward(x_test)[0])                              # N,10
-    class_names = CLASS_NAMES[dataset]
+def inside_figures(run, evaluation, x_test, y_test):
+    """Confusion matrix, most confident mistakes and (NumPy) first-layer weights of one run,
+    from what its checked weights give on the test set."""
+    class_names = CLASS_NAMES[run.record["config"]["dataset"]]
+    probs = softmax(evaluation.logits)                                   # N,10
     counts = confusion_matrix(y_test, probs.argmax(axis=1), len(class_names))
     picks = most_confident_mistakes(probs, y_test, MISTAKES_GRID[0] * MISTAKES_GRID[1])
     figures = {"confusion": plot_confusion(counts, run, class_names),
                "mistakes": plot_mistakes(x_test, y_test, probs, picks, run, class_names)}
-    if run.framework == "numpy":  # its PyTorch twin learns nearly the same weights
-        figures["weights"] = plot_first_layer(net.params["W1"], run)
-    return [save_figure(fig, out_dir / f"{kind}_{run.key}.png") for kind, fig in figures.items()]
+    if evaluation.first_layer is not None:  # NumPy runs: the PyTorch twin learns nearly the same
+        figures["weights"] = plot_first_layer(evaluation.first_layer, run)
+    return figures
+
+
+# ----------------------------------------------------------------------------- the run's own weights
+
+def weights_candidates(run, override=None):
+    """Where the run's weights may be, in the order they are tried: the flag alone when given;
+    else the copy beside the metrics file (a run kept in a folder of its own), then the path
+    its trainer wrote them to (which a later run with the default paths writes over)."""
+    if override is not None:
+        return [Path(shown(override))]
+    saved = run.record["config"].get("weights")
+    if not saved:
+        return []
+    saved = Path(saved)
+    written = saved if saved.is_absolute() else ROOT / saved  # recorded relative to the repo root
+    beside = run.path.parent / saved.name
+    candidates = [beside] + ([written] if written.resolve() != beside.resolve() else [])
+    return [Path(shown(path)) for path in candidates]
+
+
+def _sha256(path):
+    try:
+        return file_sha256(path)
+    except OSError as e:
+        raise CompareError(f"cannot read {path} ({e.strerror}); fix it, or use --no-inside") from None
+
+
+def _not_its_weights(run, files, flag, given):
+    """The refusal when weights files are there but none is the one written with the run."""
+    if given:
+        return (f"{flag} {files[0]} is not the weights file written with {run.path} (the SHA-256 "
+                f"it records differs): pass that run's own weights file, or use --no-inside")
+    names = f"{files[0]} is not" if len(files) == 1 else f"neither {' nor '.join(map(str, files))} is"
+    return (f"{names} the weights file written with {run.path} (the SHA-256 it records differs: "
+            f"written over by a later run?): pass its own weights with {flag}, or use --no-inside")
 
 
 def find_weights(runs, args):
-    """Attach each run's weights file; returns a note for every run whose weights are missing."""
+    """Attach each run's own weights: the first candidate file whose SHA-256 is the one its
+    metrics file records. Returns a note for every run with no candidate file at all; files
+    that are there but are another run's are refused (CompareError), never drawn."""
     notes = []
     for framework, name in FRAMEWORK_NAMES.items():
+        flag = f"--{framework}-weights"
         override = getattr(args, f"{framework}_weights")
         matching = [run for run in runs if run.framework == framework]
         if override is not None and len(matching) != 1:
-            raise CompareError(f"--{framework}-weights needs exactly one {name} run, "
-                               f"got {len(matching)}")
+            raise CompareError(f"{flag} needs exactly one {name} run with a result, got {len(matching)}")
         if override is not None and not override.is_file():
-            raise CompareError(f"--{framework}-weights {override} not found")
+            raise CompareError(f"{flag} {shown(override)} not found")
         for run in matching:
-            run.weights = weights_file(run, override)
+            candidates = weights_candidates(run, override)
+            found = [path for path in candidates if path.is_file()]
+            if not found:
+                looked = " nor ".join(map(str, candidates))
+                looked = f"neither {looked} exists" if len(candidates) > 1 else \
+                    f"{looked} does not exist" if candidates else "its metrics name no weights file"
+                notes.append(f"note: no saved weights for {run.label} ({looked}): skipping its "
+                             f"pictures; pass the weights written with {run.path} as {flag}")
+                continue
+            run.weights = next((path for path in found if _sha256(path) == run.record["weights_sha256"]),
+                               None)
             if run.weights is None:
-                where = run.record["config"].get("weights") or "no path in its metrics"
-                notes.append(f"note: no saved weights for {run.label} ({where}): skipping its "
-                             f"confusion matrix and mistakes; run its trainer again or pass "
-                             f"--{framework}-weights")
+                raise CompareError(_not_its_weights(run, found, flag, override is not None))
     return notes
+
+
+@lru_cache(maxsize=None)
+def load_test_set(dataset, data_dir=DATA_DIR):
+    """The test images and labels of a dataset, loaded once however many runs use it."""
+    try:
+        _, _, x_test, y_test = load_mnist(dataset, data_dir)
+    except DataError as e:
+        raise CompareError(f"{e} (the test set is needed for the pictures; --no-inside "
+                           f"skips them)") from None
+    return x_test, y_test
+
+
+@dataclass
+class Evaluation:
+    """What a run's saved weights give on the test set, computed as its trainer computed it."""
+    logits: np.ndarray              # N,10 in the weights' own dtype
+    correct: int                    # test images classified right, by the trainer's evaluate()
+    sizes: tuple                    # layer sizes, input to output
+    first_layer: np.ndarray = None  # W1 (784, H), drawn for NumPy runs
+
+
+def _evaluate_numpy(path, x_test, y_test):
+    from numpy_nn.train import evaluate
+    net = NeuralNetwork.load(path)
+    x = x_test.astype(net.dtype, copy=False)
+    _, accuracy = evaluate(net, x, y_test)
+    return Evaluation(net.forward(x)[0], round(accuracy * len(y_test)), net.sizes, net.params["W1"])
+
+
+def _evaluate_pytorch(path, x_test, y_test):
+    import torch  # needed for PyTorch runs only
+    from pytorch_nn.model import load_model
+    from pytorch_nn.train import evaluate
+    model = load_model(path)
+    x = torch.from_numpy(x_test).to(model.out.weight.dtype)
+    _, accuracy = evaluate(model, x, torch.from_numpy(y_test))
+    with torch.inference_mode():
+        logits = model(x).numpy()
+    return Evaluation(logits, round(accuracy * len(y_test)), model.sizes)
+
+
+def evaluate_weights(run, x_test, y_test):
+    """The run's weights on the test set through its own framework's evaluate(), in the dtype
+    it trained in: another library, or another dtype, rounds differently."""
+    evaluate = _evaluate_numpy if run.framework == "numpy" else _evaluate_pytorch
+    try:
+        return evaluate(run.weights, x_test, y_test)
+    except (OSError, ValueError, KeyError, RuntimeError, zipfile.BadZipFile,
+            pickle.UnpicklingError) as e:  # what np.load and torch.load raise on a bad file
+        # their messages run to several lines; the type of error is enough to go on
+        raise CompareError(f"cannot read {run.weights} as {FRAMEWORK_NAMES[run.framework]} weights "
+                           f"({type(e).__name__}); run its trainer again, or use --no-inside") from None
+
+
+# The committed results were evaluated on one CPU. Another CPU (another BLAS kernel: AVX2
+# against AVX-512, or PyTorch's against OpenBLAS, or a GPU) sums each dot product in another
+# order, so its logits differ in the last bits, and an image whose top two logits are that
+# close can change class. A dot product of n terms rounds with an error of about sqrt(n) unit
+# roundoffs u times its scale (rounding errors do not all lean one way; n u is the worst case,
+# never seen); the layers of 784, 128 and 64 inputs add up to (28 + 11.3 + 8) u = 47 u on the
+# scale of the logits, 1 + max |logit|. Two machines' logits then differ by up to 2 x 47 u each,
+# and two of them can swap order only if their margin is below twice that: 4 x 47 u, which is
+# 1.1e-5 of the scale in float32 (u = 2^-24 = 6e-8) and 2e-14 in float64 (u = 2^-53), where it
+# spares no image in practice. Such a swap changes the count only when the true class is one of
+# the two: a right answer may turn wrong, or a wrong one right. Measured on the committed NumPy
+# network (98.25%): five OpenBLAS kernels (SSE to AVX-512), PyTorch's, and one image at a time
+# agree within 13 u of the scale per logit, so no margin moved by more than 26 u, a seventh of
+# the bound; its smallest margin is 3e-4 of the scale: none of its images is a tie.
+TIE_ROUNDOFFS = 4  # two machines' rounding, on each of the two top logits
+
+
+def rounding_ties(logits, y_true, sizes):
+    """(right, wrong): how many images this machine gets right, and wrong, whose true class
+    is within float rounding of the top logit together with another class, so that another
+    CPU could count them the other way (see above). sizes: the layer sizes, input to output."""
+    u = np.finfo(logits.dtype).eps / 2                        # unit roundoff of the logits' dtype
+    per_logit = u * sum(np.sqrt(n) for n in sizes[:-1])       # rounding per logit, on its scale
+    logits = logits.astype(np.float64)                        # N,C  margins computed exactly
+    top = logits.max(axis=1, keepdims=True)                   # N,1
+    bound = TIE_ROUNDOFFS * per_logit * (1 + np.abs(logits).max(axis=1, keepdims=True))
+    near_top = logits >= top - bound                          # N,C  classes that could be top
+    tied = (near_top.sum(axis=1) > 1) & near_top[np.arange(len(y_true)), y_true]   # N
+    right = logits.argmax(axis=1) == y_true                   # N
+    return int((tied & right).sum()), int((tied & ~right).sum())
+
+
+def check_accuracy(run, evaluation, y_test):
+    """The weights must give the test accuracy the run recorded, to the image, except for
+    images float rounding could tip (rounding_ties); returns the line that says they do."""
+    n_recorded, n_test = run.record["data"]["test_samples"], len(y_test)
+    recorded = round(run.record["final_test_acc"] * n_recorded)
+    could_lose, could_gain = rounding_ties(evaluation.logits, y_test, evaluation.sizes)
+    correct = evaluation.correct
+    right = f"{correct:,} of {n_test:,} test images right"
+    if n_recorded != n_test or not correct - could_lose <= recorded <= correct + could_gain:
+        tipped = (f" (float rounding could turn only {could_lose} of them wrong and {could_gain} "
+                  f"others right)" if could_lose or could_gain else "")
+        raise CompareError(f"{run.weights} gets {right} here but {run.path} records {recorded:,} "
+                           f"of {n_recorded:,}{tipped}: the weights and the record disagree, so no "
+                           f"picture is made from them; run the trainer again, or use --no-inside")
+    within = f" (within {abs(correct - recorded)} rounding ties)" if correct != recorded else ""
+    return f"checked {run.weights}: its SHA-256 and its {right} are what {run.path} records{within}"
+
+
+def check_weights(run, data_dir):
+    """Evaluate a run's weights (found by find_weights) and check them against its record."""
+    x_test, y_test = load_test_set(run.record["config"]["dataset"], data_dir)
+    evaluation = evaluate_weights(run, x_test, y_test)
+    return evaluation, check_accuracy(run, evaluation, y_test)
 
 
 # ----------------------------------------------------------------------------- output
@@ -563,18 +688,29 @@ def build_parser():
                    help="where to write the pictures and the table (default: the repo's results/)")
     for framework, name in FRAMEWORK_NAMES.items():
         p.add_argument(f"--{framework}-weights", type=Path, default=None, metavar="PATH",
-                       help=f"the {name} run's saved weights "
-                            f"(default: the path its metrics file records)")
+                       help=f"the {name} run's saved weights, checked against the SHA-256 its "
+                            f"metrics file records (default: the file of that name beside the "
+                            f"metrics file, else the path the metrics file records)")
     p.add_argument("--no-inside", action="store_true",
                    help="skip the pictures made from the saved weights: confusion matrices, mistakes, "
                         "first-layer weights (default: draw them)")
+    p.add_argument("--data-dir", type=Path, default=DATA_DIR,
+                   help="root of the dataset cache the test set is read from, as the trainers' "
+                        "--data-dir (default: the repo's data/)")
     return p
 
 
 def compare(args):
-    """Everything main does, raising CompareError, MetricsError or DataError on bad input."""
+    """Everything main does, raising CompareError, MetricsError or DataError on bad input.
+    Every check comes before the first file is written."""
     runs = load_runs(args.runs)
-    notes = [] if args.no_inside else find_weights(runs, args)
+    results = with_results(runs)
+    if not results:
+        where = "; ".join(f"{run.name} at {divergence(run)}" for run in runs)
+        raise CompareError(f"every run diverged, so there is nothing to compare ({where}); "
+                           f"train again with a smaller --lr")
+    notes = [] if args.no_inside else find_weights(results, args)
+    checked = {run.key: check_weights(run, args.data_dir) for run in results if run.weights}
     prepare_out_dir(args.out_dir)
     text = report(runs)
     print(text)
@@ -582,15 +718,21 @@ def compare(args):
                save_figure(plot_comparison(runs), args.out_dir / "comparison.png")]
     for note in notes:
         print(note)
-    for run in runs:
-        if run.weights is not None:
-            written += look_inside(run, args.out_dir)
+    for run in results:
+        if run.key in checked:
+            evaluation, line = checked[run.key]
+            print(line)
+            x_test, y_test = load_test_set(run.record["config"]["dataset"], args.data_dir)
+            figures = inside_figures(run, evaluation, x_test, y_test)
+            written += [save_figure(fig, args.out_dir / f"{kind}_{run.key}.png")
+                        for kind, fig in figures.items()]
     for path in written:
         print(f"wrote {shown(path)}")
     return written
 
 
 def main(argv=None):
+    keep_running_if_stdout_closes()  # `compare.py | head -1`: the files are still all written
     args = build_parser().parse_args(argv)
     try:
         compare(args)

@@ -1,9 +1,12 @@
 """compare.py: the numbers in its table, its warnings, its pictures, and a one-line error for
-every bad input. The metrics files are made up here, in the shape Run.save writes, so no
-test trains a network; the pictures of the trained networks use untrained saved models.
+every bad input. Most metrics files are made up here, in the shape Run.save writes, so no
+test trains a network; the pictures of the trained networks, and the checks that weights are
+their run's own, use untrained networks saved the way the trainers save them
+(experiment.finish), with their real test accuracy in the record.
 """
 import copy
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,30 +16,35 @@ import numpy as np
 import pytest
 
 import compare
-from experiment import SCHEMA_VERSION, Run, build_parser, load_metrics
+from experiment import TrainingDiverged, build_parser, finish
+from metrics_file import SCHEMA_VERSION, WEIGHT_SUFFIX, Run, file_sha256, load_metrics
 from numpy_nn.neural_network import NeuralNetwork
 
 REPO = Path(__file__).resolve().parents[1]
 SIZES = (784, 128, 64, 10)
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+HARDWARE = {"device": "cpu", "blas": "openblas", "blas_threads": None}
 
 
 def make_record(framework="numpy", test_acc=(0.90, 0.95, 0.93), epoch_seconds=(1.0, 1.0, 1.0),
                 status="completed", config=None, hardware=None, data=None):
     """A metrics record as Run.save writes it, with made-up numbers; each dict argument
-    updates that part of the record."""
+    updates that part of the record. A diverged record diverged at epoch len(test_acc) + 1,
+    batch 5, and claims no result."""
     train_samples = 60000
     epochs = [{"epoch": i, "train_loss": 0.5 / i, "train_acc": acc + 0.02, "test_loss": 0.6 / i,
                "test_acc": acc, "epoch_seconds": seconds, "samples_per_second": train_samples / seconds}
               for i, (acc, seconds) in enumerate(zip(test_acc, epoch_seconds), start=1)]
+    diverged = status == "diverged"
     record = {
         "schema": SCHEMA_VERSION,
         "framework": framework,
         "versions": {"python": "3.11.7", framework: "1.0"},
-        "config": {"epochs": len(epochs), "batch_size": 128, "lr": 3e-3, "optimizer": "adam",
+        "config": {"epochs": max(len(epochs), 1), "batch_size": 128, "lr": 3e-3, "optimizer": "adam",
                    "schedule": "cosine", "hidden": [128, 64], "weight_decay": 0.0, "dropout": 0.0,
-                   "seed": 0, "limit": None, "dataset": "mnist", "metrics": "m.json",
-                   "weights": "no/such/weights", "no_progress": True},
+                   "seed": 0, "dtype": "float32", "limit": None, "dataset": "mnist",
+                   "data_dir": "data", "metrics": "m.json", "weights": "no/such/weights",
+                   "no_progress": True},
         "seed": 0,
         "data": {"dataset": "mnist", "train_samples": train_samples, "test_samples": 10000},
         "hardware": {"cpu": "Test CPU", "cores": 2, "platform": "Linux", "device": "cpu",
@@ -45,7 +53,10 @@ def make_record(framework="numpy", test_acc=(0.90, 0.95, 0.93), epoch_seconds=(1
         "status": status,
         "epochs": epochs,
         "total_train_seconds": float(sum(epoch_seconds)),
-        "final_test_acc": epochs[-1]["test_acc"] if epochs else None,
+        "wall_seconds": float(sum(epoch_seconds)) + 1.0,
+        "final_test_acc": epochs[-1]["test_acc"] if epochs and not diverged else None,
+        "weights_sha256": None if diverged else "0" * 64,  # no file has it: not these weights
+        "diverged": {"epoch": len(epochs) + 1, "batch": 5, "loss": "nan"} if diverged else None,
     }
     for part, changes in (("config", config), ("hardware", hardware), ("data", data)):
         record[part].update(changes or {})
@@ -54,8 +65,52 @@ def make_record(framework="numpy", test_acc=(0.90, 0.95, 0.93), epoch_seconds=(1
 
 def write(folder, name, record):
     path = folder / name
-    path.write_text(record if isinstance(record, str) else json.dumps(record))
+    path.write_text(record if isinstance(record, str) else json.dumps(record))  # NaN as NaN
     return path
+
+
+def mnist_test_set():
+    """MNIST's test set, loaded once for the whole module (compare caches it)."""
+    return compare.load_test_set("mnist")
+
+
+def saved_run(folder, framework="numpy", seed=0):
+    """Train nothing, but write a run as a trainer does (experiment.finish: weights and
+    metrics as a pair, the metrics naming the weights by SHA-256): an untrained network of
+    one epoch whose recorded test accuracy is what its trainer's evaluate() gives.
+    Returns the metrics file; the weights lie beside it, <framework>_model.npz or .pt."""
+    metrics = folder / f"{framework}_metrics.json"
+    weights = folder / f"{framework}_model{WEIGHT_SUFFIX[framework]}"
+    args = build_parser(framework, "test").parse_args(
+        ["--epochs", "1", "--seed", str(seed), "--metrics", str(metrics), "--weights", str(weights)])
+    x_test, y_test = mnist_test_set()
+    if framework == "numpy":
+        from numpy_nn.train import evaluate
+        net = NeuralNetwork(SIZES, seed=seed)
+        test_loss, test_acc = evaluate(net, x_test, y_test)
+        versions, save = {"numpy": np.__version__}, net.save
+    else:
+        import torch
+        from pytorch_nn.model import MLP
+        from pytorch_nn.train import evaluate
+        torch.manual_seed(seed)
+        model = MLP(SIZES)
+        test_loss, test_acc = evaluate(model, torch.from_numpy(x_test), torch.from_numpy(y_test))
+        versions = {"torch": torch.__version__}
+
+        def save(f):
+            torch.save(model.state_dict(), f)
+    run = Run(framework, args, versions, HARDWARE, n_train=60000, n_test=len(y_test))
+    run.log_epoch(1, 2.3, 0.1, test_loss, test_acc, 1.0, 60000)
+    finish(run, args, save)
+    return metrics
+
+
+def rewrite(path, change):
+    """Apply change(record) to a metrics file in place."""
+    record = json.loads(path.read_text())
+    change(record)
+    path.write_text(json.dumps(record))
 
 
 def twin_files(tmp_path, numpy_seconds=10.0, pytorch_seconds=25.0, **pytorch_changes):
@@ -94,14 +149,14 @@ def error_of(*argv):
 
 # ----------------------------------------------------------------------------- the schema
 
-def test_load_metrics_reads_what_run_save_writes(tmp_path):
-    """The checker and the writer agree: a record made by experiment.Run loads unchanged."""
-    args = build_parser("numpy", "test").parse_args(["--epochs", "2"])
-    hardware = {"device": "cpu", "blas": "openblas", "blas_threads": None}
-    run = Run("numpy", args, {"numpy": np.__version__}, hardware, n_train=100, n_test=10)
-    run.log_epoch(1, 0.5, 0.8, 0.6, 0.75, 0.5, 100)
-    run.save(tmp_path / "m.json", "completed")
-    assert load_metrics(tmp_path / "m.json") == json.loads((tmp_path / "m.json").read_text())
+def test_load_metrics_reads_what_the_trainers_write(tmp_path):
+    """The checker and the writer agree: a record written by experiment.finish loads unchanged,
+    and names its weights file by SHA-256."""
+    metrics = saved_run(tmp_path)
+    record = load_metrics(metrics)
+    assert record == json.loads(metrics.read_text())
+    assert record["weights_sha256"] == file_sha256(tmp_path / "numpy_model.npz")
+    assert record["config"]["dtype"] == "float32"
 
 
 def broken(change):
@@ -115,7 +170,10 @@ BAD_FILES = {
     "malformed JSON": ('{"schema": 1, "epochs": [', "is not valid JSON"),
     "not an object": ("[1, 2, 3]", "is not a metrics record (its JSON is a list)"),
     "unknown schema": (broken(lambda r: r.update(schema=99)),
-                       "schema version 99, but this code reads version 1"),
+                       "schema version 99, but this code reads version 2"),
+    "schema 1": (broken(lambda r: r.update(schema=1)), "run the trainer again to write a current file"),
+    "NaN": (broken(lambda r: r["epochs"][1].update(test_loss=float("nan"))),
+            "epochs[1]['test_loss'] should be a finite number, got nan"),
     "no schema": (broken(lambda r: r.pop("schema")), "schema version None"),
     "missing key": (broken(lambda r: r.pop("epochs")), "the record lacks the key 'epochs'"),
     "missing config key": (broken(lambda r: r["config"].pop("lr")), "config lacks the key 'lr'"),
@@ -259,6 +317,7 @@ UNFAIR = [
     ("config", "hidden", [256, 128], "hidden sizes"),
     ("config", "weight_decay", 1e-4, "weight decay"),
     ("config", "dropout", 0.2, "dropout"),
+    ("config", "dtype", "float64", "dtype"),
     ("data", "dataset", "fashion-mnist", "dataset"),
     ("data", "train_samples", 5000, "training samples"),
     ("hardware", "cpu", "Other CPU", "hardware"),
@@ -307,8 +366,9 @@ def test_comparison_figure_and_interrupted_run(tmp_path, capsys):
     assert_png(out / "comparison.png")
 
     runs = compare.load_runs(paths)
-    assert compare.describe_config(runs[1]).startswith(
-        "PyTorch (interrupted): mnist (60,000 train), adam lr 0.003 cosine, batch 128, 3 epochs")
+    assert compare.describe_config(runs[1]) == (
+        "PyTorch (interrupted): mnist (60,000 train), adam lr 0.003 cosine, batch 128, 3 epochs, "
+        "hidden 128-64, float32, CPU (Test CPU)")
     fig = compare.plot_comparison(runs)
     loss_ax = fig.axes[0]
     lines = {line.get_label(): line for line in loss_ax.get_lines()}
@@ -347,62 +407,257 @@ def test_most_confident_mistakes_picks_the_surest_wrong_answers():
 
 
 def test_pictures_of_saved_models(tmp_path, capsys):
-    """Untrained saved models, one found through its metrics file and one through the flag:
-    every picture is written, and the counts behind the confusion matrix add up."""
+    """Untrained networks saved as the trainers save them, one found beside its metrics file
+    and one through the flag: each is checked against its record, every picture is written,
+    and the counts behind the confusion matrix add up."""
     import torch
-    from pytorch_nn.model import MLP
+    from pytorch_nn.model import load_model
 
-    NeuralNetwork(SIZES, seed=0).save(tmp_path / "numpy_flag.npz")
-    torch.manual_seed(0)
-    model = MLP(SIZES)
-    torch.save(model.state_dict(), tmp_path / "pytorch_model.pt")
-    runs = [write(tmp_path, "numpy_metrics.json", make_record("numpy")),  # its weights path: absent
-            write(tmp_path, "pytorch_metrics.json",
-                  make_record("pytorch", config={"weights": str(tmp_path / "pytorch_model.pt")}))]
+    (tmp_path / "numpy").mkdir()
+    (tmp_path / "pytorch").mkdir()
+    runs = [saved_run(tmp_path / "numpy", "numpy"), saved_run(tmp_path / "pytorch", "pytorch")]
+    flag = tmp_path / "numpy_flag.npz"
+    (tmp_path / "numpy" / "numpy_model.npz").rename(flag)
     out = tmp_path / "out"
-    run_main("--runs", *runs, "--out-dir", out, "--numpy-weights", tmp_path / "numpy_flag.npz")
+    run_main("--runs", *runs, "--out-dir", out, "--numpy-weights", flag)
     pictures = ["comparison.png", "confusion_numpy.png", "confusion_pytorch.png", "mistakes_numpy.png",
                 "mistakes_pytorch.png", "weights_numpy.png"]
     assert sorted(p.name for p in out.iterdir()) == sorted(pictures + ["comparison.md"])
     for name in pictures:
         assert_png(out / name)
+    printed = capsys.readouterr().out
+    assert f"checked {flag}: its SHA-256 and its " in printed, printed
+    assert f"checked {tmp_path / 'pytorch' / 'pytorch_model.pt'}: its SHA-256" in printed, printed
 
-    x_test, y_test = compare.load_test_set("mnist")
+    x_test, y_test = mnist_test_set()
     with torch.inference_mode():
+        model = load_model(tmp_path / "pytorch" / "pytorch_model.pt")
         torch_predicted = model(torch.from_numpy(x_test)).argmax(dim=1).numpy()
-    net = compare.load_network("pytorch", tmp_path / "pytorch_model.pt")
-    np.testing.assert_array_equal(net.predict(x_test), torch_predicted)  # the conversion to NumPy
-    counts = compare.confusion_matrix(y_test, torch_predicted)
+    run = compare.load_runs([runs[1]])[0]
+    run.weights = tmp_path / "pytorch" / "pytorch_model.pt"
+    evaluation = compare.evaluate_weights(run, x_test, y_test)
+    predicted = evaluation.logits.argmax(axis=1)
+    np.testing.assert_array_equal(predicted, torch_predicted)  # PyTorch weights evaluated by PyTorch
+    assert evaluation.correct == round(run.record["final_test_acc"] * 10_000)
+    counts = compare.confusion_matrix(y_test, predicted)
     assert counts.sum() == 10_000
     np.testing.assert_array_equal(counts.sum(axis=1), np.bincount(y_test, minlength=10))  # rows: truth
-    np.testing.assert_array_equal(counts.sum(axis=0), np.bincount(torch_predicted, minlength=10))
-    assert np.trace(counts) == (torch_predicted == y_test).sum()
+    np.testing.assert_array_equal(counts.sum(axis=0), np.bincount(predicted, minlength=10))
+    assert np.trace(counts) == evaluation.correct
 
 
 def test_missing_weights_are_skipped_with_a_note(tmp_path, capsys):
     out = tmp_path / "out"
     run_main("--runs", *twin_files(tmp_path), "--out-dir", out)
     printed = capsys.readouterr().out
-    assert "note: no saved weights for NumPy (no/such/weights): skipping" in printed
+    assert (f"note: no saved weights for NumPy (neither {tmp_path / 'weights'} nor no/such/weights "
+            f"exists): skipping its pictures; pass the weights written with "
+            f"{tmp_path / 'numpy_metrics.json'} as --numpy-weights") in printed, printed
     assert "note: no saved weights for PyTorch" in printed
     assert sorted(p.name for p in out.iterdir()) == ["comparison.md", "comparison.png"]
 
 
 def test_bad_weights_are_one_error_line(tmp_path):
-    runs = twin_files(tmp_path)
-    common = ["--runs", *runs, "--out-dir", tmp_path / "out"]
     garbage = write(tmp_path, "garbage.pt", "not a checkpoint")
+    pytorch = make_record("pytorch")
+    pytorch["weights_sha256"] = file_sha256(garbage)  # the right file, but unreadable
+    runs = [write(tmp_path, "numpy_metrics.json", make_record()),
+            write(tmp_path, "pytorch_metrics.json", pytorch)]
+    common = ["--runs", *runs, "--out-dir", tmp_path / "out"]
     message = error_of(*common, "--pytorch-weights", garbage)
     assert f"cannot read {garbage} as PyTorch weights" in message, message
-
-    NeuralNetwork((784, 32, 10)).save(tmp_path / "small.npz")
-    message = error_of(*common, "--numpy-weights", tmp_path / "small.npz")
-    assert "holds hidden sizes 32 but" in message and "trained 128-64" in message, message
 
     message = error_of(*common, "--numpy-weights", tmp_path / "none.npz")
     assert message == f"error: --numpy-weights {tmp_path / 'none.npz'} not found"
 
+    NeuralNetwork((784, 32, 10)).save(tmp_path / "small.npz")
     two_numpy = [write(tmp_path, "a.json", make_record()), write(tmp_path, "b.json", make_record())]
     message = error_of("--runs", *two_numpy, "--out-dir", tmp_path / "out",
                        "--numpy-weights", tmp_path / "small.npz")
-    assert message == "error: --numpy-weights needs exactly one NumPy run, got 2"
+    assert message == "error: --numpy-weights needs exactly one NumPy run with a result, got 2"
+    assert not (tmp_path / "out").exists()
+
+
+# ----------------------------------------------------------------------------- a run's own weights
+
+def test_a_kept_run_uses_the_weights_beside_its_metrics(tmp_path, capsys):
+    """The issue's case: keep a run (metrics and weights) in another folder, train again with
+    the default paths, compare the kept run. Its metrics record the default path, which now
+    holds the new run's weights; the kept copy is the one whose SHA-256 the record names."""
+    results, kept = tmp_path / "results", tmp_path / "kept"
+    results.mkdir()
+    kept.mkdir()
+    kept_metrics = shutil.copy(saved_run(results, seed=0), kept)
+    shutil.copy(results / "numpy_model.npz", kept)
+    saved_run(results, seed=1)  # retrained: results/numpy_model.npz is another network now
+    run_main("--runs", kept_metrics, "--out-dir", tmp_path / "out")
+    printed = capsys.readouterr().out
+    assert f"checked {kept / 'numpy_model.npz'}: its SHA-256 and its" in printed, printed
+    assert (tmp_path / "out" / "confusion_numpy.png").is_file()
+
+
+@pytest.fixture
+def kept_without_weights(tmp_path):
+    """A kept metrics file whose weights were written over by a later run (default paths)."""
+    results, kept = tmp_path / "results", tmp_path / "kept"
+    results.mkdir()
+    kept.mkdir()
+    kept_metrics = Path(shutil.copy(saved_run(results, seed=0), kept))
+    saved_run(results, seed=1)
+    return kept_metrics
+
+
+def test_weights_written_over_by_a_later_run_are_refused(tmp_path, kept_without_weights):
+    kept = kept_without_weights
+    message = error_of("--runs", kept, "--out-dir", tmp_path / "out")
+    assert message == (f"error: {tmp_path / 'results' / 'numpy_model.npz'} is not the weights file "
+                       f"written with {kept} (the SHA-256 it records differs: written over by a later "
+                       f"run?): pass its own weights with --numpy-weights, or use --no-inside"), message
+    # both candidates there, neither the run's own: both named
+    shutil.copy(tmp_path / "results" / "numpy_model.npz", kept.parent)
+    message = error_of("--runs", kept, "--out-dir", tmp_path / "out")
+    assert message.startswith(f"error: neither {kept.parent / 'numpy_model.npz'} nor "
+                              f"{tmp_path / 'results' / 'numpy_model.npz'} is the weights file "
+                              f"written with {kept} "), message
+    assert not (tmp_path / "out").exists()
+    run_main("--runs", kept, "--out-dir", tmp_path / "out", "--no-inside")  # the way out it names
+
+
+def test_weights_of_another_run_are_refused(tmp_path, kept_without_weights):
+    """--numpy-weights from another run of the same architecture: one line naming both files."""
+    other = tmp_path / "results" / "numpy_model.npz"
+    message = error_of("--runs", kept_without_weights, "--out-dir", tmp_path / "out",
+                       "--numpy-weights", other)
+    assert message == (f"error: --numpy-weights {other} is not the weights file written with "
+                       f"{kept_without_weights} (the SHA-256 it records differs): pass that run's "
+                       f"own weights file, or use --no-inside"), message
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_doctored_accuracy_is_refused(tmp_path):
+    """The right weights (SHA-256 as recorded) but a record one test image off: refused, as
+    none of the untrained network's right answers is within rounding of a wrong one."""
+    metrics = saved_run(tmp_path)
+    record = load_metrics(metrics)
+    right = round(record["final_test_acc"] * 10_000)
+
+    def one_less(record):
+        record["final_test_acc"] = record["epochs"][-1]["test_acc"] = (right - 1) / 10_000
+    rewrite(metrics, one_less)
+    message = error_of("--runs", metrics, "--out-dir", tmp_path / "out")
+    assert message == (f"error: {tmp_path / 'numpy_model.npz'} gets {right:,} of 10,000 test images "
+                       f"right here but {metrics} records {right - 1:,} of 10,000: the weights and the "
+                       f"record disagree, so no picture is made from them; run the trainer again, or "
+                       f"use --no-inside"), message
+    assert not (tmp_path / "out").exists()
+    x_test, y_test = mnist_test_set()
+    logits = NeuralNetwork.load(tmp_path / "numpy_model.npz").forward(x_test)[0]
+    assert compare.rounding_ties(logits, y_test, SIZES) == (0, 0)  # so no slack: one image is too many
+
+
+def test_rounding_ties_are_the_only_slack():
+    """A float32 margin within rounding of the top logit is a tie when the true class is one of
+    the tied, and only then; float64 rounding is 2^29 times finer, so there it is no tie.
+    The accuracy check allows exactly the ties, each in the direction it could go."""
+    logits = np.array([[5.0, 5.0 + 2e-5, 0.0],    # margin 2e-5 <= 1.1e-5 x (1 + 5): tied, right
+                       [5.0 + 2e-5, 5.0, 0.0],    # the same tie, predicted wrong
+                       [5.0, 5.0 + 2e-5, 0.0],    # tied, but the true class is neither: no matter
+                       [5.0, 5.0 + 1e-4, 0.0],    # margin 1e-4 > 6.7e-5: clear
+                       [3.0, 3.0, 3.0]])          # exactly equal: a tie in any dtype, predicted 0
+    y = np.array([1, 1, 2, 1, 0])
+    assert compare.rounding_ties(logits.astype(np.float32), y, SIZES) == (2, 1)  # rows 0, 4; row 1
+    assert compare.rounding_ties(logits.astype(np.float64), y, SIZES) == (1, 0)  # row 4
+
+    record = make_record(test_acc=(0.6,), data={"test_samples": 5})  # records 3 of 5 right
+    run = run_result(record)
+    run.weights = Path("w.npz")
+    logits = logits.astype(np.float32)
+    for correct in (2, 3, 4, 5):  # here: 3 + 2 that could be lost, - 1 that could be gained
+        line = compare.check_accuracy(run, compare.Evaluation(logits, correct, SIZES), y)
+        assert line.startswith(f"checked w.npz: its SHA-256 and its {correct} of 5 test images right")
+    for correct in (1, 6):
+        with pytest.raises(compare.CompareError, match="could turn only 2 of them wrong and 1 others"):
+            compare.check_accuracy(run, compare.Evaluation(logits, correct, SIZES), y)
+    with pytest.raises(compare.CompareError, match="gets 5 of 5 test images right here but"):
+        compare.check_accuracy(run, compare.Evaluation(logits.astype(np.float64), 5, SIZES), y)
+
+
+def test_data_dir_reaches_the_test_set_loader(tmp_path, monkeypatch):
+    metrics, test_set = saved_run(tmp_path), mnist_test_set()
+    asked = []
+
+    def fake_load_mnist(dataset, data_dir=None):
+        asked.append((dataset, data_dir))
+        return test_set * 2
+    monkeypatch.setattr(compare, "load_mnist", fake_load_mnist)
+    compare.load_test_set.cache_clear()
+    try:
+        run_main("--runs", metrics, "--out-dir", tmp_path / "out", "--data-dir", tmp_path / "cache")
+    finally:
+        compare.load_test_set.cache_clear()
+    assert asked == [("mnist", tmp_path / "cache")]
+    assert (tmp_path / "out" / "confusion_numpy.png").is_file()
+
+
+# ----------------------------------------------------------------------------- diverged runs
+
+def test_a_diverged_run_is_listed_without_numbers_or_pictures(tmp_path, capsys):
+    """A run as the trainer writes it when the loss became NaN: listed with where it
+    diverged, and no table row, speed ratio, curves or pictures."""
+    args = build_parser("numpy", "test").parse_args(
+        ["--metrics", str(tmp_path / "numpy_metrics.json"), "--weights", str(tmp_path / "w.npz")])
+    run = Run("numpy", args, {"numpy": np.__version__}, HARDWARE, n_train=60000, n_test=10000)
+    run.diverged = TrainingDiverged("the loss became nan", epoch=1, batch=5, loss=float("nan"))
+    with pytest.raises(SystemExit):
+        finish(run, args, save_weights=None)
+    paths = [tmp_path / "numpy_metrics.json", write(tmp_path, "pytorch_metrics.json", make_record("pytorch"))]
+    out = tmp_path / "out"
+    run_main("--runs", *paths, "--out-dir", out)
+    printed = capsys.readouterr().out
+    md = (out / "comparison.md").read_text()
+    assert "- NumPy diverged at epoch 1, batch 5 (loss nan): no result" in md, md
+    assert md.startswith("# NumPy (diverged) vs PyTorch\n")
+    assert "| NumPy" not in md and "| PyTorch | 3 | 93.00% |" in md
+    assert "faster" not in md and "warning" not in md, md
+    assert "note: no saved weights for NumPy" not in printed  # it has none, and none is sought
+    assert sorted(p.name for p in out.iterdir()) == ["comparison.md", "comparison.png"]
+
+    runs = compare.load_runs(paths)
+    fig = compare.plot_comparison(runs)
+    labels = [line.get_label() for line in fig.axes[0].get_lines()]
+    assert labels == ["PyTorch train", "PyTorch test"], labels
+    assert "NumPy (diverged)" in fig._suptitle.get_text()
+    compare.plt.close(fig)
+
+    message = error_of("--runs", *paths, "--out-dir", out, "--numpy-weights", paths[1])
+    assert message == "error: --numpy-weights needs exactly one NumPy run with a result, got 0"
+
+
+def test_every_run_diverged_is_one_error_line(tmp_path):
+    paths = [write(tmp_path, "numpy_metrics.json", make_record(test_acc=(), epoch_seconds=(),
+                                                               status="diverged")),
+             write(tmp_path, "pytorch_metrics.json", make_record("pytorch", status="diverged"))]
+    message = error_of("--runs", *paths, "--out-dir", tmp_path / "out")
+    assert message == ("error: every run diverged, so there is nothing to compare (NumPy at epoch 1, "
+                       "batch 5 (loss nan); PyTorch at epoch 4, batch 5 (loss nan)); train again "
+                       "with a smaller --lr"), message
+    assert not (tmp_path / "out").exists()
+
+
+# ----------------------------------------------------------------------------- as a program
+
+def test_stdout_closed_early_still_writes_every_file(tmp_path):
+    """`python compare.py | head -1` when head has gone before compare.py prints: without care
+    the first print raises BrokenPipeError, a traceback, exit 1, and no picture is written.
+    The reader here closes the pipe at once, so that the pipe is surely closed when it prints."""
+    runs = [saved_run(tmp_path), write(tmp_path, "pytorch_metrics.json", make_record("pytorch"))]
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, str(REPO / "compare.py"), "--runs", *map(str, runs),
+                             "--out-dir", str(out)],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc.stdout.close()
+    stderr = proc.stderr.read()
+    assert proc.wait(timeout=300) == 0, stderr
+    assert stderr == ""
+    assert sorted(p.name for p in out.iterdir()) == [
+        "comparison.md", "comparison.png", "confusion_numpy.png", "mistakes_numpy.png", "weights_numpy.png"]
