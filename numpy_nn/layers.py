@@ -1,0 +1,139 @@
+"""The layers of a convolutional network, in NumPy: 2-D convolution and 2x2 max-pooling.
+
+Each layer has a forward function that returns (out, cache) and a backward function that
+takes dLoss/dout and the cache and returns the gradients, as in neural_network.py. Images
+are N,C,H,W (PyTorch's order) and conv weights O,C,kh,kw (nn.Conv2d's), so weights move
+between numpy_nn and pytorch_nn without reshuffling.
+
+Convolution is one matrix product (im2col): copy every kh x kw window of the input into a
+row of a matrix `cols`, and the convolution is cols @ (the kernels as a matrix). Backward
+is two more matrix products: dW from the same cols, and dcols, which col2im adds back onto
+the windows' pixels.
+
+Memory layout ("channels last"). The arrays have NCHW shapes, but the convolution keeps
+them in N,H,W,C memory, as PyTorch's torch.channels_last does: then the rows of cols are
+the output pixels and the product cols @ W comes out already in N,H,W,O memory, so no
+layer ever transposes a large array; it only returns an NCHW-shaped view of it
+(out.transpose(0, 3, 1, 2)). Every function gives the same numbers for any memory layout;
+channels-last memory only makes them faster.
+"""
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+# ----------------------------------------------------------------------------- im2col / col2im
+
+
+def im2col(x, kh, kw):
+    """x N,C,H,W -> cols (N*H'*W', kh*kw*C): one row per output pixel holding its window
+    in (kh, kw, C) order, H' = H - kh + 1, W' = W - kw + 1 (stride 1, no padding)."""
+    N, C, H, W = x.shape
+    xh = x.transpose(0, 2, 3, 1)                                  # N,H,W,C  a view (channels last)
+    windows = sliding_window_view(xh, (kh, kw), axis=(1, 2))      # N,H',W',C,kh,kw  a view, no copy
+    windows = windows.transpose(0, 1, 2, 4, 5, 3)                 # N,H',W',kh,kw,C
+    return windows.reshape(-1, kh * kw * C)                       # N*H'*W',kh*kw*C  the one copy
+
+
+def col2im(dcols, x_shape, kh, kw):
+    """The adjoint of im2col: add each row's kh*kw*C values back onto the pixels of its
+    window. One strided-slice += per kernel offset (9 for a 3x3 kernel), each covering the
+    whole batch. Returns dx N,C,H,W (an NCHW view of N,H,W,C memory)."""
+    N, C, H, W = x_shape
+    Ho, Wo = H - kh + 1, W - kw + 1
+    dcols = dcols.reshape(N, Ho, Wo, kh, kw, C)                   # N,H',W',kh,kw,C
+    dxh = np.zeros((N, H, W, C), dcols.dtype)                     # N,H,W,C
+    for i in range(kh):
+        for j in range(kw):
+            dxh[:, i:i + Ho, j:j + Wo, :] += dcols[:, :, :, i, j, :]  # offset (i, j) of every window
+    return dxh.transpose(0, 3, 1, 2)                              # N,C,H,W
+
+
+# ----------------------------------------------------------------------------- convolution
+
+def conv2d_forward(x, W, b):
+    """x N,C,H,W, W O,C,kh,kw, b O -> out N,O,H',W' (stride 1, no padding; like nn.Conv2d,
+    this is a cross-correlation: out[n,o,i,j] = b[o] + sum_{c,p,q} W[o,c,p,q] x[n,c,i+p,j+q])."""
+    N, C, H, _ = x.shape
+    O, _, kh, kw = W.shape
+    cols = im2col(x, kh, kw)                                      # N*H'*W',kh*kw*C
+    Wm = W.transpose(2, 3, 1, 0).reshape(kh * kw * C, O)          # kh*kw*C,O  the kernels as columns
+    out = cols @ Wm                                               # N*H'*W',O  every window . every kernel
+    out += b                                                      # ... plus the kernel's bias
+    Ho = H - kh + 1
+    out = out.reshape(N, Ho, -1, O).transpose(0, 3, 1, 2)         # N,O,H',W'  a view of N,H',W',O memory
+    return out, (x.shape, W.shape, cols, Wm)
+
+
+def conv2d_backward(dout, cache, need_dx=True):
+    """dout N,O,H',W' -> (dx N,C,H,W, dW O,C,kh,kw, db O). need_dx=False skips dx, which
+    the first layer never needs (its input is the image); dx is then None."""
+    x_shape, W_shape, cols, Wm = cache
+    O, C, kh, kw = W_shape
+    dflat = dout.transpose(0, 2, 3, 1).reshape(-1, O)             # N*H'*W',O  a view when dout is channels-last
+    db = dflat.sum(axis=0)                                        # O  the bias is added at every pixel
+    dWm = cols.T @ dflat                                          # kh*kw*C,O  out = cols Wm => dWm = cols^T dout
+    dW = np.ascontiguousarray(dWm.reshape(kh, kw, C, O).transpose(3, 2, 0, 1))  # O,C,kh,kw
+    if not need_dx:
+        return None, dW, db
+    # Two ways to get dx were measured at the real shape (batch 128, conv2: 32 -> 64 channels
+    # on 13x13, float32, 2 cores, median of 20): (a) dcols = dout Wm^T, then col2im's nine
+    # strided +=: 3.4 ms (matmul 2.5 + col2im 0.9); (b) dx as a "full" convolution of the
+    # zero-padded dout with the flipped kernels: 6.1 ms (im2col of the padded dout 1.9 +
+    # matmul 4.0). (b) multiplies a larger matrix (13x13 output pixels, 64*9 = 576 columns,
+    # against (a)'s 11x11 pixels and 64 inner products) and copies more into its columns.
+    # So (a). (b) lives in tests/test_layers.py as a third witness of dx.
+    dcols = dflat @ Wm.T                                          # N*H'*W',kh*kw*C  dcols = dout Wm^T
+    dx = col2im(dcols, x_shape, kh, kw)                           # N,C,H,W  each window's share, added back
+    return dx, dW, db
+
+
+# ----------------------------------------------------------------------------- max-pooling
+# A 2x2 window holds four positions; PyTorch scans them row by row, 00 01 / 10 11, and
+# when several equal the maximum the gradient goes to the FIRST of them only. (ReLU makes
+# such ties common: a window of zeros.) The forward pass finds the maximum as a small
+# tournament that records who won: 00 against 01, 10 against 11, then top row against
+# bottom row. A challenger wins only if strictly greater, so a tie goes to the earlier
+# position, the one PyTorch picks.
+#
+# The four positions are four strided views of x, one per corner of the windows. The other
+# way, x.reshape(N, C, H/2, 2, W/2, 2).max(axis=(3, 5)), gives the same maximum but took
+# 8.6 ms against 1.4 ms for the whole tournament (pool1: batch 128, 32x26x26, float32),
+# and it does not say where the maximum was.
+
+
+def _corner(x, di, dj):
+    """Position (di, dj) of every 2x2 window of x (stride 2): a strided view N,C,H//2,W//2.
+    An odd last row or column belongs to no window (PyTorch's floor mode: 11 -> 5)."""
+    Ho, Wo = x.shape[2] // 2, x.shape[3] // 2
+    return x[:, :, di:2 * Ho:2, dj:2 * Wo:2]
+
+
+def maxpool2d_forward(x):
+    """x N,C,H,W -> out N,C,H//2,W//2: the maximum of each 2x2 window, stride 2."""
+    x00, x01, x10, x11 = (_corner(x, di, dj) for di, dj in ((0, 0), (0, 1), (1, 0), (1, 1)))  # N,C,Ho,Wo each
+    top_right = x01 > x00                                       # N,C,Ho,Wo  the top row's max is at 01, not 00
+    top = np.maximum(x00, x01)                                  #            the top row's max
+    bottom_right = x11 > x10                                    #            the bottom row's max is at 11, not 10
+    bottom = np.maximum(x10, x11)
+    bottom_wins = bottom > top                                  #            the window's max is in the bottom row
+    out = np.maximum(top, bottom, out=top)                      # N,C,Ho,Wo  the window's max
+    return out, (x.shape, top_right, bottom_right, bottom_wins)
+
+
+def maxpool2d_backward(dout, cache):
+    """dout N,C,Ho,Wo -> dx N,C,H,W: each window's gradient goes to its (first) maximum,
+    where d out / d x = 1; the other three positions get 0. The tournament in reverse:
+    split dout between the two rows, then each row's share between its two positions."""
+    x_shape, top_right, bottom_right, bottom_wins = cache
+    N, C, H, W = x_shape
+    dx = np.zeros((N, H, W, C), dout.dtype).transpose(0, 3, 1, 2)  # N,C,H,W  channels last; a dropped row/column gets 0
+    # dout copied into the masks' memory order (channels last when x was): elementwise
+    # operations between arrays stored in different orders jump through memory, 10x slower.
+    d = np.empty_like(bottom_wins, dtype=dout.dtype)            # N,C,Ho,Wo  (empty_like keeps the memory order)
+    d[...] = dout
+    dbottom = d * bottom_wins                                   # N,C,Ho,Wo  dout where the max is in the bottom row
+    dtop = d - dbottom                                          #            ... where it is in the top row (exact: x - x = 0)
+    np.multiply(dtop, top_right, out=_corner(dx, 0, 1))         # dx01 = dtop where 01 won
+    np.subtract(dtop, _corner(dx, 0, 1), out=_corner(dx, 0, 0))  # dx00 = the rest of dtop
+    np.multiply(dbottom, bottom_right, out=_corner(dx, 1, 1))   # dx11
+    np.subtract(dbottom, _corner(dx, 1, 1), out=_corner(dx, 1, 0))  # dx10
+    return dx
