@@ -1,28 +1,36 @@
-"""What the two trainers share, so that they differ only in the framework: the flags,
-the progress line, the divergence check and the metrics file that compare.py reads.
+"""What the two trainers share, so that they differ only in the framework: the flags, the
+checks made before training, the progress line, the divergence check, stopping cleanly, and
+writing the metrics file that compare.py reads (its schema lives in metrics_file.py).
 
 NumPy and the standard library only (the from-scratch side must not need torch).
 """
 import argparse
 import io
-import json
 import math
 import os
-import platform
+import signal
 import sys
-import time
+import tempfile
 from pathlib import Path
 
-from data_loader import DATASETS, DataError, load_mnist, write_atomic
+from data_loader import DATA_DIR, DATASETS, DataError, load_mnist, write_atomic
+from metrics_file import WEIGHT_SUFFIX, sha256_bytes
 
 ROOT = Path(__file__).resolve().parent
 RESULTS_DIR = ROOT / "results"
-SCHEMA_VERSION = 1  # bump when the metrics JSON changes shape; compare.py checks it
-WEIGHT_SUFFIX = {"numpy": ".npz", "pytorch": ".pt"}
+DTYPES = ("float32", "float64")
+SEED_LIMIT = 2 ** 64  # NumPy takes any seed >= 0, torch.manual_seed one below 2^64: both take these
+# A learning rate each optimizer trains this network well with (README's experiments): what the
+# divergence message suggests instead of a rate merely ten times smaller, which may still fail.
+GOOD_LR = {"sgd": 0.1, "momentum": 0.02, "adam": 3e-3}
 
 
 class TrainingDiverged(Exception):
     """The loss became NaN or infinite; the message says where and what to try."""
+
+    def __init__(self, message, epoch, batch, loss):
+        super().__init__(message)
+        self.epoch, self.batch, self.loss = epoch, batch, loss
 
 
 # ----------------------------------------------------------------------------- the flags
@@ -33,7 +41,8 @@ def _number(kind, ok, requirement):
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+            what = "an integer" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
         if not ok(value):  # NaN fails every comparison, so it never gets through
             raise argparse.ArgumentTypeError(f"must be {requirement}, got {text}")
         return value
@@ -47,6 +56,7 @@ def _positive(kind):
 
 _non_negative_float = _number(float, lambda v: 0 <= v < math.inf, "zero or positive")
 _dropout = _number(float, lambda p: 0 <= p < 1, "in [0, 1)")
+_seed = _number(int, lambda s: 0 <= s < SEED_LIMIT, "from 0 to 2^64 - 1")
 
 
 def build_parser(framework, description):
@@ -66,10 +76,16 @@ def build_parser(framework, description):
                    help="L2 penalty: adds (wd / 2) * sum(W^2) over the weights to the loss")
     p.add_argument("--dropout", type=_dropout, default=0.0,
                    help="probability of zeroing each hidden unit while training")
-    p.add_argument("--seed", type=int, default=0, help="seeds the initial weights and the batch order")
+    p.add_argument("--seed", type=_seed, default=0,
+                   help="seeds the initial weights and the batch order (0 to 2^64 - 1)")
+    p.add_argument("--dtype", choices=DTYPES, default="float32",
+                   help="float precision of weights, data and arithmetic: float64 makes the twins "
+                        "agree to ~1e-10 on any CPU; float32 is the fast, usual choice")
     p.add_argument("--limit", type=_positive(int), default=None,
                    help="train on the first N samples only (quick runs; the test set stays whole)")
     p.add_argument("--dataset", choices=sorted(DATASETS), default="mnist", help="which data")
+    p.add_argument("--data-dir", type=Path, default=DATA_DIR,
+                   help="root of the dataset cache (torchvision's root=): <dir>/MNIST/raw/...")
     p.add_argument("--metrics", type=Path, default=RESULTS_DIR / f"{framework}_metrics.json",
                    help="where to write the metrics JSON")
     p.add_argument("--weights", type=Path,
@@ -79,109 +95,124 @@ def build_parser(framework, description):
     return p
 
 
-def load_data(parser, args):
-    """The dataset the flags ask for, the training set cut to --limit; a data problem or a
-    --limit larger than the data is a one-line error."""
+def shown(path):
+    """A path as the user would type it: relative to the cwd when it lies below it (the
+    defaults are absolute paths into the repo), else as given."""
+    path = Path(path)
     try:
-        x_train, y_train, x_test, y_test = load_mnist(args.dataset, log=print)
-    except DataError as e:
-        sys.exit(f"error: {e}")
-    if args.limit is not None and args.limit > len(x_train):
-        parser.error(f"argument --limit: {args.limit} is more than the {len(x_train)} training samples")
-    return x_train[:args.limit], y_train[:args.limit], x_test, y_test
-
-
-# ----------------------------------------------------------------------------- the run
-
-def check_finite(loss, epoch, batch, lr):
-    """Stop at the first NaN or infinite loss: nothing after it means anything."""
-    if not math.isfinite(loss):
-        raise TrainingDiverged(
-            f"the loss became {loss} at epoch {epoch}, batch {batch}: the learning rate "
-            f"{lr:g} is too large for this run; try a smaller --lr (e.g. {lr / 10:g})")
-
-
-def cpu_model():
-    """The CPU's marketing name, from /proc/cpuinfo where there is one."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def numpy_blas():
-    """NumPy's BLAS library, version and thread count (OpenBLAS is asked directly)."""
-    import ctypes
-    import numpy as np
-    info = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
-    threads = None
-    try:  # the OpenBLAS that NumPy loaded, found in this process's memory map (Linux)
-        lib = next(line.split()[-1] for line in open("/proc/self/maps") if "openblas" in line)
-        dll = ctypes.CDLL(lib)
-        for symbol in ("scipy_openblas_get_num_threads64_", "openblas_get_num_threads64_",
-                       "openblas_get_num_threads"):
-            if hasattr(dll, symbol):
-                threads = getattr(dll, symbol)()
-                break
-    except (OSError, StopIteration):
-        pass
-    return {"blas": f"{info.get('name')} {info.get('version')}", "blas_threads": threads}
-
-
-def repo_relative(path):
-    """A path inside the repo as relative to its root (so committed results hold no machine's
-    folders); any other path in full."""
-    path = Path(path).resolve()
-    try:
-        return str(path.relative_to(ROOT))
+        return str(path.resolve().relative_to(Path.cwd()))
     except ValueError:
         return str(path)
 
 
-class Run:
-    """The record of one training run: prints the progress line, writes the metrics JSON."""
+def _output_problem(path):
+    """Why a file cannot be written at path, or None. Checks only: nothing is created."""
+    if path.is_dir():
+        return f"{shown(path)} is a folder; give a file name"
+    folder = path.parent
+    while not folder.exists():  # the trainer creates missing folders; the first existing one decides
+        folder = folder.parent
+    if not folder.is_dir():
+        return f"{shown(folder)} is a file, not a folder"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"cannot write in {shown(folder)} (permission denied)"
+    return None
 
-    def __init__(self, framework, args, versions, hardware, n_train, n_test):
-        config = {k: (repo_relative(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
-        self.record = {
-            "schema": SCHEMA_VERSION,
-            "framework": framework,
-            "versions": {"python": platform.python_version(), **versions},
-            "config": config,
-            "seed": args.seed,
-            "data": {"dataset": args.dataset, "train_samples": n_train, "test_samples": n_test},
-            "hardware": {"cpu": cpu_model(), "cores": os.cpu_count(),
-                         "platform": platform.platform(), **hardware},
-            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "status": "running",
-            "epochs": [],
-            "total_train_seconds": 0.0,  # the training steps only: the speed comparison
-            "wall_seconds": None,         # training + evaluating every epoch, data loading aside
-            "final_test_acc": None,
-        }
-        self.interrupted = False  # set by the trainer on Ctrl-C
-        self._t0 = time.perf_counter()
 
-    def log_epoch(self, epoch, train_loss, train_acc, test_loss, test_acc, seconds, samples):
-        """Add one epoch and print its line."""
-        self.record["epochs"].append({
-            "epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
-            "test_loss": test_loss, "test_acc": test_acc,
-            "epoch_seconds": seconds, "samples_per_second": samples / seconds,
-        })
-        self.record["total_train_seconds"] += seconds
-        self.record["final_test_acc"] = test_acc
-        print(f"epoch {epoch:2d} | train loss {train_loss:.4f} acc {100 * train_acc:6.2f}% | "
-              f"test loss {test_loss:.4f} acc {100 * test_acc:6.2f}% | {seconds:.2f}s", flush=True)
+def prepare(parser, args):
+    """Everything checked or set up before the data loads and training starts: the output
+    paths (a bad one fails now, not after the run), SIGTERM handled as Ctrl-C, and a stdout
+    that may close early (`train.py | head`)."""
+    for flag in ("metrics", "weights"):
+        problem = _output_problem(getattr(args, flag))
+        if problem:
+            parser.error(f"argument --{flag}: {problem}")
+    if args.metrics.resolve() == args.weights.resolve():
+        parser.error("argument --weights: the same file as --metrics; give two different paths")
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    keep_running_if_stdout_closes()
 
-    def save(self, path, status):
-        """Write the record under a temporary name, then rename it into place."""
-        self.record["status"] = status
-        self.record["wall_seconds"] = time.perf_counter() - self._t0
-        write_atomic(Path(path), (json.dumps(self.record, indent=2) + "\n").encode())
+
+def load_data(parser, args):
+    """The dataset the flags ask for, in --dtype, the training set cut to --limit; a data
+    problem, Ctrl-C while loading, or a --limit larger than the data is a one-line error."""
+    import numpy as np
+    try:
+        x_train, y_train, x_test, y_test = load_mnist(args.dataset, args.data_dir, log=print)
+    except DataError as e:
+        sys.exit(f"error: {e}")
+    except KeyboardInterrupt:
+        stop("interrupted while loading the data: nothing written")
+    if args.limit is not None and args.limit > len(x_train):
+        parser.error(f"argument --limit: {args.limit} is more than the {len(x_train)} training samples")
+    dtype = np.dtype(args.dtype)  # the loader gives float32; float64 is exact from it
+    return x_train[:args.limit].astype(dtype, copy=False), y_train[:args.limit], \
+        x_test.astype(dtype, copy=False), y_test
+
+
+# ----------------------------------------------------------------------------- stopping
+
+_stop_signal = signal.SIGINT  # which signal stopped the run: Ctrl-C unless SIGTERM came
+
+
+def _raise_interrupt(signum, frame):
+    """SIGTERM (kill, job schedulers, a closing terminal) stops the run as Ctrl-C does."""
+    global _stop_signal
+    _stop_signal = signum
+    raise KeyboardInterrupt
+
+
+def stop(message):
+    """Exit after a stop signal, with the shell's code for it (130 for Ctrl-C, 143 for SIGTERM)."""
+    print(message, file=sys.stderr)
+    sys.exit(128 + _stop_signal)
+
+
+class _StdoutThatMayClose:
+    """sys.stdout, except that a reader gone away (`train.py | head -1`) silences it instead
+    of raising BrokenPipeError into the run: the training goes on and its files are written."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def _silenced(self):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, self._stream.fileno())  # what is still buffered now drains into nothing
+        os.close(devnull)
+
+    def write(self, text):
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._silenced()
+            return len(text)
+
+    def flush(self):
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._silenced()
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
+def keep_running_if_stdout_closes():
+    if not isinstance(sys.stdout, _StdoutThatMayClose):
+        sys.stdout = _StdoutThatMayClose(sys.stdout)
+
+
+# ----------------------------------------------------------------------------- the run
+
+def check_finite(loss, epoch, batch, args):
+    """Stop at the first NaN or infinite loss: nothing after it means anything."""
+    if not math.isfinite(loss):
+        good = GOOD_LR[args.optimizer]
+        suggestion = good if args.lr > good else args.lr / 10
+        raise TrainingDiverged(
+            f"the loss became {loss} at epoch {epoch}, batch {batch}: the learning rate "
+            f"{args.lr:g} is too large for this run; try a smaller --lr (e.g. {suggestion:g})",
+            epoch, batch, loss)
 
 
 def save_bytes(path, write):
@@ -191,101 +222,56 @@ def save_bytes(path, write):
     write_atomic(Path(path), buffer.getvalue())
 
 
+def write_pair(files):
+    """Write {path: bytes} as a pair: both or neither. Each goes to a temporary file beside its
+    target first; only when every one is complete are they renamed into place (a rename within
+    a folder cannot fail half-way)."""
+    staged = {}
+    try:
+        for path, raw in files.items():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+            staged[path] = tmp
+            with os.fdopen(fd, "wb") as f:
+                f.write(raw)
+            os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are for everyone who reads the repo
+        for path, tmp in staged.items():
+            os.replace(tmp, path)
+    finally:
+        for tmp in staged.values():
+            Path(tmp).unlink(missing_ok=True)  # only what was not renamed is still there
+
+
 def finish(run, args, save_weights):
-    """Write the metrics and the weights, and say where; a failed write is one line."""
-    try:
-        save_bytes(args.weights, save_weights)
-        run.save(args.metrics, "interrupted" if run.interrupted else "completed")
-    except OSError as e:
-        sys.exit(f"error: cannot write results ({e.strerror}: {e.filename}); "
-                 f"choose a writable place with --metrics and --weights")
-    done = len(run.record["epochs"])
-    note = f"interrupted after {done} finished epoch(s); " if run.interrupted else ""
-    print(f"{note}metrics -> {repo_relative(args.metrics)}, weights -> {repo_relative(args.weights)}")
-    if run.interrupted:
-        sys.exit(130)  # the shell's code for "stopped by Ctrl-C", after a clean save
+    """Write what the run earned and say so; exit as the run ended.
 
-
-# ----------------------------------------------------------------------------- reading it back
-
-class MetricsError(Exception):
-    """A metrics file is missing, unreadable or not what Run.save writes; the message is one line."""
-
-
-NUMBER = (int, float)  # JSON has one number type: a hand-written 10 is as good as 10.0
-OPTIONAL_INT = (int, type(None))
-# The keys Run.save writes that readers (compare.py) rely on, each with its JSON type.
-RECORD_FIELDS = {"schema": int, "framework": str, "versions": dict, "config": dict, "data": dict,
-                 "hardware": dict, "status": str, "epochs": list, "total_train_seconds": NUMBER}
-CONFIG_FIELDS = {"epochs": int, "batch_size": int, "lr": NUMBER, "optimizer": str, "schedule": str,
-                 "hidden": list, "weight_decay": NUMBER, "dropout": NUMBER, "limit": OPTIONAL_INT,
-                 "dataset": str}
-DATA_FIELDS = {"dataset": str, "train_samples": int, "test_samples": int}
-HARDWARE_FIELDS = {"cpu": str, "cores": OPTIONAL_INT, "device": str, "blas": str,
-                   "blas_threads": OPTIONAL_INT}  # os.cpu_count() and OpenBLAS may not know
-EPOCH_FIELDS = {"epoch": int, "train_loss": NUMBER, "train_acc": NUMBER, "test_loss": NUMBER,
-                "test_acc": NUMBER, "epoch_seconds": NUMBER, "samples_per_second": NUMBER}
-SAVED_STATUSES = ("completed", "interrupted")  # "running" only ever lives in memory
-TYPE_NAMES = {int: "an integer", NUMBER: "a number", OPTIONAL_INT: "an integer or null",
-              str: "a string", list: "a list", dict: "an object"}
-
-
-def _check_fields(obj, fields, where):
-    """Raise MetricsError unless obj is a dict holding every field with its JSON type."""
-    if not isinstance(obj, dict):
-        raise MetricsError(f"{where} should be a JSON object, got {type(obj).__name__}")
-    for key, kind in fields.items():
-        if key not in obj:
-            raise MetricsError(f"{where} lacks the key {key!r}")
-        value = obj[key]
-        # bool is a subclass of int in Python, but true/false is never a count or a rate
-        if isinstance(value, bool) or not isinstance(value, kind):
-            raise MetricsError(f"{where}[{key!r}] should be {TYPE_NAMES[kind]}, got {value!r}")
-
-
-def _check_record(record):
-    """Raise MetricsError (without the file name) at the first thing compare.py could not read."""
-    _check_fields(record, RECORD_FIELDS, "the record")
-    for key, fields in (("config", CONFIG_FIELDS), ("data", DATA_FIELDS), ("hardware", HARDWARE_FIELDS)):
-        _check_fields(record[key], fields, key)
-    for i, epoch in enumerate(record["epochs"]):
-        _check_fields(epoch, EPOCH_FIELDS, f"epochs[{i}]")
-        if not epoch["epoch_seconds"] > 0:  # throughput and speed ratios divide by it
-            raise MetricsError(f"epochs[{i}]['epoch_seconds'] should be positive, "
-                               f"got {epoch['epoch_seconds']!r}")
-    if record["framework"] not in WEIGHT_SUFFIX:
-        raise MetricsError(f"unknown framework {record['framework']!r} "
-                           f"(expected one of {', '.join(WEIGHT_SUFFIX)})")
-    if record["status"] not in SAVED_STATUSES:
-        raise MetricsError(f"unknown status {record['status']!r} "
-                           f"(expected one of {', '.join(SAVED_STATUSES)})")
-    if not record["epochs"]:
-        raise MetricsError("no finished epochs (the run stopped during epoch 1), nothing to compare")
-
-
-def load_metrics(path):
-    """Read a metrics file written by Run.save and check its shape; MetricsError says what is wrong.
-
-    A run interrupted after some epochs is valid (status "interrupted"); one with no finished
-    epoch is not: there is nothing in it to compare.
+    completed or interrupted with finished epochs: weights and metrics, as a pair, the metrics
+    naming the weights by SHA-256. Interrupted before the first epoch: nothing (earlier files
+    stay as they were). Diverged: a metrics record that says so and claims no result.
     """
+    given = f"--metrics {shown(args.metrics)} and --weights {shown(args.weights)}"
+    if run.diverged is not None:
+        e = run.diverged
+        run.record["diverged"] = {"epoch": e.epoch, "batch": e.batch, "loss": str(e.loss)}
+        run.record["final_test_acc"] = None
+        try:
+            run.save(args.metrics, "diverged")
+        except OSError as err:
+            sys.exit(f"error: {e}; and cannot write {shown(args.metrics)} ({err.strerror})")
+        sys.exit(f"error: {e} (recorded as diverged in {shown(args.metrics)})")
+    done = len(run.record["epochs"])
+    if run.interrupted and done == 0:
+        stop(f"interrupted before the first epoch finished: nothing written ({given} left as they were)")
+    buffer = io.BytesIO()
+    save_weights(buffer)
+    weights = buffer.getvalue()
+    run.record["weights_sha256"] = sha256_bytes(weights)
     try:
-        record = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise MetricsError(f"{path} not found") from None
+        write_pair({Path(args.weights): weights,
+                    Path(args.metrics): run.close("interrupted" if run.interrupted else "completed")})
     except OSError as e:
-        raise MetricsError(f"cannot read {path} ({e.strerror})") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise MetricsError(f"{path} is not valid JSON ({e})") from None
-    if not isinstance(record, dict):
-        raise MetricsError(f"{path} is not a metrics record (its JSON is a {type(record).__name__})")
-    # the version first: a file in another schema may lack keys for a good reason
-    version = record.get("schema")
-    if version != SCHEMA_VERSION:
-        raise MetricsError(f"{path}: schema version {version!r}, but this code reads version "
-                           f"{SCHEMA_VERSION}; run the trainer again to write a current file")
-    try:
-        _check_record(record)
-    except MetricsError as e:
-        raise MetricsError(f"{path}: {e}") from None
-    return record
+        sys.exit(f"error: cannot write results ({e.strerror}); nothing written: check {given}")
+    note = f"interrupted after {done} finished epoch(s); " if run.interrupted else ""
+    print(f"{note}metrics -> {shown(args.metrics)}, weights -> {shown(args.weights)}")
+    if run.interrupted:
+        sys.exit(128 + _stop_signal)  # the shell's code for the signal, after a clean save

@@ -16,7 +16,8 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, from any cwd
 from data_loader import batches  # noqa: E402
-from experiment import Run, TrainingDiverged, build_parser, check_finite, finish, load_data, numpy_blas  # noqa: E402
+from experiment import TrainingDiverged, build_parser, check_finite, finish, load_data, prepare, stop  # noqa: E402
+from metrics_file import Run, numpy_blas  # noqa: E402
 from numpy_nn.neural_network import NeuralNetwork  # noqa: E402
 from numpy_nn.utils import OPTIMIZERS, accuracy, cosine_lr, cross_entropy  # noqa: E402
 
@@ -36,7 +37,7 @@ def evaluate(net, x, y):
 
 def train(args, x_train, y_train, x_test, y_test):
     """Train a network as the flags say; returns it and the Run record of every epoch."""
-    net = NeuralNetwork((x_train.shape[1], *args.hidden, 10), seed=args.seed)
+    net = NeuralNetwork((x_train.shape[1], *args.hidden, 10), seed=args.seed, dtype=args.dtype)
     optimizer = OPTIMIZERS[args.optimizer](net.flat_params, args.lr)
     run = Run("numpy", args, {"numpy": np.__version__}, {"device": "cpu", **numpy_blas()},
               len(x_train), len(x_test))
@@ -54,26 +55,29 @@ def train(args, x_train, y_train, x_test, y_test):
                     optimizer.lr = cosine_lr(args.lr, step, total_steps)
                 loss, _ = net.gradients(x_train[idx], y_train[idx], args.weight_decay,
                                         args.dropout, dropout_rng)
-                check_finite(loss, epoch, batch, args.lr)
+                check_finite(loss, epoch, batch, args)
                 optimizer.step(net.flat_grads)
                 step += 1
             seconds = time.perf_counter() - t0
             run.log_epoch(epoch, *evaluate(net, x_train, y_train), *evaluate(net, x_test, y_test),
                           seconds, len(x_train))
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:                     # Ctrl-C or SIGTERM: keep the finished epochs
         run.interrupted = True
+    except TrainingDiverged as e:                 # no result to claim; the record says where
+        run.diverged = e
     return net, run
 
 
 def main(argv=None):
     parser = build_parser("numpy", "Train the from-scratch NumPy network on MNIST.")
     args = parser.parse_args(argv)
+    prepare(parser, args)
     x_train, y_train, x_test, y_test = load_data(parser, args)
+    np.seterr(over="ignore", invalid="ignore")  # a diverging run is reported once, by check_finite
     try:
-        with np.errstate(over="ignore", invalid="ignore"):  # a diverging run is reported once, by check_finite
-            net, run = train(args, x_train, y_train, x_test, y_test)
-    except TrainingDiverged as e:
-        sys.exit(f"error: {e}")  # no metrics written: there is no result to claim
+        net, run = train(args, x_train, y_train, x_test, y_test)
+    except KeyboardInterrupt:                         # while the model was being built
+        stop("interrupted before training started: nothing written")
     finish(run, args, net.save)
 
 

@@ -20,7 +20,8 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, from any cwd
 from data_loader import batches  # noqa: E402
-from experiment import Run, TrainingDiverged, build_parser, check_finite, finish, load_data  # noqa: E402
+from experiment import TrainingDiverged, build_parser, check_finite, finish, load_data, prepare, stop  # noqa: E402
+from metrics_file import Run  # noqa: E402
 from numpy_nn.neural_network import NeuralNetwork  # noqa: E402
 from pytorch_nn.model import MLP, load_numpy_params  # noqa: E402
 
@@ -85,9 +86,9 @@ def train(args, x_train, y_train, x_test, y_test):
     device = pick_device(args.device)
     torch.manual_seed(args.seed)                  # --init torch and dropout draw from here
     sizes = (x_train.shape[1], *args.hidden, 10)
-    model = MLP(sizes, args.dropout)
+    model = MLP(sizes, args.dropout).to(getattr(torch, args.dtype))
     if args.init == "numpy":                      # the very weights the NumPy network starts from
-        load_numpy_params(model, NeuralNetwork(sizes, seed=args.seed).params)
+        load_numpy_params(model, NeuralNetwork(sizes, seed=args.seed, dtype=args.dtype).params)
     model.to(device)
     optimizer = make_optimizer(model, args)
     run = Run("pytorch", args, {"torch": torch.__version__, "numpy": np.__version__},
@@ -104,7 +105,7 @@ def train(args, x_train, y_train, x_test, y_test):
                  if args.schedule == "cosine" else None)
     loss_fn = nn.CrossEntropyLoss()               # log-softmax + mean negative log-likelihood
     if device.type != "cpu":                      # the losses of an epoch, kept on the device
-        losses = torch.zeros(steps_per_epoch, device=device)
+        losses = torch.zeros(steps_per_epoch, device=device, dtype=model.out.weight.dtype)
     try:
         for epoch in range(1, args.epochs + 1):
             model.train()                         # dropout on
@@ -120,27 +121,29 @@ def train(args, x_train, y_train, x_test, y_test):
                 if scheduler:
                     scheduler.step()
                 if device.type == "cpu":
-                    check_finite(loss.item(), epoch, batch, args.lr)
+                    check_finite(loss.item(), epoch, batch, args)
                 else:
                     losses[batch - 1] = loss.detach()
                     if batch % CHECK_EVERY == 0 or batch == steps_per_epoch:
                         start = (batch - 1) // CHECK_EVERY * CHECK_EVERY
-                        check_losses(losses[start:batch], start + 1, epoch, args.lr)
+                        check_losses(losses[start:batch], start + 1, epoch, args)
             if device.type != "cpu":              # torch.cuda / torch.mps: wait for the device,
                 getattr(torch, device.type).synchronize()  # so the clock stops when it is done
             seconds = time.perf_counter() - t0
             run.log_epoch(epoch, *evaluate(model, x_train, y_train), *evaluate(model, x_test, y_test),
                           seconds, len(x_train))
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:                     # Ctrl-C or SIGTERM: keep the finished epochs
         run.interrupted = True
+    except TrainingDiverged as e:                 # no result to claim; the record says where
+        run.diverged = e
     return model, run
 
 
-def check_losses(losses, first_batch, epoch, lr):
+def check_losses(losses, first_batch, epoch, args):
     """Raise TrainingDiverged at the first NaN or infinite loss of batches first_batch, ...:
     one copy to the host for the lot."""
     for batch, loss in enumerate(losses.tolist(), start=first_batch):
-        check_finite(loss, epoch, batch, lr)
+        check_finite(loss, epoch, batch, args)
 
 
 def main(argv=None):
@@ -155,11 +158,12 @@ def main(argv=None):
         pick_device(args.device)
     except ValueError as e:
         parser.error(str(e))
+    prepare(parser, args)
     x_train, y_train, x_test, y_test = load_data(parser, args)
     try:
         model, run = train(args, x_train, y_train, x_test, y_test)
-    except TrainingDiverged as e:
-        sys.exit(f"error: {e}")  # no metrics written: there is no result to claim
+    except KeyboardInterrupt:                         # while the model was being built
+        stop("interrupted before training started: nothing written")
     finish(run, args, lambda f: torch.save(model.state_dict(), f))
 
 

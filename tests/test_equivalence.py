@@ -2,7 +2,9 @@
 and torch.optim, layer by layer, step by step, and over whole training runs.
 
 Tolerances: float64 results agree to ~1e-12 (the order of floating-point operations
-differs between the two libraries, nothing else); float32 to ~1e-5.
+differs between the two libraries, nothing else), on any CPU. float32 results only within
+bounds their rounding justifies (stated beside each test): the BLAS kernel, and with it the
+last bits of every float32 sum, differs from CPU to CPU.
 """
 import json
 import math
@@ -152,19 +154,67 @@ def run_trainer(framework, flags, tmp_path):
     return json.loads((out / "m.json").read_text())
 
 
-# Measured here (float32, --limit 10000, 3 epochs, cosine, seed 0), the largest relative
-# difference of the per-epoch train/test losses: sgd 1.0e-7, momentum 1.4e-7, adam 6.8e-8;
-# test accuracy the same to the sample in every epoch.
-@pytest.mark.parametrize("optimizer, lr", [("sgd", "0.1"), ("momentum", "0.02"), ("adam", "1e-3")])
-def test_trainers_are_twins(tmp_path, optimizer, lr):
-    """Same seed and flags: per-epoch losses agree and test accuracy agrees to the sample."""
+def twin_runs(tmp_path, optimizer, lr, dtype):
+    """The same short run (--limit 10000, 3 epochs, cosine, seed 0) from both trainers, and the
+    largest relative difference of their per-epoch train and test losses."""
     flags = ["--limit", "10000", "--epochs", "3", "--optimizer", optimizer, "--lr", lr,
-             "--schedule", "cosine", "--seed", "0"]
+             "--schedule", "cosine", "--seed", "0", "--dtype", dtype]
     a, b = run_trainer("numpy", flags, tmp_path), run_trainer("pytorch", flags + ["--device", "cpu"], tmp_path)
-    worst = 0.0
+    worst = max(abs(ea[key] - eb[key]) / abs(eb[key])
+                for ea, eb in zip(a["epochs"], b["epochs"], strict=True) for key in ("train_loss", "test_loss"))
+    return a, b, worst
+
+
+TWIN_RUNS = [("sgd", "0.1"), ("momentum", "0.02"), ("adam", "1e-3")]
+
+
+# Measured in float64 (Haswell, Sandybridge and Prescott OpenBLAS kernels): the largest
+# relative loss difference was 2e-16 to 6e-16, and every epoch's test accuracy was equal to the
+# sample. float64 carries ~16 digits, so 237 steps of differently-ordered sums stay ~1e-15
+# apart; 1e-9 leaves six orders of margin and still fails for any real difference in the math.
+@pytest.mark.parametrize("optimizer, lr", TWIN_RUNS)
+def test_trainers_are_twins_in_float64(tmp_path, optimizer, lr):
+    """Same seed and flags in float64: the twins agree on every epoch's losses to 1e-9 relative
+    and on test accuracy to the sample, on any CPU."""
+    a, b, worst = twin_runs(tmp_path, optimizer, lr, "float64")
+    print(f"float64 {optimizer}: largest relative loss difference {worst:.1e}")
+    assert worst < 1e-9
     for ea, eb in zip(a["epochs"], b["epochs"], strict=True):
-        for key in ("train_loss", "test_loss"):
-            worst = max(worst, abs(ea[key] - eb[key]) / abs(eb[key]))
-        assert round(ea["test_acc"] * 10000) == round(eb["test_acc"] * 10000)
-    print(f"{optimizer}: largest relative loss difference {worst:.1e}")
+        assert round(ea["test_acc"] * 10000) == round(eb["test_acc"] * 10000), ea["epoch"]
+
+
+def logits_of_saved_twins(tmp_path, x):
+    """float64 logits of the NumPy run's and the PyTorch run's saved weights on x."""
+    net = NeuralNetwork.load(tmp_path / "numpy" / "w", dtype=np.float64)
+    model = load_model(tmp_path / "pytorch" / "w").double()
+    with torch.inference_mode():
+        return net.forward(x.astype(np.float64))[0], model(torch.from_numpy(x).double()).numpy()
+
+
+# float32 twins cannot agree exactly: OpenBLAS and MKL add the same products in different
+# orders, so every float32 sum differs in its last bits (unit roundoff 6e-8), differently on
+# each CPU (the BLAS kernel is chosen per CPU), and each training step feeds the next. Measured
+# here over 3 epochs, the largest relative loss difference was 6e-8 to 2.3e-7 under the
+# Haswell, Sandybridge and Prescott kernels. The bound, 1e-5, is ~170 float32 roundoffs: rounding
+# grown over 237 steps stays far below it, while any real difference in the math (a wrong
+# gradient, a missed bias, another batch order) moves the loss by 1e-3 or more.
+# Accuracy is not compared to the sample: a test image whose two top logits are closer than
+# the two networks' logits differ can go either way, and it did on another machine (9206 vs 9205).
+@pytest.mark.parametrize("optimizer, lr", TWIN_RUNS)
+def test_trainers_are_twins_in_float32_within_rounding(tmp_path, mnist, optimizer, lr):
+    """Same seed and flags in float32: losses agree to 1e-5 relative, and the test accuracies
+    differ by no more than the number of images the two final networks' logit difference
+    could flip (top-two margin below twice the largest logit difference)."""
+    a, b, worst = twin_runs(tmp_path, optimizer, lr, "float32")
+    print(f"float32 {optimizer}: largest relative loss difference {worst:.1e}")
     assert worst < 1e-5
+    _, _, x_test, y_test = mnist
+    logits_a, logits_b = logits_of_saved_twins(tmp_path, x_test)
+    diff = np.abs(logits_a - logits_b).max()
+    assert diff < 1e-4 * np.abs(logits_b).max()      # the networks themselves are float32-close
+    top2 = np.sort(logits_b, axis=1)[:, -2:]
+    borderline = int((top2[:, 1] - top2[:, 0] <= 2 * diff).sum())
+    correct_a, correct_b = (round(r["final_test_acc"] * len(y_test)) for r in (a, b))
+    print(f"max logit difference {diff:.1e}, {borderline} borderline images, "
+          f"correct {correct_a} vs {correct_b}")
+    assert abs(correct_a - correct_b) <= borderline

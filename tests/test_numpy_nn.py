@@ -25,6 +25,7 @@ import numpy as np
 import pytest
 
 import experiment
+from metrics_file import SCHEMA_VERSION, repo_relative
 from data_loader import load_mnist
 from numpy_nn.neural_network import NeuralNetwork
 from numpy_nn.train import evaluate, train
@@ -477,7 +478,10 @@ BAD_FLAGS = [
     (["--dropout", "1.0"], r"argument --dropout: must be in \[0, 1\), got 1.0"),
     (["--dropout", "-0.1"], r"argument --dropout: must be in \[0, 1\), got -0.1"),
     (["--hidden", "0"], r"argument --hidden: must be positive, got 0"),
-    (["--hidden", "abc"], r"argument --hidden: 'abc' is not a number"),
+    (["--hidden", "abc"], r"argument --hidden: 'abc' is not an integer"),
+    (["--epochs", "1e3"], r"argument --epochs: '1e3' is not an integer"),
+    (["--lr", "fast"], r"argument --lr: 'fast' is not a number"),
+    (["--dtype", "float16"], r"argument --dtype: invalid choice: 'float16' \(choose from .*float32.*float64.*\)"),
     (["--limit", "60001"], r"argument --limit: 60001 is more than the 60000 training samples"),
 ]
 
@@ -490,20 +494,6 @@ def test_cli_rejects_bad_flags(tmp_path, flags, message):
     assert done.returncode == 2, done.stderr
     line = assert_one_error_line(done.stderr, r"^train\.py: error: " + message + "$")
     assert done.stderr.rstrip().endswith(line)
-    assert list(tmp_path.iterdir()) == []
-
-
-def test_cli_divergence_is_one_line_and_writes_nothing(tmp_path):
-    """Plain SGD at lr 1e4 blows up (NaN at epoch 1, batch 5; Adam at 1e4 stays finite):
-    exit 1, a single stderr line naming epoch and batch and suggesting a smaller --lr, no
-    overflow warnings, no metrics or weights."""
-    done = run_cli(["--lr", "1e4", "--limit", "2000", "--epochs", "1", "--optimizer", "sgd",
-                    "--no-progress", *out_flags(tmp_path)], tmp_path)
-    assert done.returncode == 1
-    assert_one_error_line(done.stderr, r"^error: the loss became (nan|inf|-inf) at epoch 1, batch \d+: "
-                                       r".*try a smaller --lr \(e\.g\. 1000\)$")
-    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
-    assert "epoch  1 |" not in done.stdout
     assert list(tmp_path.iterdir()) == []
 
 
@@ -538,31 +528,14 @@ def test_cli_ctrl_c_saves_interrupted_run(tmp_path):
     assert NeuralNetwork.load(tmp_path / "w.npz").sizes == (784, 128, 64, 10)
 
 
-@pytest.mark.parametrize("blocked", ["--metrics", "--weights"])
-def test_cli_unwritable_results_is_one_line(tmp_path, blocked):
-    """--metrics or --weights under a regular file: exit 1, one 'error: cannot write results'
-    line naming the fix, no traceback."""
-    (tmp_path / "afile").write_text("not a folder")
-    flags = {"--metrics": str(tmp_path / "m.json"), "--weights": str(tmp_path / "w.npz")}
-    flags[blocked] = str(tmp_path / "afile" / "out")
-    done = run_cli(["--limit", "500", "--epochs", "1", "--no-progress",
-                    *[a for kv in flags.items() for a in kv]], tmp_path)
-    assert done.returncode == 1, done.stderr
-    assert_one_error_line(done.stderr, r"^error: cannot write results \(.+\); choose a writable place "
-                                       r"with --metrics and --weights$")
-    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
-    if blocked == "--weights":  # weights are written first: a failure there leaves no metrics
-        assert not (tmp_path / "m.json").exists()
-
-
 # ----------------------------------------------------------------------------- 11, 12. real runs
 
 def check_record(record, argv, n_train):
     """The metrics JSON's shape and internal consistency."""
     args = experiment.build_parser("numpy", "").parse_args(argv)
-    assert record["schema"] == experiment.SCHEMA_VERSION
+    assert record["schema"] == SCHEMA_VERSION
     assert record["framework"] == "numpy"
-    assert record["config"] == {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    assert record["config"] == {k: (repo_relative(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     assert record["seed"] == args.seed
     assert record["status"] == "completed"
     assert record["data"] == {"dataset": "mnist", "train_samples": n_train, "test_samples": 10000}

@@ -1,0 +1,264 @@
+"""Both trainers' command lines, run as a user runs them: the same flag values accepted and
+refused, output paths checked before training, a stdout that closes early, stopping by Ctrl-C
+or SIGTERM, and divergence. Each case runs both twins, which must behave alike.
+
+Trainer subprocesses get OPENBLAS_NUM_THREADS=1: on this busy 2-core machine spinning BLAS
+threads made such small runs many times slower; only timings change.
+"""
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+import experiment
+from metrics_file import file_sha256, load_metrics
+
+REPO = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+FRAMEWORKS = ["numpy", "pytorch"]
+SUFFIX = {"numpy": ".npz", "pytorch": ".pt"}
+SHORT = ["--limit", "500", "--epochs", "1", "--no-progress"]
+
+
+def command(framework, *flags):
+    extra = ["--device", "cpu"] if framework == "pytorch" else []
+    return [sys.executable, str(REPO / f"{framework}_nn" / "train.py"), *extra, *flags]
+
+
+def outputs(folder, framework):
+    return folder / "m.json", folder / f"w{SUFFIX[framework]}"
+
+
+def out_flags(folder, framework):
+    metrics, weights = outputs(folder, framework)
+    return ["--metrics", str(metrics), "--weights", str(weights)]
+
+
+def run(framework, *flags, cwd=REPO):
+    return subprocess.run(command(framework, *flags), cwd=cwd, env=ENV, capture_output=True,
+                          text=True, timeout=300)
+
+
+def error_line(done, code):
+    """The one line that says what went wrong: no traceback, the expected exit status."""
+    assert done.returncode == code, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    errors = [line for line in done.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1, done.stderr
+    return errors[0]
+
+
+def start(framework, *flags):
+    return subprocess.Popen(command(framework, *flags), cwd=REPO, env=ENV, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_line(proc, prefix):
+    """Read the trainer's stdout until a line starting with prefix (the trainer flushes each)."""
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if line.startswith(prefix):
+            return
+    raise AssertionError(f"no line starting {prefix!r}: {''.join(seen)}")
+
+
+def finish(proc):
+    try:
+        return proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
+# ----------------------------------------------------------------------------- flag values
+
+SEED_CASES = [("-1", "argument --seed: must be from 0 to 2^64 - 1, got -1"),
+              (str(2 ** 64), f"argument --seed: must be from 0 to 2^64 - 1, got {2 ** 64}"),
+              ("1.5", "argument --seed: '1.5' is not an integer")]
+
+
+@pytest.mark.parametrize("value, message", SEED_CASES, ids=[v for v, _ in SEED_CASES])
+def test_twins_refuse_the_same_seeds_with_the_same_words(tmp_path, value, message):
+    """NumPy refuses negative seeds and torch.manual_seed ones from 2^64: both trainers accept
+    exactly what both libraries take, and say so in the same line."""
+    lines = {fw: error_line(run(fw, "--seed", value, *SHORT, *out_flags(tmp_path, fw)), 2)
+             for fw in FRAMEWORKS}
+    assert lines["numpy"] == lines["pytorch"] == f"train.py: error: {message}"
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_largest_seed_trains(tmp_path, framework):
+    done = run(framework, "--seed", str(2 ** 64 - 1), *SHORT, *out_flags(tmp_path, framework))
+    assert done.returncode == 0, done.stderr
+    assert load_metrics(tmp_path / "m.json")["seed"] == 2 ** 64 - 1
+
+
+def test_epochs_in_scientific_notation_is_not_an_integer():
+    parser = experiment.build_parser("numpy", "")
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--epochs", "1e3"])
+    with pytest.raises(Exception, match="'1e3' is not an integer"):
+        parser._option_string_actions["--epochs"].type("1e3")
+
+
+# ----------------------------------------------------------------------------- output paths
+
+def bad_outputs(tmp_path, framework):
+    """(flags, the words of the error) for outputs that cannot be written; found before training."""
+    (tmp_path / "afile").write_text("not a folder")
+    (tmp_path / "afolder").mkdir()
+    metrics, weights = outputs(tmp_path, framework)
+    return {
+        "metrics under a file": (["--metrics", str(tmp_path / "afile" / "x.json"), "--weights", str(weights)],
+                                 f"argument --metrics: {tmp_path / 'afile'} is a file, not a folder"),
+        "weights a folder": (["--metrics", str(metrics), "--weights", str(tmp_path / "afolder")],
+                             f"argument --weights: {tmp_path / 'afolder'} is a folder; give a file name"),
+        "the same file": (["--metrics", str(metrics), "--weights", str(metrics)],
+                          "argument --weights: the same file as --metrics"),
+    }
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+@pytest.mark.parametrize("case", ["metrics under a file", "weights a folder", "the same file"])
+def test_unwritable_outputs_fail_before_training(tmp_path, framework, case):
+    """A place the results cannot go is a one-line error naming the path given, before any
+    data is loaded or epoch trained (it used to fail after the whole run)."""
+    flags, words = bad_outputs(tmp_path, framework)[case]
+    done = run(framework, *SHORT, *flags)
+    assert words in error_line(done, 2)
+    assert "mnist:" not in done.stdout and "epoch" not in done.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "afolder"]
+
+
+def test_metrics_and_weights_are_written_as_a_pair(tmp_path, monkeypatch):
+    """If the second file cannot be renamed into place, neither is, and no temporary file stays:
+    weights without their metrics (or the reverse) never appear."""
+    weights, metrics = tmp_path / "w.npz", tmp_path / "m.json"
+    metrics.write_text("the earlier run's metrics")
+    real_replace, calls = os.replace, []
+
+    def replace(src, dst):
+        calls.append(dst)
+        if Path(dst) == metrics:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(experiment.os, "replace", replace)
+    with pytest.raises(OSError):
+        experiment.write_pair({metrics: b"{}", weights: b"weights"})
+    assert metrics.read_text() == "the earlier run's metrics" and not weights.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json"]
+    monkeypatch.setattr(experiment.os, "replace", real_replace)
+    experiment.write_pair({weights: b"weights", metrics: b"{}"})
+    assert weights.read_bytes() == b"weights" and metrics.read_bytes() == b"{}"
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_metrics_name_their_weights_by_sha256(tmp_path, framework):
+    done = run(framework, *SHORT, *out_flags(tmp_path, framework))
+    assert done.returncode == 0, done.stderr
+    metrics, weights = outputs(tmp_path, framework)
+    assert load_metrics(metrics)["weights_sha256"] == file_sha256(weights)
+
+
+# ----------------------------------------------------------------------------- stdout closed early
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_reader_closing_stdout_does_not_lose_the_run(tmp_path, framework):
+    """`train.py | head -1`: the reader goes away after one line; the run trains on, writes its
+    files, and exits 0 without a BrokenPipeError."""
+    proc = start(framework, "--limit", "2000", "--epochs", "3", "--no-progress", *out_flags(tmp_path, framework))
+    proc.stdout.readline()
+    proc.stdout.close()                            # what head -1 does after its line
+    _, err = finish(proc)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err and "BrokenPipe" not in err, err
+    record = load_metrics(tmp_path / "m.json")
+    assert record["status"] == "completed" and len(record["epochs"]) == 3
+
+
+# ----------------------------------------------------------------------------- stopping
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_sigterm_saves_the_finished_epochs_like_ctrl_c(tmp_path, framework):
+    """kill (SIGTERM) after epoch 1: the finished epochs are saved, marked interrupted, and the
+    exit status is the shell's for SIGTERM (128 + 15)."""
+    proc = start(framework, "--limit", "20000", "--epochs", "200", "--no-progress",
+                 *out_flags(tmp_path, framework))
+    wait_for_line(proc, "epoch  1 |")
+    proc.send_signal(signal.SIGTERM)
+    out, err = finish(proc)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "Traceback" not in err, err
+    record = load_metrics(tmp_path / "m.json")
+    assert record["status"] == "interrupted" and 1 <= len(record["epochs"]) < 200
+    assert record["weights_sha256"] == file_sha256(outputs(tmp_path, framework)[1])
+    assert "interrupted after" in out
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_ctrl_c_in_epoch_1_leaves_earlier_files_alone(tmp_path, framework):
+    """Ctrl-C before any epoch finished: nothing to save, so the earlier run's files stay as
+    they were (they used to be replaced by a 0-epoch record that compare.py refuses)."""
+    metrics, weights = outputs(tmp_path, framework)
+    metrics.write_text("earlier metrics")
+    weights.write_bytes(b"earlier weights")
+    # batch size 1 makes epoch 1 take far longer than the moment we wait after the data loaded
+    proc = start(framework, "--batch-size", "1", "--no-progress", *out_flags(tmp_path, framework))
+    wait_for_line(proc, "mnist: loaded")
+    proc.send_signal(signal.SIGINT)
+    out, err = finish(proc)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "epoch  1 |" not in out, err
+    assert "nothing written" in err.strip().splitlines()[-1]
+    assert metrics.read_text() == "earlier metrics" and weights.read_bytes() == b"earlier weights"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([metrics.name, weights.name])
+
+
+def test_ctrl_c_while_the_data_loads_is_one_line(monkeypatch, capsys):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(experiment, "load_mnist", interrupted)
+    args = experiment.build_parser("numpy", "").parse_args([])
+    with pytest.raises(SystemExit) as stop:
+        experiment.load_data(None, args)
+    assert stop.value.code == 130
+    assert capsys.readouterr().err == "interrupted while loading the data: nothing written\n"
+
+
+# ----------------------------------------------------------------------------- divergence
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_divergence_is_recorded_as_such_and_suggests_a_rate_that_works(tmp_path, framework):
+    """Plain SGD at lr 1e4 overflows in epoch 1. One error line names where, and suggests SGD's
+    working rate 0.1 (lr / 10 = 1000 'completes' at 11%). The metrics file says "diverged"
+    and claims no result, so an older run's files are never shown as this one's."""
+    metrics, weights = outputs(tmp_path, framework)
+    metrics.write_text("an older run's metrics")
+    weights.write_bytes(b"an older run's weights")
+    done = run(framework, "--lr", "1e4", "--optimizer", "sgd", "--limit", "2000", "--epochs", "1",
+               "--no-progress", *out_flags(tmp_path, framework))
+    line = error_line(done, 1)
+    assert line.startswith("error: the loss became ") and " at epoch 1, batch " in line
+    assert "try a smaller --lr (e.g. 0.1)" in line and str(metrics) in line
+    record = load_metrics(metrics)
+    assert record["status"] == "diverged" and record["diverged"]["epoch"] == 1
+    assert record["final_test_acc"] is None and record["weights_sha256"] is None
+    assert weights.read_bytes() == b"an older run's weights"
+
+
+def test_divergence_hint_for_a_rate_already_below_the_working_one():
+    args = SimpleNamespace(optimizer="adam", lr=1e-3)
+    with pytest.raises(experiment.TrainingDiverged, match=r"try a smaller --lr \(e\.g\. 0\.0001\)"):
+        experiment.check_finite(float("nan"), 2, 7, args)
+    experiment.check_finite(float(np.float32(3.5)), 2, 7, args)  # finite: nothing happens
