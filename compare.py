@@ -16,13 +16,14 @@ accuracy the record claims. Into --out-dir (default results/):
     weights_<run>.png     a NumPy network's first-layer weights drawn as 28x28 images
 
 <run> is the framework (numpy, pytorch), plus the metrics file's name when a framework repeats.
+This file reads and checks; the table and the pictures are made in report/ (table.py, curves.py,
+inside.py), and written here.
 A run that diverged is listed as such and gets no curves, numbers or pictures.
 Every file is written under a temporary name and then renamed: none is ever half-written.
 """
 import argparse
 import pickle
 import sys
-import textwrap
 import zipfile
 from dataclasses import dataclass
 from functools import lru_cache
@@ -33,8 +34,6 @@ import matplotlib
 matplotlib.use("Agg")  # draw into files only: no window needed, so it runs over ssh and in CI
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from matplotlib.colors import PowerNorm  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))  # the repo root, so the imports below work from any cwd
@@ -42,56 +41,17 @@ from data_loader import DATA_DIR, DataError, load_mnist  # noqa: E402
 from experiment import RESULTS_DIR, keep_running_if_stdout_closes, save_bytes, shown  # noqa: E402
 from metrics_file import MetricsError, file_sha256, load_metrics  # noqa: E402
 from numpy_nn.neural_network import NeuralNetwork  # noqa: E402
-from numpy_nn.utils import softmax  # noqa: E402
+from report.curves import plot_comparison  # noqa: E402
+from report.inside import inside_figures  # noqa: E402
+from report.run import RunResult, divergence, with_results  # noqa: E402
+from report.table import markdown  # noqa: E402
 
 FRAMEWORK_NAMES = {"numpy": "NumPy", "pytorch": "PyTorch"}
-CLASS_NAMES = {
-    "mnist": [str(digit) for digit in range(10)],
-    "fashion-mnist": ["T-shirt", "Trouser", "Pullover", "Dress", "Coat",
-                      "Sandal", "Shirt", "Sneaker", "Bag", "Boot"],
-}
-MISTAKES_GRID = (4, 6)   # rows, columns: the 24 most confidently wrong test images
-UNITS_GRID = (8, 8)      # rows, columns: the first 64 hidden units of the first layer
 DPI = 110
-IMAGE_SIDE = 28          # MNIST and Fashion-MNIST images are 28x28 = 784 pixels
 
 
 class CompareError(Exception):
     """Bad input or an unwritable output; the message is one line that says what to do."""
-
-
-@dataclass
-class RunResult:
-    """One metrics file, read and checked, with the names it is shown under."""
-    path: Path
-    record: dict
-    name: str             # legends, table: "NumPy", or "NumPy (lr_1e-3)" when a framework repeats
-    key: str              # file names: "numpy", or "numpy_lr_1e-3"
-    weights: Path = None  # the saved weights, once found and checked to be this run's
-
-    @property
-    def framework(self):
-        return self.record["framework"]
-
-    @property
-    def interrupted(self):
-        return self.record["status"] == "interrupted"
-
-    @property
-    def diverged(self):
-        """The loss became NaN: the run has no result to show (no accuracy, no weights)."""
-        return self.record["status"] == "diverged"
-
-    @property
-    def label(self):
-        """The name, marked when the run was stopped before its last epoch or diverged."""
-        if self.interrupted or self.diverged:
-            return f"{self.name} ({self.record['status']})"
-        return self.name
-
-    def series(self, field):
-        """One per-epoch number, e.g. "test_acc", as an array in epoch order."""
-        return np.array([epoch[field] for epoch in self.record["epochs"]])
 
 
 # ----------------------------------------------------------------------------- reading the runs
@@ -130,341 +90,6 @@ def load_runs(paths):
         records.append(load_metrics(path))
     return [RunResult(path, record, name, key)
             for path, record, (name, key) in zip(paths, records, name_runs(records, paths))]
-
-
-def with_results(runs):
-    """The runs that have something to show: all but the diverged ones."""
-    return [run for run in runs if not run.diverged]
-
-
-def divergence(run):
-    """Where a diverged run stopped, e.g. "epoch 1, batch 5 (loss nan)"."""
-    where = run.record["diverged"]
-    return f"epoch {where['epoch']}, batch {where['batch']} (loss {where['loss']})"
-
-
-# ----------------------------------------------------------------------------- the numbers
-
-def summarize(run):
-    """The numbers in a run's table row."""
-    test_acc = run.series("test_acc")
-    best = int(np.argmax(test_acc))  # the first epoch that reached the best accuracy
-    return {
-        "final_test_acc": float(test_acc[-1]),
-        "best_test_acc": float(test_acc[best]),
-        "best_epoch": run.record["epochs"][best]["epoch"],
-        "total_seconds": run.record["total_train_seconds"],
-        "mean_epoch_seconds": float(run.series("epoch_seconds").mean()),
-        "fastest_epoch_seconds": float(run.series("epoch_seconds").min()),
-        # the median, because a first epoch slowed by one-off start-up costs would drag a mean down
-        "median_samples_per_second": float(np.median(run.series("samples_per_second"))),
-    }
-
-
-def device_name(record):
-    """Where a run trained, for sentences: "CPU (AMD EPYC)" or "GPU (NVIDIA H100)"."""
-    hardware = record["hardware"]
-    if hardware["device"] == "cpu":
-        return f"CPU ({hardware['cpu']})"
-    return f"GPU ({hardware.get('gpu') or hardware['device']})"
-
-
-def speed_sentence(a, b):
-    """Which of two runs trains faster and by how much, from each run's fastest epoch.
-
-    Every epoch does the same work, so the fastest one is the one least disturbed by
-    whatever else the machine was doing (on a shared machine, other tenants can slow a
-    whole run down by half); totals and means carry those disturbances.
-    """
-    t_a, t_b = (summarize(run)["fastest_epoch_seconds"] for run in (a, b))
-    (t_fast, fast), (t_slow, slow) = sorted([(t_a, a), (t_b, b)], key=lambda pair: pair[0])
-    seconds = (f"fastest epoch {t_fast:.3f} s against {t_slow:.3f} s "
-               f"({fast.record['total_train_seconds']:.2f} s and "
-               f"{slow.record['total_train_seconds']:.2f} s of training in all)")
-    if device_name(a.record) == device_name(b.record):
-        where = f"on this {device_name(a.record)}"
-        if f"{t_slow / t_fast:.1f}" == "1.0":
-            return f"{a.label} and {b.label} train equally fast {where}: {seconds}."
-        return f"{fast.label} is {t_slow / t_fast:.1f}x faster than {slow.label} {where}: {seconds}."
-    return (f"{fast.label} on its {device_name(fast.record)} is {t_slow / t_fast:.1f}x faster than "
-            f"{slow.label} on its {device_name(slow.record)}: {seconds}.")
-
-
-def _hidden(sizes):
-    return "-".join(str(size) for size in sizes)
-
-
-# What must be the same for a like-for-like comparison: the name a warning uses, and where
-# the record keeps it. --limit shows up as the number of training samples.
-LIKE_FOR_LIKE = {
-    "dataset": lambda record: record["data"]["dataset"],
-    "training samples": lambda record: record["data"]["train_samples"],
-    "epochs": lambda record: record["config"]["epochs"],
-    "finished epochs": lambda record: len(record["epochs"]),
-    "batch size": lambda record: record["config"]["batch_size"],
-    "optimizer": lambda record: record["config"]["optimizer"],
-    "learning rate": lambda record: record["config"]["lr"],
-    "schedule": lambda record: record["config"]["schedule"],
-    "hidden sizes": lambda record: _hidden(record["config"]["hidden"]),
-    "dtype": lambda record: record["config"]["dtype"],
-    "weight decay": lambda record: record["config"]["weight_decay"],
-    "dropout": lambda record: record["config"]["dropout"],
-    "hardware": device_name,
-}
-
-
-def unfair_differences(runs):
-    """One warning per setting that differs between the runs, naming each run's value."""
-    warnings = []
-    for setting, value_of in LIKE_FOR_LIKE.items():
-        values = [value_of(run.record) for run in runs]
-        if len(set(values)) > 1:
-            each = ", ".join(f"{run.label} {value}" for run, value in zip(runs, values))
-            warnings.append(f"warning: the runs differ in {setting} ({each}): "
-                            f"not a like-for-like comparison")
-    return warnings
-
-
-def divergence_lines(runs):
-    return [f"{run.name} diverged at {divergence(run)}: no result" for run in runs if run.diverged]
-
-
-def interrupted_warnings(runs):
-    return [f"warning: {run.name} was interrupted after {len(run.record['epochs'])} of "
-            f"{run.record['config']['epochs']} epochs; its numbers cover those epochs only"
-            for run in runs if run.interrupted]
-
-
-def warmup_notes(runs):
-    """Point out a first epoch much slower than the rest (one-off start-up costs), and epoch
-    times that wander within a run (a busy machine): both weigh on the totals."""
-    notes = []
-    for run in runs:
-        seconds = run.series("epoch_seconds")
-        if len(seconds) > 1 and seconds[0] > 2 * np.median(seconds[1:]):
-            notes.append(f"note: {run.label}'s epoch 1 took {seconds[0] / np.median(seconds[1:]):.1f}x "
-                         f"as long as its later epochs (one-off start-up costs): they weigh on its "
-                         f"total seconds but hardly move its median samples/s")
-        later = seconds[1:] if len(seconds) > 1 else seconds
-        if later.max() > 1.3 * later.min():
-            notes.append(f"note: {run.label}'s epochs took from {later.min():.3f} s to {later.max():.3f} s "
-                         f"for the same work: the machine was busy part of the time, so its total "
-                         f"is slower than the implementation; the speed ratio uses the fastest epoch")
-    return notes
-
-
-def describe_config(run):
-    """One line with the settings that shape a run, e.g. for the figure's title."""
-    config, data = run.record["config"], run.record["data"]
-    text = (f"{run.label}: {data['dataset']} ({data['train_samples']:,} train), {config['optimizer']} "
-            f"lr {config['lr']:g} {config['schedule']}, batch {config['batch_size']}, "
-            f"{config['epochs']} epochs, hidden {_hidden(config['hidden'])}, {config['dtype']}")
-    if config["weight_decay"]:
-        text += f", weight decay {config['weight_decay']:g}"
-    if config["dropout"]:
-        text += f", dropout {config['dropout']:g}"
-    return f"{text}, {device_name(run.record)}"
-
-
-def table_row(run):
-    """A run's row of the markdown table."""
-    s, hardware = summarize(run), run.record["hardware"]
-    finished, planned = len(run.record["epochs"]), run.record["config"]["epochs"]
-    threads = f" ({hardware['blas_threads']} threads)" if hardware["blas_threads"] else ""
-    cores = f" ({hardware['cores']} cores)" if hardware["cores"] else ""
-    cells = [
-        run.label,
-        f"{finished}" if finished == planned else f"{finished} of {planned}",
-        f"{s['final_test_acc']:.2%}",
-        f"{s['best_test_acc']:.2%} (epoch {s['best_epoch']})",
-        f"{s['total_seconds']:.2f}",
-        f"{s['fastest_epoch_seconds']:.3f}, {s['mean_epoch_seconds']:.3f}",
-        f"{s['median_samples_per_second']:,.0f}",
-        f"{hardware['cpu']}{cores}",
-        f"{hardware['blas']}{threads}",
-        hardware.get("gpu") or hardware["device"],
-        ", ".join(f"{library} {version}" for library, version in run.record["versions"].items()),
-    ]
-    return "| " + " | ".join(cells) + " |"
-
-
-TABLE_HEADER = ["run", "epochs", "final test acc", "best test acc", "train s (total)",
-                "s/epoch (fastest, mean)", "samples/s (median)", "CPU", "BLAS", "device", "versions"]
-
-
-def report(runs):
-    """The markdown report: what ran, the table, the speed ratio, then warnings and notes.
-    A diverged run is listed with where it diverged, and has no row, ratio or warning."""
-    results = with_results(runs)
-    lines = [f"# {' vs '.join(run.label for run in runs)}", ""]
-    lines += [f"- {describe_config(run)} (from `{run.path}`)" for run in runs]
-    lines += ["", "| " + " | ".join(TABLE_HEADER) + " |", "|" + "---|" * len(TABLE_HEADER)]
-    lines += [table_row(run) for run in results]
-    lines.append("")
-    if len(results) > 1:
-        # the first two runs with results: NumPy and PyTorch by default
-        lines += [speed_sentence(results[0], results[1]), ""]
-    remarks = (divergence_lines(runs) + interrupted_warnings(results) + unfair_differences(results)
-               + warmup_notes(results))
-    lines += [f"- {remark}" for remark in remarks]
-    return "\n".join(lines).rstrip() + "\n"
-
-
-# ----------------------------------------------------------------------------- the curves
-
-def _log_scale_if_wide(ax, values):
-    """A log axis when values span more than 10x, so one slow epoch does not flatten the rest."""
-    values = np.concatenate(values)
-    if values.max() > 10 * values.min():
-        ax.set_yscale("log")
-        ax.set_ylabel(ax.get_ylabel() + " (log scale)")
-
-
-def plot_comparison(runs):
-    """The 2x2 figure: loss, accuracy, seconds and samples/s per epoch; one colour per run,
-    train solid and test dashed. A diverged run is named in the title only: it has no curves."""
-    described, runs = runs, with_results(runs)
-    fig, axes = plt.subplots(2, 2, figsize=(13, 9 + 0.25 * len(runs)), layout="constrained")
-    loss_ax, acc_ax, time_ax, speed_ax = axes.flat
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for i, run in enumerate(runs):
-        # earlier runs drawn wider: identical curves (twins trained from the same start) then
-        # show as one line inside another instead of one hiding the other
-        width = 1.5 + 2.5 * (len(runs) - 1 - i) / max(len(runs) - 1, 1)     # 4 down to 1.5
-        style = {"color": colours[i % len(colours)], "marker": "o", "linewidth": width,
-                 "markersize": 2 + width}
-        epochs = run.series("epoch")
-        loss_ax.plot(epochs, run.series("train_loss"), "-", label=f"{run.label} train", **style)
-        loss_ax.plot(epochs, run.series("test_loss"), "--", label=f"{run.label} test", **style)
-        acc_ax.plot(epochs, 100 * run.series("train_acc"), "-", label=f"{run.label} train", **style)
-        acc_ax.plot(epochs, 100 * run.series("test_acc"), "--", label=f"{run.label} test", **style)
-        time_ax.plot(epochs, run.series("epoch_seconds"), "-", label=run.label, **style)
-        speed_ax.plot(epochs, run.series("samples_per_second"), "-", label=run.label, **style)
-
-    loss_ax.set(title="Loss per epoch (train solid, test dashed)", ylabel="mean cross-entropy")
-    acc_ax.set(ylabel="accuracy (%)")
-    acc_ax.set_title("Accuracy per epoch (train solid, test dashed)\n"
-                     "the gap between train and test is where overfitting shows",
-                     fontsize="medium")
-    time_ax.set(title="Training time per epoch (lower is faster)", ylabel="seconds")
-    speed_ax.set(title="Throughput per epoch (higher is faster)", ylabel="training samples / second")
-    _log_scale_if_wide(time_ax, [run.series("epoch_seconds") for run in runs])
-    _log_scale_if_wide(speed_ax, [run.series("samples_per_second") for run in runs])
-    for ax in axes.flat:
-        ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize="small")
-    fig.suptitle("\n".join(describe_config(run) for run in described), fontsize="medium")
-    return fig
-
-
-# ----------------------------------------------------------------------------- looking inside
-
-def confusion_matrix(y_true, y_pred, n_classes=10):
-    """counts[t, p] = how many samples of true class t were predicted as class p."""
-    counts = np.zeros((n_classes, n_classes), dtype=np.int64)
-    np.add.at(counts, (y_true, y_pred), 1)  # one count per sample, at (true, predicted)
-    return counts
-
-
-def most_confident_mistakes(probs, y_true, k):
-    """Indices of the k wrong predictions made with the highest probability, most confident first."""
-    predicted = probs.argmax(axis=1)
-    wrong = np.flatnonzero(predicted != y_true)
-    confidence = probs[wrong, predicted[wrong]]
-    order = np.argsort(-confidence, kind="stable")  # equal confidence: test-set order
-    return wrong[order[:k]]
-
-
-def plot_confusion(counts, run, class_names):
-    """The confusion matrix with every count written in its cell."""
-    fig, ax = plt.subplots(figsize=(7.5, 6.8), layout="constrained")
-    # square-root colours: the few mistakes per cell stay visible beside a ~1000-strong diagonal
-    norm = PowerNorm(gamma=0.5, vmin=0, vmax=counts.max())
-    image = ax.imshow(counts, cmap="Blues", norm=norm)
-    for true, predicted in np.ndindex(counts.shape):
-        dark = norm(counts[true, predicted]) > 0.6
-        ax.text(predicted, true, str(counts[true, predicted]), ha="center", va="center",
-                fontsize=8, color="white" if dark else "black")
-    ticks = range(len(class_names))
-    ax.set_xticks(ticks, class_names, rotation=45 if len(class_names[0]) > 1 else 0)
-    ax.set_yticks(ticks, class_names)
-    ax.set(xlabel="predicted class", ylabel="true class")
-    accuracy = np.trace(counts) / counts.sum()
-    ax.set_title(f"{run.label}: confusion matrix, {run.record['config']['dataset']} test set\n"
-                 f"{accuracy:.2%} of {counts.sum():,} correct (the diagonal); "
-                 f"every other cell is a mistake",
-                 fontsize="medium")
-    fig.colorbar(image, ax=ax, label="test images (square-root colour scale)", shrink=0.8)
-    return fig
-
-
-def plot_mistakes(images, y_true, probs, picks, run, class_names):
-    """A grid of the picked test images, each titled with its prediction, confidence and truth."""
-    rows, cols = MISTAKES_GRID
-    fig, axes = plt.subplots(rows, cols, figsize=(1.8 * cols, 1.9 * rows + 0.5), layout="constrained")
-    for ax in axes.flat:
-        ax.axis("off")  # cells beyond the last mistake stay empty
-    for ax, i in zip(axes.flat, picks):
-        predicted = probs[i].argmax()
-        ax.imshow(images[i].reshape(IMAGE_SIDE, IMAGE_SIDE), cmap="gray_r")
-        ax.set_title(f"pred {class_names[predicted]} ({probs[i, predicted]:.0%})\n"
-                     f"true {class_names[y_true[i]]}", fontsize=9)
-    n_wrong = int((probs.argmax(axis=1) != y_true).sum())
-    fig.suptitle(f"{run.label}: the {len(picks)} most confident of its {n_wrong:,} mistakes "
-                 f"on the {run.record['config']['dataset']} test set")
-    return fig
-
-
-def tile(images, rows, cols, gap=2):
-    """Lay (N, h, w) images out in a rows x cols mosaic; the gaps are NaN (drawn grey)."""
-    _, h, w = images.shape
-    mosaic = np.full((rows * (h + gap) - gap, cols * (w + gap) - gap), np.nan)
-    for i, image in enumerate(images):
-        r, c = divmod(i, cols)
-        mosaic[r * (h + gap):r * (h + gap) + h, c * (w + gap):c * (w + gap) + w] = image
-    return mosaic
-
-
-WEIGHTS_CAPTION = (
-    "Each square is one hidden unit's 784 input weights, laid out where their pixels sit in the "
-    "image (unit 1 top left, row by row). Red: ink there drives the unit up; blue: ink there drives "
-    "it down; white: ignored. Each square has its own colour scale, symmetric about zero. The units "
-    "look for strokes, edges and blobs in particular places: pieces of shapes rather than whole "
-    "digits or garments, which the layers above combine. The speckled borders are pixels that are blank in every "
-    "training image: they never get a gradient, so they keep their random starting weights.")
-
-
-def plot_first_layer(W1, run):
-    """The first hidden units' input weights (W1 columns) as 28x28 images."""
-    rows, cols = UNITS_GRID
-    units = W1[:, :rows * cols].T.reshape(-1, IMAGE_SIDE, IMAGE_SIDE)    # U,28,28
-    largest = np.abs(units).max(axis=(1, 2), keepdims=True)              # U,1,1
-    scaled = units / np.where(largest > 0, largest, 1)                   # each unit in [-1, 1]
-    rows = -(-len(units) // cols)  # fewer rows when the layer has fewer units
-    fig, ax = plt.subplots(figsize=(8, 8 * rows / cols + 1.6), layout="constrained")
-    cmap = matplotlib.colormaps["RdBu_r"].with_extremes(bad="0.6")  # NaN gaps in grey
-    ax.imshow(tile(scaled, rows, cols), cmap=cmap, vmin=-1, vmax=1)
-    ax.axis("off")
-    ax.set_title(f"{run.label}: first-layer weights of the first {len(units)} of "
-                 f"{W1.shape[1]} hidden units")
-    fig.supxlabel(textwrap.fill(WEIGHTS_CAPTION, 110), fontsize=8)
-    return fig
-
-
-def inside_figures(run, evaluation, x_test, y_test):
-    """Confusion matrix, most confident mistakes and (NumPy) first-layer weights of one run,
-    from what its checked weights give on the test set."""
-    class_names = CLASS_NAMES[run.record["config"]["dataset"]]
-    probs = softmax(evaluation.logits)                                   # N,10
-    counts = confusion_matrix(y_test, probs.argmax(axis=1), len(class_names))
-    picks = most_confident_mistakes(probs, y_test, MISTAKES_GRID[0] * MISTAKES_GRID[1])
-    figures = {"confusion": plot_confusion(counts, run, class_names),
-               "mistakes": plot_mistakes(x_test, y_test, probs, picks, run, class_names)}
-    if evaluation.first_layer is not None:  # NumPy runs: the PyTorch twin learns nearly the same
-        figures["weights"] = plot_first_layer(evaluation.first_layer, run)
-    return figures
 
 
 # ----------------------------------------------------------------------------- the run's own weights
@@ -712,7 +337,7 @@ def compare(args):
     notes = [] if args.no_inside else find_weights(results, args)
     checked = {run.key: check_weights(run, args.data_dir) for run in results if run.weights}
     prepare_out_dir(args.out_dir)
-    text = report(runs)
+    text = markdown(runs)
     print(text)
     written = [write_output(args.out_dir / "comparison.md", lambda f: f.write(text.encode())),
                save_figure(plot_comparison(runs), args.out_dir / "comparison.png")]
@@ -723,7 +348,7 @@ def compare(args):
             evaluation, line = checked[run.key]
             print(line)
             x_test, y_test = load_test_set(run.record["config"]["dataset"], args.data_dir)
-            figures = inside_figures(run, evaluation, x_test, y_test)
+            figures = inside_figures(run, evaluation.logits, x_test, y_test, evaluation.first_layer)
             written += [save_figure(fig, args.out_dir / f"{kind}_{run.key}.png")
                         for kind, fig in figures.items()]
     for path in written:

@@ -1,5 +1,5 @@
-"""compare.py: the numbers in its table, its warnings, its pictures, and a one-line error for
-every bad input. Most metrics files are made up here, in the shape Run.save writes, so no
+"""compare.py and what it draws (report/): the numbers in its table, its warnings, its
+pictures, and a one-line error for every bad input. Most metrics files are made up here, in the shape Run.save writes, so no
 test trains a network; the pictures of the trained networks, and the checks that weights are
 their run's own, use untrained networks saved the way the trainers save them
 (experiment.finish), with their real test accuracy in the record.
@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import matplotlib.image
+import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
@@ -19,6 +20,8 @@ import compare
 from experiment import TrainingDiverged, build_parser, finish
 from metrics_file import SCHEMA_VERSION, WEIGHT_SUFFIX, Run, file_sha256, load_metrics
 from numpy_nn.neural_network import NeuralNetwork
+from report import curves, inside, table
+from report.run import RunResult
 
 REPO = Path(__file__).resolve().parents[1]
 SIZES = (784, 128, 64, 10)
@@ -122,7 +125,7 @@ def twin_files(tmp_path, numpy_seconds=10.0, pytorch_seconds=25.0, **pytorch_cha
 
 
 def run_result(record, name="NumPy", key="numpy"):
-    return compare.RunResult(Path(f"{key}.json"), record, name, key)
+    return RunResult(Path(f"{key}.json"), record, name, key)
 
 
 def assert_png(path):
@@ -255,7 +258,7 @@ def test_failed_write_is_one_error_line_and_leaves_no_temporary_file(tmp_path):
     (12.0, 12.3, "NumPy and PyTorch train equally fast on this CPU (Test CPU)"),
 ])
 def test_speed_ratio_value_and_direction(tmp_path, numpy_s, pytorch_s, sentence):
-    text = compare.report(compare.load_runs(twin_files(tmp_path, numpy_s, pytorch_s)))
+    text = table.markdown(compare.load_runs(twin_files(tmp_path, numpy_s, pytorch_s)))
     assert sentence in text, text
 
 
@@ -267,7 +270,7 @@ def test_speed_ratio_uses_the_fastest_epoch_and_notes_a_busy_machine(tmp_path):
     pytorch = make_record("pytorch", test_acc=accuracy, epoch_seconds=(0.46, 0.45, 0.46, 0.47))
     runs = compare.load_runs([write(tmp_path, "numpy_metrics.json", numpy),
                               write(tmp_path, "pytorch_metrics.json", pytorch)])
-    text = compare.report(runs)
+    text = table.markdown(runs)
     assert "NumPy is 1.3x faster than PyTorch on this CPU (Test CPU): fastest epoch 0.340 s " \
            "against 0.450 s (1.97 s and 1.84 s of training in all)" in text, text
     assert "note: NumPy's epochs took from 0.340 s to 0.650 s for the same work" in text
@@ -276,7 +279,7 @@ def test_speed_ratio_uses_the_fastest_epoch_and_notes_a_busy_machine(tmp_path):
 
 def test_speed_ratio_names_both_devices_when_they_differ(tmp_path):
     runs = twin_files(tmp_path, 30.0, 3.0, hardware={"device": "cuda", "gpu": "Test GPU"})
-    text = compare.report(compare.load_runs(runs))
+    text = table.markdown(compare.load_runs(runs))
     assert "PyTorch on its GPU (Test GPU) is 10.0x faster than NumPy on its CPU (Test CPU)" in text, text
     assert "warning: the runs differ in hardware" in text
 
@@ -286,11 +289,11 @@ def test_table_row_numbers(tmp_path):
     median throughput."""
     record = make_record(test_acc=(0.90, 0.95, 0.95, 0.93), epoch_seconds=(6.0, 1.0, 2.0, 3.0))
     run = run_result(record)
-    assert compare.summarize(run) == {
+    assert table.summarize(run) == {
         "final_test_acc": 0.93, "best_test_acc": 0.95, "best_epoch": 2, "total_seconds": 12.0,
         "mean_epoch_seconds": 3.0, "fastest_epoch_seconds": 1.0,
         "median_samples_per_second": 25_000}  # of 10k, 60k, 30k, 20k
-    assert compare.table_row(run).startswith(
+    assert table.table_row(run).startswith(
         "| NumPy | 4 | 93.00% | 95.00% (epoch 2) | 12.00 | 1.000, 3.000 | 25,000 | Test CPU (2 cores) | "
         "openblas (2 threads) | cpu | python 3.11.7, numpy 1.0 |")
 
@@ -304,7 +307,7 @@ def test_same_framework_twice_gets_labels_from_file_names(tmp_path):
     assert [(run.name, run.key) for run in runs] == [
         ("NumPy (lr_1e-3)", "numpy_lr_1e-3"), ("NumPy (lr_3e-3)", "numpy_lr_3e-3"),
         ("NumPy (lr_1e-3) #3", "numpy_lr_1e-3_3")]
-    assert "NumPy (lr_1e-3) is 2.0x faster than NumPy (lr_3e-3)" in compare.report(runs)
+    assert "NumPy (lr_1e-3) is 2.0x faster than NumPy (lr_3e-3)" in table.markdown(runs)
 
 
 # (part of the record, key, new value, the setting the warning names)
@@ -328,10 +331,10 @@ UNFAIR = [
 @pytest.mark.parametrize("part, key, value, setting", UNFAIR, ids=[u[1] + "-" + u[0] for u in UNFAIR])
 def test_unfair_warning_names_the_one_setting_that_differs(part, key, value, setting):
     same = [run_result(make_record("numpy")), run_result(make_record("pytorch"), "PyTorch", "pytorch")]
-    assert compare.unfair_differences(same) == []
+    assert table.unfair_differences(same) == []
     other = make_record("pytorch")
     other[part][key] = value
-    warnings = compare.unfair_differences([same[0], run_result(other, "PyTorch", "pytorch")])
+    warnings = table.unfair_differences([same[0], run_result(other, "PyTorch", "pytorch")])
     assert len(warnings) == 1, warnings
     assert warnings[0].startswith(f"warning: the runs differ in {setting} ("), warnings
 
@@ -366,16 +369,16 @@ def test_comparison_figure_and_interrupted_run(tmp_path, capsys):
     assert_png(out / "comparison.png")
 
     runs = compare.load_runs(paths)
-    assert compare.describe_config(runs[1]) == (
+    assert table.describe_config(runs[1]) == (
         "PyTorch (interrupted): mnist (60,000 train), adam lr 0.003 cosine, batch 128, 3 epochs, "
         "hidden 128-64, float32, CPU (Test CPU)")
-    fig = compare.plot_comparison(runs)
+    fig = curves.plot_comparison(runs)
     loss_ax = fig.axes[0]
     lines = {line.get_label(): line for line in loss_ax.get_lines()}
     assert list(lines["PyTorch (interrupted) test"].get_xdata()) == [1, 2]
     assert "PyTorch (interrupted) train" in [t.get_text() for t in loss_ax.get_legend().get_texts()]
     assert lines["NumPy test"].get_linestyle() == "--" and lines["NumPy train"].get_linestyle() == "-"
-    compare.plt.close(fig)
+    plt.close(fig)
 
 
 # ----------------------------------------------------------------------------- looking inside
@@ -383,11 +386,11 @@ def test_comparison_figure_and_interrupted_run(tmp_path, capsys):
 def test_confusion_matrix_matches_bincount():
     rng = np.random.default_rng(0)
     y_true, y_pred = rng.integers(0, 10, 10_000), rng.integers(0, 10, 10_000)
-    counts = compare.confusion_matrix(y_true, y_pred)
+    counts = inside.confusion_matrix(y_true, y_pred)
     reference = np.bincount(10 * y_true + y_pred, minlength=100).reshape(10, 10)
     np.testing.assert_array_equal(counts, reference)
     assert counts.sum() == 10_000
-    small = compare.confusion_matrix(np.array([0, 0, 1, 2]), np.array([0, 2, 1, 2]), n_classes=3)
+    small = inside.confusion_matrix(np.array([0, 0, 1, 2]), np.array([0, 2, 1, 2]), n_classes=3)
     np.testing.assert_array_equal(small, [[1, 0, 1],
                                           [0, 1, 0],
                                           [0, 0, 1]])
@@ -401,9 +404,9 @@ def test_most_confident_mistakes_picks_the_surest_wrong_answers():
                       [0.10, 0.60, 0.30],    # true 2: wrong, 60% sure
                       [0.98, 0.01, 0.01]])   # true 0: right, and the surest of all
     y = np.array([1, 1, 0, 2, 2, 0])
-    assert list(compare.most_confident_mistakes(probs, y, 2)) == [2, 1]
-    assert list(compare.most_confident_mistakes(probs, y, 10)) == [2, 1, 4]
-    assert list(compare.most_confident_mistakes(probs, probs.argmax(axis=1), 10)) == []
+    assert list(inside.most_confident_mistakes(probs, y, 2)) == [2, 1]
+    assert list(inside.most_confident_mistakes(probs, y, 10)) == [2, 1, 4]
+    assert list(inside.most_confident_mistakes(probs, probs.argmax(axis=1), 10)) == []
 
 
 def test_pictures_of_saved_models(tmp_path, capsys):
@@ -439,7 +442,7 @@ def test_pictures_of_saved_models(tmp_path, capsys):
     predicted = evaluation.logits.argmax(axis=1)
     np.testing.assert_array_equal(predicted, torch_predicted)  # PyTorch weights evaluated by PyTorch
     assert evaluation.correct == round(run.record["final_test_acc"] * 10_000)
-    counts = compare.confusion_matrix(y_test, predicted)
+    counts = inside.confusion_matrix(y_test, predicted)
     assert counts.sum() == 10_000
     np.testing.assert_array_equal(counts.sum(axis=1), np.bincount(y_test, minlength=10))  # rows: truth
     np.testing.assert_array_equal(counts.sum(axis=0), np.bincount(predicted, minlength=10))
@@ -623,11 +626,11 @@ def test_a_diverged_run_is_listed_without_numbers_or_pictures(tmp_path, capsys):
     assert sorted(p.name for p in out.iterdir()) == ["comparison.md", "comparison.png"]
 
     runs = compare.load_runs(paths)
-    fig = compare.plot_comparison(runs)
+    fig = curves.plot_comparison(runs)
     labels = [line.get_label() for line in fig.axes[0].get_lines()]
     assert labels == ["PyTorch train", "PyTorch test"], labels
     assert "NumPy (diverged)" in fig._suptitle.get_text()
-    compare.plt.close(fig)
+    plt.close(fig)
 
     message = error_of("--runs", *paths, "--out-dir", out, "--numpy-weights", paths[1])
     assert message == "error: --numpy-weights needs exactly one NumPy run with a result, got 0"
