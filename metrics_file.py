@@ -24,7 +24,7 @@ from data_loader import write_atomic
 
 ROOT = Path(__file__).resolve().parent
 
-SCHEMA_VERSION = 2  # bump when the record changes shape. 2: dtype, weights_sha256, "diverged"
+SCHEMA_VERSION = 2  # bump when the record changes shape. 2: model, dtype, weights_sha256, "diverged"
 STATUSES = ("completed", "interrupted", "diverged")  # "running" only ever lives in memory
 WEIGHT_SUFFIX = {"numpy": ".npz", "pytorch": ".pt"}
 
@@ -50,12 +50,13 @@ def file_sha256(path):
 NUMBER = (int, float)  # JSON has one number type: a hand-written 10 is as good as 10.0
 OPTIONAL_INT = (int, type(None))
 OPTIONAL_STR = (str, type(None))
+OPTIONAL_LIST = (list, type(None))
 # The keys Run.save writes that readers (compare.py) rely on, each with its JSON type.
 RECORD_FIELDS = {"schema": int, "framework": str, "versions": dict, "config": dict, "data": dict,
                  "hardware": dict, "status": str, "epochs": list, "total_train_seconds": NUMBER,
                  "weights_sha256": OPTIONAL_STR}
 CONFIG_FIELDS = {"epochs": int, "batch_size": int, "lr": NUMBER, "optimizer": str, "schedule": str,
-                 "hidden": list, "weight_decay": NUMBER, "dropout": NUMBER, "limit": OPTIONAL_INT,
+                 "model": str, "hidden": OPTIONAL_LIST, "weight_decay": NUMBER, "dropout": NUMBER, "limit": OPTIONAL_INT,
                  "dataset": str, "dtype": str}
 DATA_FIELDS = {"dataset": str, "train_samples": int, "test_samples": int}
 HARDWARE_FIELDS = {"cpu": str, "cores": OPTIONAL_INT, "device": str, "blas": str,
@@ -64,7 +65,7 @@ EPOCH_FIELDS = {"epoch": int, "train_loss": NUMBER, "train_acc": NUMBER, "test_l
                 "test_acc": NUMBER, "epoch_seconds": NUMBER, "samples_per_second": NUMBER}
 DIVERGED_FIELDS = {"epoch": int, "batch": int, "loss": str}  # the loss as text: JSON has no NaN
 TYPE_NAMES = {int: "an integer", NUMBER: "a number", OPTIONAL_INT: "an integer or null",
-              OPTIONAL_STR: "a string or null", str: "a string", list: "a list", dict: "an object"}
+              OPTIONAL_STR: "a string or null", OPTIONAL_LIST: "a list or null", str: "a string", list: "a list", dict: "an object"}
 
 
 def _check_fields(obj, fields, where):

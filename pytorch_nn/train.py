@@ -22,10 +22,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, f
 from data_loader import batches  # noqa: E402
 from experiment import TrainingDiverged, build_parser, check_finite, finish, load_data, prepare, stop  # noqa: E402
 from metrics_file import Run  # noqa: E402
-from numpy_nn.neural_network import NeuralNetwork  # noqa: E402
+from numpy_nn.train import build_network  # noqa: E402
+from pytorch_nn import cnn  # noqa: E402
+from pytorch_nn.cnn import CNN  # noqa: E402
 from pytorch_nn.model import MLP, load_numpy_params  # noqa: E402
 
-EVAL_BATCH = 10_000  # evaluation needs no gradients, so it can take big bites
+# Evaluation needs no gradients, so it can take big bites; the CNN's activations for
+# 10,000 images would take over a GB, so it bites smaller.
+EVAL_BATCH = {"mlp": 10_000, "cnn": 1_000}
 # On an accelerator, reading the loss back (.item()) makes the host wait for the device;
 # there the divergence check reads the losses of CHECK_EVERY steps at once.
 CHECK_EVERY = 100
@@ -35,10 +39,11 @@ def evaluate(model, x, y):
     """Mean cross-entropy and accuracy over a whole dataset (no dropout, no updates)."""
     model.eval()                                  # dropout off
     loss = correct = 0.0
+    bite = EVAL_BATCH["cnn" if isinstance(model, CNN) else "mlp"]
     with torch.inference_mode():                  # no autograd graph: less memory, less time
-        for start in range(0, len(x), EVAL_BATCH):
-            logits = model(x[start:start + EVAL_BATCH])
-            yb = y[start:start + EVAL_BATCH]
+        for start in range(0, len(x), bite):
+            logits = model(x[start:start + bite])
+            yb = y[start:start + bite]
             loss += nn.functional.cross_entropy(logits, yb, reduction="sum").item()
             correct += (logits.argmax(dim=1) == yb).sum().item()
     return loss / len(x), correct / len(x)
@@ -47,8 +52,8 @@ def evaluate(model, x, y):
 def make_optimizer(model, args):
     """torch.optim does what numpy_nn/utils.py writes by hand. L2 goes on the weights only
     (a parameter group per kind), as numpy_nn adds l2 * W to dW and leaves biases alone."""
-    weights = [layer.weight for layer in model.linears()]
-    biases = [layer.bias for layer in model.linears()]
+    weights = [p for name, p in model.named_parameters() if name.endswith("weight")]
+    biases = [p for name, p in model.named_parameters() if name.endswith("bias")]
     groups = [{"params": weights, "weight_decay": args.weight_decay},
               {"params": biases, "weight_decay": 0.0}]
     # fused: the whole update of a tensor in one kernel (one pass over memory) instead of
@@ -81,15 +86,24 @@ def hardware(device):
     return info
 
 
+def build_model(args, n_inputs):
+    """The model the flags ask for; with --init numpy, holding the very weights the NumPy
+    network starts from for the same --seed."""
+    if args.model == "cnn":
+        model, load_numpy = CNN(args.dropout), cnn.load_numpy_params
+    else:
+        model, load_numpy = MLP((n_inputs, *args.hidden, 10), args.dropout), load_numpy_params
+    model.to(getattr(torch, args.dtype))
+    if args.init == "numpy":
+        load_numpy(model, build_network(args, n_inputs).params)
+    return model
+
+
 def train(args, x_train, y_train, x_test, y_test):
     """Train a model as the flags say; returns it and the Run record of every epoch."""
     device = pick_device(args.device)
     torch.manual_seed(args.seed)                  # --init torch and dropout draw from here
-    sizes = (x_train.shape[1], *args.hidden, 10)
-    model = MLP(sizes, args.dropout).to(getattr(torch, args.dtype))
-    if args.init == "numpy":                      # the very weights the NumPy network starts from
-        load_numpy_params(model, NeuralNetwork(sizes, seed=args.seed, dtype=args.dtype).params)
-    model.to(device)
+    model = build_model(args, x_train.shape[1]).to(device)
     optimizer = make_optimizer(model, args)
     run = Run("pytorch", args, {"torch": torch.__version__, "numpy": np.__version__},
               hardware(device), len(x_train), len(x_test))
@@ -105,7 +119,7 @@ def train(args, x_train, y_train, x_test, y_test):
                  if args.schedule == "cosine" else None)
     loss_fn = nn.CrossEntropyLoss()               # log-softmax + mean negative log-likelihood
     if device.type != "cpu":                      # the losses of an epoch, kept on the device
-        losses = torch.zeros(steps_per_epoch, device=device, dtype=model.out.weight.dtype)
+        losses = torch.zeros(steps_per_epoch, device=device, dtype=getattr(torch, args.dtype))
     try:
         for epoch in range(1, args.epochs + 1):
             model.train()                         # dropout on

@@ -103,6 +103,13 @@ def test_largest_seed_trains(tmp_path, framework):
     assert load_metrics(tmp_path / "m.json")["seed"] == 2 ** 64 - 1
 
 
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_hidden_sizes_do_not_apply_to_the_cnn(tmp_path, framework):
+    done = run(framework, "--model", "cnn", "--hidden", "32", *SHORT, *out_flags(tmp_path, framework))
+    assert "argument --hidden: sets the MLP's hidden layers; the CNN's layers are fixed" in error_line(done, 2)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_epochs_in_scientific_notation_is_not_an_integer():
     parser = experiment.build_parser("numpy", "")
     with pytest.raises(SystemExit):

@@ -44,7 +44,7 @@ def make_record(framework="numpy", test_acc=(0.90, 0.95, 0.93), epoch_seconds=(1
         "framework": framework,
         "versions": {"python": "3.11.7", framework: "1.0"},
         "config": {"epochs": max(len(epochs), 1), "batch_size": 128, "lr": 3e-3, "optimizer": "adam",
-                   "schedule": "cosine", "hidden": [128, 64], "weight_decay": 0.0, "dropout": 0.0,
+                   "schedule": "cosine", "model": "mlp", "hidden": [128, 64], "weight_decay": 0.0, "dropout": 0.0,
                    "seed": 0, "dtype": "float32", "limit": None, "dataset": "mnist",
                    "data_dir": "data", "metrics": "m.json", "weights": "no/such/weights",
                    "no_progress": True},
