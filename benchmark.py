@@ -1,6 +1,7 @@
 """How fast each implementation trains, against this machine's matrix-multiply limit.
 
     python benchmark.py                      # batch sizes 32..512, about 80 s on 2 cores
+    python benchmark.py --threads 1 2        # the same, a row per BLAS thread count
 
 In one process run it measures: the single-precision matrix-multiply peak (NumPy, a large
 square product, best of several); then, for each batch size, the training throughput
@@ -10,7 +11,8 @@ optimizer (Adam), same data. The two implementations take turns within each repe
 both see the same machine load. The roofline is peak / (FLOPs per training sample): no
 implementation can train faster than that on this machine. "matmuls only" times just the
 matrix products of a step at the step's own shapes: how close BLAS itself gets to the
-peak on matrices this small.
+peak on matrices this small. With --threads, every row is measured at each thread count
+(NumPy's OpenBLAS and PyTorch both set to it), the counts taking turns within each repeat.
 
 Writes results/benchmark.json, results/benchmark.md and results/throughput.png.
 """
@@ -29,9 +31,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 from data_loader import DataError, batches, load_mnist, write_atomic  # noqa: E402
-from experiment import cpu_model, numpy_blas  # noqa: E402
+from metrics_file import cpu_model, numpy_blas  # noqa: E402
 from numpy_nn.neural_network import LAYER_SIZES, NeuralNetwork  # noqa: E402
 from numpy_nn.utils import OPTIMIZERS, cross_entropy_with_grad  # noqa: E402
+from threads import openblas_threads, set_openblas_threads  # noqa: E402
 
 PHASES_AT = (64, 512)  # batch sizes whose steps are also timed phase by phase
 # OpenBLAS's and PyTorch's worker threads keep spinning for a while after their library's
@@ -135,29 +138,45 @@ def _endless_batches(n, batch_size):
             yield idx
 
 
-def measure(trainers, batch_size, steps, repeats):
-    """Median samples/s of each trainer, and the median matmul peak measured between them.
-    Each repeat times the peak and then every trainer once, in turn, so all of them see the
-    same machine (which, shared with others, can slow down by half for seconds at a time)."""
-    rates = {name: [] for name in trainers}
-    peaks = []
-    for name, (step, sync) in trainers.items():  # warm-up: caches, allocator, lazy init
-        for _ in range(max(WARMUP_STEPS, steps // 5)):
-            step()
-        sync()
+def use_threads(n):
+    """Make NumPy's OpenBLAS and PyTorch use n threads each (None: leave them as they are);
+    return the counts now in use."""
+    import torch
+    if n is not None:
+        set_openblas_threads(n)
+        torch.set_num_threads(n)
+    return {"numpy": openblas_threads(), "pytorch": torch.get_num_threads()}
+
+
+def measure(trainers, batch_size, steps, repeats, thread_counts=(None,)):
+    """{thread count: (median samples/s of each trainer, median matmul peak measured between
+    them)}. Each repeat, for each thread count in turn, times the peak and then every trainer
+    once, so all of them see the same machine (which, shared with others, can slow down by
+    half for seconds at a time)."""
+    rates = {n: {name: [] for name in trainers} for n in thread_counts}
+    peaks = {n: [] for n in thread_counts}
+    for n in thread_counts:
+        use_threads(n)
+        for name, (step, sync) in trainers.items():  # warm-up: caches, allocator, lazy init
+            for _ in range(max(WARMUP_STEPS, steps // 5)):
+                step()
+            sync()
     for _ in range(repeats):
-        peaks.append(matmul_peak(repeats=3))
-        for name, (step, sync) in trainers.items():
-            time.sleep(QUIET_S)
-            for _ in range(3):  # untimed: wake this library's threads and the clock back up
-                step()
-            sync()
-            t0 = time.perf_counter()
-            for _ in range(steps):
-                step()
-            sync()
-            rates[name].append(steps * batch_size / (time.perf_counter() - t0))
-    return {name: statistics.median(r) for name, r in rates.items()}, statistics.median(peaks)
+        for n in thread_counts:
+            use_threads(n)
+            peaks[n].append(matmul_peak(repeats=3))
+            for name, (step, sync) in trainers.items():
+                time.sleep(QUIET_S)
+                for _ in range(3):  # untimed: wake this library's threads and the clock back up
+                    step()
+                sync()
+                t0 = time.perf_counter()
+                for _ in range(steps):
+                    step()
+                sync()
+                rates[n][name].append(steps * batch_size / (time.perf_counter() - t0))
+    return {n: ({name: statistics.median(r) for name, r in rates[n].items()}, statistics.median(peaks[n]))
+            for n in thread_counts}
 
 
 def numpy_phases(x, y, batch_size, steps):
@@ -216,51 +235,63 @@ def main(argv=None):
     p.add_argument("--repeats", type=int, default=9,
                    help="timed repeats per batch size: short and many, so a burst of load from "
                         "other tenants of this machine moves the median little")
+    p.add_argument("--threads", type=int, nargs="+", default=None,
+                   help="BLAS thread counts to measure, each batch size at each (NumPy's OpenBLAS "
+                        "and PyTorch both set to it); default: leave the libraries' own counts")
+    p.add_argument("--data-dir", type=Path, default=None,
+                   help="folder holding MNIST/raw/ (default: the repo's data/)")
     p.add_argument("--out-dir", type=Path, default=ROOT / "results", help="where the results go")
     args = p.parse_args(argv)
-    if min(args.batch_sizes) < 1 or args.samples < 1 or args.repeats < 1:
-        p.error("batch sizes, --samples and --repeats must be positive")
+    if min(args.batch_sizes) < 1 or args.samples < 1 or args.repeats < 1 or min(args.threads or [1]) < 1:
+        p.error("batch sizes, --samples, --repeats and --threads must be positive")
 
     import torch
     from pytorch_nn.train import hardware
     try:
-        x, y, _, _ = load_mnist()
+        x, y, _, _ = load_mnist(data_dir=args.data_dir)
     except DataError as e:
         sys.exit(f"error: {e}")
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     per_sample = flops_per_sample()
     print(f"{per_sample / 1e6:.3f} MFLOP per training sample; the roofline is the matmul peak "
           f"(measured between the timings of each row) / that")
+    thread_counts = args.threads or [None]
+    own_threads = use_threads(None)  # the libraries' own counts, put back after the sweep
     rows = []
     for bs in args.batch_sizes:
         steps = max(1, args.samples // bs)
         trainers = {"numpy": numpy_trainer(x, y, bs), "matmuls only": matmuls_only(x, bs)}
         for device in devices:
             trainers[f"pytorch-{device}"] = torch_trainer(x, y, bs, device)
-        rates, peak = measure(trainers, bs, steps, args.repeats)
-        roofline = peak * 1e9 / per_sample
-        row = {"batch_size": bs, "steps": steps, "matmul_peak_gflops": peak,
-               "roofline_samples_per_second": roofline, "samples_per_second": rates,
-               "fraction_of_peak": {k: v / roofline for k, v in rates.items()},
-               "numpy_over_pytorch_cpu": rates["numpy"] / rates["pytorch-cpu"]}
-        if bs in PHASES_AT:
-            time.sleep(QUIET_S)
-            numpy_us = numpy_phases(x, y, bs, steps)
-            time.sleep(QUIET_S)
-            row["microseconds_per_step"] = {"numpy": numpy_us,
-                                            "pytorch-cpu": torch_phases(x, y, bs, steps),
-                                            "matmuls only": 1e6 * bs / rates["matmuls only"]}
-        rows.append(row)
-        print(f"batch {bs:4d} (peak {peak:3.0f} GFLOP/s): "
-              + " | ".join(f"{k} {v:9,.0f}/s ({100 * v / roofline:4.1f}%)" for k, v in rates.items())
-              + f" | numpy/pytorch-cpu {row['numpy_over_pytorch_cpu']:.2f}x")
+        for n, (rates, peak) in measure(trainers, bs, steps, args.repeats, thread_counts).items():
+            roofline = peak * 1e9 / per_sample
+            row = {"batch_size": bs, "threads": use_threads(n), "steps": steps, "matmul_peak_gflops": peak,
+                   "roofline_samples_per_second": roofline, "samples_per_second": rates,
+                   "fraction_of_peak": {k: v / roofline for k, v in rates.items()},
+                   "numpy_over_pytorch_cpu": rates["numpy"] / rates["pytorch-cpu"]}
+            if bs in PHASES_AT:
+                time.sleep(QUIET_S)
+                numpy_us = numpy_phases(x, y, bs, steps)
+                time.sleep(QUIET_S)
+                row["microseconds_per_step"] = {"numpy": numpy_us,
+                                                "pytorch-cpu": torch_phases(x, y, bs, steps),
+                                                "matmuls only": 1e6 * bs / rates["matmuls only"]}
+            rows.append(row)
+            label = f"batch {bs:4d}" + (f", threads {n:2d}" if n else "")
+            print(f"{label} (peak {peak:3.0f} GFLOP/s): "
+                  + " | ".join(f"{k} {v:9,.0f}/s ({100 * v / roofline:4.1f}%)" for k, v in rates.items())
+                  + f" | numpy/pytorch-cpu {row['numpy_over_pytorch_cpu']:.2f}x")
+    if args.threads:  # the record's hardware section reports the libraries' own counts
+        set_openblas_threads(own_threads["numpy"])
+        torch.set_num_threads(own_threads["pytorch"])
     peak = statistics.median(row["matmul_peak_gflops"] for row in rows)
 
     record = {
         "what": "training throughput, Adam, 784-128-64-10 float32, median of repeats",
         "matmul_peak_gflops": peak, "flops_per_sample": per_sample,
         "roofline_samples_per_second": peak * 1e9 / per_sample,
-        "samples_per_repeat": args.samples, "repeats": args.repeats, "rows": rows,
+        "samples_per_repeat": args.samples, "repeats": args.repeats,
+        "threads_swept": args.threads, "rows": rows,
         "hardware": {"cpu": cpu_model(), "cores": os.cpu_count(),
                      "gpu": torch.cuda.get_device_name() if "cuda" in devices else None,
                      "numpy": numpy_blas(),
@@ -278,10 +309,19 @@ def main(argv=None):
     print(f"wrote {out / 'benchmark.json'}, benchmark.md and throughput.png")
 
 
+def _threads(row):
+    """A row's thread counts as a table cell: "2", or "1 / 2" when NumPy's and PyTorch's differ."""
+    counts = row["threads"]
+    if counts["numpy"] == counts["pytorch"]:
+        return str(counts["numpy"])
+    return f"{counts['numpy']} / {counts['pytorch']}"
+
+
 def markdown(record):
     """The tables of benchmark.json, for people."""
     names = list(record["rows"][0]["samples_per_second"])
     hw = record["hardware"]
+    swept = bool(record.get("threads_swept"))  # then a row per batch size and thread count
     lines = [
         "# Training throughput",
         "",
@@ -295,20 +335,27 @@ def markdown(record):
         f"matmul peak is measured between the timings of each row (median over the run: "
         f"{record['matmul_peak_gflops']:.0f} GFLOP/s, so the roofline is "
         f"{record['roofline_samples_per_second']:,.0f} samples/s); % is of the row's own roofline.",
+    ]
+    if swept:
+        lines += ["", "Thread counts measured (NumPy's OpenBLAS and PyTorch both set to each, taking "
+                  "turns within every repeat): " + ", ".join(map(str, record["threads_swept"])) + "."]
+    lines += [
         "",
-        "| batch | peak GFLOP/s | " + " | ".join(f"{n} samples/s (% of peak)" for n in names)
-        + " | NumPy / PyTorch CPU |",
-        "|---:|---:|" + "---:|" * (len(names) + 1),
+        "| batch | " + "threads | " * swept + "peak GFLOP/s | "
+        + " | ".join(f"{n} samples/s (% of peak)" for n in names) + " | NumPy / PyTorch CPU |",
+        "|---:|" + "---:|" * swept + "---:|" + "---:|" * (len(names) + 1),
     ]
     for row in record["rows"]:
         cells = [f"{row['samples_per_second'][n]:,.0f} ({100 * row['fraction_of_peak'][n]:.1f}%)" for n in names]
-        lines.append(f"| {row['batch_size']} | {row['matmul_peak_gflops']:.0f} | " + " | ".join(cells)
+        lines.append(f"| {row['batch_size']} | " + f"{_threads(row)} | " * swept
+                     + f"{row['matmul_peak_gflops']:.0f} | " + " | ".join(cells)
                      + f" | {row['numpy_over_pytorch_cpu']:.2f}x |")
     for row in record["rows"]:
         phases = row.get("microseconds_per_step")
         if not phases:
             continue
-        lines += ["", f"## Where a step's time goes at batch {row['batch_size']} (microseconds per step)",
+        at = f"batch {row['batch_size']}" + f", threads {_threads(row)}" * swept
+        lines += ["", f"## Where a step's time goes at {at} (microseconds per step)",
                   "", f"The matrix products alone (\"matmuls only\") take {phases['matmuls only']:.0f} us "
                   f"per step at this batch size.", ""]
         for name in ("numpy", "pytorch-cpu"):
@@ -323,15 +370,23 @@ def plot(record):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    rows = record["rows"]
-    sizes = [r["batch_size"] for r in rows]
+    swept = record.get("threads_swept") or [None]
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for name in rows[0]["samples_per_second"]:
-        ax.plot(sizes, [r["samples_per_second"][name] for r in rows], "o-", label=name)
-    ax.plot(sizes, [r["roofline_samples_per_second"] for r in rows], "k--",
-            label=f"roofline: matmul peak (median {record['matmul_peak_gflops']:.0f} GFLOP/s) / "
-                  f"{record['flops_per_sample'] / 1e6:.2f} MFLOP per sample")
+    for i, n in enumerate(swept):
+        rows = record["rows"][i::len(swept)]  # main() writes each batch size's thread counts in turn
+        sizes = [r["batch_size"] for r in rows]
+        style, suffix = ["-", ":", "-.", "--"][i % 4], f", threads {n}" if n else ""
+        for name, colour in zip(rows[0]["samples_per_second"], colours):
+            ax.plot(sizes, [r["samples_per_second"][name] for r in rows], "o", ls=style, color=colour,
+                    label=name + suffix)
+        roofline = (f"roofline{suffix}" if n else
+                    f"roofline: matmul peak (median {record['matmul_peak_gflops']:.0f} GFLOP/s) / "
+                    f"{record['flops_per_sample'] / 1e6:.2f} MFLOP per sample")
+        ax.plot(sizes, [r["roofline_samples_per_second"] for r in rows], color="k",
+                ls=style if n else "--", label=roofline)
     ax.set_xscale("log", base=2)
+    sizes = sorted({r["batch_size"] for r in record["rows"]})
     ax.set_xticks(sizes, [str(s) for s in sizes])
     ax.set_yscale("log")
     ax.set_xlabel("batch size")

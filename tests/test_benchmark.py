@@ -1,10 +1,13 @@
 """benchmark.py's arithmetic and its output files (its timings are reported, never asserted)."""
 import json
+from pathlib import Path
 
 import numpy as np
 
 import benchmark
 from numpy_nn.neural_network import NeuralNetwork
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_flops_per_sample_counts_every_matrix_product():
@@ -55,3 +58,39 @@ def test_short_benchmark_writes_consistent_files(tmp_path):
     assert "microseconds_per_step" in record["rows"][1]  # batch 64 is timed phase by phase
     assert "| 64 |" in (tmp_path / "benchmark.md").read_text()
     assert (tmp_path / "throughput.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # without --threads the libraries keep their own counts, which every row records
+    assert record["threads_swept"] is None
+    own = benchmark.use_threads(None)
+    assert all(row["threads"] == own for row in record["rows"])
+    assert "| batch | peak GFLOP/s |" in (tmp_path / "benchmark.md").read_text()
+
+
+def test_thread_sweep_measures_each_count_and_reads_the_data_dir(tmp_path, monkeypatch):
+    """--threads 1 2: a row per batch size and count, each recording the counts it ran with,
+    a threads column in the table, the libraries' own counts back afterwards. --data-dir
+    reaches the loader (here a folder linking to the repo's MNIST files)."""
+    data = tmp_path / "elsewhere" / "MNIST" / "raw"
+    data.mkdir(parents=True)
+    for f in (ROOT / "data" / "MNIST" / "raw").iterdir():
+        (data / f.name).symlink_to(f)
+    asked, real_load = [], benchmark.load_mnist
+
+    def load_mnist(**kwargs):
+        asked.append(kwargs)
+        return real_load(**kwargs)
+    monkeypatch.setattr(benchmark, "load_mnist", load_mnist)
+    own = benchmark.use_threads(None)
+    out = tmp_path / "out"
+    benchmark.main(["--batch-sizes", "64", "--threads", "1", "2", "--samples", "128", "--repeats", "1",
+                    "--data-dir", str(tmp_path / "elsewhere"), "--out-dir", str(out)])
+    assert asked == [{"data_dir": tmp_path / "elsewhere"}]
+    record = json.loads((out / "benchmark.json").read_text())
+    assert record["threads_swept"] == [1, 2]
+    numpy_counts = [1, 2] if own["numpy"] is not None else [None, None]  # None: not an OpenBLAS
+    assert [row["threads"] for row in record["rows"]] == [{"numpy": n, "pytorch": t}
+                                                           for n, t in zip(numpy_counts, [1, 2])]
+    assert all("microseconds_per_step" in row for row in record["rows"])
+    table = (out / "benchmark.md").read_text()
+    assert "| batch | threads | peak GFLOP/s |" in table and "| 64 | 2 |" in table
+    assert "at batch 64, threads 1 (microseconds per step)" in table
+    assert benchmark.use_threads(None) == own

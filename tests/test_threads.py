@@ -1,0 +1,174 @@
+"""threads.py: the OpenBLAS thread count is really set, the user's environment wins, and what the
+thread count does to the numbers. No timings: they are measured and reported, never asserted."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import threads
+from numpy_nn.neural_network import NeuralNetwork
+
+ROOT = Path(__file__).resolve().parents[1]
+needs_openblas = pytest.mark.skipif(threads.openblas_threads() is None,
+                                    reason="NumPy's BLAS here is not an OpenBLAS this process can ask")
+
+
+@pytest.fixture
+def restore_openblas():
+    """Put NumPy's OpenBLAS back to its thread count after the test."""
+    before = threads.openblas_threads()
+    yield
+    threads.set_openblas_threads(before)
+
+
+def run_python(code, **env):
+    """Run code in a fresh interpreter (libraries read their thread variables when they load),
+    with the thread variables cleared and then set as given; its last stdout line, as JSON."""
+    clean = {k: v for k, v in os.environ.items() if k not in
+             ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**clean, **env},
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.splitlines()[-1])
+
+
+@needs_openblas
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_the_count_set_through_ctypes_is_the_count_openblas_reports(restore_openblas, n):
+    assert threads.set_openblas_threads(n)
+    assert threads.openblas_threads() == n
+
+
+def test_the_policy_gives_one_thread_per_sample_block_and_leaves_room_for_a_second_run():
+    """At least one thread; never more than half the cores (two runs at once fit), never more
+    than one per SAMPLES_PER_THREAD samples of the batch."""
+    for cores in (1, 2, 3, 4, 16, 64):
+        for batch in (1, 32, 64, 128, 256, 512, 4096):
+            n = threads.policy_threads(batch, cores)
+            assert n == max(1, min(cores // 2, batch // threads.SAMPLES_PER_THREAD))
+            assert 1 <= n <= max(1, cores // 2)
+    assert [threads.policy_threads(128, cores) for cores in (1, 2, 4, 16)] == [1, 1, 2, 2]
+    assert [threads.policy_threads(b, 16) for b in (32, 64, 128, 256, 512, 1024)] == [1, 1, 2, 4, 8, 8]
+
+
+def test_a_cgroup_quota_caps_the_usable_cores(tmp_path, monkeypatch):
+    """docker --cpus=2 on a 64-core host: 64 cores in the affinity mask, 2 cores' worth of time."""
+    v2, v1 = tmp_path / "v2", tmp_path / "v1"
+    (v1 / "cpu").mkdir(parents=True)
+    v2.mkdir()
+    assert threads.cgroup_cpu_quota(tmp_path / "none") is None
+    (v2 / "cpu.max").write_text("max 100000\n")
+    assert threads.cgroup_cpu_quota(v2) is None
+    (v2 / "cpu.max").write_text("250000 100000\n")
+    assert threads.cgroup_cpu_quota(v2) == 2.5
+    (v1 / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    (v1 / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")
+    assert threads.cgroup_cpu_quota(v1) is None
+    (v1 / "cpu" / "cpu.cfs_quota_us").write_text("200000\n")
+    assert threads.cgroup_cpu_quota(v1) == 2.0
+    monkeypatch.setattr(threads.os, "sched_getaffinity", lambda pid: set(range(64)), raising=False)
+    monkeypatch.setattr(threads, "cgroup_cpu_quota", lambda: 2.5)
+    assert threads.usable_cores() == 2
+    monkeypatch.setattr(threads, "cgroup_cpu_quota", lambda: None)
+    assert threads.usable_cores() == 64
+
+
+def test_the_user_setting_is_the_first_variable_the_library_reads(monkeypatch):
+    for name in ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        monkeypatch.delenv(name, raising=False)
+    assert threads.user_setting("numpy") is None and threads.user_setting("pytorch") is None
+    monkeypatch.setenv("MKL_NUM_THREADS", "3")       # MKL's: PyTorch reads it, OpenBLAS does not
+    assert threads.user_setting("numpy") is None
+    assert threads.user_setting("pytorch") == "MKL_NUM_THREADS=3"
+    monkeypatch.setenv("OMP_NUM_THREADS", "4")       # both read it
+    assert threads.user_setting("numpy") == "OMP_NUM_THREADS=4"
+    assert threads.user_setting("pytorch") == "OMP_NUM_THREADS=4"
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "")   # empty: unset, for the libraries too
+    assert threads.user_setting("numpy") == "OMP_NUM_THREADS=4"
+
+
+def test_an_unknown_framework_is_an_error():
+    with pytest.raises(ValueError, match="jax"):
+        threads.apply_policy(128, "jax")
+
+
+# In a fresh interpreter: the count the library took at start, the count after apply_policy, the
+# policy's count, and whether torch got imported.
+APPLY = ("import json, sys, threads; {load}; before = {count}; after = threads.apply_policy({batch}, "
+         "{framework!r}); print(json.dumps([before, after, threads.policy_threads({batch}), "
+         "'torch' in sys.modules]))")
+NUMPY = {"framework": "numpy", "load": "import numpy", "count": "threads.openblas_threads()"}
+TORCH = {"framework": "pytorch", "load": "import torch", "count": "torch.get_num_threads()"}
+two_cores = pytest.mark.skipif(threads.usable_cores() < 2,
+                               reason="the libraries cap a count from the environment at the cores")
+
+
+@needs_openblas
+def test_numpy_gets_the_policy_and_does_not_import_torch():
+    _, used, policy, torch_loaded = run_python(APPLY.format(batch=512, **NUMPY))
+    assert used == policy
+    assert not torch_loaded  # the from-scratch side must not need torch
+
+
+@needs_openblas
+@two_cores
+@pytest.mark.parametrize("variable", ["OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"])
+def test_a_thread_count_in_the_environment_wins_over_the_policy_for_numpy(variable):
+    """At batch 32 the policy says 1 on any machine; the user's 2 stays."""
+    assert run_python(APPLY.format(batch=32, **NUMPY), **{variable: "2"})[:3] == [2, 2, 1]
+
+
+@two_cores
+def test_a_thread_count_in_the_environment_wins_over_the_policy_for_pytorch():
+    pytest.importorskip("torch")
+    assert run_python(APPLY.format(batch=32, **TORCH))[1:3] == [1, 1]
+    assert run_python(APPLY.format(batch=32, **TORCH), OMP_NUM_THREADS="2")[:3] == [2, 2, 1]
+
+
+@needs_openblas
+def test_a_product_is_repeatable_at_a_fixed_thread_count_but_the_low_bits_follow_the_count(restore_openblas):
+    """The same count gives the same bits, every time. Another count may split the products
+    differently and round differently: here (OpenBLAS 0.3.31, Haswell kernels) float32 results
+    at 1 and 2 threads differ in their last bits, float64 ones at 1 and 3. So the count is part
+    of what makes a run reproducible: the policy fixes it, and the metrics record it."""
+    rng = np.random.default_rng(0)
+    for dtype in (np.float32, np.float64):
+        a = rng.standard_normal((512, 784)).astype(dtype)
+        b = rng.standard_normal((784, 128)).astype(dtype)
+        results = {}
+        for n in (1, 2, 3, 1, 2, 3):
+            threads.set_openblas_threads(n)
+            ab = a @ b
+            products = (ab, a.T @ ab, ab @ b.T)         # the three shapes of a training step
+            if n in results:
+                assert all(np.array_equal(p, q) for p, q in zip(products, results[n])), (dtype, n)
+            results[n] = products
+        eps = np.finfo(dtype).eps
+        for n in (2, 3):
+            for p, q in zip(results[1], results[n]):
+                scale = np.abs(p).max()
+                print(f"{dtype.__name__}, 1 vs {n} threads: max difference {np.abs(p - q).max() / scale:.1e} "
+                      f"of the largest entry")
+                assert np.abs(p - q).max() <= 1e3 * eps * scale  # rounding, not a different product
+
+
+@needs_openblas
+def test_a_training_step_agrees_to_rounding_at_one_and_two_threads(restore_openblas):
+    """The gradients the NumPy trainer computes at the policy's count and at the library's
+    default (2 here) are the same up to float32 rounding."""
+    rng = np.random.default_rng(0)
+    x = rng.random((128, 784), dtype=np.float32)
+    y = rng.integers(0, 10, 128)
+    grads = {}
+    for n in (1, 2):
+        threads.set_openblas_threads(n)
+        net = NeuralNetwork(seed=0)
+        net.gradients(x, y)
+        grads[n] = net.flat_grads.copy()
+    scale = np.abs(grads[1]).max()
+    difference = np.abs(grads[1] - grads[2]).max() / scale
+    print(f"max gradient difference, 1 vs 2 threads: {difference:.1e} of the largest")
+    np.testing.assert_allclose(grads[2], grads[1], rtol=0, atol=1e-5 * scale)
