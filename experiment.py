@@ -13,6 +13,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import threads
 from data_loader import DATA_DIR, DATASETS, DataError, load_mnist, write_atomic
 from metrics_file import WEIGHT_SUFFIX, sha256_bytes
 
@@ -131,8 +132,9 @@ def _output_problem(path):
 
 def prepare(parser, args):
     """Everything checked or set up before the data loads and training starts: flags that
-    do not fit the model, the output paths (a bad one fails now, not after the run), SIGTERM handled as Ctrl-C, and a stdout
-    that may close early (`train.py | head`)."""
+    do not fit the model, the output paths (a bad one fails now, not after the run), SIGTERM handled as Ctrl-C, a stdout
+    that may close early (`train.py | head`), and this trainer counted among those sharing
+    the cores (threads.py)."""
     if args.model == "cnn":
         if args.hidden is not MLP_HIDDEN:  # the very default object: --hidden was not given
             parser.error("argument --hidden: sets the MLP's hidden layers; the CNN's layers are fixed "
@@ -146,6 +148,7 @@ def prepare(parser, args):
         parser.error("argument --weights: the same file as --metrics; give two different paths")
     signal.signal(signal.SIGTERM, _raise_interrupt)
     keep_running_if_stdout_closes()
+    threads.register()  # other trainers starting now or later share the cores with this one
 
 
 def load_data(parser, args):

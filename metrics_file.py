@@ -213,12 +213,13 @@ class Run:
         self.diverged = None      # the trainer's TrainingDiverged, if the loss blew up
         self._t0 = time.perf_counter()
 
-    def log_epoch(self, epoch, train_loss, train_acc, test_loss, test_acc, seconds, samples):
-        """Add one epoch and print its line."""
+    def log_epoch(self, epoch, train_loss, train_acc, test_loss, test_acc, seconds, samples, threads=None):
+        """Add one epoch and print its line. threads: the BLAS threads its products used (the
+        trainers share the cores with other trainers running at the time, see threads.py)."""
         self.record["epochs"].append({
             "epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
             "test_loss": test_loss, "test_acc": test_acc,
-            "epoch_seconds": seconds, "samples_per_second": samples / seconds,
+            "epoch_seconds": seconds, "samples_per_second": samples / seconds, "threads": threads,
         })
         self.record["total_train_seconds"] += seconds
         self.record["final_test_acc"] = test_acc

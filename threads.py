@@ -1,22 +1,27 @@
 """How many threads the matrix products of a training run use: one run, two at once, many cores.
 
     import threads
-    threads.apply_policy(args.batch_size, "numpy")   # once, after parsing the flags
+    threads.register()                  # once, before training: count this trainer in
+    threads.share_cores("numpy")        # at every epoch's start: this run's share of the cores
 
 NumPy hands its matrix products to OpenBLAS, PyTorch on the CPU to MKL and OpenMP. Each
 starts one worker thread per core, splits every product among them and waits for the
 slowest part. Alone on an idle machine that is faster (1.1-1.65x on 2 cores here); but when
 anything else wants a core (a second trainer, another user's job), some worker is always
 waiting for a core, every product waits for that worker, and products of microseconds
-take milliseconds. The measurements behind the policy are in policy_threads.
+take milliseconds. So the cores are shared out among the trainers running on this machine:
+alone, a run gets every core (the libraries' default); two at once get half each. The
+measurements behind that are in fair_share.
 
 A thread count the user sets in the environment always wins: the policy only replaces the
 library's own default. NumPy and the standard library only: the from-scratch side must
 not need torch, which is imported only when framework == "pytorch".
 """
+import atexit
 import ctypes
 import functools
 import os
+import tempfile
 from pathlib import Path
 
 # The variables each library reads for its thread count, in the library's order. A user who
@@ -105,13 +110,44 @@ def user_setting(framework):
     return None
 
 
-SAMPLES_PER_THREAD = 64  # the smallest share of a batch worth a thread of its own (see below)
+# ----------------------------------------------------------------------------- the policy
+# Every trainer running on this machine leaves a file named by its process id here, so that
+# each can see how many share the cores. A file whose process is gone is stale and removed.
+REGISTRY = Path(tempfile.gettempdir()) / "nn-from-scratch-trainers"
 
 
-def policy_threads(batch_size, cores=None):
-    """The thread count for a run at this batch size on this many cores (default: usable_cores()):
-    at most half the cores, so that a second run fits beside it, and at most one thread per
-    SAMPLES_PER_THREAD samples of the batch. Always 1 on 2 cores.
+def register():
+    """Count this process among the trainers running on this machine, until it exits."""
+    try:
+        REGISTRY.mkdir(exist_ok=True)
+        entry = REGISTRY / str(os.getpid())
+        entry.touch()
+    except OSError:  # no writable temporary folder: each trainer then counts itself alone
+        return
+    atexit.register(lambda: entry.unlink(missing_ok=True))
+
+
+def running_trainers():
+    """How many trainers (this one included) are running on this machine now."""
+    alive = {os.getpid()}
+    try:
+        entries = list(REGISTRY.iterdir())
+    except OSError:
+        return 1
+    for entry in entries:
+        try:
+            pid = int(entry.name)
+            os.kill(pid, 0)                  # signal 0 only asks whether the process exists
+            alive.add(pid)
+        except ProcessLookupError:           # it ended without cleaning up (SIGKILL)
+            entry.unlink(missing_ok=True)
+        except (ValueError, PermissionError):  # not ours to judge: another user's, or not a pid
+            continue
+    return len(alive)
+
+
+def fair_share(trainers, cores=None):
+    """Threads for one of `trainers` runs at once: the usable cores shared out evenly, at least one.
 
     Measured here on 2 cores (AMD EPYC), seconds per epoch of 20,000 samples at batch 128,
     median of 3 runs, threads per process:
@@ -123,34 +159,31 @@ def policy_threads(batch_size, cores=None):
         PyTorch alone           0.104     0.155       0.90      0.15
         two PyTorch at once     0.56      0.16        5.5       0.38
 
-    With 1 thread each, two runs at once are each 1.4-1.5x slower than one alone with 2; with
-    2 threads each, 3.6-5.3x when nothing else runs and 50-120x when something does. The price
-    is paid alone on an idle machine: with 1 thread NumPy is 1.1x (batch 32) to 1.5x (batch 512)
-    slower, PyTorch 1.2x to 1.65x (benchmark.py --threads 1 2). A user who knows the machine is
-    theirs sets OPENBLAS_NUM_THREADS (NumPy) or OMP_NUM_THREADS (both), which win over this.
-
-    On many cores (measured once by the issue's reporter, 16-core Xeon, not here): at batch 64,
-    1 thread gave 97.7k samples/s, 16 threads 99.3k and 2-8 threads less (69.9k-80.8k); at
-    batch 512, 1 thread 198k, 8 threads 297k, 16 threads 320k. A thread per 64 samples keeps
-    batch 64 on one thread and gives batch 512 eight; batch 128 and 256 (2 and 4 threads) were
-    not measured there.
+    Alone, a run is fastest with a thread per core (1.1x at batch 32 to 1.65x at batch 512
+    over one thread, benchmark.py --threads 1 2), and that is the libraries' own default, so a
+    lone run keeps today's speed on any number of cores. Two runs with a thread per core each
+    wait on each other's workers (3.6-5.3x slower, 50-120x when anything else runs too); with
+    the cores shared out, one thread each on 2 cores, each is 1.4-1.5x slower than alone.
     """
     cores = usable_cores() if cores is None else cores
-    return max(1, min(cores // 2, batch_size // SAMPLES_PER_THREAD))
+    return max(1, cores // max(1, trainers))
 
 
-def apply_policy(batch_size, framework):
-    """Give the library doing framework's products ("numpy" or "pytorch") the policy's thread
-    count, unless the user set one in the environment; return the count now in use (None if
-    it cannot be read), for the metrics record."""
+def share_cores(framework):
+    """Give the library doing framework's products ("numpy" or "pytorch") its fair share of
+    the cores among the trainers running now, unless the user set a thread count in the
+    environment; return the count now in use (None if it cannot be read), for the record.
+
+    The trainers call this at the start of every epoch: a trainer started beside one already
+    running takes its share at once, and the other gives up its extra threads at its next epoch."""
     if framework not in USER_VARIABLES:
         raise ValueError(f"unknown framework {framework!r} (expected one of {', '.join(USER_VARIABLES)})")
-    chosen = None if user_setting(framework) else policy_threads(batch_size)
+    chosen = None if user_setting(framework) else fair_share(running_trainers())
     if framework == "numpy":
         if chosen:
             set_openblas_threads(chosen)
         return openblas_threads()
     import torch
-    if chosen:
+    if chosen and chosen != torch.get_num_threads():
         torch.set_num_threads(chosen)
     return torch.get_num_threads()

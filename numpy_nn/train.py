@@ -15,6 +15,7 @@ import numpy as np
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, from any cwd
+import threads  # noqa: E402
 from data_loader import batches  # noqa: E402
 from experiment import TrainingDiverged, build_parser, check_finite, finish, load_data, prepare, stop  # noqa: E402
 from metrics_file import Run, numpy_blas  # noqa: E402
@@ -58,6 +59,7 @@ def train(args, x_train, y_train, x_test, y_test):
     total_steps, step = args.epochs * steps_per_epoch, 0
     try:
         for epoch in range(1, args.epochs + 1):
+            blas_threads = threads.share_cores("numpy")  # this run's share of the cores, see threads.py
             t0 = time.perf_counter()
             bar = tqdm(batches(len(x_train), args.batch_size, batch_rng), total=steps_per_epoch,
                        desc=f"epoch {epoch}", leave=False, disable=args.no_progress or None)
@@ -71,7 +73,7 @@ def train(args, x_train, y_train, x_test, y_test):
                 step += 1
             seconds = time.perf_counter() - t0
             run.log_epoch(epoch, *evaluate(net, x_train, y_train), *evaluate(net, x_test, y_test),
-                          seconds, len(x_train))
+                          seconds, len(x_train), blas_threads)
     except KeyboardInterrupt:                     # Ctrl-C or SIGTERM: keep the finished epochs
         run.interrupted = True
     except TrainingDiverged as e:                 # no result to claim; the record says where

@@ -19,6 +19,7 @@ from torch import nn
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, from any cwd
+import threads  # noqa: E402
 from data_loader import batches  # noqa: E402
 from experiment import TrainingDiverged, build_parser, check_finite, finish, load_data, prepare, stop  # noqa: E402
 from metrics_file import Run  # noqa: E402
@@ -122,6 +123,7 @@ def train(args, x_train, y_train, x_test, y_test):
         losses = torch.zeros(steps_per_epoch, device=device, dtype=getattr(torch, args.dtype))
     try:
         for epoch in range(1, args.epochs + 1):
+            blas_threads = threads.share_cores("pytorch")  # this run's share of the cores, see threads.py
             model.train()                         # dropout on
             t0 = time.perf_counter()
             bar = tqdm(batches(len(x_train), args.batch_size, batch_rng), total=steps_per_epoch,
@@ -145,7 +147,7 @@ def train(args, x_train, y_train, x_test, y_test):
                 getattr(torch, device.type).synchronize()  # so the clock stops when it is done
             seconds = time.perf_counter() - t0
             run.log_epoch(epoch, *evaluate(model, x_train, y_train), *evaluate(model, x_test, y_test),
-                          seconds, len(x_train))
+                          seconds, len(x_train), blas_threads)
     except KeyboardInterrupt:                     # Ctrl-C or SIGTERM: keep the finished epochs
         run.interrupted = True
     except TrainingDiverged as e:                 # no result to claim; the record says where

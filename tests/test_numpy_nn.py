@@ -548,7 +548,8 @@ def check_record(record, argv, n_train):
     assert [e["epoch"] for e in epochs] == list(range(1, args.epochs + 1))
     for e in epochs:
         assert set(e) == {"epoch", "train_loss", "train_acc", "test_loss", "test_acc",
-                          "epoch_seconds", "samples_per_second"}
+                          "epoch_seconds", "samples_per_second", "threads"}
+        assert e["threads"] == 1  # OPENBLAS_NUM_THREADS=1 set by the test: the user's count wins
         assert 0 <= e["train_acc"] <= 1 and 0 <= e["test_acc"] <= 1
         assert e["train_loss"] > 0 and e["test_loss"] > 0 and e["epoch_seconds"] > 0
         assert e["samples_per_second"] == pytest.approx(n_train / e["epoch_seconds"], rel=1e-12)

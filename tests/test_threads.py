@@ -42,16 +42,46 @@ def test_the_count_set_through_ctypes_is_the_count_openblas_reports(restore_open
     assert threads.openblas_threads() == n
 
 
-def test_the_policy_gives_one_thread_per_sample_block_and_leaves_room_for_a_second_run():
-    """At least one thread; never more than half the cores (two runs at once fit), never more
-    than one per SAMPLES_PER_THREAD samples of the batch."""
-    for cores in (1, 2, 3, 4, 16, 64):
-        for batch in (1, 32, 64, 128, 256, 512, 4096):
-            n = threads.policy_threads(batch, cores)
-            assert n == max(1, min(cores // 2, batch // threads.SAMPLES_PER_THREAD))
-            assert 1 <= n <= max(1, cores // 2)
-    assert [threads.policy_threads(128, cores) for cores in (1, 2, 4, 16)] == [1, 1, 2, 2]
-    assert [threads.policy_threads(b, 16) for b in (32, 64, 128, 256, 512, 1024)] == [1, 1, 2, 4, 8, 8]
+def test_the_cores_are_shared_out_evenly_at_least_one_thread_each():
+    """Alone a run gets every core (the libraries' own default); n runs get cores // n each."""
+    assert [threads.fair_share(1, cores) for cores in (1, 2, 4, 16)] == [1, 2, 4, 16]
+    assert [threads.fair_share(2, cores) for cores in (1, 2, 4, 16)] == [1, 1, 2, 8]
+    assert [threads.fair_share(n, 16) for n in (3, 4, 16, 40)] == [5, 4, 1, 1]
+
+
+@pytest.fixture
+def registry(tmp_path, monkeypatch):
+    monkeypatch.setattr(threads, "REGISTRY", tmp_path / "trainers")
+    return tmp_path / "trainers"
+
+
+def test_running_trainers_counts_live_processes_and_drops_stale_entries(registry):
+    """Each trainer leaves a file named by its pid; one whose process has ended is removed."""
+    assert threads.running_trainers() == 1                   # no registry yet: this process alone
+    registry.mkdir()
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                           capture_output=True, text=True, check=True)
+    try:
+        for pid in (os.getpid(), other.pid, int(ended.stdout)):
+            (registry / str(pid)).touch()
+        (registry / "not-a-pid").touch()
+        assert threads.running_trainers() == 2               # this one and the sleeping one
+        assert sorted(p.name for p in registry.iterdir()) == sorted([str(os.getpid()), str(other.pid), "not-a-pid"])
+    finally:
+        other.kill()
+        other.wait()
+    assert threads.running_trainers() == 1
+
+
+REGISTER = ("import json, threads; threads.REGISTRY = __import__('pathlib').Path({registry!r}); "
+            "threads.register(); print(json.dumps(sorted(p.name for p in threads.REGISTRY.iterdir())))")
+
+
+def test_a_trainer_registers_itself_until_it_exits(registry):
+    inside = run_python(REGISTER.format(registry=str(registry)))
+    assert len(inside) == 1                                   # it was there while it ran
+    assert list(registry.iterdir()) == []                     # and gone when it exited
 
 
 def test_a_cgroup_quota_caps_the_usable_cores(tmp_path, monkeypatch):
@@ -92,13 +122,16 @@ def test_the_user_setting_is_the_first_variable_the_library_reads(monkeypatch):
 
 def test_an_unknown_framework_is_an_error():
     with pytest.raises(ValueError, match="jax"):
-        threads.apply_policy(128, "jax")
+        threads.share_cores("jax")
 
 
-# In a fresh interpreter: the count the library took at start, the count after apply_policy, the
-# policy's count, and whether torch got imported.
-APPLY = ("import json, sys, threads; {load}; before = {count}; after = threads.apply_policy({batch}, "
-         "{framework!r}); print(json.dumps([before, after, threads.policy_threads({batch}), "
+# In a fresh interpreter with `others` more trainers registered (live: this test's own pid):
+# the count the library took at start, the count after share_cores, the fair share, and
+# whether torch got imported.
+SHARE = ("import json, os, sys, threads; from pathlib import Path; {load}; "
+         "threads.REGISTRY = Path({registry!r}); threads.register(); before = {count}; "
+         "after = threads.share_cores({framework!r}); "
+         "print(json.dumps([before, after, threads.fair_share(threads.running_trainers()), "
          "'torch' in sys.modules]))")
 NUMPY = {"framework": "numpy", "load": "import numpy", "count": "threads.openblas_threads()"}
 TORCH = {"framework": "pytorch", "load": "import torch", "count": "torch.get_num_threads()"}
@@ -106,26 +139,43 @@ two_cores = pytest.mark.skipif(threads.usable_cores() < 2,
                                reason="the libraries cap a count from the environment at the cores")
 
 
+def share(registry, spec, others=0, **env):
+    registry.mkdir(exist_ok=True)
+    for _ in range(others):
+        (registry / str(os.getpid())).touch()              # this test process, alive: one more trainer
+    return run_python(SHARE.format(registry=str(registry), **spec), **env)
+
+
 @needs_openblas
-def test_numpy_gets_the_policy_and_does_not_import_torch():
-    _, used, policy, torch_loaded = run_python(APPLY.format(batch=512, **NUMPY))
-    assert used == policy
+def test_numpy_alone_keeps_every_core_and_does_not_import_torch(registry):
+    before, used, fair, torch_loaded = share(registry, NUMPY)
+    assert used == fair == threads.usable_cores()
     assert not torch_loaded  # the from-scratch side must not need torch
 
 
 @needs_openblas
 @two_cores
+def test_numpy_beside_another_trainer_takes_half_the_cores(registry):
+    _, used, fair, _ = share(registry, NUMPY, others=1)
+    assert used == fair == threads.usable_cores() // 2
+
+
+@needs_openblas
+@two_cores
 @pytest.mark.parametrize("variable", ["OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"])
-def test_a_thread_count_in_the_environment_wins_over_the_policy_for_numpy(variable):
-    """At batch 32 the policy says 1 on any machine; the user's 2 stays."""
-    assert run_python(APPLY.format(batch=32, **NUMPY), **{variable: "2"})[:3] == [2, 2, 1]
+def test_a_thread_count_in_the_environment_wins_for_numpy(registry, variable):
+    """Beside another trainer the share would be half the cores; the user's 2 stays."""
+    before, used, fair, _ = share(registry, NUMPY, others=1, **{variable: "2"})
+    assert (before, used) == (2, 2) and fair == threads.usable_cores() // 2
 
 
 @two_cores
-def test_a_thread_count_in_the_environment_wins_over_the_policy_for_pytorch():
+def test_pytorch_shares_and_a_thread_count_in_the_environment_wins(registry):
     pytest.importorskip("torch")
-    assert run_python(APPLY.format(batch=32, **TORCH))[1:3] == [1, 1]
-    assert run_python(APPLY.format(batch=32, **TORCH), OMP_NUM_THREADS="2")[:3] == [2, 2, 1]
+    _, used, fair, _ = share(registry, TORCH, others=1)
+    assert used == fair == threads.usable_cores() // 2
+    before, used, _, _ = share(registry, TORCH, others=1, OMP_NUM_THREADS="2")
+    assert (before, used) == (2, 2)
 
 
 @needs_openblas
