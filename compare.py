@@ -13,9 +13,12 @@ accuracy the record claims. Into --out-dir (default results/):
     comparison.md         the table (also printed), the speed ratio, warnings about unfair comparisons
     confusion_<run>.png   true class against predicted class over the test set, counts in the cells
     mistakes_<run>.png    the test images the network got wrong with the highest confidence
-    weights_<run>.png     a NumPy network's first-layer weights drawn as 28x28 images
+    weights_<run>.png     a NumPy MLP's first-layer weights drawn as 28x28 images
+    filters_<run>.png     a CNN's 32 first-layer 3x3 filters (NumPy and PyTorch runs)
+    feature_maps_<run>.png  the first test image and the maps a CNN's two conv layers make of it
 
-<run> is the framework (numpy, pytorch), plus the metrics file's name when a framework repeats.
+<run> is the framework (numpy, pytorch); then, when a CNN is among the runs, the model
+(numpy_cnn, numpy_mlp); then the metrics file's name when that still repeats.
 This file reads and checks; the table and the pictures are made in report/ (table.py, curves.py,
 inside.py), and written here.
 A run that diverged is listed as such and gets no curves, numbers or pictures.
@@ -40,14 +43,19 @@ sys.path.insert(0, str(ROOT))  # the repo root, so the imports below work from a
 from data_loader import DATA_DIR, DataError, load_mnist  # noqa: E402
 from experiment import RESULTS_DIR, keep_running_if_stdout_closes, save_bytes, shown  # noqa: E402
 from metrics_file import MetricsError, file_sha256, load_metrics  # noqa: E402
+from numpy_nn.cnn import CNN, saved_model_kind  # noqa: E402
 from numpy_nn.neural_network import NeuralNetwork  # noqa: E402
 from report.curves import plot_comparison  # noqa: E402
 from report.inside import inside_figures  # noqa: E402
-from report.run import RunResult, divergence, with_results  # noqa: E402
+from report.run import (FRAMEWORK_NAMES, MODEL_NAMES, RunResult, divergence, name_runs,  # noqa: E402
+                        with_results)
 from report.table import markdown  # noqa: E402
 
-FRAMEWORK_NAMES = {"numpy": "NumPy", "pytorch": "PyTorch"}
 DPI = 110
+WITH_ARTICLE = {"mlp": "an MLP", "cnn": "a CNN"}
+# what np.load and torch.load raise on a file that is not what they expect
+UNREADABLE = (OSError, ValueError, KeyError, RuntimeError, EOFError, zipfile.BadZipFile,
+              pickle.UnpicklingError)
 
 
 class CompareError(Exception):
@@ -65,29 +73,19 @@ def how_to_make(path):
             f"`python pytorch_nn/train.py --metrics {path}` first")
 
 
-def name_runs(records, paths):
-    """(name, key) per run: the framework, plus the file's stem when a framework repeats."""
-    frameworks = [record["framework"] for record in records]
-    names = []
-    for i, (record, path) in enumerate(zip(records, paths)):
-        framework = record["framework"]
-        name, key = FRAMEWORK_NAMES[framework], framework
-        if frameworks.count(framework) > 1:
-            name, key = f"{name} ({path.stem})", f"{key}_{path.stem}"
-        if name in [n for n, _ in names]:  # the same file name in two folders
-            name, key = f"{name} #{i + 1}", f"{key}_{i + 1}"
-        names.append((name, key))
-    return names
-
-
 def load_runs(paths):
-    """Read and check every metrics file; a missing one says which trainer writes it."""
+    """Read and check every metrics file; a missing one says which trainer writes it.
+    The runs' names and keys come from report.run.name_runs."""
     paths = [Path(shown(path)) for path in paths]
     records = []
     for path in paths:
         if not path.exists():
             raise CompareError(f"{path} not found: {how_to_make(path)}")
-        records.append(load_metrics(path))
+        record = load_metrics(path)
+        if record["config"]["model"] not in MODEL_NAMES:
+            raise CompareError(f"{path}: unknown model {record['config']['model']!r} (expected one "
+                               f"of {', '.join(MODEL_NAMES)}, as the trainers' --model)")
+        records.append(record)
     return [RunResult(path, record, name, key)
             for path, record, (name, key) in zip(paths, records, name_runs(records, paths))]
 
@@ -117,6 +115,37 @@ def _sha256(path):
         raise CompareError(f"cannot read {path} ({e.strerror}); fix it, or use --no-inside") from None
 
 
+def weights_kind(path, framework):
+    """Which network a weights file of this framework holds, "mlp" or "cnn"; None when it is
+    neither (another framework's file, or no weights file at all: the SHA-256 check refuses it).
+    NumPy: numpy_nn.cnn's marker, in an .npz with an MLP's "sizes" or a CNN's "model" entry.
+    PyTorch: the state_dict's keys, conv1.* for the CNN, out.* (and hidden.*) for the MLP."""
+    try:
+        if framework == "numpy":
+            f = np.load(path)
+            if not isinstance(f, np.lib.npyio.NpzFile):  # an .npy array, not an .npz of weights
+                return None
+            with f:
+                ours = {"sizes", "model"} & set(f.files)  # a zip of other files (a .pt) has neither
+            return saved_model_kind(path) if ours else None
+        import torch  # needed for PyTorch runs only
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except UNREADABLE:
+        return None
+    if not isinstance(state, dict):
+        return None
+    return "cnn" if "conv1.weight" in state else "mlp" if "out.weight" in state else None
+
+
+def _wrong_kind(run, path, kind, flag, given):
+    """The refusal of a weights file that holds the other kind of network."""
+    holds = f"{path} holds {MODEL_NAMES[kind]} weights but {run.path} is {WITH_ARTICLE[run.model]} run"
+    if given:
+        return f"{flag} {holds}: pass that run's own weights file, or use --no-inside"
+    return (f"{holds} (written over by a later {MODEL_NAMES[kind]} run?): pass its own weights "
+            f"with {flag}, or use --no-inside")
+
+
 def _not_its_weights(run, files, flag, given):
     """The refusal when weights files are there but none is the one written with the run."""
     if given:
@@ -130,7 +159,9 @@ def _not_its_weights(run, files, flag, given):
 def find_weights(runs, args):
     """Attach each run's own weights: the first candidate file whose SHA-256 is the one its
     metrics file records. Returns a note for every run with no candidate file at all; files
-    that are there but are another run's are refused (CompareError), never drawn."""
+    that are there but are another run's are refused (CompareError), never drawn: first a
+    file that holds the other kind of network (an MLP's for a CNN run, or the reverse),
+    which says so, then any other."""
     notes = []
     for framework, name in FRAMEWORK_NAMES.items():
         flag = f"--{framework}-weights"
@@ -150,9 +181,15 @@ def find_weights(runs, args):
                 notes.append(f"note: no saved weights for {run.label} ({looked}): skipping its "
                              f"pictures; pass the weights written with {run.path} as {flag}")
                 continue
-            run.weights = next((path for path in found if _sha256(path) == run.record["weights_sha256"]),
-                               None)
-            if run.weights is None:
+            kinds = {path: weights_kind(path, framework) for path in found}
+            wrong_kind = [path for path in found if kinds[path] not in (None, run.model)]
+            own = [path for path in found if _sha256(path) == run.record["weights_sha256"]]
+            if own and own[0] not in wrong_kind:
+                run.weights = own[0]
+            elif wrong_kind:
+                path = wrong_kind[0]
+                raise CompareError(_wrong_kind(run, path, kinds[path], flag, override is not None))
+            else:
                 raise CompareError(_not_its_weights(run, found, flag, override is not None))
     return notes
 
@@ -171,40 +208,56 @@ def load_test_set(dataset, data_dir=DATA_DIR):
 @dataclass
 class Evaluation:
     """What a run's saved weights give on the test set, computed as its trainer computed it."""
-    logits: np.ndarray              # N,10 in the weights' own dtype
-    correct: int                    # test images classified right, by the trainer's evaluate()
-    sizes: tuple                    # layer sizes, input to output
-    first_layer: np.ndarray = None  # W1 (784, H), drawn for NumPy runs
+    logits: np.ndarray  # N,10 in the weights' own dtype
+    correct: int        # test images classified right
+    fan_ins: tuple      # how many terms each layer's dot products sum, input to output
+    params: dict        # the weights in numpy_nn's layout {"W1": ..., "b1": ...}, for the pictures
 
 
-def _evaluate_numpy(path, x_test, y_test):
-    from numpy_nn.train import evaluate
-    net = NeuralNetwork.load(path)
+def fan_ins(params):
+    """The terms summed per output, layer by layer: a conv weight (O,C,kh,kw) sums C*kh*kw,
+    a linear one (in, out) sums in. The MLP's 784, 128, 64; the CNN's 9, 288, 1600."""
+    weights = [W for name, W in params.items() if name.startswith("W")]   # W1, W2, ... in order
+    return tuple(int(np.prod(W.shape[1:])) if W.ndim == 4 else W.shape[0] for W in weights)
+
+
+def _in_bites(forward, x, bite):
+    """forward over x in consecutive slices of bite rows, the results stacked."""
+    return np.concatenate([forward(x[start:start + bite]) for start in range(0, len(x), bite)])
+
+
+def _evaluate_numpy(path, model, x_test, y_test):
+    from numpy_nn.train import EVAL_BATCH
+    net = (CNN if model == "cnn" else NeuralNetwork).load(path)
     x = x_test.astype(net.dtype, copy=False)
-    _, accuracy = evaluate(net, x, y_test)
-    return Evaluation(net.forward(x)[0], round(accuracy * len(y_test)), net.sizes, net.params["W1"])
+    logits = _in_bites(lambda xb: net.forward(xb)[0], x, EVAL_BATCH[model])
+    return Evaluation(logits, int((logits.argmax(axis=1) == y_test).sum()), fan_ins(net.params),
+                      net.params)
 
 
-def _evaluate_pytorch(path, x_test, y_test):
+def _evaluate_pytorch(path, model, x_test, y_test):
     import torch  # needed for PyTorch runs only
-    from pytorch_nn.model import load_model
-    from pytorch_nn.train import evaluate
-    model = load_model(path)
-    x = torch.from_numpy(x_test).to(model.out.weight.dtype)
-    _, accuracy = evaluate(model, x, torch.from_numpy(y_test))
+    from pytorch_nn import cnn, model as mlp
+    from pytorch_nn.train import EVAL_BATCH
+    twin = cnn if model == "cnn" else mlp
+    network = twin.load_model(path)
+    network.eval()                                 # as the trainer's evaluate(): dropout off
+    x = torch.from_numpy(x_test).to(network.out.weight.dtype)
     with torch.inference_mode():
-        logits = model(x).numpy()
-    return Evaluation(logits, round(accuracy * len(y_test)), model.sizes)
+        logits = _in_bites(lambda xb: network(xb).numpy(), x, EVAL_BATCH[model])
+    params = twin.numpy_params(network)
+    return Evaluation(logits, int((logits.argmax(axis=1) == y_test).sum()), fan_ins(params), params)
 
 
 def evaluate_weights(run, x_test, y_test):
-    """The run's weights on the test set through its own framework's evaluate(), in the dtype
-    it trained in: another library, or another dtype, rounds differently."""
+    """The run's weights on the test set through its own framework, in the dtype it trained
+    in (another library, or another dtype, rounds differently), and in the slices its
+    trainer's evaluate() takes (EVAL_BATCH): the logits, and so the count of right answers,
+    are the ones the trainer computed."""
     evaluate = _evaluate_numpy if run.framework == "numpy" else _evaluate_pytorch
     try:
-        return evaluate(run.weights, x_test, y_test)
-    except (OSError, ValueError, KeyError, RuntimeError, zipfile.BadZipFile,
-            pickle.UnpicklingError) as e:  # what np.load and torch.load raise on a bad file
+        return evaluate(run.weights, run.model, x_test, y_test)
+    except UNREADABLE as e:
         # their messages run to several lines; the type of error is enough to go on
         raise CompareError(f"cannot read {run.weights} as {FRAMEWORK_NAMES[run.framework]} weights "
                            f"({type(e).__name__}); run its trainer again, or use --no-inside") from None
@@ -216,23 +269,25 @@ def evaluate_weights(run, x_test, y_test):
 # close can change class. A dot product of n terms rounds with an error of about sqrt(n) unit
 # roundoffs u times its scale (rounding errors do not all lean one way; n u is the worst case,
 # never seen); the layers of 784, 128 and 64 inputs add up to (28 + 11.3 + 8) u = 47 u on the
-# scale of the logits, 1 + max |logit|. Two machines' logits then differ by up to 2 x 47 u each,
-# and two of them can swap order only if their margin is below twice that: 4 x 47 u, which is
-# 1.1e-5 of the scale in float32 (u = 2^-24 = 6e-8) and 2e-14 in float64 (u = 2^-53), where it
-# spares no image in practice. Such a swap changes the count only when the true class is one of
-# the two: a right answer may turn wrong, or a wrong one right. Measured on the committed NumPy
+# scale of the logits, 1 + max |logit| (the CNN's, of 9, 288 and 1600 terms, to 60 u). Two
+# machines' logits then differ by up to 2 x 47 u each, and two of them can swap order only if
+# their margin is below twice that: 4 x 47 u, which is 1.1e-5 of the scale in float32
+# (u = 2^-24 = 6e-8) and 2e-14 in float64 (u = 2^-53), where it spares no image in practice.
+# Such a swap changes the count only when the true class is one of the two: a right answer
+# may turn wrong, or a wrong one right. Measured on the committed NumPy
 # network (98.25%): five OpenBLAS kernels (SSE to AVX-512), PyTorch's, and one image at a time
 # agree within 13 u of the scale per logit, so no margin moved by more than 26 u, a seventh of
 # the bound; its smallest margin is 3e-4 of the scale: none of its images is a tie.
 TIE_ROUNDOFFS = 4  # two machines' rounding, on each of the two top logits
 
 
-def rounding_ties(logits, y_true, sizes):
+def rounding_ties(logits, y_true, fan_ins):
     """(right, wrong): how many images this machine gets right, and wrong, whose true class
     is within float rounding of the top logit together with another class, so that another
-    CPU could count them the other way (see above). sizes: the layer sizes, input to output."""
+    CPU could count them the other way (see above). fan_ins: the terms each layer's dot
+    products sum, input to output (784, 128, 64 for the MLP)."""
     u = np.finfo(logits.dtype).eps / 2                        # unit roundoff of the logits' dtype
-    per_logit = u * sum(np.sqrt(n) for n in sizes[:-1])       # rounding per logit, on its scale
+    per_logit = u * sum(np.sqrt(n) for n in fan_ins)          # rounding per logit, on its scale
     logits = logits.astype(np.float64)                        # N,C  margins computed exactly
     top = logits.max(axis=1, keepdims=True)                   # N,1
     bound = TIE_ROUNDOFFS * per_logit * (1 + np.abs(logits).max(axis=1, keepdims=True))
@@ -247,7 +302,7 @@ def check_accuracy(run, evaluation, y_test):
     images float rounding could tip (rounding_ties); returns the line that says they do."""
     n_recorded, n_test = run.record["data"]["test_samples"], len(y_test)
     recorded = round(run.record["final_test_acc"] * n_recorded)
-    could_lose, could_gain = rounding_ties(evaluation.logits, y_test, evaluation.sizes)
+    could_lose, could_gain = rounding_ties(evaluation.logits, y_test, evaluation.fan_ins)
     correct = evaluation.correct
     right = f"{correct:,} of {n_test:,} test images right"
     if n_recorded != n_test or not correct - could_lose <= recorded <= correct + could_gain:
@@ -318,7 +373,8 @@ def build_parser():
                             f"metrics file, else the path the metrics file records)")
     p.add_argument("--no-inside", action="store_true",
                    help="skip the pictures made from the saved weights: confusion matrices, mistakes, "
-                        "first-layer weights (default: draw them)")
+                        "an MLP's first-layer weights, a CNN's filters and feature maps (default: "
+                        "draw them)")
     p.add_argument("--data-dir", type=Path, default=DATA_DIR,
                    help="root of the dataset cache the test set is read from, as the trainers' "
                         "--data-dir (default: the repo's data/)")
@@ -348,7 +404,7 @@ def compare(args):
             evaluation, line = checked[run.key]
             print(line)
             x_test, y_test = load_test_set(run.record["config"]["dataset"], args.data_dir)
-            figures = inside_figures(run, evaluation.logits, x_test, y_test, evaluation.first_layer)
+            figures = inside_figures(run, evaluation.logits, x_test, y_test, evaluation.params)
             written += [save_figure(fig, args.out_dir / f"{kind}_{run.key}.png")
                         for kind, fig in figures.items()]
     for path in written:

@@ -1,8 +1,31 @@
-"""A run as the table and the pictures see it: its record, and the names it is shown under."""
+"""A run as the table and the pictures see it: its record, its model, and the names it is
+shown under."""
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from numpy_nn.cnn import PARAM_SHAPES as CNN_SHAPES
+
+FRAMEWORK_NAMES = {"numpy": "NumPy", "pytorch": "PyTorch"}
+MODEL_NAMES = {"mlp": "MLP", "cnn": "CNN"}   # config["model"], as the trainers' --model takes it
+IMAGE_PIXELS = 784                           # the MLP's inputs: MNIST's and Fashion-MNIST's 28x28 pixels
+
+
+def model_layers(record):
+    """A run's layers: "784-128-64-10" for an MLP (its layer sizes, input to output), "32-64
+    conv" for the CNN (the filters of its two conv layers)."""
+    config = record["config"]
+    if config["model"] == "cnn":
+        return f"{CNN_SHAPES['W1'][0]}-{CNN_SHAPES['W2'][0]} conv"
+    if config["hidden"] is None:  # no trainer of ours writes this; say what is known
+        return ""
+    return "-".join(str(size) for size in (IMAGE_PIXELS, *config["hidden"], 10))
+
+
+def model_name(record):
+    """The network a run trained: "MLP 784-128-64-10" or "CNN 32-64 conv"."""
+    return f"{MODEL_NAMES[record['config']['model']]} {model_layers(record)}".strip()
 
 
 @dataclass
@@ -10,13 +33,18 @@ class RunResult:
     """One metrics file, read and checked, with the names it is shown under."""
     path: Path
     record: dict
-    name: str             # legends, table: "NumPy", or "NumPy (lr_1e-3)" when a framework repeats
-    key: str              # file names: "numpy", or "numpy_lr_1e-3"
+    name: str             # legends, table: "NumPy", "NumPy CNN" or "NumPy (lr_1e-3)" (name_runs)
+    key: str              # file names: "numpy", "numpy_cnn" or "numpy_lr_1e-3"
     weights: Path = None  # the saved weights, once found and checked to be this run's
 
     @property
     def framework(self):
         return self.record["framework"]
+
+    @property
+    def model(self):
+        """"mlp" or "cnn"."""
+        return self.record["config"]["model"]
 
     @property
     def interrupted(self):
@@ -37,6 +65,29 @@ class RunResult:
     def series(self, field):
         """One per-epoch number, e.g. "test_acc", as an array in epoch order."""
         return np.array([epoch[field] for epoch in self.record["epochs"]])
+
+
+def name_runs(records, paths):
+    """(name, key) per run. The framework; then, when a CNN is among the runs, the model
+    ("NumPy CNN", "NumPy MLP": a legend must say which is which, and the CNN's pictures
+    must not write over an MLP's of the same framework); then the file's stem when that
+    still repeats ("NumPy (lr_1e-3)"); then the run's place when even that does."""
+    with_model = any(record["config"]["model"] != "mlp" for record in records)
+    bases = []
+    for record in records:
+        name, key = FRAMEWORK_NAMES[record["framework"]], record["framework"]
+        if with_model:
+            model = record["config"]["model"]
+            name, key = f"{name} {MODEL_NAMES[model]}", f"{key}_{model}"
+        bases.append((name, key))
+    names = []
+    for i, ((name, key), path) in enumerate(zip(bases, paths)):
+        if [base for base, _ in bases].count(name) > 1:
+            name, key = f"{name} ({path.stem})", f"{key}_{path.stem}"
+        if name in [n for n, _ in names]:  # the same file name in two folders
+            name, key = f"{name} #{i + 1}", f"{key}_{i + 1}"
+        names.append((name, key))
+    return names
 
 
 def with_results(runs):

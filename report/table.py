@@ -1,7 +1,7 @@
 """The markdown report: what ran, the table, the speed ratio, then warnings and notes."""
 import numpy as np
 
-from report.run import divergence, with_results
+from report.run import MODEL_NAMES, divergence, model_layers, model_name, with_results
 
 
 def summarize(run):
@@ -49,13 +49,19 @@ def speed_sentence(a, b):
             f"{slow.label} on its {device_name(slow.record)}: {seconds}.")
 
 
-def _hidden(sizes):
-    return "-".join(str(size) for size in sizes)
+def _hidden(record):
+    """An MLP's hidden sizes, e.g. "128-64"; None for a CNN, whose layers are fixed."""
+    hidden = record["config"]["hidden"]
+    if record["config"]["model"] != "mlp" or hidden is None:
+        return None
+    return "-".join(str(size) for size in hidden)
 
 
 # What must be the same for a like-for-like comparison: the name a warning uses, and where
-# the record keeps it. --limit shows up as the number of training samples.
+# the record keeps it; None where a run has no such setting (it is compared among the
+# others). --limit shows up as the number of training samples.
 LIKE_FOR_LIKE = {
+    "model": lambda record: MODEL_NAMES[record["config"]["model"]],
     "dataset": lambda record: record["data"]["dataset"],
     "training samples": lambda record: record["data"]["train_samples"],
     "epochs": lambda record: record["config"]["epochs"],
@@ -64,7 +70,7 @@ LIKE_FOR_LIKE = {
     "optimizer": lambda record: record["config"]["optimizer"],
     "learning rate": lambda record: record["config"]["lr"],
     "schedule": lambda record: record["config"]["schedule"],
-    "hidden sizes": lambda record: _hidden(record["config"]["hidden"]),
+    "hidden sizes": _hidden,                         # among the MLPs only
     "dtype": lambda record: record["config"]["dtype"],
     "weight decay": lambda record: record["config"]["weight_decay"],
     "dropout": lambda record: record["config"]["dropout"],
@@ -72,13 +78,23 @@ LIKE_FOR_LIKE = {
 }
 
 
+def _shown(setting, run, value):
+    """A run's value as a warning shows it, after the run's label. When the models differ,
+    the labels already name them ("NumPy CNN", name_runs), so the model warning gives their
+    layers instead: "NumPy MLP 784-128-64-10, NumPy CNN 32-64 conv"."""
+    if setting == "model":
+        value = model_layers(run.record) or value
+    return f"{run.label} {value}"
+
+
 def unfair_differences(runs):
     """One warning per setting that differs between the runs, naming each run's value."""
     warnings = []
     for setting, value_of in LIKE_FOR_LIKE.items():
-        values = [value_of(run.record) for run in runs]
-        if len(set(values)) > 1:
-            each = ", ".join(f"{run.label} {value}" for run, value in zip(runs, values))
+        having = [(run, value_of(run.record)) for run in runs]
+        having = [(run, value) for run, value in having if value is not None]
+        if len({value for _, value in having}) > 1:
+            each = ", ".join(_shown(setting, run, value) for run, value in having)
             warnings.append(f"warning: the runs differ in {setting} ({each}): "
                             f"not a like-for-like comparison")
     return warnings
@@ -115,9 +131,9 @@ def warmup_notes(runs):
 def describe_config(run):
     """One line with the settings that shape a run, e.g. for the figure's title."""
     config, data = run.record["config"], run.record["data"]
-    text = (f"{run.label}: {data['dataset']} ({data['train_samples']:,} train), {config['optimizer']} "
-            f"lr {config['lr']:g} {config['schedule']}, batch {config['batch_size']}, "
-            f"{config['epochs']} epochs, hidden {_hidden(config['hidden'])}, {config['dtype']}")
+    text = (f"{run.label}: {model_name(run.record)}, {data['dataset']} ({data['train_samples']:,} "
+            f"train), {config['optimizer']} lr {config['lr']:g} {config['schedule']}, batch "
+            f"{config['batch_size']}, {config['epochs']} epochs, {config['dtype']}")
     if config["weight_decay"]:
         text += f", weight decay {config['weight_decay']:g}"
     if config["dropout"]:
@@ -133,6 +149,7 @@ def table_row(run):
     cores = f" ({hardware['cores']} cores)" if hardware["cores"] else ""
     cells = [
         run.label,
+        model_name(run.record),
         f"{finished}" if finished == planned else f"{finished} of {planned}",
         f"{s['final_test_acc']:.2%}",
         f"{s['best_test_acc']:.2%} (epoch {s['best_epoch']})",
@@ -147,7 +164,7 @@ def table_row(run):
     return "| " + " | ".join(cells) + " |"
 
 
-TABLE_HEADER = ["run", "epochs", "final test acc", "best test acc", "train s (total)",
+TABLE_HEADER = ["run", "model", "epochs", "final test acc", "best test acc", "train s (total)",
                 "s/epoch (fastest, mean)", "samples/s (median)", "CPU", "BLAS", "device", "versions"]
 
 

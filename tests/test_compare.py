@@ -25,6 +25,7 @@ from report.run import RunResult
 
 REPO = Path(__file__).resolve().parents[1]
 SIZES = (784, 128, 64, 10)
+FAN_INS = SIZES[:-1]  # the terms each layer's dot products sum
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 HARDWARE = {"device": "cpu", "blas": "openblas", "blas_threads": None}
 
@@ -294,7 +295,7 @@ def test_table_row_numbers(tmp_path):
         "mean_epoch_seconds": 3.0, "fastest_epoch_seconds": 1.0,
         "median_samples_per_second": 25_000}  # of 10k, 60k, 30k, 20k
     assert table.table_row(run).startswith(
-        "| NumPy | 4 | 93.00% | 95.00% (epoch 2) | 12.00 | 1.000, 3.000 | 25,000 | Test CPU (2 cores) | "
+        "| NumPy | MLP 784-128-64-10 | 4 | 93.00% | 95.00% (epoch 2) | 12.00 | 1.000, 3.000 | 25,000 | Test CPU (2 cores) | "
         "openblas (2 threads) | cpu | python 3.11.7, numpy 1.0 |")
 
 
@@ -312,6 +313,7 @@ def test_same_framework_twice_gets_labels_from_file_names(tmp_path):
 
 # (part of the record, key, new value, the setting the warning names)
 UNFAIR = [
+    ("config", "model", "cnn", "model"),  # and no "hidden sizes": a CNN has none to compare
     ("config", "epochs", 5, "epochs"),
     ("config", "batch_size", 64, "batch size"),
     ("config", "optimizer", "sgd", "optimizer"),
@@ -364,14 +366,14 @@ def test_comparison_figure_and_interrupted_run(tmp_path, capsys):
     run_main("--runs", *paths, "--out-dir", out, "--no-inside")
     printed = capsys.readouterr().out
     assert "warning: PyTorch was interrupted after 2 of 3 epochs" in printed
-    assert "| PyTorch (interrupted) | 2 of 3 | 94.00% |" in (out / "comparison.md").read_text()
+    assert "| PyTorch (interrupted) | MLP 784-128-64-10 | 2 of 3 | 94.00% |" in (out / "comparison.md").read_text()
     assert sorted(p.name for p in out.iterdir()) == ["comparison.md", "comparison.png"]  # no temp files
     assert_png(out / "comparison.png")
 
     runs = compare.load_runs(paths)
     assert table.describe_config(runs[1]) == (
-        "PyTorch (interrupted): mnist (60,000 train), adam lr 0.003 cosine, batch 128, 3 epochs, "
-        "hidden 128-64, float32, CPU (Test CPU)")
+        "PyTorch (interrupted): MLP 784-128-64-10, mnist (60,000 train), adam lr 0.003 cosine, "
+        "batch 128, 3 epochs, float32, CPU (Test CPU)")
     fig = curves.plot_comparison(runs)
     loss_ax = fig.axes[0]
     lines = {line.get_label(): line for line in loss_ax.get_lines()}
@@ -555,7 +557,7 @@ def test_a_doctored_accuracy_is_refused(tmp_path):
     assert not (tmp_path / "out").exists()
     x_test, y_test = mnist_test_set()
     logits = NeuralNetwork.load(tmp_path / "numpy_model.npz").forward(x_test)[0]
-    assert compare.rounding_ties(logits, y_test, SIZES) == (0, 0)  # so no slack: one image is too many
+    assert compare.rounding_ties(logits, y_test, FAN_INS) == (0, 0)  # so no slack: one image is too many
 
 
 def test_rounding_ties_are_the_only_slack():
@@ -568,21 +570,21 @@ def test_rounding_ties_are_the_only_slack():
                        [5.0, 5.0 + 1e-4, 0.0],    # margin 1e-4 > 6.7e-5: clear
                        [3.0, 3.0, 3.0]])          # exactly equal: a tie in any dtype, predicted 0
     y = np.array([1, 1, 2, 1, 0])
-    assert compare.rounding_ties(logits.astype(np.float32), y, SIZES) == (2, 1)  # rows 0, 4; row 1
-    assert compare.rounding_ties(logits.astype(np.float64), y, SIZES) == (1, 0)  # row 4
+    assert compare.rounding_ties(logits.astype(np.float32), y, FAN_INS) == (2, 1)  # rows 0, 4; row 1
+    assert compare.rounding_ties(logits.astype(np.float64), y, FAN_INS) == (1, 0)  # row 4
 
     record = make_record(test_acc=(0.6,), data={"test_samples": 5})  # records 3 of 5 right
     run = run_result(record)
     run.weights = Path("w.npz")
     logits = logits.astype(np.float32)
     for correct in (2, 3, 4, 5):  # here: 3 + 2 that could be lost, - 1 that could be gained
-        line = compare.check_accuracy(run, compare.Evaluation(logits, correct, SIZES), y)
+        line = compare.check_accuracy(run, compare.Evaluation(logits, correct, FAN_INS, {}), y)
         assert line.startswith(f"checked w.npz: its SHA-256 and its {correct} of 5 test images right")
     for correct in (1, 6):
         with pytest.raises(compare.CompareError, match="could turn only 2 of them wrong and 1 others"):
-            compare.check_accuracy(run, compare.Evaluation(logits, correct, SIZES), y)
+            compare.check_accuracy(run, compare.Evaluation(logits, correct, FAN_INS, {}), y)
     with pytest.raises(compare.CompareError, match="gets 5 of 5 test images right here but"):
-        compare.check_accuracy(run, compare.Evaluation(logits.astype(np.float64), 5, SIZES), y)
+        compare.check_accuracy(run, compare.Evaluation(logits.astype(np.float64), 5, FAN_INS, {}), y)
 
 
 def test_data_dir_reaches_the_test_set_loader(tmp_path, monkeypatch):
@@ -620,7 +622,7 @@ def test_a_diverged_run_is_listed_without_numbers_or_pictures(tmp_path, capsys):
     md = (out / "comparison.md").read_text()
     assert "- NumPy diverged at epoch 1, batch 5 (loss nan): no result" in md, md
     assert md.startswith("# NumPy (diverged) vs PyTorch\n")
-    assert "| NumPy" not in md and "| PyTorch | 3 | 93.00% |" in md
+    assert "| NumPy" not in md and "| PyTorch | MLP 784-128-64-10 | 3 | 93.00% |" in md
     assert "faster" not in md and "warning" not in md, md
     assert "note: no saved weights for NumPy" not in printed  # it has none, and none is sought
     assert sorted(p.name for p in out.iterdir()) == ["comparison.md", "comparison.png"]
