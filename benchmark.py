@@ -2,6 +2,7 @@
 
     python benchmark.py                      # batch sizes 32..512, about 80 s on 2 cores
     python benchmark.py --threads 1 2        # the same, a row per BLAS thread count
+    python benchmark.py --model cnn          # the small CNN: batch sizes 64..256, about a minute
 
 In one process run it measures: the single-precision matrix-multiply peak (NumPy, a large
 square product, best of several); then, for each batch size, the training throughput
@@ -14,7 +15,13 @@ matrix products of a step at the step's own shapes: how close BLAS itself gets t
 peak on matrices this small. With --threads, every row is measured at each thread count
 (NumPy's OpenBLAS and PyTorch both set to it), the counts taking turns within each repeat.
 
-Writes results/benchmark.json, results/benchmark.md and results/throughput.png.
+With --model cnn the network is numpy_nn/cnn.py's CNN and its PyTorch twin
+(pytorch_nn/cnn.py), started from the same weights; "matmuls only" is then the im2col
+products of its convolutions and the linear layer's, and one step at batch 128 is timed
+layer by layer (forward and backward) in both.
+
+Writes results/benchmark.json, results/benchmark.md and results/throughput.png (with
+--model cnn: benchmark_cnn.json, benchmark_cnn.md and throughput_cnn.png).
 """
 import argparse
 import io
@@ -23,6 +30,7 @@ import os
 import statistics
 import sys
 import time
+from collections import namedtuple
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -32,11 +40,24 @@ ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 from data_loader import DataError, batches, load_mnist, write_atomic  # noqa: E402
 from metrics_file import cpu_model, numpy_blas  # noqa: E402
+from numpy_nn.cnn import CNN, IMAGE_SHAPE, PARAM_SHAPES  # noqa: E402
+from numpy_nn.layers import conv2d_backward, conv2d_forward, maxpool2d_backward, maxpool2d_forward  # noqa: E402
 from numpy_nn.neural_network import LAYER_SIZES, NeuralNetwork  # noqa: E402
-from numpy_nn.utils import OPTIMIZERS, cross_entropy_with_grad  # noqa: E402
+from numpy_nn.utils import OPTIMIZERS, cross_entropy_with_grad, relu, relu_grad  # noqa: E402
 from threads import openblas_threads, set_openblas_threads  # noqa: E402
 
-PHASES_AT = (64, 512)  # batch sizes whose steps are also timed phase by phase
+# Per model: the defaults of --batch-sizes, --samples and --repeats, and the batch sizes
+# whose steps are also timed part by part. The CNN does ~30x the MLP's arithmetic per
+# sample, so it gets fewer samples and repeats: its whole run takes about a minute on 2 cores.
+DEFAULTS = {
+    "mlp": {"batch_sizes": [32, 64, 128, 256, 512], "samples": 15_000, "repeats": 9, "phases_at": (64, 512)},
+    "cnn": {"batch_sizes": [64, 128, 256], "samples": 2_560, "repeats": 5, "phases_at": (128,)},
+}
+# The issue's targets for the NumPy CNN (benchmark_cnn.md reports the measured numbers
+# beside them): an epoch at batch 128 within 2.5x of its roofline epoch, and at least 0.8x
+# PyTorch CPU's throughput at batch sizes 64 to 256.
+CNN_TARGETS = {"epoch_batch_size": 128, "epoch_over_roofline_at_most": 2.5,
+               "numpy_over_pytorch_cpu_at_least": 0.8, "numpy_over_pytorch_cpu_batch_sizes": [64, 256]}
 # OpenBLAS's and PyTorch's worker threads keep spinning for a while after their library's
 # last call. In one process, the library that runs next then shares the 2 cores with the
 # other's spinning threads (measured here: PyTorch at batch 64 went from 49k to 30k
@@ -64,28 +85,70 @@ def flops_per_sample(sizes=LAYER_SIZES):
     return 2 * (3 * sum(products) - products[0])
 
 
+# One matrix product (m x k) @ (k x n) of a training step; a_transposed / b_transposed: the
+# step reads that operand as the transpose of a stored array (cols^T, W^T), as BLAS gets it.
+Product = namedtuple("Product", "part m k n a_transposed b_transposed")
+
+
+def cnn_products(batch_size=1):
+    """The matrix products of one training step of numpy_nn/cnn.py's CNN, from its layer
+    shapes. A convolution is im2col's product: every output pixel's window (k = C*kh*kw
+    inputs) times the O kernels. Backward multiplies twice per layer, dW = cols^T dout and
+    dcols = dout W^T, except the first convolution, whose input (the image) needs no
+    gradient. The linear layer is the MLP's: f W, f^T dlogits, dlogits W^T.
+
+    (layers.py also folds each bias into its product as one more input, and may split the
+    dcols product by kernel offset; the multiply-adds listed here are the layer's own.)"""
+    _, height, width = IMAGE_SHAPE
+    products = []
+    for i in (1, 2):
+        O, C, kh, kw = PARAM_SHAPES[f"W{i}"]
+        height, width = height - kh + 1, width - kw + 1      # stride 1, no padding
+        pixels, K = batch_size * height * width, C * kh * kw  # rows of cols, inputs per window
+        products.append(Product(f"conv{i} forward", pixels, K, O, False, False))      # cols @ W
+        products.append(Product(f"conv{i} backward", K, pixels, O, True, False))      # dW = cols^T dout
+        if i > 1:
+            products.append(Product(f"conv{i} backward", pixels, O, K, False, True))  # dcols = dout W^T
+        height, width = height // 2, width // 2              # max-pool 2x2, floor mode
+    fan_in, fan_out = PARAM_SHAPES["W3"]
+    return products + [Product("linear forward", batch_size, fan_in, fan_out, False, False),   # f @ W3
+                       Product("linear backward", fan_in, batch_size, fan_out, True, False),   # f^T dlogits
+                       Product("linear backward", batch_size, fan_out, fan_in, False, True)]   # dlogits W3^T
+
+
+def cnn_flops_per_sample(direction=""):
+    """FLOPs of one CNN training sample (2 per multiply-add of cnn_products); direction
+    "forward" or "backward" counts only the products of that pass."""
+    return sum(2 * p.m * p.k * p.n for p in cnn_products() if direction in p.part)
+
+
 ARGS = SimpleNamespace(optimizer="adam", lr=1e-3, weight_decay=0.0)  # as the trainers get them
 
 
-def _numpy_setup():
+def _numpy_setup(model="mlp"):
     """The network and optimizer numpy_nn/train.py builds."""
-    net = NeuralNetwork(seed=0)
+    net = CNN(seed=0) if model == "cnn" else NeuralNetwork(seed=0)
     return net, OPTIMIZERS[ARGS.optimizer](net.flat_params, ARGS.lr)
 
 
-def _torch_setup(x, y, device):
-    """The model, optimizer, loss and data tensors pytorch_nn/train.py builds."""
+def _torch_setup(x, y, device, model="mlp"):
+    """The model, optimizer, loss and data tensors pytorch_nn/train.py builds, starting from
+    the NumPy network's weights."""
     import torch
+    from pytorch_nn import cnn
     from pytorch_nn.model import MLP, load_numpy_params
     from pytorch_nn.train import make_optimizer
-    model = load_numpy_params(MLP(), NeuralNetwork(seed=0).params).to(device)
+    if model == "cnn":
+        net = cnn.load_numpy_params(cnn.CNN(), CNN(seed=0).params).to(device)
+    else:
+        net = load_numpy_params(MLP(), NeuralNetwork(seed=0).params).to(device)
     xt, yt = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
-    return model, make_optimizer(model, ARGS), torch.nn.CrossEntropyLoss(), xt, yt
+    return net, make_optimizer(net, ARGS), torch.nn.CrossEntropyLoss(), xt, yt
 
 
-def numpy_trainer(x, y, batch_size):
+def numpy_trainer(x, y, batch_size, model="mlp"):
     """A function that runs one NumPy training step (Adam) on the next batch."""
-    net, opt = _numpy_setup()
+    net, opt = _numpy_setup(model)
     order = _endless_batches(len(x), batch_size)
 
     def step():
@@ -114,10 +177,28 @@ def matmuls_only(x, batch_size):
     return step, lambda: None
 
 
-def torch_trainer(x, y, batch_size, device):
+def cnn_matmuls_only(batch_size):
+    """The same for the CNN: only the products of cnn_products at this batch size (operands
+    stored as the step stores them, random values), each result a new array as in the step."""
+    rng = np.random.default_rng(0)
+
+    def operand(rows, cols, transposed):
+        if transposed:
+            return rng.standard_normal((cols, rows), dtype=np.float32).T
+        return rng.standard_normal((rows, cols), dtype=np.float32)
+    pairs = [(operand(p.m, p.k, p.a_transposed), operand(p.k, p.n, p.b_transposed))
+             for p in cnn_products(batch_size)]
+
+    def step():
+        for a, b in pairs:
+            a @ b
+    return step, lambda: None
+
+
+def torch_trainer(x, y, batch_size, device, model_name="mlp"):
     """The same for the PyTorch model: the code of pytorch_nn/train.py's inner loop."""
     import torch
-    model, opt, loss_fn, xt, yt = _torch_setup(x, y, device)
+    model, opt, loss_fn, xt, yt = _torch_setup(x, y, device, model_name)
     order = _endless_batches(len(x), batch_size)
 
     def step():
@@ -225,16 +306,161 @@ def torch_phases(x, y, batch_size, steps):
     return {name: 1e6 * seconds / steps for name, seconds in spent.items()}
 
 
+# The parts of a CNN training step, in the order of the network as written (conv, ReLU,
+# pool); backward in reverse. The loss is one part: NumPy computes it and dlogits in one call.
+CNN_PARTS = ("gather batch",
+             "conv1 forward", "relu1 forward", "pool1 forward",
+             "conv2 forward", "relu2 forward", "pool2 forward", "linear forward",
+             "loss (forward + backward)",
+             "linear backward", "pool2 backward", "relu2 backward", "conv2 backward",
+             "pool1 backward", "relu1 backward", "conv1 backward",
+             "optimizer")
+
+
+class Laps:
+    """A stopwatch for the parts of a step: lap(part) charges the time since the last lap
+    to that part; skip() lets time pass uncharged."""
+
+    def __init__(self, parts):
+        self.spent = dict.fromkeys(parts, 0.0)
+        self.last = time.perf_counter()
+
+    def lap(self, part):
+        now = time.perf_counter()
+        self.spent[part] += now - self.last
+        self.last = now
+
+    def skip(self):
+        self.last = time.perf_counter()
+
+
+def timed_numpy_cnn_step(net, xb, yb, laps):
+    """The forward and backward pass of numpy_nn/cnn.py's CNN (no dropout, no L2), written
+    out call by call as CNN.forward and CNN.backward make them, with a lap after each
+    layer; fills net.grads. (The CNN pools before its ReLU, see its docstring.)"""
+    p, g = net.params, net.grads
+    x = xb.reshape(-1, *IMAGE_SHAPE)                                   # B,1,28,28
+    z1, conv1 = conv2d_forward(x, p["W1"], p["b1"])                    # B,32,26,26  im2col + product
+    laps.lap("conv1 forward")
+    h1, pool1 = maxpool2d_forward(z1)                                  # B,32,13,13
+    laps.lap("pool1 forward")
+    h1 = relu(h1, out=h1)
+    laps.lap("relu1 forward")
+    z2, conv2 = conv2d_forward(h1, p["W2"], p["b2"])                   # B,64,11,11
+    laps.lap("conv2 forward")
+    h2, pool2 = maxpool2d_forward(z2)                                  # B,64,5,5
+    laps.lap("pool2 forward")
+    h2 = relu(h2, out=h2)
+    laps.lap("relu2 forward")
+    f = h2.reshape(len(x), -1)                                         # B,1600
+    logits = f @ p["W3"] + p["b3"]                                     # B,10
+    laps.lap("linear forward")
+    _, dlogits = cross_entropy_with_grad(logits, yb)
+    laps.lap("loss (forward + backward)")
+    np.matmul(f.T, dlogits, out=g["W3"])                               # 1600,10
+    dlogits.sum(axis=0, out=g["b3"])
+    dh2 = (dlogits @ p["W3"].T).reshape(h2.shape)                      # B,64,5,5
+    laps.lap("linear backward")
+    dh2 *= relu_grad(h2)
+    laps.lap("relu2 backward")
+    dz2 = maxpool2d_backward(dh2, pool2)                               # B,64,11,11
+    laps.lap("pool2 backward")
+    dh1, g["W2"][...], g["b2"][...] = conv2d_backward(dz2, conv2)      # B,32,13,13  dW, and dx by col2im
+    laps.lap("conv2 backward")
+    dh1 *= relu_grad(h1)
+    laps.lap("relu1 backward")
+    dz1 = maxpool2d_backward(dh1, pool1)                               # B,32,26,26
+    laps.lap("pool1 backward")
+    _, g["W1"][...], g["b1"][...] = conv2d_backward(dz1, conv1, need_dx=False)  # dW only
+    laps.lap("conv1 backward")
+    return g
+
+
+def timed_torch_cnn_step(model, loss_fn, opt, xb, yb, laps):
+    """The same for pytorch_nn/cnn.py's CNN on the CPU, where every operation finishes
+    before it returns: forward calls the modules one by one, as CNN.forward does, with a
+    lap after each; zero_grad counts as optimizer time. Backward is one loss.backward(),
+    split where autograd reaches each layer: a hook on a tensor runs just before autograd
+    differentiates the operation that made it, so the time from the hook on a layer's
+    output to the hook on its input is that layer's backward (with the accumulation of its
+    weights' gradients); conv1's runs from the hook on its output until backward returns."""
+    a1 = model.conv1(xb.reshape(-1, *IMAGE_SHAPE))                     # B,32,26,26
+    laps.lap("conv1 forward")
+    r1 = model.relu(a1)
+    laps.lap("relu1 forward")
+    p1 = model.pool(r1)                                                # B,32,13,13
+    laps.lap("pool1 forward")
+    a2 = model.conv2(p1)                                               # B,64,11,11
+    laps.lap("conv2 forward")
+    r2 = model.relu(a2)
+    laps.lap("relu2 forward")
+    p2 = model.pool(r2)                                                # B,64,5,5
+    laps.lap("pool2 forward")
+    logits = model.out(model.dropout(model.flatten(p2)))               # B,10
+    laps.lap("linear forward")
+    loss = loss_fn(logits, yb)
+    laps.lap("loss (forward + backward)")
+    opt.zero_grad(set_to_none=True)
+    laps.lap("optimizer")
+    for tensor, part in ((logits, "loss (forward + backward)"), (p2, "linear backward"),
+                         (r2, "pool2 backward"), (a2, "relu2 backward"), (p1, "conv2 backward"),
+                         (r1, "pool1 backward"), (a1, "relu1 backward")):
+        tensor.register_hook(lambda grad, part=part: laps.lap(part))
+    laps.skip()                                                        # setting the hooks is not the step's
+    loss.backward()
+    laps.lap("conv1 backward")
+    return loss
+
+
+def numpy_cnn_layers(x, y, batch_size, steps):
+    """Microseconds per NumPy CNN training step spent in each of CNN_PARTS (one pass of
+    `steps` steps after the warm-up)."""
+    net, opt = _numpy_setup("cnn")
+    order = _endless_batches(len(x), batch_size)
+    for i in range(WARMUP_STEPS + steps):
+        if i in (0, WARMUP_STEPS):
+            laps = Laps(CNN_PARTS)                                     # forget the warm-up
+        idx = next(order)
+        xb, yb = x[idx], y[idx]
+        laps.lap("gather batch")
+        timed_numpy_cnn_step(net, xb, yb, laps)
+        opt.step(net.flat_grads)
+        laps.lap("optimizer")
+    return {part: 1e6 * seconds / steps for part, seconds in laps.spent.items()}
+
+
+def torch_cnn_layers(x, y, batch_size, steps):
+    """The same for the PyTorch CNN on the CPU."""
+    import torch
+    model, opt, loss_fn, xt, yt = _torch_setup(x, y, "cpu", "cnn")
+    order = _endless_batches(len(x), batch_size)
+    for i in range(WARMUP_STEPS + steps):
+        if i in (0, WARMUP_STEPS):
+            laps = Laps(CNN_PARTS)
+        idx = torch.from_numpy(next(order))
+        xb, yb = xt[idx], yt[idx]
+        laps.lap("gather batch")
+        timed_torch_cnn_step(model, loss_fn, opt, xb, yb, laps)
+        opt.step()
+        laps.lap("optimizer")
+    return {part: 1e6 * seconds / steps for part, seconds in laps.spent.items()}
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 64, 128, 256, 512],
-                   help="batch sizes to measure")
-    p.add_argument("--samples", type=int, default=15_000,
-                   help="training samples per timed repeat (steps = samples / batch size)")
-    p.add_argument("--repeats", type=int, default=9,
+    p.add_argument("--model", choices=sorted(DEFAULTS), default="mlp",
+                   help="mlp: the fully connected network; cnn: the small convolutional one")
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=None,
+                   help="batch sizes to measure; default: 32 64 128 256 512 for the MLP, 64 128 256 "
+                        "for the CNN")
+    p.add_argument("--samples", type=int, default=None,
+                   help="training samples per timed repeat (steps = samples / batch size); default: "
+                        "15,000 for the MLP, 2,560 for the CNN")
+    p.add_argument("--repeats", type=int, default=None,
                    help="timed repeats per batch size: short and many, so a burst of load from "
-                        "other tenants of this machine moves the median little")
+                        "other tenants of this machine moves the median little; default: 9 for the "
+                        "MLP, 5 for the CNN")
     p.add_argument("--threads", type=int, nargs="+", default=None,
                    help="BLAS thread counts to measure, each batch size at each (NumPy's OpenBLAS "
                         "and PyTorch both set to it); default: leave the libraries' own counts")
@@ -242,6 +468,10 @@ def main(argv=None):
                    help="folder holding MNIST/raw/ (default: the repo's data/)")
     p.add_argument("--out-dir", type=Path, default=ROOT / "results", help="where the results go")
     args = p.parse_args(argv)
+    defaults = DEFAULTS[args.model]
+    for name in ("batch_sizes", "samples", "repeats"):
+        if getattr(args, name) is None:
+            setattr(args, name, defaults[name])
     if min(args.batch_sizes) < 1 or args.samples < 1 or args.repeats < 1 or min(args.threads or [1]) < 1:
         p.error("batch sizes, --samples, --repeats and --threads must be positive")
 
@@ -252,30 +482,43 @@ def main(argv=None):
     except DataError as e:
         sys.exit(f"error: {e}")
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    per_sample = flops_per_sample()
-    print(f"{per_sample / 1e6:.3f} MFLOP per training sample; the roofline is the matmul peak "
-          f"(measured between the timings of each row) / that")
+    cnn = args.model == "cnn"
+    if cnn:
+        per_sample, epoch = cnn_flops_per_sample(), len(x)
+        print(f"{per_sample / 1e6:.3f} MFLOP per training sample (forward "
+              f"{cnn_flops_per_sample('forward') / 1e6:.3f}), {epoch * per_sample / 1e12:.3f} TFLOP per "
+              f"{epoch:,}-sample epoch; the roofline is the matmul peak (measured between the timings "
+              f"of each row) / that")
+        phases = {"numpy": numpy_cnn_layers, "pytorch-cpu": torch_cnn_layers}
+    else:
+        per_sample = flops_per_sample()
+        print(f"{per_sample / 1e6:.3f} MFLOP per training sample; the roofline is the matmul peak "
+              f"(measured between the timings of each row) / that")
+        phases = {"numpy": numpy_phases, "pytorch-cpu": torch_phases}
     thread_counts = args.threads or [None]
     own_threads = use_threads(None)  # the libraries' own counts, put back after the sweep
     rows = []
     for bs in args.batch_sizes:
         steps = max(1, args.samples // bs)
-        trainers = {"numpy": numpy_trainer(x, y, bs), "matmuls only": matmuls_only(x, bs)}
+        trainers = {"numpy": numpy_trainer(x, y, bs, args.model),
+                    "matmuls only": cnn_matmuls_only(bs) if cnn else matmuls_only(x, bs)}
         for device in devices:
-            trainers[f"pytorch-{device}"] = torch_trainer(x, y, bs, device)
+            trainers[f"pytorch-{device}"] = torch_trainer(x, y, bs, device, args.model)
         for n, (rates, peak) in measure(trainers, bs, steps, args.repeats, thread_counts).items():
             roofline = peak * 1e9 / per_sample
             row = {"batch_size": bs, "threads": use_threads(n), "steps": steps, "matmul_peak_gflops": peak,
                    "roofline_samples_per_second": roofline, "samples_per_second": rates,
                    "fraction_of_peak": {k: v / roofline for k, v in rates.items()},
                    "numpy_over_pytorch_cpu": rates["numpy"] / rates["pytorch-cpu"]}
-            if bs in PHASES_AT:
-                time.sleep(QUIET_S)
-                numpy_us = numpy_phases(x, y, bs, steps)
-                time.sleep(QUIET_S)
-                row["microseconds_per_step"] = {"numpy": numpy_us,
-                                                "pytorch-cpu": torch_phases(x, y, bs, steps),
-                                                "matmuls only": 1e6 * bs / rates["matmuls only"]}
+            if cnn:  # seconds per pass over the training set at these rates
+                row["epoch_seconds"] = {k: epoch / v for k, v in rates.items()}
+                row["roofline_epoch_seconds"] = epoch / roofline
+            if bs in defaults["phases_at"]:
+                row["microseconds_per_step"] = {}
+                for name, timer in phases.items():
+                    time.sleep(QUIET_S)
+                    row["microseconds_per_step"][name] = timer(x, y, bs, steps)
+                row["microseconds_per_step"]["matmuls only"] = 1e6 * bs / rates["matmuls only"]
             rows.append(row)
             label = f"batch {bs:4d}" + (f", threads {n:2d}" if n else "")
             print(f"{label} (peak {peak:3.0f} GFLOP/s): "
@@ -287,7 +530,9 @@ def main(argv=None):
     peak = statistics.median(row["matmul_peak_gflops"] for row in rows)
 
     record = {
-        "what": "training throughput, Adam, 784-128-64-10 float32, median of repeats",
+        "what": ("training throughput, Adam, CNN (conv 3x3 1->32, pool, conv 3x3 32->64, pool, "
+                 "linear 1600->10) float32, median of repeats" if cnn else
+                 "training throughput, Adam, 784-128-64-10 float32, median of repeats"),
         "matmul_peak_gflops": peak, "flops_per_sample": per_sample,
         "roofline_samples_per_second": peak * 1e9 / per_sample,
         "samples_per_repeat": args.samples, "repeats": args.repeats,
@@ -299,14 +544,18 @@ def main(argv=None):
                                "threads": torch.get_num_threads()}},
         "versions": {"python": sys.version.split()[0], "numpy": np.__version__, "torch": torch.__version__},
     }
-    out = args.out_dir
+    if cnn:  # the MLP's record stays as it was
+        record.update({"model": "cnn", "forward_flops_per_sample": cnn_flops_per_sample("forward"),
+                       "epoch_samples": epoch, "targets": CNN_TARGETS})
+    out, suffix = args.out_dir, "_cnn" if cnn else ""
+    names = [f"benchmark{suffix}.json", f"benchmark{suffix}.md", f"throughput{suffix}.png"]
     try:
-        write_atomic(out / "benchmark.json", (json.dumps(record, indent=2) + "\n").encode())
-        write_atomic(out / "benchmark.md", markdown(record).encode())
-        write_atomic(out / "throughput.png", plot(record))
+        write_atomic(out / names[0], (json.dumps(record, indent=2) + "\n").encode())
+        write_atomic(out / names[1], markdown(record).encode())
+        write_atomic(out / names[2], plot(record))
     except OSError as e:
         sys.exit(f"error: cannot write to {out} ({e.strerror or e})")
-    print(f"wrote {out / 'benchmark.json'}, benchmark.md and throughput.png")
+    print(f"wrote {out / names[0]}, {names[1]} and {names[2]}")
 
 
 def _threads(row):
@@ -322,16 +571,27 @@ def markdown(record):
     names = list(record["rows"][0]["samples_per_second"])
     hw = record["hardware"]
     swept = bool(record.get("threads_swept"))  # then a row per batch size and thread count
+    cnn = record.get("model") == "cnn"
+    if cnn:
+        per_sample, forward = record["flops_per_sample"], record["forward_flops_per_sample"]
+        costs = (f"One training sample costs {per_sample / 1e6:.3f} MFLOP (forward {forward / 1e6:.3f}, "
+                 f"backward {(per_sample - forward) / 1e6:.3f}: dW for every layer, dx for all but "
+                 f"conv1), {record['epoch_samples'] * per_sample / 1e12:.3f} TFLOP per "
+                 f"{record['epoch_samples']:,}-sample epoch: 2 FLOPs per multiply-add of the im2col "
+                 f"products and the linear layer's, counted from the layer shapes.")
+    else:
+        costs = f"One training sample costs {record['flops_per_sample'] / 1e6:.3f} MFLOP."
     lines = [
-        "# Training throughput",
+        "# Training throughput" + ": the CNN" * cnn,
         "",
-        f"Written by `python benchmark.py`. {record['what']}; {record['samples_per_repeat']:,} "
+        f"Written by `python benchmark.py{' --model cnn' * cnn}`. {record['what']}; "
+        f"{record['samples_per_repeat']:,} "
         f"samples per timed repeat, median of {record['repeats']}. CPU: {hw['cpu']}, "
         f"{hw['cores']} cores; NumPy BLAS {hw['numpy']['blas']} ({hw['numpy']['blas_threads']} "
         f"threads); torch BLAS {hw['torch']['blas']} ({hw['torch']['threads']} threads). Versions: "
         + ", ".join(f"{k} {v}" for k, v in record["versions"].items()) + ".",
         "",
-        f"One training sample costs {record['flops_per_sample'] / 1e6:.3f} MFLOP. The float32 "
+        f"{costs} The float32 "
         f"matmul peak is measured between the timings of each row (median over the run: "
         f"{record['matmul_peak_gflops']:.0f} GFLOP/s, so the roofline is "
         f"{record['roofline_samples_per_second']:,.0f} samples/s); % is of the row's own roofline.",
@@ -350,19 +610,89 @@ def markdown(record):
         lines.append(f"| {row['batch_size']} | " + f"{_threads(row)} | " * swept
                      + f"{row['matmul_peak_gflops']:.0f} | " + " | ".join(cells)
                      + f" | {row['numpy_over_pytorch_cpu']:.2f}x |")
+    if cnn:
+        lines += _cnn_targets(record, swept)
     for row in record["rows"]:
         phases = row.get("microseconds_per_step")
         if not phases:
             continue
         at = f"batch {row['batch_size']}" + f", threads {_threads(row)}" * swept
-        lines += ["", f"## Where a step's time goes at {at} (microseconds per step)",
-                  "", f"The matrix products alone (\"matmuls only\") take {phases['matmuls only']:.0f} us "
+        lines += ["", f"## Where a step's time goes at {at} (microseconds per step)", ""]
+        if cnn:
+            lines += _cnn_layer_table(row)
+            continue
+        lines += [f"The matrix products alone (\"matmuls only\") take {phases['matmuls only']:.0f} us "
                   f"per step at this batch size.", ""]
         for name in ("numpy", "pytorch-cpu"):
             total = sum(phases[name].values())
             lines.append(f"- {name}: " + ", ".join(f"{k} {v:.0f}" for k, v in phases[name].items())
                          + f"; total {total:.0f}")
     return "\n".join(lines) + "\n"
+
+
+def _cnn_targets(record, swept):
+    """The issue's targets for the NumPy CNN beside this run's numbers (markdown lines)."""
+    targets = record["targets"]
+    bs, most = targets["epoch_batch_size"], targets["epoch_over_roofline_at_most"]
+    least, (low, high) = targets["numpy_over_pytorch_cpu_at_least"], targets["numpy_over_pytorch_cpu_batch_sizes"]
+    tflop = record["epoch_samples"] * record["flops_per_sample"] / 1e12
+    lines = ["", "## The issue's targets", "",
+             "Measured once, on a machine that other work may share: the numbers, not a verdict.", "",
+             f"- NumPy CNN epoch ({record['epoch_samples']:,} samples at its batch-{bs} rate) at most "
+             f"{most}x its roofline epoch ({tflop:.3f} TFLOP / the measured matmul peak)."]
+    at_bs = [row for row in record["rows"] if row["batch_size"] == bs]
+    for row in at_bs:
+        seconds, roofline = row["epoch_seconds"]["numpy"], row["roofline_epoch_seconds"]
+        side = "within" if seconds <= most * roofline else "beyond"
+        lines.append(f"  This run: epoch at batch {bs}" + f", threads {_threads(row)}" * swept
+                     + f": {seconds:.1f} s, {seconds / roofline:.1f}x the roofline ({roofline:.1f} s at "
+                     f"{row['matmul_peak_gflops']:.0f} GFLOP/s), {side} the {most}x target.")
+    if not at_bs:
+        lines.append(f"  This run did not measure batch {bs}.")
+    lines.append(f"- NumPy CNN throughput at least {least}x PyTorch CPU's at batch {low} to {high}.")
+    in_range = [row for row in record["rows"] if low <= row["batch_size"] <= high]
+    if in_range:
+        ratios = [row["numpy_over_pytorch_cpu"] for row in in_range]
+        below = [f"{row['batch_size']}" + f" (threads {_threads(row)})" * swept
+                 for row in in_range if row["numpy_over_pytorch_cpu"] < least]
+        lines.append("  This run: " + ", ".join(
+            f"{ratio:.2f}x at batch {row['batch_size']}" + f" (threads {_threads(row)})" * swept
+            for row, ratio in zip(in_range, ratios))
+            + (f"; below {least}x at batch {', '.join(below)}." if below else f"; none below {least}x."))
+    else:
+        lines.append(f"  This run measured no batch size from {low} to {high}.")
+    return lines
+
+
+def _cnn_layer_table(row):
+    """Microseconds per CNN step by part, NumPy against PyTorch CPU (markdown lines)."""
+    phases, bs = row["microseconds_per_step"], row["batch_size"]
+    at_peak = dict.fromkeys(CNN_PARTS, 0.0)  # the part's matrix products at this row's peak
+    for p in cnn_products(bs):
+        at_peak[p.part] += 1e6 * 2 * p.m * p.k * p.n / (row["matmul_peak_gflops"] * 1e9)
+    lines = [
+        f"Each part is timed with `time.perf_counter` around it and summed over {row['steps']} steps "
+        f"after {WARMUP_STEPS} untimed ones: one pass, so noisier than the medians above. NumPy: "
+        f"`numpy_nn/cnn.py`'s forward and backward written out call by call "
+        f"(`benchmark.timed_numpy_cnn_step`); a convolution's forward is im2col and one product, its "
+        f"backward the dW product and, for conv2, dx by col2im; its ReLU runs after the pool, on a "
+        f"quarter of the values. PyTorch CPU: forward module by module; backward is one "
+        f"`loss.backward()`, split by tensor hooks that run as autograd reaches each layer's output, "
+        f"so a layer's backward includes autograd's own work and the accumulation of its weights' "
+        f"gradients; `zero_grad` counts as optimizer. \"products at peak\": the part's matrix products "
+        f"(`benchmark.cnn_products`) at this row's matmul peak, the least time they can take here.",
+        "",
+        "| part | products at peak | NumPy | PyTorch CPU |",
+        "|---|---:|---:|---:|",
+    ]
+    for part in CNN_PARTS:
+        ideal = f"{at_peak[part]:.0f}" if at_peak[part] else ""
+        lines.append(f"| {part} | {ideal} | {phases['numpy'][part]:.0f} | {phases['pytorch-cpu'][part]:.0f} |")
+    lines += [f"| total | {sum(at_peak.values()):.0f} | {sum(phases['numpy'].values()):.0f} | "
+              f"{sum(phases['pytorch-cpu'].values()):.0f} |",
+              "", f"The matrix products alone (\"matmuls only\", the table above) take "
+              f"{phases['matmuls only']:.0f} us per step at this batch size."]
+    return lines
 
 
 def plot(record):
@@ -391,9 +721,13 @@ def plot(record):
     ax.set_yscale("log")
     ax.set_xlabel("batch size")
     ax.set_ylabel("training samples / second")
-    ax.set_title(f"Training throughput, Adam, float32\n{record['hardware']['cpu']}, "
+    model = "CNN training" if record.get("model") == "cnn" else "Training"
+    ax.set_title(f"{model} throughput, Adam, float32\n{record['hardware']['cpu']}, "
                  f"{record['hardware']['cores']} cores")
-    ax.legend(fontsize=8)
+    if record.get("model") == "cnn":  # its lines cross the middle of the axes: the legend goes below
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=2)
+    else:
+        ax.legend(fontsize=8)
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
     buffer = io.BytesIO()

@@ -94,3 +94,88 @@ def test_thread_sweep_measures_each_count_and_reads_the_data_dir(tmp_path, monke
     assert "| batch | threads | peak GFLOP/s |" in table and "| 64 | 2 |" in table
     assert "at batch 64, threads 1 (microseconds per step)" in table
     assert benchmark.use_threads(None) == own
+
+
+def test_cnn_flops_per_sample_matches_a_hand_count():
+    """The CNN's FLOPs per training sample, counted by hand from its layers: a 3x3
+    convolution is (output pixels) x (kernels) x (3*3*input channels) multiply-adds, the
+    linear layer 1600 x 10; backward costs each layer twice that (dW and dx) except conv1,
+    which needs no dx (its input is the image). 2 FLOPs per multiply-add."""
+    conv1 = 26 * 26 * 32 * (3 * 3 * 1)         # 28x28 -> 26x26, 32 kernels over 1 channel
+    conv2 = 11 * 11 * 64 * (3 * 3 * 32)        # 13x13 (after the pool) -> 11x11, 64 kernels over 32
+    linear = 64 * 5 * 5 * 10                   # 11x11 pooled to 5x5, 1600 features -> 10
+    forward = 2 * (conv1 + conv2 + linear)
+    backward = 2 * (conv1 + 2 * conv2 + 2 * linear)
+    assert benchmark.cnn_flops_per_sample("forward") == forward == 4_881_920  # the issue: 4.88 MFLOP
+    assert benchmark.cnn_flops_per_sample("backward") == backward
+    assert benchmark.cnn_flops_per_sample() == forward + backward == 14_256_384  # the issue: 14.26 MFLOP
+    assert round(60_000 * (forward + backward) / 1e12, 2) == 0.86              # TFLOP per epoch
+    # the products scale with the batch, and each belongs to a part the layer table shows
+    products = benchmark.cnn_products(batch_size=7)
+    assert sum(2 * p.m * p.k * p.n for p in products) == 7 * (forward + backward)
+    assert {p.part for p in products} <= set(benchmark.CNN_PARTS)
+
+
+def test_timed_cnn_steps_compute_the_real_gradients():
+    """The layer-by-layer steps the per-layer table times are the trainers' steps: the same
+    gradients as numpy_nn's CNN.gradients and as PyTorch's plain forward and backward."""
+    import torch
+    from numpy_nn.cnn import CNN
+    rng = np.random.default_rng(0)
+    x, y = rng.random((8, 784), dtype=np.float32), rng.integers(0, 10, 8)
+
+    net = CNN(seed=0)
+    benchmark.timed_numpy_cnn_step(net, x, y, benchmark.Laps(benchmark.CNN_PARTS))
+    timed = net.flat_grads.copy()
+    reference = CNN(seed=0)
+    reference.gradients(x, y)
+    diff = np.abs(timed - reference.flat_grads).max()
+    print(f"numpy: max difference {diff:.1e}")
+    np.testing.assert_allclose(timed, reference.flat_grads, rtol=1e-5, atol=1e-7)
+
+    model, opt, loss_fn, xt, yt = benchmark._torch_setup(x, y, "cpu", "cnn")
+    laps = benchmark.Laps(benchmark.CNN_PARTS)
+    benchmark.timed_torch_cnn_step(model, loss_fn, opt, xt, yt, laps)
+    timed = [p.grad.clone() for p in model.parameters()]
+    opt.zero_grad()
+    loss_fn(model(xt), yt).backward()
+    for got, want in zip(timed, (p.grad for p in model.parameters())):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7)
+    backward = [part for part in benchmark.CNN_PARTS if part.endswith("backward")]
+    assert all(laps.spent[part] > 0 for part in backward)  # every hook ran
+
+
+def test_short_cnn_benchmark_writes_consistent_files(tmp_path, monkeypatch):
+    """--model cnn, tiny: its own file names (the MLP's are not touched), the CNN's FLOP
+    count, ratios and epoch times that follow from the rates, every part of the per-layer
+    split timed in both implementations, and the targets reported with this run's numbers."""
+    monkeypatch.setattr(benchmark, "WARMUP_STEPS", 1)
+    benchmark.main(["--model", "cnn", "--batch-sizes", "128", "--samples", "128", "--repeats", "1",
+                    "--out-dir", str(tmp_path)])
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["benchmark_cnn.json", "benchmark_cnn.md",
+                                                          "throughput_cnn.png"]
+    record = json.loads((tmp_path / "benchmark_cnn.json").read_text())
+    per_sample = 14_256_384
+    assert record["model"] == "cnn" and record["flops_per_sample"] == per_sample
+    assert record["epoch_samples"] == 60_000
+    [row] = record["rows"]
+    rates = row["samples_per_second"]
+    assert row["batch_size"] == 128 and set(rates) >= {"numpy", "matmuls only", "pytorch-cpu"}
+    assert abs(row["numpy_over_pytorch_cpu"] - rates["numpy"] / rates["pytorch-cpu"]) < 1e-12
+    roofline = row["matmul_peak_gflops"] * 1e9 / per_sample
+    assert abs(row["roofline_epoch_seconds"] - 60_000 / roofline) < 1e-9
+    for name, rate in rates.items():
+        assert abs(row["fraction_of_peak"][name] - rate / roofline) < 1e-12
+        assert abs(row["epoch_seconds"][name] - 60_000 / rate) < 1e-9
+    phases = row["microseconds_per_step"]
+    for name in ("numpy", "pytorch-cpu"):
+        assert list(phases[name]) == list(benchmark.CNN_PARTS)
+        assert all(us > 0 for us in phases[name].values()), phases[name]
+    assert phases["matmuls only"] == 1e6 * 128 / rates["matmuls only"]
+
+    table = (tmp_path / "benchmark_cnn.md").read_text()
+    assert "| 128 | " in table and "| conv2 backward | " in table
+    seconds, ideal = row["epoch_seconds"]["numpy"], row["roofline_epoch_seconds"]
+    assert f"epoch at batch 128: {seconds:.1f} s, {seconds / ideal:.1f}x the roofline ({ideal:.1f} s" in table
+    assert f"{row['numpy_over_pytorch_cpu']:.2f}x at batch 128" in table
+    assert (tmp_path / "throughput_cnn.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
