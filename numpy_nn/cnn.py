@@ -110,10 +110,10 @@ class CNN:
         dh2 = df.reshape(cache["h2"].shape)                     # B,64,5,5  undo the flatten
         dh2 *= relu_grad(cache["h2"])                           # ReLU: gradient only where the output > 0
         dz2 = maxpool2d_backward(dh2, cache["pool2"])           # B,64,11,11  to each window's maximum
-        dh1, g["W2"][...], g["b2"][...] = conv2d_backward(dz2, cache["conv2"])  # B,32,13,13
+        dh1, g["W2"][...], g["b2"][...] = conv2d_backward(dz2, cache["conv2"])  # B,32,13,13 (and dW2, db2)
         dh1 *= relu_grad(cache["h1"])
         dz1 = maxpool2d_backward(dh1, cache["pool1"])           # B,32,26,26
-        _, g["W1"][...], g["b1"][...] = conv2d_backward(dz1, cache["conv1"], need_dx=False)  # no dx for the image
+        _, g["W1"][...], g["b1"][...] = conv2d_backward(dz1, cache["conv1"], need_dx=False)  # dW1, db1; no dx
         if l2:
             for name in ("W1", "W2", "W3"):
                 g[name] += l2 * p[name]                         # d(l2/2 * W^2)/dW = l2 W

@@ -8,7 +8,7 @@ between numpy_nn and pytorch_nn without reshuffling.
 Convolution is one matrix product (im2col): copy every kh x kw window of the input into a
 row of a matrix `cols`, and the convolution is cols @ (the kernels as a matrix). Backward
 is two more matrix products: dW from the same cols, and dcols, which col2im adds back onto
-the windows' pixels.
+the pixels the windows were copied from.
 
 Memory layout ("channels last"). The arrays have NCHW shapes, but the convolution keeps
 them in N,H,W,C memory, as PyTorch's torch.channels_last does: then the rows of cols are
@@ -20,70 +20,80 @@ channels-last memory only makes them faster.
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-# ----------------------------------------------------------------------------- im2col / col2im
+# ----------------------------------------------------------------------------- im2col
 
 
 def im2col(x, kh, kw):
-    """x N,C,H,W -> cols (N*H'*W', kh*kw*C): one row per output pixel holding its window
-    in (kh, kw, C) order, H' = H - kh + 1, W' = W - kw + 1 (stride 1, no padding)."""
+    """x N,C,H,W -> cols (N*H'*W', kh*kw*C + 1): one row per output pixel holding its
+    window in (kh, kw, C) order, then a 1, the input the bias multiplies (H' = H - kh + 1,
+    W' = W - kw + 1: stride 1, no padding)."""
     N, C, H, W = x.shape
+    Ho, Wo, K = H - kh + 1, W - kw + 1, kh * kw * C
     xh = x.transpose(0, 2, 3, 1)                                  # N,H,W,C  a view (channels last)
     windows = sliding_window_view(xh, (kh, kw), axis=(1, 2))      # N,H',W',C,kh,kw  a view, no copy
-    windows = windows.transpose(0, 1, 2, 4, 5, 3)                 # N,H',W',kh,kw,C
-    return windows.reshape(-1, kh * kw * C)                       # N*H'*W',kh*kw*C  the one copy
-
-
-def col2im(dcols, x_shape, kh, kw):
-    """The adjoint of im2col: add each row's kh*kw*C values back onto the pixels of its
-    window. One strided-slice += per kernel offset (9 for a 3x3 kernel), each covering the
-    whole batch. Returns dx N,C,H,W (an NCHW view of N,H,W,C memory)."""
-    N, C, H, W = x_shape
-    Ho, Wo = H - kh + 1, W - kw + 1
-    dcols = dcols.reshape(N, Ho, Wo, kh, kw, C)                   # N,H',W',kh,kw,C
-    dxh = np.zeros((N, H, W, C), dcols.dtype)                     # N,H,W,C
-    for i in range(kh):
-        for j in range(kw):
-            dxh[:, i:i + Ho, j:j + Wo, :] += dcols[:, :, :, i, j, :]  # offset (i, j) of every window
-    return dxh.transpose(0, 3, 1, 2)                              # N,C,H,W
+    cols = np.empty((N * Ho * Wo, K + 1), x.dtype)                # N*H'*W',K+1
+    cols[:, K] = 1                                                # the bias's input
+    windows_in_cols = cols[:, :K].reshape(N, Ho, Wo, kh, kw, C)   # a view into cols
+    windows_in_cols[...] = windows.transpose(0, 1, 2, 4, 5, 3)    # N,H',W',kh,kw,C  the one copy
+    return cols
 
 
 # ----------------------------------------------------------------------------- convolution
+# The bias rides in the matrix product as one more weight, on an input that is always 1
+# (the last column of cols): out = cols @ [W; b]. Backward then gets db from the same
+# product as dW, as its last row. A separate out += b and dout.sum(axis=0) cost 1.4 ms
+# more per batch of 128 on conv1's 26x26x32 outputs (product and bias 0.9 ms -> 0.5 ms;
+# dW and db 1.8 ms -> 0.7 ms).
 
 def conv2d_forward(x, W, b):
     """x N,C,H,W, W O,C,kh,kw, b O -> out N,O,H',W' (stride 1, no padding; like nn.Conv2d,
     this is a cross-correlation: out[n,o,i,j] = b[o] + sum_{c,p,q} W[o,c,p,q] x[n,c,i+p,j+q])."""
     N, C, H, _ = x.shape
     O, _, kh, kw = W.shape
-    cols = im2col(x, kh, kw)                                      # N*H'*W',kh*kw*C
-    Wm = W.transpose(2, 3, 1, 0).reshape(kh * kw * C, O)          # kh*kw*C,O  the kernels as columns
-    out = cols @ Wm                                               # N*H'*W',O  every window . every kernel
-    out += b                                                      # ... plus the kernel's bias
+    cols = im2col(x, kh, kw)                                      # N*H'*W',K+1  K = kh*kw*C
+    Wm = W.transpose(2, 3, 1, 0).reshape(-1, O)                   # K,O  the kernels as columns
+    Wb = np.concatenate([Wm, b[None, :]])                         # K+1,O  and the bias as the last row
+    out = cols @ Wb                                               # N*H'*W',O  every window . every kernel, + bias
     Ho = H - kh + 1
     out = out.reshape(N, Ho, -1, O).transpose(0, 3, 1, 2)         # N,O,H',W'  a view of N,H',W',O memory
-    return out, (x.shape, W.shape, cols, Wm)
+    return out, (x.shape, W.shape, cols, Wb)
 
 
 def conv2d_backward(dout, cache, need_dx=True):
     """dout N,O,H',W' -> (dx N,C,H,W, dW O,C,kh,kw, db O). need_dx=False skips dx, which
     the first layer never needs (its input is the image); dx is then None."""
-    x_shape, W_shape, cols, Wm = cache
-    O, C, kh, kw = W_shape
+    x_shape, W_shape, cols, Wb = cache
+    N, C, H, W = x_shape
+    O, _, kh, kw = W_shape
+    Ho, Wo = H - kh + 1, W - kw + 1
     dflat = dout.transpose(0, 2, 3, 1).reshape(-1, O)             # N*H'*W',O  a view when dout is channels-last
-    db = dflat.sum(axis=0)                                        # O  the bias is added at every pixel
-    dWm = cols.T @ dflat                                          # kh*kw*C,O  out = cols Wm => dWm = cols^T dout
-    dW = np.ascontiguousarray(dWm.reshape(kh, kw, C, O).transpose(3, 2, 0, 1))  # O,C,kh,kw
+    dWb = cols.T @ dflat                                          # K+1,O  out = cols Wb => dWb = cols^T dout
+    db = dWb[-1]                                                  # O  (the bias's input is 1: db = sum of dout)
+    dW = np.ascontiguousarray(dWb[:-1].reshape(kh, kw, C, O).transpose(3, 2, 0, 1))  # O,C,kh,kw
     if not need_dx:
         return None, dW, db
-    # Two ways to get dx were measured at the real shape (batch 128, conv2: 32 -> 64 channels
-    # on 13x13, float32, 2 cores, median of 20): (a) dcols = dout Wm^T, then col2im's nine
-    # strided +=: 3.4 ms (matmul 2.5 + col2im 0.9); (b) dx as a "full" convolution of the
-    # zero-padded dout with the flipped kernels: 6.1 ms (im2col of the padded dout 1.9 +
-    # matmul 4.0). (b) multiplies a larger matrix (13x13 output pixels, 64*9 = 576 columns,
-    # against (a)'s 11x11 pixels and 64 inner products) and copies more into its columns.
-    # So (a). (b) lives in tests/test_layers.py as a third witness of dx.
-    dcols = dflat @ Wm.T                                          # N*H'*W',kh*kw*C  dcols = dout Wm^T
-    dx = col2im(dcols, x_shape, kh, kw)                           # N,C,H,W  each window's share, added back
-    return dx, dW, db
+    # dx by col2im: dcols = dout Wb^T holds, for every window, the gradient of each of its
+    # kh*kw*C entries; each entry is a copy of an input pixel, so dx adds them back onto
+    # the pixels they came from. Done one kernel offset (i, j) at a time: the (i, j) part
+    # of dcols is dout @ W[:, :, i, j] (a 1x1 convolution), and it lands on the input
+    # shifted by (i, j), one strided slice += for the whole batch.
+    #
+    # Measured at the real shape (batch 128, conv2: 32 -> 64 channels on 13x13, float32,
+    # both cores, medians of 20, four runs): this loop, 4.2-4.5 ms. The whole dcols first
+    # (one 2.7 ms product) then nine += slices of it: 5.4-6.6 ms; the nine small products
+    # each give a 2 MB block that is added at once, where the one big product writes all
+    # 18 MB of dcols and the adds read it back. dx as a "full" convolution of the
+    # zero-padded dout with the flipped kernels: 15 ms; its product is larger (13x13 rows
+    # per image by 64x9 columns, against 11x11 rows by 64 here) and its im2col first copies
+    # 12.5 million numbers. Both others live in tests/test_layers.py as witnesses of this
+    # dx. (np.add.at would be tens of times slower: numpy issue 5922.)
+    Wk = Wb[:-1].reshape(kh, kw, C, O)                            # kh,kw,C,O  the kernels by offset
+    dxh = np.zeros((N, H, W, C), dout.dtype)                      # N,H,W,C  channels last, like x
+    for i in range(kh):
+        for j in range(kw):
+            dcols_ij = dflat @ Wk[i, j].T                         # N*H'*W',C  the (i, j) entries of every window
+            dxh[:, i:i + Ho, j:j + Wo, :] += dcols_ij.reshape(N, Ho, Wo, C)  # back onto the pixels they copied
+    return dxh.transpose(0, 3, 1, 2), dW, db                      # N,C,H,W
 
 
 # ----------------------------------------------------------------------------- max-pooling
@@ -94,10 +104,10 @@ def conv2d_backward(dout, cache, need_dx=True):
 # bottom row. A challenger wins only if strictly greater, so a tie goes to the earlier
 # position, the one PyTorch picks.
 #
-# The four positions are four strided views of x, one per corner of the windows. The other
-# way, x.reshape(N, C, H/2, 2, W/2, 2).max(axis=(3, 5)), gives the same maximum but took
-# 8.6 ms against 1.4 ms for the whole tournament (pool1: batch 128, 32x26x26, float32),
-# and it does not say where the maximum was.
+# The four positions are four strided views of x, one per corner of the windows. The
+# other way, x.reshape(N, C, H/2, 2, W/2, 2).max(axis=(3, 5)), finds only the maximum, not
+# where it was, and took longer: 3.5 ms against 1.5 ms for the whole tournament (pool1:
+# batch 128, 32x26x26, float32, channels-last memory; 41 ms against 2.3 ms in NCHW memory).
 
 
 def _corner(x, di, dj):
@@ -131,7 +141,7 @@ def maxpool2d_backward(dout, cache):
     d = np.empty_like(bottom_wins, dtype=dout.dtype)            # N,C,Ho,Wo  (empty_like keeps the memory order)
     d[...] = dout
     dbottom = d * bottom_wins                                   # N,C,Ho,Wo  dout where the max is in the bottom row
-    dtop = d - dbottom                                          #            ... where it is in the top row (exact: x - x = 0)
+    dtop = d - dbottom                                          #            ... in the top row (exact: x - x = 0)
     np.multiply(dtop, top_right, out=_corner(dx, 0, 1))         # dx01 = dtop where 01 won
     np.subtract(dtop, _corner(dx, 0, 1), out=_corner(dx, 0, 0))  # dx00 = the rest of dtop
     np.multiply(dbottom, bottom_right, out=_corner(dx, 1, 1))   # dx11
