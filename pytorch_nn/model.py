@@ -59,6 +59,6 @@ def load_model(path, map_location="cpu"):
     hidden = sorted({int(k.split(".")[1]) for k in state if k.startswith("hidden.")})
     sizes = [state["hidden.0.weight"].shape[1] if hidden else state["out.weight"].shape[1]]
     sizes += [state[f"hidden.{i}.weight"].shape[0] for i in hidden] + [state["out.weight"].shape[0]]
-    model = MLP(sizes, dropout=0.0)
+    model = MLP(sizes, dropout=0.0).to(dtype=state["out.weight"].dtype)  # the dtype first: loading copies into it
     model.load_state_dict(state)
-    return model.to(dtype=state["out.weight"].dtype)
+    return model

@@ -90,6 +90,17 @@ def test_saved_state_dict_round_trip(tmp_path):
 
 # ----------------------------------------------------------------------------- devices
 
+def test_float64_weights_load_without_rounding(tmp_path):
+    """A float64 run's state_dict comes back bit for bit (it was once loaded into a float32
+    model first, and rounded)."""
+    model = MLP((784, 16, 10)).double()
+    torch.save(model.state_dict(), tmp_path / "w.pt")
+    loaded = load_model(tmp_path / "w.pt")
+    for name, value in model.state_dict().items():
+        assert loaded.state_dict()[name].dtype == torch.float64
+        assert torch.equal(loaded.state_dict()[name], value), name
+
+
 def test_auto_device_is_cpu_without_an_accelerator():
     """--device auto falls back to the CPU when there is no accelerator."""
     expected = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
