@@ -73,9 +73,24 @@ class _HelpWithDefaults(argparse.ArgumentDefaultsHelpFormatter):
         return action.help if action.default is None else super()._get_help_string(action)
 
 
+class _ModelParser(argparse.ArgumentParser):
+    """Parses the trainers' flags, then fills in and checks what depends on --model."""
+
+    def parse_args(self, args=None, namespace=None):
+        args = super().parse_args(args, namespace)
+        if args.epochs is None:
+            args.epochs = DEFAULT_EPOCHS[args.model]
+        if args.model == "cnn":
+            if args.hidden is not MLP_HIDDEN:  # the very default object: --hidden was not given
+                self.error("argument --hidden: sets the MLP's hidden layers; the CNN's layers are fixed "
+                           "(numpy_nn/cnn.py)")
+            args.hidden = None                 # recorded as null: no hidden sizes to compare
+        return args
+
+
 def build_parser(framework, description):
     """The flags both trainers take, with the same names and defaults."""
-    p = argparse.ArgumentParser(description=description, formatter_class=_HelpWithDefaults)
+    p = _ModelParser(description=description, formatter_class=_HelpWithDefaults)
     p.add_argument("--epochs", type=_positive(int), default=None,
                    help=f"passes over the training set (default: {DEFAULT_EPOCHS['mlp']} for the MLP, "
                         f"{DEFAULT_EPOCHS['cnn']} for the CNN)")
@@ -137,17 +152,10 @@ def _output_problem(path):
 
 
 def prepare(parser, args):
-    """Everything checked or set up before the data loads and training starts: flags that
-    do not fit the model, the output paths (a bad one fails now, not after the run), SIGTERM handled as Ctrl-C, a stdout
+    """Everything checked or set up before the data loads and training starts: the output
+    paths (a bad one fails now, not after the run), SIGTERM handled as Ctrl-C, a stdout
     that may close early (`train.py | head`), and this trainer counted among those sharing
     the cores (threads.py)."""
-    if args.epochs is None:
-        args.epochs = DEFAULT_EPOCHS[args.model]
-    if args.model == "cnn":
-        if args.hidden is not MLP_HIDDEN:  # the very default object: --hidden was not given
-            parser.error("argument --hidden: sets the MLP's hidden layers; the CNN's layers are fixed "
-                         "(numpy_nn/cnn.py)")
-        args.hidden = None                 # recorded as null: no hidden sizes to compare
     for flag in ("metrics", "weights"):
         problem = _output_problem(getattr(args, flag))
         if problem:
@@ -164,7 +172,9 @@ def load_data(parser, args):
     problem, Ctrl-C while loading, or a --limit larger than the data is a one-line error."""
     import numpy as np
     try:
-        x_train, y_train, x_test, y_test = load_mnist(args.dataset, args.data_dir, log=print)
+        # each line flushed: through a pipe (`| tee`) a reader sees the data arrive, not later
+        x_train, y_train, x_test, y_test = load_mnist(args.dataset, args.data_dir,
+                                                      log=lambda line: print(line, flush=True))
     except DataError as e:
         sys.exit(f"error: {e}")
     except KeyboardInterrupt:

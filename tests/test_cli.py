@@ -269,3 +269,13 @@ def test_divergence_hint_for_a_rate_already_below_the_working_one():
     with pytest.raises(experiment.TrainingDiverged, match=r"try a smaller --lr \(e\.g\. 0\.0001\)"):
         experiment.check_finite(float("nan"), 2, 7, args)
     experiment.check_finite(float(np.float32(3.5)), 2, 7, args)  # finite: nothing happens
+
+
+def test_reading_the_blas_thread_count_leaves_no_file_open():
+    """numpy_blas reads /proc/self/maps; it once left the file for the garbage collector
+    (a ResourceWarning in every run under python -X dev)."""
+    done = subprocess.run([sys.executable, "-X", "dev", "-W", "error::ResourceWarning", "-c",
+                           "import gc; from metrics_file import numpy_blas; numpy_blas(); gc.collect()"],
+                          cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "ResourceWarning" not in done.stderr, done.stderr

@@ -1,0 +1,57 @@
+"""reference_results.py accepts a reference run only when its epoch times are steady: a run
+slowed by other work on the machine is run again, and never committed as it is."""
+import json
+
+import pytest
+
+import reference_results as ref
+
+
+def fake_trainer(monkeypatch, epoch_times):
+    """Replace the trainer command: each call writes a metrics file whose epochs took the next
+    list of seconds in epoch_times. Returns the list of commands run."""
+    calls = []
+
+    def run(*command):
+        calls.append(command)
+        metrics = command[command.index("--metrics") + 1]
+        seconds = epoch_times[len(calls) - 1]
+        metrics.parent.mkdir(parents=True, exist_ok=True)
+        metrics.write_text(json.dumps({"epochs": [{"epoch_seconds": s} for s in seconds]}))
+    monkeypatch.setattr(ref, "run", run)
+    return calls
+
+
+def test_spread_leaves_out_the_first_epoch(tmp_path):
+    path = tmp_path / "m.json"
+    path.write_text(json.dumps({"epochs": [{"epoch_seconds": s} for s in (0.9, 0.30, 0.36, 0.33)]}))
+    assert ref.spread(path) == pytest.approx(0.36 / 0.30)
+
+
+def test_a_steady_run_is_kept_at_once(tmp_path, monkeypatch):
+    calls = fake_trainer(monkeypatch, [[0.5, 0.34, 0.35, 0.34]])
+    ref.train("numpy", "numpy", folder=tmp_path, steady=True)
+    assert len(calls) == 1
+
+
+def test_a_noisy_run_is_run_again(tmp_path, monkeypatch, capsys):
+    """Epochs from 0.34 s to 0.64 s for the same work (a committed run once showed this):
+    rejected, and the second, steady run is the one kept."""
+    calls = fake_trainer(monkeypatch, [[0.4, 0.34, 0.64, 0.64], [0.4, 0.34, 0.35, 0.35]])
+    metrics = ref.train("numpy", "numpy", folder=tmp_path, steady=True)
+    assert len(calls) == 2
+    assert "the machine was busy" in capsys.readouterr().out
+    assert ref.spread(metrics) <= ref.MAX_SPREAD
+
+
+def test_always_noisy_runs_stop_the_script(tmp_path, monkeypatch):
+    calls = fake_trainer(monkeypatch, [[0.4, 0.34, 0.64]] * ref.ATTEMPTS)
+    with pytest.raises(SystemExit, match="noisy epoch times; regenerate on a quieter machine"):
+        ref.train("numpy", "numpy", folder=tmp_path, steady=True)
+    assert len(calls) == ref.ATTEMPTS
+
+
+def test_experiments_are_not_held_to_the_spread(tmp_path, monkeypatch):
+    calls = fake_trainer(monkeypatch, [[0.4, 0.34, 0.64]])
+    ref.train("numpy", "numpy_seed1", folder=tmp_path)
+    assert len(calls) == 1
