@@ -23,8 +23,8 @@ DTYPES = ("float32", "float64")
 MODELS = ("mlp", "cnn")
 MLP_HIDDEN = [128, 64]  # the user's design: 784 -> 128 -> 64 -> 10
 # Passes over the data by default. The CNN learns more per epoch and costs ~30x the MLP's
-# arithmetic per image: 3 epochs already reached 99.0% (NumPy, seed 0), 5 leave a margin and
-# keep the NumPy run near 1.5 minutes on 2 cores (results/reference/cnn/).
+# arithmetic per image: trial runs of 3 and 4 epochs ended near 99.0%; 5 leave a margin and
+# keep the NumPy run under 2 minutes on 2 cores (results/reference/cnn/: 99.08-99.25%, 97 s).
 DEFAULT_EPOCHS = {"mlp": 10, "cnn": 5}
 SEED_LIMIT = 2 ** 64  # NumPy takes any seed >= 0, torch.manual_seed one below 2^64: both take these
 # A learning rate each optimizer trains this network well with (README's experiments): what the

