@@ -111,8 +111,8 @@ def build_parser(framework, description):
     p.add_argument("--seed", type=_seed, default=0,
                    help="seeds the initial weights and the batch order (0 to 2^64 - 1)")
     p.add_argument("--dtype", choices=DTYPES, default="float32",
-                   help="float precision of weights, data and arithmetic: float64 makes the twins "
-                        "agree to ~1e-10 on any CPU; float32 is the fast, usual choice")
+                   help="float precision of weights, data and arithmetic: in float64 the twins "
+                        "agree to ~1e-15 on any CPU; float32 is the fast, usual choice")
     p.add_argument("--limit", type=_positive(int), default=None,
                    help="train on the first N samples only (quick runs; the test set stays whole)")
     p.add_argument("--dataset", choices=sorted(DATASETS), default="mnist", help="which data")
@@ -192,7 +192,7 @@ _stop_signal = signal.SIGINT  # which signal stopped the run: Ctrl-C unless SIGT
 
 
 def _raise_interrupt(signum, frame):
-    """SIGTERM (kill, job schedulers, a closing terminal) stops the run as Ctrl-C does."""
+    """SIGTERM (what kill and job schedulers send) stops the run as Ctrl-C does."""
     global _stop_signal
     _stop_signal = signum
     raise KeyboardInterrupt
