@@ -69,6 +69,8 @@ def how_to_make(path):
     for framework in FRAMEWORK_NAMES:
         if path.resolve() == (RESULTS_DIR / f"{framework}_metrics.json").resolve():
             return f"run `python {framework}_nn/train.py` first"
+        if path.resolve() == (RESULTS_DIR / f"{framework}_cnn_metrics.json").resolve():
+            return f"run `python {framework}_nn/train.py --model cnn` first"
     return (f"run `python numpy_nn/train.py --metrics {path}` or "
             f"`python pytorch_nn/train.py --metrics {path}` first")
 

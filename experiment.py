@@ -80,6 +80,12 @@ class _ModelParser(argparse.ArgumentParser):
         args = super().parse_args(args, namespace)
         if args.epochs is None:
             args.epochs = DEFAULT_EPOCHS[args.model]
+        # each model has its own default files, so training the CNN keeps the MLP's run
+        name = self.framework if args.model == "mlp" else f"{self.framework}_{args.model}"
+        if args.metrics is None:
+            args.metrics = RESULTS_DIR / f"{name}_metrics.json"
+        if args.weights is None:
+            args.weights = RESULTS_DIR / f"{name}_model{WEIGHT_SUFFIX[self.framework]}"
         if args.model == "cnn":
             if args.hidden is not MLP_HIDDEN:  # the very default object: --hidden was not given
                 self.error("argument --hidden: sets the MLP's hidden layers; the CNN's layers are fixed "
@@ -91,6 +97,7 @@ class _ModelParser(argparse.ArgumentParser):
 def build_parser(framework, description):
     """The flags both trainers take, with the same names and defaults."""
     p = _ModelParser(description=description, formatter_class=_HelpWithDefaults)
+    p.framework = framework
     p.add_argument("--epochs", type=_positive(int), default=None,
                    help=f"passes over the training set (default: {DEFAULT_EPOCHS['mlp']} for the MLP, "
                         f"{DEFAULT_EPOCHS['cnn']} for the CNN)")
@@ -118,11 +125,13 @@ def build_parser(framework, description):
     p.add_argument("--dataset", choices=sorted(DATASETS), default="mnist", help="which data")
     p.add_argument("--data-dir", type=Path, default=DATA_DIR,
                    help="root of the dataset cache (torchvision's root=): <dir>/MNIST/raw/...")
-    p.add_argument("--metrics", type=Path, default=RESULTS_DIR / f"{framework}_metrics.json",
-                   help="where to write the metrics JSON")
-    p.add_argument("--weights", type=Path,
-                   default=RESULTS_DIR / f"{framework}_model{WEIGHT_SUFFIX[framework]}",
-                   help="where to write the trained weights")
+    p.add_argument("--metrics", type=Path, default=None,
+                   help=f"where to write the metrics JSON (default: results/{framework}_metrics.json, "
+                        f"results/{framework}_cnn_metrics.json for the CNN)")
+    p.add_argument("--weights", type=Path, default=None,
+                   help=f"where to write the trained weights (default: results/{framework}_model"
+                        f"{WEIGHT_SUFFIX[framework]}, results/{framework}_cnn_model{WEIGHT_SUFFIX[framework]} "
+                        f"for the CNN)")
     p.add_argument("--no-progress", action="store_true", help="hide the per-batch progress bar")
     return p
 

@@ -118,6 +118,19 @@ def test_hidden_sizes_do_not_apply_to_the_cnn(tmp_path, framework):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_each_model_has_its_own_default_files(framework):
+    """Training the CNN must not overwrite the MLP's run (the demo and compare.py read both)."""
+    parse = experiment.build_parser(framework, "").parse_args
+    suffix = SUFFIX[framework]
+    mlp, cnn = parse([]), parse(["--model", "cnn"])
+    assert (mlp.metrics, mlp.weights) == (experiment.RESULTS_DIR / f"{framework}_metrics.json",
+                                          experiment.RESULTS_DIR / f"{framework}_model{suffix}")
+    assert (cnn.metrics, cnn.weights) == (experiment.RESULTS_DIR / f"{framework}_cnn_metrics.json",
+                                          experiment.RESULTS_DIR / f"{framework}_cnn_model{suffix}")
+    assert parse(["--model", "cnn", "--metrics", "m.json"]).metrics == Path("m.json")
+
+
 def test_epochs_in_scientific_notation_is_not_an_integer():
     parser = experiment.build_parser("numpy", "")
     with pytest.raises(SystemExit):
