@@ -21,6 +21,7 @@ from experiment import TrainingDiverged, build_parser, check_finite, finish, loa
 from metrics_file import Run, numpy_blas  # noqa: E402
 from numpy_nn.cnn import CNN  # noqa: E402
 from numpy_nn.neural_network import NeuralNetwork  # noqa: E402
+from numpy_nn.parallel import SHARDS, ShardedGradients  # noqa: E402
 from numpy_nn.utils import OPTIMIZERS, accuracy, cosine_lr, cross_entropy  # noqa: E402
 
 # Evaluation needs no gradients, so it can take big bites; the CNN's im2col columns for
@@ -55,19 +56,19 @@ def train(args, x_train, y_train, x_test, y_test):
               len(x_train), len(x_test))
     batch_rng = np.random.default_rng(args.seed)  # the batch order: the same in both trainers
     dropout_rng = np.random.default_rng(args.seed + 1)
+    gradients = ShardedGradients(net, SHARDS[args.model], dropout_rng)  # the CNN: on 2 cores, see parallel.py
     steps_per_epoch = math.ceil(len(x_train) / args.batch_size)
     total_steps, step = args.epochs * steps_per_epoch, 0
     try:
         for epoch in range(1, args.epochs + 1):
-            blas_threads = threads.share_cores("numpy")  # this run's share of the cores, see threads.py
+            blas_threads = gradients.use_cores(threads.share_cores("numpy"))  # this run's share, see threads.py
             t0 = time.perf_counter()
             bar = tqdm(batches(len(x_train), args.batch_size, batch_rng), total=steps_per_epoch,
                        desc=f"epoch {epoch}", leave=False, disable=args.no_progress or None)
             for batch, idx in enumerate(bar, start=1):
                 if args.schedule == "cosine":
                     optimizer.lr = cosine_lr(args.lr, step, total_steps)
-                loss, _ = net.gradients(x_train[idx], y_train[idx], args.weight_decay,
-                                        args.dropout, dropout_rng)
+                loss = gradients(x_train[idx], y_train[idx], args.weight_decay, args.dropout)
                 check_finite(loss, epoch, batch, args)
                 optimizer.step(net.flat_grads)
                 step += 1
