@@ -79,6 +79,33 @@ def matmul_peak(n=2048, repeats=7):
     return 2 * n ** 3 / best / 1e9
 
 
+def gpu_matmul_peak(n=8192, repeats=7):
+    """The same for torch on the CUDA GPU: best GFLOP/s of a float32 (n x n) @ (n x n) product,
+    timed between synchronisations. n is larger than the CPU's 2048: a GPU needs that much
+    work to fill its units. Whether TF32 (10-bit mantissas in the products) is allowed
+    decides which peak this is: gpu_record() says."""
+    import torch
+    a = torch.randn(n, n, device="cuda")
+    b, out = a.clone(), torch.empty_like(a)
+    best = float("inf")
+    for _ in range(repeats + 1):  # the first one also pays cuBLAS's start-up: discarded by min
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        torch.matmul(a, b, out=out)
+        torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n ** 3 / best / 1e9
+
+
+def gpu_record(per_sample):
+    """What the record says of the GPU: its name, its float32 matmul peak, TF32, the roofline."""
+    import torch
+    peak = gpu_matmul_peak()
+    return {"name": torch.cuda.get_device_name(), "matmul_peak_gflops": peak,
+            "tf32": torch.backends.cuda.matmul.allow_tf32,  # False, PyTorch's default: full float32
+            "roofline_samples_per_second": peak * 1e9 / per_sample}
+
+
 def flops_per_sample(sizes=LAYER_SIZES):
     """Multiply-adds of one training sample, counted as 2 FLOPs each: the forward product
     h @ W, and in backward dW = h^T dz and dh = dz W^T (not needed for the input layer)."""
@@ -132,9 +159,9 @@ def _numpy_setup(model="mlp"):
     return net, OPTIMIZERS[ARGS.optimizer](net.flat_params, ARGS.lr)
 
 
-def _torch_setup(x, y, device, model="mlp"):
+def _torch_setup(x, y, device, model="mlp", capturable=False):
     """The model, optimizer, loss and data tensors pytorch_nn/train.py builds, starting from
-    the NumPy network's weights."""
+    the NumPy network's weights (capturable: its optimizer for --mode graph)."""
     import torch
     from pytorch_nn import cnn
     from pytorch_nn.model import MLP, load_numpy_params
@@ -144,7 +171,7 @@ def _torch_setup(x, y, device, model="mlp"):
     else:
         net = load_numpy_params(MLP(), NeuralNetwork(seed=0).params).to(device)
     xt, yt = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
-    return net, make_optimizer(net, ARGS), torch.nn.CrossEntropyLoss(), xt, yt
+    return net, make_optimizer(net, ARGS, capturable), torch.nn.CrossEntropyLoss(), xt, yt
 
 
 def numpy_trainer(x, y, batch_size, model="mlp"):
@@ -213,6 +240,20 @@ def torch_trainer(x, y, batch_size, device, model_name="mlp"):
         opt.step()
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     return step, sync
+
+
+def torch_graph_trainer(x, y, batch_size, model_name="mlp"):
+    """The same for pytorch_nn/train.py's --mode graph on CUDA: each step a replay of the
+    step recorded as a CUDA graph (pytorch_nn/cuda_graph.py)."""
+    import torch
+    from pytorch_nn.cuda_graph import GraphedStep
+    model, opt, loss_fn, xt, yt = _torch_setup(x, y, "cuda", model_name, capturable=True)
+    graphed = GraphedStep(model, opt, loss_fn, xt, yt, batch_size, total_steps=10 ** 9, cosine=True)
+    order = _endless_batches(len(x), batch_size)
+
+    def step():
+        graphed(torch.from_numpy(next(order)).to("cuda", non_blocking=True))
+    return step, torch.cuda.synchronize
 
 
 def _endless_batches(n, batch_size):
@@ -499,6 +540,10 @@ def main(argv=None):
         print(f"{per_sample / 1e6:.3f} MFLOP per training sample; the roofline is the matmul peak "
               f"(measured between the timings of each row) / that")
         phases = {"numpy": numpy_phases, "pytorch-cpu": torch_phases}
+    gpu = gpu_record(per_sample) if "cuda" in devices else None
+    if gpu:
+        print(f"GPU {gpu['name']}: float32 matmul peak {gpu['matmul_peak_gflops']:,.0f} GFLOP/s (TF32 "
+              f"{'on' if gpu['tf32'] else 'off'}), roofline {gpu['roofline_samples_per_second']:,.0f} samples/s")
     thread_counts = args.threads or [None]
     own_threads = use_threads(None)  # the libraries' own counts, put back after the sweep
     rows = []
@@ -508,11 +553,15 @@ def main(argv=None):
                     "matmuls only": cnn_matmuls_only(bs) if cnn else matmuls_only(x, bs)}
         for device in devices:
             trainers[f"pytorch-{device}"] = torch_trainer(x, y, bs, device, args.model)
+        if "cuda" in devices:
+            trainers["pytorch-cuda-graph"] = torch_graph_trainer(x, y, bs, args.model)
         for n, (rates, peak) in measure(trainers, bs, steps, args.repeats, thread_counts).items():
             roofline = peak * 1e9 / per_sample
+            rooflines = {k: gpu["roofline_samples_per_second"] if k.startswith("pytorch-cuda") else roofline
+                         for k in rates}  # each implementation against its own processor's peak
             row = {"batch_size": bs, "threads": use_threads(n), "steps": steps, "matmul_peak_gflops": peak,
                    "roofline_samples_per_second": roofline, "samples_per_second": rates,
-                   "fraction_of_peak": {k: v / roofline for k, v in rates.items()},
+                   "fraction_of_peak": {k: v / rooflines[k] for k, v in rates.items()},
                    "numpy_over_pytorch_cpu": rates["numpy"] / rates["pytorch-cpu"]}
             if cnn:  # seconds per pass over the training set at these rates
                 row["epoch_seconds"] = {k: epoch / v for k, v in rates.items()}
@@ -526,7 +575,7 @@ def main(argv=None):
             rows.append(row)
             label = f"batch {bs:4d}" + (f", threads {n:2d}" if n else "")
             print(f"{label} (peak {peak:3.0f} GFLOP/s): "
-                  + " | ".join(f"{k} {v:9,.0f}/s ({100 * v / roofline:4.1f}%)" for k, v in rates.items())
+                  + " | ".join(f"{k} {v:9,.0f}/s ({100 * v / rooflines[k]:4.1f}%)" for k, v in rates.items())
                   + f" | numpy/pytorch-cpu {row['numpy_over_pytorch_cpu']:.2f}x")
     if args.threads:  # the record's hardware section reports the libraries' own counts
         set_openblas_threads(own_threads["numpy"])
@@ -542,7 +591,7 @@ def main(argv=None):
         "samples_per_repeat": args.samples, "repeats": args.repeats,
         "threads_swept": args.threads, "rows": rows,
         "hardware": {"cpu": cpu_model(), "cores": os.cpu_count(),
-                     "gpu": torch.cuda.get_device_name() if "cuda" in devices else None,
+                     "gpu": gpu,
                      "numpy": numpy_blas(),
                      "torch": {"blas": hardware(torch.device("cpu"))["blas"],
                                "threads": torch.get_num_threads()}},
@@ -600,6 +649,14 @@ def markdown(record):
         f"{record['matmul_peak_gflops']:.0f} GFLOP/s, so the roofline is "
         f"{record['roofline_samples_per_second']:,.0f} samples/s); % is of the row's own roofline.",
     ]
+    if hw.get("gpu"):
+        gpu = hw["gpu"]
+        lines += ["", f"GPU: {gpu['name']}. Its float32 matmul peak, measured the same way on an 8192 x 8192 "
+                  f"product with TF32 {'on' if gpu['tf32'] else 'off (full float32 products)'}: "
+                  f"{gpu['matmul_peak_gflops']:,.0f} GFLOP/s, so its roofline is "
+                  f"{gpu['roofline_samples_per_second']:,.0f} samples/s; the CUDA columns' % is of that. "
+                  f"pytorch-cuda is the eager loop, pytorch-cuda-graph each step replayed as a CUDA graph "
+                  f"(`--mode graph`, pytorch_nn/cuda_graph.py)."]
     if swept:
         lines += ["", "Thread counts measured (NumPy's OpenBLAS and PyTorch both set to each, taking "
                   "turns within every repeat): " + ", ".join(map(str, record["threads_swept"])) + "."]

@@ -1,7 +1,7 @@
 """Regenerate the reference results that README.md and ANALYSIS.md cite, in results/reference/.
 
     python reference_results.py              # everything, about 10 minutes on 2 cores
-    python reference_results.py --only runs  # one part: runs, compare, experiments, cnn, mistakes, threads, benchmark
+    python reference_results.py --only runs  # one part: runs, compare, experiments, cnn, mistakes, threads, benchmark, compile
 
 A learner's own runs go to results/ (git-ignored) and never touch these files. Each part runs
 the repo's own commands, exactly as a reader would type them, with --metrics, --weights and
@@ -14,6 +14,7 @@ the repo's own commands, exactly as a reader would type them, with --metrics, --
     mistakes     the test images the CNN gets right and the MLP wrong, and the reverse
     threads      a run alone and beside another: what sharing the cores costs (threads.json)
     benchmark    python benchmark.py, for the MLP and for the CNN
+    compile      PyTorch on the CPU, eager against torch.compile (--mode compile)
 
 Timing is only as good as the machine is quiet. A run whose epochs (after the first, which
 carries one-off start-up costs) differ by more than MAX_SPREAD from fastest to slowest did not
@@ -210,8 +211,34 @@ def benchmark():
     run("benchmark.py", "--model", "cnn", "--out-dir", REFERENCE)
 
 
+def compile_modes():
+    """PyTorch on the CPU in its eager loop and under torch.compile (--mode compile), the MLP
+    (the default run) and the CNN (3 epochs of 20,000 samples), taking turns, twice each;
+    summary.json holds each run's first epoch (compilation included) and the median of the
+    others."""
+    folder = REFERENCE / "compile"
+    cases = {"mlp": [], "cnn": ["--model", "cnn", "--epochs", "3", "--limit", "20000"]}
+    summary = {}
+    for round_ in (1, 2):
+        for model, flags in cases.items():
+            for mode in ("eager", "compile"):
+                name = f"{model}_{mode}_{round_}"
+                metrics = train("pytorch", name, *flags, "--device", "cpu", "--mode", mode, folder=folder,
+                                keep_weights=False)
+                seconds = [e["epoch_seconds"] for e in json.loads(metrics.read_text())["epochs"]]
+                summary[name] = {"model": model, "mode": mode, "first_epoch_seconds": seconds[0],
+                                 "median_later_epoch_seconds": statistics.median(seconds[1:])}
+    record = {"what": "PyTorch on the CPU: seconds of the first training epoch (which pays for torch.compile's "
+                      "compilation) and the median of the later ones, eager loop against --mode compile",
+              "runs": summary}
+    (folder / "summary.json").write_text(json.dumps(record, indent=2) + "\n")
+    for name, result in summary.items():
+        print(f"{name}: first epoch {result['first_epoch_seconds']:.2f} s, later "
+              f"{result['median_later_epoch_seconds']:.3f} s")
+
+
 PARTS = {"runs": default_runs, "compare": comparisons, "experiments": experiments, "cnn": cnn,
-         "mistakes": mistakes, "threads": threads, "benchmark": benchmark}
+         "mistakes": mistakes, "threads": threads, "benchmark": benchmark, "compile": compile_modes}
 
 
 def main(argv=None):

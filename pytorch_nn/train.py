@@ -26,6 +26,7 @@ from metrics_file import Run  # noqa: E402
 from numpy_nn.train import build_network  # noqa: E402
 from pytorch_nn import cnn  # noqa: E402
 from pytorch_nn.cnn import CNN  # noqa: E402
+from pytorch_nn.cuda_graph import GraphedStep  # noqa: E402
 from pytorch_nn.model import MLP, load_numpy_params  # noqa: E402
 
 # Evaluation needs no gradients, so it can take big bites; the CNN's activations for
@@ -50,15 +51,20 @@ def evaluate(model, x, y):
     return loss / len(x), correct / len(x)
 
 
-def make_optimizer(model, args):
+def make_optimizer(model, args, capturable=False):
     """torch.optim does what numpy_nn/utils.py writes by hand. L2 goes on the weights only
-    (a parameter group per kind), as numpy_nn adds l2 * W to dW and leaves biases alone."""
+    (a parameter group per kind), as numpy_nn adds l2 * W to dW and leaves biases alone.
+    capturable: Adam for a CUDA graph (cuda_graph.py), its learning rate a tensor beside
+    the weights, which the recorded step sets itself."""
     weights = [p for name, p in model.named_parameters() if name.endswith("weight")]
     biases = [p for name, p in model.named_parameters() if name.endswith("bias")]
     groups = [{"params": weights, "weight_decay": args.weight_decay},
               {"params": biases, "weight_decay": 0.0}]
     # fused: the whole update of a tensor in one kernel (one pass over memory) instead of
     # one kernel per arithmetic operation; measured ~3x faster than the default for Adam
+    if args.optimizer == "adam" and capturable:
+        lr = torch.tensor(args.lr, dtype=weights[0].dtype, device=weights[0].device)
+        return torch.optim.Adam(groups, lr=lr, fused=True, capturable=True)
     if args.optimizer == "adam":
         return torch.optim.Adam(groups, lr=args.lr, fused=True)
     momentum = 0.9 if args.optimizer == "momentum" else 0.0
@@ -105,7 +111,8 @@ def train(args, x_train, y_train, x_test, y_test):
     device = pick_device(args.device)
     torch.manual_seed(args.seed)                  # --init torch and dropout draw from here
     model = build_model(args, x_train.shape[1]).to(device)
-    optimizer = make_optimizer(model, args)
+    optimizer = make_optimizer(model, args, capturable=args.mode == "graph")
+    forward = compiled(model, device) if args.mode == "compile" else model  # what the loop calls
     run = Run("pytorch", args, {"torch": torch.__version__, "numpy": np.__version__},
               hardware(device), len(x_train), len(x_test))
     # The whole dataset goes to the device once, as tensors; a batch is then one indexing
@@ -117,8 +124,10 @@ def train(args, x_train, y_train, x_test, y_test):
     steps_per_epoch = math.ceil(len(x_train) / args.batch_size)
     total_steps = args.epochs * steps_per_epoch
     scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
-                 if args.schedule == "cosine" else None)
+                 if args.schedule == "cosine" and args.mode != "graph" else None)
     loss_fn = nn.CrossEntropyLoss()               # log-softmax + mean negative log-likelihood
+    graphed = (GraphedStep(model, optimizer, loss_fn, x_train, y_train, args.batch_size, total_steps,
+                           args.schedule == "cosine") if args.mode == "graph" else None)
     if device.type != "cpu":                      # the losses of an epoch, kept on the device
         losses = torch.zeros(steps_per_epoch, device=device, dtype=getattr(torch, args.dtype))
     try:
@@ -130,12 +139,15 @@ def train(args, x_train, y_train, x_test, y_test):
                        desc=f"epoch {epoch}", leave=False, disable=args.no_progress or None)
             for batch, idx in enumerate(bar, start=1):
                 idx = torch.from_numpy(idx).to(device, non_blocking=True)
-                loss = loss_fn(model(x_train[idx]), y_train[idx])
-                optimizer.zero_grad(set_to_none=True)  # drop last step's gradients
-                loss.backward()                   # autograd: every d<name>, by the chain rule
-                optimizer.step()                  # the update rule, for every parameter
-                if scheduler:
-                    scheduler.step()
+                if graphed:                       # --mode graph: the lines below, recorded once, replayed
+                    loss = graphed(idx)
+                else:
+                    loss = loss_fn(forward(x_train[idx]), y_train[idx])
+                    optimizer.zero_grad(set_to_none=True)  # drop last step's gradients
+                    loss.backward()               # autograd: every d<name>, by the chain rule
+                    optimizer.step()              # the update rule, for every parameter
+                    if scheduler:
+                        scheduler.step()
                 if device.type == "cpu":
                     check_finite(loss.item(), epoch, batch, args)
                 else:
@@ -155,6 +167,14 @@ def train(args, x_train, y_train, x_test, y_test):
     return model, run
 
 
+def compiled(model, device):
+    """--mode compile: torch.compile's version of model.forward, for the training steps
+    (evaluation runs the model as it is, at other batch sizes). On CUDA in the mode
+    "reduce-overhead", which records CUDA graphs of its own, as cuda_graph.py does by hand.
+    The first steps pay for the compilation: the first epoch's time says how much."""
+    return torch.compile(model, mode="reduce-overhead" if device.type == "cuda" else "default")
+
+
 def check_losses(losses, first_batch, epoch, args):
     """Raise TrainingDiverged at the first NaN or infinite loss of batches first_batch, ...:
     one copy to the host for the lot."""
@@ -169,11 +189,21 @@ def main(argv=None):
     parser.add_argument("--init", choices=["numpy", "torch"], default="numpy",
                         help="start from the NumPy network's weights for --seed, or from "
                              "PyTorch's default initialisation")
+    parser.add_argument("--mode", choices=["eager", "graph", "compile"], default="eager",
+                        help="eager: the loop as written; graph: each step recorded once as a CUDA "
+                             "graph and replayed (CUDA and Adam only, pytorch_nn/cuda_graph.py); "
+                             "compile: torch.compile of the model")
     args = parser.parse_args(argv)
     try:
-        pick_device(args.device)
+        device = pick_device(args.device)
     except ValueError as e:
         parser.error(str(e))
+    if args.mode == "graph" and device.type != "cuda":
+        parser.error(f"argument --mode: graph records CUDA graphs and needs a CUDA GPU; this run's "
+                     f"device is {device.type} (try --mode eager)")
+    if args.mode == "graph" and args.optimizer != "adam":
+        parser.error("argument --mode: graph supports --optimizer adam only (its capturable form "
+                     "keeps its whole state on the GPU)")
     prepare(parser, args)
     x_train, y_train, x_test, y_test = load_data(parser, args)
     try:

@@ -20,12 +20,19 @@ def summarize(run):
     }
 
 
+def mode_note(record):
+    """" (graph)" or " (compile)" for a PyTorch run not in the eager loop (--mode), else ""."""
+    mode = record["config"].get("mode", "eager")  # NumPy runs and older records have none: eager
+    return "" if mode == "eager" else f" ({mode})"
+
+
 def device_name(record):
-    """Where a run trained, for sentences: "CPU (AMD EPYC)" or "GPU (NVIDIA H100)"."""
+    """Where a run trained, for sentences: "CPU (AMD EPYC)" or "GPU (NVIDIA H100)", and how,
+    when not in the eager loop: "GPU (NVIDIA H100) (graph)"."""
     hardware = record["hardware"]
     if hardware["device"] == "cpu":
-        return f"CPU ({hardware['cpu']})"
-    return f"GPU ({hardware.get('gpu') or hardware['device']})"
+        return f"CPU ({hardware['cpu']})" + mode_note(record)
+    return f"GPU ({hardware.get('gpu') or hardware['device']})" + mode_note(record)
 
 
 def speed_sentence(a, b):
@@ -158,7 +165,7 @@ def table_row(run):
         f"{s['median_samples_per_second']:,.0f}",
         f"{hardware['cpu']}{cores}",
         f"{hardware['blas']}{threads}",
-        hardware.get("gpu") or hardware["device"],
+        (hardware.get("gpu") or hardware["device"]) + mode_note(run.record),
         ", ".join(f"{library} {version}" for library, version in run.record["versions"].items()),
     ]
     return "| " + " | ".join(cells) + " |"

@@ -285,6 +285,16 @@ def test_speed_ratio_names_both_devices_when_they_differ(tmp_path):
     assert "warning: the runs differ in hardware" in text
 
 
+def test_a_cuda_graph_run_says_so_in_the_table_and_the_sentence(tmp_path):
+    """--mode graph or compile is recorded in the config; the table's device cell and the
+    speed sentence show it (an eager run, and any record without the key, shows nothing)."""
+    runs = twin_files(tmp_path, 30.0, 3.0, hardware={"device": "cuda", "gpu": "Test GPU"})
+    rewrite(runs[1], lambda record: record["config"].update(mode="graph"))
+    text = table.markdown(compare.load_runs(runs))
+    assert "PyTorch on its GPU (Test GPU) (graph) is 10.0x faster than NumPy on its CPU (Test CPU):" in text, text
+    assert "| Test GPU (graph) |" in text, text
+
+
 def test_table_row_numbers(tmp_path):
     """Final and best test accuracy (the first epoch that reached it), total and mean seconds,
     median throughput."""
