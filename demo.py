@@ -1,0 +1,79 @@
+"""Draw a digit in your browser and watch every trained network read it.
+
+    python demo.py                  # prints the address to open; Ctrl-C stops it
+    python demo.py --open           # and opens it in your browser
+    python demo.py --port 8000      # a fixed port instead of a free one
+    python demo.py --results-dir results/reference   # the committed runs instead of yours
+
+The page sends your drawing to this server, which makes it a 28x28 image the way MNIST's
+were made (demo/preprocess.py) and runs every network trained so far: the NumPy and PyTorch
+MLPs and, once trained with --model cnn, the CNNs. The server, the page and the
+preprocessing live in demo/; this file is the command.
+"""
+import argparse
+import errno
+import signal
+import sys
+import webbrowser
+
+from demo.models import add_run_flags, models_or_exit
+from demo.server import HOST, DemoServer, serve
+
+
+def port_number(text):
+    """An argparse type: a TCP port, or 0 for a free one."""
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number from 0 to 65535, got {text!r}")
+    return int(text)
+
+
+def build_parser():
+    p = argparse.ArgumentParser(description="Serve a page on 127.0.0.1 where you draw a digit "
+                                            "and every trained network reads it.")
+    p.add_argument("--port", type=port_number, default=0,
+                   help="the port to serve on (default: 0, a free one chosen by the system)")
+    p.add_argument("--open", action="store_true",
+                   help="open the page in a browser (default: only print its address)")
+    add_run_flags(p)
+    return p
+
+
+def _stop_on_sigterm(signum, frame):
+    raise KeyboardInterrupt  # kill stops the server as Ctrl-C does
+
+
+def start(args):
+    """Find the models and open the socket; a one-line error (SystemExit) if either fails."""
+    models, notes = models_or_exit(args)
+    for model in models:
+        print(f"loaded {model.name} from {model.weights}")
+    for note in notes:
+        print(f"note: {note}")
+    if not models:
+        print("no trained model found: the page will say which command trains one")
+    try:
+        return DemoServer(args.port, models, notes)
+    except OSError as e:
+        if e.errno == errno.EADDRINUSE:
+            sys.exit(f"error: port {args.port} is already in use on {HOST}; choose another with "
+                     f"--port, or leave it out for a free one")
+        sys.exit(f"error: cannot serve on {HOST}:{args.port} ({e.strerror})")
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    try:
+        server = start(args)
+    except KeyboardInterrupt:
+        sys.exit("stopped before serving")
+    url = f"http://{HOST}:{server.server_address[1]}/"
+    print(f"serving {url} (Ctrl-C stops it)", flush=True)  # flushed: a test or a pipe reads it now
+    if args.open:
+        webbrowser.open(url)
+    serve(server)
+    print("stopped")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,128 @@
+"""The trained networks the demo runs, found the way compare.py finds them.
+
+A run counts when its metrics file is there and valid (metrics_file.load_metrics, through
+compare.load_runs) and a weights file has the SHA-256 that the file records (looked for where
+compare.py looks: beside the metrics, then where the trainer wrote it). The weights are
+loaded once; each Model then reads one 28x28 image at a time, in its own framework and dtype.
+"""
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from compare import UNREADABLE, CompareError, how_to_make, load_runs, weights_candidates
+from experiment import RESULTS_DIR, shown
+from metrics_file import MetricsError, file_sha256
+from numpy_nn.cnn import CNN
+from numpy_nn.neural_network import NeuralNetwork
+from numpy_nn.utils import softmax
+from report.run import with_results
+
+# The files the trainers write by default (experiment.py): the MLP's, then the CNN's.
+DEFAULT_RUNS = tuple(RESULTS_DIR / f"{name}_metrics.json"
+                     for name in ("numpy", "pytorch", "numpy_cnn", "pytorch_cnn"))
+
+
+@dataclass
+class Model:
+    """One trained network, ready to read digits."""
+    name: str          # as compare.py names the run: "NumPy", or "NumPy MLP" beside a CNN
+    weights: str       # the file it was loaded from, as shown to the user
+    read: Callable     # image (28, 28) float32 -> (10 probabilities, [hidden layers' activations])
+
+
+def numpy_reader(path, kind):
+    """A NumPy network's read(): the probabilities, and for the MLP each hidden layer's ReLU
+    outputs (128 and 64 numbers), which the page draws as heat strips."""
+    net = (CNN if kind == "cnn" else NeuralNetwork).load(path)
+
+    def read(image):
+        logits, cache = net.forward(image.reshape(1, 784))        # 1,10
+        hidden = [cache[f"h{i}"][0] for i in range(1, net.num_layers)] if kind == "mlp" else []
+        return softmax(logits.astype(np.float64))[0], hidden
+    return read
+
+
+def pytorch_reader(path, kind):
+    """A PyTorch network's read(): the probabilities (no hidden layers shown)."""
+    import torch  # only when a PyTorch run is there
+    from pytorch_nn import cnn, model as mlp
+    network = (cnn if kind == "cnn" else mlp).load_model(path)
+    network.eval()                                   # as the trainer evaluates: dropout off
+
+    def read(image):
+        x = torch.from_numpy(image.reshape(1, 784)).to(network.out.weight.dtype)
+        with torch.inference_mode():
+            logits = network(x).double()                              # 1,10
+        return torch.softmax(logits, dim=1)[0].numpy(), []
+    return read
+
+
+READERS = {"numpy": numpy_reader, "pytorch": pytorch_reader}
+
+
+def own_weights(run):
+    """The first weights file compare.py would try whose SHA-256 is the one the run records,
+    or None."""
+    for path in weights_candidates(run):
+        if path.is_file() and file_sha256(path) == run.record["weights_sha256"]:
+            return path
+    return None
+
+
+def unusable(run):
+    """Why a run's network cannot read digits here, or None. (A run with results: not diverged.)"""
+    if run.record["config"]["dataset"] != "mnist":
+        return f"{shown(run.path)} was trained on {run.record['config']['dataset']}, not on digits"
+    return None
+
+
+def find_models(metrics_paths=DEFAULT_RUNS):
+    """(models, notes): a Model for every run that has its own weights, and a one-line note for
+    every metrics file that gives none, saying why (and, when missing, which command trains it).
+    A metrics file that is there but broken raises MetricsError, as in compare.py."""
+    present = [path for path in metrics_paths if path.exists()]
+    notes = [f"{shown(path)} not found: {how_to_make(path)}" for path in metrics_paths
+             if not path.exists()]
+    runs = load_runs(present)
+    notes += [f"{shown(run.path)} diverged: it has no weights" for run in runs if run.diverged]
+    models = []
+    for run in with_results(runs):
+        weights = own_weights(run)
+        problem = unusable(run) or (None if weights else
+                                    f"no weights file has the SHA-256 that {shown(run.path)} "
+                                    f"records (written over by a later run?): train it again")
+        if problem:
+            notes.append(problem)
+            continue
+        try:
+            read = READERS[run.framework](weights, run.model)
+        except UNREADABLE as e:
+            notes.append(f"cannot load {shown(weights)} ({type(e).__name__}): train it again")
+            continue
+        models.append(Model(run.name, shown(weights), read))
+    return models, notes
+
+
+# ----------------------------------------------------------------------------- the commands' flags
+
+def add_run_flags(parser):
+    """The flags demo.py and predict.py share: which runs to load."""
+    parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR,
+                        help="the folder whose default runs to load: numpy_metrics.json, "
+                             "pytorch_metrics.json, numpy_cnn_metrics.json and pytorch_cnn_metrics.json "
+                             "(default: the repo's results/)")
+    parser.add_argument("--runs", type=Path, nargs="+", default=None, metavar="PATH",
+                        help="metrics files of the runs to load instead, as compare.py --runs "
+                             "(default: the four in --results-dir)")
+
+
+def models_or_exit(args):
+    """find_models for the flags above; a broken metrics file is a one-line error."""
+    runs = args.runs or [args.results_dir / path.name for path in DEFAULT_RUNS]
+    try:
+        return find_models(runs)
+    except (CompareError, MetricsError) as e:
+        sys.exit(f"error: {e}")

@@ -1,0 +1,217 @@
+"""The demo's web server: one page and a small JSON API, on 127.0.0.1 only.
+
+    GET  /              the page (demo/page.html, read once at start)
+    GET  /api/models    {"models": [names], "notes": [why a run is missing, how to train it]}
+    POST /api/predict   {"ink": H x W numbers in [0, 1], 1 = ink, 28 <= H, W <= 512}
+                        -> {"input": the 28x28 image the networks read,
+                            "models": [{"name", "probabilities": 10 numbers}, ...]}
+                        (a NumPy MLP's entry adds "hidden": its hidden layers' activations)
+
+Anything else gets a 4xx answer whose body is {"error": "<one line>"}, and the server goes
+on. The client never names a file: the page is the one file, read before serving starts.
+"""
+import json
+import sys
+import threading
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import numpy as np
+
+from demo.preprocess import NoInk, mnist_style
+
+PAGE = Path(__file__).resolve().parent / "page.html"
+HOST = "127.0.0.1"          # this machine only: the demo is not for the network
+MAX_BODY = 2 * 1024 * 1024  # bytes; 512x512 numbers written with 3 decimals take 1.6 MB at most
+SIDES = (28, 512)           # the smallest and largest drawing, per side
+ROUTES = {"/": "GET", "/api/models": "GET", "/api/predict": "POST"}
+
+
+class BadRequest(Exception):
+    """A request the server refuses: an HTTP status and a one-line reason."""
+
+    def __init__(self, status, reason):
+        super().__init__(reason)
+        self.status = status
+
+
+# ----------------------------------------------------------------------------- the request body
+
+def _not_json(constant):
+    """json.loads calls this for NaN, Infinity and -Infinity, which JSON itself does not allow."""
+    raise BadRequest(400, f"{constant} is not a number JSON allows")
+
+
+def _first_non_number(rows):
+    """(row, column, value) of the first entry that is not a JSON number (true/false are not), or None."""
+    for r, row in enumerate(rows):
+        for c, value in enumerate(row):
+            if type(value) not in (int, float):
+                return r, c, value
+    return None
+
+
+def parse_ink(body):
+    """The request body (bytes) -> the drawing as an (H, W) float64 array; BadRequest says
+    what is wrong with it."""
+    try:
+        request = json.loads(body, parse_constant=_not_json)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise BadRequest(400, f"the body is not JSON: {e}") from None
+    except RecursionError:
+        raise BadRequest(400, "the body nests lists too deeply") from None
+    rows = request.get("ink") if isinstance(request, dict) else None
+    if not isinstance(rows, list) or not all(isinstance(row, list) for row in rows):
+        raise BadRequest(400, 'expected {"ink": [[...], ...]}: a list of rows, each a list of numbers')
+    height, width = len(rows), len(rows[0]) if rows else 0
+    if any(len(row) != width for row in rows):
+        raise BadRequest(400, "the rows of ink differ in length")
+    if not (SIDES[0] <= height <= SIDES[1] and SIDES[0] <= width <= SIDES[1]):
+        raise BadRequest(400, f"ink is {height}x{width}; each side must be from {SIDES[0]} to {SIDES[1]}")
+    bad = _first_non_number(rows)
+    if bad:
+        raise BadRequest(400, f"ink[{bad[0]}][{bad[1]}] is {json.dumps(bad[2])}, not a number")
+    ink = np.array(rows, dtype=np.float64)
+    if not np.isfinite(ink).all():             # 1e999 parses as infinity
+        raise BadRequest(400, "ink holds a number too large for a float")
+    if ink.min() < 0 or ink.max() > 1:
+        raise BadRequest(400, f"ink must lie in [0, 1], found {ink.min():g} to {ink.max():g}")
+    return ink
+
+
+# ----------------------------------------------------------------------------- the answer
+
+def predict(models, ink):
+    """Preprocess the drawing as MNIST was made, and let every model read it."""
+    try:
+        image = mnist_style(ink)                                   # 28,28 float32
+    except NoInk as e:
+        raise BadRequest(400, str(e)) from None
+    answers = []
+    for model in models:
+        probabilities, hidden = model.read(image)
+        answer = {"name": model.name, "probabilities": probabilities.tolist()}
+        if hidden:
+            answer["hidden"] = [layer.tolist() for layer in hidden]  # 128, then 64 numbers
+        answers.append(answer)
+    return {"input": image.tolist(), "models": answers}
+
+
+class DemoServer(ThreadingHTTPServer):
+    """Serves the page and the API for a fixed list of models (demo.models.find_models).
+    Each request has its own thread, so one slow client does not hold up the page; the
+    networks read one drawing at a time (the lock), as they were not written for threads."""
+
+    def __init__(self, port, models, notes):
+        self.page = PAGE.read_bytes()
+        self.models, self.notes = models, notes
+        self.lock = threading.Lock()
+        super().__init__((HOST, port), DemoHandler)
+
+    def predict(self, ink):
+        with self.lock:
+            return predict(self.models, ink)
+
+    def handle_error(self, request, client_address):
+        """A request that broke off (the client went away): one line, not a traceback."""
+        error = sys.exc_info()[1]
+        print(f"demo: request from {client_address[0]} failed: {type(error).__name__}: {error}",
+              file=sys.stderr)
+
+
+class DemoHandler(BaseHTTPRequestHandler):
+    """One request per connection (HTTP/1.0, http.server's default, so a refused body is never
+    read as the next request): the route decides; every refusal is send_error's one-line JSON."""
+    timeout = 10  # seconds a client may go silent mid-request before it is dropped
+    default_request_version = "HTTP/1.0"  # so a garbled request line gets a status line too
+
+    def do_GET(self):
+        path = self._route("GET")
+        if path == "/":
+            self._send(200, self.server.page, "text/html; charset=utf-8")
+        elif path == "/api/models":
+            names = [model.name for model in self.server.models]
+            self._send_json(200, {"models": names, "notes": self.server.notes})
+
+    def do_POST(self):
+        if self._route("POST") is None:
+            return
+        try:
+            self._send_json(200, self.server.predict(parse_ink(self._body())))
+        except BadRequest as e:
+            self.send_error(e.status, str(e))
+
+    def __getattr__(self, name):
+        """Any other method (do_PUT, do_DELETE, do_HEAD, ...) gets 405."""
+        if name.startswith("do_"):
+            return lambda: self._route(name[3:])
+        raise AttributeError(name)
+
+    def _route(self, method):
+        """The path, when it exists and takes this method; otherwise None, once 404 or 405
+        has been answered."""
+        path = urlsplit(self.path).path
+        if path not in ROUTES:
+            self.send_error(404, f"no such page: {path} (the page is /, the API /api/predict)")
+        elif ROUTES[path] != method:
+            self.send_error(405, f"{path} takes {ROUTES[path]}, not {method}", allow=ROUTES[path])
+        else:
+            return path
+        return None
+
+    def _body(self):
+        """The request's body, at most MAX_BODY bytes, read only after its length is checked."""
+        try:
+            length = int(self.headers.get("Content-Length", ""))
+        except ValueError:                      # none, or not a whole number
+            length = -1
+        if length < 0:
+            raise BadRequest(411, "send the body with its Content-Length")
+        if length > MAX_BODY:                   # refused unread: the connection closes after the answer
+            raise BadRequest(413, f"the body is {length:,} bytes; the limit is {MAX_BODY:,}")
+        try:
+            body = self.rfile.read(length)
+        except TimeoutError:                    # the client went silent for `timeout` seconds
+            raise BadRequest(408, f"the body stopped coming before its {length:,} bytes") from None
+        if len(body) < length:
+            raise BadRequest(400, f"the body ended after {len(body):,} of {length:,} bytes")
+        return body
+
+    # ------------------------------------------------------------------------- writing answers
+
+    def send_error(self, code, message=None, explain=None, allow=None):
+        """Every refusal, ours and http.server's own (a malformed request line, say), as one
+        line of JSON instead of http.server's HTML page."""
+        reason = message or HTTPStatus(code).phrase
+        self._send_json(code, {"error": " ".join(str(reason).split())}, allow)
+
+    def _send_json(self, code, answer, allow=None):
+        self._send(code, json.dumps(answer).encode() + b"\n", "application/json", allow)
+
+    def _send(self, code, body, content_type, allow=None):
+        self.send_response(code)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        if allow:
+            self.send_header("Allow", allow)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def log_request(self, code="-", size="-"):
+        """Log refusals only: a line per stroke drawn would bury the ones that matter."""
+        if isinstance(code, int) and code >= 400:
+            super().log_request(code, size)
+
+
+def serve(server):
+    """Serve until Ctrl-C (or SIGTERM, which demo.py turns into it), then close the socket."""
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()

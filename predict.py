@@ -1,0 +1,79 @@
+"""Read handwritten digits from picture files with every trained network.
+
+    python predict.py my_seven.png photo_of_a_three.jpg
+    python predict.py digit.png --results-dir results/reference   # the committed runs
+    python predict.py digit.png --runs a_metrics.json b_metrics.json  # pictures before --runs
+
+Each picture should hold one digit on plain paper: dark ink on light paper or light on
+dark, which is told from the picture's border. It goes through the demo page's
+preprocessing (demo/preprocess.py: the MNIST recipe), then every network trained so far
+reads it, and its three most likely digits are printed:
+
+    my_seven.png
+      NumPy MLP      7 99.8%   2  0.1%   1  0.0%
+      PyTorch MLP    ...
+
+A picture that cannot be read is one line on stderr; the others are still read, and the
+exit status is 1.
+"""
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from demo.models import add_run_flags, models_or_exit
+from demo.preprocess import NoInk, ink_from_grey, mnist_style
+
+TOP = 3
+
+
+def read_grey(path):
+    """A picture file -> its grey levels (H, W) in [0, 1], 0 black. A transparent background
+    counts as white paper."""
+    with Image.open(path) as picture:
+        rgba = picture.convert("RGBA")
+    on_white = Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba)
+    return np.asarray(on_white.convert("L"), dtype=np.float64) / 255
+
+
+def top_line(model, probabilities, width):
+    """'NumPy MLP      7 99.8%   2  0.1%   1  0.0%': the TOP most likely digits."""
+    best = np.argsort(probabilities)[::-1][:TOP]
+    return f"  {model.name:<{width}}" + "".join(f"  {d} {100 * probabilities[d]:4.1f}%" for d in best)
+
+
+def read_picture(path, models):
+    """The lines printed for one picture; ValueError or OSError says why it cannot be read."""
+    image = mnist_style(ink_from_grey(read_grey(path)))            # 28,28
+    width = max(len(model.name) for model in models)
+    return [str(path)] + [top_line(model, model.read(image)[0], width) for model in models]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="Read handwritten digits from PNG or JPEG files "
+                                                 "with every trained network.")
+    parser.add_argument("images", type=Path, nargs="+", metavar="IMAGE",
+                        help="picture files, one digit on plain paper in each")
+    add_run_flags(parser)
+    args = parser.parse_args(argv)
+    models, notes = models_or_exit(args)
+    if not models:
+        sys.exit(f"error: no trained model found: {'; '.join(notes)}")
+    failed = 0
+    for path in args.images:
+        try:
+            print("\n".join(read_picture(path, models)))
+        except NoInk:
+            failed += 1
+            print(f"error: {path}: no digit found, the picture is blank", file=sys.stderr)
+        except (OSError, ValueError, Image.DecompressionBombError) as e:
+            failed += 1
+            reason = getattr(e, "strerror", None) or str(e)
+            print(f"error: {path}: cannot read it as a picture ({reason})", file=sys.stderr)
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
