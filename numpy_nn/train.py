@@ -20,6 +20,7 @@ from data_loader import batches  # noqa: E402
 from experiment import TrainingDiverged, build_parser, check_finite, finish, load_data, prepare, stop  # noqa: E402
 from metrics_file import Run, numpy_blas  # noqa: E402
 from numpy_nn.cnn import CNN  # noqa: E402
+from numpy_nn.diagnostics import PROBE_IMAGES, Watch  # noqa: E402
 from numpy_nn.neural_network import NeuralNetwork  # noqa: E402
 from numpy_nn.utils import OPTIMIZERS, accuracy, cosine_lr, cross_entropy  # noqa: E402
 
@@ -43,8 +44,9 @@ def evaluate(net, x, y):
 def build_network(args, n_inputs):
     """The network the flags ask for, with its starting weights drawn from --seed."""
     if args.model == "cnn":
-        return CNN(seed=args.seed, dtype=args.dtype)
-    return NeuralNetwork((n_inputs, *args.hidden, 10), seed=args.seed, dtype=args.dtype)
+        return CNN(seed=args.seed, dtype=args.dtype, init=args.weight_init)
+    return NeuralNetwork((n_inputs, *args.hidden, 10), seed=args.seed, dtype=args.dtype,
+                         activation=args.activation, init=args.weight_init)
 
 
 def train(args, x_train, y_train, x_test, y_test):
@@ -57,6 +59,7 @@ def train(args, x_train, y_train, x_test, y_test):
     dropout_rng = np.random.default_rng(args.seed + 1)
     steps_per_epoch = math.ceil(len(x_train) / args.batch_size)
     total_steps, step = args.epochs * steps_per_epoch, 0
+    watch = Watch(net, x_train[:PROBE_IMAGES], args, steps_per_epoch)  # gradients, updates, activations
     try:
         for epoch in range(1, args.epochs + 1):
             blas_threads = threads.share_cores("numpy")  # this run's share of the cores, see threads.py
@@ -69,7 +72,12 @@ def train(args, x_train, y_train, x_test, y_test):
                 loss, _ = net.gradients(x_train[idx], y_train[idx], args.weight_decay,
                                         args.dropout, dropout_rng)
                 check_finite(loss, epoch, batch, args)
+                recording = watch.due(epoch, batch)       # every --diagnostics-every steps
+                if recording:
+                    watch.before_update(loss)             # the loss, gradients, weights before the step
                 optimizer.step(net.flat_grads)
+                if recording:
+                    watch.after_update()                  # update ratios; the probe images' activations
                 step += 1
             seconds = time.perf_counter() - t0
             run.log_epoch(epoch, *evaluate(net, x_train, y_train), *evaluate(net, x_test, y_test),
@@ -78,6 +86,7 @@ def train(args, x_train, y_train, x_test, y_test):
         run.interrupted = True
     except TrainingDiverged as e:                 # no result to claim; the record says where
         run.diverged = e
+    run.record["diagnostics"] = watch.finish()
     return net, run
 
 
