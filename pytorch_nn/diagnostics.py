@@ -87,7 +87,4 @@ class Watch:
                      dead_fraction=[dead_fraction(h) for h in outputs[:-1]])
 
     def finish(self):
-        if not self.every:
-            return None
-        self.log.histograms("end", [histogram(h) for h in self.outputs()])
-        return self.log.block
+        return self.log.finish([histogram(h) for h in self.outputs()]) if self.every else None

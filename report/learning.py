@@ -36,12 +36,12 @@ def _histograms(axes, diagnostics):
     (log-scale counts: the pile at exactly 0 of a ReLU layer would flatten the rest)."""
     histograms = diagnostics["histograms"]
     for ax, name in zip(axes, diagnostics["layers"]):
-        for when, colour in (("init", "tab:blue"), ("end", "tab:orange")):
+        for when, style in (("init", {"fill": True, "alpha": 0.5, "label": "start"}),
+                            ("end", {"linewidth": 1.5, "label": "end"})):
             h = (histograms.get(when) or {}).get(name)
-            if h is None:  # not recorded (an interrupted start) or not finite (a blown-up run)
+            if h is None:  # not finite: a run that blew up has nothing to bin
                 continue
-            ax.stairs(h["counts"], h["edges"], color=colour, label="start" if when == "init" else "end",
-                      fill=True, alpha=0.4)
+            ax.stairs(h["counts"], h["edges"], color="tab:blue" if when == "init" else "tab:orange", **style)
         ax.set_yscale("log")
         ax.set(title=f"{name}: outputs on the probe images", xlabel="output value", ylabel="count")
         ax.legend(fontsize="small")
