@@ -20,7 +20,7 @@ import compare
 from experiment import TrainingDiverged, build_parser, finish
 from metrics_file import SCHEMA_VERSION, WEIGHT_SUFFIX, Run, file_sha256, load_metrics
 from numpy_nn.neural_network import NeuralNetwork
-from report import curves, inside, table
+from report import curves, inside, learning, table
 from report.run import RunResult
 
 REPO = Path(__file__).resolve().parents[1]
@@ -248,17 +248,31 @@ def test_schema_2_records_are_still_read(tmp_path, capsys):
     assert "warning: the runs differ" not in capsys.readouterr().out
 
 
-def test_a_run_with_diagnostics_gets_its_learning_picture(tmp_path, capsys):
-    """learning_<run>.png for each run whose record has diagnostics (a null loss and a missing end
-    histogram, a run that blew up, are left out of the drawing, not refused)."""
-    with_diagnostics = make_record()
-    with_diagnostics["diagnostics"] = made_up_diagnostics()
+LAYER_SETS = {"mlp": ("layer1", "layer2", "layer3"), "cnn": ("conv1", "conv2", "linear"),
+              "mlp with 3 hidden layers": ("layer1", "layer2", "layer3", "layer4")}
+
+
+@pytest.mark.parametrize("model", LAYER_SETS)
+def test_a_run_with_diagnostics_gets_its_learning_picture(tmp_path, capsys, model):
+    """learning_<run>.png for each run whose record has diagnostics, one histogram per layer (a
+    null loss and a missing end histogram, a run that blew up, are left out of the drawing, not
+    refused)."""
+    layers = LAYER_SETS[model]
+    config = {"model": "cnn", "hidden": None} if model == "cnn" else {"hidden": [128, 64, 32][:len(layers) - 1]}
+    with_diagnostics = make_record(config=config)
+    with_diagnostics["diagnostics"] = made_up_diagnostics(layers=layers)
     runs = [write(tmp_path, "numpy_metrics.json", with_diagnostics),
             write(tmp_path, "pytorch_metrics.json", make_record("pytorch"))]
     run_main("--runs", *runs, "--out-dir", tmp_path / "out", "--no-inside")
-    assert "wrote out/learning_numpy.png" in capsys.readouterr().out.replace(str(tmp_path) + "/", "")
-    assert_png(tmp_path / "out" / "learning_numpy.png")
-    assert not (tmp_path / "out" / "learning_pytorch.png").exists()
+    key = "numpy_cnn" if model == "cnn" else "numpy"                  # name_runs: the model, beside an MLP
+    assert f"wrote out/learning_{key}.png" in capsys.readouterr().out.replace(str(tmp_path) + "/", "")
+    assert_png(tmp_path / "out" / f"learning_{key}.png")
+    assert [p.name for p in (tmp_path / "out").glob("learning_*")] == [f"learning_{key}.png"]
+    run = compare.load_runs([runs[0]])[0]
+    figure = learning.learning_figure(run)
+    titles = [ax.get_title() for ax in figure.axes if ": outputs on the probe images" in ax.get_title()]
+    assert titles == [f"{name}: outputs on the probe images" for name in layers]
+    plt.close(figure)
 
 
 @pytest.mark.parametrize("case", BAD_FILES)
