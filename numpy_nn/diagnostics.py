@@ -75,6 +75,9 @@ class DiagnosticsLog:
                       **{figure: {name: [] for name in names} for figure in DIAGNOSTICS_PER_LAYER},
                       "dead_fraction": {name: [] for name in names[:-1]},   # the last layer's are the logits
                       "histograms": {"init": None, "end": None}}
+        # one complete row per record, appended in one operation: Ctrl-C or SIGTERM (raised
+        # between any two Python operations) can never leave the figures of unequal lengths
+        self.rows = []
 
     def due(self, epoch, batch):
         """Is this step one to record? Steps count 1, 2, ... over the whole run: 1, 1 + every, ..."""
@@ -84,14 +87,18 @@ class DiagnosticsLog:
     def add(self, loss, **figures):
         """The step due() last said yes to: its loss, and each figure as a list over the layers
         (dead_fraction over the hidden layers)."""
-        self.block["steps"].append(self.step)
-        self.block["loss"].append(finite(loss))
-        for figure, values in figures.items():
-            for name, value in zip(self.block[figure], values, strict=True):
-                self.block[figure][name].append(finite(value))
+        self.rows.append((self.step, finite(loss), {figure: [finite(v) for v in values]
+                                                    for figure, values in figures.items()}))
 
     def finish(self, histograms):
-        """The histograms at the end, one per layer; returns the block, complete."""
+        """The rows as one series per figure and layer, and the histograms at the end, one per
+        layer; returns the block, complete."""
+        for step, loss, figures in self.rows:
+            self.block["steps"].append(step)
+            self.block["loss"].append(loss)
+            for figure, values in figures.items():
+                for name, value in zip(self.block[figure], values, strict=True):
+                    self.block[figure][name].append(value)
         self.histograms("end", histograms)
         return self.block
 
