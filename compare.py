@@ -2,7 +2,7 @@
 
     python compare.py                        # results/numpy_metrics.json vs results/pytorch_metrics.json
     python compare.py --runs a.json b.json   # any metrics files, e.g. one run per learning rate
-    python compare.py --no-inside            # curves and table only: no saved weights needed
+    python compare.py --no-inside            # no saved weights needed: curves, table, learning
 
 compare.py only reads what the trainers wrote (run first, then plot): the metrics files,
 checked by metrics_file.load_metrics, and the saved weights, each checked to be its run's own
@@ -16,11 +16,13 @@ accuracy the record claims. Into --out-dir (default results/):
     weights_<run>.png     a NumPy MLP's first-layer weights drawn as 28x28 images
     filters_<run>.png     a CNN's 32 first-layer 3x3 filters (NumPy and PyTorch runs)
     feature_maps_<run>.png  the first test image and the maps a CNN's two conv layers make of it
+    learning_<run>.png    how a run learned, layer by layer: gradients, updates, dead units and
+                          activations every N steps (a run whose record has diagnostics)
 
 <run> is the framework (numpy, pytorch); then, when a CNN is among the runs, the model
 (numpy_cnn, numpy_mlp); then the metrics file's name when that still repeats.
 This file reads and checks; the table and the pictures are made in report/ (table.py, curves.py,
-inside.py), and written here.
+inside.py, learning.py), and written here. Records of schema 2 (before diagnostics) are read too.
 A run that diverged is listed as such and gets no curves, numbers or pictures.
 Every file is written under a temporary name and then renamed: none is ever half-written.
 """
@@ -47,6 +49,7 @@ from numpy_nn.cnn import CNN, saved_model_kind  # noqa: E402
 from numpy_nn.neural_network import NeuralNetwork  # noqa: E402
 from report.curves import plot_comparison  # noqa: E402
 from report.inside import inside_figures  # noqa: E402
+from report.learning import learning_figure  # noqa: E402
 from report.run import (FRAMEWORK_NAMES, MODEL_NAMES, RunResult, divergence, name_runs,  # noqa: E402
                         with_results)
 from report.table import markdown  # noqa: E402
@@ -237,12 +240,13 @@ def _evaluate_numpy(path, model, x_test, y_test):
                       net.params)
 
 
-def _evaluate_pytorch(path, model, x_test, y_test):
+def _evaluate_pytorch(path, model, x_test, y_test, activation):
     import torch  # needed for PyTorch runs only
     from pytorch_nn import cnn, model as mlp
     from pytorch_nn.train import EVAL_BATCH
     twin = cnn if model == "cnn" else mlp
-    network = twin.load_model(path)
+    # a state_dict holds no activation (it has no weights): the MLP's comes from the record
+    network = cnn.load_model(path) if model == "cnn" else mlp.load_model(path, activation=activation)
     network.eval()                                 # as the trainer's evaluate(): dropout off
     x = torch.from_numpy(x_test).to(network.out.weight.dtype)
     with torch.inference_mode():
@@ -256,9 +260,10 @@ def evaluate_weights(run, x_test, y_test):
     in (another library, or another dtype, rounds differently), and in the slices its
     trainer's evaluate() takes (EVAL_BATCH): the logits, and so the count of right answers,
     are the ones the trainer computed."""
-    evaluate = _evaluate_numpy if run.framework == "numpy" else _evaluate_pytorch
     try:
-        return evaluate(run.weights, run.model, x_test, y_test)
+        if run.framework == "numpy":  # the .npz names the MLP's activation itself
+            return _evaluate_numpy(run.weights, run.model, x_test, y_test)
+        return _evaluate_pytorch(run.weights, run.model, x_test, y_test, run.record["config"]["activation"])
     except UNREADABLE as e:
         # their messages run to several lines; the type of error is enough to go on
         raise CompareError(f"cannot read {run.weights} as {FRAMEWORK_NAMES[run.framework]} weights "
@@ -409,6 +414,8 @@ def compare(args):
             figures = inside_figures(run, evaluation.logits, x_test, y_test, evaluation.params)
             written += [save_figure(fig, args.out_dir / f"{kind}_{run.key}.png")
                         for kind, fig in figures.items()]
+    written += [save_figure(learning_figure(run), args.out_dir / f"learning_{run.key}.png")
+                for run in runs if run.record["diagnostics"]]
     for path in written:
         print(f"wrote {shown(path)}")
     return written

@@ -21,6 +21,8 @@ ROOT = Path(__file__).resolve().parent
 RESULTS_DIR = ROOT / "results"
 DTYPES = ("float32", "float64")
 MODELS = ("mlp", "cnn")
+ACTIVATIONS = ("relu", "sigmoid", "tanh")  # numpy_nn/utils.py ACTIVATIONS, pytorch_nn/model.py's
+WEIGHT_INITS = ("he", "xavier", "small")   # numpy_nn/utils.py init_std
 MLP_HIDDEN = [128, 64]  # the user's design: 784 -> 128 -> 64 -> 10
 # Passes over the data by default. The CNN learns more per epoch and costs ~30x the MLP's
 # arithmetic per image: trial runs of 3 and 4 epochs ended near 99.0%; 5 leave a margin and
@@ -91,6 +93,16 @@ class _ModelParser(argparse.ArgumentParser):
                 self.error("argument --hidden: sets the MLP's hidden layers; the CNN's layers are fixed "
                            "(numpy_nn/cnn.py)")
             args.hidden = None                 # recorded as null: no hidden sizes to compare
+            if args.activation not in (None, "relu"):
+                self.error(f"argument --activation: sets the MLP's; the CNN keeps ReLU (numpy_nn/cnn.py), "
+                           f"got {args.activation}")
+        args.activation = args.activation or "relu"
+        if getattr(args, "init", "numpy") == "torch":  # the PyTorch trainer's --init
+            if args.weight_init is not None:
+                self.error("argument --weight-init: chooses how the NumPy network draws the starting "
+                           "weights, which --init torch does not use; give --init numpy")
+        else:                                  # recorded as null with --init torch: not our draw
+            args.weight_init = args.weight_init or "he"
         return args
 
 
@@ -111,6 +123,11 @@ def build_parser(framework, description):
                    help="mlp: the fully connected network; cnn: the small convolutional one")
     p.add_argument("--hidden", type=_positive(int), nargs="+", default=MLP_HIDDEN,
                    help="the MLP's hidden layer sizes, e.g. --hidden 256 128 64 (the CNN's are fixed)")
+    p.add_argument("--activation", choices=ACTIVATIONS, default=None,
+                   help="the MLP's hidden-layer activation (default: relu; the CNN keeps ReLU)")
+    p.add_argument("--weight-init", choices=WEIGHT_INITS, default=None,
+                   help="how the starting weights are drawn: he N(0, 2/fan_in), xavier N(0, 2/(fan_in + "
+                        "fan_out)), small N(0, 0.01^2), the classic mistake (default: he)")
     p.add_argument("--weight-decay", type=_non_negative_float, default=0.0,
                    help="L2 penalty: adds (wd / 2) * sum(W^2) over the weights to the loss")
     p.add_argument("--dropout", type=_dropout, default=0.0,
@@ -133,6 +150,11 @@ def build_parser(framework, description):
                         f"{WEIGHT_SUFFIX[framework]}, results/{framework}_cnn_model{WEIGHT_SUFFIX[framework]} "
                         f"for the CNN)")
     p.add_argument("--no-progress", action="store_true", help="hide the per-batch progress bar")
+    p.add_argument("--diagnostics-every", type=_positive(int), default=None, metavar="N",
+                   help="record the gradients, updates and activations layer by layer every N steps "
+                        "(default: about 15 times an epoch; see numpy_nn/diagnostics.py)")
+    p.add_argument("--no-diagnostics", action="store_true",
+                   help="record none of them (the record's diagnostics are null)")
     return p
 
 

@@ -24,7 +24,9 @@ from data_loader import write_atomic
 
 ROOT = Path(__file__).resolve().parent
 
-SCHEMA_VERSION = 2  # bump when the record changes shape. 2: model, dtype, weights_sha256, "diverged"
+SCHEMA_VERSION = 3  # bump when the record changes shape. 2: model, dtype, weights_sha256, "diverged";
+                    # 3: "diagnostics" (numpy_nn/diagnostics.py), config activation and weight_init
+READABLE_SCHEMAS = (2, 3)  # a schema-2 record is read as the schema-3 record it would be (_upgrade)
 STATUSES = ("completed", "interrupted", "diverged")  # "running" only ever lives in memory
 WEIGHT_SUFFIX = {"numpy": ".npz", "pytorch": ".pt"}
 
@@ -52,20 +54,29 @@ OPTIONAL_INT = (int, type(None))
 OPTIONAL_STR = (str, type(None))
 OPTIONAL_LIST = (list, type(None))
 # The keys Run.save writes that readers (compare.py) rely on, each with its JSON type.
+OPTIONAL_DICT = (dict, type(None))
 RECORD_FIELDS = {"schema": int, "framework": str, "versions": dict, "config": dict, "data": dict,
                  "hardware": dict, "status": str, "epochs": list, "total_train_seconds": NUMBER,
-                 "weights_sha256": OPTIONAL_STR}
+                 "weights_sha256": OPTIONAL_STR, "diagnostics": OPTIONAL_DICT}
 CONFIG_FIELDS = {"epochs": int, "batch_size": int, "lr": NUMBER, "optimizer": str, "schedule": str,
                  "model": str, "hidden": OPTIONAL_LIST, "weight_decay": NUMBER, "dropout": NUMBER, "limit": OPTIONAL_INT,
-                 "dataset": str, "dtype": str}
+                 "dataset": str, "dtype": str, "activation": str,
+                 "weight_init": OPTIONAL_STR}  # null: the PyTorch trainer's --init torch
 DATA_FIELDS = {"dataset": str, "train_samples": int, "test_samples": int}
 HARDWARE_FIELDS = {"cpu": str, "cores": OPTIONAL_INT, "device": str, "blas": str,
                    "blas_threads": OPTIONAL_INT}  # os.cpu_count() and OpenBLAS may not know
 EPOCH_FIELDS = {"epoch": int, "train_loss": NUMBER, "train_acc": NUMBER, "test_loss": NUMBER,
                 "test_acc": NUMBER, "epoch_seconds": NUMBER, "samples_per_second": NUMBER}
 DIVERGED_FIELDS = {"epoch": int, "batch": int, "loss": str}  # the loss as text: JSON has no NaN
+# numpy_nn/diagnostics.py says what each is; every list holds one number (or null: not finite)
+# per recorded step, per layer, dead_fraction for the hidden layers only
+DIAGNOSTICS_PER_LAYER = ("grad_rms", "update_ratio", "activation_mean", "activation_std")
+DIAGNOSTICS_FIELDS = {"every": int, "probe_images": int, "layers": list, "steps": list, "loss": list,
+                      **{figure: dict for figure in DIAGNOSTICS_PER_LAYER}, "dead_fraction": dict,
+                      "histograms": dict}
 TYPE_NAMES = {int: "an integer", NUMBER: "a number", OPTIONAL_INT: "an integer or null",
-              OPTIONAL_STR: "a string or null", OPTIONAL_LIST: "a list or null", str: "a string", list: "a list", dict: "an object"}
+              OPTIONAL_STR: "a string or null", OPTIONAL_LIST: "a list or null", OPTIONAL_DICT: "an object or null",
+              str: "a string", list: "a list", dict: "an object"}
 
 
 def _check_fields(obj, fields, where):
@@ -85,11 +96,46 @@ def _check_fields(obj, fields, where):
             raise MetricsError(f"{where}[{key!r}] should be a finite number, got {value!r}")
 
 
+def _check_series(values, n, where):
+    """values must be a list of n numbers or nulls."""
+    if not isinstance(values, list) or len(values) != n:
+        raise MetricsError(f"{where} should be a list of {n} values, one per recorded step")
+    for value in values:
+        if value is not None and (isinstance(value, bool) or not isinstance(value, NUMBER)
+                                  or not math.isfinite(value)):
+            raise MetricsError(f"{where} should hold finite numbers or null, got {value!r}")
+
+
+def _check_diagnostics(diagnostics):
+    """The record's diagnostics: each figure a series per layer, as long as the steps."""
+    _check_fields(diagnostics, DIAGNOSTICS_FIELDS, "diagnostics")
+    steps, layers = diagnostics["steps"], diagnostics["layers"]
+    if not layers or not all(isinstance(name, str) for name in layers):
+        raise MetricsError("diagnostics['layers'] should be a list of layer names")
+    _check_series(steps, len(steps), "diagnostics['steps']")
+    _check_series(diagnostics["loss"], len(steps), "diagnostics['loss']")
+    for figure in (*DIAGNOSTICS_PER_LAYER, "dead_fraction"):
+        names = layers[:-1] if figure == "dead_fraction" else layers
+        if sorted(diagnostics[figure]) != sorted(names):
+            raise MetricsError(f"diagnostics[{figure!r}] should have the layers {', '.join(names)}")
+        for name in names:
+            _check_series(diagnostics[figure][name], len(steps), f"diagnostics[{figure!r}][{name!r}]")
+    for when, histograms in diagnostics["histograms"].items():
+        for name, h in (histograms or {}).items():
+            if h is not None and not (isinstance(h, dict) and isinstance(h.get("counts"), list)
+                                      and isinstance(h.get("edges"), list)
+                                      and len(h["edges"]) == len(h["counts"]) + 1):
+                raise MetricsError(f"diagnostics['histograms'][{when!r}][{name!r}] should hold counts "
+                                   f"and one more edge than counts")
+
+
 def _check_record(record):
     """Raise MetricsError (without the file name) at the first thing a reader could not use."""
     _check_fields(record, RECORD_FIELDS, "the record")
     for key, fields in (("config", CONFIG_FIELDS), ("data", DATA_FIELDS), ("hardware", HARDWARE_FIELDS)):
         _check_fields(record[key], fields, key)
+    if record["diagnostics"] is not None:
+        _check_diagnostics(record["diagnostics"])
     for i, epoch in enumerate(record["epochs"]):
         _check_fields(epoch, EPOCH_FIELDS, f"epochs[{i}]")
         if not epoch["epoch_seconds"] > 0:  # throughput and speed ratios divide by it
@@ -133,13 +179,25 @@ def load_metrics(path):
         raise MetricsError(f"{path} is not a metrics record (its JSON is a {type(record).__name__})")
     # the version first: a file in another schema may lack keys for a good reason
     version = record.get("schema")
-    if version != SCHEMA_VERSION:
-        raise MetricsError(f"{path}: schema version {version!r}, but this code reads version "
-                           f"{SCHEMA_VERSION}; run the trainer again to write a current file")
+    if version not in READABLE_SCHEMAS:
+        raise MetricsError(f"{path}: schema version {version!r}, but this code reads versions "
+                           f"{' and '.join(map(str, READABLE_SCHEMAS))}; run the trainer again to write "
+                           f"a current file")
     try:
-        _check_record(record)
+        _check_record(_upgrade(record))
     except MetricsError as e:
         raise MetricsError(f"{path}: {e}") from None
+    return record
+
+
+def _upgrade(record):
+    """A schema-2 record as schema 3 says the same run: no diagnostics recorded, and the settings
+    every run had before they were flags (ReLU; He initialisation, unless --init torch, where
+    PyTorch drew its own). A record that is not a dict or not schema 2 is returned as it is."""
+    if isinstance(record, dict) and record.get("schema") == 2 and isinstance(record.get("config"), dict):
+        record["diagnostics"] = None
+        record["config"].setdefault("activation", "relu")
+        record["config"].setdefault("weight_init", None if record["config"].get("init") == "torch" else "he")
     return record
 
 
@@ -208,6 +266,7 @@ class Run:
             "final_test_acc": None,
             "weights_sha256": None,       # names the one weights file written with this record
             "diverged": None,             # where the loss stopped being finite, if it did
+            "diagnostics": None,          # layer by layer, every N steps: numpy_nn/diagnostics.py
         }
         self.interrupted = False  # set by the trainer on Ctrl-C or SIGTERM
         self.diverged = None      # the trainer's TrainingDiverged, if the loss blew up

@@ -1,7 +1,7 @@
 """Regenerate the reference results that README.md and ANALYSIS.md cite, in results/reference/.
 
     python reference_results.py              # everything, about 10 minutes on 2 cores
-    python reference_results.py --only runs  # one part: runs, compare, experiments, cnn, mistakes, threads, benchmark, compile
+    python reference_results.py --only runs  # one part: runs, compare, experiments, cnn, mistakes, threads, benchmark, learning, compile
 
 A learner's own runs go to results/ (git-ignored) and never touch these files. Each part runs
 the repo's own commands, exactly as a reader would type them, with --metrics, --weights and
@@ -15,6 +15,10 @@ the repo's own commands, exactly as a reader would type them, with --metrics, --
     threads      a run alone and beside another: what sharing the cores costs (threads.json)
     benchmark    python benchmark.py, for the MLP and for the CNN
     compile      PyTorch on the CPU, eager against torch.compile (--mode compile)
+    learning     four runs that show how gradients guide learning (ReLU + He, sigmoid, small
+                 initialisation, too large a learning rate), their pictures, the numbers the docs
+                 cite (learning/summary.json), and what recording the diagnostics costs
+                 (learning/overhead.json)
 
 Timing is only as good as the machine is quiet. A run whose epochs (after the first, which
 carries one-off start-up costs) differ by more than MAX_SPREAD from fastest to slowest did not
@@ -33,6 +37,7 @@ ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))  # the repo's modules, for the mistakes part
 REFERENCE = ROOT / "results" / "reference"
 EXPERIMENTS = REFERENCE / "experiments"
+LEARNING = REFERENCE / "learning"
 MAX_SPREAD = 1.3   # slowest / fastest epoch (after epoch 1) that a reference run may show
 ATTEMPTS = 4
 SUFFIX = {"numpy": ".npz", "pytorch": ".pt"}
@@ -237,8 +242,156 @@ def compile_modes():
               f"{result['median_later_epoch_seconds']:.3f} s")
 
 
+# ----------------------------------------------------------------------------- learning
+
+LESSONS = {  # name: the one flag that differs from the default run (NumPy MLP)
+    "relu_he": [],                          # healthy
+    "sigmoid": ["--activation", "sigmoid"],  # the vanishing gradient
+    "small_init": ["--weight-init", "small"],  # signals that shrink layer by layer: a slow start
+    "large_lr": ["--lr", "0.1"],            # 33x the default: huge updates, dead ReLUs
+}
+
+
+def _median(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def lesson_numbers(record):
+    """What the docs cite from one run's record: its accuracy, the first recorded step layer
+    by layer, epoch 1 and the end."""
+    d, layers = record["diagnostics"], record["diagnostics"]["layers"]
+    first, last = layers[0], layers[-1]
+    steps_per_epoch = -(-record["data"]["train_samples"] // record["config"]["batch_size"])
+    epoch1 = [i for i, step in enumerate(d["steps"]) if step <= steps_per_epoch]
+    ratio = [g1 / g3 for g1, g3 in zip(d["grad_rms"][first], d["grad_rms"][last])]
+    return {
+        "test_acc_by_epoch": [e["test_acc"] for e in record["epochs"]],
+        "loss_at_recorded_steps": dict(zip(map(str, d["steps"][:6]), d["loss"][:6])),
+        "dead_fraction_at_recorded_steps": {name: dict(zip(map(str, d["steps"][:6]), v[:6]))
+                                            for name, v in d["dead_fraction"].items()},
+        "step_1": {figure: {name: d[figure][name][0] for name in d[figure]}
+                   for figure in ("grad_rms", "update_ratio", "activation_std", "dead_fraction")},
+        f"grad_rms_{first}_over_{last}": {"step_1": ratio[0], "median_epoch_1": _median([ratio[i] for i in epoch1]),
+                                          "median_run": _median(ratio)},
+        "update_ratio_median_epoch_1": {name: _median([v[i] for i in epoch1]) for name, v in d["update_ratio"].items()},
+        "update_ratio_max": {name: max(x for x in v if x is not None) for name, v in d["update_ratio"].items()},
+        "dead_fraction_end": {name: v[-1] for name, v in d["dead_fraction"].items()},
+    }
+
+
+def _twin_step(framework, args, x, y, steps_per_epoch):
+    """One training step of the trainer of framework (its network, optimizer and loop body, as
+    in <framework>_nn/train.py), recording the diagnostics when asked: step(idx, record)."""
+    import torch
+
+    from numpy_nn import diagnostics as numpy_diagnostics, train as numpy_train
+    from numpy_nn.utils import OPTIMIZERS
+    from pytorch_nn import diagnostics as torch_diagnostics, train as torch_train
+    if framework == "numpy":
+        net = numpy_train.build_network(args, x.shape[1])
+        optimizer = OPTIMIZERS[args.optimizer](net.flat_params, args.lr)
+        watch = numpy_diagnostics.Watch(net, x[:numpy_diagnostics.PROBE_IMAGES], args, steps_per_epoch)
+
+        def step(idx, record):
+            loss, _ = net.gradients(x[idx], y[idx])
+            if record and watch.due(1, 1):     # step 1 of the run: due, and the record notes a step
+                watch.before_update(loss)
+            optimizer.step(net.flat_grads)
+            if record:
+                watch.after_update()
+        return step
+    args.init, args.device = "numpy", "cpu"
+    model = torch_train.build_model(args, x.shape[1])
+    optimizer = torch_train.make_optimizer(model, args)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    watch = torch_diagnostics.Watch(model, xt[:numpy_diagnostics.PROBE_IMAGES], args, steps_per_epoch)
+
+    def step(idx, record):
+        idx = torch.from_numpy(idx)
+        loss = torch.nn.functional.cross_entropy(model(xt[idx]), yt[idx])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if record and watch.due(1, 1):         # as above
+            watch.before_update(loss.item())
+        optimizer.step()
+        if record:
+            watch.after_update()
+        loss.item()                        # the trainer reads every loss (check_finite)
+    return step
+
+
+OVERHEAD_BLOCKS = {"mlp": 60, "cnn": 15}  # blocks of 31 steps, each measured with and without a record
+
+
+def overhead(blocks=OVERHEAD_BLOCKS):
+    """What recording the diagnostics costs, measured in one process: blocks of 31 training steps
+    (the default interval at batch 128 on 60,000 images: a block is what one record comes with),
+    once with the block's record and once without, alternating which goes first, so both see
+    the same machine; the median seconds of each, and their ratio. The default run's settings,
+    the trainers' thread policy (threads.py)."""
+    import time
+
+    import numpy as np
+
+    import experiment
+    import threads as thread_policy
+    from data_loader import batches, load_mnist
+    from numpy_nn.diagnostics import interval
+    x, y, _, _ = load_mnist()
+    result = {}
+    for model, n_blocks in blocks.items():
+        for framework in ("numpy", "pytorch"):
+            args = experiment.build_parser(framework, "").parse_args(["--model", model])
+            steps_per_epoch = -(-len(x) // args.batch_size)
+            every = interval(args, steps_per_epoch)
+            step = _twin_step(framework, args, x, y, steps_per_epoch)
+            thread_policy.share_cores(framework)
+            order = iter(idx for _ in range(1000) for idx in batches(len(x), args.batch_size, np.random.default_rng(0)))
+            seconds = {"with": [], "without": []}
+            for block in range(n_blocks + 1):
+                kinds = ("with", "without") if block % 2 == 0 else ("without", "with")
+                for kind in kinds:
+                    t0 = time.perf_counter()
+                    for i in range(every):
+                        step(next(order), record=kind == "with" and i == 0)
+                    if block:                  # block 0 warms up: one-off costs
+                        seconds[kind].append(time.perf_counter() - t0)
+            with_, without = statistics.median(seconds["with"]), statistics.median(seconds["without"])
+            case = f"{framework} {model}"
+            result[case] = {"steps_per_block": every, "blocks": n_blocks, "median_with": with_,
+                            "median_without": without, "ratio": with_ / without,
+                            "seconds_with": seconds["with"], "seconds_without": seconds["without"]}
+            print(f"overhead {case}: {with_ * 1e3:.1f} ms with, {without * 1e3:.1f} ms without a record "
+                  f"per {every} steps: {with_ / without:.3f}x", flush=True)
+    return result
+
+
+def write_summary(runs):
+    """learning/summary.json from the runs' metrics files {name: path}."""
+    summary = {"what": "numbers from the runs' diagnostics (numpy_nn/diagnostics.py), NumPy MLP, default "
+                       "settings but the flags given; 'median_epoch_1' over the steps recorded in epoch 1",
+               "runs": {name: {"flags": LESSONS[name], "metrics": str(path.relative_to(ROOT)),
+                               **lesson_numbers(json.loads(path.read_text()))} for name, path in runs.items()}}
+    (LEARNING / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+
+
+def learning():
+    """The runs ANALYSIS.md's "How gradients guide learning" reads, compare.py's pictures of them
+    (learning_numpy_<name>.png), and learning/summary.json and learning/overhead.json."""
+    runs = {name: train("numpy", name, *flags, folder=LEARNING, keep_weights=False)
+            for name, flags in LESSONS.items()}
+    run("compare.py", "--no-inside", "--out-dir", LEARNING, "--runs", *runs.values())
+    write_summary(runs)
+    record = {"what": "median seconds of a block of training steps (the default run's, 31 steps: one "
+                      "record's worth) with the diagnostics recorded once and without, alternating in one "
+                      "process (reference_results.overhead)", "cases": overhead()}
+    (LEARNING / "overhead.json").write_text(json.dumps(record, indent=2) + "\n")
+
+
 PARTS = {"runs": default_runs, "compare": comparisons, "experiments": experiments, "cnn": cnn,
-         "mistakes": mistakes, "threads": threads, "benchmark": benchmark, "compile": compile_modes}
+         "mistakes": mistakes, "threads": threads, "benchmark": benchmark, "learning": learning,
+         "compile": compile_modes}
 
 
 def main(argv=None):

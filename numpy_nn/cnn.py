@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from numpy_nn.layers import conv2d_backward, conv2d_forward, maxpool2d_backward, maxpool2d_forward
-from numpy_nn.utils import cross_entropy, cross_entropy_with_grad, dropout_mask, relu, relu_grad
+from numpy_nn.utils import cross_entropy, cross_entropy_with_grad, dropout_mask, init_std, relu, relu_grad
 
 IMAGE_SHAPE = (1, 28, 28)  # C,H,W
 PARAM_SHAPES = {
@@ -46,10 +46,12 @@ class CNN:
     reverses an order, and the gradients agree too (where a window's max is <= 0 both
     orders pass no gradient; elsewhere both pass it to the same first maximum). ReLU on
     the pooled array does a quarter of the work. The tests check this against PyTorch,
-    which runs conv, ReLU, pool in the written order.
+    which runs conv, ReLU, pool in the written order. (The same holds for any activation that
+    never reverses an order, sigmoid and tanh included; the CNN keeps ReLU all the same, as
+    Keras's example does: the trainers' --activation is the MLP's, for its lessons.)
     """
 
-    def __init__(self, seed=0, dtype=np.float32):
+    def __init__(self, seed=0, dtype=np.float32, init="he"):
         self.dtype = np.dtype(dtype)
         total = sum(int(np.prod(s)) for s in PARAM_SHAPES.values())
         self.flat_params = np.zeros(total, self.dtype)
@@ -61,14 +63,18 @@ class CNN:
             self.grads[name] = self.flat_grads[offset:offset + size].reshape(shape)
             offset += size
         self.num_params = total
-        # He initialisation, N(0, 2 / fan_in), fan_in = the inputs one output sums over:
-        # C*kh*kw for a convolution, 1600 for the linear layer. Drawn in float64 then cast
-        # (as in NeuralNetwork), so both dtypes start from the same numbers. Biases at zero.
+        # He initialisation by default, N(0, 2 / fan_in) (init_std has the others), fan_in =
+        # the inputs one output sums over: C*kh*kw for a convolution, 1600 for the linear
+        # layer; fan_out = O*kh*kw and 10. Drawn in float64 then cast (as in NeuralNetwork),
+        # so both dtypes start from the same numbers. Biases at zero.
         rng = np.random.default_rng(seed)
         for name in ("W1", "W2", "W3"):
             W = self.params[name]
-            fan_in = int(np.prod(W.shape[1:])) if W.ndim == 4 else W.shape[0]
-            W[...] = rng.standard_normal(W.shape) * np.sqrt(2.0 / fan_in)
+            if W.ndim == 4:                                     # O,C,kh,kw
+                fan_in, fan_out = int(np.prod(W.shape[1:])), W.shape[0] * W.shape[2] * W.shape[3]
+            else:                                               # in,out
+                fan_in, fan_out = W.shape
+            W[...] = rng.standard_normal(W.shape) * init_std(init, fan_in, fan_out)
 
     # ------------------------------------------------------------------------- forward
 

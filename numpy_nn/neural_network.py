@@ -2,19 +2,22 @@
 
     784 inputs -> 128 ReLU -> 64 ReLU -> 10 scores (logits) -> softmax probabilities
 
+(ReLU by default; activation="sigmoid" or "tanh" puts another function between the layers.)
+
 forward() computes the scores and keeps what backward() needs (the cache). backward()
 walks the same layers in reverse, applying the chain rule one step per line: each
 gradient d<name> is dLoss/d<name>, the sensitivity of the loss to that quantity.
 """
 import numpy as np
 
-from numpy_nn.utils import cross_entropy, cross_entropy_with_grad, dropout_mask, relu, relu_grad
+from numpy_nn.utils import ACTIVATIONS, cross_entropy, cross_entropy_with_grad, dropout_mask, init_std
 
 LAYER_SIZES = (784, 128, 64, 10)
 
 
 class NeuralNetwork:
-    """Layers of h_next = relu(h @ W + b), then a final affine layer that gives the logits.
+    """Layers of h_next = f(h @ W + b), f the activation (ReLU unless told otherwise), then a
+    final affine layer that gives the logits.
 
     All weights and biases live in one flat array, self.flat_params; self.params["W1"],
     ["b1"], ... are views into it (W shaped (fan_in, fan_out), so a batch of rows x
@@ -23,8 +26,10 @@ class NeuralNetwork:
     save/load and the gradient check treat the parameters as one vector.
     """
 
-    def __init__(self, sizes=LAYER_SIZES, seed=0, dtype=np.float32):
+    def __init__(self, sizes=LAYER_SIZES, seed=0, dtype=np.float32, activation="relu", init="he"):
         self.sizes, self.dtype = tuple(sizes), np.dtype(dtype)
+        self.activation = activation
+        self.f, self.f_grad = ACTIVATIONS[activation]          # f' takes the output h = f(z)
         self.num_layers = len(self.sizes) - 1
         shapes = {}
         for i, (fan_in, fan_out) in enumerate(zip(self.sizes[:-1], self.sizes[1:]), start=1):
@@ -38,13 +43,15 @@ class NeuralNetwork:
             self.params[name] = self.flat_params[offset:offset + size].reshape(shape)
             self.grads[name] = self.flat_grads[offset:offset + size].reshape(shape)
             offset += size
-        # He initialisation: N(0, 2 / fan_in) keeps the variance of ReLU activations steady
-        # from layer to layer. Drawn in float64 then cast, so float32 and float64 networks
-        # with the same seed start from the same numbers. Biases start at zero.
+        # He initialisation by default: N(0, 2 / fan_in) keeps the variance of ReLU
+        # activations steady from layer to layer (init_std has the others). The same standard
+        # normal draws for every scheme, scaled: the schemes differ in scale only. Drawn in
+        # float64 then cast, so float32 and float64 networks with the same seed start from
+        # the same numbers. Biases start at zero.
         rng = np.random.default_rng(seed)
         for i in range(1, self.num_layers + 1):
-            fan_in = self.sizes[i - 1]
-            W = rng.standard_normal(self.params[f"W{i}"].shape) * np.sqrt(2.0 / fan_in)
+            fan_in, fan_out = self.sizes[i - 1], self.sizes[i]
+            W = rng.standard_normal(self.params[f"W{i}"].shape) * init_std(init, fan_in, fan_out)
             self.params[f"W{i}"][...] = W
 
     # ------------------------------------------------------------------------- forward
@@ -60,11 +67,12 @@ class NeuralNetwork:
         for i in range(1, self.num_layers):
             z = h @ self.params[f"W{i}"]                       # B,H  affine: weighted sums
             z += self.params[f"b{i}"]                          #      ... plus bias
-            h = relu(z, out=z)                                 # B,H  ReLU, in place
+            h = self.f(z, out=z)                               # B,H  the activation, in place
+            cache[f"a{i}"] = h                                 # B,H  f(z), which backward reads f'(z) off
             if dropout:
                 cache[f"mask{i}"] = dropout_mask(h.shape, dropout, rng, self.dtype)
-                h *= cache[f"mask{i}"]
-            cache[f"h{i}"] = h
+                h = h * cache[f"mask{i}"]                      # B,H  a new array: a{i} keeps f(z) unmasked
+            cache[f"h{i}"] = h                                 # B,H  the next layer's input
         L = self.num_layers
         logits = h @ self.params[f"W{L}"] + self.params[f"b{L}"]  # B,10
         return logits, cache
@@ -91,7 +99,7 @@ class NeuralNetwork:
             dh = dz @ W.T                                      # B,fan_in  dh = dz W^T
             if f"mask{i - 1}" in cache:
                 dh *= cache[f"mask{i - 1}"]                    # dropout: blocked units pass no gradient
-            dh *= relu_grad(h_prev)                            # ReLU: dz = dh where z > 0, else 0
+            dh *= self.f_grad(cache[f"a{i - 1}"])              # a = f(z) => dz = dh f'(z); ReLU: dh where z > 0
             dz = dh                                            # the previous layer's dz
         return self.grads
 
@@ -116,14 +124,16 @@ class NeuralNetwork:
         return self.forward(x)[0].argmax(axis=1)
 
     def save(self, path):
-        """Write the weights, biases and layer sizes to an .npz file."""
-        np.savez(path, sizes=np.array(self.sizes), **self.params)
+        """Write the weights, biases, layer sizes and activation to an .npz file."""
+        np.savez(path, sizes=np.array(self.sizes), activation=np.array(self.activation), **self.params)
 
     @classmethod
     def load(cls, path, dtype=None):
-        """Rebuild a network from a file written by save()."""
+        """Rebuild a network from a file written by save() (files from before --activation
+        existed hold ReLU networks and say nothing)."""
         with np.load(path) as f:
-            net = cls(tuple(int(s) for s in f["sizes"]), dtype=dtype or f["W1"].dtype)
+            activation = str(f["activation"]) if "activation" in f.files else "relu"
+            net = cls(tuple(int(s) for s in f["sizes"]), dtype=dtype or f["W1"].dtype, activation=activation)
             for name in net.params:
                 net.params[name][...] = f[name]
         return net

@@ -20,6 +20,7 @@ from data_loader import batches  # noqa: E402
 from experiment import TrainingDiverged, build_parser, check_finite, finish, load_data, prepare, stop  # noqa: E402
 from metrics_file import Run, numpy_blas  # noqa: E402
 from numpy_nn.cnn import CNN  # noqa: E402
+from numpy_nn.diagnostics import PROBE_IMAGES, Watch  # noqa: E402
 from numpy_nn.neural_network import NeuralNetwork  # noqa: E402
 from numpy_nn.parallel import SHARDS, ShardedGradients  # noqa: E402
 from numpy_nn.utils import OPTIMIZERS, accuracy, cosine_lr, cross_entropy  # noqa: E402
@@ -44,8 +45,9 @@ def evaluate(net, x, y):
 def build_network(args, n_inputs):
     """The network the flags ask for, with its starting weights drawn from --seed."""
     if args.model == "cnn":
-        return CNN(seed=args.seed, dtype=args.dtype)
-    return NeuralNetwork((n_inputs, *args.hidden, 10), seed=args.seed, dtype=args.dtype)
+        return CNN(seed=args.seed, dtype=args.dtype, init=args.weight_init)
+    return NeuralNetwork((n_inputs, *args.hidden, 10), seed=args.seed, dtype=args.dtype,
+                         activation=args.activation, init=args.weight_init)
 
 
 def train(args, x_train, y_train, x_test, y_test):
@@ -59,6 +61,7 @@ def train(args, x_train, y_train, x_test, y_test):
     gradients = ShardedGradients(net, SHARDS[args.model], dropout_rng)  # the CNN: on 2 cores, see parallel.py
     steps_per_epoch = math.ceil(len(x_train) / args.batch_size)
     total_steps, step = args.epochs * steps_per_epoch, 0
+    watch = Watch(net, x_train[:PROBE_IMAGES], args, steps_per_epoch)  # gradients, updates, activations
     try:
         for epoch in range(1, args.epochs + 1):
             blas_threads = gradients.use_cores(threads.share_cores("numpy"))  # this run's share, see threads.py
@@ -70,7 +73,12 @@ def train(args, x_train, y_train, x_test, y_test):
                     optimizer.lr = cosine_lr(args.lr, step, total_steps)
                 loss = gradients(x_train[idx], y_train[idx], args.weight_decay, args.dropout)
                 check_finite(loss, epoch, batch, args)
+                recording = watch.due(epoch, batch)       # every --diagnostics-every steps
+                if recording:
+                    watch.before_update(loss)             # the loss, gradients, weights before the step
                 optimizer.step(net.flat_grads)
+                if recording:
+                    watch.after_update()                  # update ratios; the probe images' activations
                 step += 1
             seconds = time.perf_counter() - t0
             run.log_epoch(epoch, *evaluate(net, x_train, y_train), *evaluate(net, x_test, y_test),
@@ -79,6 +87,7 @@ def train(args, x_train, y_train, x_test, y_test):
         run.interrupted = True
     except TrainingDiverged as e:                 # no result to claim; the record says where
         run.diverged = e
+    run.record["diagnostics"] = watch.finish()
     return net, run
 
 

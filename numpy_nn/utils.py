@@ -1,9 +1,9 @@
 """The pieces a neural network is built from, in plain NumPy.
 
-Activations (ReLU, softmax), the cross-entropy loss and its gradient, accuracy, the
-optimizers (SGD, SGD with momentum, Adam: the same update rules and defaults as
-torch.optim), the cosine learning-rate schedule, dropout, and a finite-difference
-gradient check. neural_network.py puts them together.
+Activations (ReLU, sigmoid, tanh, softmax), weight initialisation, the cross-entropy loss
+and its gradient, accuracy, the optimizers (SGD, SGD with momentum, Adam: the same update
+rules and defaults as torch.optim), the cosine learning-rate schedule, dropout, and a
+finite-difference gradient check. neural_network.py puts them together.
 """
 import math
 
@@ -21,6 +21,55 @@ def relu_grad(z):
     """d relu(z)/dz: 1 where z > 0, else 0 (we take 0 at z = 0, as PyTorch does). The same
     mask comes from relu(z) itself, which is positive exactly where z is."""
     return (z > 0).astype(z.dtype)
+
+
+def sigmoid(z, out=None):
+    """1 / (1 + e^-z): squashes any number into (0, 1). Written with e^-|z|, so exp never
+    overflows: 1 / (1 + e^-z) for z >= 0, and e^z / (1 + e^z) for z < 0, the same number."""
+    e = np.exp(-np.abs(z))                             # in (0, 1]
+    return np.divide(np.where(z >= 0, 1, e), 1 + e, out=out)
+
+
+def sigmoid_grad(s):
+    """d sigmoid(z)/dz from the output s = sigmoid(z): at most 1/4, at z = 0."""
+    return s * (1 - s)                                 # sigmoid' = s (1 - s)
+
+
+def tanh(z, out=None):
+    """(e^z - e^-z) / (e^z + e^-z): squashes any number into (-1, 1), centred on 0."""
+    return np.tanh(z, out=out)
+
+
+def tanh_grad(t):
+    """d tanh(z)/dz from the output t = tanh(z): 1 at z = 0, falling to 0 as |z| grows."""
+    return 1 - t * t                                   # tanh' = 1 - t^2
+
+
+# The --activation choices: (f, f') with f' read off the output h = f(z), which the forward
+# pass keeps for the next layer anyway (for ReLU, h > 0 exactly where z > 0).
+ACTIVATIONS = {"relu": (relu, relu_grad), "sigmoid": (sigmoid, sigmoid_grad), "tanh": (tanh, tanh_grad)}
+
+
+# ----------------------------------------------------------------------------- initialisation
+
+def init_std(scheme, fan_in, fan_out):
+    """The standard deviation of the normal distribution a layer's weights are drawn from
+    (--weight-init). fan_in: the inputs one output sums over; fan_out: the outputs one input
+    feeds (a 3x3 convolution's: C*9 and O*9).
+        he      sqrt(2 / fan_in)               ReLU halves the variance; this doubles it back
+                                               (He et al., 2015), so signals keep their size
+        xavier  sqrt(2 / (fan_in + fan_out))   variance kept both forwards and backwards for
+                                               activations linear near 0: tanh (Glorot & Bengio, 2010)
+        small   0.01                           the classic mistake: far below he for these fan-ins,
+                                               so each layer shrinks the signal, and the gradients
+                                               that flow back through it"""
+    if scheme == "he":
+        return math.sqrt(2.0 / fan_in)
+    if scheme == "xavier":
+        return math.sqrt(2.0 / (fan_in + fan_out))
+    if scheme == "small":
+        return 0.01
+    raise ValueError(f"unknown weight initialisation {scheme!r} (expected he, xavier or small)")
 
 
 def log_softmax(logits):

@@ -32,7 +32,8 @@ WARMUP_STEPS = 3  # PyTorch's example warms up with 3 iterations on a side strea
 class GraphedStep:
     """forward, backward, learning rate and optimizer step for a batch of indices idx (a
     tensor on the device); returns the batch's loss (a tensor). Batches of batch_size
-    replay the recorded graph; a smaller last batch of an epoch runs the same code eagerly.
+    replay the recorded graph; a smaller last batch of an epoch, and a step the diagnostics
+    record, run the same code eagerly.
 
     optimizer: torch.optim.Adam(..., lr=<a tensor on the device>, fused=True, capturable=True).
     cosine: the learning rate goes from lr to 0 over total_steps as CosineAnnealingLR's.
@@ -59,25 +60,32 @@ class GraphedStep:
             with torch.cuda.graph(self.graph):
                 self.loss = self._step(self.idx)
 
-    def _step(self, idx):
-        """One step, every operation on the device."""
+    def _step(self, idx, watch=None):
+        """One step, every operation on the device (watch: the diagnostics, eager steps only)."""
         loss = self.loss_fn(self.model(self.x_train[idx]), self.y_train[idx])
         loss.backward()                    # .grad was None: backward writes it, no stale sum
         if self.cosine:                    # lr_t = lr0 (1 + cos(pi t / T)) / 2, as CosineAnnealingLR
             lr = self.lr0 * (1 + torch.cos(math.pi * self.count / self.total_steps)) / 2
             for group_lr in self.lrs:
                 group_lr.copy_(lr)
+        if watch:
+            watch.before_update(loss.item())
         self.optimizer.step()
+        if watch:
+            watch.after_update()
         self.count += 1
         return loss
 
-    def __call__(self, idx):
-        if self.graph is not None and len(idx) == self.batch_size:
+    def __call__(self, idx, watch=None):
+        """watch: pytorch_nn/diagnostics.py's Watch on a step it records. That step runs
+        eagerly (the same code): its figures need the gradients and the weights between
+        backward and the update, which a replay never hands back to Python."""
+        if self.graph is not None and len(idx) == self.batch_size and watch is None:
             self.idx.copy_(idx)
             self.graph.replay()
             return self.loss               # overwritten by the next replay: read it before then
         self.optimizer.zero_grad(set_to_none=True)
-        return self._step(idx)
+        return self._step(idx, watch)
 
     def _warm_up(self):
         """A few steps on a side stream (PyTorch's recipe before capture), then undone in

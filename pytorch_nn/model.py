@@ -10,24 +10,26 @@ import torch
 from torch import nn
 
 LAYER_SIZES = (784, 128, 64, 10)
+ACTIVATIONS = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}  # numpy_nn/utils.py writes each by hand
 
 
 class MLP(nn.Module):
-    """784 -> 128 ReLU -> 64 ReLU -> 10 logits. nn.CrossEntropyLoss applies the softmax
-    (as log-softmax, fused with the loss for stability), so forward returns raw scores."""
+    """784 -> 128 ReLU -> 64 ReLU -> 10 logits (or sigmoid, or tanh). nn.CrossEntropyLoss
+    applies the softmax (as log-softmax, fused with the loss for stability), so forward
+    returns raw scores."""
 
-    def __init__(self, sizes=LAYER_SIZES, dropout=0.0):
+    def __init__(self, sizes=LAYER_SIZES, dropout=0.0, activation="relu"):
         super().__init__()
         self.sizes = tuple(sizes)
         self.hidden = nn.ModuleList(nn.Linear(i, o) for i, o in zip(self.sizes[:-2], self.sizes[1:-1]))
         self.out = nn.Linear(self.sizes[-2], self.sizes[-1])
-        self.relu = nn.ReLU()
+        self.activation = ACTIVATIONS[activation]()
         self.dropout = nn.Dropout(dropout) if dropout else nn.Identity()  # active in train() only
 
     def forward(self, x):
         for layer in self.hidden:
-            x = self.dropout(self.relu(layer(x)))   # B,H
-        return self.out(x)                          # B,10 logits
+            x = self.dropout(self.activation(layer(x)))  # B,H
+        return self.out(x)                               # B,10 logits
 
     def linears(self):
         """The nn.Linear layers in order, input to output."""
@@ -53,12 +55,13 @@ def numpy_params(model):
     return params
 
 
-def load_model(path, map_location="cpu"):
-    """Rebuild an MLP from a saved state_dict; the layer sizes follow from the weight shapes."""
+def load_model(path, map_location="cpu", activation="relu"):
+    """Rebuild an MLP from a saved state_dict; the layer sizes follow from the weight shapes.
+    The activation has no weights, so the state_dict cannot tell it: the run's record does."""
     state = torch.load(path, map_location=map_location, weights_only=True)
     hidden = sorted({int(k.split(".")[1]) for k in state if k.startswith("hidden.")})
     sizes = [state["hidden.0.weight"].shape[1] if hidden else state["out.weight"].shape[1]]
     sizes += [state[f"hidden.{i}.weight"].shape[0] for i in hidden] + [state["out.weight"].shape[0]]
-    model = MLP(sizes, dropout=0.0).to(dtype=state["out.weight"].dtype)  # the dtype first: loading copies into it
+    model = MLP(sizes, dropout=0.0, activation=activation).to(dtype=state["out.weight"].dtype)  # the dtype first: loading copies into it
     model.load_state_dict(state)
     return model

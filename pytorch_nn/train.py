@@ -23,10 +23,12 @@ import threads  # noqa: E402
 from data_loader import batches  # noqa: E402
 from experiment import TrainingDiverged, build_parser, check_finite, finish, load_data, prepare, stop  # noqa: E402
 from metrics_file import Run  # noqa: E402
+from numpy_nn.diagnostics import PROBE_IMAGES  # noqa: E402
 from numpy_nn.train import build_network  # noqa: E402
 from pytorch_nn import cnn  # noqa: E402
 from pytorch_nn.cnn import CNN  # noqa: E402
 from pytorch_nn.cuda_graph import GraphedStep  # noqa: E402
+from pytorch_nn.diagnostics import Watch  # noqa: E402
 from pytorch_nn.model import MLP, load_numpy_params  # noqa: E402
 
 # Evaluation needs no gradients, so it can take big bites; the CNN's activations for
@@ -99,7 +101,7 @@ def build_model(args, n_inputs):
     if args.model == "cnn":
         model, load_numpy = CNN(args.dropout), cnn.load_numpy_params
     else:
-        model, load_numpy = MLP((n_inputs, *args.hidden, 10), args.dropout), load_numpy_params
+        model, load_numpy = MLP((n_inputs, *args.hidden, 10), args.dropout, args.activation), load_numpy_params
     model.to(getattr(torch, args.dtype))
     if args.init == "numpy":
         load_numpy(model, build_network(args, n_inputs).params)
@@ -123,6 +125,7 @@ def train(args, x_train, y_train, x_test, y_test):
     batch_rng = np.random.default_rng(args.seed)  # the batch order: the same in both trainers
     steps_per_epoch = math.ceil(len(x_train) / args.batch_size)
     total_steps = args.epochs * steps_per_epoch
+    watch = Watch(model, x_train[:PROBE_IMAGES], args, steps_per_epoch)  # gradients, updates, activations
     scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
                  if args.schedule == "cosine" and args.mode != "graph" else None)
     loss_fn = nn.CrossEntropyLoss()               # log-softmax + mean negative log-likelihood
@@ -139,13 +142,18 @@ def train(args, x_train, y_train, x_test, y_test):
                        desc=f"epoch {epoch}", leave=False, disable=args.no_progress or None)
             for batch, idx in enumerate(bar, start=1):
                 idx = torch.from_numpy(idx).to(device, non_blocking=True)
+                recording = watch.due(epoch, batch)       # every --diagnostics-every steps
                 if graphed:                       # --mode graph: the lines below, recorded once, replayed
-                    loss = graphed(idx)
+                    loss = graphed(idx, watch if recording else None)
                 else:
                     loss = loss_fn(forward(x_train[idx]), y_train[idx])
                     optimizer.zero_grad(set_to_none=True)  # drop last step's gradients
                     loss.backward()               # autograd: every d<name>, by the chain rule
+                    if recording:
+                        watch.before_update(loss.item())  # the loss, gradients, weights before the step
                     optimizer.step()              # the update rule, for every parameter
+                    if recording:
+                        watch.after_update()      # update ratios; the probe images' activations
                     if scheduler:
                         scheduler.step()
                 if device.type == "cpu":
@@ -164,6 +172,7 @@ def train(args, x_train, y_train, x_test, y_test):
         run.interrupted = True
     except TrainingDiverged as e:                 # no result to claim; the record says where
         run.diverged = e
+    run.record["diagnostics"] = watch.finish()
     return model, run
 
 

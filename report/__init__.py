@@ -5,9 +5,10 @@
     curves.py   loss, accuracy, seconds and samples/s per epoch, every run in one figure
     inside.py   what a trained network does and holds: confusion matrix, mistakes, an MLP's
                 first-layer weights, a CNN's filters and the feature maps of one test digit
+    learning.py how a run learned, layer by layer: gradient RMS, update ratios, dead units,
+                activations over the steps, and activation histograms at the start and the end
 
 Each function takes runs that compare.py has read and checked and returns text or a matplotlib
 figure; choosing the backend and writing the files is compare.py's job, and nothing here imports
-it. A new kind of picture gets its own function or file here: per-layer gradients and updates
-in learning.py, say.
+it. A new kind of picture gets its own function or file here.
 """

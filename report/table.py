@@ -78,6 +78,8 @@ LIKE_FOR_LIKE = {
     "learning rate": lambda record: record["config"]["lr"],
     "schedule": lambda record: record["config"]["schedule"],
     "hidden sizes": _hidden,                         # among the MLPs only
+    "activation": lambda record: record["config"]["activation"],
+    "weight initialisation": lambda record: record["config"]["weight_init"],  # None: PyTorch's own
     "dtype": lambda record: record["config"]["dtype"],
     "weight decay": lambda record: record["config"]["weight_decay"],
     "dropout": lambda record: record["config"]["dropout"],
@@ -141,6 +143,10 @@ def describe_config(run):
     text = (f"{run.label}: {model_name(run.record)}, {data['dataset']} ({data['train_samples']:,} "
             f"train), {config['optimizer']} lr {config['lr']:g} {config['schedule']}, batch "
             f"{config['batch_size']}, {config['epochs']} epochs, {config['dtype']}")
+    if config["activation"] != "relu":
+        text += f", {config['activation']}"
+    if config["weight_init"] not in ("he", None):
+        text += f", {config['weight_init']} initialisation"
     if config["weight_decay"]:
         text += f", weight decay {config['weight_decay']:g}"
     if config["dropout"]:

@@ -196,7 +196,9 @@ def test_metrics_name_their_weights_by_sha256(tmp_path, framework):
     done = run(framework, *SHORT, *out_flags(tmp_path, framework))
     assert done.returncode == 0, done.stderr
     metrics, weights = outputs(tmp_path, framework)
-    assert load_metrics(metrics)["weights_sha256"] == file_sha256(weights)
+    record = load_metrics(metrics)
+    assert record["weights_sha256"] == file_sha256(weights)
+    assert record["diagnostics"]["steps"] == [1, 2, 3, 4]  # a default run records them: 4 steps, each
 
 
 # ----------------------------------------------------------------------------- stdout closed early

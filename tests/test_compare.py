@@ -20,7 +20,7 @@ import compare
 from experiment import TrainingDiverged, build_parser, finish
 from metrics_file import SCHEMA_VERSION, WEIGHT_SUFFIX, Run, file_sha256, load_metrics
 from numpy_nn.neural_network import NeuralNetwork
-from report import curves, inside, table
+from report import curves, inside, learning, table
 from report.run import RunResult
 
 REPO = Path(__file__).resolve().parents[1]
@@ -46,6 +46,7 @@ def make_record(framework="numpy", test_acc=(0.90, 0.95, 0.93), epoch_seconds=(1
         "versions": {"python": "3.11.7", framework: "1.0"},
         "config": {"epochs": max(len(epochs), 1), "batch_size": 128, "lr": 3e-3, "optimizer": "adam",
                    "schedule": "cosine", "model": "mlp", "hidden": [128, 64], "weight_decay": 0.0, "dropout": 0.0,
+                   "activation": "relu", "weight_init": "he",
                    "seed": 0, "dtype": "float32", "limit": None, "dataset": "mnist",
                    "data_dir": "data", "metrics": "m.json", "weights": "no/such/weights",
                    "no_progress": True},
@@ -61,6 +62,7 @@ def make_record(framework="numpy", test_acc=(0.90, 0.95, 0.93), epoch_seconds=(1
         "final_test_acc": epochs[-1]["test_acc"] if epochs and not diverged else None,
         "weights_sha256": None if diverged else "0" * 64,  # no file has it: not these weights
         "diverged": {"epoch": len(epochs) + 1, "batch": 5, "loss": "nan"} if diverged else None,
+        "diagnostics": None,
     }
     for part, changes in (("config", config), ("hardware", hardware), ("data", data)):
         record[part].update(changes or {})
@@ -163,6 +165,27 @@ def test_load_metrics_reads_what_the_trainers_write(tmp_path):
     assert record["config"]["dtype"] == "float32"
 
 
+def made_up_diagnostics(steps=(1, 32, 63), layers=("layer1", "layer2", "layer3")):
+    """A diagnostics block in the shape the trainers write, with made-up numbers."""
+    n = len(steps)
+    histogram = {"counts": [5, 3, 0, 1], "edges": [0.0, 0.5, 1.0, 1.5, 2.0]}
+    return {"every": 31, "probe_images": 256, "layers": list(layers), "steps": list(steps),
+            "loss": [2.3, 0.5, None][:n],
+            **{figure: {name: [10.0 ** -(i + 2)] * n for i, name in enumerate(layers)}
+               for figure in ("grad_rms", "update_ratio", "activation_mean", "activation_std")},
+            "dead_fraction": {name: [0.0, 0.1, 0.2][:n] for name in layers[:-1]},
+            "histograms": {"init": {name: histogram for name in layers},
+                           "end": {name: None if name == "layer3" else histogram for name in layers}}}
+
+
+def with_diagnostics(change):
+    """make_record() with made-up diagnostics, and change(diagnostics) applied to them."""
+    def apply(record):
+        record["diagnostics"] = made_up_diagnostics()
+        change(record["diagnostics"])
+    return broken(apply)
+
+
 def broken(change):
     """make_record() with one change applied to a deep copy."""
     record = copy.deepcopy(make_record())
@@ -174,7 +197,7 @@ BAD_FILES = {
     "malformed JSON": ('{"schema": 1, "epochs": [', "is not valid JSON"),
     "not an object": ("[1, 2, 3]", "is not a metrics record (its JSON is a list)"),
     "unknown schema": (broken(lambda r: r.update(schema=99)),
-                       "schema version 99, but this code reads version 2"),
+                       "schema version 99, but this code reads versions 2 and 3"),
     "schema 1": (broken(lambda r: r.update(schema=1)), "run the trainer again to write a current file"),
     "NaN": (broken(lambda r: r["epochs"][1].update(test_loss=float("nan"))),
             "epochs[1]['test_loss'] should be a finite number, got nan"),
@@ -190,9 +213,66 @@ BAD_FILES = {
     "zero seconds": (broken(lambda r: r["epochs"][0].update(epoch_seconds=0)), "should be positive"),
     "unknown framework": (broken(lambda r: r.update(framework="jax")), "unknown framework 'jax'"),
     "unknown status": (broken(lambda r: r.update(status="running")), "unknown status 'running'"),
+    "diagnostics short of a step": (with_diagnostics(lambda d: d["update_ratio"]["layer2"].pop()),
+                                    "diagnostics['update_ratio']['layer2'] should be a list of 3 values"),
+    "diagnostics with a NaN": (with_diagnostics(lambda d: d["grad_rms"]["layer1"].__setitem__(0, float("nan"))),
+                               "should hold finite numbers or null, got nan"),
+    "diagnostics of another layer": (with_diagnostics(lambda d: d["dead_fraction"].pop("layer2")),
+                                     "diagnostics['dead_fraction'] should have the layers layer1, layer2"),
     "zero epochs": (make_record(test_acc=(), epoch_seconds=(), status="interrupted"),
                     "no finished epochs (the run stopped during epoch 1), nothing to compare"),
 }
+
+
+def schema_2(record):
+    """A record as the trainers wrote it before diagnostics (schema 2)."""
+    record = copy.deepcopy(record)
+    record["schema"] = 2
+    del record["diagnostics"], record["config"]["activation"], record["config"]["weight_init"]
+    return record
+
+
+def test_schema_2_records_are_still_read(tmp_path, capsys):
+    """The committed reference results are schema 2: they load as the schema-3 record of the same
+    run (ReLU, He initialisation, no diagnostics), and compare.py makes its table and curves,
+    and no learning picture, from them."""
+    committed = load_metrics(REPO / "results" / "reference" / "numpy_metrics.json")
+    assert committed["schema"] == 2 and committed["diagnostics"] is None
+    assert (committed["config"]["activation"], committed["config"]["weight_init"]) == ("relu", "he")
+    torch_init = schema_2(make_record("pytorch", config={"init": "torch"}))
+    runs = [write(tmp_path, "numpy_metrics.json", schema_2(make_record())),
+            write(tmp_path, "pytorch_metrics.json", torch_init)]
+    assert load_metrics(runs[1])["config"]["weight_init"] is None     # PyTorch drew its own
+    run_main("--runs", *runs, "--out-dir", tmp_path / "out", "--no-inside")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["comparison.md", "comparison.png"]
+    assert "warning: the runs differ" not in capsys.readouterr().out
+
+
+LAYER_SETS = {"mlp": ("layer1", "layer2", "layer3"), "cnn": ("conv1", "conv2", "linear"),
+              "mlp with 3 hidden layers": ("layer1", "layer2", "layer3", "layer4")}
+
+
+@pytest.mark.parametrize("model", LAYER_SETS)
+def test_a_run_with_diagnostics_gets_its_learning_picture(tmp_path, capsys, model):
+    """learning_<run>.png for each run whose record has diagnostics, one histogram per layer (a
+    null loss and a missing end histogram, a run that blew up, are left out of the drawing, not
+    refused)."""
+    layers = LAYER_SETS[model]
+    config = {"model": "cnn", "hidden": None} if model == "cnn" else {"hidden": [128, 64, 32][:len(layers) - 1]}
+    with_diagnostics = make_record(config=config)
+    with_diagnostics["diagnostics"] = made_up_diagnostics(layers=layers)
+    runs = [write(tmp_path, "numpy_metrics.json", with_diagnostics),
+            write(tmp_path, "pytorch_metrics.json", make_record("pytorch"))]
+    run_main("--runs", *runs, "--out-dir", tmp_path / "out", "--no-inside")
+    key = "numpy_cnn" if model == "cnn" else "numpy"                  # name_runs: the model, beside an MLP
+    assert f"wrote out/learning_{key}.png" in capsys.readouterr().out.replace(str(tmp_path) + "/", "")
+    assert_png(tmp_path / "out" / f"learning_{key}.png")
+    assert [p.name for p in (tmp_path / "out").glob("learning_*")] == [f"learning_{key}.png"]
+    run = compare.load_runs([runs[0]])[0]
+    figure = learning.learning_figure(run)
+    titles = [ax.get_title() for ax in figure.axes if ": outputs on the probe images" in ax.get_title()]
+    assert titles == [f"{name}: outputs on the probe images" for name in layers]
+    plt.close(figure)
 
 
 @pytest.mark.parametrize("case", BAD_FILES)

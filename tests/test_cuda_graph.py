@@ -100,6 +100,31 @@ def test_the_learning_rate_follows_the_cosine_inside_the_step():
     np.testing.assert_allclose(seen, expected, rtol=1e-15, atol=1e-18)
 
 
+def test_a_step_the_diagnostics_record_sees_the_gradients_and_both_weights():
+    """A recorded step hands the Watch the loss and the gradients before the update and the
+    weights after it (as the eager loop does), and still takes the eager loop's step."""
+    class Spy:
+        def before_update(self, loss):
+            self.loss = loss
+            self.grads = [p.grad.clone() for p in model.parameters()]
+            self.before = [p.detach().clone() for p in model.parameters()]
+
+        def after_update(self):
+            self.after = [p.detach().clone() for p in model.parameters()]
+
+    model, opt, x, y = setup(torch.float64, capturable=True)
+    step = GraphedStep(model, opt, nn.CrossEntropyLoss(), x, y, BATCH, 7, cosine=True, capture=False)
+    idx = next(batches(1))
+    spy = Spy()
+    loss = step(idx, spy)
+    assert spy.loss == loss.item()
+    reference = setup(torch.float64)[0]
+    nn.CrossEntropyLoss()(reference(x[idx]), y[idx]).backward()
+    for grad, p in zip(spy.grads, reference.parameters()):
+        torch.testing.assert_close(grad, p.grad, rtol=1e-13, atol=0)
+    assert all(not torch.equal(b, a) for b, a in zip(spy.before, spy.after))  # the update came between
+
+
 def test_graph_mode_needs_cuda_and_says_so(tmp_path):
     if CUDA:
         pytest.skip("this machine has CUDA: --mode graph is allowed here")

@@ -34,13 +34,13 @@ def mnist():
     return load_mnist()
 
 
-def random_twins(dtype, seed=0, sizes=SIZES):
+def random_twins(dtype, seed=0, sizes=SIZES, activation="relu"):
     """A NumPy network with random non-zero weights AND biases, and its PyTorch twin."""
-    net = NeuralNetwork(sizes, seed=seed, dtype=dtype)
+    net = NeuralNetwork(sizes, seed=seed, dtype=dtype, activation=activation)
     rng = np.random.default_rng(seed + 100)
     for name, p in net.params.items():
         p[...] = rng.standard_normal(p.shape) * (0.1 if name.startswith("b") else np.sqrt(2 / p.shape[0]))
-    model = MLP(sizes).to(torch.float64 if dtype == np.float64 else torch.float32)
+    model = MLP(sizes, activation=activation).to(torch.float64 if dtype == np.float64 else torch.float32)
     load_numpy_params(model, net.params)
     return net, model
 
@@ -71,10 +71,12 @@ def test_forward_logits_and_probabilities_agree(mnist, dtype, tol):
 # ----------------------------------------------------------------------------- backward
 
 @pytest.mark.parametrize("l2", [0.0, 1e-2])
-def test_backward_equals_autograd(mnist, l2):
-    """Every hand-written gradient equals torch autograd's for one batch (float64, 1e-10)."""
+@pytest.mark.parametrize("activation", ["relu", "sigmoid", "tanh"])
+def test_backward_equals_autograd(mnist, l2, activation):
+    """Every hand-written gradient equals torch autograd's for one batch (float64, 1e-10),
+    for each activation."""
     x, y = mnist[0][:128].astype(np.float64), mnist[1][:128]
-    net, model = random_twins(np.float64)
+    net, model = random_twins(np.float64, activation=activation)
     loss_np, grads = net.gradients(x, y, l2=l2)
     loss_t = torch_l2_loss(model, torch.from_numpy(x), torch.from_numpy(y), l2)
     loss_t.backward()
@@ -83,7 +85,7 @@ def test_backward_equals_autograd(mnist, l2):
         for name, mine, theirs in [(f"W{i}", grads[f"W{i}"], layer.weight.grad.numpy().T),
                                    (f"b{i}", grads[f"b{i}"], layer.bias.grad.numpy())]:
             err = relative_error(mine, theirs)
-            print(f"l2={l2} d{name}: max relative error {err:.2e}")
+            print(f"{activation} l2={l2} d{name}: max relative error {err:.2e}")
             assert err < 1e-10, name
 
 

@@ -55,3 +55,24 @@ def test_experiments_are_not_held_to_the_spread(tmp_path, monkeypatch):
     calls = fake_trainer(monkeypatch, [[0.4, 0.34, 0.64]])
     ref.train("numpy", "numpy_seed1", folder=tmp_path)
     assert len(calls) == 1
+
+
+def test_lesson_numbers_read_the_record_as_the_docs_say():
+    """learning/summary.json's numbers: step 1's figures, the first/last layer gradient ratio at
+    step 1 and its median over the steps of epoch 1 only (469 steps of 128 from 60,000), the
+    largest update ratio and the dead fraction at the end."""
+    record = {"data": {"train_samples": 60000}, "config": {"batch_size": 128},
+              "epochs": [{"test_acc": 0.9}, {"test_acc": 0.95}],
+              "diagnostics": {"layers": ["layer1", "layer2"], "steps": [1, 32, 63, 470],
+                              "loss": [2.3, 1.0, 0.5, 0.4],
+                              "grad_rms": {"layer1": [1.0, 2.0, 3.0, 100.0], "layer2": [10.0, 10.0, 10.0, 10.0]},
+                              "update_ratio": {"layer1": [0.5, 0.01, None, 0.001], "layer2": [0.1] * 4},
+                              "activation_std": {"layer1": [1.0] * 4, "layer2": [2.0] * 4},
+                              "dead_fraction": {"layer1": [0.0, 0.25, 0.5, 0.75]}}}
+    numbers = ref.lesson_numbers(record)
+    assert numbers["grad_rms_layer1_over_layer2"] == {"step_1": 0.1, "median_epoch_1": 0.2, "median_run": 0.25}
+    assert numbers["update_ratio_median_epoch_1"]["layer1"] == pytest.approx(0.255)  # the null left out
+    assert numbers["update_ratio_max"] == {"layer1": 0.5, "layer2": 0.1}
+    assert numbers["dead_fraction_end"] == {"layer1": 0.75}
+    assert numbers["step_1"]["activation_std"] == {"layer1": 1.0, "layer2": 2.0}
+    assert numbers["dead_fraction_at_recorded_steps"]["layer1"]["32"] == 0.25

@@ -1,0 +1,90 @@
+"""The diagnostics of numpy_nn/diagnostics.py (read it first: what each figure means and why),
+computed the PyTorch way: the gradients from param.grad, each layer's output caught by a
+forward hook as the probe images pass through the model.
+
+Same figures, same record (numpy_nn.diagnostics.DiagnosticsLog); a test proves the twins'
+numbers agree in float64.
+"""
+import torch
+
+from numpy_nn.diagnostics import HISTOGRAM_BINS, DiagnosticsLog, interval, layer_names
+from pytorch_nn.cnn import CNN
+
+
+def rms(g):
+    """Root mean square: sqrt(mean(g^2))."""
+    return g.square().mean().sqrt().item()
+
+
+def update_ratio(before, after):
+    """||after - before|| / ||before||, Frobenius norms (of the flattened tensors)."""
+    return (torch.linalg.vector_norm(after - before) / torch.linalg.vector_norm(before)).item()
+
+
+def dead_fraction(h):
+    """The fraction of units that are 0 for every image: h B,units or B,C,H,W (a unit is a
+    channel, 0 at every position)."""
+    alive = h.reshape(h.shape[0], h.shape[1], -1).ne(0).any(dim=2).any(dim=0)   # units
+    return 1 - alive.double().mean().item()
+
+
+def histogram(h):
+    """(counts, edges) of HISTOGRAM_BINS equal bins from h's smallest value to its largest
+    (torch.histogram bins as np.histogram does; it runs on the CPU), or None if h holds a NaN
+    or an infinity."""
+    return torch.histogram(h.cpu(), bins=HISTOGRAM_BINS) if torch.isfinite(h).all() else None
+
+
+class Watch:
+    """Records the diagnostics of a pytorch_nn model as pytorch_nn/train.py trains it, with the
+    methods of numpy_nn.diagnostics.Watch."""
+
+    def __init__(self, model, x_probe, args, steps_per_epoch):
+        self.model, self.x_probe = model, x_probe
+        self.weights = [layer.weight for layer in (model.layers() if isinstance(model, CNN) else model.linears())]
+        # numpy_nn's dW holds the L2 term; torch.optim adds it inside step(), so it is added here
+        self.weight_decay = args.weight_decay
+        # the modules whose output is a layer's output: the activation (MLP) or the pooling (CNN),
+        # called once per hidden layer, then the output layer
+        self.watched = [model.pool if isinstance(model, CNN) else model.activation, model.out]
+        self.every = interval(args, steps_per_epoch)
+        self.log = DiagnosticsLog(layer_names(args.model, len(self.weights)), self.every, steps_per_epoch, len(x_probe))
+        if self.every:
+            self.log.histograms("init", [histogram(h) for h in self.outputs()])
+
+    def outputs(self):
+        """Each layer's output for the probe images, dropout off, in the order the forward pass
+        makes them: the hidden layers', then the logits."""
+        outputs = []
+        hooks = [module.register_forward_hook(lambda module, inputs, out: outputs.append(out))
+                 for module in self.watched]
+        training = self.model.training
+        self.model.eval()                                     # dropout off
+        try:
+            with torch.inference_mode():
+                self.model(self.x_probe)
+        finally:
+            for hook in hooks:
+                hook.remove()
+            self.model.train(training)
+        return outputs
+
+    def due(self, epoch, batch):
+        return self.log.due(epoch, batch)
+
+    def before_update(self, loss):
+        self.loss = loss
+        self.grad_rms = [rms(W.grad + self.weight_decay * W.detach() if self.weight_decay else W.grad)
+                         for W in self.weights]
+        self.before = [W.detach().clone() for W in self.weights]
+
+    def after_update(self):
+        outputs = self.outputs()
+        self.log.add(self.loss, grad_rms=self.grad_rms,
+                     update_ratio=[update_ratio(b, W.detach()) for b, W in zip(self.before, self.weights)],
+                     activation_mean=[h.mean().item() for h in outputs],
+                     activation_std=[h.std(correction=0).item() for h in outputs],   # as np.std
+                     dead_fraction=[dead_fraction(h) for h in outputs[:-1]])
+
+    def finish(self):
+        return self.log.finish([histogram(h) for h in self.outputs()]) if self.every else None
