@@ -21,16 +21,16 @@ products of its convolutions and the linear layer's, and one step at batch 128 i
 layer by layer (forward and backward) in both.
 
 Writes results/benchmark.json, results/benchmark.md and results/throughput.png (with
---model cnn: benchmark_cnn.json, benchmark_cnn.md and throughput_cnn.png).
+--model cnn: benchmark_cnn.json, benchmark_cnn.md and throughput_cnn.png). The FLOP counts
+behind the roofline are in flops.py; the tables and the picture are written by
+report/throughput.py from the JSON record alone.
 """
 import argparse
-import io
 import json
 import os
 import statistics
 import sys
 import time
-from collections import namedtuple
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -39,12 +39,14 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 from data_loader import DataError, batches, load_mnist, write_atomic  # noqa: E402
+from flops import cnn_flops_per_sample, cnn_products, flops_per_sample  # noqa: E402
 from metrics_file import cpu_model, numpy_blas  # noqa: E402
-from numpy_nn.cnn import CNN, IMAGE_SHAPE, PARAM_SHAPES  # noqa: E402
+from numpy_nn.cnn import CNN, IMAGE_SHAPE  # noqa: E402
 from numpy_nn.layers import conv2d_backward, conv2d_forward, maxpool2d_backward, maxpool2d_forward  # noqa: E402
-from numpy_nn.neural_network import LAYER_SIZES, NeuralNetwork  # noqa: E402
+from numpy_nn.neural_network import NeuralNetwork  # noqa: E402
 from numpy_nn.parallel import SHARDS, ShardedGradients  # noqa: E402
 from numpy_nn.utils import OPTIMIZERS, cross_entropy_with_grad, relu, relu_grad  # noqa: E402
+from report.throughput import markdown, plot  # noqa: E402
 from threads import openblas_threads, set_openblas_threads  # noqa: E402
 
 # Per model: the defaults of --batch-sizes, --samples and --repeats, and the batch sizes
@@ -104,50 +106,6 @@ def gpu_record(per_sample):
     return {"name": torch.cuda.get_device_name(), "matmul_peak_gflops": peak,
             "tf32": torch.backends.cuda.matmul.allow_tf32,  # False, PyTorch's default: full float32
             "roofline_samples_per_second": peak * 1e9 / per_sample}
-
-
-def flops_per_sample(sizes=LAYER_SIZES):
-    """Multiply-adds of one training sample, counted as 2 FLOPs each: the forward product
-    h @ W, and in backward dW = h^T dz and dh = dz W^T (not needed for the input layer)."""
-    products = [fan_in * fan_out for fan_in, fan_out in zip(sizes[:-1], sizes[1:])]
-    return 2 * (3 * sum(products) - products[0])
-
-
-# One matrix product (m x k) @ (k x n) of a training step; a_transposed / b_transposed: the
-# step reads that operand as the transpose of a stored array (cols^T, W^T), as BLAS gets it.
-Product = namedtuple("Product", "part m k n a_transposed b_transposed")
-
-
-def cnn_products(batch_size=1):
-    """The matrix products of one training step of numpy_nn/cnn.py's CNN, from its layer
-    shapes. A convolution is im2col's product: every output pixel's window (k = C*kh*kw
-    inputs) times the O kernels. Backward multiplies twice per layer, dW = cols^T dout and
-    dcols = dout W^T, except the first convolution, whose input (the image) needs no
-    gradient. The linear layer is the MLP's: f W, f^T dlogits, dlogits W^T.
-
-    (layers.py also folds each bias into its product as one more input, and may split the
-    dcols product by kernel offset; the multiply-adds listed here are the layer's own.)"""
-    _, height, width = IMAGE_SHAPE
-    products = []
-    for i in (1, 2):
-        O, C, kh, kw = PARAM_SHAPES[f"W{i}"]
-        height, width = height - kh + 1, width - kw + 1      # stride 1, no padding
-        pixels, K = batch_size * height * width, C * kh * kw  # rows of cols, inputs per window
-        products.append(Product(f"conv{i} forward", pixels, K, O, False, False))      # cols @ W
-        products.append(Product(f"conv{i} backward", K, pixels, O, True, False))      # dW = cols^T dout
-        if i > 1:
-            products.append(Product(f"conv{i} backward", pixels, O, K, False, True))  # dcols = dout W^T
-        height, width = height // 2, width // 2              # max-pool 2x2, floor mode
-    fan_in, fan_out = PARAM_SHAPES["W3"]
-    return products + [Product("linear forward", batch_size, fan_in, fan_out, False, False),   # f @ W3
-                       Product("linear backward", fan_in, batch_size, fan_out, True, False),   # f^T dlogits
-                       Product("linear backward", batch_size, fan_out, fan_in, False, True)]   # dlogits W3^T
-
-
-def cnn_flops_per_sample(direction=""):
-    """FLOPs of one CNN training sample (2 per multiply-add of cnn_products); direction
-    "forward" or "backward" counts only the products of that pass."""
-    return sum(2 * p.m * p.k * p.n for p in cnn_products() if direction in p.part)
 
 
 ARGS = SimpleNamespace(optimizer="adam", lr=1e-3, weight_decay=0.0)  # as the trainers get them
@@ -596,6 +554,7 @@ def main(argv=None):
                      "torch": {"blas": hardware(torch.device("cpu"))["blas"],
                                "threads": torch.get_num_threads()}},
         "versions": {"python": sys.version.split()[0], "numpy": np.__version__, "torch": torch.__version__},
+        "warmup_steps": WARMUP_STEPS,
     }
     if cnn:  # the MLP's record stays as it was
         record.update({"model": "cnn", "forward_flops_per_sample": cnn_flops_per_sample("forward"),
@@ -609,196 +568,6 @@ def main(argv=None):
     except OSError as e:
         sys.exit(f"error: cannot write to {out} ({e.strerror or e})")
     print(f"wrote {out / names[0]}, {names[1]} and {names[2]}")
-
-
-def _threads(row):
-    """A row's thread counts as a table cell: "2", or "1 / 2" when NumPy's and PyTorch's differ."""
-    counts = row["threads"]
-    if counts["numpy"] == counts["pytorch"]:
-        return str(counts["numpy"])
-    return f"{counts['numpy']} / {counts['pytorch']}"
-
-
-def markdown(record):
-    """The tables of benchmark.json, for people."""
-    names = list(record["rows"][0]["samples_per_second"])
-    hw = record["hardware"]
-    swept = bool(record.get("threads_swept"))  # then a row per batch size and thread count
-    cnn = record.get("model") == "cnn"
-    if cnn:
-        per_sample, forward = record["flops_per_sample"], record["forward_flops_per_sample"]
-        costs = (f"One training sample costs {per_sample / 1e6:.3f} MFLOP (forward {forward / 1e6:.3f}, "
-                 f"backward {(per_sample - forward) / 1e6:.3f}: dW for every layer, dx for all but "
-                 f"conv1), {record['epoch_samples'] * per_sample / 1e12:.3f} TFLOP per "
-                 f"{record['epoch_samples']:,}-sample epoch: 2 FLOPs per multiply-add of the im2col "
-                 f"products and the linear layer's, counted from the layer shapes.")
-    else:
-        costs = f"One training sample costs {record['flops_per_sample'] / 1e6:.3f} MFLOP."
-    lines = [
-        "# Training throughput" + ": the CNN" * cnn,
-        "",
-        f"Written by `python benchmark.py{' --model cnn' * cnn}`. {record['what']}; "
-        f"{record['samples_per_repeat']:,} "
-        f"samples per timed repeat, median of {record['repeats']}. CPU: {hw['cpu']}, "
-        f"{hw['cores']} cores; NumPy BLAS {hw['numpy']['blas']} ({hw['numpy']['blas_threads']} "
-        f"threads); torch BLAS {hw['torch']['blas']} ({hw['torch']['threads']} threads). Versions: "
-        + ", ".join(f"{k} {v}" for k, v in record["versions"].items()) + ".",
-        "",
-        f"{costs} The float32 "
-        f"matmul peak is measured between the timings of each row (median over the run: "
-        f"{record['matmul_peak_gflops']:.0f} GFLOP/s, so the roofline is "
-        f"{record['roofline_samples_per_second']:,.0f} samples/s); % is of the row's own roofline.",
-    ]
-    if hw.get("gpu"):
-        gpu = hw["gpu"]
-        lines += ["", f"GPU: {gpu['name']}. Its float32 matmul peak, measured the same way on an 8192 x 8192 "
-                  f"product with TF32 {'on' if gpu['tf32'] else 'off (full float32 products)'}: "
-                  f"{gpu['matmul_peak_gflops']:,.0f} GFLOP/s, so its roofline is "
-                  f"{gpu['roofline_samples_per_second']:,.0f} samples/s; the CUDA columns' % is of that. "
-                  f"pytorch-cuda is the eager loop, pytorch-cuda-graph each step replayed as a CUDA graph "
-                  f"(`--mode graph`, pytorch_nn/cuda_graph.py)."]
-    if swept:
-        lines += ["", "Thread counts measured (NumPy's OpenBLAS and PyTorch both set to each, taking "
-                  "turns within every repeat): " + ", ".join(map(str, record["threads_swept"])) + "."]
-    lines += [
-        "",
-        "| batch | " + "threads | " * swept + "peak GFLOP/s | "
-        + " | ".join(f"{n} samples/s (% of peak)" for n in names) + " | NumPy / PyTorch CPU |",
-        "|---:|" + "---:|" * swept + "---:|" + "---:|" * (len(names) + 1),
-    ]
-    for row in record["rows"]:
-        cells = [f"{row['samples_per_second'][n]:,.0f} ({100 * row['fraction_of_peak'][n]:.1f}%)" for n in names]
-        lines.append(f"| {row['batch_size']} | " + f"{_threads(row)} | " * swept
-                     + f"{row['matmul_peak_gflops']:.0f} | " + " | ".join(cells)
-                     + f" | {row['numpy_over_pytorch_cpu']:.2f}x |")
-    if cnn:
-        lines += _cnn_targets(record, swept)
-    for row in record["rows"]:
-        phases = row.get("microseconds_per_step")
-        if not phases:
-            continue
-        at = f"batch {row['batch_size']}" + f", threads {_threads(row)}" * swept
-        lines += ["", f"## Where a step's time goes at {at} (microseconds per step)", ""]
-        if cnn:
-            lines += _cnn_layer_table(row)
-            continue
-        lines += [f"The matrix products alone (\"matmuls only\") take {phases['matmuls only']:.0f} us "
-                  f"per step at this batch size.", ""]
-        for name in ("numpy", "pytorch-cpu"):
-            total = sum(phases[name].values())
-            lines.append(f"- {name}: " + ", ".join(f"{k} {v:.0f}" for k, v in phases[name].items())
-                         + f"; total {total:.0f}")
-    return "\n".join(lines) + "\n"
-
-
-def _cnn_targets(record, swept):
-    """The issue's targets for the NumPy CNN beside this run's numbers (markdown lines)."""
-    targets = record["targets"]
-    bs, most = targets["epoch_batch_size"], targets["epoch_over_roofline_at_most"]
-    least, (low, high) = targets["numpy_over_pytorch_cpu_at_least"], targets["numpy_over_pytorch_cpu_batch_sizes"]
-    tflop = record["epoch_samples"] * record["flops_per_sample"] / 1e12
-    lines = ["", "## The issue's targets", "",
-             "Measured once, on a machine that other work may share: the numbers, not a verdict.", "",
-             f"- NumPy CNN epoch ({record['epoch_samples']:,} samples at its batch-{bs} rate) at most "
-             f"{most}x its roofline epoch ({tflop:.3f} TFLOP / the measured matmul peak)."]
-    at_bs = [row for row in record["rows"] if row["batch_size"] == bs]
-    for row in at_bs:
-        seconds, roofline = row["epoch_seconds"]["numpy"], row["roofline_epoch_seconds"]
-        side = "within" if seconds <= most * roofline else "beyond"
-        lines.append(f"  This run: epoch at batch {bs}" + f", threads {_threads(row)}" * swept
-                     + f": {seconds:.1f} s, {seconds / roofline:.1f}x the roofline ({roofline:.1f} s at "
-                     f"{row['matmul_peak_gflops']:.0f} GFLOP/s), {side} the {most}x target.")
-    if not at_bs:
-        lines.append(f"  This run did not measure batch {bs}.")
-    lines.append(f"- NumPy CNN throughput at least {least}x PyTorch CPU's at batch {low} to {high}.")
-    in_range = [row for row in record["rows"] if low <= row["batch_size"] <= high]
-    if in_range:
-        ratios = [row["numpy_over_pytorch_cpu"] for row in in_range]
-        below = [f"{row['batch_size']}" + f" (threads {_threads(row)})" * swept
-                 for row in in_range if row["numpy_over_pytorch_cpu"] < least]
-        lines.append("  This run: " + ", ".join(
-            f"{ratio:.2f}x at batch {row['batch_size']}" + f" (threads {_threads(row)})" * swept
-            for row, ratio in zip(in_range, ratios))
-            + (f"; below {least}x at batch {', '.join(below)}." if below else f"; none below {least}x."))
-    else:
-        lines.append(f"  This run measured no batch size from {low} to {high}.")
-    return lines
-
-
-def _cnn_layer_table(row):
-    """Microseconds per CNN step by part, NumPy against PyTorch CPU (markdown lines)."""
-    phases, bs = row["microseconds_per_step"], row["batch_size"]
-    at_peak = dict.fromkeys(CNN_PARTS, 0.0)  # the part's matrix products at this row's peak
-    for p in cnn_products(bs):
-        at_peak[p.part] += 1e6 * 2 * p.m * p.k * p.n / (row["matmul_peak_gflops"] * 1e9)
-    lines = [
-        f"Each part is timed with `time.perf_counter` around it and summed over {row['steps']} steps "
-        f"after {WARMUP_STEPS} untimed ones: one pass, so noisier than the medians above. NumPy: "
-        f"`numpy_nn/cnn.py`'s forward and backward written out call by call "
-        f"(`benchmark.timed_numpy_cnn_step`); a convolution's forward is im2col and one product, its "
-        f"backward the dW product and, for conv2, dx by col2im; its ReLU runs after the pool, on a "
-        f"quarter of the values. PyTorch CPU: forward module by module; backward is one "
-        f"`loss.backward()`, split by tensor hooks that run as autograd reaches each layer's output, "
-        f"so a layer's backward includes autograd's own work and the accumulation of its weights' "
-        f"gradients; `zero_grad` counts as optimizer. \"products at peak\": the part's matrix products "
-        f"(`benchmark.cnn_products`) at this row's matmul peak, the least time they can take here.",
-        "",
-        "| part | products at peak | NumPy | PyTorch CPU |",
-        "|---|---:|---:|---:|",
-    ]
-    for part in CNN_PARTS:
-        ideal = f"{at_peak[part]:.0f}" if at_peak[part] else ""
-        lines.append(f"| {part} | {ideal} | {phases['numpy'][part]:.0f} | {phases['pytorch-cpu'][part]:.0f} |")
-    lines += [f"| total | {sum(at_peak.values()):.0f} | {sum(phases['numpy'].values()):.0f} | "
-              f"{sum(phases['pytorch-cpu'].values()):.0f} |",
-              "", f"The matrix products alone (\"matmuls only\", the table above) take "
-              f"{phases['matmuls only']:.0f} us per step at this batch size. The NumPy column is one "
-              f"whole batch on one Python thread, its products on every core: where the work is. The "
-              f"trainer splits the batch into two halves that run at once, one core each "
-              f"(`numpy_nn/parallel.py`), so its elementwise work uses both cores too: its step took "
-              f"{1e6 * bs / row['samples_per_second']['numpy']:.0f} us (the throughput above)."]
-    return lines
-
-
-def plot(record):
-    """samples/s against batch size per implementation, with the roofline; PNG bytes."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    swept = record.get("threads_swept") or [None]
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for i, n in enumerate(swept):
-        rows = record["rows"][i::len(swept)]  # main() writes each batch size's thread counts in turn
-        sizes = [r["batch_size"] for r in rows]
-        style, suffix = ["-", ":", "-.", "--"][i % 4], f", threads {n}" if n else ""
-        for name, colour in zip(rows[0]["samples_per_second"], colours):
-            ax.plot(sizes, [r["samples_per_second"][name] for r in rows], "o", ls=style, color=colour,
-                    label=name + suffix)
-        roofline = (f"roofline{suffix}" if n else
-                    f"roofline: matmul peak (median {record['matmul_peak_gflops']:.0f} GFLOP/s) / "
-                    f"{record['flops_per_sample'] / 1e6:.2f} MFLOP per sample")
-        ax.plot(sizes, [r["roofline_samples_per_second"] for r in rows], color="k",
-                ls=style if n else "--", label=roofline)
-    ax.set_xscale("log", base=2)
-    sizes = sorted({r["batch_size"] for r in record["rows"]})
-    ax.set_xticks(sizes, [str(s) for s in sizes])
-    ax.set_yscale("log")
-    ax.set_xlabel("batch size")
-    ax.set_ylabel("training samples / second")
-    model = "CNN training" if record.get("model") == "cnn" else "Training"
-    ax.set_title(f"{model} throughput, Adam, float32\n{record['hardware']['cpu']}, "
-                 f"{record['hardware']['cores']} cores")
-    if record.get("model") == "cnn":  # its lines cross the middle of the axes: the legend goes below
-        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=2)
-    else:
-        ax.legend(fontsize=8)
-    ax.grid(True, which="both", alpha=0.3)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=120)
-    plt.close(fig)
-    return buffer.getvalue()
 
 
 if __name__ == "__main__":

@@ -1,11 +1,14 @@
-"""benchmark.py's arithmetic and its output files (its timings are reported, never asserted)."""
+"""benchmark.py's arithmetic (flops.py) and its output files (report/throughput.py); its
+timings are reported, never asserted."""
 import json
 from pathlib import Path
 
 import numpy as np
 
 import benchmark
+import flops
 from numpy_nn.neural_network import NeuralNetwork
+from report import throughput
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -13,9 +16,9 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_flops_per_sample_counts_every_matrix_product():
     """784-128-64-10: forward h @ W for 3 layers, backward h^T dz for 3 and dz W^T for 2, 2 FLOPs per multiply-add."""
     products = 784 * 128 + 128 * 64 + 64 * 10
-    assert benchmark.flops_per_sample() == 2 * (3 * products - 784 * 128) == 454_400
+    assert flops.flops_per_sample() == 2 * (3 * products - 784 * 128) == 454_400
     # forward 10x5 and 5x3; backward dW1 10x5, dW2 5x3, dh1 5x3 (no gradient for the input)
-    assert benchmark.flops_per_sample((10, 5, 3)) == 2 * (10 * 5 + 5 * 3 + 10 * 5 + 5 * 3 + 5 * 3) == 290
+    assert flops.flops_per_sample((10, 5, 3)) == 2 * (10 * 5 + 5 * 3 + 10 * 5 + 5 * 3 + 5 * 3) == 290
 
 
 def test_matmuls_only_does_the_products_of_a_real_step(monkeypatch):
@@ -35,8 +38,8 @@ def test_matmuls_only_does_the_products_of_a_real_step(monkeypatch):
     monkeypatch.setattr(benchmark, "NeuralNetwork", lambda seed: net)
     step, _ = benchmark.matmuls_only(x, 16)
     step()
-    flops = sum(2 * a[0] * a[1] * b[1] for a, b in seen)
-    assert flops == 16 * benchmark.flops_per_sample()
+    counted = sum(2 * a[0] * a[1] * b[1] for a, b in seen)
+    assert counted == 16 * flops.flops_per_sample()
     assert sorted(seen) == sorted([((16, 784), (784, 128)), ((16, 128), (128, 64)), ((16, 64), (64, 10)),
                                    ((64, 16), (16, 10)), ((16, 10), (10, 64)), ((128, 16), (16, 64)),
                                    ((16, 64), (64, 128)), ((784, 16), (16, 128))])
@@ -66,7 +69,7 @@ def test_gpu_rows_are_described_with_their_own_peak():
                            "gpu": {"name": "Test GPU", "matmul_peak_gflops": 50_000.0, "tf32": False,
                                    "roofline_samples_per_second": 5e7}},
               "versions": {"python": "3.11"}}
-    text = benchmark.markdown(record)
+    text = throughput.markdown(record)
     assert ("GPU: Test GPU. Its float32 matmul peak, measured the same way on an 8192 x 8192 product with "
             "TF32 off (full float32 products): 50,000 GFLOP/s, so its roofline is 50,000,000 samples/s") in text
     assert "pytorch-cuda-graph samples/s (% of peak)" in text and "200,000 (4.0%)" in text
@@ -136,12 +139,12 @@ def test_cnn_flops_per_sample_matches_a_hand_count():
     linear = 64 * 5 * 5 * 10                   # 11x11 pooled to 5x5, 1600 features -> 10
     forward = 2 * (conv1 + conv2 + linear)
     backward = 2 * (conv1 + 2 * conv2 + 2 * linear)
-    assert benchmark.cnn_flops_per_sample("forward") == forward == 4_881_920  # the issue: 4.88 MFLOP
-    assert benchmark.cnn_flops_per_sample("backward") == backward
-    assert benchmark.cnn_flops_per_sample() == forward + backward == 14_256_384  # the issue: 14.26 MFLOP
+    assert flops.cnn_flops_per_sample("forward") == forward == 4_881_920  # the issue: 4.88 MFLOP
+    assert flops.cnn_flops_per_sample("backward") == backward
+    assert flops.cnn_flops_per_sample() == forward + backward == 14_256_384  # the issue: 14.26 MFLOP
     assert round(60_000 * (forward + backward) / 1e12, 2) == 0.86              # TFLOP per epoch
     # the products scale with the batch, and each belongs to a part the layer table shows
-    products = benchmark.cnn_products(batch_size=7)
+    products = flops.cnn_products(batch_size=7)
     assert sum(2 * p.m * p.k * p.n for p in products) == 7 * (forward + backward)
     assert {p.part for p in products} <= set(benchmark.CNN_PARTS)
 
