@@ -141,9 +141,11 @@ def numpy_trainer(x, y, batch_size, model="mlp"):
 
     def step():
         idx = next(order)
-        gradients.use_cores(openblas_threads())  # the count measure() set; the halves share it
+        cores = openblas_threads()       # the count measure() set: the halves share it ...
+        gradients.use_cores(cores)
         gradients(x[idx], y[idx])
         opt.step(net.flat_grads)
+        set_openblas_threads(cores)      # ... and give it back for whatever is timed next
     return step, lambda: None
 
 

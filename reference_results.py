@@ -285,16 +285,22 @@ def _twin_step(framework, args, x, y, steps_per_epoch):
     in <framework>_nn/train.py), recording the diagnostics when asked: step(idx, record)."""
     import torch
 
+    import numpy as np
+
+    import threads
     from numpy_nn import diagnostics as numpy_diagnostics, train as numpy_train
+    from numpy_nn.parallel import SHARDS, ShardedGradients
     from numpy_nn.utils import OPTIMIZERS
     from pytorch_nn import diagnostics as torch_diagnostics, train as torch_train
     if framework == "numpy":
         net = numpy_train.build_network(args, x.shape[1])
         optimizer = OPTIMIZERS[args.optimizer](net.flat_params, args.lr)
+        gradients = ShardedGradients(net, SHARDS[args.model], np.random.default_rng(1))  # the CNN's halves
+        gradients.use_cores(threads.openblas_threads())  # the share threads.share_cores just gave
         watch = numpy_diagnostics.Watch(net, x[:numpy_diagnostics.PROBE_IMAGES], args, steps_per_epoch)
 
         def step(idx, record):
-            loss, _ = net.gradients(x[idx], y[idx])
+            loss = gradients(x[idx], y[idx])
             if record and watch.due(1, 1):     # step 1 of the run: due, and the record notes a step
                 watch.before_update(loss)
             optimizer.step(net.flat_grads)
@@ -345,8 +351,8 @@ def overhead(blocks=OVERHEAD_BLOCKS):
             args = experiment.build_parser(framework, "").parse_args(["--model", model])
             steps_per_epoch = -(-len(x) // args.batch_size)
             every = interval(args, steps_per_epoch)
-            step = _twin_step(framework, args, x, y, steps_per_epoch)
             thread_policy.share_cores(framework)
+            step = _twin_step(framework, args, x, y, steps_per_epoch)  # after: the CNN's halves share the cores
             order = iter(idx for _ in range(1000) for idx in batches(len(x), args.batch_size, np.random.default_rng(0)))
             seconds = {"with": [], "without": []}
             for block in range(n_blocks + 1):

@@ -61,11 +61,17 @@ class ShardedGradients:
         self.parallel, self.cores = False, 1
 
     def use_cores(self, cores):
-        """Run the parts at once when this run may use as many cores as there are parts
-        (cores: what threads.share_cores gave OpenBLAS; the parts' OpenBLAS share them out
-        while they run). Returns cores, the threads the run uses in all, for the record."""
+        """Share this run's cores (what threads.share_cores gave OpenBLAS) among the parts:
+        with as many cores as parts, the parts run at once, each part's OpenBLAS on its share,
+        for every step until use_cores is called again. So any other product in between
+        (the diagnostics' probe images) also runs on one part's share: OpenBLAS's idle
+        threads keep spinning for a while after a product that used them, and measured here,
+        one spinning beside the two parts made the next four steps 28 ms instead of 16.
+        Returns cores, the threads the run uses in all, for the record."""
         self.cores = cores or 1
         self.parallel = self.shards > 1 and self.cores >= self.shards
+        if self.parallel:
+            threads.set_openblas_threads(self.cores // self.shards)
         return cores
 
     def __call__(self, x, y, l2=0.0, dropout=0.0):
@@ -75,9 +81,7 @@ class ShardedGradients:
         def part_gradient(i):
             return self.replicas[i].gradients(x[parts[i]], y[parts[i]], l2, dropout, self.rngs[i])[0]
         if self.parallel and len(parts) > 1:
-            threads.set_openblas_threads(self.cores // self.shards)  # the cores, shared out among the parts
             losses = list(self.pool.map(part_gradient, range(len(parts))))
-            threads.set_openblas_threads(self.cores)                 # all of them again, for evaluation
         else:
             losses = [part_gradient(i) for i in range(len(parts))]
         weights = [(part.stop - part.start) / len(x) for part in parts]  # each part's share of the mean

@@ -81,6 +81,7 @@ def train(args, x_train, y_train, x_test, y_test):
                     watch.after_update()                  # update ratios; the probe images' activations
                 step += 1
             seconds = time.perf_counter() - t0
+            threads.share_cores("numpy")          # evaluation: whole batches, on all this run's cores
             run.log_epoch(epoch, *evaluate(net, x_train, y_train), *evaluate(net, x_test, y_test),
                           seconds, len(x_train), blas_threads)
     except KeyboardInterrupt:                     # Ctrl-C or SIGTERM: keep the finished epochs

@@ -95,16 +95,19 @@ def test_a_replica_shares_the_weights_not_the_gradients():
     assert twin.flat_grads.sum() == 5 * twin.grads["W2"].size  # the views are into its own buffer
 
 
-def test_openblas_gets_all_the_cores_back_after_a_step():
-    """The parts share the cores while they run; evaluation afterwards gets them all."""
+def test_the_parts_share_the_cores_for_every_step():
+    """With 2 cores the two parts get one OpenBLAS thread each, set once and kept for every
+    step (and for any product between steps, so that no idle OpenBLAS thread spins beside
+    the parts); with 1 core OpenBLAS is left as it is."""
     if threads.openblas_threads() is None:
         pytest.skip("NumPy's OpenBLAS cannot be asked for its thread count here")
     before = threads.openblas_threads()
     try:
         threads.set_openblas_threads(2)
         sharded = ShardedGradients(CNN(seed=0), 2, np.random.default_rng(0))
-        sharded.use_cores(2)
+        assert sharded.use_cores(1) == 1 and threads.openblas_threads() == 2
+        assert sharded.use_cores(2) == 2 and threads.openblas_threads() == 1
         sharded(*data(8, dtype=np.float32))
-        assert threads.openblas_threads() == 2
+        assert threads.openblas_threads() == 1
     finally:
         threads.set_openblas_threads(before)
