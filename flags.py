@@ -1,0 +1,138 @@
+"""The flags both trainers take, with the same names, defaults and checks: a bad value is
+one line from argparse before anything else happens. What depends on --model (the default
+epochs and files, --hidden, --activation) is settled at parse time, in _ModelParser.
+
+NumPy and the standard library only (the from-scratch side must not need torch).
+"""
+import argparse
+import math
+from pathlib import Path
+
+from data_loader import DATA_DIR, DATASETS
+from metrics_file import WEIGHT_SUFFIX
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+DTYPES = ("float32", "float64")
+MODELS = ("mlp", "cnn")
+ACTIVATIONS = ("relu", "sigmoid", "tanh")  # numpy_nn/utils.py ACTIVATIONS, pytorch_nn/model.py's
+WEIGHT_INITS = ("he", "xavier", "small")   # numpy_nn/utils.py init_std
+MLP_HIDDEN = [128, 64]  # the user's design: 784 -> 128 -> 64 -> 10
+# Passes over the data by default. The CNN learns more per epoch and costs ~30x the MLP's
+# arithmetic per image: trial runs of 3 and 4 epochs ended near 99.0%; 5 leave a margin and
+# keep the NumPy run under 2 minutes on 2 cores (results/reference/cnn/: 99.10-99.23%, 79 s).
+DEFAULT_EPOCHS = {"mlp": 10, "cnn": 5}
+SEED_LIMIT = 2 ** 64  # NumPy takes any seed >= 0, torch.manual_seed one below 2^64: both take these
+
+
+def _number(kind, ok, requirement):
+    """An argparse type: parse text as kind, and accept it only if ok(value)."""
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            what = "an integer" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if not ok(value):  # NaN fails every comparison, so it never gets through
+            raise argparse.ArgumentTypeError(f"must be {requirement}, got {text}")
+        return value
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+
+def _positive(kind):
+    return _number(kind, lambda v: 0 < v < math.inf, "positive")
+
+
+_non_negative_float = _number(float, lambda v: 0 <= v < math.inf, "zero or positive")
+_dropout = _number(float, lambda p: 0 <= p < 1, "in [0, 1)")
+_seed = _number(int, lambda s: 0 <= s < SEED_LIMIT, "from 0 to 2^64 - 1")
+
+
+class _HelpWithDefaults(argparse.ArgumentDefaultsHelpFormatter):
+    """Each flag's help ends with its default, except where there is none to show."""
+
+    def _get_help_string(self, action):
+        return action.help if action.default is None else super()._get_help_string(action)
+
+
+class _ModelParser(argparse.ArgumentParser):
+    """Parses the trainers' flags, then fills in and checks what depends on --model."""
+
+    def parse_args(self, args=None, namespace=None):
+        args = super().parse_args(args, namespace)
+        if args.epochs is None:
+            args.epochs = DEFAULT_EPOCHS[args.model]
+        # each model has its own default files, so training the CNN keeps the MLP's run
+        name = self.framework if args.model == "mlp" else f"{self.framework}_{args.model}"
+        if args.metrics is None:
+            args.metrics = RESULTS_DIR / f"{name}_metrics.json"
+        if args.weights is None:
+            args.weights = RESULTS_DIR / f"{name}_model{WEIGHT_SUFFIX[self.framework]}"
+        if args.model == "cnn":
+            if args.hidden is not MLP_HIDDEN:  # the very default object: --hidden was not given
+                self.error("argument --hidden: sets the MLP's hidden layers; the CNN's layers are fixed "
+                           "(numpy_nn/cnn.py)")
+            args.hidden = None                 # recorded as null: no hidden sizes to compare
+            if args.activation not in (None, "relu"):
+                self.error(f"argument --activation: sets the MLP's; the CNN keeps ReLU (numpy_nn/cnn.py), "
+                           f"got {args.activation}")
+        args.activation = args.activation or "relu"
+        if getattr(args, "init", "numpy") == "torch":  # the PyTorch trainer's --init
+            if args.weight_init is not None:
+                self.error("argument --weight-init: chooses how the NumPy network draws the starting "
+                           "weights, which --init torch does not use; give --init numpy")
+        else:                                  # recorded as null with --init torch: not our draw
+            args.weight_init = args.weight_init or "he"
+        return args
+
+
+def build_parser(framework, description):
+    """The flags both trainers take, with the same names and defaults."""
+    p = _ModelParser(description=description, formatter_class=_HelpWithDefaults)
+    p.framework = framework
+    p.add_argument("--epochs", type=_positive(int), default=None,
+                   help=f"passes over the training set (default: {DEFAULT_EPOCHS['mlp']} for the MLP, "
+                        f"{DEFAULT_EPOCHS['cnn']} for the CNN)")
+    p.add_argument("--batch-size", type=_positive(int), default=128, help="samples per gradient step")
+    p.add_argument("--lr", type=_positive(float), default=3e-3, help="(peak) learning rate")
+    p.add_argument("--optimizer", choices=["sgd", "momentum", "adam"], default="adam",
+                   help="plain SGD, SGD with momentum 0.9, or Adam")
+    p.add_argument("--schedule", choices=["constant", "cosine"], default="cosine",
+                   help="learning rate over the run: fixed, or cosine decay to 0 by the last step")
+    p.add_argument("--model", choices=MODELS, default="mlp",
+                   help="mlp: the fully connected network; cnn: the small convolutional one")
+    p.add_argument("--hidden", type=_positive(int), nargs="+", default=MLP_HIDDEN,
+                   help="the MLP's hidden layer sizes, e.g. --hidden 256 128 64 (the CNN's are fixed)")
+    p.add_argument("--activation", choices=ACTIVATIONS, default=None,
+                   help="the MLP's hidden-layer activation (default: relu; the CNN keeps ReLU)")
+    p.add_argument("--weight-init", choices=WEIGHT_INITS, default=None,
+                   help="how the starting weights are drawn: he N(0, 2/fan_in), xavier N(0, 2/(fan_in + "
+                        "fan_out)), small N(0, 0.01^2), the classic mistake (default: he)")
+    p.add_argument("--weight-decay", type=_non_negative_float, default=0.0,
+                   help="L2 penalty: adds (wd / 2) * sum(W^2) over the weights to the loss")
+    p.add_argument("--dropout", type=_dropout, default=0.0,
+                   help="probability of zeroing each hidden unit while training")
+    p.add_argument("--seed", type=_seed, default=0,
+                   help="seeds the initial weights and the batch order (0 to 2^64 - 1)")
+    p.add_argument("--dtype", choices=DTYPES, default="float32",
+                   help="float precision of weights, data and arithmetic: in float64 the twins "
+                        "agree to ~1e-15 on any CPU; float32 is the fast, usual choice")
+    p.add_argument("--limit", type=_positive(int), default=None,
+                   help="train on the first N samples only (quick runs; the test set stays whole)")
+    p.add_argument("--dataset", choices=sorted(DATASETS), default="mnist", help="which data")
+    p.add_argument("--data-dir", type=Path, default=DATA_DIR,
+                   help="root of the dataset cache (torchvision's root=): <dir>/MNIST/raw/...")
+    p.add_argument("--metrics", type=Path, default=None,
+                   help=f"where to write the metrics JSON (default: results/{framework}_metrics.json, "
+                        f"results/{framework}_cnn_metrics.json for the CNN)")
+    p.add_argument("--weights", type=Path, default=None,
+                   help=f"where to write the trained weights (default: results/{framework}_model"
+                        f"{WEIGHT_SUFFIX[framework]}, results/{framework}_cnn_model{WEIGHT_SUFFIX[framework]} "
+                        f"for the CNN)")
+    p.add_argument("--no-progress", action="store_true", help="hide the per-batch progress bar")
+    p.add_argument("--diagnostics-every", type=_positive(int), default=None, metavar="N",
+                   help="record the gradients, updates and activations layer by layer every N steps "
+                        "(default: about 15 times an epoch; see numpy_nn/diagnostics.py)")
+    p.add_argument("--no-diagnostics", action="store_true",
+                   help="record none of them (the record's diagnostics are null)")
+    return p
