@@ -10,10 +10,10 @@ OpenBLAS, which splits each over the cores, while its elementwise work (im2col's
 pooling, ReLU, col2im's additions: about half of a CNN step) runs on one core. PyTorch
 spreads every operation over the cores itself. Two halves of the batch in two threads (NumPy
 lets go of Python's lock inside its operations) keep both cores busy the whole step, each
-half with a one-thread OpenBLAS. Measured at batch 128 on 2 cores: 25 ms per step as one
-batch, 16 ms as two halves at once (benchmark.py --model cnn has the medians). The MLP's
-step is almost all matrix products, which OpenBLAS already spreads; for it two halves were
-slower (0.34 ms against 0.56-0.64 ms), so its trainer does not split.
+half with a one-thread OpenBLAS. At batch 128 on 2 cores (results/reference/benchmark_cnn.md):
+23 ms per step as one batch, 18 ms as two halves at once, PyTorch 16 ms. The MLP's step is
+almost all matrix products, which OpenBLAS already spreads; for it two halves were slower
+when we tried (0.34 ms a step against 0.56-0.64 ms, measured once), so it does not split.
 
 The halves are the same computations whether they run at once or one after the other (on
 one core), so splitting the batch over threads changes no number; and the number of parts

@@ -1,7 +1,8 @@
 """The training step as a CUDA graph: recorded once, replayed for every batch (--mode graph).
 
-Why. On a GPU this network's step is about thirty small kernels (each layer's products,
-activations, the loss, autograd's backward, the optimizer), and each takes longer for
+Why. On a GPU this network's step is about thirty small kernels (the count issue 11
+reported: each layer's products, activations, the loss, autograd's backward, the
+optimizer), and each takes longer for
 Python and the driver to launch than for the GPU to run. The GPU then waits on the host:
 the step is launch-bound, not compute-bound. A CUDA graph records the kernels of one step,
 with their arguments and memory addresses, and replays the lot with one launch.
