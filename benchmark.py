@@ -44,7 +44,8 @@ from metrics_file import cpu_model, numpy_blas  # noqa: E402
 from numpy_nn.cnn import CNN, IMAGE_SHAPE  # noqa: E402
 from numpy_nn.layers import conv2d_backward, conv2d_forward, maxpool2d_backward, maxpool2d_forward  # noqa: E402
 from numpy_nn.neural_network import NeuralNetwork  # noqa: E402
-from numpy_nn.parallel import SHARDS, ShardedGradients  # noqa: E402
+from numpy_nn.parallel import Halves  # noqa: E402
+from numpy_nn.train import train_step  # noqa: E402
 from numpy_nn.utils import OPTIMIZERS, cross_entropy_with_grad, relu, relu_grad  # noqa: E402
 from report.throughput import markdown, plot  # noqa: E402
 from threads import openblas_threads, set_openblas_threads  # noqa: E402
@@ -133,18 +134,19 @@ def _torch_setup(x, y, device, model="mlp", capturable=False):
 
 
 def numpy_trainer(x, y, batch_size, model="mlp"):
-    """A function that runs one NumPy training step (Adam) on the next batch, as
-    numpy_nn/train.py runs it: the CNN's batch as two halves at once (numpy_nn/parallel.py)."""
+    """A function that runs one NumPy training step (Adam) on the next batch: numpy_nn/train.py's
+    train_step, as the trainer runs it (the CNN's batch as two halves at once, numpy_nn/parallel.py)."""
     net, opt = _numpy_setup(model)
-    gradients = ShardedGradients(net, SHARDS[model], np.random.default_rng(1))
+    halves = Halves(net) if model == "cnn" else None
+    args, rng = SimpleNamespace(dropout=0.0, weight_decay=0.0), np.random.default_rng(1)
     order = _endless_batches(len(x), batch_size)
 
     def step():
         idx = next(order)
         cores = openblas_threads()       # the count measure() set: the halves share it ...
-        gradients.use_cores(cores)
-        gradients(x[idx], y[idx])
-        opt.step(net.flat_grads)
+        if halves:
+            halves.use_cores(cores)
+        train_step(halves or net, opt, x[idx], y[idx], args, rng)
         set_openblas_threads(cores)      # ... and give it back for whatever is timed next
     return step, lambda: None
 
@@ -187,32 +189,32 @@ def cnn_matmuls_only(batch_size):
 
 
 def torch_trainer(x, y, batch_size, device, model_name="mlp"):
-    """The same for the PyTorch model: the code of pytorch_nn/train.py's inner loop."""
+    """The same for the PyTorch model: pytorch_nn/train.py's train_step."""
     import torch
-    model, opt, loss_fn, xt, yt = _torch_setup(x, y, device, model_name)
+    from pytorch_nn.train import train_step
+    model, opt, _, xt, yt = _torch_setup(x, y, device, model_name)
     order = _endless_batches(len(x), batch_size)
 
     def step():
         idx = torch.from_numpy(next(order)).to(device, non_blocking=True)
-        loss = loss_fn(model(xt[idx]), yt[idx])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        train_step(model, opt, xt[idx], yt[idx])
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     return step, sync
 
 
 def torch_graph_trainer(x, y, batch_size, model_name="mlp"):
-    """The same for pytorch_nn/train.py's --mode graph on CUDA: each step a replay of the
-    step recorded as a CUDA graph (pytorch_nn/cuda_graph.py)."""
+    """The same for pytorch_nn/train.py's --mode graph on CUDA: each step a replay of
+    train_step recorded as a CUDA graph (pytorch_nn/fast_step.py)."""
     import torch
-    from pytorch_nn.cuda_graph import GraphedStep
-    model, opt, loss_fn, xt, yt = _torch_setup(x, y, "cuda", model_name, capturable=True)
-    graphed = GraphedStep(model, opt, loss_fn, xt, yt, batch_size, total_steps=10 ** 9, cosine=True)
+    from pytorch_nn.fast_step import GraphedStep
+    from pytorch_nn.train import train_step
+    model, opt, _, xt, yt = _torch_setup(x, y, "cuda", model_name, capturable=True)
+    graphed = GraphedStep(train_step, model, opt, batch_size, total_steps=10 ** 9, cosine=True)
     order = _endless_batches(len(x), batch_size)
 
     def step():
-        graphed(torch.from_numpy(next(order)).to("cuda", non_blocking=True))
+        idx = torch.from_numpy(next(order)).to("cuda", non_blocking=True)
+        graphed(model, opt, xt[idx], yt[idx])
     return step, torch.cuda.synchronize
 
 
@@ -481,7 +483,7 @@ def main(argv=None):
         p.error("batch sizes, --samples, --repeats and --threads must be positive")
 
     import torch
-    from pytorch_nn.train import hardware
+    from harness.session import torch_hardware
     try:
         x, y, _, _ = load_mnist(data_dir=args.data_dir)
     except DataError as e:
@@ -553,7 +555,7 @@ def main(argv=None):
         "hardware": {"cpu": cpu_model(), "cores": os.cpu_count(),
                      "gpu": gpu,
                      "numpy": numpy_blas(),
-                     "torch": {"blas": hardware(torch.device("cpu"))["blas"],
+                     "torch": {"blas": torch_hardware(torch.device("cpu"))["blas"],
                                "threads": torch.get_num_threads()}},
         "versions": {"python": sys.version.split()[0], "numpy": np.__version__, "torch": torch.__version__},
         "warmup_steps": WARMUP_STEPS,

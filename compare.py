@@ -235,7 +235,7 @@ def _evaluate_numpy(path, model, x_test, y_test):
     from numpy_nn.train import EVAL_BATCH
     net = (CNN if model == "cnn" else NeuralNetwork).load(path)
     x = x_test.astype(net.dtype, copy=False)
-    logits = _in_bites(lambda xb: net.forward(xb)[0], x, EVAL_BATCH[model])
+    logits = _in_bites(lambda xb: net.forward(xb)[0], x, EVAL_BATCH)
     return Evaluation(logits, int((logits.argmax(axis=1) == y_test).sum()), fan_ins(net.params),
                       net.params)
 
@@ -250,7 +250,7 @@ def _evaluate_pytorch(path, model, x_test, y_test, activation):
     network.eval()                                 # as the trainer's evaluate(): dropout off
     x = torch.from_numpy(x_test).to(network.out.weight.dtype)
     with torch.inference_mode():
-        logits = _in_bites(lambda xb: network(xb).numpy(), x, EVAL_BATCH[model])
+        logits = _in_bites(lambda xb: network(xb).numpy(), x, EVAL_BATCH)
     params = twin.numpy_params(network)
     return Evaluation(logits, int((logits.argmax(axis=1) == y_test).sum()), fan_ins(params), params)
 

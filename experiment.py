@@ -5,6 +5,7 @@ lives in metrics_file.py).
 
 NumPy and the standard library only (the from-scratch side must not need torch).
 """
+import contextlib
 import io
 import math
 import os
@@ -93,6 +94,11 @@ def load_data(parser, args):
 # ----------------------------------------------------------------------------- stopping
 
 _stop_signal = signal.SIGINT  # which signal stopped the run: Ctrl-C unless SIGTERM came
+_stop_asked = False
+
+
+class StopRequested(Exception):
+    """Ctrl-C or SIGTERM came during training: the loop ends at the step boundary."""
 
 
 def _raise_interrupt(signum, frame):
@@ -100,6 +106,32 @@ def _raise_interrupt(signum, frame):
     global _stop_signal
     _stop_signal = signum
     raise KeyboardInterrupt
+
+
+def _ask_to_stop(signum, frame):
+    """While training: note the request; the loop acts on it at the next step boundary."""
+    global _stop_signal, _stop_asked
+    if not _stop_asked:
+        _stop_signal, _stop_asked = signum, True
+
+
+def stop_if_requested():
+    """Raise StopRequested if Ctrl-C or SIGTERM came since training started."""
+    if _stop_asked:
+        raise StopRequested
+
+
+@contextlib.contextmanager
+def stopping():
+    """While training, Ctrl-C and SIGTERM only ask the loop to stop at its next step boundary,
+    so a signal can never land in the middle of an update, or be lost inside some library's
+    cleanup code. finish() writes the files under it too: a second signal cannot undo them."""
+    previous = {s: signal.signal(s, _ask_to_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def stop(message):
@@ -182,12 +214,13 @@ def write_pair(files):
             Path(tmp).unlink(missing_ok=True)  # only what was not renamed is still there
 
 
-def finish(run, args, save_weights):
+def finish(run, args):
     """Write what the run earned and say so; exit as the run ended.
 
-    completed or interrupted with finished epochs: weights and metrics, as a pair, the metrics
-    naming the weights by SHA-256. Interrupted before the first epoch: nothing (earlier files
-    stay as they were). Diverged: a metrics record that says so and claims no result.
+    completed or interrupted with finished epochs: the last finished epoch's weights and the
+    metrics, as a pair, the metrics naming the weights by SHA-256. Interrupted before the first
+    epoch: nothing (earlier files stay as they were). Diverged: a metrics record that says so
+    and claims no result.
     """
     given = f"--metrics {shown(args.metrics)} and --weights {shown(args.weights)}"
     if run.diverged is not None:
@@ -202,13 +235,11 @@ def finish(run, args, save_weights):
     done = len(run.record["epochs"])
     if run.interrupted and done == 0:
         stop(f"interrupted before the first epoch finished: nothing written ({given} left as they were)")
-    buffer = io.BytesIO()
-    save_weights(buffer)
-    weights = buffer.getvalue()
-    run.record["weights_sha256"] = sha256_bytes(weights)
+    run.record["weights_sha256"] = sha256_bytes(run.weights)
     try:
-        write_pair({Path(args.weights): weights,
-                    Path(args.metrics): run.close("interrupted" if run.interrupted else "completed")})
+        with stopping():  # a signal now is noted, and the pair is written all the same
+            write_pair({Path(args.weights): run.weights,
+                        Path(args.metrics): run.close("interrupted" if run.interrupted else "completed")})
     except OSError as e:
         sys.exit(f"error: cannot write results ({e.strerror}); nothing written: check {given}")
     note = f"interrupted after {done} finished epoch(s); " if run.interrupted else ""

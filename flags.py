@@ -135,4 +135,14 @@ def build_parser(framework, description):
                         "(default: about 15 times an epoch; see numpy_nn/diagnostics.py)")
     p.add_argument("--no-diagnostics", action="store_true",
                    help="record none of them (the record's diagnostics are null)")
+    if framework == "pytorch":  # where and how PyTorch runs the step: pytorch_nn/build.py, fast_step.py
+        p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto",
+                       help="where to train; auto picks an accelerator when there is one")
+        p.add_argument("--init", choices=["numpy", "torch"], default="numpy",
+                       help="start from the NumPy network's weights for --seed, or from "
+                            "PyTorch's default initialisation")
+        p.add_argument("--mode", choices=["eager", "graph", "compile"], default="eager",
+                       help="eager: the loop as written; graph: each step recorded once as a CUDA "
+                            "graph and replayed (CUDA and Adam only, pytorch_nn/fast_step.py); "
+                            "compile: torch.compile of the model")
     return p

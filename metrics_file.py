@@ -272,9 +272,13 @@ class Run:
         self.diverged = None      # the trainer's TrainingDiverged, if the loss blew up
         self._t0 = time.perf_counter()
 
-    def log_epoch(self, epoch, train_loss, train_acc, test_loss, test_acc, seconds, samples, threads=None):
+    def log_epoch(self, epoch, train_loss, train_acc, test_loss, test_acc, seconds, samples, threads=None,
+                  weights=None):
         """Add one epoch and print its line. threads: the BLAS threads its products used (the
-        trainers share the cores with other trainers running at the time, see threads.py)."""
+        trainers share the cores with other trainers running at the time, see threads.py).
+        weights: the network's weights as saved at this epoch's end, the ones this record's
+        last epoch describes (what the trainer writes, even if a stop comes mid-epoch)."""
+        self.weights = weights
         self.record["epochs"].append({
             "epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
             "test_loss": test_loss, "test_acc": test_acc,

@@ -281,49 +281,48 @@ def lesson_numbers(record):
 
 
 def _twin_step(framework, args, x, y, steps_per_epoch):
-    """One training step of the trainer of framework (its network, optimizer and loop body, as
-    in <framework>_nn/train.py), recording the diagnostics when asked: step(idx, record)."""
+    """One training step of the trainer of framework (its network, optimizer and train_step, as
+    <framework>_nn/train.py runs them), recording the diagnostics when asked: step(idx, record)."""
     import torch
 
     import numpy as np
 
     import threads
     from numpy_nn import diagnostics as numpy_diagnostics, train as numpy_train
-    from numpy_nn.parallel import SHARDS, ShardedGradients
+    from numpy_nn.build import build_network
+    from numpy_nn.parallel import Halves
     from numpy_nn.utils import OPTIMIZERS
     from pytorch_nn import diagnostics as torch_diagnostics, train as torch_train
+    from pytorch_nn.build import build_model, make_optimizer
     if framework == "numpy":
-        net = numpy_train.build_network(args, x.shape[1])
+        net = build_network(args, x.shape[1])
         optimizer = OPTIMIZERS[args.optimizer](net.flat_params, args.lr)
-        gradients = ShardedGradients(net, SHARDS[args.model], np.random.default_rng(1))  # the CNN's halves
-        gradients.use_cores(threads.openblas_threads())  # the share threads.share_cores just gave
-        watch = numpy_diagnostics.Watch(net, x[:numpy_diagnostics.PROBE_IMAGES], args, steps_per_epoch)
+        model = net
+        if args.model == "cnn":               # the CNN's halves, as the trainer runs them
+            model = Halves(net)
+            model.use_cores(threads.openblas_threads())  # the share threads.share_cores just gave
+        watch, rng = numpy_diagnostics.Watch(net, x, args, steps_per_epoch), np.random.default_rng(1)
 
-        def step(idx, record):
-            loss = gradients(x[idx], y[idx])
-            if record and watch.due(1, 1):     # step 1 of the run: due, and the record notes a step
-                watch.before_update(loss)
-            optimizer.step(net.flat_grads)
-            if record:
-                watch.after_update()
-        return step
-    args.init, args.device = "numpy", "cpu"
-    model = torch_train.build_model(args, x.shape[1])
-    optimizer = torch_train.make_optimizer(model, args)
-    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
-    watch = torch_diagnostics.Watch(model, xt[:numpy_diagnostics.PROBE_IMAGES], args, steps_per_epoch)
+        def train_step(idx):
+            return numpy_train.train_step(model, optimizer, x[idx], y[idx], args, rng)
+    else:
+        args.init, args.device, args.mode = "numpy", "cpu", "eager"
+        model = build_model(args, x.shape[1])
+        optimizer = make_optimizer(model, args)
+        xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+        watch = torch_diagnostics.Watch(model, xt, args, steps_per_epoch)
+
+        def train_step(idx):
+            idx = torch.from_numpy(idx)
+            return torch_train.train_step(model, optimizer, xt[idx], yt[idx]).item()  # the trainer reads every loss
 
     def step(idx, record):
-        idx = torch.from_numpy(idx)
-        loss = torch.nn.functional.cross_entropy(model(xt[idx]), yt[idx])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if record and watch.due(1, 1):         # as above
-            watch.before_update(loss.item())
-        optimizer.step()
+        record = record and watch.due(1, 1)  # step 1 of the run: due, and the record notes a step
         if record:
-            watch.after_update()
-        loss.item()                        # the trainer reads every loss (check_finite)
+            watch.before_step()
+        loss = train_step(idx)
+        if record:
+            watch.after_step(loss)
     return step
 
 

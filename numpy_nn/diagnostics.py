@@ -139,18 +139,23 @@ class Watch:
     """Records the diagnostics of a numpy_nn network as numpy_nn/train.py trains it:
 
         due(epoch, batch)    is this step one to record?
-        before_update(loss)  the step's loss and gradients, and a copy of the weights
-        after_update()       the update ratios, and the probe images through the network
+        before_step()        a copy of the weights
+        after_step(loss)     the step's loss, its gradients (still in net.grads after the
+                             update), the update ratios, and the probe images through the network
         finish()             the end histograms; returns the record's block (None when off)
+
+    x: the training images (the first PROBE_IMAGES are the probe); steps_per_epoch: by
+    default, what --batch-size makes of len(x).
     """
 
-    def __init__(self, net, x_probe, args, steps_per_epoch):
-        self.net, self.x_probe = net, x_probe
+    def __init__(self, net, x, args, steps_per_epoch=None):
+        self.net, self.x_probe = net, x[:PROBE_IMAGES]
+        steps_per_epoch = steps_per_epoch or math.ceil(len(x) / args.batch_size)
         weights = [name for name in net.params if name.startswith("W")]   # W1, W2, ... input to output
         self.weights = [net.params[name] for name in weights]             # views: they follow the updates
         self.grads = [net.grads[name] for name in weights]
         self.every = interval(args, steps_per_epoch)
-        self.log = DiagnosticsLog(layer_names(args.model, len(weights)), self.every, steps_per_epoch, len(x_probe))
+        self.log = DiagnosticsLog(layer_names(args.model, len(weights)), self.every, steps_per_epoch, len(self.x_probe))
         if self.every:
             self.log.histograms("init", [histogram(h) for h in self.outputs()])
 
@@ -163,14 +168,12 @@ class Watch:
     def due(self, epoch, batch):
         return self.log.due(epoch, batch)
 
-    def before_update(self, loss):
-        self.loss = loss
-        self.grad_rms = [rms(g) for g in self.grads]
+    def before_step(self):
         self.before = [W.copy() for W in self.weights]
 
-    def after_update(self):
+    def after_step(self, loss):
         outputs = self.outputs()
-        self.log.add(self.loss, grad_rms=self.grad_rms,
+        self.log.add(loss, grad_rms=[rms(g) for g in self.grads],
                      update_ratio=[update_ratio(b, W) for b, W in zip(self.before, self.weights)],
                      activation_mean=[h.mean() for h in outputs], activation_std=[h.std() for h in outputs],
                      dead_fraction=[dead_fraction(h) for h in outputs[:-1]])

@@ -1,9 +1,15 @@
-"""Data parallelism: one mini-batch's gradient computed as two halves, on two cores at once.
+"""Data parallelism: one mini-batch computed as two halves, on two cores at once.
 
-The loss of a mini-batch is the mean of its samples' losses, so its gradient is the mean of
-their gradients, and it can be computed in parts: split the batch, compute each part's mean
-gradient, and add them weighted by the parts' sizes. This is how training is spread over
-many GPUs ("data parallelism"); here it spreads the CNN over the CPU's cores.
+The loss of a mini-batch is the mean of its samples' losses, so its gradient is a sum over
+the samples too, and it can be computed in parts: split the batch, run each part forward
+and backward, and add the parts' gradients. This is how training is spread over many GPUs
+("data parallelism"); here it spreads the CNN over the CPU's cores.
+
+Halves does it behind the network's own interface (forward, backward, flat_grads), so the
+trainer's train_step runs unchanged on it: forward runs each half's forward in a thread of
+its own, the loss is computed on the whole batch's logits as always, and backward runs each
+half's backward on its rows of dlogits (already divided by the whole batch's size, so the
+halves' gradients simply add up).
 
 Why the NumPy CNN needs it and PyTorch does not: NumPy hands only its matrix products to
 OpenBLAS, which splits each over the cores, while its elementwise work (im2col's copy,
@@ -28,8 +34,7 @@ import numpy as np
 
 import threads
 
-# Parts per batch, by model: fixed, so that the cores a run gets never change its arithmetic.
-SHARDS = {"mlp": 1, "cnn": 2}
+SHARDS = 2  # parts per batch: fixed, so that the cores a run gets never change its arithmetic
 
 
 def replica(net):
@@ -44,21 +49,18 @@ def replica(net):
     return twin
 
 
-class ShardedGradients:
-    """net.gradients(x, y, l2, dropout) over `shards` parts of each batch, in threads when
-    there are cores for them. Calling it fills net.flat_grads (and net.grads) with the
-    whole batch's gradient and returns the whole batch's mean loss, as net.gradients does.
-    With one part it is net.gradients itself, with dropout_rng itself."""
+class Halves:
+    """net, computed as SHARDS parts of each batch, in threads when there are cores for them.
+    forward(x, dropout, rng) and backward(dlogits, cache, l2) are net's; backward leaves the
+    whole batch's gradient in net.flat_grads (and net.grads), which self.flat_grads is."""
 
-    def __init__(self, net, shards, dropout_rng):
-        if shards == 1:
-            self.replicas, self.rngs = [net], [dropout_rng]
-        else:
-            self.replicas = [replica(net) for _ in range(shards)]
-            self.rngs = dropout_rng.spawn(shards)       # independent streams, one per part
+    def __init__(self, net, shards=SHARDS):
         self.net, self.shards = net, shards
+        self.replicas = [replica(net) for _ in range(shards)]
+        self.flat_grads = net.flat_grads
+        self.rngs = None                                    # one random stream per part, from the first rng
         self.pool = ThreadPoolExecutor(shards)
-        self.parallel, self.cores = False, 1
+        self.parallel = False
 
     def use_cores(self, cores):
         """Share this run's cores (what threads.share_cores gave OpenBLAS) among the parts:
@@ -68,24 +70,43 @@ class ShardedGradients:
         threads keep spinning for a while after a product that used them, and measured here,
         one spinning beside the two parts made the next four steps 28 ms instead of 16.
         Returns cores, the threads the run uses in all, for the record."""
-        self.cores = cores or 1
-        self.parallel = self.shards > 1 and self.cores >= self.shards
+        self.parallel = self.shards > 1 and (cores or 1) >= self.shards
         if self.parallel:
-            threads.set_openblas_threads(self.cores // self.shards)
+            threads.set_openblas_threads((cores or 1) // self.shards)
         return cores
 
-    def __call__(self, x, y, l2=0.0, dropout=0.0):
+    def _each(self, work, n):
+        """work(i) for each part i < n: in threads when the cores allow, else in turn."""
+        if self.parallel and n > 1:
+            return list(self.pool.map(work, range(n)))
+        return [work(i) for i in range(n)]
+
+    def forward(self, x, dropout=0.0, rng=None):
         edges = [len(x) * i // self.shards for i in range(self.shards + 1)]
         parts = [slice(a, b) for a, b in zip(edges, edges[1:]) if b > a]  # halves (a batch of 1: one part)
+        if rng is not None and self.rngs is None:
+            self.rngs = rng.spawn(self.shards)              # independent streams, one per part
+        rngs = self.rngs or [None] * self.shards
+        outputs = self._each(lambda i: self.replicas[i].forward(x[parts[i]], dropout, rngs[i]), len(parts))
+        logits = np.concatenate([logits for logits, _ in outputs])
+        return logits, (parts, [cache for _, cache in outputs])
 
-        def part_gradient(i):
-            return self.replicas[i].gradients(x[parts[i]], y[parts[i]], l2, dropout, self.rngs[i])[0]
-        if self.parallel and len(parts) > 1:
-            losses = list(self.pool.map(part_gradient, range(len(parts))))
-        else:
-            losses = [part_gradient(i) for i in range(len(parts))]
-        weights = [(part.stop - part.start) / len(x) for part in parts]  # each part's share of the mean
-        np.multiply(self.replicas[0].flat_grads, weights[0], out=self.net.flat_grads)
-        for w, twin in zip(weights[1:], self.replicas[1:]):
-            self.net.flat_grads += w * twin.flat_grads      # grad = sum_i (n_i / n) grad_i
-        return sum(w * loss for w, loss in zip(weights, losses))
+    def backward(self, dlogits, cache, l2=0.0):
+        parts, caches = cache
+        # the L2 term's gradient l2 * W belongs to the whole batch once: to the first part's
+        self._each(lambda i: self.replicas[i].backward(dlogits[parts[i]], caches[i], l2 if i == 0 else 0.0),
+                   len(parts))
+        np.copyto(self.net.flat_grads, self.replicas[0].flat_grads)
+        for twin in self.replicas[1:len(parts)]:
+            self.net.flat_grads += twin.flat_grads          # grad = sum over the parts
+        return self.net.grads
+
+
+def faster(args, train_step, model, session):
+    """train_step as the trainer runs it: for the CNN, on Halves of each batch (the cores
+    it gets from the session at each epoch's start); the MLP's as it is."""
+    if args.model != "cnn":
+        return train_step
+    halves = Halves(model)
+    session.use_cores = halves.use_cores
+    return lambda model, *rest: train_step(halves, *rest)

@@ -1,108 +1,71 @@
 """Train the from-scratch NumPy network on MNIST.
 
-    python numpy_nn/train.py                 # the default run: 10 epochs, Adam, cosine schedule
     python numpy_nn/train.py --help          # every flag, with its default
 
-Its twin is pytorch_nn/train.py: same flags, same batches, same loop, same progress line;
-a diff of the two files shows what PyTorch automates.
+The loop below is the whole lesson: batches, a training step (forward, loss, backward,
+update), and an evaluation of the training and test sets after every epoch. Its twin in
+the other folder takes the same flags, sees the same batches and prints the same lines: a
+diff of the two train.py files shows what PyTorch automates. Everything else a run needs (the
+progress bar, timing, the NaN check, Ctrl-C, the record) is harness/session.py's.
 """
-import math
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, from any cwd
-import threads  # noqa: E402
-from data_loader import batches  # noqa: E402
-from experiment import TrainingDiverged, build_parser, check_finite, finish, load_data, prepare, stop  # noqa: E402
-from metrics_file import Run, numpy_blas  # noqa: E402
-from numpy_nn.cnn import CNN  # noqa: E402
-from numpy_nn.diagnostics import PROBE_IMAGES, Watch  # noqa: E402
-from numpy_nn.neural_network import NeuralNetwork  # noqa: E402
-from numpy_nn.parallel import SHARDS, ShardedGradients  # noqa: E402
-from numpy_nn.utils import OPTIMIZERS, accuracy, cosine_lr, cross_entropy  # noqa: E402
+from harness.session import Session, run_trainer  # noqa: E402
+from numpy_nn.build import build_network  # noqa: E402
+from numpy_nn.diagnostics import Watch  # noqa: E402
+from numpy_nn.parallel import faster  # noqa: E402
+from numpy_nn.utils import OPTIMIZERS, CosineSchedule, cross_entropy, cross_entropy_with_grad  # noqa: E402
 
-# Evaluation needs no gradients, so it can take big bites; the CNN's im2col columns for
-# 10,000 images would take 1.4 GB, so it bites smaller.
-EVAL_BATCH = {"mlp": 10_000, "cnn": 1_000}
+EVAL_BATCH = 1_000  # evaluation needs no gradients and can take big bites, as memory allows
 
 
-def evaluate(net, x, y):
+def train_step(model, optimizer, x, y, args, rng):
+    """One step of mini-batch gradient descent on the batch (x, y); returns its loss."""
+    logits, cache = model.forward(x, args.dropout, rng)   # forward: B,10 scores
+    loss, dlogits = cross_entropy_with_grad(logits, y)    # the loss, and dloss/dlogits
+    model.backward(dlogits, cache, args.weight_decay)     # backward: every d<name>, by the chain rule
+    optimizer.step(model.flat_grads)                      # the update rule, for every parameter
+    return loss
+
+
+def evaluate(model, x, y):
     """Mean cross-entropy and accuracy over a whole dataset (no dropout, no updates)."""
     loss = correct = 0.0
-    bite = EVAL_BATCH["cnn" if isinstance(net, CNN) else "mlp"]
-    for start in range(0, len(x), bite):
-        logits, _ = net.forward(x[start:start + bite])
-        yb = y[start:start + bite]
+    for start in range(0, len(x), EVAL_BATCH):
+        logits, _ = model.forward(x[start:start + EVAL_BATCH])
+        yb = y[start:start + EVAL_BATCH]
         loss += cross_entropy(logits, yb) * len(yb)
-        correct += accuracy(logits, yb) * len(yb)
+        correct += (logits.argmax(axis=1) == yb).sum()
     return loss / len(x), correct / len(x)
 
 
-def build_network(args, n_inputs):
-    """The network the flags ask for, with its starting weights drawn from --seed."""
-    if args.model == "cnn":
-        return CNN(seed=args.seed, dtype=args.dtype, init=args.weight_init)
-    return NeuralNetwork((n_inputs, *args.hidden, 10), seed=args.seed, dtype=args.dtype,
-                         activation=args.activation, init=args.weight_init)
-
-
 def train(args, x_train, y_train, x_test, y_test):
-    """Train a network as the flags say; returns it and the Run record of every epoch."""
-    net = build_network(args, x_train.shape[1])
-    optimizer = OPTIMIZERS[args.optimizer](net.flat_params, args.lr)
-    run = Run("numpy", args, {"numpy": np.__version__}, {"device": "cpu", **numpy_blas()},
-              len(x_train), len(x_test))
+    """Train a model as the flags say; returns it and the Run record of every epoch."""
+    session = Session("numpy", args, x_train, x_test)  # the machinery: harness/session.py
+    dropout_rng = np.random.default_rng(args.seed + 1)  # dropout's masks draw from here
+    model = build_network(args, x_train.shape[1])
+    optimizer = OPTIMIZERS[args.optimizer](model.flat_params, args.lr)
     batch_rng = np.random.default_rng(args.seed)  # the batch order: the same in both trainers
-    dropout_rng = np.random.default_rng(args.seed + 1)
-    gradients = ShardedGradients(net, SHARDS[args.model], dropout_rng)  # the CNN: on 2 cores, see parallel.py
-    steps_per_epoch = math.ceil(len(x_train) / args.batch_size)
-    total_steps, step = args.epochs * steps_per_epoch, 0
-    watch = Watch(net, x_train[:PROBE_IMAGES], args, steps_per_epoch)  # gradients, updates, activations
-    try:
-        for epoch in range(1, args.epochs + 1):
-            blas_threads = gradients.use_cores(threads.share_cores("numpy"))  # this run's share, see threads.py
-            t0 = time.perf_counter()
-            bar = tqdm(batches(len(x_train), args.batch_size, batch_rng), total=steps_per_epoch,
-                       desc=f"epoch {epoch}", leave=False, disable=args.no_progress or None)
-            for batch, idx in enumerate(bar, start=1):
-                if args.schedule == "cosine":
-                    optimizer.lr = cosine_lr(args.lr, step, total_steps)
-                loss = gradients(x_train[idx], y_train[idx], args.weight_decay, args.dropout)
-                check_finite(loss, epoch, batch, args)
-                recording = watch.due(epoch, batch)       # every --diagnostics-every steps
-                if recording:
-                    watch.before_update(loss)             # the loss, gradients, weights before the step
-                optimizer.step(net.flat_grads)
-                if recording:
-                    watch.after_update()                  # update ratios; the probe images' activations
-                step += 1
-            seconds = time.perf_counter() - t0
-            threads.share_cores("numpy")          # evaluation: whole batches, on all this run's cores
-            run.log_epoch(epoch, *evaluate(net, x_train, y_train), *evaluate(net, x_test, y_test),
-                          seconds, len(x_train), blas_threads)
-    except KeyboardInterrupt:                     # Ctrl-C or SIGTERM: keep the finished epochs
-        run.interrupted = True
-    except TrainingDiverged as e:                 # no result to claim; the record says where
-        run.diverged = e
-    run.record["diagnostics"] = watch.finish()
-    return net, run
+    scheduler = (CosineSchedule(optimizer, session.total_steps)
+                 if args.schedule == "cosine" else None)
+    step = faster(args, train_step, model, session)  # the CNN: its batch in halves, on two cores
+    with session.watching(model, Watch(model, x_train, args)):  # a stop keeps the finished epochs
+        for epoch in session.epochs():
+            for idx in session.batches(batch_rng):
+                loss = step(model, optimizer, x_train[idx], y_train[idx], args, dropout_rng)
+                if scheduler:
+                    scheduler.step()              # the learning rate of the next step
+                session.step_done(loss)
+            session.epoch_done(evaluate(model, x_train, y_train), evaluate(model, x_test, y_test))
+    return model, session.run
 
 
 def main(argv=None):
-    parser = build_parser("numpy", "Train the from-scratch NumPy network on MNIST.")
-    args = parser.parse_args(argv)
-    prepare(parser, args)
-    x_train, y_train, x_test, y_test = load_data(parser, args)
-    np.seterr(over="ignore", invalid="ignore")  # a diverging run is reported once, by check_finite
-    try:
-        net, run = train(args, x_train, y_train, x_test, y_test)
-    except KeyboardInterrupt:                         # while the model was being built
-        stop("interrupted before training started: nothing written")
-    finish(run, args, net.save)
+    run_trainer("numpy", train, argv)
 
 
 if __name__ == "__main__":

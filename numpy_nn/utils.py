@@ -192,6 +192,19 @@ def cosine_lr(base_lr, step, total_steps):
     return base_lr * 0.5 * (1 + math.cos(math.pi * step / total_steps))
 
 
+class CosineSchedule:
+    """The learning rate of cosine_lr, step by step, as torch's CosineAnnealingLR hands it
+    out: the optimizer starts at its own lr; each step() sets the next step's."""
+
+    def __init__(self, optimizer, total_steps):
+        self.optimizer, self.total_steps = optimizer, total_steps
+        self.base_lr, self.t = optimizer.lr, 0
+
+    def step(self):
+        self.t += 1
+        self.optimizer.lr = cosine_lr(self.base_lr, self.t, self.total_steps)
+
+
 # ----------------------------------------------------------------------------- checking
 
 def numerical_gradient(f, x, eps=1e-5):

@@ -5,9 +5,11 @@ forward hook as the probe images pass through the model.
 Same figures, same record (numpy_nn.diagnostics.DiagnosticsLog); a test proves the twins'
 numbers agree in float64.
 """
+import math
+
 import torch
 
-from numpy_nn.diagnostics import HISTOGRAM_BINS, DiagnosticsLog, interval, layer_names
+from numpy_nn.diagnostics import HISTOGRAM_BINS, PROBE_IMAGES, DiagnosticsLog, interval, layer_names
 from pytorch_nn.cnn import CNN
 
 
@@ -39,8 +41,9 @@ class Watch:
     """Records the diagnostics of a pytorch_nn model as pytorch_nn/train.py trains it, with the
     methods of numpy_nn.diagnostics.Watch."""
 
-    def __init__(self, model, x_probe, args, steps_per_epoch):
-        self.model, self.x_probe = model, x_probe
+    def __init__(self, model, x, args, steps_per_epoch=None):
+        self.model, self.x_probe = model, x[:PROBE_IMAGES]
+        steps_per_epoch = steps_per_epoch or math.ceil(len(x) / args.batch_size)
         self.weights = [layer.weight for layer in (model.layers() if isinstance(model, CNN) else model.linears())]
         # numpy_nn's dW holds the L2 term; torch.optim adds it inside step(), so it is added here
         self.weight_decay = args.weight_decay
@@ -48,7 +51,7 @@ class Watch:
         # called once per hidden layer, then the output layer
         self.watched = [model.pool if isinstance(model, CNN) else model.activation, model.out]
         self.every = interval(args, steps_per_epoch)
-        self.log = DiagnosticsLog(layer_names(args.model, len(self.weights)), self.every, steps_per_epoch, len(x_probe))
+        self.log = DiagnosticsLog(layer_names(args.model, len(self.weights)), self.every, steps_per_epoch, len(self.x_probe))
         if self.every:
             self.log.histograms("init", [histogram(h) for h in self.outputs()])
 
@@ -72,15 +75,16 @@ class Watch:
     def due(self, epoch, batch):
         return self.log.due(epoch, batch)
 
-    def before_update(self, loss):
-        self.loss = loss
-        self.grad_rms = [rms(W.grad + self.weight_decay * W.detach() if self.weight_decay else W.grad)
-                         for W in self.weights]
+    def before_step(self):
         self.before = [W.detach().clone() for W in self.weights]
 
-    def after_update(self):
+    def after_step(self, loss):
+        # W.grad is still the step's gradient after the update (zero_grad comes at the next step);
+        # the L2 term is taken at the weights the gradient was computed at, those before the update
+        grad_rms = [rms(W.grad + self.weight_decay * before if self.weight_decay else W.grad)
+                    for W, before in zip(self.weights, self.before)]
         outputs = self.outputs()
-        self.log.add(self.loss, grad_rms=self.grad_rms,
+        self.log.add(loss, grad_rms=grad_rms,
                      update_ratio=[update_ratio(b, W.detach()) for b, W in zip(self.before, self.weights)],
                      activation_mean=[h.mean().item() for h in outputs],
                      activation_std=[h.std(correction=0).item() for h in outputs],   # as np.std

@@ -1,8 +1,8 @@
-"""The CUDA-graph step (pytorch_nn/cuda_graph.py) and --mode against the eager loop.
+"""The CUDA-graph step (pytorch_nn/fast_step.py) and --mode against the eager loop.
 
 Without a GPU, the step runs eagerly (capture=False): the same code that a capture records
-(the batch picked through a fixed index tensor, the cosine learning rate computed as a
-tensor inside the step, capturable fused Adam), and its warm-up and undo. In float64 it must
+(the trainer's train_step on the batch, the cosine learning rate computed as a tensor
+before it, capturable fused Adam), and its warm-up and undo. In float64 it must
 give the eager loop's weights to 1e-12 of their scale: the two compute the learning rate
 differently (a tensor formula against CosineAnnealingLR's recursive update, both float64),
 which moves it by ~1e-16 per step, and nothing else differs. The tests that capture and
@@ -20,15 +20,16 @@ import torch
 from torch import nn
 
 from numpy_nn.neural_network import NeuralNetwork
-from pytorch_nn.cuda_graph import GraphedStep
+from pytorch_nn.fast_step import GraphedStep
 from pytorch_nn.model import MLP, load_numpy_params
-from pytorch_nn.train import make_optimizer
+from pytorch_nn.train import make_optimizer, train_step
 
 REPO = Path(__file__).resolve().parents[1]
 CUDA = torch.cuda.is_available()
 needs_cuda = pytest.mark.skipif(not CUDA, reason="no CUDA GPU here: CUDA graphs need one")
 ARGS = SimpleNamespace(optimizer="adam", lr=3e-3, weight_decay=1e-4)
 BATCH, N = 32, 200      # 200 = 6 batches of 32 and a last one of 8: the eager path of GraphedStep
+SESSION_RECORDING = SimpleNamespace(recording=True)  # a session whose diagnostics record this step
 
 
 def setup(dtype, device="cpu", capturable=False, dropout=0.0):
@@ -68,9 +69,11 @@ def eager_run(dtype, epochs=2, device="cpu"):
 def graphed_run(dtype, epochs=2, device="cpu", capture=False, warm_up=None):
     model, opt, x, y = setup(dtype, device, capturable=True)
     steps = epochs * -(-N // BATCH)
-    step = GraphedStep(model, opt, nn.CrossEntropyLoss(), x, y, BATCH, steps, cosine=True,
-                       capture=capture, warm_up=warm_up)
-    losses = [step(idx.to(device)).item() for idx in batches(epochs)]
+    step = GraphedStep(train_step, model, opt, BATCH, steps, cosine=True, capture=capture, warm_up=warm_up)
+    losses = []
+    for idx in batches(epochs):
+        idx = idx.to(device)
+        losses.append(step(model, opt, x[idx], y[idx]).item())
     return losses, [p.detach().cpu() for p in model.parameters()]
 
 
@@ -90,39 +93,32 @@ def test_the_recorded_step_is_the_eager_loop_in_float64(warm_up):
 
 def test_the_learning_rate_follows_the_cosine_inside_the_step():
     model, opt, x, y = setup(torch.float64, capturable=True)
-    step = GraphedStep(model, opt, nn.CrossEntropyLoss(), x, y, BATCH, 4, cosine=True, capture=False)
+    step = GraphedStep(train_step, model, opt, BATCH, 4, cosine=True, capture=False)
     seen = []
     for idx in list(batches(1))[:4]:
-        step(idx)
+        step(model, opt, x[idx], y[idx])
         seen.append(opt.param_groups[0]["lr"].item())
     # the rate step t = 0, 1, 2, 3 used: lr0 (1 + cos(pi t / 4)) / 2, from lr0 down towards 0
     expected = [3e-3 * (1 + np.cos(np.pi * t / 4)) / 2 for t in range(4)]
     np.testing.assert_allclose(seen, expected, rtol=1e-15, atol=1e-18)
 
 
-def test_a_step_the_diagnostics_record_sees_the_gradients_and_both_weights():
-    """A recorded step hands the Watch the loss and the gradients before the update and the
-    weights after it (as the eager loop does), and still takes the eager loop's step."""
-    class Spy:
-        def before_update(self, loss):
-            self.loss = loss
-            self.grads = [p.grad.clone() for p in model.parameters()]
-            self.before = [p.detach().clone() for p in model.parameters()]
-
-        def after_update(self):
-            self.after = [p.detach().clone() for p in model.parameters()]
-
+def test_a_step_the_diagnostics_record_runs_eagerly_with_the_eager_gradients():
+    """A step the session's diagnostics record runs eagerly (the Watch reads the gradients and
+    the weights from Python, which a replay never hands back), leaves the step's gradients in
+    .grad after the update, and is the eager loop's step."""
     model, opt, x, y = setup(torch.float64, capturable=True)
-    step = GraphedStep(model, opt, nn.CrossEntropyLoss(), x, y, BATCH, 7, cosine=True, capture=False)
+    step = GraphedStep(train_step, model, opt, BATCH, 7, cosine=True, capture=False, session=SESSION_RECORDING)
     idx = next(batches(1))
-    spy = Spy()
-    loss = step(idx, spy)
-    assert spy.loss == loss.item()
+    before = [p.detach().clone() for p in model.parameters()]
+    loss = step(model, opt, x[idx], y[idx])
     reference = setup(torch.float64)[0]
-    nn.CrossEntropyLoss()(reference(x[idx]), y[idx]).backward()
-    for grad, p in zip(spy.grads, reference.parameters()):
-        torch.testing.assert_close(grad, p.grad, rtol=1e-13, atol=0)
-    assert all(not torch.equal(b, a) for b, a in zip(spy.before, spy.after))  # the update came between
+    reference_loss = nn.CrossEntropyLoss()(reference(x[idx]), y[idx])
+    reference_loss.backward()
+    assert loss.item() == pytest.approx(reference_loss.item(), rel=1e-15)
+    for p, q in zip(model.parameters(), reference.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-13, atol=0)
+    assert all(not torch.equal(b, p.detach()) for b, p in zip(before, model.parameters()))  # updated
 
 
 def test_graph_mode_needs_cuda_and_says_so(tmp_path):
@@ -175,9 +171,9 @@ def test_replayed_graph_gives_the_eager_numbers_in_float32():
 @needs_cuda
 def test_dropout_draws_new_masks_on_every_replay():
     model, opt, x, y = setup(torch.float32, "cuda", capturable=True, dropout=0.5)
-    step = GraphedStep(model, opt, nn.CrossEntropyLoss(), x, y, BATCH, 10, cosine=False)
+    step = GraphedStep(train_step, model, opt, BATCH, 10, cosine=False)
     opt.param_groups[0]["lr"].zero_()      # no learning: the weights stay, only the masks change
     opt.param_groups[1]["lr"].zero_()
     idx = torch.arange(BATCH, device="cuda")
-    losses = {step(idx).item() for _ in range(3)}
+    losses = {step(model, opt, x[idx], y[idx]).item() for _ in range(3)}
     assert len(losses) == 3

@@ -91,11 +91,11 @@ def test_one_sgd_step_of_a_tiny_network_in_both_twins():
     W = {name: net.params[name].copy() for name in ("W1", "W2")}
 
     watch = numpy_diagnostics.Watch(net, x, ONE_STEP, steps_per_epoch=1)
-    loss, grads = net.gradients(x, y)
     assert watch.due(1, 1)
-    watch.before_update(loss)
+    watch.before_step()
+    loss, grads = net.gradients(x, y)
     SGD(net.flat_params, lr=lr).step(net.flat_grads)
-    watch.after_update()
+    watch.after_step(loss)
     mine = watch.finish()
 
     np.testing.assert_array_equal(grads["W1"][:, 0], 0.0)         # the dead unit learns nothing
@@ -113,12 +113,12 @@ def test_one_sgd_step_of_a_tiny_network_in_both_twins():
 
     watch = torch_diagnostics.Watch(model, torch.from_numpy(x), ONE_STEP, steps_per_epoch=1)
     optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+    assert watch.due(1, 1)
+    watch.before_step()
     loss = torch.nn.functional.cross_entropy(model(torch.from_numpy(x)), torch.from_numpy(y))
     loss.backward()
-    assert watch.due(1, 1)
-    watch.before_update(loss.item())
     optimizer.step()
-    watch.after_update()
+    watch.after_step(loss.item())
     assert_twins_agree(mine, watch.finish())
 
 
@@ -246,8 +246,7 @@ def test_weight_init_with_torch_init_is_refused(capsys):
     with pytest.raises(SystemExit):
         torch_train.main(["--init", "torch", "--weight-init", "small"])
     assert "argument --weight-init: chooses how the NumPy network draws" in capsys.readouterr().err
-    parser = experiment.build_parser("pytorch", "")
-    parser.add_argument("--init", default="numpy")
+    parser = experiment.build_parser("pytorch", "")   # the PyTorch trainer's flags, --init among them
     assert parser.parse_args(["--init", "torch"]).weight_init is None          # recorded as null
     assert parser.parse_args([]).weight_init == "he" and parser.parse_args([]).activation == "relu"
 
@@ -260,7 +259,7 @@ def test_a_recorded_block_loads_and_a_broken_one_is_one_line(tmp_path, mnist, on
     args = experiment.build_parser("numpy", "").parse_args(
         ["--epochs", "1", "--no-progress", "--metrics", str(tmp_path / "m.json"), "--weights", str(tmp_path / "w.npz")])
     net, run = numpy_train.train(args, x_train[:640], y_train[:640], x_test[:100], y_test[:100])
-    experiment.finish(run, args, net.save)
+    experiment.finish(run, args)
     record = load_metrics(tmp_path / "m.json")
     assert record["schema"] == 3 and record["diagnostics"]["steps"] == [1, 2, 3, 4, 5]
     record["diagnostics"]["grad_rms"]["layer2"].pop()
