@@ -43,8 +43,8 @@ import numpy as np  # noqa: E402
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))  # the repo root, so the imports below work from any cwd
 from data_loader import DATA_DIR, DataError, load_mnist  # noqa: E402
-from experiment import RESULTS_DIR, keep_running_if_stdout_closes, save_bytes, shown  # noqa: E402
-from metrics_file import MetricsError, file_sha256, load_metrics  # noqa: E402
+from harness.experiment import RESULTS_DIR, keep_running_if_stdout_closes, save_bytes, shown  # noqa: E402
+from harness.metrics_file import MetricsError, file_sha256, load_metrics  # noqa: E402
 from numpy_nn.cnn import CNN, saved_model_kind  # noqa: E402
 from numpy_nn.neural_network import NeuralNetwork  # noqa: E402
 from report.curves import plot_comparison  # noqa: E402

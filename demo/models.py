@@ -13,14 +13,14 @@ from typing import Callable
 import numpy as np
 
 from compare import UNREADABLE, CompareError, how_to_make, load_runs, weights_candidates
-from experiment import RESULTS_DIR, shown
-from metrics_file import MetricsError, file_sha256
+from harness.experiment import RESULTS_DIR, shown
+from harness.metrics_file import MetricsError, file_sha256
 from numpy_nn.cnn import CNN
 from numpy_nn.neural_network import NeuralNetwork
 from numpy_nn.utils import softmax
 from report.run import with_results
 
-# The files the trainers write by default (experiment.py): the MLP's, then the CNN's.
+# The files the trainers write by default (harness/experiment.py): the MLP's, then the CNN's.
 DEFAULT_RUNS = tuple(RESULTS_DIR / f"{name}_metrics.json"
                      for name in ("numpy", "pytorch", "numpy_cnn", "pytorch_cnn"))
 

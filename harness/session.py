@@ -12,7 +12,7 @@ Both trainers run their loop inside one, so they share, line for line:
 - the record: a metrics_file.Run, with the versions and the hardware of the run;
 - the batches: the same shuffled order in both (data_loader.batches), under a tqdm bar; on
   an accelerator their indices go to the device;
-- the cores: at each epoch's start this run's share of them (threads.py), handed to
+- the cores: at each epoch's start this run's share of them (harness/threads.py), handed to
   use_cores when the trainer sets one (the NumPy CNN's halves, numpy_nn/parallel.py);
 - the clock: an epoch's time is its training steps only, the device waited for;
 - the divergence check: the first NaN or infinite loss stops the run (TrainingDiverged); on
@@ -20,7 +20,7 @@ Both trainers run their loop inside one, so they share, line for line:
   the host wait for the device;
 - the diagnostics (numpy_nn/diagnostics.py): the weights before a recorded step, the
   gradients, update ratios and activations after it;
-- stopping: Ctrl-C or SIGTERM ends the loop at the next step boundary (experiment.py), and
+- stopping: Ctrl-C or SIGTERM ends the loop at the next step boundary (harness/experiment.py), and
   the weights kept are those of the last finished epoch, taken right after its evaluation,
   so that the record and the weights always describe the same network.
 
@@ -34,11 +34,11 @@ import time
 import numpy as np
 from tqdm import tqdm
 
-import experiment
-import threads
+from harness import experiment
+from harness import threads
 from data_loader import batches
-from experiment import TrainingDiverged, check_finite
-from metrics_file import Run, numpy_blas
+from harness.experiment import TrainingDiverged, check_finite
+from harness.metrics_file import Run, numpy_blas
 
 # On an accelerator, reading a loss back makes the host wait for the device: there the
 # divergence check reads the losses of CHECK_EVERY steps at once.

@@ -36,7 +36,7 @@ import math
 
 import numpy as np
 
-from metrics_file import DIAGNOSTICS_PER_LAYER
+from harness.metrics_file import DIAGNOSTICS_PER_LAYER
 
 PROBE_IMAGES = 128      # their forward pass is most of a record's cost: a NumPy CNN record took
                         # 13 ms with 128, 31 ms with 256, against 29 ms for a training step

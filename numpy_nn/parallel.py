@@ -32,7 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-import threads
+from harness import threads
 
 SHARDS = 2  # parts per batch: fixed, so that the cores a run gets never change its arithmetic
 

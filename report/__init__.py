@@ -8,7 +8,7 @@
     learning.py how a run learned, layer by layer: gradient RMS, update ratios, dead units,
                 activations over the steps, and activation histograms at the start and the end
 
-and what benchmark.py writes from its record: throughput.py (the tables and the picture).
+and what perf/benchmark.py writes from its record: throughput.py (the tables and the picture).
 
 Each function takes runs that compare.py has read and checked and returns text or a matplotlib
 figure; choosing the backend and writing the files is compare.py's job, and nothing here imports

@@ -1,10 +1,10 @@
-"""What benchmark.py writes about a run of it: the markdown tables (benchmark.md) and the
+"""What perf/benchmark.py writes about a run of it: the markdown tables (benchmark.md) and the
 throughput picture (throughput.png), from its record (benchmark.json) alone, so a record can
 be written up again without measuring anything.
 """
 import io
 
-from flops import cnn_products
+from perf.flops import cnn_products
 
 
 def _threads(row):
@@ -33,7 +33,7 @@ def markdown(record):
     lines = [
         "# Training throughput" + ": the CNN" * cnn,
         "",
-        f"Written by `python benchmark.py{' --model cnn' * cnn}`. {record['what']}; "
+        f"Written by `python perf/benchmark.py{' --model cnn' * cnn}`. {record['what']}; "
         f"{record['samples_per_repeat']:,} "
         f"samples per timed repeat, median of {record['repeats']}. CPU: {hw['cpu']}, "
         f"{hw['cores']} cores; NumPy BLAS {hw['numpy']['blas']} ({hw['numpy']['blas_threads']} "

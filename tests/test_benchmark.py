@@ -5,8 +5,8 @@ from pathlib import Path
 
 import numpy as np
 
-import benchmark
-import flops
+from perf import benchmark
+from perf import flops
 from numpy_nn.neural_network import NeuralNetwork
 from report import throughput
 

@@ -17,8 +17,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-import experiment
-from metrics_file import file_sha256, load_metrics
+from harness import experiment
+from harness.metrics_file import file_sha256, load_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
@@ -298,7 +298,7 @@ def test_reading_the_blas_thread_count_leaves_no_file_open():
     """numpy_blas reads /proc/self/maps; it once left the file for the garbage collector
     (a ResourceWarning in every run under python -X dev)."""
     done = subprocess.run([sys.executable, "-X", "dev", "-W", "error::ResourceWarning", "-c",
-                           "import gc; from metrics_file import numpy_blas; numpy_blas(); gc.collect()"],
+                           "import gc; from harness.metrics_file import numpy_blas; numpy_blas(); gc.collect()"],
                           cwd=REPO, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert "ResourceWarning" not in done.stderr, done.stderr

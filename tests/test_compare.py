@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 
 import compare
-from experiment import TrainingDiverged, build_parser, finish
-from metrics_file import SCHEMA_VERSION, WEIGHT_SUFFIX, Run, file_sha256, load_metrics
+from harness.experiment import TrainingDiverged, build_parser, finish
+from harness.metrics_file import SCHEMA_VERSION, WEIGHT_SUFFIX, Run, file_sha256, load_metrics
 from numpy_nn.neural_network import NeuralNetwork
 from report import curves, inside, learning, table
 from report.run import RunResult

@@ -8,7 +8,7 @@ import numpy as np
 
 from demo.models import find_models
 from demo_helpers import REFERENCE
-from metrics_file import sha256_bytes
+from harness.metrics_file import sha256_bytes
 
 
 def copied_run(folder, **changes):

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import torch
 
-import experiment
+from harness import experiment
 from data_loader import load_mnist
-from metrics_file import DIAGNOSTICS_PER_LAYER, MetricsError, load_metrics
+from harness.metrics_file import DIAGNOSTICS_PER_LAYER, MetricsError, load_metrics
 from numpy_nn import diagnostics as numpy_diagnostics
 from numpy_nn import train as numpy_train
 from numpy_nn.neural_network import NeuralNetwork

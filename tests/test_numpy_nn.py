@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import experiment
-from metrics_file import SCHEMA_VERSION, repo_relative
+from harness import experiment
+from harness.metrics_file import SCHEMA_VERSION, repo_relative
 from data_loader import load_mnist
 from numpy_nn.neural_network import NeuralNetwork
 from numpy_nn.train import evaluate, train

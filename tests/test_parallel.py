@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-import threads
+from harness import threads
 from numpy_nn.cnn import CNN
 from numpy_nn.parallel import Halves, faster, replica
 from numpy_nn.train import train_step

@@ -156,7 +156,7 @@ def test_short_run_from_inside_the_folder(tmp_path):
 
 def test_windowed_divergence_check_names_the_first_bad_batch():
     """On an accelerator the losses are read 100 at a time: the first bad one is still named."""
-    from experiment import TrainingDiverged
+    from harness.experiment import TrainingDiverged
     from harness.session import check_losses
     args = SimpleNamespace(optimizer="sgd", lr=0.1)
     check_losses(list(torch.tensor([2.3, 1.1, 0.4])), 1, 1, args)  # all finite: nothing happens

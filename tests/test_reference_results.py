@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-import reference_results as ref
+from perf import reference_results as ref
 
 
 def fake_trainer(monkeypatch, epoch_times):

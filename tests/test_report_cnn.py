@@ -18,8 +18,8 @@ import pytest
 import torch
 
 import compare
-from experiment import build_parser, finish
-from metrics_file import Run, file_sha256
+from harness.experiment import build_parser, finish
+from harness.metrics_file import Run, file_sha256
 from numpy_nn.cnn import CNN
 from numpy_nn.neural_network import NeuralNetwork
 from pytorch_nn import cnn as torch_cnn

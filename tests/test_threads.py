@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import threads
+from harness import threads
 from numpy_nn.neural_network import NeuralNetwork
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,7 +74,7 @@ def test_running_trainers_counts_live_processes_and_drops_stale_entries(registry
     assert threads.running_trainers() == 1
 
 
-REGISTER = ("import json, threads; threads.REGISTRY = __import__('pathlib').Path({registry!r}); "
+REGISTER = ("import json; from harness import threads; threads.REGISTRY = __import__('pathlib').Path({registry!r}); "
             "threads.register(); print(json.dumps(sorted(p.name for p in threads.REGISTRY.iterdir())))")
 
 
@@ -128,7 +128,7 @@ def test_an_unknown_framework_is_an_error():
 # In a fresh interpreter with `others` more trainers registered (live: this test's own pid):
 # the count the library took at start, the count after share_cores, the fair share, and
 # whether torch got imported.
-SHARE = ("import json, os, sys, threads; from pathlib import Path; {load}; "
+SHARE = ("import json, os, sys; from harness import threads; from pathlib import Path; {load}; "
          "threads.REGISTRY = Path({registry!r}); threads.register(); before = {count}; "
          "after = threads.share_cores({framework!r}); "
          "print(json.dumps([before, after, threads.fair_share(threads.running_trainers()), "

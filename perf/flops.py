@@ -1,5 +1,5 @@
 """What one training sample costs in arithmetic: the multiply-adds of its matrix products,
-counted from the layer shapes, 2 FLOPs each. benchmark.py divides the machine's measured
+counted from the layer shapes, 2 FLOPs each. perf/benchmark.py divides the machine's measured
 matrix-multiply peak by these counts to get the roofline, the most samples per second any
 implementation that hands its products to that hardware can train.
 """

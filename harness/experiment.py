@@ -1,7 +1,7 @@
 """What the two trainers share, so that they differ only in the framework: the flags (they
-live in flags.py), the checks made before training, the progress line, the divergence
+live in harness/flags.py), the checks made before training, the progress line, the divergence
 check, stopping cleanly, and writing the metrics file that compare.py reads (its schema
-lives in metrics_file.py).
+lives in harness/metrics_file.py).
 
 NumPy and the standard library only (the from-scratch side must not need torch).
 """
@@ -14,10 +14,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-import threads
+from harness import threads
 from data_loader import DataError, load_mnist, write_atomic
-from flags import RESULTS_DIR, build_parser  # noqa: F401  (the trainers' flags: flags.py)
-from metrics_file import sha256_bytes
+from harness.flags import RESULTS_DIR, build_parser  # noqa: F401  (the trainers' flags: harness/flags.py)
+from harness.metrics_file import sha256_bytes
 
 # A learning rate each optimizer trains this network well with (README's experiments): what the
 # divergence message suggests instead of a rate merely ten times smaller, which may still fail.
@@ -60,7 +60,7 @@ def prepare(parser, args):
     """Everything checked or set up before the data loads and training starts: the output
     paths (a bad one fails now, not after the run), SIGTERM handled as Ctrl-C, a stdout
     that may close early (`train.py | head`), and this trainer counted among those sharing
-    the cores (threads.py)."""
+    the cores (harness/threads.py)."""
     for flag in ("metrics", "weights"):
         problem = _output_problem(getattr(args, flag))
         if problem:

@@ -1,7 +1,7 @@
 """Regenerate the reference results that README.md and ANALYSIS.md cite, in results/reference/.
 
-    python reference_results.py              # everything, about 10 minutes on 2 cores
-    python reference_results.py --only runs  # one part: runs, compare, experiments, cnn, mistakes, threads, benchmark, learning, compile
+    python perf/reference_results.py              # everything, about 10 minutes on 2 cores
+    python perf/reference_results.py --only runs  # one part: runs, compare, experiments, cnn, mistakes, threads, benchmark, learning, compile
 
 A learner's own runs go to results/ (git-ignored) and never touch these files. Each part runs
 the repo's own commands, exactly as a reader would type them, with --metrics, --weights and
@@ -13,7 +13,7 @@ the repo's own commands, exactly as a reader would type them, with --metrics, --
     cnn          --model cnn in both twins, seeds 0-2, and compared with the MLP
     mistakes     the test images the CNN gets right and the MLP wrong, and the reverse
     threads      a run alone and beside another: what sharing the cores costs (threads.json)
-    benchmark    python benchmark.py, for the MLP and for the CNN
+    benchmark    python perf/benchmark.py, for the MLP and for the CNN
     compile      PyTorch on the CPU, eager against torch.compile (--mode compile)
     learning     four runs that show how gradients guide learning (ReLU + He, sigmoid, small
                  initialisation, too large a learning rate), their pictures, the numbers the docs
@@ -33,7 +33,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parents[1]  # the repo
 sys.path.insert(0, str(ROOT))  # the repo's modules, for the mistakes part
 REFERENCE = ROOT / "results" / "reference"
 EXPERIMENTS = REFERENCE / "experiments"
@@ -160,7 +160,7 @@ def median_epoch_seconds(metrics):
 
 def threads():
     """How long an epoch takes alone, and with a second trainer already training beside it,
-    under the trainers' own thread policy (threads.py: the cores shared out among the trainers
+    under the trainers' own thread policy (harness/threads.py: the cores shared out among the trainers
     running) and with a thread per core in each run (what the libraries do on their own).
     The measured run: 20,000 samples, 4 epochs; three rounds; writes threads.json."""
     every_core = {**os.environ, "OPENBLAS_NUM_THREADS": str(os.cpu_count()),
@@ -212,8 +212,8 @@ def threads():
 
 
 def benchmark():
-    run("benchmark.py", "--out-dir", REFERENCE)
-    run("benchmark.py", "--model", "cnn", "--out-dir", REFERENCE)
+    run("perf/benchmark.py", "--out-dir", REFERENCE)
+    run("perf/benchmark.py", "--model", "cnn", "--out-dir", REFERENCE)
 
 
 def compile_modes():
@@ -287,7 +287,7 @@ def _twin_step(framework, args, x, y, steps_per_epoch):
 
     import numpy as np
 
-    import threads
+    from harness import threads
     from numpy_nn import diagnostics as numpy_diagnostics, train as numpy_train
     from numpy_nn.build import build_network
     from numpy_nn.parallel import Halves
@@ -334,13 +334,13 @@ def overhead(blocks=OVERHEAD_BLOCKS):
     (the default interval at batch 128 on 60,000 images: a block is what one record comes with),
     once with the block's record and once without, alternating which goes first, so both see
     the same machine; the median seconds of each, and their ratio. The default run's settings,
-    the trainers' thread policy (threads.py)."""
+    the trainers' thread policy (harness/threads.py)."""
     import time
 
     import numpy as np
 
-    import experiment
-    import threads as thread_policy
+    from harness import experiment
+    from harness import threads as thread_policy
     from data_loader import batches, load_mnist
     from numpy_nn.diagnostics import interval
     x, y, _, _ = load_mnist()

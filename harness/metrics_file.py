@@ -22,7 +22,7 @@ from pathlib import Path
 
 from data_loader import write_atomic
 
-ROOT = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parents[1]  # the repo
 
 SCHEMA_VERSION = 3  # bump when the record changes shape. 2: model, dtype, weights_sha256, "diverged";
                     # 3: "diagnostics" (numpy_nn/diagnostics.py), config activation and weight_init
@@ -275,7 +275,7 @@ class Run:
     def log_epoch(self, epoch, train_loss, train_acc, test_loss, test_acc, seconds, samples, threads=None,
                   weights=None):
         """Add one epoch and print its line. threads: the BLAS threads its products used (the
-        trainers share the cores with other trainers running at the time, see threads.py).
+        trainers share the cores with other trainers running at the time, see harness/threads.py).
         weights: the network's weights as saved at this epoch's end, the ones this record's
         last epoch describes (what the trainer writes, even if a stop comes mid-epoch)."""
         self.weights = weights

@@ -1,8 +1,8 @@
 """How fast each implementation trains, against this machine's matrix-multiply limit.
 
-    python benchmark.py                      # batch sizes 32..512, about 80 s on 2 cores
-    python benchmark.py --threads 1 2        # the same, a row per BLAS thread count
-    python benchmark.py --model cnn          # the small CNN: batch sizes 64..256, about a minute
+    python perf/benchmark.py                      # batch sizes 32..512, about 80 s on 2 cores
+    python perf/benchmark.py --threads 1 2        # the same, a row per BLAS thread count
+    python perf/benchmark.py --model cnn          # the small CNN: batch sizes 64..256, about a minute
 
 In one process run it measures: the single-precision matrix-multiply peak (NumPy, a large
 square product, best of several); then, for each batch size, the training throughput
@@ -36,11 +36,11 @@ from types import SimpleNamespace
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parents[1]  # the repo
 sys.path.insert(0, str(ROOT))
 from data_loader import DataError, batches, load_mnist, write_atomic  # noqa: E402
-from flops import cnn_flops_per_sample, cnn_products, flops_per_sample  # noqa: E402
-from metrics_file import cpu_model, numpy_blas  # noqa: E402
+from perf.flops import cnn_flops_per_sample, cnn_products, flops_per_sample  # noqa: E402
+from harness.metrics_file import cpu_model, numpy_blas  # noqa: E402
 from numpy_nn.cnn import CNN, IMAGE_SHAPE  # noqa: E402
 from numpy_nn.layers import conv2d_backward, conv2d_forward, maxpool2d_backward, maxpool2d_forward  # noqa: E402
 from numpy_nn.neural_network import NeuralNetwork  # noqa: E402
@@ -48,7 +48,7 @@ from numpy_nn.parallel import Halves  # noqa: E402
 from numpy_nn.train import train_step  # noqa: E402
 from numpy_nn.utils import OPTIMIZERS, cross_entropy_with_grad, relu, relu_grad  # noqa: E402
 from report.throughput import markdown, plot  # noqa: E402
-from threads import openblas_threads, set_openblas_threads  # noqa: E402
+from harness.threads import openblas_threads, set_openblas_threads  # noqa: E402
 
 # Per model: the defaults of --batch-sizes, --samples and --repeats, and the batch sizes
 # whose steps are also timed part by part. The CNN does ~30x the MLP's arithmetic per

@@ -1,6 +1,6 @@
 """How many threads the matrix products of a training run use: one run, two at once, many cores.
 
-    import threads
+    from harness import threads
     threads.register()                  # once, before training: count this trainer in
     threads.share_cores("numpy")        # at every epoch's start: this run's share of the cores
 
@@ -160,7 +160,7 @@ def fair_share(trainers, cores=None):
         two PyTorch at once     0.56      0.16        5.5       0.38
 
     Alone, a run is fastest with a thread per core (1.1x at batch 32 to 1.65x at batch 512
-    over one thread, benchmark.py --threads 1 2), and that is the libraries' own default, so a
+    over one thread, perf/benchmark.py --threads 1 2), and that is the libraries' own default, so a
     lone run keeps today's speed on any number of cores. Two runs with a thread per core each
     wait on each other's workers (3.6-5.3x slower, 50-120x when anything else runs too); with
     the cores shared out, one thread each on 2 cores, each is 1.4-1.5x slower than alone.

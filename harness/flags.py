@@ -9,9 +9,9 @@ import math
 from pathlib import Path
 
 from data_loader import DATA_DIR, DATASETS
-from metrics_file import WEIGHT_SUFFIX
+from harness.metrics_file import WEIGHT_SUFFIX
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
+RESULTS_DIR = Path(__file__).resolve().parents[1] / "results"
 DTYPES = ("float32", "float64")
 MODELS = ("mlp", "cnn")
 ACTIVATIONS = ("relu", "sigmoid", "tanh")  # numpy_nn/utils.py ACTIVATIONS, pytorch_nn/model.py's
