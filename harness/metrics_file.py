@@ -203,6 +203,21 @@ def _upgrade(record):
 
 # ----------------------------------------------------------------------------- writing it
 
+_IMPORTED = time.perf_counter()
+
+
+def process_seconds():
+    """Seconds since this process started: start-up (imports, loading the data) included.
+    Linux says when the process started (/proc); elsewhere, since this module was imported."""
+    try:
+        with open("/proc/self/stat") as f:   # field 22, after the name in parentheses: start time
+            started = int(f.read().rsplit(")", 1)[1].split()[19]) / os.sysconf("SC_CLK_TCK")
+        with open("/proc/uptime") as f:      # seconds since boot, as the start time is counted
+            return float(f.read().split()[0]) - started
+    except (OSError, ValueError, IndexError):
+        return time.perf_counter() - _IMPORTED
+
+
 def cpu_model():
     """The CPU's marketing name, from /proc/cpuinfo where there is one."""
     try:
@@ -283,6 +298,7 @@ class Run:
             "epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
             "test_loss": test_loss, "test_acc": test_acc,
             "epoch_seconds": seconds, "samples_per_second": samples / seconds, "threads": threads,
+            "process_seconds": process_seconds(),  # since the process started (not in older records)
         })
         self.record["total_train_seconds"] += seconds
         self.record["final_test_acc"] = test_acc

@@ -133,7 +133,8 @@ class Session:
             self.sync()
         self.seconds = time.perf_counter() - self.t0  # the epoch's training, evaluation aside
         self._check_unchecked()
-        threads.share_cores(self.framework)           # evaluation: all this run's cores
+        if not self.use_cores:                        # evaluation: all this run's cores (halves keep
+            threads.share_cores(self.framework)       # their share: they evaluate in halves too)
 
     def step_done(self, loss):
         """After each step: the divergence check, the diagnostics, and a stop asked for."""

@@ -149,11 +149,11 @@ class Watch:
     """
 
     def __init__(self, net, x, args, steps_per_epoch=None):
-        self.net, self.x_probe = net, x[:PROBE_IMAGES]
+        self.net, self.x_probe = getattr(net, "net", net), x[:PROBE_IMAGES]  # the network, not its Halves
         steps_per_epoch = steps_per_epoch or math.ceil(len(x) / args.batch_size)
-        weights = [name for name in net.params if name.startswith("W")]   # W1, W2, ... input to output
-        self.weights = [net.params[name] for name in weights]             # views: they follow the updates
-        self.grads = [net.grads[name] for name in weights]
+        weights = [name for name in self.net.params if name.startswith("W")]   # W1, W2, ... input to output
+        self.weights = [self.net.params[name] for name in weights]             # views: they follow the updates
+        self.grads = [self.net.grads[name] for name in weights]
         self.every = interval(args, steps_per_epoch)
         self.log = DiagnosticsLog(layer_names(args.model, len(weights)), self.every, steps_per_epoch, len(self.x_probe))
         if self.every:

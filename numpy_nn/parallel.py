@@ -52,7 +52,11 @@ def replica(net):
 class Halves:
     """net, computed as SHARDS parts of each batch, in threads when there are cores for them.
     forward(x, dropout, rng) and backward(dlogits, cache, l2) are net's; backward leaves the
-    whole batch's gradient in net.flat_grads (and net.grads), which self.flat_grads is."""
+    whole batch's gradient in net.flat_grads (and net.grads), which self.flat_grads is. Every
+    other attribute (params, flat_params, save, ...) is net's own."""
+
+    def __getattr__(self, name):
+        return getattr(self.net, name)
 
     def __init__(self, net, shards=SHARDS):
         self.net, self.shards = net, shards
@@ -102,11 +106,11 @@ class Halves:
         return self.net.grads
 
 
-def faster(args, train_step, model, session):
-    """train_step as the trainer runs it: for the CNN, on Halves of each batch (the cores
-    it gets from the session at each epoch's start); the MLP's as it is."""
+def faster(args, net, session):
+    """The network as the trainer runs it: the CNN as Halves of each batch, in training and in
+    evaluation (with the cores the session gives it at each epoch's start); the MLP as it is."""
     if args.model != "cnn":
-        return train_step
-    halves = Halves(model)
+        return net
+    halves = Halves(net)
     session.use_cores = halves.use_cores
-    return lambda model, *rest: train_step(halves, *rest)
+    return halves

@@ -135,21 +135,21 @@ class SGD:
     def __init__(self, params, lr=1e-3, momentum=0.0):
         self.params, self.lr, self.momentum = params, lr, momentum
         self.velocity = np.zeros_like(params) if momentum else None
-        self._tmp = np.empty_like(params)  # scratch, reused: a fresh array every step costs page faults
 
     def step(self, grads):
         g = grads
         if self.momentum:
-            self.velocity *= self.momentum
-            self.velocity += g                              # v = mu * v + g
-            g = self.velocity
-        self.params -= np.multiply(g, self.lr, out=self._tmp)  # p -= lr * g
+            v = self.velocity
+            v *= self.momentum; v += g                      # v = mu v + g
+            v *= np.abs(v) >= np.finfo(v.dtype).tiny        # subnormals to 0: see Adam
+            g = v
+        self.params -= self.lr * g                          # p = p - lr g
 
 
 class Adam:
     """Adam (Kingma & Ba, 2015), step for step as torch.optim.Adam computes it:
-        m += (1 - b1) * (g - m)            running mean of gradients
-        v = b2 * v + (1 - b2) * g^2        running mean of squared gradients
+        m = b1 m + (1 - b1) g              running mean of gradients
+        v = b2 v + (1 - b2) g^2            running mean of squared gradients
         p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
     The (1 - b^t) terms undo the pull towards the zeros m and v start from. Each weight
     gets its own step size: large where its gradients are small and steady."""
@@ -158,25 +158,20 @@ class Adam:
         self.params, self.lr, self.betas, self.eps = params, lr, betas, eps
         self.m, self.v = np.zeros_like(params), np.zeros_like(params)
         self.t = 0
-        self._tmp = np.empty_like(params)                   # scratch, reused every step
 
     def step(self, grads):
-        b1, b2 = self.betas
+        (b1, b2), g, m, v = self.betas, grads, self.m, self.v
         self.t += 1
-        g, tmp = grads, self._tmp
-        np.subtract(g, self.m, out=tmp)
-        tmp *= 1 - b1
-        self.m += tmp                                       # m += (1 - b1)(g - m)
-        np.multiply(g, g, out=tmp)
-        tmp *= 1 - b2
-        self.v *= b2
-        self.v += tmp                                       # v = b2 v + (1 - b2) g^2
-        denom = np.sqrt(self.v, out=tmp)
-        denom /= math.sqrt(1 - b2 ** self.t)
-        denom += self.eps                                   # sqrt(v_hat) + eps
-        step = np.divide(self.m, denom, out=tmp)
-        step *= self.lr / (1 - b1 ** self.t)
-        self.params -= step                                 # p -= lr m_hat / (sqrt(v_hat) + eps)
+        m *= b1; m += (1 - b1) * g                          # m = b1 m + (1 - b1) g
+        v *= b2; v += (1 - b2) * g * g                      # v = b2 v + (1 - b2) g^2
+        # A weight whose gradient stays 0 (a dead unit, a pixel never inked) has its m shrink
+        # by b1 every step, down past the smallest normal float (np.finfo(dtype).tiny, 1e-38
+        # in float32) into the "subnormal" numbers, which many CPUs add and multiply on a
+        # slow path, up to 100x slower: set them to 0 (their share of any step is < 1e-30).
+        m *= np.abs(m) >= np.finfo(m.dtype).tiny
+        step_size = self.lr / (1 - b1 ** self.t)                    # lr, bias-corrected for m
+        denom = np.sqrt(v) / math.sqrt(1 - b2 ** self.t) + self.eps  # sqrt(v_hat) + eps
+        self.params -= step_size * m / denom                        # p -= lr m_hat / (sqrt(v_hat) + eps)
 
 
 OPTIMIZERS = {  # the --optimizer choices; momentum 0.9 and Adam's betas are the usual defaults

@@ -18,7 +18,8 @@ peak on matrices this small. With --threads, every row is measured at each threa
 With --model cnn the network is numpy_nn/cnn.py's CNN and its PyTorch twin
 (pytorch_nn/cnn.py), started from the same weights; "matmuls only" is then the im2col
 products of its convolutions and the linear layer's, and one step at batch 128 is timed
-layer by layer (forward and backward) in both.
+layer by layer (forward and backward) in both. Last, the Adam step alone, in both, on a
+fresh state and on one as training leaves it (some of m subnormal: numpy_nn/utils.py).
 
 Writes results/benchmark.json, results/benchmark.md and results/throughput.png (with
 --model cnn: benchmark_cnn.json, benchmark_cnn.md and throughput_cnn.png). The FLOP counts
@@ -265,6 +266,56 @@ def measure(trainers, batch_size, steps, repeats, thread_counts=(None,)):
                 rates[n][name].append(steps * batch_size / (time.perf_counter() - t0))
     return {n: ({name: statistics.median(r) for name, r in rates[n].items()}, statistics.median(peaks[n]))
             for n in thread_counts}
+
+
+# Of Adam's m after 3 epochs of the default MLP run, the share that is subnormal (5,875 of
+# 109,386): weights whose gradient stopped, their m shrunk by 0.9 a step below float32's
+# smallest normal number. Arithmetic on those is slow on many CPUs (numpy_nn/utils.py).
+TRAINED_SUBNORMAL_SHARE = 0.054
+
+
+def optimizer_steps(n_params, repeats, steps=20):
+    """Microseconds per Adam step (median of repeats, each `steps` steps), NumPy and PyTorch
+    CPU, as the trainers build them, on a fresh state and on one as training leaves it:
+    TRAINED_SUBNORMAL_SHARE of m subnormal, with gradient 0 there."""
+    import torch
+    from pytorch_nn.train import make_optimizer
+    rng = np.random.default_rng(0)
+    grads = (rng.standard_normal(n_params) * 1e-3).astype(np.float32)
+    dead = rng.random(n_params) < TRAINED_SUBNORMAL_SHARE
+    grads[dead] = 0.0
+    m = grads * 0.5
+    m[dead] = np.finfo(np.float32).tiny / 4                       # subnormal
+    v = grads * grads + 1e-12
+
+    def numpy_step(trained):
+        opt = OPTIMIZERS["adam"](np.zeros(n_params, np.float32), ARGS.lr)
+        if trained:
+            opt.m[...], opt.v[...], opt.t = m, v, 1000
+        return lambda: opt.step(grads)
+
+    def torch_step(trained):
+        p = torch.zeros(n_params, requires_grad=True)
+        opt = make_optimizer(SimpleNamespace(named_parameters=lambda: [("weight", p)]), ARGS)
+        p.grad = torch.from_numpy(grads)
+        opt.step()                                                # creates the state
+        if trained:
+            state = opt.state[p]
+            state["exp_avg"].copy_(torch.from_numpy(m))
+            state["exp_avg_sq"].copy_(torch.from_numpy(v))
+            state["step"].fill_(1000)
+        return opt.step
+    makers = {"numpy": numpy_step, "pytorch-cpu": torch_step}
+    times = {(name, state): [] for name in makers for state in ("fresh", "trained")}
+    for _ in range(repeats):                                      # taking turns, as measure() does
+        for name, state in times:
+            step = makers[name](state == "trained")
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                step()
+            times[name, state].append(1e6 * (time.perf_counter() - t0) / steps)
+    return {name: {state: statistics.median(times[name, state]) for state in ("fresh", "trained")}
+            for name in makers}
 
 
 def numpy_phases(x, y, batch_size, steps):
@@ -539,6 +590,10 @@ def main(argv=None):
             print(f"{label} (peak {peak:3.0f} GFLOP/s): "
                   + " | ".join(f"{k} {v:9,.0f}/s ({100 * v / rooflines[k]:4.1f}%)" for k, v in rates.items())
                   + f" | numpy/pytorch-cpu {row['numpy_over_pytorch_cpu']:.2f}x")
+    n_params = _numpy_setup(args.model)[0].flat_params.size
+    adam = optimizer_steps(n_params, args.repeats)
+    print(f"Adam step ({n_params:,} parameters), fresh / trained state: "
+          + " | ".join(f"{k} {v['fresh']:.0f} / {v['trained']:.0f} us" for k, v in adam.items()))
     if args.threads:  # the record's hardware section reports the libraries' own counts
         set_openblas_threads(own_threads["numpy"])
         torch.set_num_threads(own_threads["pytorch"])
@@ -559,6 +614,7 @@ def main(argv=None):
                                "threads": torch.get_num_threads()}},
         "versions": {"python": sys.version.split()[0], "numpy": np.__version__, "torch": torch.__version__},
         "warmup_steps": WARMUP_STEPS,
+        "adam_step_microseconds": adam, "adam_trained_subnormal_share": TRAINED_SUBNORMAL_SHARE,
     }
     if cnn:  # the MLP's record stays as it was
         record.update({"model": "cnn", "forward_flops_per_sample": cnn_flops_per_sample("forward"),

@@ -10,7 +10,8 @@ the repo's own commands, exactly as a reader would type them, with --metrics, --
     runs         the two default runs (float32), and the same pair in float64
     compare      python compare.py on the default pair: table, curves, confusion matrices, ...
     experiments  seeds 1-4, plain SGD, overfitting (30 epochs; dropout; L2), --init torch
-    cnn          --model cnn in both twins, seeds 0-2, and compared with the MLP
+    cnn          --model cnn in both twins, seeds 0-2, compared with the MLP; cnn/summary.json
+                 holds each run's time to 99.0% test accuracy, start-up included
     mistakes     the test images the CNN gets right and the MLP wrong, and the reverse
     threads      a run alone and beside another: what sharing the cores costs (threads.json)
     benchmark    python perf/benchmark.py, for the MLP and for the CNN
@@ -123,6 +124,44 @@ def cnn():
         folder / "pytorch_seed0_metrics.json", REFERENCE / "numpy_metrics.json")
     run("compare.py", "--no-inside", "--out-dir", folder / "seeds",
         "--runs", *sorted(folder.glob("*_seed*_metrics.json")))
+    summary = cnn_summary(sorted(folder.glob("*_seed*_metrics.json")))
+    (folder / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(json.dumps(summary["median"], indent=2))
+
+
+TARGET_ACC = 0.99  # the CNN's target test accuracy
+
+
+def time_to_accuracy(record, target=TARGET_ACC):
+    """Seconds from the process's start to the end of the first epoch whose test accuracy
+    reached target (start-up, training and evaluation all counted); None if no epoch did, or
+    if the record predates the epochs' process_seconds."""
+    for epoch in record["epochs"]:
+        if epoch["test_acc"] >= target:
+            return epoch.get("process_seconds")
+    return None
+
+
+def cnn_summary(paths):
+    """cnn/summary.json from the CNN runs' metrics files: per run its final test accuracy,
+    its training seconds, and the time to TARGET_ACC; per framework their medians."""
+    runs = {}
+    for path in paths:
+        record = json.loads(Path(path).read_text())
+        runs[Path(path).name.removesuffix("_metrics.json")] = {
+            "framework": record["framework"], "final_test_acc": record["final_test_acc"],
+            "total_train_seconds": record["total_train_seconds"],
+            f"seconds_to_{TARGET_ACC:.1%}_test_acc": time_to_accuracy(record)}
+    median = {}
+    for framework in sorted({run["framework"] for run in runs.values()}):
+        mine = [run for run in runs.values() if run["framework"] == framework]
+        median[framework] = {key: (statistics.median(values) if None not in values else None)
+                             for key in mine[0] if key != "framework"
+                             for values in [[run[key] for run in mine]]}
+    return {"what": f"the CNN's default runs: final test accuracy, training seconds, and seconds from "
+                    f"the process's start to the end of the first epoch at {TARGET_ACC:.1%} test accuracy "
+                    f"(null: never reached, or a record from before that was kept)",
+            "runs": runs, "median": median}
 
 
 def mistakes():

@@ -84,7 +84,24 @@ def markdown(record):
             total = sum(phases[name].values())
             lines.append(f"- {name}: " + ", ".join(f"{k} {v:.0f}" for k, v in phases[name].items())
                          + f"; total {total:.0f}")
+    lines += _adam_steps(record)
     return "\n".join(lines) + "\n"
+
+
+def _adam_steps(record):
+    """The Adam step on a fresh state and on a trained one (markdown lines; none in records
+    from before it was measured)."""
+    steps = record.get("adam_step_microseconds")
+    if not steps:
+        return []
+    share = record["adam_trained_subnormal_share"]
+    lines = ["", "## The Adam step alone (microseconds per step)", "",
+             f"Trained: a state as training leaves it, {100 * share:.1f}% of m subnormal (weights "
+             "whose gradient stopped).", "",
+             "| | fresh state | trained state | trained / fresh |", "|---|---:|---:|---:|"]
+    for name, us in steps.items():
+        lines.append(f"| {name} | {us['fresh']:.0f} | {us['trained']:.0f} | {us['trained'] / us['fresh']:.2f}x |")
+    return lines
 
 
 def _cnn_targets(record, swept):

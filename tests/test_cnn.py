@@ -164,6 +164,39 @@ def centred_differences(f, param, idx, eps):
     return np.array(partials)
 
 
+@pytest.mark.parametrize("cores", [1, 2], ids=["one-core", "two-cores"])
+def test_evaluate_equals_one_full_batch_in_float64(mnist, cores):
+    """Both trainers' evaluate() (bites of EVAL_BATCH; the NumPy CNN as the trainer runs it, in
+    Halves, on several cores at once) give what one full-batch forward pass gives: the same
+    accuracy, and the same mean cross-entropy up to the rounding of summing per-bite means
+    (float64, 1e-13)."""
+    from harness import threads
+    from numpy_nn.parallel import Halves
+    from numpy_nn.train import EVAL_BATCH
+    from numpy_nn.train import evaluate as np_evaluate
+    from pytorch_nn.train import evaluate as torch_evaluate
+    n = 2 * EVAL_BATCH + 37                   # a last bite that is not full
+    x, y = mnist[0][:n].astype(np.float64), mnist[1][:n]
+    net, model = random_twins(np.float64)
+    before = threads.openblas_threads()
+    try:
+        halves = Halves(net)
+        halves.use_cores(cores)
+        got_np = np_evaluate(halves, x, y)
+    finally:
+        threads.set_openblas_threads(before or 1)
+    logits, _ = net.forward(x)
+    want_np = (cross_entropy(logits, y), float(np.mean(logits.argmax(1) == y)))
+    got_t = torch_evaluate(model, torch.from_numpy(x), torch.from_numpy(y))
+    with torch.inference_mode():
+        logits_t = model(torch.from_numpy(x))
+    want_t = (F.cross_entropy(logits_t, torch.from_numpy(y)).item(),
+              (logits_t.argmax(1) == torch.from_numpy(y)).double().mean().item())
+    for got, want in [(got_np, want_np), (got_t, want_t)]:
+        assert got[1] == want[1]
+        assert abs(got[0] - want[0]) < 1e-13 * want[0]
+
+
 # ----------------------------------------------------------------------------- files
 
 def test_weights_cross_load_with_identical_predictions(mnist, tmp_path):

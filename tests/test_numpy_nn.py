@@ -37,7 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 TRAIN_PY = REPO / "numpy_nn" / "train.py"
 CLI_ENV = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
 GRAD_TOL = 1e-6  # max relative error of a float64 backward pass against finite differences
-TIMING_FIELDS = {"epoch_seconds", "samples_per_second"}
+TIMING_FIELDS = {"epoch_seconds", "samples_per_second", "process_seconds"}
 
 # Measured test accuracy of `train.py --limit 10000 --epochs 3` (other flags default: Adam,
 # lr 3e-3, cosine, batch 128, hidden 128 64) by seed:
@@ -609,13 +609,16 @@ def check_record(record, argv, n_train):
     assert [e["epoch"] for e in epochs] == list(range(1, args.epochs + 1))
     for e in epochs:
         assert set(e) == {"epoch", "train_loss", "train_acc", "test_loss", "test_acc",
-                          "epoch_seconds", "samples_per_second", "threads"}
+                          "epoch_seconds", "samples_per_second", "threads", "process_seconds"}
         assert e["threads"] == 1  # OPENBLAS_NUM_THREADS=1 set by the test: the user's count wins
         assert 0 <= e["train_acc"] <= 1 and 0 <= e["test_acc"] <= 1
         assert e["train_loss"] > 0 and e["test_loss"] > 0 and e["epoch_seconds"] > 0
         assert e["samples_per_second"] == pytest.approx(n_train / e["epoch_seconds"], rel=1e-12)
     assert record["final_test_acc"] == epochs[-1]["test_acc"]
     assert record["total_train_seconds"] == pytest.approx(sum(e["epoch_seconds"] for e in epochs), rel=1e-12)
+    # since the process started: it grows epoch by epoch and holds all the training before it
+    process = [e["process_seconds"] for e in epochs]
+    assert all(a < b for a, b in zip(process, process[1:])) and process[-1] > record["total_train_seconds"]
     return args
 
 

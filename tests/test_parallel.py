@@ -50,15 +50,17 @@ def test_halves_give_the_whole_batch_gradient(batch):
 
 
 def test_train_step_on_halves_is_train_step_on_the_whole_batch():
-    """The trainer's train_step, on Halves (as faster() hands it to the CNN's loop) and on the
-    network itself: the same loss and the same weights after an SGD step, to float64 rounding."""
+    """The trainer's train_step on the CNN as faster() hands it to the loop (in Halves) and on
+    the network itself: the same loss and the same weights after an SGD step (with an L2 term,
+    which belongs to the batch once), to float64 rounding."""
     x, y = data(64)
     args = SimpleNamespace(model="cnn", dropout=0.0, weight_decay=1e-3)
     whole, net = CNN(seed=1, dtype=np.float64), CNN(seed=1, dtype=np.float64)
     session = SimpleNamespace(use_cores=None)
-    step = faster(args, train_step, net, session)
+    model = faster(args, net, session)
+    assert isinstance(model, Halves) and model.flat_params is net.flat_params
     session.use_cores(2)
-    loss = step(net, SGD(net.flat_params, lr=0.1), x, y, args, None)
+    loss = train_step(model, SGD(model.flat_params, lr=0.1), x, y, args, None)
     whole_loss = train_step(whole, SGD(whole.flat_params, lr=0.1), x, y, args, None)
     assert abs(loss - whole_loss) <= 1e-13 * whole_loss
     assert rel_diff(net.flat_params, whole.flat_params) <= 1e-13
@@ -99,10 +101,10 @@ def test_the_halves_draw_different_dropout_masks():
 
 
 def test_the_mlp_is_not_split():
-    """faster() gives the MLP's loop train_step itself: its runs are exactly what they were
+    """faster() gives the MLP's loop the network itself: its runs are exactly what they were
     before halves existed."""
-    session = SimpleNamespace(use_cores=None)
-    assert faster(SimpleNamespace(model="mlp"), train_step, None, session) is train_step
+    session, net = SimpleNamespace(use_cores=None), object()
+    assert faster(SimpleNamespace(model="mlp"), net, session) is net
     assert session.use_cores is None
 
 

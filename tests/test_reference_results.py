@@ -1,6 +1,7 @@
 """reference_results.py accepts a reference run only when its epoch times are steady: a run
 slowed by other work on the machine is run again, and never committed as it is."""
 import json
+from pathlib import Path
 
 import pytest
 
@@ -76,3 +77,42 @@ def test_lesson_numbers_read_the_record_as_the_docs_say():
     assert numbers["dead_fraction_end"] == {"layer1": 0.75}
     assert numbers["step_1"]["activation_std"] == {"layer1": 1.0, "layer2": 2.0}
     assert numbers["dead_fraction_at_recorded_steps"]["layer1"]["32"] == 0.25
+
+
+def test_cnn_summary_times_the_first_epoch_at_99_percent(tmp_path):
+    """The time to 99.0% test accuracy is the process time at the end of the first epoch
+    that reached it; a run that never did, or an old record without process_seconds, has
+    None, and so has the median over runs that include one."""
+    def record(framework, accs, process_seconds=True):
+        epochs = [{"test_acc": a, **({"process_seconds": 10.0 + 7 * i} if process_seconds else {})}
+                  for i, a in enumerate(accs)]
+        return {"framework": framework, "epochs": epochs, "final_test_acc": accs[-1],
+                "total_train_seconds": 6.0 * len(accs)}
+    runs = {"numpy_seed0": record("numpy", [0.97, 0.985, 0.990, 0.992]),      # epoch 3: 10 + 14
+            "numpy_seed1": record("numpy", [0.98, 0.9905, 0.989]),            # epoch 2: 10 + 7
+            "numpy_seed2": record("numpy", [0.995]),                          # epoch 1: 10
+            "pytorch_seed0": record("pytorch", [0.98, 0.989]),                # never
+            "pytorch_seed1": record("pytorch", [0.991], process_seconds=False)}
+    paths = []
+    for name, rec in runs.items():
+        paths.append(tmp_path / f"{name}_metrics.json")
+        paths[-1].write_text(json.dumps(rec))
+    summary = ref.cnn_summary(paths)
+    key = "seconds_to_99.0%_test_acc"
+    assert [summary["runs"][name][key] for name in runs] == [24.0, 17.0, 10.0, None, None]
+    assert summary["median"]["numpy"] == {"final_test_acc": 0.992, "total_train_seconds": 18.0, key: 17.0}
+    assert summary["median"]["pytorch"][key] is None
+    assert summary["median"]["pytorch"]["total_train_seconds"] == 9.0
+
+
+def test_process_seconds_counts_from_the_process_start():
+    """A process that sleeps 1 s before it imports metrics_file reports at least that second
+    (start-up counts), and not much more (0.01 s clock ticks, Python's start-up)."""
+    import subprocess
+    import sys
+    code = ("import time; time.sleep(1.0); import sys; sys.path.insert(0, '.'); "
+            "from harness import metrics_file; print(metrics_file.process_seconds())")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          cwd=Path(ref.__file__).parents[1])
+    assert done.returncode == 0, done.stderr
+    assert 1.0 <= float(done.stdout) < 10.0
