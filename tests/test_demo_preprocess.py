@@ -96,6 +96,17 @@ def test_a_blank_drawing_has_no_ink():
         mnist_style(np.zeros((280, 280)))
 
 
+@pytest.mark.parametrize("faint, side", [(5e-324, 280), (1e-300, 28)])
+def test_ink_too_faint_to_see_has_no_ink(faint, side):
+    """5e-324, the smallest float, becomes 0 when scaled to 20 pixels: the centre of mass was
+    0 / 0. 1e-300 survives the scaling but not float32, so the networks would read a blank
+    image. Either way there is nothing to read."""
+    ink = np.zeros((side, side))
+    ink[2:-2, 2:-2] = faint
+    with pytest.raises(NoInk, match="^no ink: the drawing is too faint to read$"):
+        mnist_style(ink)
+
+
 # ----------------------------------------------------------------------------- MNIST's digits, drawn larger
 
 def test_whole_number_scales_come_back_exactly(mnist_test):
