@@ -39,6 +39,8 @@ from pathlib import Path
 
 import numpy as np
 
+from closed_stdout import keep_running_if_stdout_closes
+
 DATA_DIR = Path(__file__).resolve().parent / "data"  # from this file, never from the cwd
 PARTS = ("train_images", "train_labels", "test_images", "test_labels")
 IDX_NAMES = {  # the file names of the original distribution, and torchvision's
@@ -376,6 +378,7 @@ def main(argv=None):
     parser.add_argument("--data-dir", default=str(DATA_DIR),
                         help="root of the cache (default: the repo's data/ folder)")
     args = parser.parse_args(argv)
+    keep_running_if_stdout_closes()  # `data_loader.py | head -1` still writes the cache
     try:
         arrays, source = fetch(args.dataset, args.data_dir, log=print)
     except DataError as e:

@@ -16,13 +16,15 @@ import signal
 import sys
 import webbrowser
 
+from closed_stdout import keep_running_if_stdout_closes
 from demo.models import add_run_flags, models_or_exit
 from demo.server import HOST, DemoServer, serve
 
 
 def port_number(text):
-    """An argparse type: a TCP port, or 0 for a free one."""
-    if not text.isdigit() or int(text) > 65535:
+    """An argparse type: a TCP port, or 0 for a free one. ASCII digits only: str.isdigit and
+    int() also take other scripts' digits ('٨٠٠٠' is 8000 to them)."""
+    if not (text.isascii() and text.isdigit()) or int(text) > 65535:
         raise argparse.ArgumentTypeError(f"must be a port number from 0 to 65535, got {text!r}")
     return int(text)
 
@@ -62,6 +64,7 @@ def start(args):
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    keep_running_if_stdout_closes()  # `demo.py | head -1`: the page is still served
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     try:
         server = start(args)

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from closed_stdout import keep_running_if_stdout_closes
 from demo.models import add_run_flags, models_or_exit
 from demo.preprocess import NoInk, ink_from_grey, mnist_style
 
@@ -33,9 +34,20 @@ def read_grey(path):
     """A picture file -> its grey levels (H, W) in [0, 1], 0 black. A transparent background
     counts as white paper."""
     with Image.open(path) as picture:
+        if picture.mode.startswith("I"):     # 16- or 32-bit grey: PIL's convert clips it at 255
+            return deep_grey(np.asarray(picture))
         rgba = picture.convert("RGBA")
     on_white = Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba)
     return np.asarray(on_white.convert("L"), dtype=np.float64) / 255
+
+
+def deep_grey(levels):
+    """Grey levels of more than 8 bits (PIL modes I;16 and I) -> [0, 1], divided by white for
+    the file's depth, as 8-bit levels are by 255: 65535 for 16 bits (what PNG holds), else
+    the largest 32-bit level. Not by the picture's own range: ink_from_grey finds the paper's
+    and the ink's levels itself, as it does for 8 bits."""
+    white = 65535 if levels.max() <= 65535 else 2**31 - 1
+    return np.clip(levels.astype(np.float64) / white, 0, 1)
 
 
 def top_line(model, probabilities, width):
@@ -62,9 +74,10 @@ def main(argv=None):
     if not models:
         sys.exit(f"error: no trained model found: {'; '.join(notes)}")
     failed = 0
+    keep_running_if_stdout_closes()  # `predict.py *.png | head -2`: every picture is still read
     for path in args.images:
         try:
-            print("\n".join(read_picture(path, models)))
+            lines = read_picture(path, models)
         except NoInk:
             failed += 1
             print(f"error: {path}: no digit found, the picture is blank", file=sys.stderr)
@@ -72,6 +85,8 @@ def main(argv=None):
             failed += 1
             reason = getattr(e, "strerror", None) or str(e)
             print(f"error: {path}: cannot read it as a picture ({reason})", file=sys.stderr)
+        else:
+            print("\n".join(lines))        # outside the try: a closed stdout is not the picture's fault
     sys.exit(1 if failed else 0)
 
 

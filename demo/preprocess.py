@@ -86,6 +86,8 @@ def mnist_style(ink):
     digit = crop_to_ink(np.asarray(ink, dtype=np.float64))   # h,w
     digit = fit_box(digit)                                    # <=20,<=20
     digit = np.clip(digit, 0, 1)                              # means of [0, 1] values, but for rounding
+    if not digit.astype(np.float32).any():   # ink so faint (1e-300) that scaling leaves nothing
+        raise NoInk("no ink: the drawing is too faint to read")
     return place_by_mass(digit)                               # 28,28
 
 

@@ -8,9 +8,13 @@
                         (a NumPy MLP's entry adds "hidden": its hidden layers' activations)
 
 Anything else gets a 4xx answer whose body is {"error": "<one line>"}, and the server goes
-on. The client never names a file: the page is the one file, read before serving starts.
+on; a failure nobody foresaw is a 500 in the same form. Only requests for this machine
+(Host 127.0.0.1 or localhost) are answered, so a web page elsewhere cannot read the API
+through DNS rebinding. The client never names a file: the page is the one file, read
+before serving starts.
 """
 import json
+import socket
 import sys
 import threading
 from http import HTTPStatus
@@ -60,6 +64,8 @@ def parse_ink(body):
         request = json.loads(body, parse_constant=_not_json)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise BadRequest(400, f"the body is not JSON: {e}") from None
+    except ValueError:                         # an integer of over 4,300 digits, which Python will not read
+        raise BadRequest(400, "the body holds a number too large for a float") from None
     except RecursionError:
         raise BadRequest(400, "the body nests lists too deeply") from None
     rows = request.get("ink") if isinstance(request, dict) else None
@@ -73,7 +79,10 @@ def parse_ink(body):
     bad = _first_non_number(rows)
     if bad:
         raise BadRequest(400, f"ink[{bad[0]}][{bad[1]}] is {json.dumps(bad[2])}, not a number")
-    ink = np.array(rows, dtype=np.float64)
+    try:
+        ink = np.array(rows, dtype=np.float64)
+    except OverflowError:                      # an integer of hundreds of digits
+        raise BadRequest(400, "ink holds a number too large for a float") from None
     if not np.isfinite(ink).all():             # 1e999 parses as infinity
         raise BadRequest(400, "ink holds a number too large for a float")
     if ink.min() < 0 or ink.max() > 1:
@@ -103,12 +112,17 @@ class DemoServer(ThreadingHTTPServer):
     """Serves the page and the API for a fixed list of models (demo.models.find_models).
     Each request has its own thread, so one slow client does not hold up the page; the
     networks read one drawing at a time (the lock), as they were not written for threads."""
+    # Connections the system holds while the server is busy accepting others. socketserver's
+    # default, 5, reset some of twenty clients that connected at once.
+    request_queue_size = socket.SOMAXCONN
 
     def __init__(self, port, models, notes):
         self.page = PAGE.read_bytes()
         self.models, self.notes = models, notes
         self.lock = threading.Lock()
         super().__init__((HOST, port), DemoHandler)
+        self.hosts = {HOST, "localhost"}       # the names a request may use, with our port or without
+        self.hosts |= {f"{name}:{self.server_address[1]}" for name in self.hosts}
 
     def predict(self, ink):
         with self.lock:
@@ -126,6 +140,20 @@ class DemoHandler(BaseHTTPRequestHandler):
     read as the next request): the route decides; every refusal is send_error's one-line JSON."""
     timeout = 10  # seconds a client may go silent mid-request before it is dropped
     default_request_version = "HTTP/1.0"  # so a garbled request line gets a status line too
+
+    def handle_one_request(self):
+        """http.server's, with a last resort: a failure in a handler that nobody foresaw is
+        answered 500 in one line of JSON, and logged in one line, instead of dropping the
+        connection without a status."""
+        try:
+            super().handle_one_request()
+        except ConnectionError:                 # the client went away: nobody to answer
+            raise
+        except Exception as e:
+            reason = f"{type(e).__name__}: {e}"
+            self.log_error("%s", f"failed on {self.command} {self.path}: {reason}")
+            self.close_connection = True
+            self.send_error(500, f"the server failed on this request ({reason})")
 
     def do_GET(self):
         path = self._route("GET")
@@ -153,7 +181,11 @@ class DemoHandler(BaseHTTPRequestHandler):
         """The path, when it exists and takes this method; otherwise None, once 404 or 405
         has been answered."""
         path = urlsplit(self.path).path
-        if path not in ROUTES:
+        host = self.headers.get("Host")         # HTTP/1.0 may leave it out; a browser never does
+        if host is not None and host.lower() not in self.server.hosts:
+            # 421 Misdirected Request: this server is not the one that name stands for
+            self.send_error(421, f"this server answers for {HOST} or localhost only, not for {host!r}")
+        elif path not in ROUTES:
             self.send_error(404, f"no such page: {path} (the page is /, the API /api/predict)")
         elif ROUTES[path] != method:
             self.send_error(405, f"{path} takes {ROUTES[path]}, not {method}", allow=ROUTES[path])
@@ -163,12 +195,12 @@ class DemoHandler(BaseHTTPRequestHandler):
 
     def _body(self):
         """The request's body, at most MAX_BODY bytes, read only after its length is checked."""
-        try:
-            length = int(self.headers.get("Content-Length", ""))
-        except ValueError:                      # none, or not a whole number
-            length = -1
-        if length < 0:
+        text = self.headers.get("Content-Length")
+        if text is None:
             raise BadRequest(411, "send the body with its Content-Length")
+        if not (text.isascii() and text.isdigit()):  # int() would also take "+2", "0_2", " 2"
+            raise BadRequest(400, f"Content-Length must be a whole number of bytes, not {text!r}")
+        length = int(text)
         if length > MAX_BODY:                   # refused unread: the connection closes after the answer
             raise BadRequest(413, f"the body is {length:,} bytes; the limit is {MAX_BODY:,}")
         try:

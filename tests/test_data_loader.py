@@ -567,6 +567,31 @@ def test_cli_error_is_one_stderr_line_without_traceback(tmp_path, closed_port):
     assert "Traceback" not in done.stderr + done.stdout
 
 
+@pytest.mark.parametrize("buffered", [True, False], ids=["pipe", "PYTHONUNBUFFERED"])
+def test_cli_into_a_closed_pipe_still_writes_the_cache(tiny, closed_port, buffered):
+    """`python data_loader.py | head -1`, the reader gone before the first line: the mirror
+    fails (a line is logged), the offline folder serves, the cache is written, and the command
+    exits 0 with nothing on stderr. Unbuffered, the logged line met the closed pipe before the
+    cache was written."""
+    spec = dict(tiny.spec, mirrors=[closed_port], offline=("folder", str(tiny.good)))
+    script = (
+        f"import sys; sys.path.insert(0, {str(REPO)!r}); import data_loader as dl\n"
+        f"dl.DATASETS['tiny'] = {spec!r}\n"
+        f"dl.main(['--dataset', 'tiny', '--data-dir', {str(tiny.data_dir)!r}])\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    if not buffered:
+        env["PYTHONUNBUFFERED"] = "1"
+    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env=env)
+    process.stdout.close()
+    err = process.stderr.read()
+    assert (process.wait(timeout=60), err) == (0, "")
+    arrays, source = dl.fetch("tiny", tiny.data_dir)
+    assert source == f"cache {tiny.raw}"
+    assert_arrays_equal(arrays, tiny.arrays)
+
+
 def test_cli_rejects_unknown_dataset(tmp_path):
     """python data_loader.py --dataset nope: argparse usage error (status 2), no traceback, no files."""
     done = subprocess.run([sys.executable, str(REPO / "data_loader.py"), "--dataset", "nope",

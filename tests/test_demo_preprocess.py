@@ -2,6 +2,9 @@
 against trusted references: PIL's box filter, a slow obvious area mean, and MNIST's own test
 digits drawn larger on a 280x280 canvas, which must come back as MNIST made them and be read
 as their labels by every committed network. And predict.py, which reads pictures with it."""
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -10,7 +13,7 @@ import predict
 from data_loader import load_mnist
 from demo.models import find_models
 from demo.preprocess import NoInk, centre_of_mass, fit_box, ink_from_grey, mnist_style, place_by_mass
-from demo_helpers import NAMES, REFERENCE_RUNS, on_canvas
+from demo_helpers import NAMES, REFERENCE_RUNS, REPO, on_canvas
 
 DIGITS = 100  # MNIST test images 0-99; none of them is one of the three whose ink box is 19, not 20
 
@@ -94,6 +97,17 @@ def test_ink_far_to_one_side_stops_at_the_edge():
 def test_a_blank_drawing_has_no_ink():
     with pytest.raises(NoInk, match="no ink"):
         mnist_style(np.zeros((280, 280)))
+
+
+@pytest.mark.parametrize("faint, side", [(5e-324, 280), (1e-300, 28)])
+def test_ink_too_faint_to_see_has_no_ink(faint, side):
+    """5e-324, the smallest float, becomes 0 when scaled to 20 pixels: the centre of mass was
+    0 / 0. 1e-300 survives the scaling but not float32, so the networks would read a blank
+    image. Either way there is nothing to read."""
+    ink = np.zeros((side, side))
+    ink[2:-2, 2:-2] = faint
+    with pytest.raises(NoInk, match="^no ink: the drawing is too faint to read$"):
+        mnist_style(ink)
 
 
 # ----------------------------------------------------------------------------- MNIST's digits, drawn larger
@@ -182,6 +196,24 @@ def test_ink_is_found_on_light_and_on_dark_paper(mnist_test, tmp_path):
     assert ink.max() == 1 and ink[0, 0] == 0
 
 
+def test_16_bit_grey_reads_as_the_8_bit_picture(mnist_test, tmp_path):
+    """MNIST test digit 0, dark on white paper, 4 times larger, saved as an 8-bit PNG and as a
+    16-bit one (PIL mode I;16) whose levels are the 8-bit ones times 257. As 65535 = 255 x 257,
+    level/65535 and level/255 are the same number, rounded the same way: the 28x28 images are
+    equal to the bit. (PIL's own convert clipped every 16-bit level above 255 to white: blank.)"""
+    paper = np.pad(np.kron(mnist_test[0][0], np.ones((4, 4))), 8)      # 128,128  ink in [0, 1]
+    levels = 255 - np.round(255 * paper).astype(np.uint16)             # 128,128  255 = white paper
+    Image.fromarray(levels.astype(np.uint8)).save(tmp_path / "8.png")
+    Image.fromarray(levels * 257).save(tmp_path / "16.png")
+    with Image.open(tmp_path / "16.png") as picture:
+        assert picture.mode == "I;16"
+    grey = predict.read_grey(tmp_path / "16.png")
+    np.testing.assert_array_equal(grey, predict.read_grey(tmp_path / "8.png"))
+    image = mnist_style(ink_from_grey(grey))
+    np.testing.assert_array_equal(image, mnist_style(ink_from_grey(predict.read_grey(tmp_path / "8.png"))))
+    assert image.max() == 1
+
+
 def test_predict_prints_every_models_top_three(mnist_test, tmp_path, capsys):
     """A PNG and a JPEG (quality 75, with its ringing around the strokes): every model's
     most likely digit is the label."""
@@ -227,3 +259,16 @@ def test_predict_without_a_trained_model_says_how_to_train_one(tmp_path, capsys)
     message = str(done.value.code)
     assert message.startswith("error: no trained model found: ") and "\n" not in message
     assert "run `python numpy_nn/train.py --metrics" in message
+
+
+def test_predict_into_a_closed_pipe_reads_every_picture(mnist_test, tmp_path):
+    """`predict.py many.png | head -2`: the reader is gone before the first line (closed at
+    once). 300 readable pictures fill the pipe's buffer many times over; none may be reported
+    unreadable ('Broken pipe'), nothing goes to stderr, exit status 0."""
+    picture = save_picture(tmp_path / "7.png", mnist_test[0][0], False, np.random.default_rng(0))
+    process = subprocess.Popen([sys.executable, str(REPO / "predict.py"), *[str(picture)] * 300,
+                                "--runs", str(REFERENCE_RUNS[0])],
+                               cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process.stdout.close()
+    err = process.stderr.read()
+    assert (process.wait(timeout=120), err) == (0, "")

@@ -2,19 +2,21 @@
 its answers are what the networks compute on mnist_style's image; every bad request gets a
 4xx and a one-line JSON error, and the server goes on; Ctrl-C and kill stop it cleanly."""
 import http.client
+import importlib.util
 import json
 import signal
 import socket
 import subprocess
 import sys
 import threading
+import time
 from urllib.parse import urlsplit
 
 import numpy as np
 import pytest
 
 from data_loader import load_mnist
-from demo.models import find_models
+from demo.models import Model, find_models
 from demo.preprocess import mnist_style
 from demo.server import MAX_BODY, PAGE, DemoHandler, DemoServer
 from demo_helpers import NAMES, REFERENCE_RUNS, REPO, on_canvas, start_demo, stop_demo
@@ -123,9 +125,13 @@ BAD_BODIES = {
     "NaN": (ink_body(SQUARE).replace("0.5", "NaN", 1), "NaN is not a number JSON allows"),
     "Infinity": (ink_body(SQUARE).replace("0.5", "-Infinity", 1), "-Infinity is not a number JSON allows"),
     "1e999": (ink_body(SQUARE).replace("0.5", "1e999", 1), "ink holds a number too large for a float"),
+    "400 digits": (ink_body(SQUARE).replace("0.5", "1" + "0" * 400, 1), "ink holds a number too large for a float"),
+    "5000 digits": (ink_body(SQUARE).replace("0.5", "1" * 5000, 1), "the body holds a number too large for a float"),
     "above 1": (ink_body(SQUARE).replace("0.5", "2", 1), "ink must lie in [0, 1], found 0.5 to 2"),
     "below 0": (ink_body(SQUARE).replace("0.5", "-0.25", 1), "ink must lie in [0, 1], found -0.25 to 0.5"),
     "blank": (ink_body([[0] * 28] * 28), "no ink: draw a digit first"),
+    # the smallest float there is: scaled down to 20 pixels it is nothing, 0 / 0 for its centre of mass
+    "subnormal ink": (ink_body([[5e-324] * 280] * 280), "no ink: the drawing is too faint to read"),
     "nested deep": (b"[" * 100_000 + b"]" * 100_000, "the body nests lists too deeply"),
 }
 
@@ -153,16 +159,30 @@ BAD_REQUESTS = {
             "/api/predict takes POST, not PUT"),
     "made-up method": (b"BREW / HTTP/1.1\r\n\r\n", 405, "/ takes GET, not BREW"),
     "no length": (b"POST /api/predict HTTP/1.1\r\n\r\n{}", 411, "send the body with its Content-Length"),
-    "length not a number": (b"POST /api/predict HTTP/1.1\r\nContent-Length: 1e3\r\n\r\n{}", 411,
-                            "send the body with its Content-Length"),
-    "negative length": (b"POST /api/predict HTTP/1.1\r\nContent-Length: -5\r\n\r\n{}", 411,
-                        "send the body with its Content-Length"),
+    "length not a number": (b"POST /api/predict HTTP/1.1\r\nContent-Length: 1e3\r\n\r\n{}", 400,
+                            "Content-Length must be a whole number of bytes, not '1e3'"),
+    "negative length": (b"POST /api/predict HTTP/1.1\r\nContent-Length: -5\r\n\r\n{}", 400,
+                        "Content-Length must be a whole number of bytes, not '-5'"),
+    "length with a sign": (b"POST /api/predict HTTP/1.1\r\nContent-Length: +2\r\n\r\n{}", 400,
+                           "Content-Length must be a whole number of bytes, not '+2'"),
+    "length with a _": (b"POST /api/predict HTTP/1.1\r\nContent-Length: 0_2\r\n\r\n{}", 400,
+                        "Content-Length must be a whole number of bytes, not '0_2'"),
     "over 2 MB": (b"POST /api/predict HTTP/1.1\r\nContent-Length: 3000000\r\n\r\n[[", 413,
                   f"the body is 3,000,000 bytes; the limit is {MAX_BODY:,}"),
     "body cut short": (b"POST /api/predict HTTP/1.1\r\nContent-Length: 100\r\n\r\n{\"ink\"", 400,
                        "the body ended after 6 of 100 bytes"),
     "not HTTP": (b"say hello there\r\n\r\n", 400, "Bad request version ('there')"),
     "not a method": (b"hello there\r\n\r\n", 400, "Bad HTTP/0.9 request type ('hello')"),
+    # DNS rebinding: a page on another site whose name now points at 127.0.0.1 must not read the
+    # model list (it names files on this machine)
+    "another host": (b"GET /api/models HTTP/1.1\r\nHost: rebound.example\r\n\r\n", 421,
+                     "this server answers for 127.0.0.1 or localhost only, not for 'rebound.example'"),
+    "another host, port 80": (b"GET /api/models HTTP/1.1\r\nHost: rebound.example:80\r\n\r\n", 421,
+                              "this server answers for 127.0.0.1 or localhost only, not for 'rebound.example:80'"),
+    "a host's name in our name": (b"GET / HTTP/1.1\r\nHost: localhost.rebound.example\r\n\r\n", 421,
+                                  "this server answers for 127.0.0.1 or localhost only"),
+    "another port": (b"GET / HTTP/1.1\r\nHost: 127.0.0.1:1\r\n\r\n", 421,
+                     "this server answers for 127.0.0.1 or localhost only, not for '127.0.0.1:1'"),
 }
 
 
@@ -177,6 +197,58 @@ def test_still_serving_after_the_bad_requests(server, digit):
     """Run after the refusals above (pytest keeps the file's order): the same server reads a digit."""
     status, _, body = ask(server, "POST", "/api/predict", json.dumps({"ink": digit[0].tolist()}))
     assert status == 200 and len(json.loads(body)["models"]) == len(NAMES)
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "LocalHost", "127.0.0.1:{port}", "localhost:{port}"])
+def test_this_machines_names_are_answered(server, host):
+    """With or without the port (a browser sends it; http.client too), in any case (names are
+    case-insensitive). A request with no Host at all (HTTP/1.0; the raw ones above) is answered too."""
+    status, _, body = ask(server, "GET", "/api/models", headers={"Host": host.format(port=server[1])})
+    assert status == 200 and json.loads(body)["models"] == NAMES
+
+
+def test_twenty_drawings_at_once_are_all_answered(server, digit):
+    """Twenty clients connect at the same moment (a barrier): every one gets its 200, none a
+    reset connection (a listen backlog of 5 dropped some)."""
+    body = json.dumps({"ink": digit[0].tolist()})
+    start_together = threading.Barrier(20)
+    statuses = []
+
+    def client():
+        start_together.wait()
+        try:
+            statuses.append(ask(server, "POST", "/api/predict", body)[0])
+        except OSError as e:
+            statuses.append(type(e).__name__)
+
+    threads = [threading.Thread(target=client) for _ in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert statuses == [200] * 20
+
+
+def test_an_unexpected_failure_is_a_500_in_one_line(capsys):
+    """A model that fails in a way nobody foresaw (here: it divides by zero): the client still
+    gets a status, 500 with a one-line JSON error; the server logs one line and goes on."""
+    def broken(image):
+        return 1 / 0
+    server = DemoServer(0, [Model("Broken", "broken.npz", broken)], [])
+    thread = threading.Thread(target=server.serve_forever)
+    thread.start()
+    try:
+        address = server.server_address
+        status, kind, body = ask(address, "POST", "/api/predict", json.dumps({"ink": SQUARE}))
+        assert kind == "application/json"
+        assert_one_line_error(status, body, 500, "the server failed on this request (ZeroDivisionError: division by zero)")
+        assert ask(address, "GET", "/api/models")[0] == 200
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+    log = capsys.readouterr().err
+    assert "ZeroDivisionError: division by zero" in log and "Traceback" not in log, log
 
 
 # ----------------------------------------------------------------------------- starting and stopping
@@ -240,3 +312,63 @@ def test_a_client_gone_silent_mid_body_is_answered_and_dropped(monkeypatch):
         server.shutdown()
         server.server_close()
         thread.join()
+
+
+def demo_command():
+    """demo.py as a module (the name `demo` is the package demo/)."""
+    spec = importlib.util.spec_from_file_location("demo_command", REPO / "demo.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("port", ["\u0668\u0660\u0660\u0660", "\uff18\uff10", "8000 ", "-1", "65536", "0x50"])
+def test_a_port_is_ascii_digits_in_range(capsys, port):
+    """'٨٠٠٠' (Arabic-Indic digits) and '８０' (full-width) are digits to str.isdigit and to
+    int(), but not a port anyone types: argparse's one-line error, exit status 2."""
+    with pytest.raises(SystemExit) as done:
+        demo_command().build_parser().parse_args(["--port", port])
+    assert done.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1].endswith(
+        f"argument --port: must be a port number from 0 to 65535, got {port!r}")
+
+
+def test_ports_that_are_taken():
+    assert [demo_command().port_number(text) for text in ["0", "8000", "65535"]] == [0, 8000, 65535]
+
+
+def free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.parametrize("when", ["before any line", "once serving"])
+def test_a_reader_gone_away_leaves_the_demo_serving(tmp_path, when):
+    """`demo.py | head -1`: the reader closes the pipe, before the first line or after the
+    address. The server goes on serving (the page is what it is for; the address was printed
+    or given with --port), and Ctrl-C stops it as usual: exit status 0, nothing on stderr."""
+    with open(tmp_path / "stderr.txt", "w") as log:
+        if when == "once serving":
+            process, url = start_demo("--results-dir", tmp_path, stderr=log)
+            address = urlsplit(url).hostname, urlsplit(url).port
+            process.stdout.close()
+        else:
+            address = "127.0.0.1", free_port()
+            process = subprocess.Popen([sys.executable, str(REPO / "demo.py"), "--port", str(address[1]),
+                                        "--results-dir", str(tmp_path)], cwd=REPO, stdout=subprocess.PIPE,
+                                       stderr=log, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+            process.stdout.close()
+        try:
+            for _ in range(600):                   # it may still be starting: up to 60 s
+                try:
+                    status = ask(address, "GET", "/api/models")[0]
+                    break
+                except ConnectionRefusedError:
+                    assert process.poll() is None, "demo.py stopped"
+                    time.sleep(0.1)
+            assert status == 200
+        finally:
+            process.send_signal(signal.SIGINT)
+            code = process.wait(timeout=60)
+    assert (code, (tmp_path / "stderr.txt").read_text()) == (0, "")
