@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from closed_stdout import keep_running_if_stdout_closes
+from harness.closed_stdout import keep_running_if_stdout_closes
 
 DATA_DIR = Path(__file__).resolve().parent / "data"  # from this file, never from the cwd
 PARTS = ("train_images", "train_labels", "test_images", "test_labels")

@@ -16,7 +16,7 @@ import signal
 import sys
 import webbrowser
 
-from closed_stdout import keep_running_if_stdout_closes
+from harness.closed_stdout import keep_running_if_stdout_closes
 from demo.models import add_run_flags, models_or_exit
 from demo.server import HOST, DemoServer, serve
 

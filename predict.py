@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from closed_stdout import keep_running_if_stdout_closes
+from harness.closed_stdout import keep_running_if_stdout_closes
 from demo.models import add_run_flags, models_or_exit
 from demo.preprocess import NoInk, ink_from_grey, mnist_style
 

@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 
 from harness import threads
+from harness.closed_stdout import keep_running_if_stdout_closes
 from data_loader import DataError, load_mnist, write_atomic
 from harness.flags import RESULTS_DIR, build_parser  # noqa: F401  (the trainers' flags: harness/flags.py)
 from harness.metrics_file import sha256_bytes
@@ -138,40 +139,6 @@ def stop(message):
     """Exit after a stop signal, with the shell's code for it (130 for Ctrl-C, 143 for SIGTERM)."""
     print(message, file=sys.stderr)
     sys.exit(128 + _stop_signal)
-
-
-class _StdoutThatMayClose:
-    """sys.stdout, except that a reader gone away (`train.py | head -1`) silences it instead
-    of raising BrokenPipeError into the run: the training goes on and its files are written."""
-
-    def __init__(self, stream):
-        self._stream = stream
-
-    def _silenced(self):
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, self._stream.fileno())  # what is still buffered now drains into nothing
-        os.close(devnull)
-
-    def write(self, text):
-        try:
-            return self._stream.write(text)
-        except BrokenPipeError:
-            self._silenced()
-            return len(text)
-
-    def flush(self):
-        try:
-            self._stream.flush()
-        except BrokenPipeError:
-            self._silenced()
-
-    def __getattr__(self, name):
-        return getattr(self._stream, name)
-
-
-def keep_running_if_stdout_closes():
-    if not isinstance(sys.stdout, _StdoutThatMayClose):
-        sys.stdout = _StdoutThatMayClose(sys.stdout)
 
 
 # ----------------------------------------------------------------------------- the run

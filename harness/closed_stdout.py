@@ -2,8 +2,8 @@
 `python data_loader.py | head -1`), the command finishes its work quietly instead of dying
 of a BrokenPipeError: what it prints after that goes nowhere.
 
-The commands other than the trainers call keep_running_if_stdout_closes() at the start of
-main(); experiment.py has the trainers' own copy of the same idea. Standard library only.
+Every command calls keep_running_if_stdout_closes() at the start of main() (the trainers in
+harness/experiment.py's prepare()). Standard library only.
 """
 import os
 import sys
