@@ -92,20 +92,74 @@ def load_data(parser, args):
 
 # ----------------------------------------------------------------------------- stopping
 
-_stop_signal = signal.SIGINT  # which signal stopped the run: Ctrl-C unless SIGTERM came
+class StopRequested(Exception):
+    """Raised by Stopping.check at a step boundary: Ctrl-C or SIGTERM came during training."""
+
+
+class Stopping:
+    """Ctrl-C and SIGTERM while training. The handler only records the first signal (later
+    ones change nothing); the loop calls check() at each step boundary and leaves there. A
+    handler that raised would land wherever the signal came: inside tqdm's __del__ it was
+    swallowed, and the run trained on. A stop saves the weights as the last finished epoch
+    left them (keep), never those of the epoch it cut short."""
+
+    def __init__(self):
+        self.signum = None       # the first stop signal; None: none came
+        self.kept = None         # the serialized weights of the last finished epoch
+        self.begun = False
+
+    def begin(self):
+        """From now until the save, SIGINT and SIGTERM are recorded, not raised."""
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, self._record)
+        self.begun = True
+
+    def end(self):
+        """After the save nothing is left to stop: later signals are ignored. (A recording
+        handler would be reset to the default as Python exits, and a late second Ctrl-C
+        would kill the process on its way out, with no exit status of its own.)"""
+        if self.begun:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(signum, signal.SIG_IGN)
+
+    def _record(self, signum, frame):
+        if self.signum is None:
+            self.signum = signum
+
+    def check(self):
+        """At a step boundary (or between evaluation bites): leave if a stop was asked for."""
+        if self.signum is not None:
+            raise StopRequested
+
+    def keep(self, save_weights):
+        """After an epoch's evaluation: its weights, as save_weights(file) writes them."""
+        buffer = io.BytesIO()
+        save_weights(buffer)
+        self.kept = buffer.getvalue()
+
+    def write_kept(self, file):
+        """What finish saves: the last finished epoch's weights."""
+        file.write(self.kept)
+
+    def exit_code(self):
+        """The shell's code for the signal: 130 for Ctrl-C, 143 for SIGTERM."""
+        return 128 + (self.signum or signal.SIGINT)
+
+
+stopping = Stopping()  # one per process: signal handlers are too
 
 
 def _raise_interrupt(signum, frame):
-    """SIGTERM (what kill and job schedulers send) stops the run as Ctrl-C does."""
-    global _stop_signal
-    _stop_signal = signum
+    """Before training (loading, building the model), SIGTERM stops the run as Ctrl-C does."""
+    stopping.signum = signum
     raise KeyboardInterrupt
 
 
 def stop(message):
     """Exit after a stop signal, with the shell's code for it (130 for Ctrl-C, 143 for SIGTERM)."""
     print(message, file=sys.stderr)
-    sys.exit(128 + _stop_signal)
+    stopping.end()
+    sys.exit(stopping.exit_code())
 
 
 class _StdoutThatMayClose:
@@ -211,7 +265,8 @@ def finish(run, args, save_weights):
                     Path(args.metrics): run.close("interrupted" if run.interrupted else "completed")})
     except OSError as e:
         sys.exit(f"error: cannot write results ({e.strerror}); nothing written: check {given}")
+    stopping.end()
     note = f"interrupted after {done} finished epoch(s); " if run.interrupted else ""
     print(f"{note}metrics -> {shown(args.metrics)}, weights -> {shown(args.weights)}")
-    if run.interrupted:
-        sys.exit(128 + _stop_signal)  # the shell's code for the signal, after a clean save
+    if stopping.signum is not None:
+        sys.exit(stopping.exit_code())  # the shell's code for the signal, after a clean save

@@ -17,7 +17,8 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, from any cwd
 import threads  # noqa: E402
 from data_loader import batches  # noqa: E402
-from experiment import TrainingDiverged, build_parser, check_finite, finish, load_data, prepare, stop  # noqa: E402
+from experiment import (StopRequested, TrainingDiverged, build_parser, check_finite, finish,  # noqa: E402
+                        load_data, prepare, stop, stopping)
 from metrics_file import Run, numpy_blas  # noqa: E402
 from numpy_nn.cnn import CNN  # noqa: E402
 from numpy_nn.diagnostics import PROBE_IMAGES, Watch  # noqa: E402
@@ -35,6 +36,7 @@ def evaluate(net, x, y):
     loss = correct = 0.0
     bite = EVAL_BATCH["cnn" if isinstance(net, CNN) else "mlp"]
     for start in range(0, len(x), bite):
+        stopping.check()                          # Ctrl-C waits one bite, not the whole set
         logits, _ = net.forward(x[start:start + bite])
         yb = y[start:start + bite]
         loss += cross_entropy(logits, yb) * len(yb)
@@ -62,6 +64,7 @@ def train(args, x_train, y_train, x_test, y_test):
     steps_per_epoch = math.ceil(len(x_train) / args.batch_size)
     total_steps, step = args.epochs * steps_per_epoch, 0
     watch = Watch(net, x_train[:PROBE_IMAGES], args, steps_per_epoch)  # gradients, updates, activations
+    stopping.begin()                              # from here a signal is recorded, acted on below
     try:
         for epoch in range(1, args.epochs + 1):
             blas_threads = gradients.use_cores(threads.share_cores("numpy"))  # this run's share, see threads.py
@@ -80,11 +83,13 @@ def train(args, x_train, y_train, x_test, y_test):
                 if recording:
                     watch.after_update()                  # update ratios; the probe images' activations
                 step += 1
+                stopping.check()                  # Ctrl-C or SIGTERM: leave at this step boundary
             seconds = time.perf_counter() - t0
             threads.share_cores("numpy")          # evaluation: whole batches, on all this run's cores
             run.log_epoch(epoch, *evaluate(net, x_train, y_train), *evaluate(net, x_test, y_test),
                           seconds, len(x_train), blas_threads)
-    except KeyboardInterrupt:                     # Ctrl-C or SIGTERM: keep the finished epochs
+            stopping.keep(net.save)  # what a stop saves: this finished epoch
+    except StopRequested:                         # Ctrl-C or SIGTERM: keep the finished epochs
         run.interrupted = True
     except TrainingDiverged as e:                 # no result to claim; the record says where
         run.diverged = e
@@ -102,7 +107,7 @@ def main(argv=None):
         net, run = train(args, x_train, y_train, x_test, y_test)
     except KeyboardInterrupt:                         # while the model was being built
         stop("interrupted before training started: nothing written")
-    finish(run, args, net.save)
+    finish(run, args, stopping.write_kept)  # the last finished epoch's weights
 
 
 if __name__ == "__main__":

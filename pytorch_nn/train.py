@@ -21,7 +21,8 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, from any cwd
 import threads  # noqa: E402
 from data_loader import batches  # noqa: E402
-from experiment import TrainingDiverged, build_parser, check_finite, finish, load_data, prepare, stop  # noqa: E402
+from experiment import (StopRequested, TrainingDiverged, build_parser, check_finite, finish,  # noqa: E402
+                        load_data, prepare, stop, stopping)
 from metrics_file import Run  # noqa: E402
 from numpy_nn.diagnostics import PROBE_IMAGES  # noqa: E402
 from numpy_nn.train import build_network  # noqa: E402
@@ -46,6 +47,7 @@ def evaluate(model, x, y):
     bite = EVAL_BATCH["cnn" if isinstance(model, CNN) else "mlp"]
     with torch.inference_mode():                  # no autograd graph: less memory, less time
         for start in range(0, len(x), bite):
+            stopping.check()                      # Ctrl-C waits one bite, not the whole set
             logits = model(x[start:start + bite])
             yb = y[start:start + bite]
             loss += nn.functional.cross_entropy(logits, yb, reduction="sum").item()
@@ -133,6 +135,7 @@ def train(args, x_train, y_train, x_test, y_test):
                            args.schedule == "cosine") if args.mode == "graph" else None)
     if device.type != "cpu":                      # the losses of an epoch, kept on the device
         losses = torch.zeros(steps_per_epoch, device=device, dtype=getattr(torch, args.dtype))
+    stopping.begin()                              # from here a signal is recorded, acted on below
     try:
         for epoch in range(1, args.epochs + 1):
             blas_threads = threads.share_cores("pytorch")  # this run's share of the cores, see threads.py
@@ -163,12 +166,14 @@ def train(args, x_train, y_train, x_test, y_test):
                     if batch % CHECK_EVERY == 0 or batch == steps_per_epoch:
                         start = (batch - 1) // CHECK_EVERY * CHECK_EVERY
                         check_losses(losses[start:batch], start + 1, epoch, args)
+                stopping.check()                  # Ctrl-C or SIGTERM: leave at this step boundary
             if device.type != "cpu":              # torch.cuda / torch.mps: wait for the device,
                 getattr(torch, device.type).synchronize()  # so the clock stops when it is done
             seconds = time.perf_counter() - t0
             run.log_epoch(epoch, *evaluate(model, x_train, y_train), *evaluate(model, x_test, y_test),
                           seconds, len(x_train), blas_threads)
-    except KeyboardInterrupt:                     # Ctrl-C or SIGTERM: keep the finished epochs
+            stopping.keep(lambda f: torch.save(model.state_dict(), f))  # what a stop saves: this finished epoch
+    except StopRequested:                         # Ctrl-C or SIGTERM: keep the finished epochs
         run.interrupted = True
     except TrainingDiverged as e:                 # no result to claim; the record says where
         run.diverged = e
@@ -219,7 +224,7 @@ def main(argv=None):
         model, run = train(args, x_train, y_train, x_test, y_test)
     except KeyboardInterrupt:                         # while the model was being built
         stop("interrupted before training started: nothing written")
-    finish(run, args, lambda f: torch.save(model.state_dict(), f))
+    finish(run, args, stopping.write_kept)  # the last finished epoch's weights
 
 
 if __name__ == "__main__":
