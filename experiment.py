@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 import threads
-from data_loader import DataError, load_mnist, write_atomic
+from data_loader import DataError, load_mnist, regular_file_target, write_atomic
 from flags import RESULTS_DIR, build_parser  # noqa: F401  (the trainers' flags: flags.py)
 from metrics_file import sha256_bytes
 
@@ -45,6 +45,8 @@ def _output_problem(path):
     """Why a file cannot be written at path, or None. Checks only: nothing is created."""
     if path.is_dir():
         return f"{shown(path)} is a folder; give a file name"
+    if path.exists() and not path.is_file():  # a rename would replace it with a file
+        return f"{shown(path)} exists and is not a regular file (a device, FIFO or socket); give a file name"
     folder = path.parent
     while not folder.exists():  # the trainer creates missing folders; the first existing one decides
         folder = folder.parent
@@ -223,6 +225,7 @@ def write_pair(files):
     staged = {}
     try:
         for path, raw in files.items():
+            path = regular_file_target(path)  # a symlink: its target, the link kept
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
             staged[path] = tmp

@@ -9,6 +9,7 @@ import errno
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -146,6 +147,7 @@ def bad_outputs(tmp_path, framework):
     """(flags, the words of the error) for outputs that cannot be written; found before training."""
     (tmp_path / "afile").write_text("not a folder")
     (tmp_path / "afolder").mkdir()
+    os.mkfifo(tmp_path / "afifo")              # as /dev/null is a character device: not a file
     metrics, weights = outputs(tmp_path, framework)
     return {
         "metrics under a file": (["--metrics", str(tmp_path / "afile" / "x.json"), "--weights", str(weights)],
@@ -154,11 +156,13 @@ def bad_outputs(tmp_path, framework):
                              f"argument --weights: {tmp_path / 'afolder'} is a folder; give a file name"),
         "the same file": (["--metrics", str(metrics), "--weights", str(metrics)],
                           "argument --weights: the same file as --metrics"),
+        "metrics a FIFO": (["--metrics", str(tmp_path / "afifo"), "--weights", str(weights)],
+                           f"argument --metrics: {tmp_path / 'afifo'} exists and is not a regular file"),
     }
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
-@pytest.mark.parametrize("case", ["metrics under a file", "weights a folder", "the same file"])
+@pytest.mark.parametrize("case", ["metrics under a file", "weights a folder", "the same file", "metrics a FIFO"])
 def test_unwritable_outputs_fail_before_training(tmp_path, framework, case):
     """A place the results cannot go is a one-line error naming the path given, before any
     data is loaded or epoch trained (it used to fail after the whole run)."""
@@ -166,7 +170,23 @@ def test_unwritable_outputs_fail_before_training(tmp_path, framework, case):
     done = run(framework, *SHORT, *flags)
     assert words in error_line(done, 2)
     assert "mnist:" not in done.stdout and "epoch" not in done.stdout
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "afolder"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afifo", "afile", "afolder"]
+    assert stat.S_ISFIFO((tmp_path / "afifo").lstat().st_mode)
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_outputs_through_symlinks_land_in_their_targets(tmp_path, framework):
+    """--metrics and --weights given as symlinks: the links stay, their targets get the run."""
+    metrics, weights = outputs(tmp_path, framework)
+    for link in (metrics, weights):
+        target = tmp_path / f"target-{link.name}"
+        target.write_bytes(b"an older run")
+        link.symlink_to(target)
+    done = run(framework, *SHORT, *out_flags(tmp_path, framework))
+    assert done.returncode == 0, done.stderr
+    assert metrics.is_symlink() and weights.is_symlink()
+    assert load_metrics(tmp_path / f"target-{metrics.name}")["weights_sha256"] == \
+        file_sha256(tmp_path / f"target-{weights.name}")
 
 
 def test_metrics_and_weights_are_written_as_a_pair(tmp_path, monkeypatch):
