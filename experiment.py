@@ -5,6 +5,7 @@ lives in metrics_file.py).
 
 NumPy and the standard library only (the from-scratch side must not need torch).
 """
+import contextlib
 import io
 import math
 import os
@@ -209,6 +210,21 @@ def check_finite(loss, epoch, batch, args):
             f"the loss became {loss} at epoch {epoch}, batch {batch}: the learning rate "
             f"{args.lr:g} is too large for this run; try a smaller --lr (e.g. {suggestion:g})",
             epoch, batch, loss)
+
+
+@contextlib.contextmanager
+def out_of_memory_is_one_line(args):
+    """A failed allocation anywhere in training ends in one line, not a traceback: NumPy's
+    MemoryError, torch's OutOfMemoryError (an accelerator) or its CPU allocator's RuntimeError.
+    (memory.check_memory refuses a run that clearly cannot fit before it starts.)"""
+    try:
+        yield
+    except Exception as e:
+        if not (isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError"
+                or "can't allocate memory" in str(e)):
+            raise
+        sys.exit(f"error: out of memory while training the {args.model} with batches of "
+                 f"{args.batch_size} in {args.dtype}; try a smaller --batch-size")
 
 
 def save_bytes(path, write):

@@ -22,7 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, f
 import threads  # noqa: E402
 from data_loader import batches  # noqa: E402
 from experiment import (StopRequested, TrainingDiverged, build_parser, check_finite, finish,  # noqa: E402
-                        load_data, prepare, stop, stopping)
+                        load_data, out_of_memory_is_one_line, prepare, stop, stopping)
+from memory import check_memory  # noqa: E402
 from metrics_file import Run  # noqa: E402
 from numpy_nn.diagnostics import PROBE_IMAGES  # noqa: E402
 from numpy_nn.train import build_network  # noqa: E402
@@ -220,11 +221,14 @@ def main(argv=None):
                      "keeps its whole state on the GPU)")
     prepare(parser, args)
     x_train, y_train, x_test, y_test = load_data(parser, args)
-    try:
-        model, run = train(args, x_train, y_train, x_test, y_test)
-    except KeyboardInterrupt:                         # while the model was being built
-        stop("interrupted before training started: nothing written")
-    finish(run, args, stopping.write_kept)  # the last finished epoch's weights
+    if device.type == "cpu":                          # an accelerator's memory is not the host's
+        check_memory(args, len(x_train), EVAL_BATCH[args.model])  # a step too big to fit: refused now
+    with out_of_memory_is_one_line(args):
+        try:
+            model, run = train(args, x_train, y_train, x_test, y_test)
+        except KeyboardInterrupt:                     # while the model was being built
+            stop("interrupted before training started: nothing written")
+        finish(run, args, stopping.write_kept)    # the last finished epoch's weights
 
 
 if __name__ == "__main__":
