@@ -89,7 +89,7 @@ def train(args, x_train, y_train, x_test, y_test):
             threads.share_cores("numpy")          # evaluation: whole batches, on all this run's cores
             run.log_epoch(epoch, *evaluate(net, x_train, y_train), *evaluate(net, x_test, y_test),
                           seconds, len(x_train), blas_threads)
-            stopping.keep(net.save)  # what a stop saves: this finished epoch
+            stopping.keep(net.save)               # what a stop saves: this finished epoch
     except StopRequested:                         # Ctrl-C or SIGTERM: keep the finished epochs
         run.interrupted = True
     except TrainingDiverged as e:                 # no result to claim; the record says where

@@ -173,7 +173,7 @@ def train(args, x_train, y_train, x_test, y_test):
             seconds = time.perf_counter() - t0
             run.log_epoch(epoch, *evaluate(model, x_train, y_train), *evaluate(model, x_test, y_test),
                           seconds, len(x_train), blas_threads)
-            stopping.keep(lambda f: torch.save(model.state_dict(), f))  # what a stop saves: this finished epoch
+            stopping.keep(lambda f: torch.save(model.state_dict(), f))  # what a stop saves
     except StopRequested:                         # Ctrl-C or SIGTERM: keep the finished epochs
         run.interrupted = True
     except TrainingDiverged as e:                 # no result to claim; the record says where
