@@ -24,6 +24,7 @@ that the cache folder can be written, and if not says why and suggests --data-di
 Run `python data_loader.py [--dataset fashion-mnist]` to fetch, verify and summarise.
 """
 import argparse
+import errno
 import gzip
 import hashlib
 import http.client
@@ -167,8 +168,19 @@ def _verified(array, part, spec, name):
     return array
 
 
+def regular_file_target(path):
+    """Where a write to path lands: path, or a symlink's final target (the link stays; its
+    target gets the new bytes). Anything else that exists there (a device like /dev/null, a
+    FIFO, a socket, a folder) is refused: renaming a file over it would replace it."""
+    target = Path(os.path.realpath(path))
+    if target.exists() and not target.is_file():
+        raise OSError(errno.EINVAL, "it exists and is not a regular file", str(path))
+    return target
+
+
 def write_atomic(path, raw):
     """Write bytes under a temporary name, then rename: no reader ever sees half a file."""
+    path = regular_file_target(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:

@@ -14,9 +14,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+from data_loader import DataError, load_mnist, regular_file_target, write_atomic
 from harness import threads
 from harness.closed_stdout import keep_running_if_stdout_closes
-from data_loader import DataError, load_mnist, write_atomic
 from harness.flags import RESULTS_DIR, build_parser  # noqa: F401  (the trainers' flags: harness/flags.py)
 from harness.metrics_file import sha256_bytes
 
@@ -47,6 +47,8 @@ def _output_problem(path):
     """Why a file cannot be written at path, or None. Checks only: nothing is created."""
     if path.is_dir():
         return f"{shown(path)} is a folder; give a file name"
+    if path.exists() and not path.is_file():  # a rename would replace it with a file
+        return f"{shown(path)} exists and is not a regular file (a device, FIFO or socket); give a file name"
     folder = path.parent
     while not folder.exists():  # the trainer creates missing folders; the first existing one decides
         folder = folder.parent
@@ -94,51 +96,63 @@ def load_data(parser, args):
 
 # ----------------------------------------------------------------------------- stopping
 
-_stop_signal = signal.SIGINT  # which signal stopped the run: Ctrl-C unless SIGTERM came
-_stop_asked = False
-
-
 class StopRequested(Exception):
-    """Ctrl-C or SIGTERM came during training: the loop ends at the step boundary."""
+    """Raised by Stopping.check at a step boundary: Ctrl-C or SIGTERM came during training."""
+
+
+class Stopping:
+    """Ctrl-C and SIGTERM while training. The handler only records the first signal (later
+    ones change nothing); the loop calls check() at each step boundary and leaves there. A
+    handler that raised would land wherever the signal came: inside tqdm's __del__ it was
+    swallowed, and the run trained on. A stop saves the weights as the last finished epoch
+    left them (harness/session.py keeps them), never those of the epoch it cut short."""
+
+    def __init__(self):
+        self.signum = None       # the first stop signal; None: none came
+        self.begun = False
+
+    def begin(self):
+        """From now until the save, SIGINT and SIGTERM are recorded, not raised."""
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, self._record)
+        self.begun = True
+
+    def end(self):
+        """After the save nothing is left to stop: later signals are ignored. (A recording
+        handler would be reset to the default as Python exits, and a late second Ctrl-C
+        would kill the process on its way out, with no exit status of its own.)"""
+        if self.begun:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(signum, signal.SIG_IGN)
+
+    def _record(self, signum, frame):
+        if self.signum is None:
+            self.signum = signum
+
+    def check(self):
+        """At a step boundary (or between evaluation bites): leave if a stop was asked for."""
+        if self.signum is not None:
+            raise StopRequested
+
+    def exit_code(self):
+        """The shell's code for the signal: 130 for Ctrl-C, 143 for SIGTERM."""
+        return 128 + (self.signum or signal.SIGINT)
+
+
+stopping = Stopping()  # one per process: signal handlers are too
 
 
 def _raise_interrupt(signum, frame):
-    """SIGTERM (what kill and job schedulers send) stops the run as Ctrl-C does."""
-    global _stop_signal
-    _stop_signal = signum
+    """Before training (loading, building the model), SIGTERM stops the run as Ctrl-C does."""
+    stopping.signum = signum
     raise KeyboardInterrupt
-
-
-def _ask_to_stop(signum, frame):
-    """While training: note the request; the loop acts on it at the next step boundary."""
-    global _stop_signal, _stop_asked
-    if not _stop_asked:
-        _stop_signal, _stop_asked = signum, True
-
-
-def stop_if_requested():
-    """Raise StopRequested if Ctrl-C or SIGTERM came since training started."""
-    if _stop_asked:
-        raise StopRequested
-
-
-@contextlib.contextmanager
-def stopping():
-    """While training, Ctrl-C and SIGTERM only ask the loop to stop at its next step boundary,
-    so a signal can never land in the middle of an update, or be lost inside some library's
-    cleanup code. finish() writes the files under it too: a second signal cannot undo them."""
-    previous = {s: signal.signal(s, _ask_to_stop) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
 
 
 def stop(message):
     """Exit after a stop signal, with the shell's code for it (130 for Ctrl-C, 143 for SIGTERM)."""
     print(message, file=sys.stderr)
-    sys.exit(128 + _stop_signal)
+    stopping.end()
+    sys.exit(stopping.exit_code())
 
 
 # ----------------------------------------------------------------------------- the run
@@ -152,6 +166,21 @@ def check_finite(loss, epoch, batch, args):
             f"the loss became {loss} at epoch {epoch}, batch {batch}: the learning rate "
             f"{args.lr:g} is too large for this run; try a smaller --lr (e.g. {suggestion:g})",
             epoch, batch, loss)
+
+
+@contextlib.contextmanager
+def out_of_memory_is_one_line(args):
+    """A failed allocation anywhere in training ends in one line, not a traceback: NumPy's
+    MemoryError, torch's OutOfMemoryError (an accelerator) or its CPU allocator's RuntimeError.
+    (memory.check_memory refuses a run that clearly cannot fit before it starts.)"""
+    try:
+        yield
+    except Exception as e:
+        if not (isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError"
+                or "can't allocate memory" in str(e)):
+            raise
+        sys.exit(f"error: out of memory while training the {args.model} with batches of "
+                 f"{args.batch_size} in {args.dtype}; try a smaller --batch-size")
 
 
 def save_bytes(path, write):
@@ -168,6 +197,7 @@ def write_pair(files):
     staged = {}
     try:
         for path, raw in files.items():
+            path = regular_file_target(path)  # a symlink: its target, the link kept
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
             staged[path] = tmp
@@ -204,12 +234,12 @@ def finish(run, args):
         stop(f"interrupted before the first epoch finished: nothing written ({given} left as they were)")
     run.record["weights_sha256"] = sha256_bytes(run.weights)
     try:
-        with stopping():  # a signal now is noted, and the pair is written all the same
-            write_pair({Path(args.weights): run.weights,
-                        Path(args.metrics): run.close("interrupted" if run.interrupted else "completed")})
+        write_pair({Path(args.weights): run.weights,   # a signal now is only noted (stopping)
+                    Path(args.metrics): run.close("interrupted" if run.interrupted else "completed")})
     except OSError as e:
         sys.exit(f"error: cannot write results ({e.strerror}); nothing written: check {given}")
+    stopping.end()
     note = f"interrupted after {done} finished epoch(s); " if run.interrupted else ""
     print(f"{note}metrics -> {shown(args.metrics)}, weights -> {shown(args.weights)}")
-    if run.interrupted:
-        sys.exit(128 + _stop_signal)  # the shell's code for the signal, after a clean save
+    if stopping.signum is not None:
+        sys.exit(stopping.exit_code())  # the shell's code for the signal, after a clean save

