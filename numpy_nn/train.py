@@ -21,6 +21,7 @@ from experiment import TrainingDiverged, build_parser, check_finite, finish, loa
 from metrics_file import Run, numpy_blas  # noqa: E402
 from numpy_nn.cnn import CNN  # noqa: E402
 from numpy_nn.diagnostics import PROBE_IMAGES, Watch  # noqa: E402
+from numpy_nn.fast_cnn import FastCNN  # noqa: E402
 from numpy_nn.neural_network import NeuralNetwork  # noqa: E402
 from numpy_nn.parallel import SHARDS, ShardedGradients  # noqa: E402
 from numpy_nn.utils import OPTIMIZERS, accuracy, cosine_lr, cross_entropy  # noqa: E402
@@ -43,9 +44,12 @@ def evaluate(net, x, y):
 
 
 def build_network(args, n_inputs):
-    """The network the flags ask for, with its starting weights drawn from --seed."""
+    """The network the flags ask for, with its starting weights drawn from --seed. The CNN
+    on fast_layers.py by default; --layers plain trains the one on layers.py, the same
+    numbers, slower."""
     if args.model == "cnn":
-        return CNN(seed=args.seed, dtype=args.dtype, init=args.weight_init)
+        network = FastCNN if args.layers == "fast" else CNN
+        return network(seed=args.seed, dtype=args.dtype, init=args.weight_init)
     return NeuralNetwork((n_inputs, *args.hidden, 10), seed=args.seed, dtype=args.dtype,
                          activation=args.activation, init=args.weight_init)
 
