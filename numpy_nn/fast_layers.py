@@ -1,11 +1,13 @@
 """The fast versions of layers.py's convolution and 2x2 max-pooling, for the trainer.
 
 layers.py is the version to read: the math, line by line. This file computes the same
-numbers (tests/test_layers.py holds them equal in float64) in about half the time, with
-the tricks that make NumPy fast here, each measured: channels-last memory, the bias folded
-into the matrix product, col2im one kernel offset at a time, and pooling as a tournament
-that remembers its winners. The same interface: forward returns (out, cache), backward
-takes dLoss/dout and the cache. Images are N,C,H,W and conv weights O,C,kh,kw, as there.
+numbers (tests/test_layers.py holds them equal in float64) faster: fast_cnn.py's training
+step took 2.1-3.0 times less than cnn.py's (batch 128, float32, Adam; medians of 100 steps,
+the two interleaved in one process, three runs on 2 cores shared with other jobs). The
+tricks, each measured: channels-last memory, the bias folded into the matrix product,
+col2im one kernel offset at a time, and pooling as a tournament that remembers its
+winners. The same interface: forward returns (out, cache), backward takes dLoss/dout and
+the cache. Images are N,C,H,W and conv weights O,C,kh,kw, as there.
 
 Memory layout ("channels last"). The arrays have NCHW shapes, but the convolution keeps
 them in N,H,W,C memory, as PyTorch's torch.channels_last does: then the rows of cols are
