@@ -14,6 +14,7 @@ from harness.metrics_file import WEIGHT_SUFFIX
 RESULTS_DIR = Path(__file__).resolve().parents[1] / "results"
 DTYPES = ("float32", "float64")
 MODELS = ("mlp", "cnn")
+LAYERS = ("fast", "plain")  # the NumPy CNN's: numpy_nn/fast_cnn.py or numpy_nn/cnn.py
 ACTIVATIONS = ("relu", "sigmoid", "tanh")  # numpy_nn/utils.py ACTIVATIONS, pytorch_nn/model.py's
 WEIGHT_INITS = ("he", "xavier", "small")   # numpy_nn/utils.py init_std
 MLP_HIDDEN = [128, 64]  # the user's design: 784 -> 128 -> 64 -> 10
@@ -101,6 +102,10 @@ def build_parser(framework, description):
                    help="learning rate over the run: fixed, or cosine decay to 0 by the last step")
     p.add_argument("--model", choices=MODELS, default="mlp",
                    help="mlp: the fully connected network; cnn: the small convolutional one")
+    p.add_argument("--layers", choices=LAYERS, default="fast",
+                   help="the NumPy CNN's layers: fast (numpy_nn/fast_layers.py) or plain (numpy_nn/layers.py, "
+                        "the ones to read and edit: the same numbers, slower); recorded, and changes nothing "
+                        "for the MLP or the PyTorch trainer")
     p.add_argument("--hidden", type=_positive(int), nargs="+", default=MLP_HIDDEN,
                    help="the MLP's hidden layer sizes, e.g. --hidden 256 128 64 (the CNN's are fixed)")
     p.add_argument("--activation", choices=ACTIVATIONS, default=None,

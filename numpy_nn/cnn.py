@@ -8,6 +8,9 @@ the shape of Keras's mnist_convnet example (34,826 parameters). The layers are i
 layers.py; this file puts them together with the interface of neural_network.py's
 NeuralNetwork (flat parameters, forward/backward/gradients/loss/predict/save/load), so
 the same trainer and optimizers drive either model.
+
+This is the version to read. fast_cnn.py's FastCNN is the same network on fast_layers.py,
+with the same numbers; the trainer uses it unless given --layers plain.
 """
 from pathlib import Path
 
@@ -42,13 +45,8 @@ class CNN:
     array self.flat_params; self.params["W1"], ["b1"], ... are views into it, shaped as in
     PARAM_SHAPES. Gradients mirror that in self.flat_grads / self.grads.
 
-    Inside, pooling runs before the ReLU: max(relu(z)) = relu(max(z)) because ReLU never
-    reverses an order, and the gradients agree too (where a window's max is <= 0 both
-    orders pass no gradient; elsewhere both pass it to the same first maximum). ReLU on
-    the pooled array does a quarter of the work. The tests check this against PyTorch,
-    which runs conv, ReLU, pool in the written order. (The same holds for any activation that
-    never reverses an order, sigmoid and tanh included; the CNN keeps ReLU all the same, as
-    Keras's example does: the trainers' --activation is the MLP's, for its lessons.)
+    The activation is ReLU, as in Keras's example: the trainers' --activation is the MLP's,
+    for its lessons.
     """
 
     def __init__(self, seed=0, dtype=np.float32, init="he"):
@@ -85,19 +83,20 @@ class CNN:
         p = self.params
         x = x.reshape(-1, *IMAGE_SHAPE).astype(self.dtype, copy=False)  # B,1,28,28
         B = len(x)
-        z1, conv1 = conv2d_forward(x, p["W1"], p["b1"])         # B,32,26,26  conv
-        h1, pool1 = maxpool2d_forward(z1)                       # B,32,13,13  pool (see the class docstring)
-        h1 = relu(h1, out=h1)                                   #             then ReLU, in place
-        z2, conv2 = conv2d_forward(h1, p["W2"], p["b2"])        # B,64,11,11
-        h2, pool2 = maxpool2d_forward(z2)                       # B,64,5,5  the odd 11th row/column is dropped
-        h2 = relu(h2, out=h2)
-        f = h2.reshape(B, -1)                                   # B,1600  C,H,W order, as nn.Flatten
-        cache = {"conv1": conv1, "pool1": pool1, "h1": h1, "conv2": conv2, "pool2": pool2, "h2": h2}
+        z1, conv1 = conv2d_forward(x, p["W1"], p["b1"])         # B,32,26,26  conv1
+        a1 = relu(z1)                                           # B,32,26,26  ReLU
+        h1, pool1 = maxpool2d_forward(a1)                       # B,32,13,13  pool
+        z2, conv2 = conv2d_forward(h1, p["W2"], p["b2"])        # B,64,11,11  conv2
+        a2 = relu(z2)                                           # B,64,11,11  ReLU
+        h2, pool2 = maxpool2d_forward(a2)                       # B,64,5,5  pool: the odd 11th row/column is dropped
+        f = h2.reshape(B, -1)                                   # B,1600  flatten, C,H,W order as nn.Flatten
+        cache = {"conv1": conv1, "z1": z1, "pool1": pool1, "h1": h1,
+                 "conv2": conv2, "z2": z2, "pool2": pool2, "h2": h2}
         if dropout:
             cache["mask"] = dropout_mask(f.shape, dropout, rng, self.dtype)
-            f = f * cache["mask"]                               # B,1600  (a new array: h2 stays for backward)
+            f = f * cache["mask"]                               # B,1600  dropout (inverted: kept units scaled up)
         cache["f"] = f
-        logits = f @ p["W3"] + p["b3"]                          # B,10
+        logits = f @ p["W3"] + p["b3"]                          # B,10  linear
         return logits, cache
 
     # ------------------------------------------------------------------------- backward
@@ -108,18 +107,18 @@ class CNN:
 
         l2 > 0 adds the gradient of the penalty (l2 / 2) * sum(W^2) over W1, W2, W3."""
         p, g = self.params, self.grads
-        np.matmul(cache["f"].T, dlogits, out=g["W3"])          # 1600,10  logits = f W3 + b3 => dW3 = f^T dlogits
-        dlogits.sum(axis=0, out=g["b3"])                        # 10
+        g["W3"][...] = cache["f"].T @ dlogits                   # 1600,10  logits = f W3 + b3 => dW3 = f^T dlogits
+        g["b3"][...] = dlogits.sum(axis=0)                      # 10
         df = dlogits @ p["W3"].T                                # B,1600  df = dlogits W3^T
         if "mask" in cache:
-            df *= cache["mask"]                                 # dropout: blocked features pass no gradient
+            df = df * cache["mask"]                             # dropout: blocked features pass no gradient
         dh2 = df.reshape(cache["h2"].shape)                     # B,64,5,5  undo the flatten
-        dh2 *= relu_grad(cache["h2"])                           # ReLU: gradient only where the output > 0
-        dz2 = maxpool2d_backward(dh2, cache["pool2"])           # B,64,11,11  to each window's maximum
+        da2 = maxpool2d_backward(dh2, cache["pool2"])           # B,64,11,11  to each window's maximum
+        dz2 = da2 * relu_grad(cache["z2"])                      # B,64,11,11  ReLU: gradient only where z > 0
         dh1, g["W2"][...], g["b2"][...] = conv2d_backward(dz2, cache["conv2"])  # B,32,13,13 (and dW2, db2)
-        dh1 *= relu_grad(cache["h1"])
-        dz1 = maxpool2d_backward(dh1, cache["pool1"])           # B,32,26,26
-        _, g["W1"][...], g["b1"][...] = conv2d_backward(dz1, cache["conv1"], need_dx=False)  # dW1, db1; no dx
+        da1 = maxpool2d_backward(dh1, cache["pool1"])           # B,32,26,26
+        dz1 = da1 * relu_grad(cache["z1"])                      # B,32,26,26
+        _, g["W1"][...], g["b1"][...] = conv2d_backward(dz1, cache["conv1"])  # dW1, db1 (dx: the image, unused)
         if l2:
             for name in ("W1", "W2", "W3"):
                 g[name] += l2 * p[name]                         # d(l2/2 * W^2)/dW = l2 W

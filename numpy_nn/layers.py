@@ -10,140 +10,101 @@ row of a matrix `cols`, and the convolution is cols @ (the kernels as a matrix).
 is two more matrix products: dW from the same cols, and dcols, which col2im adds back onto
 the pixels the windows were copied from.
 
-Memory layout ("channels last"). The arrays have NCHW shapes, but the convolution keeps
-them in N,H,W,C memory, as PyTorch's torch.channels_last does: then the rows of cols are
-the output pixels and the product cols @ W comes out already in N,H,W,O memory, so no
-layer ever transposes a large array; it only returns an NCHW-shaped view of it
-(out.transpose(0, 3, 1, 2)). Every function gives the same numbers for any memory layout;
-channels-last memory only makes them faster.
+This is the version to read. fast_layers.py computes the same numbers faster, and the
+trainer uses it unless given --layers plain (then it trains with these).
 """
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 
-# ----------------------------------------------------------------------------- im2col
+# ----------------------------------------------------------------------------- im2col and col2im
 
 
 def im2col(x, kh, kw):
-    """x N,C,H,W -> cols (N*H'*W', kh*kw*C + 1): one row per output pixel holding its
-    window in (kh, kw, C) order, then a 1, the input the bias multiplies (H' = H - kh + 1,
-    W' = W - kw + 1: stride 1, no padding)."""
+    """x N,C,H,W -> cols (N*H'*W', C*kh*kw): one row per output pixel, holding its window
+    (stride 1, no padding: H' = H - kh + 1, W' = W - kw + 1)."""
     N, C, H, W = x.shape
-    Ho, Wo, K = H - kh + 1, W - kw + 1, kh * kw * C
-    xh = x.transpose(0, 2, 3, 1)                                  # N,H,W,C  a view (channels last)
-    windows = sliding_window_view(xh, (kh, kw), axis=(1, 2))      # N,H',W',C,kh,kw  a view, no copy
-    cols = np.empty((N * Ho * Wo, K + 1), x.dtype)                # N*H'*W',K+1
-    cols[:, K] = 1                                                # the bias's input
-    windows_in_cols = cols[:, :K].reshape(N, Ho, Wo, kh, kw, C)   # a view into cols
-    windows_in_cols[...] = windows.transpose(0, 1, 2, 4, 5, 3)    # N,H',W',kh,kw,C  the one copy
-    return cols
+    Ho, Wo = H - kh + 1, W - kw + 1
+    cols = np.empty((N, C, kh, kw, Ho, Wo), x.dtype)
+    for i in range(kh):                                   # one strided slice per kernel offset:
+        for j in range(kw):                               # 9 copies for a 3x3 kernel, no per-pixel loop
+            cols[:, :, i, j] = x[:, :, i:i + Ho, j:j + Wo]  # N,C,H',W'  pixel (i, j) of every window
+    cols = cols.transpose(0, 4, 5, 1, 2, 3)               # N,H',W',C,kh,kw  one window per output pixel
+    return cols.reshape(N * Ho * Wo, C * kh * kw)          # N*H'*W',C*kh*kw
+
+
+def col2im(dcols, x_shape, kh, kw):
+    """The reverse of im2col: dcols (N*H'*W', C*kh*kw) -> dx N,C,H,W. Each entry of cols is
+    a copy of one input pixel, so its gradient is added back onto that pixel; a pixel that
+    sits in several windows collects the sum."""
+    N, C, H, W = x_shape
+    Ho, Wo = H - kh + 1, W - kw + 1
+    dcols = dcols.reshape(N, Ho, Wo, C, kh, kw).transpose(0, 3, 4, 5, 1, 2)  # N,C,kh,kw,H',W'
+    dx = np.zeros(x_shape, dcols.dtype)                   # N,C,H,W
+    for i in range(kh):
+        for j in range(kw):
+            dx[:, :, i:i + Ho, j:j + Wo] += dcols[:, :, i, j]  # N,C,H',W'  back where im2col took them
+    return dx
 
 
 # ----------------------------------------------------------------------------- convolution
-# The bias rides in the matrix product as one more weight, on an input that is always 1
-# (the last column of cols): out = cols @ [W; b]. Backward then gets db from the same
-# product as dW, as its last row. A separate out += b and dout.sum(axis=0) cost 1.4 ms
-# more per batch of 128 on conv1's 26x26x32 outputs (product and bias 0.9 ms -> 0.5 ms;
-# dW and db 1.8 ms -> 0.7 ms).
 
 def conv2d_forward(x, W, b):
     """x N,C,H,W, W O,C,kh,kw, b O -> out N,O,H',W' (stride 1, no padding; like nn.Conv2d,
     this is a cross-correlation: out[n,o,i,j] = b[o] + sum_{c,p,q} W[o,c,p,q] x[n,c,i+p,j+q])."""
-    N, C, H, _ = x.shape
+    N, C, H, Wd = x.shape
     O, _, kh, kw = W.shape
-    cols = im2col(x, kh, kw)                                      # N*H'*W',K+1  K = kh*kw*C
-    Wm = W.transpose(2, 3, 1, 0).reshape(-1, O)                   # K,O  the kernels as columns
-    Wb = np.concatenate([Wm, b[None, :]])                         # K+1,O  and the bias as the last row
-    out = cols @ Wb                                               # N*H'*W',O  every window . every kernel, + bias
-    Ho = H - kh + 1
-    out = out.reshape(N, Ho, -1, O).transpose(0, 3, 1, 2)         # N,O,H',W'  a view of N,H',W',O memory
-    return out, (x.shape, W.shape, cols, Wb)
+    Ho, Wo = H - kh + 1, Wd - kw + 1
+    cols = im2col(x, kh, kw)                              # N*H'*W',C*kh*kw
+    Wm = W.reshape(O, -1).T                               # C*kh*kw,O  each kernel a column, in cols' order
+    out = cols @ Wm + b                                   # N*H'*W',O  every window . every kernel, + bias
+    out = out.reshape(N, Ho, Wo, O).transpose(0, 3, 1, 2)  # N,O,H',W'
+    return out, (x.shape, cols, W)
 
 
-def conv2d_backward(dout, cache, need_dx=True):
-    """dout N,O,H',W' -> (dx N,C,H,W, dW O,C,kh,kw, db O). need_dx=False skips dx, which
-    the first layer never needs (its input is the image); dx is then None."""
-    x_shape, W_shape, cols, Wb = cache
-    N, C, H, W = x_shape
-    O, _, kh, kw = W_shape
-    Ho, Wo = H - kh + 1, W - kw + 1
-    dflat = dout.transpose(0, 2, 3, 1).reshape(-1, O)             # N*H'*W',O  a view when dout is channels-last
-    dWb = cols.T @ dflat                                          # K+1,O  out = cols Wb => dWb = cols^T dout
-    db = dWb[-1]                                                  # O  (the bias's input is 1: db = sum of dout)
-    dW = np.ascontiguousarray(dWb[:-1].reshape(kh, kw, C, O).transpose(3, 2, 0, 1))  # O,C,kh,kw
-    if not need_dx:
-        return None, dW, db
-    # dx by col2im: dcols = dout Wb^T holds, for every window, the gradient of each of its
-    # kh*kw*C entries; each entry is a copy of an input pixel, so dx adds them back onto
-    # the pixels they came from. Done one kernel offset (i, j) at a time: the (i, j) part
-    # of dcols is dout @ W[:, :, i, j] (a 1x1 convolution), and it lands on the input
-    # shifted by (i, j), one strided slice += for the whole batch.
-    #
-    # Measured at the real shape (batch 128, conv2: 32 -> 64 channels on 13x13, float32,
-    # both cores, medians of 20, four runs): this loop, 4.2-4.5 ms. The whole dcols first
-    # (one 2.7 ms product) then nine += slices of it: 5.4-6.6 ms; the nine small products
-    # each give a 2 MB block that is added at once, where the one big product writes all
-    # 18 MB of dcols and the adds read it back. dx as a "full" convolution of the
-    # zero-padded dout with the flipped kernels: 15 ms; its product is larger (13x13 rows
-    # per image by 64x9 columns, against 11x11 rows by 64 here) and its im2col first copies
-    # 12.5 million numbers. Both others live in tests/test_layers.py as witnesses of this
-    # dx. (np.add.at would be tens of times slower: numpy issue 5922.)
-    Wk = Wb[:-1].reshape(kh, kw, C, O)                            # kh,kw,C,O  the kernels by offset
-    dxh = np.zeros((N, H, W, C), dout.dtype)                      # N,H,W,C  channels last, like x
-    for i in range(kh):
-        for j in range(kw):
-            dcols_ij = dflat @ Wk[i, j].T                         # N*H'*W',C  the (i, j) entries of every window
-            dxh[:, i:i + Ho, j:j + Wo, :] += dcols_ij.reshape(N, Ho, Wo, C)  # back onto the pixels they copied
-    return dxh.transpose(0, 3, 1, 2), dW, db                      # N,C,H,W
+def conv2d_backward(dout, cache):
+    """dout N,O,H',W' -> (dx N,C,H,W, dW O,C,kh,kw, db O)."""
+    x_shape, cols, W = cache
+    O, _, kh, kw = W.shape
+    dout = dout.transpose(0, 2, 3, 1).reshape(-1, O)      # N*H'*W',O  the rows of cols @ Wm
+    Wm = W.reshape(O, -1).T                               # C*kh*kw,O
+    dWm = cols.T @ dout                                   # C*kh*kw,O  out = cols Wm + b => dWm = cols^T dout
+    dW = dWm.T.reshape(W.shape)                           # O,C,kh,kw
+    db = dout.sum(axis=0)                                 # O  each bias is added to every output pixel
+    dcols = dout @ Wm.T                                   # N*H'*W',C*kh*kw  dcols = dout Wm^T
+    dx = col2im(dcols, x_shape, kh, kw)                   # N,C,H,W
+    return dx, dW, db
 
 
 # ----------------------------------------------------------------------------- max-pooling
-# A 2x2 window holds four positions; PyTorch scans them row by row, 00 01 / 10 11, and
-# when several equal the maximum the gradient goes to the FIRST of them only. (ReLU makes
-# such ties common: a window of zeros.) The forward pass finds the maximum as a small
-# tournament that records who won: 00 against 01, 10 against 11, then top row against
-# bottom row. A challenger wins only if strictly greater, so a tie goes to the earlier
-# position, the one PyTorch picks.
-#
-# The four positions are four strided views of x, one per corner of the windows. The
-# other way, x.reshape(N, C, H/2, 2, W/2, 2).max(axis=(3, 5)), finds only the maximum, not
-# where it was, and took longer: 3.5 ms against 1.5 ms for the whole tournament (pool1:
-# batch 128, 32x26x26, float32, channels-last memory; 41 ms against 2.3 ms in NCHW memory).
+# When several positions of a window share the maximum (ReLU makes this common: a window of
+# zeros), the gradient goes to the FIRST of them in row-major order, as in PyTorch.
 
-
-def _corner(x, di, dj):
-    """Position (di, dj) of every 2x2 window of x (stride 2): a strided view N,C,H//2,W//2.
-    An odd last row or column belongs to no window (PyTorch's floor mode: 11 -> 5)."""
-    Ho, Wo = x.shape[2] // 2, x.shape[3] // 2
-    return x[:, :, di:2 * Ho:2, dj:2 * Wo:2]
+def _windows(x):
+    """x N,C,H,W -> its 2x2 windows (stride 2) as N,C,H//2,W//2,4, each window's positions
+    in row-major order 00 01 10 11. An odd last row or column belongs to no window
+    (PyTorch's floor mode: 11 -> 5)."""
+    N, C, H, W = x.shape
+    Ho, Wo = H // 2, W // 2
+    x = x[:, :, :2 * Ho, :2 * Wo].reshape(N, C, Ho, 2, Wo, 2)   # N,C,Ho,2,Wo,2
+    return x.transpose(0, 1, 2, 4, 3, 5).reshape(N, C, Ho, Wo, 4)
 
 
 def maxpool2d_forward(x):
     """x N,C,H,W -> out N,C,H//2,W//2: the maximum of each 2x2 window, stride 2."""
-    x00, x01, x10, x11 = (_corner(x, di, dj) for di, dj in ((0, 0), (0, 1), (1, 0), (1, 1)))  # N,C,Ho,Wo each
-    top_right = x01 > x00                                       # N,C,Ho,Wo  the top row's max is at 01, not 00
-    top = np.maximum(x00, x01)                                  #            the top row's max
-    bottom_right = x11 > x10                                    #            the bottom row's max is at 11, not 10
-    bottom = np.maximum(x10, x11)
-    bottom_wins = bottom > top                                  #            the window's max is in the bottom row
-    out = np.maximum(top, bottom, out=top)                      # N,C,Ho,Wo  the window's max
-    return out, (x.shape, top_right, bottom_right, bottom_wins)
+    windows = _windows(x)                                 # N,C,Ho,Wo,4
+    out = windows.max(axis=-1)                            # N,C,Ho,Wo
+    first = windows.argmax(axis=-1)                       # N,C,Ho,Wo  where the max is (argmax: the first)
+    return out, (x.shape, first)
 
 
 def maxpool2d_backward(dout, cache):
-    """dout N,C,Ho,Wo -> dx N,C,H,W: each window's gradient goes to its (first) maximum,
-    where d out / d x = 1; the other three positions get 0. The tournament in reverse:
-    split dout between the two rows, then each row's share between its two positions."""
-    x_shape, top_right, bottom_right, bottom_wins = cache
+    """dout N,C,Ho,Wo -> dx N,C,H,W: d out / d x = 1 at each window's (first) maximum, 0
+    at its other three positions."""
+    x_shape, first = cache
     N, C, H, W = x_shape
-    dx = np.zeros((N, H, W, C), dout.dtype).transpose(0, 3, 1, 2)  # N,C,H,W  channels last; a dropped row/column gets 0
-    # dout copied into the masks' memory order (channels last when x was): elementwise
-    # operations between arrays stored in different orders jump through memory, 10x slower.
-    d = np.empty_like(bottom_wins, dtype=dout.dtype)            # N,C,Ho,Wo  (empty_like keeps the memory order)
-    d[...] = dout
-    dbottom = d * bottom_wins                                   # N,C,Ho,Wo  dout where the max is in the bottom row
-    dtop = d - dbottom                                          #            ... in the top row (exact: x - x = 0)
-    np.multiply(dtop, top_right, out=_corner(dx, 0, 1))         # dx01 = dtop where 01 won
-    np.subtract(dtop, _corner(dx, 0, 1), out=_corner(dx, 0, 0))  # dx00 = the rest of dtop
-    np.multiply(dbottom, bottom_right, out=_corner(dx, 1, 1))   # dx11
-    np.subtract(dbottom, _corner(dx, 1, 1), out=_corner(dx, 1, 0))  # dx10
+    Ho, Wo = H // 2, W // 2
+    mask = np.arange(4) == first[..., None]               # N,C,Ho,Wo,4  True at the maximum
+    dwindows = mask * dout[..., None]                     # N,C,Ho,Wo,4  dout at the maximum, 0 elsewhere
+    dwindows = dwindows.reshape(N, C, Ho, Wo, 2, 2).transpose(0, 1, 2, 4, 3, 5)  # N,C,Ho,2,Wo,2
+    dx = np.zeros(x_shape, dout.dtype)                    # N,C,H,W  a dropped odd row/column gets 0
+    dx[:, :, :2 * Ho, :2 * Wo] = dwindows.reshape(N, C, 2 * Ho, 2 * Wo)
     return dx

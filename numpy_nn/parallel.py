@@ -107,8 +107,9 @@ class Halves:
 
 
 def faster(args, net, session):
-    """The network as the trainer runs it: the CNN as Halves of each batch, in training and in
-    evaluation (with the cores the session gives it at each epoch's start); the MLP as it is."""
+    """The network as the trainer runs it: the CNN (fast or plain: the same numbers, dropout's
+    masks included) as Halves of each batch, in training and in evaluation, with the cores the
+    session gives it at each epoch's start; the MLP as it is."""
     if args.model != "cnn":
         return net
     halves = Halves(net)

@@ -15,7 +15,8 @@ matrix products of a step at the step's own shapes: how close BLAS itself gets t
 peak on matrices this small. With --threads, every row is measured at each thread count
 (NumPy's OpenBLAS and PyTorch both set to it), the counts taking turns within each repeat.
 
-With --model cnn the network is numpy_nn/cnn.py's CNN and its PyTorch twin
+With --model cnn the network is numpy_nn/fast_cnn.py's FastCNN (the trainer's default) and its
+PyTorch twin
 (pytorch_nn/cnn.py), started from the same weights; "matmuls only" is then the im2col
 products of its convolutions and the linear layer's, and one step at batch 128 is timed
 layer by layer (forward and backward) in both. Last, the Adam step alone, in both, on a
@@ -43,7 +44,8 @@ from data_loader import DataError, batches, load_mnist, write_atomic  # noqa: E4
 from perf.flops import cnn_flops_per_sample, cnn_products, flops_per_sample  # noqa: E402
 from harness.metrics_file import cpu_model, numpy_blas  # noqa: E402
 from numpy_nn.cnn import CNN, IMAGE_SHAPE  # noqa: E402
-from numpy_nn.layers import conv2d_backward, conv2d_forward, maxpool2d_backward, maxpool2d_forward  # noqa: E402
+from numpy_nn.fast_cnn import FastCNN  # noqa: E402
+from numpy_nn.fast_layers import conv2d_backward, conv2d_forward, maxpool2d_backward, maxpool2d_forward  # noqa: E402
 from numpy_nn.neural_network import NeuralNetwork  # noqa: E402
 from numpy_nn.parallel import Halves  # noqa: E402
 from numpy_nn.train import train_step  # noqa: E402
@@ -115,7 +117,7 @@ ARGS = SimpleNamespace(optimizer="adam", lr=1e-3, weight_decay=0.0)  # as the tr
 
 def _numpy_setup(model="mlp"):
     """The network and optimizer numpy_nn/train.py builds."""
-    net = CNN(seed=0) if model == "cnn" else NeuralNetwork(seed=0)
+    net = FastCNN(seed=0) if model == "cnn" else NeuralNetwork(seed=0)
     return net, OPTIMIZERS[ARGS.optimizer](net.flat_params, ARGS.lr)
 
 
@@ -393,9 +395,9 @@ class Laps:
 
 
 def timed_numpy_cnn_step(net, xb, yb, laps):
-    """The forward and backward pass of numpy_nn/cnn.py's CNN (no dropout, no L2), written
-    out call by call as CNN.forward and CNN.backward make them, with a lap after each
-    layer; fills net.grads. (The CNN pools before its ReLU, see its docstring.)"""
+    """The forward and backward pass of numpy_nn/fast_cnn.py's FastCNN (no dropout, no L2),
+    written out call by call as FastCNN.forward and .backward make them, with a lap after
+    each layer; fills net.grads. (FastCNN pools before its ReLU, see its docstring.)"""
     p, g = net.params, net.grads
     x = xb.reshape(-1, *IMAGE_SHAPE)                                   # B,1,28,28
     z1, conv1 = conv2d_forward(x, p["W1"], p["b1"])                    # B,32,26,26  im2col + product

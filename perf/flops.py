@@ -28,8 +28,9 @@ def cnn_products(batch_size=1):
     dcols = dout W^T, except the first convolution, whose input (the image) needs no
     gradient. The linear layer is the MLP's: f W, f^T dlogits, dlogits W^T.
 
-    (layers.py also folds each bias into its product as one more input, and may split the
-    dcols product by kernel offset; the multiply-adds listed here are the layer's own.)"""
+    (fast_layers.py, the trainer's, also folds each bias into its product as one more input,
+    and may split the dcols product by kernel offset; the multiply-adds listed here are the
+    layer's own.)"""
     _, height, width = IMAGE_SHAPE
     products = []
     for i in (1, 2):

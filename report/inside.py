@@ -154,8 +154,7 @@ def plot_filters(W1, run):
 def feature_maps(params, image):
     """What the CNN's conv layers make of one image (784 pixels), from its numpy_nn-layout
     params: the maps after conv1 + ReLU (32, 26, 26) and after conv2 + ReLU (64, 11, 11).
-    conv2 reads conv1's maps max-pooled to 13x13, as in CNN.forward (which pools before the
-    ReLU: the same numbers, as ReLU keeps the order of its inputs)."""
+    conv2 reads conv1's maps max-pooled to 13x13, as in CNN.forward."""
     x = image.reshape(1, *IMAGE_SHAPE).astype(params["W1"].dtype)       # 1,1,28,28
     z1, _ = conv2d_forward(x, params["W1"], params["b1"])                # 1,32,26,26
     maps1 = relu(z1)

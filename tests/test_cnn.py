@@ -1,5 +1,6 @@
-"""The NumPy CNN (numpy_nn/cnn.py) against its PyTorch twin (pytorch_nn/cnn.py): same
-logits, same gradients, weights that load across, and a short training run that learns.
+"""The NumPy CNN (numpy_nn/cnn.py, and FastCNN, numpy_nn/fast_cnn.py) against its PyTorch
+twin (pytorch_nn/cnn.py): same logits, same gradients, weights that load across, and a
+short training run that learns; FastCNN equal to CNN, and --layers choosing between them.
 
 Tolerances: in float64 the twins differ only in the order of their additions, ~1e-15 of
 each array's scale; 1e-10 leaves room for that and still catches any real mistake (a wrong
@@ -15,6 +16,7 @@ import torch.nn.functional as F
 
 from data_loader import batches, load_mnist
 from numpy_nn.cnn import CNN, PARAM_SHAPES, is_cnn_file, saved_model_kind
+from numpy_nn.fast_cnn import FastCNN
 from numpy_nn.neural_network import NeuralNetwork
 from numpy_nn.utils import OPTIMIZERS, cross_entropy
 from pytorch_nn.cnn import CNN as TorchCNN
@@ -33,10 +35,10 @@ def rel_diff(a, b):
     return float(np.abs(a - b).max() / np.abs(b).max())
 
 
-def random_twins(dtype, seed=0):
-    """A NumPy CNN with random non-zero weights AND biases (zeros can hide a wrong
-    backward pass), and its PyTorch twin holding the same numbers."""
-    net = CNN(seed=seed, dtype=dtype)
+def random_twins(dtype, seed=0, network=CNN):
+    """A NumPy CNN (network: CNN or FastCNN) with random non-zero weights AND biases (zeros
+    can hide a wrong backward pass), and its PyTorch twin holding the same numbers."""
+    net = network(seed=seed, dtype=dtype)
     rng = np.random.default_rng(seed + 100)
     for name, p in net.params.items():
         p[...] = rng.standard_normal(p.shape) * 0.1 if name.startswith("b") else p * 1.5
@@ -80,13 +82,14 @@ def test_flat_rows_and_images_give_the_same_logits(mnist):
 
 # ----------------------------------------------------------------------------- twins
 
+@pytest.mark.parametrize("network", [CNN, FastCNN])
 @pytest.mark.parametrize("l2", [0.0, 1e-2])
-def test_logits_and_every_gradient_equal_torch(mnist, l2):
+def test_logits_and_every_gradient_equal_torch(mnist, l2, network):
     """Same weights: same logits, loss and dW1..db3 as torch autograd (float64, 1e-10).
-    The twin runs conv, ReLU, pool in the written order; the NumPy CNN pools before the
-    ReLU, so this also shows the two orders give the same gradients, ties included."""
+    The twin runs conv, ReLU, pool in the written order, as CNN does; FastCNN pools before
+    the ReLU, so this also shows the two orders give the same gradients, ties included."""
     x, y = mnist[0][:64].astype(np.float64), mnist[1][:64]
-    net, model = random_twins(np.float64)
+    net, model = random_twins(np.float64, network=network)
     logits, _ = net.forward(x)
     loss, grads = net.gradients(x, y, l2=l2)
     loss_t = torch_l2_loss(model, torch.from_numpy(x), torch.from_numpy(y), l2)
@@ -104,11 +107,12 @@ def test_logits_and_every_gradient_equal_torch(mnist, l2):
     assert abs(loss - F.cross_entropy(torch.from_numpy(logits_t), torch.from_numpy(y)).item()) < 1e-12
 
 
-def test_dropout_gradients_equal_torch_with_the_same_mask(mnist):
+@pytest.mark.parametrize("network", [CNN, FastCNN])
+def test_dropout_gradients_equal_torch_with_the_same_mask(mnist, network):
     """With dropout the NumPy CNN scales the 1600 features by the mask it keeps in the
     cache; torch given that very mask gives the same gradients (float64, 1e-10)."""
     x, y = mnist[0][:32].astype(np.float64), mnist[1][:32]
-    net, model = random_twins(np.float64, seed=1)
+    net, model = random_twins(np.float64, seed=1, network=network)
     logits, cache = net.forward(x, dropout=0.5, rng=np.random.default_rng(0))
     mask = cache["mask"]
     assert set(np.unique(mask)) == {0.0, 2.0}                # inverted dropout: kept units scaled by 1/(1-p)
@@ -195,6 +199,82 @@ def test_evaluate_equals_one_full_batch_in_float64(mnist, cores):
     for got, want in [(got_np, want_np), (got_t, want_t)]:
         assert got[1] == want[1]
         assert abs(got[0] - want[0]) < 1e-13 * want[0]
+
+
+# ----------------------------------------------------------------------------- fast == plain
+
+# Tolerance for FastCNN against CNN in float64: the two add the same products in other
+# orders (the bias inside or outside the product, dx by kernel offset or all at once), so
+# each result differs by rounding only, ~1e-16 per operation times the few hundred terms of
+# a sum, ~1e-14 of the array's scale (measured: at most ~2e-15); held to 1e-12.
+FAST_EQUALS_PLAIN = 1e-12
+
+
+def test_fast_cnn_equals_plain_cnn(mnist):
+    """FastCNN (fast layers, pool before ReLU) and CNN (plain layers, in the architecture's
+    order) give the same logits, loss and every gradient to 1e-12 of its scale (float64), with
+    random non-zero weights, dropout and L2, on real digits: their blank borders make whole
+    pooling windows tie (the count is printed and must be large)."""
+    x, y = mnist[0][:64].astype(np.float64), mnist[1][:64]
+    plain, _ = random_twins(np.float64, seed=6)
+    fast = FastCNN(dtype=np.float64)
+    fast.flat_params[...] = plain.flat_params
+    logits, cache = plain.forward(x, dropout=0.3, rng=np.random.default_rng(1))
+    fast_logits, fast_cache = fast.forward(x, dropout=0.3, rng=np.random.default_rng(1))
+    assert np.array_equal(cache["mask"], fast_cache["mask"])
+    a1 = np.maximum(cache["z1"], 0)[:, :, :26, :26].reshape(64, 32, 13, 2, 13, 2)
+    ties = int((np.sum(a1 == cache["h1"][:, :, :, None, :, None], axis=(3, 5)) > 1).sum())
+    loss, grads = plain.gradients(x, y, l2=1e-2, dropout=0.3, rng=np.random.default_rng(2))
+    fast_loss, fast_grads = fast.gradients(x, y, l2=1e-2, dropout=0.3, rng=np.random.default_rng(2))
+    errs = {"logits": rel_diff(fast_logits, logits), "h1": rel_diff(fast_cache["h1"], cache["h1"]),
+            "h2": rel_diff(fast_cache["h2"], cache["h2"]), "loss": rel_diff(fast_loss, loss)}
+    errs.update({f"d{k}": rel_diff(fast_grads[k], grads[k]) for k in PARAM_SHAPES})
+    print(f"{ties} of {cache['h1'].size} pool1 windows tie; " + ", ".join(f"{k} {v:.1e}" for k, v in errs.items()))
+    assert ties > 1000
+    assert max(errs.values()) < FAST_EQUALS_PLAIN
+
+
+def test_layers_flag_builds_the_network_and_is_recorded():
+    """--layers fast (the default) trains FastCNN, --layers plain the plain CNN; the choice
+    lands in the run record's config. The PyTorch trainer takes the flag too and records it."""
+    from harness.flags import build_parser
+    from harness.metrics_file import Run
+    from numpy_nn.build import build_network
+    parse = build_parser("numpy", "test").parse_args
+    assert type(build_network(parse(["--model", "cnn"]), 784)) is FastCNN
+    args = parse(["--model", "cnn", "--layers", "plain"])
+    assert type(build_network(args, 784)) is CNN
+    assert Run("numpy", args, {}, {"device": "cpu", "blas": "?", "blas_threads": 1}, 1, 1).record["config"]["layers"] == "plain"
+    assert build_parser("pytorch", "test").parse_args(["--layers", "plain"]).layers == "plain"
+
+
+def test_training_with_plain_and_fast_layers_gives_the_same_weights(mnist):
+    """The trainer's own train() for 8 steps of Adam (batch 32, dropout 0.25, L2, float64,
+    the batch in two halves as always), once per --layers: the weights end equal to 1e-9 of
+    each array's scale. Why 1e-9, not 1e-12: each step's gradients differ by rounding, ~1e-15
+    of their scale (above), and Adam's step lr m / (sqrt(v) + 1e-8) can turn a difference d
+    in a gradient entry near 1e-8 into a step difference up to lr d / 1e-8: with lr 3e-3 and
+    gradients of scale ~0.1, ~3e-11 a step, ~1e-9 of the weights' scale over 8 steps at
+    worst. Measured: at most ~6e-15; a wrong layer would differ by far more than 1e-9."""
+    from harness.flags import build_parser
+    from numpy_nn.train import train
+    x_train, y_train, x_test, y_test = mnist
+    weights = {}
+    for layers in ("plain", "fast"):
+        args = build_parser("numpy", "test").parse_args(
+            ["--model", "cnn", "--layers", layers, "--epochs", "1", "--batch-size", "32", "--dtype", "float64",
+             "--dropout", "0.25", "--weight-decay", "1e-3", "--no-progress", "--no-diagnostics"])
+        net, run = train(args, x_train[:256], y_train[:256], x_test[:64], y_test[:64])
+        net = getattr(net, "net", net)                     # the CNN trains in Halves (parallel.py)
+        assert type(net) is (CNN if layers == "plain" else FastCNN) and run.record["config"]["layers"] == layers
+        weights[layers] = net.params
+    start = CNN(seed=0, dtype=np.float64).params
+    errs = {k: rel_diff(weights["fast"][k], weights["plain"][k]) for k in PARAM_SHAPES}
+    moved = min(rel_diff(weights["plain"][k], start[k]) for k in ("W1", "W2", "W3"))
+    print(f"weights moved by >= {moved:.1e} of their scale; fast vs plain: "
+          + ", ".join(f"{k} {v:.1e}" for k, v in errs.items()))
+    assert moved > 1e-3                                      # the steps did change the weights
+    assert max(errs.values()) < 1e-9
 
 
 # ----------------------------------------------------------------------------- files

@@ -1,19 +1,25 @@
-"""numpy_nn/layers.py checked against slow, obvious loops, centred finite differences and
-PyTorch (torch.nn.functional.conv2d / max_pool2d with autograd).
+"""numpy_nn/layers.py (the plain layers) checked against slow, obvious loops, centred finite
+differences and PyTorch (torch.nn.functional.conv2d / max_pool2d with autograd), and
+numpy_nn/fast_layers.py (the trainer's) checked equal to the plain layers and to the same
+references.
 
 Tolerances, all in float64: the fast convolution, the loops and torch add the same
 products in different orders, so they agree to a few units of rounding (~1e-15 of the
 array's largest entry); 1e-10 leaves room for that and catches any real mistake, which is
 of order 1. Finite differences with eps 1e-6 err by about eps^2 (truncation) plus 1e-16 *
 |loss| / eps (rounding) ~ 1e-9 of the largest entry here, so they are held to 1e-7. Max-pooling does no arithmetic
-(it picks and copies), so it must equal torch exactly.
+(it picks and copies), so it must equal torch exactly. Fast against plain: the same sums
+(at most C*kh*kw = 288 products each) added in another order, so each differs by a few
+hundred roundings of 1e-16 at most, ~1e-14 of the array's scale; held to 1e-12.
 """
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from numpy_nn.layers import conv2d_backward, conv2d_forward, im2col, maxpool2d_backward, maxpool2d_forward
+from numpy_nn import fast_layers
+from numpy_nn import layers as plain_layers
+from numpy_nn.layers import col2im, conv2d_backward, conv2d_forward, im2col, maxpool2d_backward, maxpool2d_forward
 from numpy_nn.utils import numerical_gradient
 
 # (N, C, H, W, O): a batch of one, one channel, non-square images, odd and even sizes,
@@ -57,10 +63,11 @@ def naive_conv2d_backward(dout, x, W):
     return dx, dW, dout.sum(axis=(0, 2, 3))
 
 
-def col2im(dcols, x_shape, kh, kw):
-    """The adjoint of im2col, in one piece: add each row of dcols (N*H'*W', kh*kw*C) back
-    onto the pixels of its window, nine strided-slice += for a 3x3 kernel. conv2d_backward
-    does the same offset by offset; this unfused form was measured and dropped."""
+def fast_col2im(dcols, x_shape, kh, kw):
+    """The adjoint of fast_layers.im2col, in one piece: add each row of dcols (N*H'*W',
+    kh*kw*C) back onto the pixels of its window, nine strided-slice += for a 3x3 kernel.
+    fast_layers.conv2d_backward does the same offset by offset; this unfused form was
+    measured and dropped."""
     N, C, H, W = x_shape
     Ho, Wo = H - kh + 1, W - kw + 1
     dcols = dcols.reshape(N, Ho, Wo, kh, kw, C)
@@ -77,7 +84,7 @@ def col2im_dx(dout, W):
     N, _, Ho, Wo = dout.shape
     Wm = W.transpose(2, 3, 1, 0).reshape(kh * kw * C, O)
     dcols = dout.transpose(0, 2, 3, 1).reshape(-1, O) @ Wm.T
-    return col2im(dcols, (N, C, Ho + kh - 1, Wo + kw - 1), kh, kw)
+    return fast_col2im(dcols, (N, C, Ho + kh - 1, Wo + kw - 1), kh, kw)
 
 
 def full_conv_dx(dout, W):
@@ -155,11 +162,11 @@ def test_conv_matches_naive_loops_and_torch(shape):
 
 @pytest.mark.parametrize("shape", SHAPES)
 def test_dx_equals_the_other_two_candidates(shape):
-    """The dx kept (col2im offset by offset) equals the two measured and dropped: the
+    """fast_layers' dx (col2im offset by offset) equals the two measured and dropped: the
     unfused col2im and the full convolution, to 1e-10 (float64; only the order of the
     additions differs)."""
     x, W, b, dout = random_conv(shape, seed=1)
-    dx, _, _ = conv2d_backward(dout, conv2d_forward(x, W, b)[1])
+    dx, _, _ = fast_layers.conv2d_backward(dout, fast_layers.conv2d_forward(x, W, b)[1])
     err_a, err_b = rel_diff(dx, col2im_dx(dout, W)), rel_diff(dx, full_conv_dx(dout, W))
     print(f"{shape}: dx vs unfused col2im {err_a:.1e}, vs full convolution {err_b:.1e}")
     assert max(err_a, err_b) < 1e-10
@@ -176,38 +183,46 @@ def test_conv_finite_differences():
         assert err < 1e-7, name
 
 
-def test_conv_without_dx_and_in_any_memory_layout():
-    """need_dx=False gives the same dW, db and no dx; channels-last and ordinary NCHW memory
-    give bit-identical results (the same products in the same order)."""
+def test_fast_conv_without_dx_and_in_any_memory_layout():
+    """fast_layers: need_dx=False gives the same dW, db and no dx; channels-last and ordinary
+    NCHW memory give bit-identical results (the same products in the same order)."""
     x, W, b, dout = random_conv((3, 4, 9, 7, 5), seed=3)
-    out, cache = conv2d_forward(x, W, b)
-    dx, dW, db = conv2d_backward(dout, cache)
-    none, dW2, db2 = conv2d_backward(dout, cache, need_dx=False)
+    out, cache = fast_layers.conv2d_forward(x, W, b)
+    dx, dW, db = fast_layers.conv2d_backward(dout, cache)
+    none, dW2, db2 = fast_layers.conv2d_backward(dout, cache, need_dx=False)
     assert none is None and np.array_equal(dW, dW2) and np.array_equal(db, db2)
-    out_cl, cache_cl = conv2d_forward(channels_last(x), W, b)
-    dx_cl, dW_cl, db_cl = conv2d_backward(channels_last(dout), cache_cl)
+    out_cl, cache_cl = fast_layers.conv2d_forward(channels_last(x), W, b)
+    dx_cl, dW_cl, db_cl = fast_layers.conv2d_backward(channels_last(dout), cache_cl)
     for mine, other in [(out, out_cl), (dx, dx_cl), (dW, dW_cl), (db, db_cl)]:
         assert np.array_equal(mine, other)
 
 
-def test_im2col_col2im_are_adjoint():
+@pytest.mark.parametrize("layers", ["plain", "fast"])
+def test_im2col_col2im_are_adjoint(layers):
     """<im2col(x), c> = <x, col2im(c)> for random x and c: col2im is the transpose of im2col,
     which is exactly what backpropagating through im2col needs (float64, 1e-12 relative)."""
     rng = np.random.default_rng(4)
     x = rng.standard_normal((2, 3, 7, 6))
-    cols = im2col(x, 3, 3)
-    assert np.all(cols[:, -1] == 1)                          # the bias's input
-    cols = cols[:, :-1]                                      # N*H'*W',kh*kw*C  the windows
+    if layers == "plain":
+        cols = im2col(x, 3, 3)                               # N*H'*W',C*kh*kw
+        adjoint = col2im
+    else:
+        cols = fast_layers.im2col(x, 3, 3)
+        assert np.all(cols[:, -1] == 1)                      # the bias's input
+        cols, adjoint = cols[:, :-1], fast_col2im            # N*H'*W',kh*kw*C  the windows
     c = rng.standard_normal(cols.shape)
-    lhs, rhs = np.sum(cols * c), np.sum(x * col2im(c, x.shape, 3, 3))
-    print(f"<im2col x, c> = {lhs:.6f}, <x, col2im c> = {rhs:.6f}")
+    lhs, rhs = np.sum(cols * c), np.sum(x * adjoint(c, x.shape, 3, 3))
+    print(f"{layers}: <im2col x, c> = {lhs:.6f}, <x, col2im c> = {rhs:.6f}")
     assert abs(lhs - rhs) < 1e-12 * abs(lhs)
 
 
-def test_conv_float32_stays_float32():
+@pytest.mark.parametrize("layers", [plain_layers, fast_layers], ids=["plain", "fast"])
+def test_float32_stays_float32(layers):
     x, W, b, dout = (a.astype(np.float32) for a in random_conv((2, 3, 6, 6, 4), seed=5))
-    out, cache = conv2d_forward(x, W, b)
-    assert {a.dtype for a in (out, *conv2d_backward(dout, cache))} == {np.dtype(np.float32)}
+    out, cache = layers.conv2d_forward(x, W, b)
+    assert {a.dtype for a in (out, *layers.conv2d_backward(dout, cache))} == {np.dtype(np.float32)}
+    pooled, cache = layers.maxpool2d_forward(x)
+    assert pooled.dtype == layers.maxpool2d_backward(pooled, cache).dtype == np.float32
 
 
 # ----------------------------------------------------------------------------- max-pooling
@@ -250,16 +265,18 @@ def tied_windows():
     return x
 
 
+@pytest.mark.parametrize("layers", [plain_layers, fast_layers], ids=["plain", "fast"])
 @pytest.mark.parametrize("layout", ["nchw", "channels_last"])
-def test_maxpool_ties_send_the_gradient_to_the_first_maximum_as_torch(layout):
+def test_maxpool_ties_send_the_gradient_to_the_first_maximum_as_torch(layout, layers):
     """On tied windows the gradient goes to ONE position, the first in row-major order,
-    and equals torch's max_pool2d backward exactly (float64, no arithmetic involved)."""
+    and equals torch's max_pool2d backward exactly (float64, no arithmetic involved), in
+    both the plain and the fast layers."""
     x = tied_windows()
     if layout == "channels_last":
         x = channels_last(x)
-    out, cache = maxpool2d_forward(x)
+    out, cache = layers.maxpool2d_forward(x)
     dout = np.random.default_rng(7).standard_normal(out.shape)
-    dx = maxpool2d_backward(dout, cache)
+    dx = layers.maxpool2d_backward(dout, cache)
     ref_out, (ref_dx,) = torch_grads(lambda t: F.max_pool2d(t, 2), np.ascontiguousarray(x), dout=dout)
     naive_out, first = naive_maxpool2d(x)
     print(f"{layout}: {int((dx != 0).sum())} gradients placed for {out.size} windows; "
@@ -268,3 +285,46 @@ def test_maxpool_ties_send_the_gradient_to_the_first_maximum_as_torch(layout):
     assert np.array_equal(dx, ref_dx)
     assert np.array_equal(dx != 0, first.astype(bool))       # exactly one position per window
     assert np.array_equal(dx[0, 1, :2, :2], [[dout[0, 1, 0, 0], 0], [0, 0]])
+
+
+# ----------------------------------------------------------------------------- fast == plain
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("shape", SHAPES)
+def test_fast_conv_equals_plain(shape, layout):
+    """fast_layers' convolution gives the plain one's out, dx, dW and db to 1e-12 of each
+    array's scale (float64: the same sums in another order, see the module docstring), in
+    either memory layout, and dW, db also with need_dx=False."""
+    x, W, b, dout = random_conv(shape, seed=sum(shape) + 1)
+    if layout == "channels_last":
+        x, dout = channels_last(x), channels_last(dout)
+    out, cache = conv2d_forward(x, W, b)
+    dx, dW, db = conv2d_backward(dout, cache)
+    fast_out, fast_cache = fast_layers.conv2d_forward(x, W, b)
+    fast_dx, fast_dW, fast_db = fast_layers.conv2d_backward(dout, fast_cache)
+    _, dW_only, db_only = fast_layers.conv2d_backward(dout, fast_cache, need_dx=False)
+    errs = {"out": rel_diff(fast_out, out), "dx": rel_diff(fast_dx, dx), "dW": rel_diff(fast_dW, dW),
+            "db": rel_diff(fast_db, db), "dW no dx": rel_diff(dW_only, dW), "db no dx": rel_diff(db_only, db)}
+    print(shape, layout, {k: f"{v:.1e}" for k, v in errs.items()})
+    assert max(errs.values()) < 1e-12
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("x", [tied_windows(), np.random.default_rng(8).integers(-2, 3, (4, 6, 13, 11)).astype(float)],
+                         ids=["tied_windows", "small_integers"])
+def test_fast_maxpool_equals_plain(x, layout):
+    """The tournament gives exactly the plain pooling's output and gradient (float64; both
+    pick and copy, no arithmetic), ties included: small integers tie in most windows."""
+    if layout == "channels_last":
+        x = channels_last(x)
+    out, cache = maxpool2d_forward(x)
+    dout = np.random.default_rng(9).standard_normal(out.shape)
+    dx = maxpool2d_backward(dout, cache)
+    fast_out, fast_cache = fast_layers.maxpool2d_forward(x)
+    fast_dx = fast_layers.maxpool2d_backward(dout, fast_cache)
+    windows = np.ascontiguousarray(x[:, :, :out.shape[2] * 2, :out.shape[3] * 2])
+    ties = int((np.sum(windows.reshape(*out.shape[:2], out.shape[2], 2, out.shape[3], 2)
+                       == out[:, :, :, None, :, None], axis=(3, 5)) > 1).sum())
+    print(f"{layout}: {ties} of {out.size} windows have a tied maximum")
+    assert ties > 0
+    assert np.array_equal(fast_out, out) and np.array_equal(fast_dx, dx)
