@@ -401,6 +401,19 @@ def test_same_framework_twice_gets_labels_from_file_names(tmp_path):
     assert "NumPy (lr_1e-3) is 2.0x faster than NumPy (lr_3e-3)" in table.markdown(runs)
 
 
+@pytest.mark.parametrize("second", ["the same path", "another name for it", "a link to it"])
+def test_the_same_run_given_twice_is_refused(tmp_path, second):
+    """Comparing a run with itself says nothing: one line, exit non-zero, nothing written."""
+    path = write(tmp_path, "numpy_metrics.json", make_record())
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "link.json").symlink_to(path)
+    other = {"the same path": path, "another name for it": tmp_path / "sub" / ".." / path.name,
+             "a link to it": tmp_path / "link.json"}[second]
+    message = error_of("--runs", path, other, "--out-dir", tmp_path / "out", "--no-inside")
+    assert message == f"error: {other} is the same file as {path}: give each run once", message
+    assert not (tmp_path / "out").exists()
+
+
 # (part of the record, key, new value, the setting the warning names)
 UNFAIR = [
     ("config", "model", "cnn", "model"),  # and no "hidden sizes": a CNN has none to compare
