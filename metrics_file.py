@@ -111,7 +111,7 @@ def _check_range(obj, key, where, low=None, high=None, above=None):
     if ((low is not None and not value >= low) or (high is not None and not value <= high)
             or (above is not None and not value > above)):
         bounds = (f"in [{low}, {high}]" if high is not None else f"at least {low}" if low is not None
-                  else f"above {above}")
+                  else "positive" if above == 0 else f"above {above}")
         raise MetricsError(f"{where}[{key!r}] should be {bounds}, got {value!r}")
 
 
@@ -122,11 +122,12 @@ def _check_series(values, n, where, low=None, high=None, kind=NUMBER):
     for value in values:
         if value is None and kind is NUMBER:
             continue
-        if (not _is_number(value) or not isinstance(value, kind) or (low is not None and value < low)
-                or (high is not None and value > high)):
+        if not _is_number(value) or not isinstance(value, kind):
             what = "integers" if kind is int else "finite numbers or null"
-            bounds = f" in [{low}, {high}]" if high is not None else f" of at least {low}" if low is not None else ""
-            raise MetricsError(f"{where} should hold {what}{bounds}, got {value!r}")
+            raise MetricsError(f"{where} should hold {what}, got {value!r}")
+        if (low is not None and value < low) or (high is not None and value > high):
+            bounds = f"in [{low}, {high}]" if high is not None else f"of at least {low}"
+            raise MetricsError(f"{where} should hold values {bounds}, got {value!r}")
 
 
 def _check_diagnostics(diagnostics):
