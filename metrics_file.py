@@ -102,16 +102,16 @@ def _is_number(value):
     return isinstance(value, NUMBER) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _check_range(obj, key, where, low=None, high=None, above=None):
+def _check_range(obj, key, where, low=None, high=None, positive=False):
     """obj[key], a finite number (or null, which the type check allowed), must lie in
-    [low, high], and above `above` where given: values a reader scales, divides by or counts with."""
+    [low, high], or above 0 if positive: values a reader scales, divides by or counts with."""
     value = obj[key]
     if value is None:
         return
     if ((low is not None and not value >= low) or (high is not None and not value <= high)
-            or (above is not None and not value > above)):
+            or (positive and not value > 0)):
         bounds = (f"in [{low}, {high}]" if high is not None else f"at least {low}" if low is not None
-                  else "positive" if above == 0 else f"above {above}")
+                  else "positive")
         raise MetricsError(f"{where}[{key!r}] should be {bounds}, got {value!r}")
 
 
@@ -219,7 +219,7 @@ def _check_record(record):
         for key in ("train_acc", "test_acc"):
             _check_range(epoch, key, where, low=0, high=1)
         for key in ("epoch_seconds", "samples_per_second"):  # throughput and speed ratios divide by them
-            _check_range(epoch, key, where, above=0)
+            _check_range(epoch, key, where, positive=True)
     if record["framework"] not in WEIGHT_SUFFIX:
         raise MetricsError(f"unknown framework {record['framework']!r} "
                            f"(expected one of {', '.join(WEIGHT_SUFFIX)})")
