@@ -191,8 +191,12 @@ def _is_running(name):
         pid, start = int(pid), int(start) if start else None
     except ValueError:
         return None
+    if pid <= 0:                 # kill(0, ...) would ask about this process's own group
+        return None
     try:
         os.kill(pid, 0)          # signal 0 only asks whether the process exists
+    except OverflowError:        # no process has such a pid
+        return False
     except ProcessLookupError:   # it ended without cleaning up (SIGKILL)
         return False
     except PermissionError:      # it exists, another user's

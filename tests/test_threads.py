@@ -66,9 +66,11 @@ def test_running_trainers_counts_live_processes_and_drops_stale_entries(registry
         live = [threads.entry_name(os.getpid()), threads.entry_name(other.pid)]
         for name in live + [f"{int(ended.stdout)}-12345"]:
             (registry / name).touch()
-        (registry / "not-a-pid").touch()
+        for name in ("not-a-pid", "0-1", "-1"):                # no trainer's: left alone
+            (registry / name).touch()
+        (registry / f"{2 ** 70}-1").touch()                   # no process has such a pid: stale
         assert threads.running_trainers() == 2               # this one and the sleeping one
-        assert sorted(p.name for p in registry.iterdir()) == sorted(live + ["not-a-pid"])
+        assert sorted(p.name for p in registry.iterdir()) == sorted(live + ["not-a-pid", "0-1", "-1"])
     finally:
         other.kill()
         other.wait()
