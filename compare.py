@@ -82,10 +82,16 @@ def load_runs(paths):
     """Read and check every metrics file; a missing one says which trainer writes it.
     The runs' names and keys come from report.run.name_runs."""
     paths = [Path(shown(path)) for path in paths]
-    records = []
+    records, seen = [], {}
     for path in paths:
         if not path.exists():
             raise CompareError(f"{path} not found: {how_to_make(path)}")
+        # One file given twice (or by two names: a link, ../) would be compared with itself.
+        # A copy is another file and is compared: it may be a kept run.
+        file_id = (path.stat().st_dev, path.stat().st_ino)
+        if file_id in seen:
+            raise CompareError(f"{path} is the same file as {seen[file_id]}: give each run once")
+        seen[file_id] = path
         record = load_metrics(path)
         if record["config"]["model"] not in MODEL_NAMES:
             raise CompareError(f"{path}: unknown model {record['config']['model']!r} (expected one "

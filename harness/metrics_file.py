@@ -62,6 +62,8 @@ CONFIG_FIELDS = {"epochs": int, "batch_size": int, "lr": NUMBER, "optimizer": st
                  "model": str, "hidden": OPTIONAL_LIST, "weight_decay": NUMBER, "dropout": NUMBER, "limit": OPTIONAL_INT,
                  "dataset": str, "dtype": str, "activation": str,
                  "weight_init": OPTIONAL_STR}  # null: the PyTorch trainer's --init torch
+# Read where present (compare.py): the weights' path, and the PyTorch trainer's --mode.
+OPTIONAL_CONFIG_FIELDS = {"weights": OPTIONAL_STR, "mode": str}
 DATA_FIELDS = {"dataset": str, "train_samples": int, "test_samples": int}
 HARDWARE_FIELDS = {"cpu": str, "cores": OPTIONAL_INT, "device": str, "blas": str,
                    "blas_threads": OPTIONAL_INT}  # os.cpu_count() and OpenBLAS may not know
@@ -96,14 +98,36 @@ def _check_fields(obj, fields, where):
             raise MetricsError(f"{where}[{key!r}] should be a finite number, got {value!r}")
 
 
-def _check_series(values, n, where):
-    """values must be a list of n numbers or nulls."""
+def _is_number(value):
+    return isinstance(value, NUMBER) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_range(obj, key, where, low=None, high=None, positive=False):
+    """obj[key], a finite number (or null, which the type check allowed), must lie in
+    [low, high], or above 0 if positive: values a reader scales, divides by or counts with."""
+    value = obj[key]
+    if value is None:
+        return
+    if ((low is not None and not value >= low) or (high is not None and not value <= high)
+            or (positive and not value > 0)):
+        bounds = (f"in [{low}, {high}]" if high is not None else f"at least {low}" if low is not None
+                  else "positive")
+        raise MetricsError(f"{where}[{key!r}] should be {bounds}, got {value!r}")
+
+
+def _check_series(values, n, where, low=None, high=None, kind=NUMBER):
+    """values must be a list of n numbers or nulls (kind int: integers, no nulls), each in [low, high]."""
     if not isinstance(values, list) or len(values) != n:
         raise MetricsError(f"{where} should be a list of {n} values, one per recorded step")
     for value in values:
-        if value is not None and (isinstance(value, bool) or not isinstance(value, NUMBER)
-                                  or not math.isfinite(value)):
-            raise MetricsError(f"{where} should hold finite numbers or null, got {value!r}")
+        if value is None and kind is NUMBER:
+            continue
+        if not _is_number(value) or not isinstance(value, kind):
+            what = "integers" if kind is int else "finite numbers or null"
+            raise MetricsError(f"{where} should hold {what}, got {value!r}")
+        if (low is not None and value < low) or (high is not None and value > high):
+            bounds = f"in [{low}, {high}]" if high is not None else f"of at least {low}"
+            raise MetricsError(f"{where} should hold values {bounds}, got {value!r}")
 
 
 def _check_diagnostics(diagnostics):
@@ -112,21 +136,67 @@ def _check_diagnostics(diagnostics):
     steps, layers = diagnostics["steps"], diagnostics["layers"]
     if not layers or not all(isinstance(name, str) for name in layers):
         raise MetricsError("diagnostics['layers'] should be a list of layer names")
-    _check_series(steps, len(steps), "diagnostics['steps']")
-    _check_series(diagnostics["loss"], len(steps), "diagnostics['loss']")
+    _check_range(diagnostics, "every", "diagnostics", low=1)
+    _check_range(diagnostics, "probe_images", "diagnostics", low=0)
+    _check_series(steps, len(steps), "diagnostics['steps']", low=1, kind=int)
+    _check_series(diagnostics["loss"], len(steps), "diagnostics['loss']", low=0)
     for figure in (*DIAGNOSTICS_PER_LAYER, "dead_fraction"):
         names = layers[:-1] if figure == "dead_fraction" else layers
         if sorted(diagnostics[figure]) != sorted(names):
             raise MetricsError(f"diagnostics[{figure!r}] should have the layers {', '.join(names)}")
+        low, high = {"grad_rms": (0, None), "update_ratio": (0, None), "activation_std": (0, None),
+                     "dead_fraction": (0, 1)}.get(figure, (None, None))
         for name in names:
-            _check_series(diagnostics[figure][name], len(steps), f"diagnostics[{figure!r}][{name!r}]")
+            _check_series(diagnostics[figure][name], len(steps), f"diagnostics[{figure!r}][{name!r}]",
+                          low, high)
     for when, histograms in diagnostics["histograms"].items():
-        for name, h in (histograms or {}).items():
-            if h is not None and not (isinstance(h, dict) and isinstance(h.get("counts"), list)
-                                      and isinstance(h.get("edges"), list)
-                                      and len(h["edges"]) == len(h["counts"]) + 1):
-                raise MetricsError(f"diagnostics['histograms'][{when!r}][{name!r}] should hold counts "
-                                   f"and one more edge than counts")
+        where = f"diagnostics['histograms'][{when!r}]"
+        if histograms is None:
+            continue
+        if not isinstance(histograms, dict):
+            raise MetricsError(f"{where} should be an object of layers' histograms or null")
+        for name, h in histograms.items():
+            if h is None:
+                continue
+            if not (isinstance(h, dict) and isinstance(h.get("counts"), list)
+                    and isinstance(h.get("edges"), list) and len(h["edges"]) == len(h["counts"]) + 1):
+                raise MetricsError(f"{where}[{name!r}] should hold counts and one more edge than counts")
+            _check_series(h["counts"], len(h["counts"]), f"{where}[{name!r}]['counts']", low=0, kind=int)
+            _check_series(h["edges"], len(h["edges"]), f"{where}[{name!r}]['edges']")
+            if None in h["edges"] or any(b <= a for a, b in zip(h["edges"], h["edges"][1:])):
+                raise MetricsError(f"{where}[{name!r}]['edges'] should be increasing numbers")
+
+
+def _check_values(record):
+    """The values of the record's settings, counts and times within what a run can have: the
+    types alone let through a batch of -1, an accuracy of 1e308 or a version that is a number,
+    which the readers would draw, divide by or fail on."""
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in record["versions"].items()):
+        raise MetricsError("versions should map each library's name to its version string")
+    config, where = record["config"], "config"
+    for key in ("epochs", "batch_size"):
+        _check_range(config, key, where, low=1)
+    for key in ("lr", "weight_decay"):
+        _check_range(config, key, where, low=0)
+    _check_range(config, "dropout", where, low=0, high=1)
+    _check_range(config, "limit", where, low=1)
+    if config["hidden"] is not None and not all(isinstance(size, int) and not isinstance(size, bool)
+                                                and size >= 1 for size in config["hidden"]):
+        raise MetricsError(f"config['hidden'] should be a list of positive layer sizes, got {config['hidden']!r}")
+    present = {key: kind for key, kind in OPTIONAL_CONFIG_FIELDS.items() if key in config}
+    _check_fields(config, present, where)
+    for key in ("train_samples", "test_samples"):
+        _check_range(record["data"], key, "data", low=1)
+    hardware = record["hardware"]
+    _check_range(hardware, "cores", "hardware", low=1)
+    _check_range(hardware, "blas_threads", "hardware", low=0)
+    if "gpu" in hardware:  # the GPU's name, for a run on one
+        _check_fields(hardware, {"gpu": OPTIONAL_STR}, "hardware")
+    _check_range(record, "total_train_seconds", "the record", low=0)
+    if record.get("diverged") is not None:
+        _check_fields(record["diverged"], DIVERGED_FIELDS, "diverged")
+        _check_range(record["diverged"], "epoch", "diverged", low=1)
+        _check_range(record["diverged"], "batch", "diverged", low=0)
 
 
 def _check_record(record):
@@ -136,11 +206,20 @@ def _check_record(record):
         _check_fields(record[key], fields, key)
     if record["diagnostics"] is not None:
         _check_diagnostics(record["diagnostics"])
+    _check_values(record)
     for i, epoch in enumerate(record["epochs"]):
-        _check_fields(epoch, EPOCH_FIELDS, f"epochs[{i}]")
-        if not epoch["epoch_seconds"] > 0:  # throughput and speed ratios divide by it
-            raise MetricsError(f"epochs[{i}]['epoch_seconds'] should be positive, "
-                               f"got {epoch['epoch_seconds']!r}")
+        where = f"epochs[{i}]"
+        _check_fields(epoch, EPOCH_FIELDS, where)
+        _check_range(epoch, "epoch", where, low=1)
+        if "threads" in epoch:  # the BLAS threads of the epoch's products, since schema 3
+            _check_fields(epoch, {"threads": OPTIONAL_INT}, where)
+            _check_range(epoch, "threads", where, low=1)
+        for key in ("train_loss", "test_loss"):
+            _check_range(epoch, key, where, low=0)
+        for key in ("train_acc", "test_acc"):
+            _check_range(epoch, key, where, low=0, high=1)
+        for key in ("epoch_seconds", "samples_per_second"):  # throughput and speed ratios divide by them
+            _check_range(epoch, key, where, positive=True)
     if record["framework"] not in WEIGHT_SUFFIX:
         raise MetricsError(f"unknown framework {record['framework']!r} "
                            f"(expected one of {', '.join(WEIGHT_SUFFIX)})")

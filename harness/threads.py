@@ -111,38 +111,122 @@ def user_setting(framework):
 
 
 # ----------------------------------------------------------------------------- the policy
-# Every trainer running on this machine leaves a file named by its process id here, so that
-# each can see how many share the cores. A file whose process is gone is stale and removed.
+# Every trainer running on this machine leaves an empty file here named by its process id and
+# the time that process started, so that each can see how many share the cores. An entry whose
+# process is gone is stale and removed. The start time tells a live trainer from a process that
+# was handed the pid of one killed without cleaning up. The registry is advice only: whatever
+# goes wrong with it (no temporary folder, a read-only one, an entry that cannot be removed),
+# a trainer counts itself alone and trains on.
 REGISTRY = Path(tempfile.gettempdir()) / "nn-from-scratch-trainers"
+
+
+def process_start(pid):
+    """When process pid started, in clock ticks since boot (field 22 of /proc/<pid>/stat), or
+    None where that cannot be read (no such process, or no /proc: not Linux)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+        # Field 2 is the command's name in parentheses, which may hold spaces and ')': the
+        # fields after the last ')' are fields 3, 4, ..., so field 22 is the 20th of them.
+        return int(stat[stat.rindex(")") + 1:].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def entry_name(pid):
+    """The registry's name for process pid: 'pid-start', or 'pid' where there is no /proc."""
+    start = process_start(pid)
+    return str(pid) if start is None else f"{pid}-{start}"
+
+
+def _open_registry():
+    """A file descriptor of the registry folder, or None. It must be a real folder, not a
+    symbolic link (O_NOFOLLOW): every name below is then read, made and removed inside it
+    (dir_fd), never somewhere a link points. None also where the system cannot do that."""
+    if not (os.unlink in os.supports_dir_fd and os.scandir in os.supports_fd
+            and hasattr(os, "O_NOFOLLOW") and hasattr(os, "O_DIRECTORY")):
+        return None  # Windows: each trainer counts itself alone
+    try:
+        return os.open(REGISTRY, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError:  # absent, a symbolic link, not a folder, not ours to read
+        return None
 
 
 def register():
     """Count this process among the trainers running on this machine, until it exits."""
     try:
-        REGISTRY.mkdir(exist_ok=True)
-        entry = REGISTRY / str(os.getpid())
-        entry.touch()
-    except OSError:  # no writable temporary folder: each trainer then counts itself alone
+        os.mkdir(REGISTRY)
+    except OSError:  # already there (or cannot be: _open_registry then finds nothing)
+        pass
+    folder = _open_registry()
+    if folder is None:
         return
-    atexit.register(lambda: entry.unlink(missing_ok=True))
+    name = entry_name(os.getpid())
+    try:
+        os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o644, dir_fd=folder))
+    except OSError:  # a read-only folder, say: this trainer then is not counted by others
+        return
+    finally:
+        os.close(folder)
+    atexit.register(_unregister, name)
+
+
+def _unregister(name):
+    folder = _open_registry()
+    if folder is None:
+        return
+    try:
+        os.unlink(name, dir_fd=folder)
+    except OSError:
+        pass
+    finally:
+        os.close(folder)
+
+
+def _is_running(name):
+    """Whether the trainer an entry names ('pid-start' or 'pid') is running; None if the name
+    is not an entry's."""
+    pid, _, start = name.partition("-")
+    try:
+        pid, start = int(pid), int(start) if start else None
+    except ValueError:
+        return None
+    if pid <= 0:                 # kill(0, ...) would ask about this process's own group
+        return None
+    try:
+        os.kill(pid, 0)          # signal 0 only asks whether the process exists
+    except OverflowError:        # no process has such a pid
+        return False
+    except ProcessLookupError:   # it ended without cleaning up (SIGKILL)
+        return False
+    except PermissionError:      # it exists, another user's
+        pass
+    now = process_start(pid)
+    if now is None:              # no /proc here, or another user's process hidden: trust the pid
+        return True
+    return start == now          # an entry without a start time comes from no /proc: stale here
 
 
 def running_trainers():
     """How many trainers (this one included) are running on this machine now."""
-    alive = {os.getpid()}
-    try:
-        entries = list(REGISTRY.iterdir())
-    except OSError:
+    alive = {entry_name(os.getpid())}
+    folder = _open_registry()
+    if folder is None:
         return 1
-    for entry in entries:
-        try:
-            pid = int(entry.name)
-            os.kill(pid, 0)                  # signal 0 only asks whether the process exists
-            alive.add(pid)
-        except ProcessLookupError:           # it ended without cleaning up (SIGKILL)
-            entry.unlink(missing_ok=True)
-        except (ValueError, PermissionError):  # not ours to judge: another user's, or not a pid
-            continue
+    try:
+        names = [e.name for e in os.scandir(folder) if e.is_file(follow_symlinks=False)]
+    except OSError:
+        names = []
+    for name in names:
+        running = _is_running(name)
+        if running:
+            alive.add(name)
+        elif running is False:
+            try:
+                os.unlink(name, dir_fd=folder)
+            except OSError:      # another user's, a read-only folder: it is not counted anyway
+                pass
+    os.close(folder)
     return len(alive)
 
 

@@ -223,6 +223,8 @@ def torch_graph_trainer(x, y, batch_size, model_name="mlp"):
 
 def _endless_batches(n, batch_size):
     """Full batches in the trainers' shuffled order, epoch after epoch."""
+    if batch_size > n:  # no full batch at all: the loop below would look for one forever
+        raise ValueError(f"batch size {batch_size} is larger than the {n:,} samples")
     rng = np.random.default_rng(0)
     while True:
         for idx in batches(n - n % batch_size, batch_size, rng):
@@ -541,6 +543,8 @@ def main(argv=None):
         x, y, _, _ = load_mnist(data_dir=args.data_dir)
     except DataError as e:
         sys.exit(f"error: {e}")
+    if max(args.batch_sizes) > len(x):  # each step takes a full batch of distinct samples
+        p.error(f"batch size {max(args.batch_sizes)} is larger than the {len(x):,} training samples")
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     cnn = args.model == "cnn"
     if cnn:

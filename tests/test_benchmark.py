@@ -1,9 +1,12 @@
 """benchmark.py's arithmetic (flops.py) and its output files (report/throughput.py); its
 timings are reported, never asserted."""
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from perf import benchmark
 from perf import flops
@@ -218,3 +221,17 @@ def test_short_cnn_benchmark_writes_consistent_files(tmp_path, monkeypatch):
     assert f"epoch at batch 128: {seconds:.1f} s, {seconds / ideal:.1f}x the roofline ({ideal:.1f} s" in table
     assert f"{row['numpy_over_pytorch_cpu']:.2f}x at batch 128" in table
     assert (tmp_path / "throughput_cnn.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_batch_larger_than_the_training_set_is_refused_in_one_line():
+    """There is no full batch of 100,000 among 60,000 samples: the run used to look for one
+    forever. Now it stops at once, as argparse stops a bad flag. (The timeout only keeps the
+    old endless loop from hanging the suite: 120 s is far above the few seconds of loading.)"""
+    out = subprocess.run([sys.executable, "benchmark.py", "--batch-sizes", "64", "100000"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    assert out.stderr.splitlines()[-1] == ("benchmark.py: error: batch size 100000 is larger than "
+                                           "the 60,000 training samples")
+    assert "Traceback" not in out.stderr and out.stdout == ""
+    with pytest.raises(ValueError, match="larger than the 100 samples"):
+        next(benchmark._endless_batches(100, 128))

@@ -404,6 +404,19 @@ def test_same_framework_twice_gets_labels_from_file_names(tmp_path):
     assert "NumPy (lr_1e-3) is 2.0x faster than NumPy (lr_3e-3)" in table.markdown(runs)
 
 
+@pytest.mark.parametrize("second", ["the same path", "another name for it", "a link to it"])
+def test_the_same_run_given_twice_is_refused(tmp_path, second):
+    """Comparing a run with itself says nothing: one line, exit non-zero, nothing written."""
+    path = write(tmp_path, "numpy_metrics.json", make_record())
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "link.json").symlink_to(path)
+    other = {"the same path": path, "another name for it": tmp_path / "sub" / ".." / path.name,
+             "a link to it": tmp_path / "link.json"}[second]
+    message = error_of("--runs", path, other, "--out-dir", tmp_path / "out", "--no-inside")
+    assert message == f"error: {other} is the same file as {path}: give each run once", message
+    assert not (tmp_path / "out").exists()
+
+
 # (part of the record, key, new value, the setting the warning names)
 UNFAIR = [
     ("config", "model", "cnn", "model"),  # and no "hidden sizes": a CNN has none to compare
@@ -759,3 +772,64 @@ def test_stdout_closed_early_still_writes_every_file(tmp_path):
     assert stderr == ""
     assert sorted(p.name for p in out.iterdir()) == [
         "comparison.md", "comparison.png", "confusion_numpy.png", "mistakes_numpy.png", "weights_numpy.png"]
+
+
+# One field of a real record (a committed CNN run with diagnostics) edited by hand, each to a
+# value of the right JSON type or shape for the old checks but one no run writes; each path is
+# a chain of keys, and the error must name the field.
+REAL_RECORD = REPO / "results" / "reference" / "cnn" / "numpy_seed0_metrics.json"
+HAND_EDITS = {
+    "histograms not a mapping": (("diagnostics", "histograms", "init"), [1, 2], "['histograms']['init']"),
+    "histograms a list": (("diagnostics", "histograms"), [], "diagnostics['histograms']"),
+    "histogram a string": (("diagnostics", "histograms", "end", "conv1"), "x", "['end']['conv1']"),
+    "histogram count negative": (("diagnostics", "histograms", "end", "conv1", "counts", 0), -1, "['counts']"),
+    "histogram count a fraction": (("diagnostics", "histograms", "end", "conv1", "counts", 0), 0.5, "['counts']"),
+    "histogram edge text": (("diagnostics", "histograms", "init", "linear", "edges", 1), "a", "['edges']"),
+    "histogram edges decreasing": (("diagnostics", "histograms", "init", "linear", "edges", 0), 1e9, "['edges']"),
+    "steps a fraction": (("diagnostics", "steps", 1), 1.5, "diagnostics['steps']"),
+    "steps null": (("diagnostics", "steps", 0), None, "diagnostics['steps']"),
+    "every zero": (("diagnostics", "every"), 0, "diagnostics['every']"),
+    "probe images negative": (("diagnostics", "probe_images"), -5, "diagnostics['probe_images']"),
+    "dead fraction above 1": (("diagnostics", "dead_fraction", "conv1", 0), 2.0, "['dead_fraction']['conv1']"),
+    "gradient negative": (("diagnostics", "grad_rms", "linear", 0), -1.0, "['grad_rms']['linear']"),
+    "diagnostics loss negative": (("diagnostics", "loss", 0), -2.0, "diagnostics['loss']"),
+    "accuracy 1e308": (("epochs", 0, "test_acc"), 1e308, "epochs[0]['test_acc']"),
+    "accuracy negative": (("epochs", 1, "train_acc"), -0.1, "epochs[1]['train_acc']"),
+    "loss negative": (("epochs", 0, "train_loss"), -1.0, "epochs[0]['train_loss']"),
+    "epoch number zero": (("epochs", 0, "epoch"), 0, "epochs[0]['epoch']"),
+    "throughput zero": (("epochs", 2, "samples_per_second"), 0, "epochs[2]['samples_per_second']"),
+    "threads text": (("epochs", 0, "threads"), "two", "epochs[0]['threads']"),
+    "test samples negative": (("data", "test_samples"), -10, "data['test_samples']"),
+    "train samples zero": (("data", "train_samples"), 0, "data['train_samples']"),
+    "batch size negative": (("config", "batch_size"), -1, "config['batch_size']"),
+    "epochs zero": (("config", "epochs"), 0, "config['epochs']"),
+    "learning rate negative": (("config", "lr"), -0.1, "config['lr']"),
+    "dropout above 1": (("config", "dropout"), 1.5, "config['dropout']"),
+    "weight decay negative": (("config", "weight_decay"), -1e-4, "config['weight_decay']"),
+    "limit negative": (("config", "limit"), -5, "config['limit']"),
+    "hidden sizes text": (("config", "hidden"), ["a", 64], "config['hidden']"),
+    "weights a number": (("config", "weights"), 5, "config['weights']"),
+    "mode a number": (("config", "mode"), 3, "config['mode']"),
+    "cores negative": (("hardware", "cores"), -2, "hardware['cores']"),
+    "gpu a number": (("hardware", "gpu"), 7, "hardware['gpu']"),
+    "version a number": (("versions", "numpy"), 2.4, "versions"),
+    "training time negative": (("total_train_seconds",), -3.0, "['total_train_seconds']"),
+}
+
+
+@pytest.mark.parametrize("case", HAND_EDITS)
+def test_a_hand_edited_record_is_refused_in_one_line_naming_the_field(tmp_path, case):
+    keys, value, field = HAND_EDITS[case]
+    record = json.loads(REAL_RECORD.read_text())
+    load_metrics(REAL_RECORD)  # the record as committed is good
+    part = record
+    for key in keys[:-1]:
+        part = part[key]
+    part[keys[-1]] = value
+    if keys[:2] == ("epochs", len(record["epochs"]) - 1) and keys[-1] == "test_acc":
+        record["final_test_acc"] = value  # consistent with the last epoch, as a careful editor would
+    path = write(tmp_path, "edited.json", record)
+    # in this process: a reader that failed on the value would raise here (a traceback), not exit
+    message = error_of("--runs", path, "--no-inside", "--out-dir", tmp_path / "out")
+    assert message.startswith(f"error: {path}: ") and field in message, message
+    assert not (tmp_path / "out").exists()  # nothing written for bad input

@@ -637,11 +637,28 @@ def test_cli_end_to_end_real_mnist(tmp_path, mnist):
     losses = [e["train_loss"] for e in record["epochs"]]
     assert losses[0] > losses[-1]
     x_train, y_train, x_test, y_test = mnist
-    net = NeuralNetwork.load(tmp_path / "w.npz")
-    assert net.sizes == (784, 128, 64, 10) and net.dtype == np.float32
+    assert NeuralNetwork.load(tmp_path / "w.npz").dtype == np.float32
+    # The saved float32 weights, evaluated here in float64: the exact value of the network the
+    # trainer evaluated in float32. The trainer's float32 numbers may not be repeated bit for
+    # bit in this process (another thread count, BLAS kernel or NumPy version sums the products
+    # in another order: 0.14310146868 against 0.14310148358 on Python 3.13), so each recorded
+    # number is held to the float32 rounding it carries.
+    net = NeuralNetwork.load(tmp_path / "w.npz", dtype=np.float64)
+    assert net.sizes == (784, 128, 64, 10)
     last = record["epochs"][-1]
-    assert evaluate(net, x_test, y_test) == (last["test_loss"], last["test_acc"])
-    assert evaluate(net, x_train[:10000], y_train[:10000]) == (last["train_loss"], last["train_acc"])
+    for x, y, part in ((x_test, y_test, "test"), (x_train[:10000], y_train[:10000], "train")):
+        loss, acc = evaluate(net, x, y)
+        # float32 against float64 differs by ~1e-7 relative in the mean loss (measured on the
+        # committed MLP: 9.7e-8); 1e-5 leaves 100x room, and a wrong weights file or data set
+        # moves the loss by percents.
+        assert last[f"{part}_loss"] == pytest.approx(loss, rel=1e-5)
+        # A prediction can differ only where the two largest logits are closer than the float32
+        # rounding of the logits (at most 1.3e-5 from float64 on the committed MLP): 1e-3 is 80x
+        # that. Usually no image is that close, and the accuracies are then equal.
+        logits, _ = net.forward(x)
+        top2 = np.sort(logits, axis=1)[:, -2:]
+        close = int((top2[:, 1] - top2[:, 0] < 1e-3).sum())
+        assert abs(last[f"{part}_acc"] - acc) * len(y) <= close + 1e-9, (part, close)
 
 
 def test_cli_runs_from_inside_numpy_nn(tmp_path, mnist):

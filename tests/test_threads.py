@@ -56,22 +56,92 @@ def registry(tmp_path, monkeypatch):
 
 
 def test_running_trainers_counts_live_processes_and_drops_stale_entries(registry):
-    """Each trainer leaves a file named by its pid; one whose process has ended is removed."""
+    """Each trainer leaves a file named by its pid and start time; one whose process has ended is removed."""
     assert threads.running_trainers() == 1                   # no registry yet: this process alone
     registry.mkdir()
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                            capture_output=True, text=True, check=True)
     try:
-        for pid in (os.getpid(), other.pid, int(ended.stdout)):
-            (registry / str(pid)).touch()
-        (registry / "not-a-pid").touch()
+        live = [threads.entry_name(os.getpid()), threads.entry_name(other.pid)]
+        for name in live + [f"{int(ended.stdout)}-12345"]:
+            (registry / name).touch()
+        for name in ("not-a-pid", "0-1", "-1"):                # no trainer's: left alone
+            (registry / name).touch()
+        (registry / f"{2 ** 70}-1").touch()                   # no process has such a pid: stale
         assert threads.running_trainers() == 2               # this one and the sleeping one
-        assert sorted(p.name for p in registry.iterdir()) == sorted([str(os.getpid()), str(other.pid), "not-a-pid"])
+        assert sorted(p.name for p in registry.iterdir()) == sorted(live + ["not-a-pid", "0-1", "-1"])
     finally:
         other.kill()
         other.wait()
     assert threads.running_trainers() == 1
+
+
+def dead_pid():
+    """The pid of a process that has ended (the kernel hands it out again only much later)."""
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                           capture_output=True, text=True, check=True)
+    return int(ended.stdout)
+
+
+def test_an_entry_that_cannot_be_removed_is_skipped_not_raised(registry, monkeypatch):
+    """A folder named like a dead trainer's entry, and a file the system refuses to remove
+    (a read-only file system): the count goes on, and training with it."""
+    registry.mkdir()
+    folder = registry / str(dead_pid())
+    folder.mkdir()
+    assert threads.running_trainers() == 1
+    assert folder.is_dir()                                    # not the registry's to remove
+    stuck = registry / f"{dead_pid()}-1"
+    stuck.touch()
+
+    def read_only(*args, **kwargs):
+        raise OSError(30, "Read-only file system")
+    with monkeypatch.context() as patch:
+        patch.setattr(threads.os, "unlink", read_only)
+        assert threads.running_trainers() == 1
+        assert stuck.exists()
+    assert threads.running_trainers() == 1 and not stuck.exists()
+
+
+def test_a_registry_that_is_a_symbolic_link_is_not_followed(tmp_path, monkeypatch):
+    """Someone points the registry's name at another folder: no trainer removes, or writes,
+    anything there; each counts itself alone."""
+    elsewhere = tmp_path / "somebody-elses"
+    elsewhere.mkdir()
+    theirs = [str(dead_pid()), f"{dead_pid()}-1", "notes.txt"]
+    for name in theirs:
+        (elsewhere / name).write_text("keep me")
+    link = tmp_path / "trainers"
+    link.symlink_to(elsewhere)
+    monkeypatch.setattr(threads, "REGISTRY", link)
+    assert threads.running_trainers() == 1
+    threads.register()
+    assert threads.running_trainers() == 1
+    assert sorted(p.name for p in elsewhere.iterdir()) == sorted(theirs)
+    assert all((elsewhere / name).read_text() == "keep me" for name in theirs)
+
+
+@pytest.mark.skipif(threads.process_start(os.getpid()) is None, reason="no /proc: the pid alone is all there is")
+def test_a_reused_pid_is_not_taken_for_the_trainer_that_had_it(registry):
+    """A trainer killed with SIGKILL leaves its entry; the kernel gives its pid to another
+    process (here: a sleeping one). The start time in the entry is not that process's, so the
+    entry is stale: removed, and not counted."""
+    registry.mkdir()
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        start = threads.process_start(other.pid)
+        old_trainer = registry / f"{other.pid}-{start - 1}"   # started earlier: not this process
+        old_trainer.touch()
+        assert threads.running_trainers() == 1
+        assert not old_trainer.exists()
+        (registry / str(other.pid)).touch()                   # no start time where /proc exists: stale too
+        assert threads.running_trainers() == 1
+        (registry / threads.entry_name(other.pid)).touch()   # the process itself, registered
+        assert threads.running_trainers() == 2
+    finally:
+        other.kill()
+        other.wait()
 
 
 REGISTER = ("import json; from harness import threads; threads.REGISTRY = __import__('pathlib').Path({registry!r}); "
@@ -142,7 +212,7 @@ two_cores = pytest.mark.skipif(threads.usable_cores() < 2,
 def share(registry, spec, others=0, **env):
     registry.mkdir(exist_ok=True)
     for _ in range(others):
-        (registry / str(os.getpid())).touch()              # this test process, alive: one more trainer
+        (registry / threads.entry_name(os.getpid())).touch()  # this test process, alive: one more trainer
     return run_python(SHARE.format(registry=str(registry), **spec), **env)
 
 
