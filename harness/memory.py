@@ -17,8 +17,10 @@ import numpy as np
 GIB = 2 ** 30
 
 
-def numbers_per_sample(model, hidden):
+def numbers_per_sample(model, hidden, layers="fast"):
     """How many numbers one sample's forward pass keeps, from the layer shapes."""
+    if model == "cnn" and layers == "plain":   # cnn.py keeps each conv's output before and after its ReLU
+        return numbers_per_sample(model, hidden) + 32 * 26 * 26 + 64 * 11 * 11
     if model == "cnn":                    # numpy_nn/cnn.py: 1x28x28 -> 32x13x13 -> 64x5x5 -> 10
         return (28 * 28                   # the batch's copy of the image
                 + 26 * 26 * (1 * 9 + 1)   # conv1's im2col columns, 3x3 windows (+1: the bias's input)
@@ -32,9 +34,9 @@ def numbers_per_sample(model, hidden):
     return 28 * 28 + 2 * sum(widths)      # the input; each layer's pre-activation and activation
 
 
-def step_bytes(model, hidden, dtype, batch):
+def step_bytes(model, hidden, dtype, batch, layers="fast"):
     """Upper estimate of one training step's (or evaluation bite's) memory, in bytes."""
-    return 2 * numbers_per_sample(model, hidden) * np.dtype(dtype).itemsize * batch
+    return 2 * numbers_per_sample(model, hidden, layers) * np.dtype(dtype).itemsize * batch
 
 
 def _read_bytes(path):
@@ -72,12 +74,12 @@ def check_memory(args, n_train, eval_bite, available=None):
     if limit is None:
         return
     batch = min(args.batch_size, n_train)
-    train = step_bytes(args.model, args.hidden, args.dtype, batch)
-    evaluate = step_bytes(args.model, args.hidden, args.dtype, eval_bite)
+    train = step_bytes(args.model, args.hidden, args.dtype, batch, args.layers)
+    evaluate = step_bytes(args.model, args.hidden, args.dtype, eval_bite, args.layers)
     if max(train, evaluate) <= limit:
         return
     if train >= evaluate:
-        fits = int(limit // step_bytes(args.model, args.hidden, args.dtype, 1))
+        fits = int(limit // step_bytes(args.model, args.hidden, args.dtype, 1, args.layers))
         what, hint = f"a {args.model} step of {batch} samples", f"; try --batch-size {fits} or less"
     else:
         what, hint = f"evaluating the {args.model} in bites of {eval_bite} samples", ""

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from numpy_nn.layers import conv2d_backward, conv2d_forward, maxpool2d_backward, maxpool2d_forward
-from numpy_nn.utils import cross_entropy, cross_entropy_with_grad, dropout_mask, init_std, relu, relu_grad
+from numpy_nn.utils import backprop, cross_entropy, dropout_mask, init_std, relu, relu_grad
 
 IMAGE_SHAPE = (1, 28, 28)  # C,H,W
 PARAM_SHAPES = {
@@ -129,9 +129,7 @@ class CNN:
     def gradients(self, x, y, l2=0.0, dropout=0.0, rng=None):
         """One forward and backward pass on a batch: returns the mean cross-entropy and
         the gradients (self.grads; the same numbers as one vector in self.flat_grads)."""
-        logits, cache = self.forward(x, dropout, rng)
-        loss, dlogits = cross_entropy_with_grad(logits, y)
-        return loss, self.backward(dlogits, cache, l2)
+        return backprop(self, x, y, l2, dropout, rng), self.grads
 
     def loss(self, x, y, l2=0.0):
         """The objective the gradients belong to: mean cross-entropy + (l2 / 2) sum(W^2)."""

@@ -107,6 +107,15 @@ def cross_entropy_with_grad(logits, y):
     return float(loss), dlogits
 
 
+def backprop(model, x, y, l2=0.0, dropout=0.0, rng=None):
+    """The forward pass, the loss and the backward pass of one batch (the trainer's train_step
+    without its update): returns the mean cross-entropy; the gradients are in model.grads."""
+    logits, cache = model.forward(x, dropout, rng)
+    loss, dlogits = cross_entropy_with_grad(logits, y)
+    model.backward(dlogits, cache, l2)
+    return loss
+
+
 def accuracy(logits, y):
     """Fraction of samples whose highest score is the true class."""
     return float((logits.argmax(axis=1) == y).mean())

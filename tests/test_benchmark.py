@@ -227,7 +227,7 @@ def test_a_batch_larger_than_the_training_set_is_refused_in_one_line():
     """There is no full batch of 100,000 among 60,000 samples: the run used to look for one
     forever. Now it stops at once, as argparse stops a bad flag. (The timeout only keeps the
     old endless loop from hanging the suite: 120 s is far above the few seconds of loading.)"""
-    out = subprocess.run([sys.executable, "benchmark.py", "--batch-sizes", "64", "100000"], cwd=ROOT,
+    out = subprocess.run([sys.executable, "perf/benchmark.py", "--batch-sizes", "64", "100000"], cwd=ROOT,
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 2
     assert out.stderr.splitlines()[-1] == ("benchmark.py: error: batch size 100000 is larger than "
