@@ -21,10 +21,9 @@ from pytorch_nn.diagnostics import Watch  # noqa: E402
 from pytorch_nn.fast_step import faster  # noqa: E402
 from torch.nn.functional import cross_entropy  # noqa: E402
 
-# Evaluation needs no gradients, so it could take any bite; the CNN's activations stay in the
-# CPU's caches at 250 images (1,000 images' conv1 output alone is 86 MB, and such bites ran
-# 1.5-2x slower per image)
-EVAL_BATCH = 250
+# Evaluation needs no gradients, so it could take any bite; in bites of 128 the CNN's
+# activations stay in the CPU's caches (bites of 250 took 1.6x as long per image, 1,000: 2x)
+EVAL_BATCH = 128
 
 
 def train_step(model, optimizer, x, y):
