@@ -236,10 +236,10 @@ def schema_2(record):
 
 
 def test_schema_2_records_are_still_read(tmp_path, capsys):
-    """The committed reference results are schema 2: they load as the schema-3 record of the same
-    run (ReLU, He initialisation, no diagnostics), and compare.py makes its table and curves,
-    and no learning picture, from them."""
-    committed = load_metrics(REPO / "results" / "reference" / "numpy_metrics.json")
+    """A schema-2 record (tests/data/: the NumPy reference run as committed before schema 3)
+    loads as the schema-3 record of the same run (ReLU, He initialisation, no diagnostics), and
+    compare.py makes its table and curves, and no learning picture, from such records."""
+    committed = load_metrics(REPO / "tests" / "data" / "schema2_numpy_metrics.json")
     assert committed["schema"] == 2 and committed["diagnostics"] is None
     assert (committed["config"]["activation"], committed["config"]["weight_init"]) == ("relu", "he")
     torch_init = schema_2(make_record("pytorch", config={"init": "torch"}))
