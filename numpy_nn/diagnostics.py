@@ -14,8 +14,9 @@ step 1) the trainer records, for the step just taken:
     activation_mean   per layer, the mean and standard deviation of every value the layer
     activation_std    outputs for the probe images, just after the step
     dead_fraction     per hidden layer, the fraction of its units that output 0 for every probe
-                      image: a dead ReLU passes nothing forward and gets no gradient back, so no
-                      later step revives it. An MLP's unit is one neuron; a conv layer's is a
+                      image: a ReLU dead on every training image passes nothing forward and gets
+                      no gradient back, so no later step revives it (one dead on the probe images
+                      alone may still learn from other images, and come back). An MLP's unit is one neuron; a conv layer's is a
                       channel (one feature map), dead when it is 0 at every position of every
                       probe image. (Sigmoid never outputs exactly 0, tanh only where z is 0: their
                       layers count no dead units; their trouble is saturation, read it in the

@@ -17,10 +17,10 @@ def relu(z, out=None):
     return np.maximum(z, 0, out=out)
 
 
-def relu_grad(z):
-    """d relu(z)/dz: 1 where z > 0, else 0 (we take 0 at z = 0, as PyTorch does). The same
-    mask comes from relu(z) itself, which is positive exactly where z is."""
-    return (z > 0).astype(z.dtype)
+def relu_grad(h):
+    """d relu(z)/dz, read off h = relu(z) (or z itself: both are positive at the same places):
+    1 where z > 0, else 0 (we take 0 at z = 0, as PyTorch does)."""
+    return (h > 0).astype(h.dtype)
 
 
 def sigmoid(z, out=None):
