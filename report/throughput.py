@@ -149,7 +149,7 @@ def _cnn_layer_table(row, warmup):
     lines = [
         f"Each part is timed with `time.perf_counter` around it and summed over {row['steps']} steps "
         f"after {warmup} untimed ones: one pass, so noisier than the medians above. NumPy: "
-        f"`numpy_nn/cnn.py`'s forward and backward written out call by call "
+        f"`numpy_nn/fast_cnn.py`'s forward and backward (the trainer's default) written out call by call "
         f"(`benchmark.timed_numpy_cnn_step`); a convolution's forward is im2col and one product, its "
         f"backward the dW product and, for conv2, dx by col2im; its ReLU runs after the pool, on a "
         f"quarter of the values. PyTorch CPU: forward module by module; backward is one "
