@@ -21,7 +21,7 @@ from numpy_nn.parallel import faster  # noqa: E402
 from numpy_nn.utils import OPTIMIZERS, CosineSchedule, cross_entropy, cross_entropy_with_grad  # noqa: E402
 
 # Evaluation needs no gradients, so it could take any bite; in bites of 128 the CNN's
-# activations stay in the CPU's caches (bites of 250 took 1.6x as long per image, 1,000: 2x)
+# activations stay in the CPU's caches (larger bites ran slower per image)
 EVAL_BATCH = 128
 
 

@@ -22,7 +22,7 @@ from pytorch_nn.fast_step import faster  # noqa: E402
 from torch.nn.functional import cross_entropy  # noqa: E402
 
 # Evaluation needs no gradients, so it could take any bite; in bites of 128 the CNN's
-# activations stay in the CPU's caches (bites of 250 took 1.6x as long per image, 1,000: 2x)
+# activations stay in the CPU's caches (larger bites ran slower per image)
 EVAL_BATCH = 128
 
 
