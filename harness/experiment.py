@@ -110,12 +110,23 @@ class Stopping:
     def __init__(self):
         self.signum = None       # the first stop signal; None: none came
         self.begun = False
+        self.hold = False        # the trainer's command keeps recording until its files are saved
+        self._previous = {}
 
     def begin(self):
         """From now until the save, SIGINT and SIGTERM are recorded, not raised."""
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, self._record)
+        if not self.begun:
+            self._previous = {s: signal.signal(s, self._record) for s in (signal.SIGINT, signal.SIGTERM)}
         self.begun = True
+
+    def release(self):
+        """Give the signals back to the handlers they had, unless the trainer's command holds
+        them until its save (hold): train() called from other code (the tests, the reference
+        runs) leaves Ctrl-C as it found it."""
+        if self.begun and not self.hold:
+            for signum, handler in self._previous.items():
+                signal.signal(signum, handler)
+            self.begun = False
 
     def end(self):
         """After the save nothing is left to stop: later signals are ignored. (A recording
@@ -130,7 +141,7 @@ class Stopping:
             self.signum = signum
 
     def check(self):
-        """At a step boundary (or between evaluation bites): leave if a stop was asked for."""
+        """At a step boundary, or after an epoch's evaluation: leave if a stop was asked for."""
         if self.signum is not None:
             raise StopRequested
 

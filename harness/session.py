@@ -34,9 +34,8 @@ import time
 import numpy as np
 from tqdm import tqdm
 
-from harness import experiment
-from harness import threads
 from data_loader import batches
+from harness import experiment, threads
 from harness.experiment import TrainingDiverged, check_finite
 from harness.memory import check_memory
 from harness.metrics_file import Run, numpy_blas
@@ -60,6 +59,7 @@ def run_trainer(framework, train, argv=None, check=None):
     if _in_host_memory(framework, args):          # (an accelerator's memory is not the host's)
         check_memory(args, len(data[0]), train.__globals__["EVAL_BATCH"])  # too big to fit: refused now
     np.seterr(over="ignore", invalid="ignore")  # a diverging run is reported once, by the NaN check
+    experiment.stopping.hold = True             # a signal during the save is noted, not raised
     with experiment.out_of_memory_is_one_line(args):
         try:
             _, run = train(args, *data)
@@ -111,6 +111,8 @@ class Session:
             self.run.interrupted = True
         except TrainingDiverged as e:
             self.run.diverged = e
+        finally:
+            experiment.stopping.release()             # (the trainer's command holds on until its save)
         self.run.record["diagnostics"] = watch.finish()
 
     def epochs(self):

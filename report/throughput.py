@@ -52,7 +52,7 @@ def markdown(record):
                   f"{gpu['matmul_peak_gflops']:,.0f} GFLOP/s, so its roofline is "
                   f"{gpu['roofline_samples_per_second']:,.0f} samples/s; the CUDA columns' % is of that. "
                   f"pytorch-cuda is the eager loop, pytorch-cuda-graph each step replayed as a CUDA graph "
-                  f"(`--mode graph`, pytorch_nn/cuda_graph.py)."]
+                  f"(`--mode graph`, pytorch_nn/fast_step.py)."]
     if swept:
         lines += ["", "Thread counts measured (NumPy's OpenBLAS and PyTorch both set to each, taking "
                   "turns within every repeat): " + ", ".join(map(str, record["threads_swept"])) + "."]
