@@ -99,8 +99,7 @@ class NeuralNetwork:
             dh = dz @ W.T                                      # B,fan_in  dh = dz W^T
             if f"mask{i - 1}" in cache:
                 dh *= cache[f"mask{i - 1}"]                    # dropout: blocked units pass no gradient
-            dh *= self.f_grad(cache[f"a{i - 1}"])              # a = f(z) => dz = dh f'(z); ReLU: dh where z > 0
-            dz = dh                                            # the previous layer's dz
+            dz = dh * self.f_grad(cache[f"a{i - 1}"])          # B,fan_in  a = f(z) => dz = dh f'(z); ReLU: dh where z > 0
         return self.grads
 
     # ------------------------------------------------------------------------- helpers

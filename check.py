@@ -1,0 +1,83 @@
+"""Check a network's backpropagation, or your own version of one of its functions.
+
+    python check.py                          # the MLP: every gradient against PyTorch's autograd
+    python check.py --activation sigmoid     # ... with another activation (or --hidden 256 128 64)
+    python check.py --model cnn              # the CNN
+    python check.py --exercise mlp_backward  # grade your exercises/mlp_backward.py (exercises/README.md)
+
+One batch of 32 training images goes through the NumPy network and its PyTorch twin, in
+float64. Every gradient backward() computes is compared with autograd's, in the order
+backward() computes them (exact, close or wrong; what a wrong one looks like: off by the
+batch size, transposed, a missing ReLU mask, ...); the first wrong one names its line. Then
+a few entries of every parameter's gradient are checked by finite differences, and the
+recipe by two sanity checks: the loss at initialisation is near ln 10, and the network can
+learn those 32 images by heart. The exit status is 0 only when everything holds.
+"""
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the repo root, from any cwd
+from data_loader import DataError, load_mnist  # noqa: E402
+from harness.flags import ACTIVATIONS, MLP_HIDDEN  # noqa: E402
+
+BATCH = 32
+
+
+def parse(argv):
+    from exercises import EXERCISES
+    p = argparse.ArgumentParser(description="Check backpropagation against PyTorch's autograd.")
+    p.add_argument("--model", choices=("mlp", "cnn"), default="mlp", help="the network to check")
+    p.add_argument("--hidden", type=int, nargs="+", default=MLP_HIDDEN, help="the MLP's hidden layer sizes")
+    p.add_argument("--activation", choices=ACTIVATIONS, default="relu", help="the MLP's activation")
+    p.add_argument("--exercise", choices=sorted(EXERCISES),
+                   help="grade your version of a function in exercises/ instead (sets the model)")
+    p.add_argument("--seed", type=int, default=0, help="the network's starting weights")
+    args = p.parse_args(argv)
+    if any(h <= 0 for h in args.hidden):
+        p.error("argument --hidden: sizes must be positive")
+    if args.exercise:
+        args.model = EXERCISES[args.exercise].model or "mlp"
+    return args
+
+
+def network_maker(args):
+    """A function that makes the network to check, in float64, fresh each call."""
+    from numpy_nn.cnn import CNN
+    from numpy_nn.neural_network import NeuralNetwork
+    if args.model == "cnn":
+        return lambda: CNN(seed=args.seed, dtype=np.float64)
+    return lambda: NeuralNetwork((784, *args.hidden, 10), seed=args.seed, dtype=np.float64,
+                                 activation=args.activation)
+
+
+def check_network(args, x, y, say):
+    from checker.network import check_all
+    return check_all(network_maker(args), x, y, say, args.seed)
+
+
+def main(argv=None):
+    args = parse(argv)
+    say = print
+    try:
+        x_train, y_train, _, _ = load_mnist()
+    except DataError as error:
+        sys.exit(f"check.py: {error}")
+    x, y = x_train[:BATCH].astype(np.float64), y_train[:BATCH]
+    if args.exercise:
+        from checker.exercise import check_exercise
+        ok = check_exercise(args, x, y, say, check_network)
+    else:
+        what = (f"the MLP {'-'.join(map(str, (784, *args.hidden, 10)))} ({args.activation})"
+                if args.model == "mlp" else "the CNN")
+        say(f"Checking {what} on {BATCH} training images, in float64, against PyTorch's autograd.\n")
+        ok = check_network(args, x, y, say)
+    say("")
+    say("Everything holds." if ok else "Something is wrong: read the lines marked wrong above, from the top.")
+    sys.exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()

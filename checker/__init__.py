@@ -1,0 +1,3 @@
+"""The gradient checker behind check.py: trace.py records what a backward() computes,
+reference.py gets the answers from PyTorch's autograd, verdict.py compares and names the
+classic mistakes, network.py and units.py run the checks."""

@@ -1,0 +1,194 @@
+"""The checks of one network, in float64: every gradient its backward() computes against
+PyTorch's autograd, a few entries of each parameter's gradient by finite differences, and the
+two sanity checks of the training recipe (the loss at initialisation, overfitting one batch).
+
+Each check prints its lines through say() and returns True when everything in it holds.
+"""
+import math
+from argparse import Namespace
+
+import numpy as np
+
+from checker.reference import cnn_reference, mlp_reference
+from checker.trace import failing_line, record, where
+from checker.verdict import judge
+from numpy_nn import utils
+from numpy_nn.cnn import CNN
+
+SHIFT = 1000.0          # logits this large overflow exp() (past ~709 in float64) unless the max is subtracted
+FD_EPS = 1e-6           # the finite differences' step
+FD_ENTRIES = 3          # entries checked per parameter
+# A central difference is off by ~eps^2 f''' (1e-12 here) plus the loss's rounding over
+# 2 eps (1e-16 * 2.3 / 2e-6, about 1e-10, absolute). The entries checked are drawn from the
+# larger half of each gradient (1e-4 and up on these batches), so 1e-4 relative leaves a wide
+# margin; a wrong gradient is off by 1e-2 and more. (A step that crossed a ReLU's kink would
+# be off too: with eps 1e-6 it is rare, and the check names the entry if it happens.)
+FD_TOLERANCE = 1e-4
+INIT_TOLERANCE = 0.5    # at initialisation every class is about as likely: loss ~ ln 10. Logits of
+                        # standard deviation s add about s^2 / 2; 0.5 allows s up to 1
+BIAS_STD = 0.1          # see check_all
+OVERFIT = dict(images=32, steps=100, lr=1e-2, below=0.01)  # 8-60 steps on the project's networks
+
+
+def _mlp_label(name, variables):
+    """The gradient a variable of the MLP's backward() holds: its loop walks the layers
+    i = L, ..., 1, computing dW{i}, db{i}, then dh and dz of the layer below (i - 1)."""
+    i = variables.get("i")
+    if i is None:
+        return None                                # before the loop: dz = dlogits, the loss's
+    return {"dW": f"dW{i}", "db": f"db{i}", "dh": f"dh{i - 1}", "dz": f"dz{i - 1}"}.get(name)
+
+
+def _cnn_label(name, variables):
+    """cnn.py's backward() names its gradients as the answer key does (dlogits is the loss's)."""
+    return None if name == "dlogits" else name
+
+
+def _line(say, name, shape, verdict):
+    numbers = ""
+    if verdict.diff is not None:
+        numbers = f"max|diff| {verdict.diff:8.1e}   rel {verdict.rel:8.1e}"
+    say(f"  {name:<9}{str(shape):<18}{verdict.status:<8}{numbers}")
+    if verdict.hint:
+        say(f"      -> {verdict.hint}")
+
+
+def gradients(net, x, y, say):
+    """Forward, loss and backward on (x, y), each quantity against the answer key."""
+    is_cnn = isinstance(net, CNN)
+    ref = (cnn_reference if is_cnn else mlp_reference)(net, x, y)
+    B, ok = len(y), True
+    say("forward and loss:")
+    logits, cache = net.forward(x)
+    v = judge("logits", logits, ref.logits, B)
+    _line(say, "logits", logits.shape, v)
+    if not v.ok:
+        say("  The forward pass gives other scores than PyTorch's: fix it first, the gradients follow from it.")
+        return False
+    loss, dlogits = utils.cross_entropy_with_grad(logits, y)
+    v = judge("loss", np.float64(loss), np.float64(ref.loss), B)
+    _line(say, "loss", "()", v)
+    ok &= v.ok
+    big_loss, big_dlogits = utils.cross_entropy_with_grad(logits + SHIFT, y)
+    stable = np.isfinite(big_loss) and np.all(np.isfinite(big_dlogits))
+    say(f"  {'stable':<9}{'':<18}{'ok' if stable else 'wrong':<8}the loss of logits + {SHIFT:g} "
+        f"(the same softmax) is {'finite' if stable else 'inf or NaN'}")
+    if not stable:
+        say("      -> exp() overflows past ~709 (float64; 88 in float32): subtract each row's max "
+            "from the logits before exp (log_softmax in numpy_nn/utils.py)")
+        ok = False
+    first = None
+    v = judge("dlogits", dlogits, ref.grads["dlogits"], B)
+    _line(say, "dlogits", dlogits.shape, v)
+    if not v.ok:
+        first = ("dlogits", "the loss's gradient, from cross_entropy_with_grad")
+
+    say("backward(), its gradients in the order it computes them:")
+    net.flat_grads[...] = 0                        # so a gradient never written shows as zeros
+    watched = {f"d{name}": net.grads[name] for name in net.params}
+    rec = record(net.backward, (dlogits, cache), _cnn_label if is_cnn else _mlp_label, watched)
+    for name, want in ref.grads.items():
+        if name == "dlogits":
+            continue
+        got = rec.values.get(name)
+        if got is None and name[1:] in net.params and rec.error is None:
+            got = net.grads[name[1:]]              # written but never changed: zeros
+        relu = is_cnn or net.activation == "relu"
+        v = judge(name, got, want, B, before=ref.before.get(name), relu=relu)
+        if v.status == "missing" and rec.error is not None:
+            v.hint = "not reached"
+        _line(say, name, want.shape if got is None or got is Ellipsis else np.shape(got), v)
+        if not v.ok and first is None and name in rec.lines:
+            first = (name, where(rec.filename, rec.lines[name]))
+        ok &= v.ok
+    if rec.error is not None:
+        message = str(rec.error).splitlines()[0] if str(rec.error) else ""
+        say(f"  backward() stopped with {type(rec.error).__name__}: {message}")
+        deepest = failing_line(rec.error)
+        if rec.error_line:
+            say(f"      at {where(rec.filename, rec.error_line)}")
+        if rec.error_line is None or not deepest.startswith(where(rec.filename, rec.error_line)):
+            say(f"      in {deepest}")
+        ok = False
+    if first:
+        say(f"  First wrong: {first[0]}. Everything before it is right, so look first at")
+        say(f"      {first[1]}")
+    return ok and first is None
+
+
+def finite_differences(net, x, y, say, seed=0):
+    """A few entries of each parameter's gradient (as backward() left it in net.grads)
+    against (loss(p + eps) - loss(p - eps)) / 2 eps."""
+    say(f"finite differences, {FD_ENTRIES} entries of each parameter (step {FD_EPS:g}):")
+    rng, ok = np.random.default_rng(seed), True
+    for name, p in net.params.items():
+        g, flat = net.grads[name].reshape(-1), p.reshape(-1)
+        big = np.flatnonzero(np.abs(g) >= np.median(np.abs(g[g != 0]))) if np.any(g) else []
+        picks = rng.choice(big if len(big) >= FD_ENTRIES else len(flat), FD_ENTRIES, replace=False)
+        worst, worst_at = 0.0, None
+        for k in picks:
+            old = flat[k]
+            flat[k] = old + FD_EPS
+            up = net.loss(x, y)
+            flat[k] = old - FD_EPS
+            down = net.loss(x, y)
+            flat[k] = old
+            numeric = (up - down) / (2 * FD_EPS)
+            err = abs(numeric - g[k]) / max(abs(numeric), abs(g[k]), 1e-12)
+            if err >= worst:
+                worst, worst_at = err, (k, numeric, g[k])
+        good = worst <= FD_TOLERANCE
+        say(f"  {name:<9}{str(p.shape):<18}{'ok' if good else 'wrong':<8}worst relative error {worst:8.1e}")
+        if not good:
+            k, numeric, analytic = worst_at
+            index = np.unravel_index(k, p.shape)
+            say(f"      -> entry {tuple(int(i) for i in index)}: backward() says {analytic:.6g}, "
+                f"the loss's slope is {numeric:.6g}")
+        ok &= good
+    return ok
+
+
+def sanity(make_net, x, y, say):
+    """The loss at initialisation is near ln 10, and one batch can be learnt by heart."""
+    from numpy_nn.train import train_step          # the trainer's own step (it imports the harness)
+    say("sanity checks of the training recipe:")
+    net = make_net()
+    loss = net.loss(x, y)
+    good = abs(loss - math.log(10)) <= INIT_TOLERANCE
+    say(f"  {'init':<27}{'ok' if good else 'wrong':<8}loss at initialisation {loss:.3f}; "
+        f"ln 10 = {math.log(10):.3f} (10 classes equally likely), within {INIT_TOLERANCE}")
+    n, steps, lr, below = OVERFIT["images"], OVERFIT["steps"], OVERFIT["lr"], OVERFIT["below"]
+    net = make_net()
+    optimizer = utils.OPTIMIZERS["adam"](net.flat_params, lr)
+    args = Namespace(dropout=0.0, weight_decay=0.0)
+    losses = []
+    for _ in range(steps):
+        losses.append(train_step(net, optimizer, x[:n], y[:n], args, None))
+        if not losses[-1] < below:                 # NaN never is
+            continue
+        break
+    fits = losses[-1] < below
+    say(f"  {'overfit':<27}{'ok' if fits else 'wrong':<8}{n} images: loss {losses[0]:.3f} -> "
+        f"{losses[-1]:.4f} in {len(losses)} Adam steps (lr {lr:g}); asked: below {below} within {steps}")
+    if not fits:
+        say("      -> a network whose gradients are right learns a handful of images by heart; "
+            "if the gradients above are right, look at the update (the optimizer)")
+    return good and fits
+
+
+def check_all(make_net, x, y, say, seed=0):
+    """All three checks of the network make_net() builds (fresh each call)."""
+    net = make_net()
+    # The gradients are checked at biases drawn small and nonzero, not at their starting
+    # zeros: there a blank patch of the image gives z = 0 exactly, ReLU's kink, where a
+    # finite difference sees the average of the slopes on its two sides and backward() the
+    # slope on one side (0).
+    rng = np.random.default_rng(seed)
+    for name, b in net.params.items():
+        if name.startswith("b"):
+            b[...] = rng.normal(0, BIAS_STD, b.shape)
+    ok = gradients(net, x, y, say)
+    say("")
+    ok &= finite_differences(net, x, y, say)
+    say("")
+    return sanity(make_net, x, y, say) & ok

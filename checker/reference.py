@@ -1,0 +1,86 @@
+"""The answer key: every gradient of one batch, from the PyTorch twin and autograd.
+
+The NumPy network's weights are copied into its twin (pytorch_nn/), in float64, and the
+forward pass is run one layer at a time so that every intermediate tensor can be named
+as numpy_nn names it (z1 = conv1(x) or x W1 + b1, a1 = relu(z1), ...) and asked to keep
+its gradient (retain_grad). One loss.backward() then gives them all.
+"""
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from pytorch_nn import cnn as torch_cnn
+from pytorch_nn import model as torch_mlp
+
+
+def _run(model, steps, x, y):
+    """Run the layers in steps [(name, function)], name each output, and backpropagate the
+    mean cross-entropy. Returns (tensors, loss): tensors by name, each with its .grad."""
+    model.double()
+    t, h = {}, torch.from_numpy(x)
+    for name, step in steps:
+        h = t[name] = step(h)
+        if h.requires_grad:                        # (the image itself needs no gradient)
+            h.retain_grad()                        # keep dLoss/d(this) too, not only the weights'
+    loss = F.cross_entropy(h, torch.from_numpy(y))
+    loss.backward()
+    with torch.no_grad():                          # the steps must be the twin's forward, exactly
+        assert torch.equal(model(torch.from_numpy(x)), t["logits"]), "the steps are not the twin's forward"
+    return t, loss
+
+
+def _param_grads(layers):
+    """dW{i} and db{i} in numpy_nn's layout: nn.Linear keeps (out, in), numpy_nn (in, out)."""
+    grads = {}
+    for i, layer in enumerate(layers, start=1):
+        dW = layer.weight.grad.numpy()
+        grads[f"dW{i}"] = dW.T if dW.ndim == 2 else dW
+        grads[f"db{i}"] = layer.bias.grad.numpy()
+    return grads
+
+
+class Reference:
+    """logits, loss, and grads: label -> dLoss/d(that), in float64, for one batch (x, y),
+    listed in the order the NumPy backward() computes them. before[label] names, for a
+    gradient taken through an activation (dz), the gradient just before it (dh, or da)."""
+
+    def __init__(self, logits, loss, grads, before):
+        self.logits, self.loss, self.grads, self.before = logits, loss, grads, before
+
+
+def mlp_reference(net, x, y):
+    """For numpy_nn's NeuralNetwork net (any sizes and activation)."""
+    model = torch_mlp.load_numpy_params(
+        torch_mlp.MLP(net.sizes, activation=net.activation).double(), net.params)
+    L = net.num_layers
+    steps = []
+    for i, layer in enumerate(model.hidden, start=1):
+        steps += [(f"z{i}", layer), (f"h{i}", model.activation)]
+    t, loss = _run(model, steps + [("logits", model.out)], x, y)
+    w = _param_grads(model.linears())
+    grads = {"dlogits": t["logits"].grad.numpy()}
+    for i in range(L, 0, -1):                      # backward()'s order: W, b, then the layer below
+        grads[f"dW{i}"], grads[f"db{i}"] = w[f"dW{i}"], w[f"db{i}"]
+        if i > 1:
+            grads[f"dh{i - 1}"] = t[f"h{i - 1}"].grad.numpy()
+            grads[f"dz{i - 1}"] = t[f"z{i - 1}"].grad.numpy()
+    before = {f"dz{i}": grads[f"dh{i}"] for i in range(1, L)}
+    return Reference(t["logits"].detach().numpy(), loss.item(), grads, before)
+
+
+def cnn_reference(net, x, y):
+    """For numpy_nn's CNN net (cnn.py's names: z conv, a ReLU, h pool, f flatten)."""
+    model = torch_cnn.load_numpy_params(torch_cnn.CNN().double(), net.params)
+    image = lambda v: v.reshape(-1, *torch_cnn.IMAGE_SHAPE)  # noqa: E731  B,784 -> B,1,28,28
+    steps = [("x", image), ("z1", model.conv1), ("a1", model.relu), ("h1", model.pool),
+             ("z2", model.conv2), ("a2", model.relu), ("h2", model.pool),
+             ("f", model.flatten), ("logits", model.out)]
+    x = np.ascontiguousarray(x)
+    t, loss = _run(model, steps, x, y)
+    w = _param_grads(model.layers())
+    g = {name: t[name].grad.numpy() for name in ("logits", "f", "h2", "a2", "z2", "h1", "a1", "z1")}
+    grads = {"dlogits": g["logits"], "dW3": w["dW3"], "db3": w["db3"], "df": g["f"],
+             "dh2": g["h2"], "da2": g["a2"], "dz2": g["z2"], "dW2": w["dW2"], "db2": w["db2"],
+             "dh1": g["h1"], "da1": g["a1"], "dz1": g["z1"], "dW1": w["dW1"], "db1": w["db1"]}
+    before = {"dz2": grads["da2"], "dz1": grads["da1"]}
+    return Reference(t["logits"].detach().numpy(), loss.item(), grads, before)

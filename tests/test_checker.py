@@ -1,0 +1,168 @@
+"""check.py's checker: it passes the project's own networks, and it names each classic
+mistake when one is planted in a copy of the code.
+
+A mistake is planted by taking the source of the real function (NeuralNetwork.backward,
+CNN.backward, cross_entropy_with_grad, log_softmax), changing one line, and compiling the
+result: the checker then sees exactly what a learner's slip would give.
+"""
+import inspect
+import linecache
+import math
+import textwrap
+
+import numpy as np
+import pytest
+
+from checker import network
+from checker.network import check_all, gradients
+from data_loader import load_mnist
+from numpy_nn import utils
+from numpy_nn.cnn import CNN
+from numpy_nn.neural_network import NeuralNetwork
+
+B = 32
+
+
+@pytest.fixture(scope="module")
+def batch():
+    x_train, y_train, _, _ = load_mnist()
+    return x_train[:B].astype(np.float64), y_train[:B]
+
+
+def planted(function, old, new):
+    """A copy of function with the line holding `old` changed to hold `new`."""
+    source = textwrap.dedent(inspect.getsource(function))
+    assert source.count(old) == 1, f"{old!r} is not one place in {function.__qualname__}"
+    source = source.replace(old, new)
+    filename = f"<planted {function.__qualname__}>"
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)  # so lines can be shown
+    namespace = dict(function.__globals__)
+    exec(compile(source, filename, "exec"), namespace)
+    return namespace[function.__name__]
+
+
+def run(net, x, y):
+    """The gradient check's lines and verdict."""
+    lines = []
+    ok = gradients(net, x, y, lines.append)
+    return ok, "\n".join(lines)
+
+
+def mlp(activation="relu", backward=None):
+    net = NeuralNetwork(dtype=np.float64, activation=activation)
+    if backward:
+        net.backward = backward.__get__(net)       # this network only: the class stays as it is
+    return net
+
+
+@pytest.mark.parametrize("activation", ["relu", "sigmoid", "tanh"])
+def test_the_projects_mlp_passes_every_check(batch, activation):
+    lines = []
+    assert check_all(lambda: mlp(activation), *batch, lines.append)
+    text = "\n".join(lines)
+    for name in ("dW3", "db3", "dh2", "dz2", "dW2", "db2", "dh1", "dz1", "dW1", "db1"):
+        assert f"\n  {name} " in text                # one line for every gradient backward() computes
+    assert "wrong" not in text
+
+
+def test_the_projects_cnn_and_a_deeper_mlp_pass_every_check(batch):
+    for make in (lambda: CNN(dtype=np.float64),
+                 lambda: NeuralNetwork((784, 256, 128, 64, 10), dtype=np.float64)):
+        lines = []
+        assert check_all(make, *batch, lines.append), "\n".join(lines)
+    assert "  dz1 " in "\n".join(lines) and "  dW4 " in "\n".join(lines)
+
+
+MESSAGES = {  # each mistake's own words in the checker's output
+    "batch": "32 times too large, the batch size",
+    "bias axis": "summed over the wrong axis",
+    "transposed": "transposed",
+    "no mask": "the activation's derivative is missing",
+    "wrong mask": "the ReLU mask was taken from the wrong tensor",
+    "sign": "the sign is flipped",
+    "overflow": "exp() overflows",
+}
+
+MLP_MISTAKES = {  # a one-line change to NeuralNetwork.backward, the first gradient it breaks, the message
+    "bias axis": ("dz.sum(axis=0, out=db)", "db = dz.sum(axis=1)", "db3"),
+    "transposed": ("np.matmul(h_prev.T, dz, out=dW)", "dW = dz.T @ h_prev", "dW3"),
+    "no mask": ('dz = dh * self.f_grad(cache[f"a{i - 1}"])', "dz = dh", "dz2"),
+    "wrong mask": ('dz = dh * self.f_grad(cache[f"a{i - 1}"])', "dz = dh * self.f_grad(dh)", "dz2"),
+    "sign": ("dh = dz @ W.T", "dh = -(dz @ W.T)", "dh2"),
+}
+
+
+@pytest.mark.parametrize("mistake", sorted(MLP_MISTAKES))
+def test_each_planted_mistake_in_the_mlp_gets_its_own_message(batch, mistake):
+    old, new, first = MLP_MISTAKES[mistake]
+    ok, text = run(mlp(backward=planted(NeuralNetwork.backward, old, new)), *batch)
+    assert not ok
+    assert MESSAGES[mistake] in text, text
+    others = [m for k, m in MESSAGES.items() if k != mistake and m not in MESSAGES[mistake]]
+    assert not any(m in text for m in others), text
+    # localised: the first wrong gradient, and the line that computed it
+    assert f"First wrong: {first}." in text, text
+    where = text.split("First wrong:")[1].split("\n")[1].strip()
+    assert where.startswith("<planted NeuralNetwork.backward> line") and new in where, text
+
+
+def test_a_wrong_line_of_the_right_shape_is_localised_to_that_line(batch):
+    new = "np.matmul(h_prev.T, dz * dz, out=dW)"
+    backward = planted(NeuralNetwork.backward, "np.matmul(h_prev.T, dz, out=dW)", new)
+    source = linecache.getlines(backward.__code__.co_filename)
+    line = next(n for n, text in enumerate(source, start=1) if new in text)
+    ok, text = run(mlp(backward=backward), *batch)
+    assert not ok
+    assert "\n  dW3      (64, 10)          wrong" in text
+    assert "\n  db3      (10,)             close" in text  # db3 never read dW3: still right
+    assert f"First wrong: dW3. Everything before it is right, so look first at\n" \
+           f"      <planted NeuralNetwork.backward> line {line}: {new}" in text, text
+    assert not any(m in text for m in MESSAGES.values()), text  # no classic mistake to name
+
+
+def test_a_missing_relu_mask_in_the_cnn_is_named(batch):
+    backward = planted(CNN.backward, 'dz1 = da1 * relu_grad(cache["z1"])', "dz1 = da1")
+    net = CNN(dtype=np.float64)
+    net.backward = backward.__get__(net)
+    ok, text = run(net, *batch)
+    assert not ok and MESSAGES["no mask"] in text and "First wrong: dz1." in text, text
+
+
+def test_a_forgotten_one_over_b_is_named_at_dlogits(batch, monkeypatch):
+    monkeypatch.setattr(utils, "cross_entropy_with_grad",
+                        planted(utils.cross_entropy_with_grad, "dlogits /= n", "pass"))
+    ok, text = run(mlp(), *batch)
+    assert not ok and MESSAGES["batch"] in text
+    assert "First wrong: dlogits." in text and "from cross_entropy_with_grad" in text, text
+
+
+def test_a_softmax_without_the_max_subtracted_is_named(batch, monkeypatch):
+    monkeypatch.setattr(utils, "log_softmax", planted(
+        utils.log_softmax, "shifted = logits - logits.max(axis=1, keepdims=True)", "shifted = logits"))
+    with np.errstate(over="ignore", invalid="ignore"):
+        ok, text = run(mlp(), *batch)
+    assert not ok and MESSAGES["overflow"] in text, text
+    assert "  loss     ()                close" in text   # at these small logits the loss is right
+
+
+def test_a_blank_line_and_an_error_are_one_line_each_not_a_traceback(batch):
+    ok, text = run(mlp(backward=planted(NeuralNetwork.backward, "dh = dz @ W.T", "dh = ..."), ), *batch)
+    assert not ok
+    assert "  dh2      (32, 64)          blank" in text
+    assert "backward() stopped with TypeError" in text and "Traceback" not in text
+
+
+def test_the_sanity_checks_catch_a_bad_recipe(batch):
+    lines = []
+    network.sanity(lambda: NeuralNetwork(dtype=np.float64, init="small"), *batch, lines.append)
+    init_line = [line for line in lines if "init" in line][0]
+    assert "ok" in init_line and f"{math.log(10):.3f}" in init_line  # a small init starts at ln 10 exactly...
+
+    class Timid(utils.Adam):                       # ...and an update 1000 times too small learns nothing
+        def step(self, grads):
+            super().step(grads * 0)
+    lines = []
+    from unittest import mock
+    with mock.patch.dict(utils.OPTIMIZERS, adam=lambda p, lr: Timid(p, lr)):
+        assert not network.sanity(lambda: NeuralNetwork(dtype=np.float64), *batch, lines.append)
+    assert "wrong" in [line for line in lines if "overfit" in line][0]
