@@ -68,7 +68,7 @@ def main(argv=None):
     x, y = x_train[:BATCH].astype(np.float64), y_train[:BATCH]
     if args.exercise:
         from checker.exercise import check_exercise
-        ok = check_exercise(args, x, y, say, check_network)
+        ok = check_exercise(args.exercise, x, y, say, lambda x, y, say: check_network(args, x, y, say))
     else:
         what = (f"the MLP {'-'.join(map(str, (784, *args.hidden, 10)))} ({args.activation})"
                 if args.model == "mlp" else "the CNN")

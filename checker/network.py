@@ -54,7 +54,8 @@ def _line(say, name, shape, verdict):
 
 
 def gradients(net, x, y, say):
-    """Forward, loss and backward on (x, y), each quantity against the answer key."""
+    """Forward, loss and backward on (x, y), each quantity against the answer key. Returns
+    (everything right, backward() ran to its end)."""
     is_cnn = isinstance(net, CNN)
     ref = (cnn_reference if is_cnn else mlp_reference)(net, x, y)
     B, ok = len(y), True
@@ -64,12 +65,16 @@ def gradients(net, x, y, say):
     _line(say, "logits", logits.shape, v)
     if not v.ok:
         say("  The forward pass gives other scores than PyTorch's: fix it first, the gradients follow from it.")
-        return False
-    loss, dlogits = utils.cross_entropy_with_grad(logits, y)
+        return False, False
+    try:
+        loss, dlogits = utils.cross_entropy_with_grad(logits, y)
+        big_loss, big_dlogits = utils.cross_entropy_with_grad(logits + SHIFT, y)
+    except Exception as error:
+        _stopped(say, "cross_entropy_with_grad", error)
+        return False, False
     v = judge("loss", np.float64(loss), np.float64(ref.loss), B)
     _line(say, "loss", "()", v)
     ok &= v.ok
-    big_loss, big_dlogits = utils.cross_entropy_with_grad(logits + SHIFT, y)
     stable = np.isfinite(big_loss) and np.all(np.isfinite(big_dlogits))
     say(f"  {'stable':<9}{'':<18}{'ok' if stable else 'wrong':<8}the loss of logits + {SHIFT:g} "
         f"(the same softmax) is {'finite' if stable else 'inf or NaN'}")
@@ -96,24 +101,29 @@ def gradients(net, x, y, say):
         relu = is_cnn or net.activation == "relu"
         v = judge(name, got, want, B, before=ref.before.get(name), relu=relu)
         if v.status == "missing" and rec.error is not None:
-            v.hint = "not reached"
+            v.status, v.hint = "not run", None     # backward() stopped before it
         _line(say, name, want.shape if got is None or got is Ellipsis else np.shape(got), v)
         if not v.ok and first is None and name in rec.lines:
             first = (name, where(rec.filename, rec.lines[name]))
         ok &= v.ok
-    if rec.error is not None:
-        message = str(rec.error).splitlines()[0] if str(rec.error) else ""
-        say(f"  backward() stopped with {type(rec.error).__name__}: {message}")
-        deepest = failing_line(rec.error)
-        if rec.error_line:
-            say(f"      at {where(rec.filename, rec.error_line)}")
-        if rec.error_line is None or not deepest.startswith(where(rec.filename, rec.error_line)):
-            say(f"      in {deepest}")
-        ok = False
     if first:
         say(f"  First wrong: {first[0]}. Everything before it is right, so look first at")
         say(f"      {first[1]}")
-    return ok and first is None
+    if rec.error is not None:
+        _stopped(say, "backward()", rec.error, where(rec.filename, rec.error_line) if rec.error_line else None)
+        return False, False
+    return ok and first is None, True
+
+
+def _stopped(say, what, error, line=None):
+    """One exception, in two lines: what stopped and why, and where (not a traceback)."""
+    message = str(error).splitlines()[0] if str(error) else ""
+    say(f"  {what} stopped with {type(error).__name__}: {message}")
+    deepest = failing_line(error)
+    if line:
+        say(f"      at {line}")
+    if line is None or not deepest.startswith(line.split(":")[0] + ":"):
+        say(f"      in {deepest}")
 
 
 def finite_differences(net, x, y, say, seed=0):
@@ -163,7 +173,11 @@ def sanity(make_net, x, y, say):
     args = Namespace(dropout=0.0, weight_decay=0.0)
     losses = []
     for _ in range(steps):
-        losses.append(train_step(net, optimizer, x[:n], y[:n], args, None))
+        try:
+            losses.append(train_step(net, optimizer, x[:n], y[:n], args, None))
+        except Exception as error:
+            _stopped(say, "a training step", error)
+            return False
         if not losses[-1] < below:                 # NaN never is
             continue
         break
@@ -187,8 +201,12 @@ def check_all(make_net, x, y, say, seed=0):
     for name, b in net.params.items():
         if name.startswith("b"):
             b[...] = rng.normal(0, BIAS_STD, b.shape)
-    ok = gradients(net, x, y, say)
+    ok, finished = gradients(net, x, y, say)
     say("")
+    if not finished:
+        say("The finite differences and the sanity checks need the loss and backward() to run to "
+            "their end: they come once they do.")
+        return False
     ok &= finite_differences(net, x, y, say)
     say("")
     return sanity(make_net, x, y, say) & ok

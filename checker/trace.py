@@ -48,16 +48,14 @@ def record(function, args, label, watched=None):
         if key in last and _same(last[key], value):
             return                                 # unchanged since the last line
         last[key] = value.copy() if isinstance(value, np.ndarray) else value
-        if lab not in rec.values or not _same(rec.values[lab], value):
+        if lab and (lab not in rec.values or not _same(rec.values[lab], value)):
             rec.values[lab], rec.lines[lab] = last[key], done[0]
 
     def look(frame):
         variables = frame.f_locals
         for name, value in variables.items():
             if name.startswith("d") and (isinstance(value, np.ndarray) or value is Ellipsis):
-                lab = label(name, variables)
-                if lab:
-                    note(("local", name), lab, value)
+                note(("local", name), label(name, variables), value)  # seen even when it names nothing
         for lab, array in (watched or {}).items():
             note(("watched", lab), lab, array)
 
