@@ -9,6 +9,7 @@ import math
 from pathlib import Path
 
 from data_loader import DATA_DIR, DATASETS
+from exercises import EXERCISES
 from harness.metrics_file import WEIGHT_SUFFIX
 
 RESULTS_DIR = Path(__file__).resolve().parents[1] / "results"
@@ -61,6 +62,8 @@ class _ModelParser(argparse.ArgumentParser):
 
     def parse_args(self, args=None, namespace=None):
         args = super().parse_args(args, namespace)
+        self.layers_given = args.layers is not None  # an exercise's check refuses an explicit fast
+        args.layers = args.layers or "fast"
         if args.epochs is None:
             args.epochs = DEFAULT_EPOCHS[args.model]
         # each model has its own default files, so training the CNN keeps the MLP's run
@@ -102,10 +105,10 @@ def build_parser(framework, description):
                    help="learning rate over the run: fixed, or cosine decay to 0 by the last step")
     p.add_argument("--model", choices=MODELS, default="mlp",
                    help="mlp: the fully connected network; cnn: the small convolutional one")
-    p.add_argument("--layers", choices=LAYERS, default="fast",
+    p.add_argument("--layers", choices=LAYERS, default=None,
                    help="the NumPy CNN's layers: fast (numpy_nn/fast_layers.py) or plain (numpy_nn/layers.py, "
                         "the ones to read and edit: the same numbers, slower); recorded, and changes nothing "
-                        "for the MLP or the PyTorch trainer")
+                        "for the MLP or the PyTorch trainer (default: fast; plain with a CNN --exercise)")
     p.add_argument("--hidden", type=_positive(int), nargs="+", default=MLP_HIDDEN,
                    help="the MLP's hidden layer sizes, e.g. --hidden 256 128 64 (the CNN's are fixed)")
     p.add_argument("--activation", choices=ACTIVATIONS, default=None,
@@ -142,6 +145,10 @@ def build_parser(framework, description):
                         "(default: about 15 times an epoch; see numpy_nn/diagnostics.py)")
     p.add_argument("--no-diagnostics", action="store_true",
                    help="record none of them (the record's diagnostics are null)")
+    if framework == "numpy":  # the learner's own functions: exercises/README.md
+        p.add_argument("--exercise", choices=list(EXERCISES), default=None,
+                       help="train with your version of a function from exercises/ (once python check.py "
+                            "--exercise NAME passes); recorded")
     if framework == "pytorch":  # where and how PyTorch runs the step: pytorch_nn/build.py, fast_step.py
         p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto",
                        help="where to train; auto picks an accelerator when there is one")

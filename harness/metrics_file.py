@@ -62,8 +62,9 @@ CONFIG_FIELDS = {"epochs": int, "batch_size": int, "lr": NUMBER, "optimizer": st
                  "model": str, "hidden": OPTIONAL_LIST, "weight_decay": NUMBER, "dropout": NUMBER, "limit": OPTIONAL_INT,
                  "dataset": str, "dtype": str, "activation": str,
                  "weight_init": OPTIONAL_STR}  # null: the PyTorch trainer's --init torch
-# Read where present (compare.py): the weights' path, and the PyTorch trainer's --mode.
-OPTIONAL_CONFIG_FIELDS = {"weights": OPTIONAL_STR, "mode": str}
+# Read where present (compare.py): the weights' path, the PyTorch trainer's --mode, and the
+# NumPy trainer's --exercise (null: the project's own functions; older records have none).
+OPTIONAL_CONFIG_FIELDS = {"weights": OPTIONAL_STR, "mode": str, "exercise": OPTIONAL_STR}
 DATA_FIELDS = {"dataset": str, "train_samples": int, "test_samples": int}
 HARDWARE_FIELDS = {"cpu": str, "cores": OPTIONAL_INT, "device": str, "blas": str,
                    "blas_threads": OPTIONAL_INT}  # os.cpu_count() and OpenBLAS may not know

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, from any cwd
+from exercises import use_exercise  # noqa: E402
 from harness.session import Session, run_trainer  # noqa: E402
 from numpy_nn.build import build_network  # noqa: E402
 from numpy_nn.diagnostics import Watch  # noqa: E402
@@ -66,7 +67,7 @@ def train(args, x_train, y_train, x_test, y_test):
 
 
 def main(argv=None):
-    run_trainer("numpy", train, argv)
+    run_trainer("numpy", train, argv, use_exercise)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,273 @@
+"""exercises/: each exercise, filled with its solution (tests/exercise_answers.py), trains
+exactly as the project's own function does; while blank it imports, lists its blanks, and
+the trainer refuses it in one line; a broken file is one line naming it; the swap of the
+project's functions is undone however the block ends. (check.py --exercise has its own tests.)
+
+Trainer subprocesses get OPENBLAS_NUM_THREADS=1, as in test_cli.py: only timings change.
+"""
+import contextlib
+import importlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import exercises
+from data_loader import load_mnist
+from exercise_answers import ANSWERS, blank_copy, fill_into
+from exercises import EXERCISES, MARKER, ExerciseError, blanks, installed, load, use_exercise
+from harness.flags import build_parser
+from harness.metrics_file import MetricsError, Run, _check_values
+
+REPO = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+QUICK = ["--epochs", "1", "--dtype", "float64", "--no-progress", "--no-diagnostics"]
+# flags, training images, test images: each branch the function meets in training (dropout's
+# mask, the L2 term) and a few steps; the plain CNN is slow, so it gets few images
+TRAINING = {
+    "mlp_backward": (["--batch-size", "64", "--dropout", "0.2", "--weight-decay", "1e-3"], 512, 500),
+    "softmax_cross_entropy": (["--batch-size", "64"], 512, 500),
+    "adam_step": (["--batch-size", "64", "--weight-decay", "1e-3"], 512, 500),
+    "maxpool_backward": (["--model", "cnn", "--layers", "plain", "--batch-size", "32", "--dropout", "0.25",
+                          "--weight-decay", "1e-3"], 96, 64),
+    "conv_backward": (["--model", "cnn", "--layers", "plain", "--batch-size", "32", "--dropout", "0.25",
+                       "--weight-decay", "1e-3"], 96, 64),
+}
+
+
+@pytest.fixture(scope="module")
+def mnist():
+    return load_mnist()
+
+
+@pytest.fixture(scope="module")
+def solved(tmp_path_factory):
+    """A folder holding every exercise filled with its solution."""
+    return fill_into(tmp_path_factory.mktemp("solved"))
+
+
+def originals():
+    """Every object the exercises replace, where it lives now: {(module, path): object}."""
+    found = {}
+    for exercise in EXERCISES.values():
+        for module_name, attribute_path in exercise.targets:
+            owner = importlib.import_module(module_name)
+            for part in attribute_path.split("."):
+                owner = getattr(owner, part)
+            found[module_name, attribute_path] = owner
+    return found
+
+
+@contextlib.contextmanager
+def restoring():
+    """Undo a permanent install() (the trainer's hook) when the test ends."""
+    before = originals()
+    try:
+        yield
+    finally:
+        for (module_name, attribute_path), original in before.items():
+            *owners, attribute = attribute_path.split(".")
+            owner = importlib.import_module(module_name)
+            for part in owners:
+                owner = getattr(owner, part)
+            setattr(owner, attribute, original)
+
+
+def train_small(mnist, name, function=None):
+    """numpy_nn/train.py's train() on a small float64 run for exercise name's flags, with
+    function in place of the project's own when given: (every epoch's losses and accuracies,
+    the final weights)."""
+    from numpy_nn.train import train
+    flags, n_train, n_test = TRAINING[name]
+    x_train, y_train, x_test, y_test = mnist
+    data = (x_train[:n_train].astype(np.float64), y_train[:n_train],
+            x_test[:n_test].astype(np.float64), y_test[:n_test])
+    args = build_parser("numpy", "test").parse_args([*flags, *QUICK])
+    with installed(name, function) if function else contextlib.nullcontext():
+        net, run = train(args, *data)
+    net = getattr(net, "net", net)                         # the CNN trains in Halves (parallel.py)
+    results = [(e["train_loss"], e["train_acc"], e["test_loss"], e["test_acc"]) for e in run.record["epochs"]]
+    return results, net.flat_params.copy()
+
+
+@pytest.mark.parametrize("name", list(EXERCISES))
+def test_solved_exercise_trains_exactly_as_the_project(mnist, solved, name):
+    """Filled with its solution, the learner's function trains the network to the very same
+    numbers as the project's own, in float64: == on every loss, accuracy and weight (the
+    solution is the project's own arithmetic, operation for operation). A counter proves the
+    learner's function was the one called."""
+    calls = []
+    yours = load(name, solved)
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return yours(*args, **kwargs)
+
+    theirs_results, theirs_weights = train_small(mnist, name)
+    yours_results, yours_weights = train_small(mnist, name, counted)
+    print(f"{name}: {len(calls)} calls; epoch 1 {yours_results[0]}")
+    assert calls                                           # the swap took effect
+    assert yours_results == theirs_results
+    assert np.array_equal(yours_weights, theirs_weights)
+
+
+@pytest.mark.parametrize("name", list(EXERCISES))
+def test_blank_exercise_imports_and_lists_its_blanks(name):
+    """While blank, the file still imports (its blanks are Ellipsis) and blanks() lists every
+    line with the marker: 3 to 6 of them, one per answer in the key."""
+    assert callable(load(name))
+    text = EXERCISES[name].file.read_text(encoding="utf-8").splitlines()
+    found = blanks(name)
+    assert [number for number, _ in found] == [n for n, line in enumerate(text, start=1) if MARKER in line]
+    assert all(line == text[number - 1] for number, line in found)
+    assert 3 <= len(found) <= 6 and len(found) == len(ANSWERS[name])
+
+
+@pytest.mark.parametrize("name", list(EXERCISES))
+def test_trainer_refuses_a_blank_exercise_in_one_line(tmp_path, name):
+    """The trainer run as a learner runs it: exit 2, one error line naming the file and its
+    blank lines, no traceback, no file written."""
+    model = ["--model", EXERCISES[name].model] if EXERCISES[name].model else []
+    metrics, weights = tmp_path / "m.json", tmp_path / "w.npz"
+    done = subprocess.run([sys.executable, str(REPO / "numpy_nn" / "train.py"), "--exercise", name, *model,
+                           "--epochs", "1", "--limit", "100", "--metrics", str(metrics), "--weights", str(weights)],
+                          cwd=REPO, env=ENV, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    errors = [line for line in done.stderr.splitlines() if "error:" in line]
+    lines = ", ".join(str(number) for number, _ in blanks(name))
+    assert errors == [f"train.py: error: argument --exercise: exercises/{name}.py still has "
+                      f"{len(blanks(name))} blanks (lines {lines}): fill them, then run "
+                      f"python check.py --exercise {name}"], done.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def hook(argv):
+    """The NumPy trainer's flags and its --exercise hook, in this process: the args it leaves,
+    or the one line of a refusal (SystemExit 2)."""
+    parser = build_parser("numpy", "test")
+    args = parser.parse_args(argv)
+    use_exercise(parser, args)
+    return args
+
+
+def test_trainer_hook_installs_a_solved_exercise_and_records_it(solved, monkeypatch, capsys):
+    """With every exercise solved, the hook installs the learner's function for the run; a CNN
+    exercise trains the plain CNN (its name lives in numpy_nn/cnn.py); the record's config
+    names the exercise, and the record reader takes it. Flags the exercise cannot train with
+    are refused, each in one line."""
+    import numpy_nn.cnn
+    import numpy_nn.neural_network
+    monkeypatch.setattr(exercises, "FOLDER", solved)
+    with restoring():
+        args = hook(["--exercise", "mlp_backward"])
+        assert numpy_nn.neural_network.NeuralNetwork.backward.__module__ == "exercises._yours_mlp_backward"
+        record = record_of(args)
+        assert record["config"]["exercise"] == "mlp_backward"
+        _check_values(record)
+        args = hook(["--exercise", "conv_backward", "--model", "cnn"])
+        assert args.layers == "plain" and numpy_nn.cnn.conv2d_backward.__module__ == "exercises._yours_conv_backward"
+    assert numpy_nn.cnn.conv2d_backward.__module__ == "numpy_nn.layers"   # restored by restoring()
+    refusals = {("mlp_backward", "--model", "cnn"): "mlp_backward trains with --model mlp, got --model cnn",
+                ("maxpool_backward",): "maxpool_backward trains with --model cnn, got --model mlp",
+                ("conv_backward", "--model", "cnn", "--layers", "fast"): "drop --layers fast",
+                ("adam_step", "--optimizer", "sgd"): "adam_step trains with --optimizer adam, got --optimizer sgd"}
+    for (name, *flags), message in refusals.items():
+        with restoring(), pytest.raises(SystemExit) as stop:
+            hook(["--exercise", name, *flags])
+        assert stop.value.code == 2
+        errors = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+        assert len(errors) == 1 and message in errors[0], errors
+    assert originals() == originals_at_import
+
+
+originals_at_import = originals()
+
+
+def record_of(args):
+    """The record a run with these flags starts (metrics_file.Run), with made-up hardware."""
+    return Run("numpy", args, {}, {"device": "cpu", "blas": "?", "blas_threads": 1}, 1, 1).record
+
+
+def test_record_without_the_field_still_reads():
+    """A record from before --exercise (or from the PyTorch trainer) has no "exercise" key in
+    its config: the reader's check accepts it; one whose "exercise" is not a name or null is
+    refused."""
+    record = record_of(build_parser("numpy", "test").parse_args([]))
+    assert record["config"]["exercise"] is None
+    _check_values(record)
+    del record["config"]["exercise"]
+    _check_values(record)
+    record["config"]["exercise"] = 3
+    with pytest.raises(MetricsError, match="exercise"):
+        _check_values(record)
+
+
+@pytest.mark.parametrize("broken, line, kind", [
+    ("def backward(self, dlogits, cache, l2=0.0):\n    dz = (dlogits\n", 2, "SyntaxError"),
+    ("import numpy as np\n\nSCALE = undefined_name * 2\n", 3, "NameError"),
+])
+def test_a_file_that_does_not_import_is_one_line_naming_it(tmp_path, broken, line, kind):
+    """A file that fails to import: ExerciseError, one line with the file and the line."""
+    (tmp_path / "mlp_backward.py").write_text(broken, encoding="utf-8")
+    with pytest.raises(ExerciseError) as error:
+        load("mlp_backward", tmp_path)
+    message = str(error.value)
+    assert "\n" not in message
+    assert message.startswith(f"{tmp_path / 'mlp_backward.py'}, line {line}: {kind}"), message
+
+
+def test_a_file_without_its_function_is_one_line(tmp_path):
+    (tmp_path / "adam_step.py").write_text("def stop(self, grads):\n    pass\n", encoding="utf-8")
+    with pytest.raises(ExerciseError, match=r"adam_step.py: no function step\(\)"):
+        load("adam_step", tmp_path)
+
+
+def test_load_reads_an_edited_file_again(tmp_path):
+    """Each load() imports the file afresh: an edit between two calls is seen."""
+    blank_copy(tmp_path, "maxpool_backward")
+    first = load("maxpool_backward", tmp_path)
+    fill_into(tmp_path, ["maxpool_backward"])
+    second = load("maxpool_backward", tmp_path)
+    first_pool = first.__code__.co_consts, second.__code__.co_consts
+    assert first_pool[0] != first_pool[1]
+    assert blanks("maxpool_backward", tmp_path) == []
+
+
+@pytest.mark.parametrize("name", list(EXERCISES))
+def test_installed_restores_every_target_even_when_the_body_raises(name):
+    """installed() puts the function in every target and takes it out again on an exception."""
+    def stand_in(*args, **kwargs):
+        raise AssertionError("not to be called")
+
+    before = originals()
+    with pytest.raises(ZeroDivisionError):
+        with installed(name, stand_in):
+            now = originals()
+            for target in EXERCISES[name].targets:
+                assert now[target] is stand_in
+            1 / 0
+    assert originals() == before
+
+
+def test_trainer_command_runs_the_learners_loss(tmp_path):
+    """`python numpy_nn/train.py --exercise softmax_cross_entropy` runs as the module __main__,
+    not numpy_nn.train: the learner's function must replace __main__'s own name too. Here the
+    learner's loss is NaN, so the run diverges at its first step if, and only if, the trainer
+    called it."""
+    from exercise_answers import filled
+    answers = list(ANSWERS["softmax_cross_entropy"])
+    answers[2] = "float('nan')"                            # the loss
+    (tmp_path / "softmax_cross_entropy.py").write_text(filled("softmax_cross_entropy", answers), encoding="utf-8")
+    script = (f"import runpy, sys; sys.path.insert(0, {str(REPO)!r}); import exercises; "
+              f"exercises.FOLDER = __import__('pathlib').Path({str(tmp_path)!r}); "
+              f"sys.argv = ['train.py', '--exercise', 'softmax_cross_entropy', '--epochs', '1', '--limit', '256', "
+              f"'--no-progress', '--metrics', {str(tmp_path / 'm.json')!r}, '--weights', {str(tmp_path / 'w.npz')!r}]; "
+              f"runpy.run_path({str(REPO / 'numpy_nn' / 'train.py')!r}, run_name='__main__')")
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=ENV, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert "batch 1" in done.stderr and "recorded as diverged" in done.stderr, done.stderr
