@@ -14,7 +14,7 @@ def check_exercise(name, x, y, say, check_network, folder=None):
     """Check exercises/NAME.py (or the one in folder): True when everything holds."""
     exercise = exercises.EXERCISES[name]
     blanks = exercises.blanks(name, folder)
-    say(f"Checking your {exercise.file.name if folder else exercise.path} : {exercise.goal}")
+    say(f"Checking your {exercise.file.name if folder else exercise.path}: {exercise.goal}")
     if blanks:
         lines = ", ".join(str(n) for n, _ in blanks)
         say(f"{len(blanks)} blank{'s' if len(blanks) > 1 else ''} still to fill (`{exercises.MARKER}`), "

@@ -166,3 +166,65 @@ def test_the_sanity_checks_catch_a_bad_recipe(batch):
     with mock.patch.dict(utils.OPTIMIZERS, adam=lambda p, lr: Timid(p, lr)):
         assert not network.sanity(lambda: NeuralNetwork(dtype=np.float64), *batch, lines.append)
     assert "wrong" in [line for line in lines if "overfit" in line][0]
+
+
+# ----------------------------------------------------------------------------- check.py --exercise
+
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from checker.exercise import check_exercise  # noqa: E402
+from exercise_answers import fill_into  # noqa: E402
+from exercises import EXERCISES  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def grade(name, batch, folder=None):
+    """check.py --exercise name, in-process: (verdict, its lines)."""
+    import check
+    args = check.parse(["--exercise", name])
+    lines = []
+    ok = check_exercise(name, *batch, lines.append,
+                        lambda x, y, say: check.check_network(args, x, y, say), folder=folder)
+    return ok, "\n".join(lines)
+
+
+@pytest.fixture(scope="module")
+def solved(tmp_path_factory):
+    return fill_into(tmp_path_factory.mktemp("solved"))
+
+
+@pytest.mark.parametrize("name", sorted(EXERCISES))
+def test_each_exercise_passes_the_checker_with_its_solution(batch, solved, name):
+    ok, text = grade(name, batch, solved)
+    assert ok, text
+    assert "wrong" not in text and "blank" not in text
+    assert f"Your {name} passes. Train with it: python numpy_nn/train.py --exercise {name}" in text
+
+
+@pytest.mark.parametrize("name", sorted(EXERCISES))
+def test_each_blank_exercise_fails_with_the_checkers_message(batch, name):
+    ok, text = grade(name, batch)                  # the files as committed: blank
+    assert not ok
+    assert "blanks still to fill (`...  # TODO`), lines" in text
+    assert "stopped with" in text or "blank" in text  # the first blank, named: no traceback
+    assert "Traceback" not in text
+
+
+def test_check_py_exits_0_when_everything_holds_and_1_on_a_blank_exercise():
+    ok = subprocess.run([sys.executable, "check.py", "--activation", "tanh"], cwd=REPO,
+                        capture_output=True, text=True, timeout=300)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert ok.stdout.rstrip().endswith("Everything holds.") and "  dz1 " in ok.stdout
+    blank = subprocess.run([sys.executable, str(REPO / "check.py"), "--exercise", "mlp_backward"],
+                           cwd=REPO / "numpy_nn", capture_output=True, text=True, timeout=300)
+    assert blank.returncode == 1 and "Traceback" not in blank.stdout + blank.stderr
+    assert "exercises/mlp_backward.py line" in blank.stdout
+
+
+def test_check_py_refuses_bad_flags_in_one_line():
+    bad = subprocess.run([sys.executable, "check.py", "--hidden", "0"], cwd=REPO,
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith("check.py: error: argument --hidden")
