@@ -19,8 +19,10 @@ accuracy the record claims. Into --out-dir (default results/):
     learning_<run>.png    how a run learned, layer by layer: gradients, updates, dead units and
                           activations every N steps (a run whose record has diagnostics)
 
-<run> is the framework (numpy, pytorch); then, when a CNN is among the runs, the model
-(numpy_cnn, numpy_mlp); then the metrics file's name when that still repeats.
+<run> is the run's name, the stem of its metrics file less "_metrics" (numpy, pytorch,
+lr_1e-3), with its folder's name added when two runs share a stem or when another metrics file
+in --out-dir owns that name (report.run.run_keys): a run's pictures never overwrite another's,
+and the default runs' pictures survive any --runs.
 This file reads and checks; the table and the pictures are made in report/ (table.py, curves.py,
 inside.py, learning.py), and written here. Records of schema 2 (before diagnostics) are read too.
 A run that diverged is listed as such and gets no curves, numbers or pictures.
@@ -51,7 +53,7 @@ from report.curves import plot_comparison  # noqa: E402
 from report.inside import inside_figures  # noqa: E402
 from report.learning import learning_figure  # noqa: E402
 from report.run import (FRAMEWORK_NAMES, MODEL_NAMES, RunResult, divergence, name_runs,  # noqa: E402
-                        with_results)
+                        picture_name, with_results)
 from report.table import markdown  # noqa: E402
 
 DPI = 110
@@ -78,9 +80,9 @@ def how_to_make(path):
             f"`python pytorch_nn/train.py --metrics {path}` first")
 
 
-def load_runs(paths):
+def load_runs(paths, out_dir=None):
     """Read and check every metrics file; a missing one says which trainer writes it.
-    The runs' names and keys come from report.run.name_runs."""
+    The runs' names and keys come from report.run.name_runs (keys unique in out_dir)."""
     paths = [Path(shown(path)) for path in paths]
     records, seen = [], {}
     for path in paths:
@@ -98,7 +100,7 @@ def load_runs(paths):
                                f"of {', '.join(MODEL_NAMES)}, as the trainers' --model)")
         records.append(record)
     return [RunResult(path, record, name, key)
-            for path, record, (name, key) in zip(paths, records, name_runs(records, paths))]
+            for path, record, (name, key) in zip(paths, records, name_runs(records, paths, out_dir))]
 
 
 # ----------------------------------------------------------------------------- the run's own weights
@@ -397,7 +399,7 @@ def build_parser():
 def compare(args):
     """Everything main does, raising CompareError, MetricsError or DataError on bad input.
     Every check comes before the first file is written."""
-    runs = load_runs(args.runs)
+    runs = load_runs(args.runs, args.out_dir)
     results = with_results(runs)
     if not results:
         where = "; ".join(f"{run.name} at {divergence(run)}" for run in runs)
@@ -418,9 +420,9 @@ def compare(args):
             print(line)
             x_test, y_test = load_test_set(run.record["config"]["dataset"], args.data_dir)
             figures = inside_figures(run, evaluation.logits, x_test, y_test, evaluation.params)
-            written += [save_figure(fig, args.out_dir / f"{kind}_{run.key}.png")
+            written += [save_figure(fig, args.out_dir / picture_name(kind, run))
                         for kind, fig in figures.items()]
-    written += [save_figure(learning_figure(run), args.out_dir / f"learning_{run.key}.png")
+    written += [save_figure(learning_figure(run), args.out_dir / picture_name("learning", run))
                 for run in runs if run.record["diagnostics"]]
     for path in written:
         print(f"wrote {shown(path)}")

@@ -16,8 +16,8 @@ the repo's own commands, exactly as a reader would type them, with --metrics, --
     threads      a run alone and beside another: what sharing the cores costs (threads.json)
     benchmark    python perf/benchmark.py, for the MLP and for the CNN
     compile      PyTorch on the CPU, eager against torch.compile (--mode compile)
-    learning     four runs that show how gradients guide learning (ReLU + He, sigmoid, small
-                 initialisation, too large a learning rate), their pictures, the numbers the docs
+    learning     five runs that show how gradients guide learning (ReLU + He, sigmoid, small
+                 initialisation, too large a learning rate, and one so large it collapses), their pictures, the numbers the docs
                  cite (learning/summary.json), and what recording the diagnostics costs
                  (learning/overhead.json)
 
@@ -288,6 +288,7 @@ LESSONS = {  # name: the one flag that differs from the default run (NumPy MLP)
     "sigmoid": ["--activation", "sigmoid"],  # the vanishing gradient
     "small_init": ["--weight-init", "small"],  # signals that shrink layer by layer: a slow start
     "large_lr": ["--lr", "0.1"],            # 33x the default: huge updates, dead ReLUs
+    "collapse": ["--lr", "10", "--optimizer", "sgd"],  # every ReLU dead: one digit for every image
 }
 
 
@@ -303,7 +304,8 @@ def lesson_numbers(record):
     first, last = layers[0], layers[-1]
     steps_per_epoch = -(-record["data"]["train_samples"] // record["config"]["batch_size"])
     epoch1 = [i for i, step in enumerate(d["steps"]) if step <= steps_per_epoch]
-    ratio = [g1 / g3 for g1, g3 in zip(d["grad_rms"][first], d["grad_rms"][last])]
+    # None where the logits' gradient is 0 (the collapse: every ReLU dead) or not recorded
+    ratio = [g1 / g3 if g1 is not None and g3 else None for g1, g3 in zip(d["grad_rms"][first], d["grad_rms"][last])]
     return {
         "test_acc_by_epoch": [e["test_acc"] for e in record["epochs"]],
         "loss_at_recorded_steps": dict(zip(map(str, d["steps"][:6]), d["loss"][:6])),
@@ -422,8 +424,9 @@ def write_summary(runs):
 
 def learning():
     """The runs ANALYSIS.md's "How gradients guide learning" reads, compare.py's pictures of them
-    (learning_numpy_<name>.png), and learning/summary.json and learning/overhead.json."""
-    runs = {name: train("numpy", name, *flags, folder=LEARNING, keep_weights=False)
+    (learning_<name>.png), and learning/summary.json and learning/overhead.json."""
+    # the collapse's weights are kept: ANALYSIS.md reads its output bias
+    runs = {name: train("numpy", name, *flags, folder=LEARNING, keep_weights=name == "collapse")
             for name, flags in LESSONS.items()}
     run("compare.py", "--no-inside", "--out-dir", LEARNING, "--runs", *runs.values())
     write_summary(runs)

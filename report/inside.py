@@ -14,6 +14,7 @@ from matplotlib.colors import PowerNorm
 from numpy_nn.cnn import IMAGE_SHAPE
 from numpy_nn.layers import conv2d_forward, maxpool2d_forward
 from numpy_nn.utils import relu, softmax
+from report.run import picture_name
 
 CLASS_NAMES = {
     "mnist": [str(digit) for digit in range(10)],
@@ -165,7 +166,7 @@ def feature_maps(params, image):
 
 FEATURE_MAPS_CAPTION = (
     "What the network sees. Left: the digit, 28x28 pixels. Middle: the first conv layer's maps, one "
-    "per filter (see filters_{key}.png), after ReLU: a map is bright where its filter's pattern, an edge "
+    "per filter (see {filters}), after ReLU: a map is bright where its filter's pattern, an edge "
     "or a stroke at some angle, lies under the sliding 3x3 window, and dark (zero) elsewhere; a few do "
     "the opposite, bright on the blank paper and dark on the ink. Right: the second conv layer's maps after "
     "ReLU. Each combines all of the first layer's maps (max-pooled to half size), so it answers for an "
@@ -191,7 +192,7 @@ def plot_feature_maps(maps, image, index, class_name, run):
     for ax in axes.values():
         ax.axis("off")
     fig.suptitle(f"{run.label}: what its conv layers make of one test digit")
-    fig.supxlabel(textwrap.fill(FEATURE_MAPS_CAPTION.format(key=run.key), 140), fontsize=8)
+    fig.supxlabel(textwrap.fill(FEATURE_MAPS_CAPTION.format(filters=picture_name("filters", run)), 140), fontsize=8)
     return fig
 
 

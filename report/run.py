@@ -34,7 +34,7 @@ class RunResult:
     path: Path
     record: dict
     name: str             # legends, table: "NumPy", "NumPy CNN" or "NumPy (lr_1e-3)" (name_runs)
-    key: str              # file names: "numpy", "numpy_cnn" or "numpy_lr_1e-3"
+    key: str              # file names: the metrics file's stem, "numpy" or "lr_1e-3" (run_keys)
     weights: Path = None  # the saved weights, once found and checked to be this run's
 
     @property
@@ -67,27 +67,49 @@ class RunResult:
         return np.array([epoch[field] for epoch in self.record["epochs"]])
 
 
-def name_runs(records, paths):
-    """(name, key) per run. The framework; then, when a CNN is among the runs, the model
-    ("NumPy CNN", "NumPy MLP": a legend must say which is which, and the CNN's pictures
-    must not write over an MLP's of the same framework); then the file's stem when that
-    still repeats ("NumPy (lr_1e-3)"); then the run's place when even that does."""
+def run_keys(paths, out_dir=None):
+    """The name each run's files carry: its metrics file's stem, less "_metrics"
+    (results/numpy_metrics.json is "numpy", lr_1e-3.json is "lr_1e-3"). Two runs with one
+    stem add their folder's name ("numpy_kept"), then their place if even that repeats. So
+    does a run whose name belongs to another metrics file in out_dir, the folder the pictures
+    go to: results/numpy_metrics.json owns "numpy" there, and its pictures are never written
+    over by another folder's numpy_metrics.json."""
+    stems = [path.stem.removesuffix("_metrics") or path.stem for path in paths]
+    keys = []
+    for stem, path in zip(stems, paths):
+        owner = Path(out_dir) / f"{stem}_metrics.json" if out_dir is not None else None
+        owned_by_another = owner is not None and owner.exists() and not owner.samefile(path)
+        keys.append(f"{stem}_{path.resolve().parent.name}" if owned_by_another or stems.count(stem) > 1
+                    else stem)
+    return [f"{key}_{i + 1}" if keys.count(key) > 1 else key for i, key in enumerate(keys)]
+
+
+def name_runs(records, paths, out_dir=None):
+    """(name, key) per run: the name for legends and the table, the key for file names
+    (run_keys). The name is the framework; then, when a CNN is among the runs, the model
+    ("NumPy CNN", "NumPy MLP": a legend must say which is which); then the file's stem when
+    that still repeats ("NumPy (lr_1e-3)"); then the run's place when even that does."""
     with_model = any(record["config"]["model"] != "mlp" for record in records)
     bases = []
     for record in records:
-        name, key = FRAMEWORK_NAMES[record["framework"]], record["framework"]
+        name = FRAMEWORK_NAMES[record["framework"]]
         if with_model:
-            model = record["config"]["model"]
-            name, key = f"{name} {MODEL_NAMES[model]}", f"{key}_{model}"
-        bases.append((name, key))
+            name = f"{name} {MODEL_NAMES[record['config']['model']]}"
+        bases.append(name)
     names = []
-    for i, ((name, key), path) in enumerate(zip(bases, paths)):
-        if [base for base, _ in bases].count(name) > 1:
-            name, key = f"{name} ({path.stem})", f"{key}_{path.stem}"
-        if name in [n for n, _ in names]:  # the same file name in two folders
-            name, key = f"{name} #{i + 1}", f"{key}_{i + 1}"
-        names.append((name, key))
-    return names
+    for i, (name, path) in enumerate(zip(bases, paths)):
+        if bases.count(name) > 1:
+            name = f"{name} ({path.stem.removesuffix('_metrics') or path.stem})"
+        if name in names:  # the same file name in two folders
+            name = f"{name} #{i + 1}"
+        names.append(name)
+    return list(zip(names, run_keys(paths, out_dir)))
+
+
+def picture_name(kind, *runs, suffix=".png"):
+    """The file a picture drawn from these runs is written to: "learning_numpy.png" for one
+    run, "learning_relu_vs_sigmoid.png" for several (an overlay), from the runs' keys."""
+    return f"{kind}_{'_vs_'.join(run.key for run in runs)}{suffix}"
 
 
 def with_results(runs):

@@ -1,22 +1,40 @@
-"""The markdown report: what ran, the table, the speed ratio, then warnings and notes."""
+"""The markdown report: what an experiment changed, what ran, the table, the speed ratio, warnings."""
 import numpy as np
 
 from report.run import MODEL_NAMES, divergence, model_layers, model_name, with_results
 
 
+# A run's epochs do the same work, so their times differ only by what else the machine did.
+# The committed reference runs that had the machine to themselves spread 1.03x to 1.25x from
+# fastest to slowest (after epoch 1); beyond 1.3x (perf/reference_results.py's MAX_SPREAD, for
+# the same reason) other work slowed the run by more than most speed ratios between our
+# implementations, so no verdict is drawn from it.
+NOISY_SPREAD = 1.3
+
+
+def steady_epochs(run):
+    """The epoch times a speed is read from: all but epoch 1, which carries one-off start-up
+    costs (every epoch when there is only one)."""
+    seconds = run.series("epoch_seconds")
+    return seconds[1:] if len(seconds) > 1 else seconds
+
+
 def summarize(run):
-    """The numbers in a run's table row."""
+    """The numbers in a run's table row. Its speed is one statistic, the median of its steady
+    epochs (steady_epochs), in seconds and as training samples per second; the speed verdict
+    reads the same numbers."""
     test_acc = run.series("test_acc")
     best = int(np.argmax(test_acc))  # the first epoch that reached the best accuracy
+    steady = steady_epochs(run)
+    median_seconds = float(np.median(steady))
     return {
         "final_test_acc": float(test_acc[-1]),
         "best_test_acc": float(test_acc[best]),
         "best_epoch": run.record["epochs"][best]["epoch"],
         "total_seconds": run.record["total_train_seconds"],
-        "mean_epoch_seconds": float(run.series("epoch_seconds").mean()),
-        "fastest_epoch_seconds": float(run.series("epoch_seconds").min()),
-        # the median, because a first epoch slowed by one-off start-up costs would drag a mean down
-        "median_samples_per_second": float(np.median(run.series("samples_per_second"))),
+        "median_epoch_seconds": median_seconds,
+        "median_samples_per_second": run.record["data"]["train_samples"] / median_seconds,
+        "epoch_spread": float(steady.max() / steady.min()),   # slowest / fastest steady epoch
     }
 
 
@@ -35,25 +53,45 @@ def device_name(record):
     return f"GPU ({hardware.get('gpu') or hardware['device']})" + mode_note(record)
 
 
-def speed_sentence(a, b):
-    """Which of two runs trains faster and by how much, from each run's fastest epoch.
+def _epochs_shown(run):
+    """Which epochs the median covers, e.g. "epochs 2-10", or "epoch 1" for a one-epoch run."""
+    n = len(run.record["epochs"])
+    return "epoch 1" if n == 1 else f"epoch {n}" if n == 2 else f"epochs 2-{n}"
 
-    Every epoch does the same work, so the fastest one is the one least disturbed by
-    whatever else the machine was doing (on a shared machine, other tenants can slow a
-    whole run down by half); totals and means carry those disturbances.
-    """
-    t_a, t_b = (summarize(run)["fastest_epoch_seconds"] for run in (a, b))
-    (t_fast, fast), (t_slow, slow) = sorted([(t_a, a), (t_b, b)], key=lambda pair: pair[0])
-    seconds = (f"fastest epoch {t_fast:.3f} s against {t_slow:.3f} s "
-               f"({fast.record['total_train_seconds']:.2f} s and "
-               f"{slow.record['total_train_seconds']:.2f} s of training in all)")
+
+def too_noisy(a, b):
+    """The sentence that declines a verdict when either run's steady epochs spread more than
+    NOISY_SPREAD; None when both are steady enough."""
+    noisy = [run for run in (a, b) if summarize(run)["epoch_spread"] > NOISY_SPREAD]
+    if not noisy:
+        return None
+    spreads = "; ".join(f"{run.label}'s {_epochs_shown(run)} took from {steady_epochs(run).min():.3f} s "
+                        f"to {steady_epochs(run).max():.3f} s ({summarize(run)['epoch_spread']:.2f}x)"
+                        for run in noisy)
+    return (f"The machine was too noisy to judge which trains faster: {spreads} for the same work, "
+            f"more than the {NOISY_SPREAD}x a quiet machine shows. `python perf/benchmark.py` "
+            f"measures the speed properly (the two take turns, medians of repeats).")
+
+
+def speed_sentence(a, b):
+    """Which of two runs trains faster and by how much, from the statistic the table shows:
+    the median training samples per second of each run's steady epochs (steady_epochs). No
+    verdict when the machine was too noisy for one (too_noisy)."""
+    declined = too_noisy(a, b)
+    if declined:
+        return declined
+    r_a, r_b = (summarize(run)["median_samples_per_second"] for run in (a, b))
+    (r_slow, slow), (r_fast, fast) = sorted([(r_a, a), (r_b, b)], key=lambda pair: pair[0])
+    which = (f"{_epochs_shown(fast)} of each" if _epochs_shown(fast) == _epochs_shown(slow)
+             else f"{_epochs_shown(fast)} and {_epochs_shown(slow)}")
+    rates = f"median {r_fast:,.0f} against {r_slow:,.0f} training samples/s ({which})"
     if device_name(a.record) == device_name(b.record):
         where = f"on this {device_name(a.record)}"
-        if f"{t_slow / t_fast:.1f}" == "1.0":
-            return f"{a.label} and {b.label} train equally fast {where}: {seconds}."
-        return f"{fast.label} is {t_slow / t_fast:.1f}x faster than {slow.label} {where}: {seconds}."
-    return (f"{fast.label} on its {device_name(fast.record)} is {t_slow / t_fast:.1f}x faster than "
-            f"{slow.label} on its {device_name(slow.record)}: {seconds}.")
+        if f"{r_fast / r_slow:.1f}" == "1.0":
+            return f"{a.label} and {b.label} train equally fast {where}: {rates}."
+        return f"{fast.label} is {r_fast / r_slow:.1f}x faster than {slow.label} {where}: {rates}."
+    return (f"{fast.label} on its {device_name(fast.record)} is {r_fast / r_slow:.1f}x faster than "
+            f"{slow.label} on its {device_name(slow.record)}: {rates}.")
 
 
 def _hidden(record):
@@ -96,17 +134,98 @@ def _shown(setting, run, value):
     return f"{run.label} {value}"
 
 
+# What is not a setting of the experiment but of where or how far it ran: a difference in
+# these is a warning. Every other entry of LIKE_FOR_LIKE is a setting a learner changes on
+# purpose, and the report's first line names it (experiment_line).
+NOT_SETTINGS = ("finished epochs", "hardware")
+# The settings that change the work one training sample costs: the speed of runs that differ
+# in them measures the settings as much as the implementations.
+WORK_SETTINGS = ("model", "hidden sizes", "batch size", "dtype")
+
+
+def differing_settings(runs):
+    """[(setting, [each run's value])] for every setting (LIKE_FOR_LIKE less NOT_SETTINGS)
+    that differs between the runs, in run order; a run with no such setting shows None."""
+    differing = []
+    for setting, value_of in LIKE_FOR_LIKE.items():
+        values = [value_of(run.record) for run in runs]
+        if setting not in NOT_SETTINGS and len({v for v in values if v is not None}) > 1:
+            if setting == "model":  # the layers say more than "MLP" and "CNN"
+                values = [model_name(run.record) for run in runs]
+            differing.append((setting, values))
+    return differing
+
+
+def _changes(values, shown=str):
+    """"relu → sigmoid": the runs' values in their order."""
+    return " → ".join("–" if value is None else shown(value) for value in values)
+
+
+def _median_grad_rms(run):
+    """{layer: median gradient RMS over the recorded steps}, the output layer named "logits";
+    None for a run without diagnostics."""
+    diagnostics = run.record["diagnostics"]
+    if not diagnostics:
+        return None
+    layers = diagnostics["layers"]
+    medians = {}
+    for layer in layers:
+        recorded = [v for v in diagnostics["grad_rms"][layer] if v is not None]
+        medians["logits" if layer == layers[-1] else layer] = float(np.median(recorded)) if recorded else None
+    return medians
+
+
+def consequences(runs):
+    """What the runs' settings did to learning: final test accuracy and loss, and each layer's
+    median gradient RMS over the recorded steps (when every run recorded the same layers)."""
+    def final(run, field, shown):
+        return "diverged" if run.diverged else shown(run.record["epochs"][-1][field])
+
+    parts = [f"test accuracy {' → '.join(final(run, 'test_acc', lambda a: f'{a:.2%}') for run in runs)}",
+             f"test loss {' → '.join(final(run, 'test_loss', lambda l: f'{l:.3f}') for run in runs)}"]
+    grads = [_median_grad_rms(run) for run in runs]
+    if None not in grads and len({tuple(g) for g in grads}) == 1:
+        per_layer = ", ".join(f"{layer} {_changes([g[layer] for g in grads], lambda v: f'{v:.1e}')}"
+                              for layer in grads[0])
+        parts.append(f"gradient RMS sqrt(mean(dW^2)), median over the run: {per_layer}")
+    return ", ".join(parts)
+
+
+def experiment_line(runs):
+    """The report's first line when the runs differ in their settings: the differences, then
+    what they did to learning, e.g. "activation: relu → sigmoid: test accuracy 97.93% →
+    91.02%, ..."; None when the runs share every setting (twins compared)."""
+    differing = differing_settings(runs)
+    if not differing:
+        return None
+    changed = "; ".join(f"{setting}: {_changes(values, lambda v: f'{v:g}' if isinstance(v, float) else str(v))}"
+                        for setting, values in differing)
+    return f"{changed}: {consequences(runs)}"
+
+
 def unfair_differences(runs):
-    """One warning per setting that differs between the runs, naming each run's value."""
+    """One warning per difference that is not a setting (NOT_SETTINGS: the hardware, how many
+    epochs finished), naming each run's value."""
     warnings = []
     for setting, value_of in LIKE_FOR_LIKE.items():
         having = [(run, value_of(run.record)) for run in runs]
         having = [(run, value) for run, value in having if value is not None]
-        if len({value for _, value in having}) > 1:
+        if setting in NOT_SETTINGS and len({value for _, value in having}) > 1:
             each = ", ".join(_shown(setting, run, value) for run, value in having)
             warnings.append(f"warning: the runs differ in {setting} ({each}): "
                             f"not a like-for-like comparison")
     return warnings
+
+
+def work_note(a, b):
+    """After the speed sentence, when the two runs' settings change the work per sample."""
+    differing = [(setting, values) for setting, values in differing_settings([a, b])
+                 if setting in WORK_SETTINGS]
+    if not differing:
+        return ""
+    which = "; ".join(f"{setting} {_changes(values)}" for setting, values in differing)
+    return (f" Their settings change the work per sample ({which}): this measures the settings "
+            f"as much as the implementations.")
 
 
 def divergence_lines(runs):
@@ -120,20 +239,20 @@ def interrupted_warnings(runs):
 
 
 def warmup_notes(runs):
-    """Point out a first epoch much slower than the rest (one-off start-up costs), and epoch
-    times that wander within a run (a busy machine): both weigh on the totals."""
+    """Point out a first epoch much slower than the rest (one-off start-up costs), and steady
+    epochs whose times spread more than NOISY_SPREAD (a busy machine): the first weighs on
+    the total, the second on everything."""
     notes = []
     for run in runs:
-        seconds = run.series("epoch_seconds")
-        if len(seconds) > 1 and seconds[0] > 2 * np.median(seconds[1:]):
-            notes.append(f"note: {run.label}'s epoch 1 took {seconds[0] / np.median(seconds[1:]):.1f}x "
+        seconds, steady = run.series("epoch_seconds"), steady_epochs(run)
+        if len(seconds) > 1 and seconds[0] > 2 * np.median(steady):
+            notes.append(f"note: {run.label}'s epoch 1 took {seconds[0] / np.median(steady):.1f}x "
                          f"as long as its later epochs (one-off start-up costs): they weigh on its "
-                         f"total seconds but hardly move its median samples/s")
-        later = seconds[1:] if len(seconds) > 1 else seconds
-        if later.max() > 1.3 * later.min():
-            notes.append(f"note: {run.label}'s epochs took from {later.min():.3f} s to {later.max():.3f} s "
-                         f"for the same work: the machine was busy part of the time, so its total "
-                         f"is slower than the implementation; the speed ratio uses the fastest epoch")
+                         f"total seconds; its median leaves epoch 1 out")
+        if steady.max() > NOISY_SPREAD * steady.min():
+            notes.append(f"note: {run.label}'s {_epochs_shown(run)} took from {steady.min():.3f} s to "
+                         f"{steady.max():.3f} s for the same work: the machine was busy part of the "
+                         f"time, so its numbers are slower than the implementation")
     return notes
 
 
@@ -167,8 +286,9 @@ def table_row(run):
         f"{s['final_test_acc']:.2%}",
         f"{s['best_test_acc']:.2%} (epoch {s['best_epoch']})",
         f"{s['total_seconds']:.2f}",
-        f"{s['fastest_epoch_seconds']:.3f}, {s['mean_epoch_seconds']:.3f}",
+        f"{s['median_epoch_seconds']:.3f}",
         f"{s['median_samples_per_second']:,.0f}",
+        f"{s['epoch_spread']:.2f}x",
         f"{hardware['cpu']}{cores}",
         f"{hardware['blas']}{threads}",
         (hardware.get("gpu") or hardware["device"]) + mode_note(run.record),
@@ -178,21 +298,25 @@ def table_row(run):
 
 
 TABLE_HEADER = ["run", "model", "epochs", "final test acc", "best test acc", "train s (total)",
-                "s/epoch (fastest, mean)", "samples/s (median)", "CPU", "BLAS", "device", "versions"]
+                "s/epoch (median, epochs 2+)", "samples/s (the same median)",
+                "epoch spread (slowest / fastest)", "CPU", "BLAS", "device", "versions"]
 
 
 def markdown(runs):
-    """The markdown report: what ran, the table, the speed ratio, then warnings and notes.
-    A diverged run is listed with where it diverged, and has no row, ratio or warning."""
+    """The markdown report: when the runs' settings differ, first what differs and what it did
+    to learning (experiment_line); then what ran, the table, the speed ratio (qualified when
+    the settings change the work), then warnings and notes. A diverged run is listed with where it diverged, and has no row, ratio or warning."""
     results = with_results(runs)
-    lines = [f"# {' vs '.join(run.label for run in runs)}", ""]
-    lines += [f"- {describe_config(run)} (from `{run.path}`)" for run in runs]
+    title = " vs ".join(run.label for run in runs)
+    experiment = experiment_line(runs)
+    lines = [f"# {experiment}", "", title] if experiment else [f"# {title}"]
+    lines += [""] + [f"- {describe_config(run)} (from `{run.path}`)" for run in runs]
     lines += ["", "| " + " | ".join(TABLE_HEADER) + " |", "|" + "---|" * len(TABLE_HEADER)]
     lines += [table_row(run) for run in results]
     lines.append("")
     if len(results) > 1:
         # the first two runs with results: NumPy and PyTorch by default
-        lines += [speed_sentence(results[0], results[1]), ""]
+        lines += [speed_sentence(results[0], results[1]) + work_note(results[0], results[1]), ""]
     remarks = (divergence_lines(runs) + interrupted_warnings(results) + unfair_differences(results)
                + warmup_notes(results))
     lines += [f"- {remark}" for remark in remarks]

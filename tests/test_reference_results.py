@@ -116,3 +116,34 @@ def test_process_seconds_counts_from_the_process_start():
                           cwd=Path(ref.__file__).parents[1])
     assert done.returncode == 0, done.stderr
     assert 1.0 <= float(done.stdout) < 10.0
+
+
+def test_the_collapse_is_what_the_docs_say():
+    """The committed --lr 10 --optimizer sgd run (learning/collapse_*): every ReLU of the second
+    layer dead from the second record on, every weight gradient exactly 0, so the logits are
+    the output bias for every image; softmax of that bias is the training set's share of each
+    digit (1s the most common), so every test image is called a 1, and the test accuracy is the
+    share of 1s in the test set: 1,135 of 10,000, as ANALYSIS.md and README.md say."""
+    import numpy as np
+
+    from data_loader import load_mnist
+    from numpy_nn.neural_network import NeuralNetwork
+    record = json.loads((ref.LEARNING / "collapse_metrics.json").read_text())
+    assert record["config"]["lr"] == 10 and record["config"]["optimizer"] == "sgd"
+    d = record["diagnostics"]
+    assert d["steps"][1] == 32 and d["dead_fraction"]["layer2"][1:] == [1.0] * (len(d["steps"]) - 1)
+    assert all(v == 0.0 for layer in d["grad_rms"].values() for v in layer[1:])
+    net = NeuralNetwork.load(ref.LEARNING / "collapse_model.npz")
+    _, y_train, x_test, y_test = load_mnist()
+    assert np.array_equal(net.predict(x_test), np.ones(len(y_test), dtype=int))
+    assert (y_test == 1).sum() == 1135 and record["final_test_acc"] == 0.1135
+    b = net.params["b3"].astype(np.float64)
+    share = np.exp(b - b.max()) / np.exp(b - b.max()).sum()
+    # SGD settles where the bias gradient, a batch's mean of softmax(b3) - onehot(y), is 0 on
+    # average; each batch of 128 has its own mix of digits, so it wanders about that point
+    # (1.8e-3 at most in this run). 4e-3 is half the gap between the 1s' share (0.1124) and the
+    # next digit's (7s, 0.1044): within it, the largest share is still the 1s'.
+    np.testing.assert_allclose(share, np.bincount(y_train, minlength=10) / len(y_train), atol=4e-3)
+    for doc in ("ANALYSIS.md", "README.md"):
+        text = (ref.ROOT / doc).read_text()
+        assert "1,135 of" in text and "11.35%" in text, doc
