@@ -27,7 +27,7 @@ until they are too large and it shoots up. The suggestion (suggest_lr) is a tent
 at the lowest smoothed loss. Writes range_<optimizer>.png and range.json beside the run.
 
 The defaults (2 epochs on 10,000 images) keep the default grid of 36 cells within 5 minutes on
-2 cores (ANALYSIS.md, "Learning rates and batch sizes").
+2 cores (ANALYSIS.md, section 6, "Learning rates and batch sizes").
 """
 import argparse
 import json
