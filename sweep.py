@@ -55,7 +55,8 @@ DEFAULT_EPOCHS, DEFAULT_LIMIT = 2, 10000
 RANGE_STEPS, RANGE_BATCH = 200, 128  # 200 steps over 7 decades: ~28 a decade
 SMOOTHING = 0.9   # the moving average's weight on the past: ~10 steps, a third of a decade at the defaults
 RULE = "a tenth of the rate at the lowest smoothed loss"
-SET_BY_THE_SWEEP = ("--metrics", "--weights", "--schedule", "--lr-end")  # besides the sweep's own flags
+SET_BY_THE_SWEEP = ("--metrics", "--weights")          # for every run, besides the sweep's own flags
+SET_BY_THE_RANGE_TEST = ("--schedule", "--lr-end", "--diagnostics-every", "--no-diagnostics")
 
 
 class SweepError(Exception):
@@ -156,6 +157,17 @@ def run_grid(cells, args, stop):
     bar = tqdm(total=len(cells), initial=len(cells) - len(todo), unit="cell", desc="sweep",
                disable=args.no_progress or None)
     running, failed = {}, []
+    try:
+        return _run_cells(todo, running, failed, args, stop, bar)
+    finally:
+        for proc in running:              # an error here: the cells started are stopped, not orphaned
+            proc.send_signal(signal.SIGINT)
+            proc.wait()
+        bar.close()
+
+
+def _run_cells(todo, running, failed, args, stop, bar):
+    """run_grid's loop: start cells while there is room, note each one that ends."""
     while (todo and stop.signum is None) or running:
         while todo and len(running) < args.jobs and stop.signum is None:
             cell = todo.pop(0)
@@ -178,7 +190,6 @@ def run_grid(cells, args, stop):
                 failed.append((cell, last_line(cell.log)))
             bar.write(f"{cell.name}: {result}")
             bar.update(state != "todo")
-    bar.close()
     return failed
 
 
@@ -361,8 +372,9 @@ def parse(argv=None):
     """The sweep's flags, and the trainer flags it passes on; a bad one is one line."""
     p = build_sweep_parser()
     args, passed = p.parse_known_args(argv)
+    ours = SET_BY_THE_SWEEP + (SET_BY_THE_RANGE_TEST if args.lr_range else ())
     for flag in passed:
-        if flag.startswith("--") and any(own.startswith(flag.split("=")[0]) for own in SET_BY_THE_SWEEP):
+        if flag.startswith("--") and any(own.startswith(flag.split("=")[0]) for own in ours):
             p.error(f"argument {flag.split('=')[0]}: the sweep sets it for every run")
     if args.lr_range:
         lo, hi = args.lr_range

@@ -247,3 +247,17 @@ def test_a_folder_with_other_settings_is_refused(tmp_path):
         f"error: {cell} is a run with other settings (epochs 1, this sweep's 2): give another --out-dir, "
         f"or move that run away"]
     assert digest(cell) == kept
+
+
+def test_trainer_flags_pass_through_except_those_the_sweep_sets(capsys):
+    """A grid takes any trainer flag, --schedule included; the range test sets the schedule itself,
+    and every run's files are the sweep's."""
+    args, passed = sweep.parse(["--schedule", "constant", "--dropout", "0.1"])
+    assert passed == ["--schedule", "constant", "--dropout", "0.1"]
+    assert sweep.Cell(args, "sgd", 0.1, 64, passed).config["schedule"] == "constant"
+    for argv, flag in ((["--lr-range", "1e-6", "10", "--schedule", "constant"], "--schedule"),
+                       (["--metrics", "m.json"], "--metrics")):
+        with pytest.raises(SystemExit) as stopped:
+            sweep.parse(argv)
+        assert stopped.value.code == 2
+        assert f"argument {flag}: the sweep sets it for every run" in capsys.readouterr().err
