@@ -81,6 +81,9 @@ class _ModelParser(argparse.ArgumentParser):
                 self.error(f"argument --activation: sets the MLP's; the CNN keeps ReLU (numpy_nn/cnn.py), "
                            f"got {args.activation}")
         args.activation = args.activation or "relu"
+        if (args.schedule == "exponential") != (args.lr_end is not None):
+            self.error("argument --lr-end: goes with --schedule exponential, and it with --lr-end "
+                       "(e.g. --schedule exponential --lr 1e-6 --lr-end 10)")
         if getattr(args, "init", "numpy") == "torch":  # the PyTorch trainer's --init
             if args.weight_init is not None:
                 self.error("argument --weight-init: chooses how the NumPy network draws the starting "
@@ -101,8 +104,12 @@ def build_parser(framework, description):
     p.add_argument("--lr", type=_positive(float), default=3e-3, help="(peak) learning rate")
     p.add_argument("--optimizer", choices=["sgd", "momentum", "adam"], default="adam",
                    help="plain SGD, SGD with momentum 0.9, or Adam")
-    p.add_argument("--schedule", choices=["constant", "cosine"], default="cosine",
-                   help="learning rate over the run: fixed, or cosine decay to 0 by the last step")
+    p.add_argument("--schedule", choices=["constant", "cosine", "exponential"], default="cosine",
+                   help="learning rate over the run: fixed, cosine decay to 0 by the last step, or "
+                        "exponential growth from --lr to --lr-end (the range test: sweep.py --lr-range)")
+    p.add_argument("--lr-end", type=_positive(float), default=None,
+                   help="with --schedule exponential: the last step's learning rate; every step "
+                        "multiplies the rate by the same factor")
     p.add_argument("--model", choices=MODELS, default="mlp",
                    help="mlp: the fully connected network; cnn: the small convolutional one")
     p.add_argument("--layers", choices=LAYERS, default=None,

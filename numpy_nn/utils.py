@@ -2,8 +2,8 @@
 
 Activations (ReLU, sigmoid, tanh, softmax), weight initialisation, the cross-entropy loss
 and its gradient, accuracy, the optimizers (SGD, SGD with momentum, Adam: the same update
-rules and defaults as torch.optim), the cosine learning-rate schedule, dropout, and a
-finite-difference gradient check. neural_network.py puts them together.
+rules and defaults as torch.optim), the cosine and exponential learning-rate schedules,
+dropout, and a finite-difference gradient check. neural_network.py puts them together.
 """
 import math
 
@@ -207,6 +207,25 @@ class CosineSchedule:
     def step(self):
         self.t += 1
         self.optimizer.lr = cosine_lr(self.base_lr, self.t, self.total_steps)
+
+
+def exponential_factor(lr, lr_end, step, total_steps):
+    """The range test's schedule as a factor of the first rate: lr * factor grows from lr at
+    step 0 to lr_end at the last step, total_steps - 1, by the same ratio every step
+    (Smith, 2015). A factor, so that torch's LambdaLR can hand out the very same rates."""
+    return (lr_end / lr) ** (step / max(1, total_steps - 1))
+
+
+class ExponentialSchedule:
+    """The learning rate of exponential_factor, step by step, as CosineSchedule hands out its own."""
+
+    def __init__(self, optimizer, total_steps, lr_end):
+        self.optimizer, self.total_steps, self.lr_end = optimizer, total_steps, lr_end
+        self.base_lr, self.t = optimizer.lr, 0
+
+    def step(self):
+        self.t += 1
+        self.optimizer.lr = self.base_lr * exponential_factor(self.base_lr, self.lr_end, self.t, self.total_steps)
 
 
 # ----------------------------------------------------------------------------- checking

@@ -1,7 +1,7 @@
 """Regenerate the reference results that README.md and ANALYSIS.md cite, in results/reference/.
 
     python perf/reference_results.py              # everything, about 10 minutes on 2 cores
-    python perf/reference_results.py --only runs  # one part: runs, compare, experiments, cnn, mistakes, threads, benchmark, learning, compile
+    python perf/reference_results.py --only runs  # one part: runs, compare, experiments, cnn, mistakes, threads, benchmark, learning, compile, sweep
 
 A learner's own runs go to results/ (git-ignored) and never touch these files. Each part runs
 the repo's own commands, exactly as a reader would type them, with --metrics, --weights and
@@ -20,6 +20,9 @@ the repo's own commands, exactly as a reader would type them, with --metrics, --
                  initialisation, too large a learning rate, and one so large it collapses), their pictures, the numbers the docs
                  cite (learning/summary.json), and what recording the diagnostics costs
                  (learning/overhead.json)
+    sweep        python sweep.py's default grid (the MLP in NumPy, SGD and Adam, 6 rates x 3 batch
+                 sizes) and its range test, in sweep/: records, pictures, table (the cells' weights
+                 and outputs are not committed: .gitignore)
 
 Timing is only as good as the machine is quiet. A run whose epochs (after the first, which
 carries one-off start-up costs) differ by more than MAX_SPREAD from fastest to slowest did not
@@ -32,6 +35,7 @@ import os
 import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]  # the repo
@@ -436,9 +440,24 @@ def learning():
     (LEARNING / "overhead.json").write_text(json.dumps(record, indent=2) + "\n")
 
 
+def sweep():
+    """sweep.py's default grid and range test, from scratch: the cells kept from an earlier
+    regeneration are removed first, so that every cell runs with the code as it is now."""
+    folder = REFERENCE / "sweep"
+    for old in folder.glob("*_metrics.json"):
+        old.unlink()
+    started = time.perf_counter()
+    run("sweep.py", "--no-progress", "--out-dir", folder)
+    minutes = (time.perf_counter() - started) / 60
+    run("sweep.py", "--lr-range", "1e-6", "10", "--out-dir", folder)
+    record = {"what": "wall-clock minutes of `python sweep.py` (the default grid, 36 cells, 2 at a time) "
+                      "as this script ran it", "grid_minutes": minutes, "cores": os.cpu_count()}
+    (folder / "timing.json").write_text(json.dumps(record, indent=2) + "\n")
+
+
 PARTS = {"runs": default_runs, "compare": comparisons, "experiments": experiments, "cnn": cnn,
          "mistakes": mistakes, "threads": threads, "benchmark": benchmark, "learning": learning,
-         "compile": compile_modes}
+         "compile": compile_modes, "sweep": sweep}
 
 
 def main(argv=None):

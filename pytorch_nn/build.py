@@ -28,6 +28,9 @@ def check_flags(parser, args):
     if args.mode == "graph" and device.type != "cuda":
         parser.error(f"argument --mode: graph records CUDA graphs and needs a CUDA GPU; this run's "
                      f"device is {device.type} (try --mode eager)")
+    if args.mode == "graph" and args.schedule == "exponential":
+        parser.error("argument --mode: graph computes the constant and cosine schedules inside the "
+                     "recorded step, not the exponential one (try --mode eager)")
     if args.mode == "graph" and args.optimizer != "adam":
         parser.error("argument --mode: graph supports --optimizer adam only (its capturable form "
                      "keeps its whole state on the GPU)")

@@ -1,0 +1,166 @@
+"""What sweep.py draws, from the cells' records alone: the accuracy heatmap, every cell's
+training loss, the table, and the range test's loss against the learning rate."""
+import matplotlib.pyplot as plt
+import numpy as np
+
+from report.run import FRAMEWORK_NAMES, model_name
+
+# Below this final test accuracy a cell is "collapsed": a network that predicts one digit for
+# every image scores that digit's share of the test set, 8.9% (5) to 11.4% (1); one that tells
+# only two digits apart scores about 20%. Anything under that learned (almost) nothing: too large
+# a rate (its loss rose: the loss panels show it), or one too small to move in so few steps.
+COLLAPSED_BELOW = 0.2
+LOSS_CEILING = 3.0  # the loss panels' top: a fresh network starts at ln 10 = 2.3
+
+
+def outcome(record):
+    """"diverged" (the loss became NaN or infinite), "collapsed" (final test accuracy below
+    COLLAPSED_BELOW: stuck near 10%), or "trained"."""
+    if record["status"] == "diverged":
+        return "diverged"
+    if record["final_test_acc"] < COLLAPSED_BELOW:
+        return "collapsed"
+    return "trained"
+
+
+def axes_of(records):
+    """The grid's optimizers (in the order met), batch sizes and learning rates (ascending), and
+    {(optimizer, batch size, rate): record}."""
+    cells = {(r["config"]["optimizer"], r["config"]["batch_size"], r["config"]["lr"]): r for r in records}
+    optimizers = list(dict.fromkeys(key[0] for key in cells))
+    batch_sizes = sorted({key[1] for key in cells})
+    lrs = sorted({key[2] for key in cells})
+    return optimizers, batch_sizes, lrs, cells
+
+
+def cell_text(record):
+    """A cell's number as the heatmap and the table show it."""
+    kind = outcome(record)
+    if kind == "diverged":
+        return "diverged"
+    accuracy = f"{100 * record['final_test_acc']:.1f}%"
+    return f"collapsed {accuracy}" if kind == "collapsed" else accuracy
+
+
+def what_ran(record):
+    """One line: the trainer, the network and what every cell shared."""
+    config = record["config"]
+    return (f"{FRAMEWORK_NAMES[record['framework']]} {model_name(record)}, {config['epochs']} epoch(s) of "
+            f"{record['data']['train_samples']:,} images, {config['schedule']} schedule, seed {config['seed']}")
+
+
+def accuracy_heatmap(records):
+    """Final test accuracy, learning rate across and batch size down, one panel per optimizer;
+    diverged cells grey and marked, collapsed ones marked, the number in every cell."""
+    optimizers, batch_sizes, lrs, cells = axes_of(records)
+    fig, axes = plt.subplots(1, len(optimizers), figsize=(1.3 * len(lrs) * len(optimizers) + 2, 0.8 * len(batch_sizes) + 2.2),
+                             layout="constrained", squeeze=False)
+    cmap = plt.get_cmap("viridis").with_extremes(bad="0.8")  # NaN (no cell, diverged): grey
+    for ax, optimizer in zip(axes[0], optimizers):
+        acc = np.full((len(batch_sizes), len(lrs)), np.nan)
+        for i, batch_size in enumerate(batch_sizes):
+            for j, lr in enumerate(lrs):
+                record = cells.get((optimizer, batch_size, lr))
+                if record is None:
+                    continue
+                if outcome(record) != "diverged":
+                    acc[i, j] = 100 * record["final_test_acc"]
+                text = cell_text(record).replace(" ", "\n")
+                dark = outcome(record) != "diverged" and acc[i, j] < 60  # viridis is dark at the bottom
+                ax.text(j, i, text, ha="center", va="center", fontsize="small",
+                        color="white" if dark else "black")
+        image = ax.imshow(acc, cmap=cmap, vmin=0, vmax=100, aspect="auto")
+        ax.set_xticks(range(len(lrs)), [f"{lr:g}" for lr in lrs])
+        ax.set_yticks(range(len(batch_sizes)), [str(b) for b in batch_sizes])
+        ax.set(xlabel="learning rate", ylabel="batch size", title=optimizer)
+    fig.colorbar(image, ax=axes[0, -1], label="final test accuracy (%)")
+    fig.suptitle(f"Final test accuracy: {what_ran(records[0])}\n"
+                 f"diverged: the loss became NaN; collapsed: under {COLLAPSED_BELOW:.0%}, near chance (a rate "
+                 f"too large, or too small to move; sweep_losses.png tells which)", fontsize="medium")
+    return fig
+
+
+def loss_curves(records):
+    """Every cell's training loss, a small panel each: a row per optimizer and batch size, a
+    column per learning rate, the same axes everywhere. The loss at the steps the diagnostics
+    recorded (about 15 an epoch), or, in a record without them, each epoch's."""
+    optimizers, batch_sizes, lrs, cells = axes_of(records)
+    rows = [(optimizer, batch_size) for optimizer in optimizers for batch_size in batch_sizes]
+    fig, axes = plt.subplots(len(rows), len(lrs), figsize=(2.2 * len(lrs) + 1, 1.6 * len(rows) + 1.2),
+                             sharex=True, sharey=True, layout="constrained", squeeze=False)
+    for (optimizer, batch_size), row in zip(rows, axes):
+        row[0].set_ylabel(f"{optimizer}\nbatch {batch_size}")
+        for lr, ax in zip(lrs, row):
+            ax.grid(alpha=0.3)
+            record = cells.get((optimizer, batch_size, lr))
+            if record is None:
+                continue
+            epochs, losses = loss_series(record)
+            ax.plot(epochs, losses, color="C3" if outcome(record) != "trained" else "C0")
+            ax.text(0.97, 0.93, cell_text(record), transform=ax.transAxes, ha="right", va="top",
+                    fontsize="small")
+    for lr, ax in zip(lrs, axes[0]):
+        ax.set_title(f"lr {lr:g}", fontsize="medium")
+    for ax in axes[-1]:
+        ax.set_xlabel("epoch")
+    axes[0, 0].set_ylim(0, LOSS_CEILING)
+    fig.suptitle(f"Training loss (cut at {LOSS_CEILING:g}; red: diverged or collapsed): {what_ran(records[0])}",
+                 fontsize="medium")
+    return fig
+
+
+def loss_series(record):
+    """(epochs, losses): the loss at each recorded step, the step as a fraction of the epochs,
+    so that every batch size shares the axis; above LOSS_CEILING or not finite, shown at the top."""
+    d = record.get("diagnostics")
+    if d and d["steps"]:
+        steps_per_epoch = -(-record["data"]["train_samples"] // record["config"]["batch_size"])
+        epochs = np.array(d["steps"]) / steps_per_epoch
+        losses = np.array([LOSS_CEILING if loss is None else loss for loss in d["loss"]], dtype=float)
+    else:
+        epochs = np.array([e["epoch"] for e in record["epochs"]], dtype=float)
+        losses = np.array([e["train_loss"] for e in record["epochs"]])
+    return epochs, np.minimum(losses, LOSS_CEILING)
+
+
+def markdown_table(records):
+    """The heatmap's numbers: a table per optimizer, batch size down, learning rate across."""
+    optimizers, batch_sizes, lrs, cells = axes_of(records)
+    lines = [f"# Learning rate and batch size sweep", "", f"{what_ran(records[0])}. Final test accuracy; "
+             f"diverged: the loss became NaN or infinite; collapsed: under {COLLAPSED_BELOW:.0%}.", ""]
+    for optimizer in optimizers:
+        lines += [f"## {optimizer}", "", "| batch size | " + " | ".join(f"lr {lr:g}" for lr in lrs) + " |",
+                  "|---|" + "---|" * len(lrs)]
+        for batch_size in batch_sizes:
+            row = [cell_text(cells[key]) if key in cells else "" for lr in lrs
+                   for key in [(optimizer, batch_size, lr)]]
+            lines.append(f"| {batch_size} | " + " | ".join(row) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def range_figure(lrs, losses, smoothed, suggested, lowest, rule, beta, record, comparison):
+    """The range test: each step's loss against its learning rate (log axis), the smoothed
+    loss, its lowest point, and the suggested rate with the rule that chose it."""
+    fig, ax = plt.subplots(figsize=(9, 5.5), layout="constrained")
+    finite = [(lr, loss) for lr, loss in zip(lrs, losses) if loss is not None]
+    ax.plot(*zip(*finite), ".", color="0.6", markersize=4, label="each step's loss (one batch)")
+    ax.plot(lrs[:len(smoothed)], smoothed, color="C0", label=f"smoothed (moving average, beta {beta})")
+    ax.plot(lrs[lowest], smoothed[lowest], "v", color="C1", markersize=9,
+            label=f"lowest smoothed loss, at lr {lrs[lowest]:.2g}")
+    ax.axvline(suggested, color="C2", linestyle="--", label=f"suggested lr {suggested:.2g}")
+    if record["status"] == "diverged":
+        ax.axvline(lrs[-1] if len(finite) == len(lrs) else lrs[len(finite)], color="C3", linestyle=":",
+                   label="the loss became NaN or infinite: the run stopped")
+    ax.set_xscale("log")
+    top = max(smoothed[0] * 2, min(smoothed) * 4)
+    ax.set_ylim(0, top)
+    ax.set(xlabel="learning rate (log scale; it grows by the same factor every step)",
+           ylabel="training loss (cross-entropy)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize="small", loc="upper left")
+    config = record["config"]
+    ax.set_title(f"Learning-rate range test: {FRAMEWORK_NAMES[record['framework']]} {model_name(record)}, "
+                 f"{config['optimizer']}, batch {config['batch_size']}, {len(lrs)} steps\n"
+                 f"rule: suggested = {rule}\n{comparison}", fontsize="medium")
+    return fig

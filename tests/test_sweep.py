@@ -1,0 +1,263 @@
+"""sweep.py: the range test's schedule in both trainers, the suggestion rule, the marks on the
+heatmap and the table, and the grid's bookkeeping (a rerun skips finished cells; Ctrl-C keeps
+them). Trainer subprocesses get one BLAS thread, as in test_cli.py: only timings change."""
+import hashlib
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+import sweep  # noqa: E402
+from harness.flags import build_parser  # noqa: E402
+from numpy_nn.utils import SGD, ExponentialSchedule, exponential_factor  # noqa: E402
+from report import sweep as report  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+LO, HI, STEPS = 1e-6, 10.0, 71   # 71 steps: a tenth of a decade each, 1e-6 ... 10
+
+
+def expected_rate(k, lo=LO, hi=HI, n=STEPS):
+    """The range test's rate at step k (0, ..., n - 1): lo (hi/lo)^(k/(n-1)), as defined."""
+    return lo * (hi / lo) ** (k / (n - 1))
+
+
+# ----------------------------------------------------------------------------- the schedule
+
+def test_exponential_schedule_is_exact_in_both_trainers():
+    """The rate of every step, as numpy_nn/train.py's ExponentialSchedule and pytorch_nn/train.py's
+    LambdaLR hand it out, is exactly lo (hi/lo)^(k/(n-1)): both compute that very expression in
+    float64, so equality, not closeness. It starts at lo exactly and ends at hi (to one rounding
+    of the power: 2 ulp)."""
+    numpy_opt = SGD(np.zeros(3), lr=LO)
+    numpy_schedule = ExponentialSchedule(numpy_opt, STEPS, HI)
+    torch_opt = torch.optim.SGD([torch.zeros(3, requires_grad=True)], lr=LO)
+    torch_schedule = torch.optim.lr_scheduler.LambdaLR(torch_opt, lambda t: exponential_factor(LO, HI, t, STEPS))
+    numpy_rates, torch_rates = [], []
+    for _ in range(STEPS):
+        numpy_rates.append(numpy_opt.lr)
+        torch_rates.append(torch_opt.param_groups[0]["lr"])
+        numpy_schedule.step()
+        torch_opt.step()
+        torch_schedule.step()
+    expected = [expected_rate(k) for k in range(STEPS)]
+    assert numpy_rates == expected
+    assert torch_rates == expected
+    assert sweep.range_rates(LO, HI, STEPS) == expected   # what the picture plots them against
+    assert numpy_rates[0] == LO
+    assert abs(numpy_rates[-1] - HI) <= 2 * math.ulp(HI)
+    ratios = np.diff(np.log(expected))
+    assert np.allclose(ratios, math.log(HI / LO) / (STEPS - 1), rtol=1e-9)  # float64 logs of rates 1e-6..10
+
+
+# float64 twins: the trainers agree to ~1e-15 (tests/test_equivalence.py); 1e-9 leaves six orders
+# of margin and still fails if either trainer ran another schedule (the constant run below
+# differs from the exponential one in the first digits).
+def test_both_trainers_run_the_exponential_schedule(tmp_path):
+    """The same range-test run in float64 from both trainers gives the same losses, and not a
+    constant-rate run's: the schedule reaches the trainers' loops."""
+    flags = ["--limit", "640", "--batch-size", "64", "--epochs", "1", "--optimizer", "sgd", "--lr", "1e-3",
+             "--dtype", "float64", "--no-diagnostics", "--no-progress"]
+    losses = {}
+    for framework, schedule in (("numpy", "exponential"), ("pytorch", "exponential"), ("numpy", "constant")):
+        extra = ["--schedule", "exponential", "--lr-end", "3"] if schedule == "exponential" else ["--schedule", "constant"]
+        extra += ["--device", "cpu"] if framework == "pytorch" else []
+        metrics = tmp_path / f"{framework}_{schedule}.json"
+        done = subprocess.run([sys.executable, str(REPO / f"{framework}_nn" / "train.py"), *flags, *extra,
+                               "--metrics", str(metrics), "--weights", str(tmp_path / f"{framework}_{schedule}.w")],
+                              env=ENV, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        epoch = json.loads(metrics.read_text())["epochs"][0]
+        losses[framework, schedule] = np.array([epoch["train_loss"], epoch["test_loss"]])
+    a, b, constant = losses["numpy", "exponential"], losses["pytorch", "exponential"], losses["numpy", "constant"]
+    print(f"twins: {np.max(np.abs(a - b) / b):.1e} apart; constant rate: {np.max(np.abs(a - constant) / constant):.1e}")
+    assert np.max(np.abs(a - b) / b) < 1e-9
+    assert np.max(np.abs(a - constant) / constant) > 1e-2
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--schedule", "exponential"], "--lr-end"),
+    (["--lr-end", "10"], "--lr-end"),
+])
+def test_lr_end_goes_with_the_exponential_schedule(flags, message, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        build_parser("numpy", "").parse_args(flags)
+    assert stopped.value.code == 2
+    assert f"argument {message}: goes with --schedule exponential" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- the suggestion
+
+def test_smoothing_is_the_bias_corrected_moving_average():
+    """By hand, beta 0.5: averages 0.5, 1.25, 2.125 over 1 - 0.5^k = 0.5, 0.75, 0.875."""
+    assert np.allclose(sweep.smooth([1.0, 2.0, 3.0], beta=0.5), [1.0, 5 / 3, 17 / 7], rtol=1e-15, atol=0)
+
+
+def made_up_curve():
+    """A range test's loss as the textbook draws it: flat at 2.3 up to lr 1e-4 (step 20), falling
+    to 0.3 at lr 0.1 (step 50), rising steeply after, and NaN from step 65 on; then, past the
+    NaN, values lower than any before that a rule must not read."""
+    losses = []
+    for k in range(STEPS):
+        if k <= 20:
+            losses.append(2.3)
+        elif k <= 50:
+            losses.append(2.3 - 2.0 * (k - 20) / 30)
+        elif k < 65:
+            losses.append(0.3 + 0.5 * (k - 50) ** 2)
+        else:
+            losses.append(None if k == 65 else 0.0)
+    return losses
+
+
+def test_the_suggestion_is_a_tenth_of_the_rate_at_the_lowest_loss():
+    lrs = sweep.range_rates(LO, HI, STEPS)
+    suggested, lowest = sweep.suggest_lr(lrs, made_up_curve(), beta=0.0)  # no smoothing: the raw minimum
+    assert lowest == 50
+    assert suggested == lrs[50] / 10
+    assert math.isclose(suggested, 1e-2, rel_tol=1e-12)  # lr 0.1 at step 50, to float64 rounding
+
+
+def test_the_smoothed_suggestion_lags_by_what_the_average_says():
+    """With beta 0.9 the lowest smoothed loss comes a few steps after the raw one: the average
+    still remembers the falling side. Its index, by hand from the same curve, then the rule."""
+    lrs, losses = sweep.range_rates(LO, HI, STEPS), made_up_curve()
+    smoothed = sweep.smooth(losses[:65], beta=0.9)
+    lowest = int(np.argmin(smoothed))
+    assert 50 < lowest < 55
+    assert sweep.suggest_lr(lrs, losses, beta=0.9) == (lrs[lowest] / 10, lowest)
+
+
+def test_a_first_loss_that_is_not_finite_has_no_suggestion():
+    with pytest.raises(sweep.SweepError, match="start lower"):
+        sweep.suggest_lr([1e-6, 1e-5], [None, 2.3])
+
+
+# ----------------------------------------------------------------------------- the marks
+
+def made_up_record(optimizer, lr, batch_size, status="completed", acc=0.95):
+    return {"framework": "numpy", "status": status, "final_test_acc": None if status == "diverged" else acc,
+            "config": {"optimizer": optimizer, "lr": lr, "batch_size": batch_size, "model": "mlp",
+                       "hidden": [128, 64], "epochs": 2, "schedule": "cosine", "seed": 0},
+            "data": {"train_samples": 1000}, "diagnostics": None,
+            "epochs": [{"epoch": 1, "train_loss": 0.5, "test_acc": acc or 0.0},
+                       {"epoch": 2, "train_loss": 0.3, "test_acc": acc or 0.0}]}
+
+
+MADE_UP = [made_up_record("sgd", 0.1, 32, acc=0.9512),
+           made_up_record("sgd", 10.0, 32, status="diverged"),
+           made_up_record("sgd", 0.1, 128, acc=0.1135),     # one digit for every image: 11.35%
+           made_up_record("sgd", 10.0, 128, acc=0.2),       # at the line: not collapsed
+           made_up_record("adam", 0.1, 32, acc=0.1999)]
+
+
+def test_diverged_and_collapsed_cells_are_marked():
+    assert [report.outcome(r) for r in MADE_UP] == ["trained", "diverged", "collapsed", "trained", "collapsed"]
+    table = report.markdown_table(MADE_UP)
+    assert "| 32 | 95.1% | diverged |" in table
+    assert "| 128 | collapsed 11.3% | 20.0% |" in table
+    assert "| 32 | collapsed 20.0% |" in table  # adam's panel: 19.99% shown to one decimal
+
+
+def test_the_heatmap_marks_and_numbers_every_cell():
+    fig = report.accuracy_heatmap(MADE_UP)
+    sgd = fig.axes[0]
+    texts = {(round(t.get_position()[0]), round(t.get_position()[1])): t.get_text() for t in sgd.texts}
+    # columns: lr 0.1, 10; rows: batch 32, 128
+    assert texts == {(0, 0): "95.1%", (1, 0): "diverged", (0, 1): "collapsed\n11.3%", (1, 1): "20.0%"}
+    shown = sgd.images[0].get_array()
+    assert np.ma.is_masked(shown[0, 1])         # diverged: no accuracy (NaN, masked), drawn grey
+    assert shown[0, 0] == pytest.approx(95.12)  # the others: their accuracy in %
+    assert shown[1, 0] == pytest.approx(11.35)
+
+
+# ----------------------------------------------------------------------------- the bookkeeping
+
+def ctrl_c_as_usual():
+    """SIGINT back to its default in the child: a suite started in the background has it ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def sweep_command(out_dir, *flags):
+    return [sys.executable, str(REPO / "sweep.py"), "--optimizer", "sgd", "--batch-size", "64",
+            "--limit", "500", "--jobs", "1", "--no-progress", "--out-dir", str(out_dir), *flags]
+
+
+def digest(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def status(path):
+    return json.loads(path.read_text())["status"] if path.exists() else None
+
+
+def test_ctrl_c_keeps_finished_cells_and_a_rerun_skips_them(tmp_path):
+    """Ctrl-C after the first cell: the sweep stops the running cell, exits 130 and keeps the
+    finished one; the same command again runs only the two others, and leaves the first as it was."""
+    out = tmp_path / "sweep"
+    lrs = ["--lr", "0.01", "0.02", "0.03", "--epochs", "40"]  # a cell long enough to be cut short
+    first, second, third = (out / f"sgd_lr{lr}_bs64_metrics.json" for lr in ("0.01", "0.02", "0.03"))
+    proc = subprocess.Popen(sweep_command(out, *lrs), cwd=REPO, env=ENV, preexec_fn=ctrl_c_as_usual,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while status(first) != "completed":
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    assert "interrupted: 1 of 3 cells finished" in stderr
+    assert status(second) in (None, "interrupted")   # cut short: run again next time
+    assert not third.exists()
+    kept = digest(first)
+
+    done = subprocess.run(sweep_command(out, *lrs), cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "1 of 3 cells finished before: kept" in done.stdout
+    assert digest(first) == kept
+    assert status(second) == status(third) == "completed"
+    assert "| 64 |" in (out / "sweep.md").read_text()
+
+
+def test_a_folder_with_other_settings_is_refused(tmp_path):
+    """A cell's file from a sweep with other flags is neither skipped nor written over."""
+    out = tmp_path / "sweep"
+    done = subprocess.run(sweep_command(out, "--lr", "0.1", "--epochs", "1"), cwd=REPO, env=ENV,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    cell = out / "sgd_lr0.1_bs64_metrics.json"
+    kept = digest(cell)
+    again = subprocess.run(sweep_command(out, "--lr", "0.1", "--epochs", "2"), cwd=REPO, env=ENV,
+                           capture_output=True, text=True, timeout=300)
+    assert again.returncode == 1
+    assert "Traceback" not in again.stderr
+    assert again.stderr.strip().splitlines() == [
+        f"error: {cell} is a run with other settings (epochs 1, this sweep's 2): give another --out-dir, "
+        f"or move that run away"]
+    assert digest(cell) == kept
+
+
+def test_trainer_flags_pass_through_except_those_the_sweep_sets(capsys):
+    """A grid takes any trainer flag, --schedule included; the range test sets the schedule itself,
+    and every run's files are the sweep's."""
+    args, passed = sweep.parse(["--schedule", "constant", "--dropout", "0.1"])
+    assert passed == ["--schedule", "constant", "--dropout", "0.1"]
+    assert sweep.Cell(args, "sgd", 0.1, 64, passed).config["schedule"] == "constant"
+    for argv, flag in ((["--lr-range", "1e-6", "10", "--schedule", "constant"], "--schedule"),
+                       (["--metrics", "m.json"], "--metrics")):
+        with pytest.raises(SystemExit) as stopped:
+            sweep.parse(argv)
+        assert stopped.value.code == 2
+        assert f"argument {flag}: the sweep sets it for every run" in capsys.readouterr().err
