@@ -232,8 +232,7 @@ def test_load_reads_an_edited_file_again(tmp_path):
     first = load("maxpool_backward", tmp_path)
     fill_into(tmp_path, ["maxpool_backward"])
     second = load("maxpool_backward", tmp_path)
-    first_pool = first.__code__.co_consts, second.__code__.co_consts
-    assert first_pool[0] != first_pool[1]
+    assert ... in first.__code__.co_consts and ... not in second.__code__.co_consts  # the blanks, then none
     assert blanks("maxpool_backward", tmp_path) == []
 
 
