@@ -54,7 +54,7 @@ def train(args, x_train, y_train, x_test, y_test):
     batch_rng = np.random.default_rng(args.seed)  # the batch order: the same in both trainers
     scheduler = (CosineSchedule(optimizer, session.total_steps)
                  if args.schedule == "cosine" else None)
-    with session.watching(model, Watch(model, x_train, args)):  # a stop keeps the finished epochs
+    with session.watching(model, Watch(model, x_train, args), optimizer, scheduler):  # a stop keeps finished epochs
         for epoch in session.epochs():
             for idx in session.batches(batch_rng):
                 loss = train_step(model, optimizer, x_train[idx], y_train[idx], args, dropout_rng)

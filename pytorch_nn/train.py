@@ -59,7 +59,7 @@ def train(args, x_train, y_train, x_test, y_test):
     scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, session.total_steps)
                  if args.schedule == "cosine" else None)
     step, scheduler = faster(args, train_step, model, optimizer, scheduler, session)  # --mode: fast_step.py
-    with session.watching(model, Watch(model, x_train, args)):  # a stop keeps the finished epochs
+    with session.watching(model, Watch(model, x_train, args), optimizer, scheduler):  # a stop keeps finished epochs
         for epoch in session.epochs():
             model.train()                         # dropout on
             for idx in session.batches(batch_rng):
