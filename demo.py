@@ -4,21 +4,25 @@
     python demo.py --open           # and opens it in your browser
     python demo.py --port 8000      # a fixed port instead of a free one
     python demo.py --results-dir results/reference   # the committed runs instead of yours
+    python demo.py --train-dir /tmp/runs            # where the page's own runs go (results/live/)
 
 The page sends your drawing to this server, which makes it a 28x28 image the way MNIST's
 were made (demo/preprocess.py) and runs every network trained so far: the NumPy and PyTorch
-MLPs and, once trained with --model cnn, the CNNs. The server, the page and the
-preprocessing live in demo/; this file is the command.
+MLPs and, once trained with --model cnn, the CNNs. The page can also train both networks
+live, with the trainers themselves (demo/training.py), and shows them learning. The server,
+the page and the preprocessing live in demo/; this file is the command.
 """
 import argparse
 import errno
 import signal
 import sys
 import webbrowser
+from pathlib import Path
 
 from harness.closed_stdout import keep_running_if_stdout_closes
 from demo.models import add_run_flags, models_or_exit
 from demo.server import HOST, DemoServer, serve
+from demo.training import TRAIN_DIR
 
 
 def port_number(text):
@@ -37,6 +41,9 @@ def build_parser():
     p.add_argument("--open", action="store_true",
                    help="open the page in a browser (default: only print its address)")
     add_run_flags(p)
+    p.add_argument("--train-dir", type=Path, default=TRAIN_DIR,
+                   help="where the runs started from the page write their files, a folder each "
+                        "(default: results/live/)")
     return p
 
 
@@ -54,7 +61,7 @@ def start(args):
     if not models:
         print("no trained model found: the page will say which command trains one")
     try:
-        return DemoServer(args.port, models, notes)
+        return DemoServer(args.port, models, notes, args.train_dir)
     except OSError as e:
         if e.errno == errno.EADDRINUSE:
             sys.exit(f"error: port {args.port} is already in use on {HOST}; choose another with "

@@ -6,6 +6,11 @@
                         -> {"input": the 28x28 image the networks read,
                             "models": [{"name", "probabilities": 10 numbers}, ...]}
                         (a NumPy MLP's entry adds "hidden": its hidden layers' activations)
+    POST /api/train     {"framework": "numpy" | "pytorch" | "both", <trainer flags>, e.g. "lr": 0.003}
+                        -> {"ids": [one per framework], "folder"}: runs its trainer (demo/training.py)
+    GET  /api/train     {"runs": [each run's status and latest figures], "digits": the test digits}
+    POST /api/train/lr  {"lr": X} -> {"lr", "step": the first step that takes it, "ids"}
+    POST /api/train/stop  Ctrl-C to every run still training -> {"stopping": ids}
 
 Anything else gets a 4xx answer whose body is {"error": "<one line>"}, and the server goes
 on; a failure nobody foresaw is a 500 in the same form. Only requests for this machine
@@ -25,12 +30,15 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from demo.preprocess import NoInk, mnist_style
+from demo.training import TRAIN_DIR, Refused, Trainings
+from harness.experiment import shown
 
 PAGE = Path(__file__).resolve().parent / "page.html"
 HOST = "127.0.0.1"          # this machine only: the demo is not for the network
 MAX_BODY = 2 * 1024 * 1024  # bytes; 512x512 numbers written with 3 decimals take 1.6 MB at most
 SIDES = (28, 512)           # the smallest and largest drawing, per side
-ROUTES = {"/": "GET", "/api/models": "GET", "/api/predict": "POST"}
+ROUTES = {"/": ("GET",), "/api/models": ("GET",), "/api/predict": ("POST",), "/api/train": ("GET", "POST"),
+          "/api/train/lr": ("POST",), "/api/train/stop": ("POST",)}
 
 
 class BadRequest(Exception):
@@ -57,17 +65,22 @@ def _first_non_number(rows):
     return None
 
 
-def parse_ink(body):
-    """The request body (bytes) -> the drawing as an (H, W) float64 array; BadRequest says
-    what is wrong with it."""
+def parse_json(body):
+    """The request body (bytes) as JSON; BadRequest says why it is not."""
     try:
-        request = json.loads(body, parse_constant=_not_json)
+        return json.loads(body, parse_constant=_not_json)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise BadRequest(400, f"the body is not JSON: {e}") from None
     except ValueError:                         # an integer of over 4,300 digits, which Python will not read
         raise BadRequest(400, "the body holds a number too large for a float") from None
     except RecursionError:
         raise BadRequest(400, "the body nests lists too deeply") from None
+
+
+def parse_ink(body):
+    """The request body (bytes) -> the drawing as an (H, W) float64 array; BadRequest says
+    what is wrong with it."""
+    request = parse_json(body)
     rows = request.get("ink") if isinstance(request, dict) else None
     if not isinstance(rows, list) or not all(isinstance(row, list) for row in rows):
         raise BadRequest(400, 'expected {"ink": [[...], ...]}: a list of rows, each a list of numbers')
@@ -109,17 +122,20 @@ def predict(models, ink):
 
 
 class DemoServer(ThreadingHTTPServer):
-    """Serves the page and the API for a fixed list of models (demo.models.find_models).
-    Each request has its own thread, so one slow client does not hold up the page; the
-    networks read one drawing at a time (the lock), as they were not written for threads."""
+    """Serves the page and the API for a list of models (demo.models.find_models), to which
+    each network trained from the page is added when its run ends (demo/training.py writes
+    the runs under train_dir). Each request has its own thread, so one slow client does not
+    hold up the page; the networks read one drawing at a time (the lock), as they were not
+    written for threads."""
     # Connections the system holds while the server is busy accepting others. socketserver's
     # default, 5, reset some of twenty clients that connected at once.
     request_queue_size = socket.SOMAXCONN
 
-    def __init__(self, port, models, notes):
+    def __init__(self, port, models, notes, train_dir=TRAIN_DIR):
         self.page = PAGE.read_bytes()
         self.models, self.notes = models, notes
         self.lock = threading.Lock()
+        self.trainings = Trainings(train_dir, self.add_model)
         super().__init__((HOST, port), DemoHandler)
         self.hosts = {HOST, "localhost"}       # the names a request may use, with our port or without
         self.hosts |= {f"{name}:{self.server_address[1]}" for name in self.hosts}
@@ -127,6 +143,14 @@ class DemoServer(ThreadingHTTPServer):
     def predict(self, ink):
         with self.lock:
             return predict(self.models, ink)
+
+    def add_model(self, model):
+        with self.lock:
+            self.models = self.models + [model]
+
+    def model_names(self):
+        with self.lock:
+            return [model.name for model in self.models]
 
     def handle_error(self, request, client_address):
         """A request that broke off (the client went away): one line, not a traceback."""
@@ -160,15 +184,23 @@ class DemoHandler(BaseHTTPRequestHandler):
         if path == "/":
             self._send(200, self.server.page, "text/html; charset=utf-8")
         elif path == "/api/models":
-            names = [model.name for model in self.server.models]
-            self._send_json(200, {"models": names, "notes": self.server.notes})
+            self._send_json(200, {"models": self.server.model_names(), "notes": self.server.notes})
+        elif path == "/api/train":
+            self._send_json(200, self.server.trainings.state())
 
     def do_POST(self):
-        if self._route("POST") is None:
-            return
+        path = self._route("POST")
+        trainings = self.server.trainings
         try:
-            self._send_json(200, self.server.predict(parse_ink(self._body())))
-        except BadRequest as e:
+            if path == "/api/predict":
+                self._send_json(200, self.server.predict(parse_ink(self._body())))
+            elif path == "/api/train":
+                self._send_json(200, trainings.start(parse_json(self._body())))
+            elif path == "/api/train/lr":
+                self._send_json(200, trainings.change_lr(parse_json(self._body())))
+            elif path == "/api/train/stop":
+                self._send_json(200, trainings.stop())
+        except (BadRequest, Refused) as e:
             self.send_error(e.status, str(e))
 
     def __getattr__(self, name):
@@ -187,8 +219,9 @@ class DemoHandler(BaseHTTPRequestHandler):
             self.send_error(421, f"this server answers for {HOST} or localhost only, not for {host!r}")
         elif path not in ROUTES:
             self.send_error(404, f"no such page: {path} (the page is /, the API /api/predict)")
-        elif ROUTES[path] != method:
-            self.send_error(405, f"{path} takes {ROUTES[path]}, not {method}", allow=ROUTES[path])
+        elif method not in ROUTES[path]:
+            takes = " or ".join(ROUTES[path])
+            self.send_error(405, f"{path} takes {takes}, not {method}", allow=", ".join(ROUTES[path]))
         else:
             return path
         return None
@@ -240,10 +273,13 @@ class DemoHandler(BaseHTTPRequestHandler):
 
 
 def serve(server):
-    """Serve until Ctrl-C (or SIGTERM, which demo.py turns into it), then close the socket."""
+    """Serve until Ctrl-C (or SIGTERM, which demo.py turns into it), then stop the runs still
+    training, which save their finished epochs, and close the socket."""
     try:
         server.serve_forever()
     except KeyboardInterrupt:
         pass
     finally:
         server.server_close()
+        for run in server.trainings.close():
+            print(f"{run.id}: {run.status} ({shown(run.metrics.parent)})")

@@ -1,7 +1,7 @@
 """A training session: what a training loop needs that is not the lesson.
 
     session = Session("numpy", args, x_train, x_test)
-    with session.watching(model, watch):            # a stop keeps the finished epochs
+    with session.watching(model, watch, optimizer, scheduler):  # a stop keeps the finished epochs
         for epoch in session.epochs():              # this run's share of the cores; the clock starts
             for idx in session.batches(batch_rng):  # the progress bar; the diagnostics' "before"
                 loss = train_step(...)              # the lesson: forward, loss, backward, update
@@ -22,7 +22,10 @@ Both trainers run their loop inside one, so they share, line for line:
   gradients, update ratios and activations after it;
 - stopping: Ctrl-C or SIGTERM ends the loop at the next step boundary (harness/experiment.py), and
   the weights kept are those of the last finished epoch, taken right after its evaluation,
-  so that the record and the weights always describe the same network.
+  so that the record and the weights always describe the same network;
+- an outside observer (Session.observer; the demo's live page, demo/live.py), told of every
+  step and epoch, which may change the learning rate between two steps (set_lr): the record's
+  "lr_changes" then say at which step and to what.
 
 NumPy and the standard library only: torch is imported only by a PyTorch run's session.
 """
@@ -72,12 +75,16 @@ class Session:
     """One training run's machinery; the module's docstring shows how a loop uses it.
 
     framework: "numpy" or "pytorch". args: the trainer's flags. x_train, x_test: the data (for
-    the record's sizes). device: a torch.device for a PyTorch run.
+    the record's sizes; an observer may show the network some test images). device: a
+    torch.device for a PyTorch run.
     """
+    # Who else watches the run, if anyone: observer.step_done(session, loss) after each step,
+    # observer.epoch_done(session) after each epoch's record. Set before train() is called.
+    observer = None
 
     def __init__(self, framework, args, x_train, x_test, device=None):
         self.framework, self.args, self.device = framework, args, device
-        self.n_train = len(x_train)
+        self.n_train, self.x_test = len(x_train), x_test
         self.steps_per_epoch = math.ceil(self.n_train / args.batch_size)
         self.total_steps = args.epochs * self.steps_per_epoch
         if framework == "numpy":
@@ -93,12 +100,13 @@ class Session:
     # ------------------------------------------------------------------------- the loop's calls
 
     @contextlib.contextmanager
-    def watching(self, model, watch):
+    def watching(self, model, watch, optimizer, scheduler):
         """The training loop runs inside: model is the network being trained (its weights are
-        kept after each epoch), watch its diagnostics. A stop (Ctrl-C, SIGTERM) or a diverged
-        loss ends the loop, not the program: the record says how the run ended, and the
-        finished epochs are kept."""
-        self.watch = watch
+        kept after each epoch), watch its diagnostics, optimizer and scheduler (None: a constant
+        rate) those set_lr changes. A stop (Ctrl-C, SIGTERM) or a diverged loss ends the loop,
+        not the program: the record says how the run ended, and the finished epochs are kept."""
+        self.watch, self.optimizer, self.scheduler = watch, optimizer, scheduler
+        self.base_lr = self.args.lr                   # the peak rate the schedule scales
         if self.framework == "numpy":
             self.save_weights = model.save
         else:
@@ -153,6 +161,8 @@ class Session:
             self.unchecked.append(loss.detach())
             if len(self.unchecked) == CHECK_EVERY:
                 self._check_unchecked()
+        if self.observer:
+            self.observer.step_done(self, loss)
         experiment.stopping.check()                   # Ctrl-C or SIGTERM: leave at this step boundary
 
     def epoch_done(self, train, test):
@@ -162,7 +172,37 @@ class Session:
         self.save_weights(buffer)
         self.run.log_epoch(self.epoch, *train, *test, self.seconds, self.n_train, self.threads,
                            weights=buffer.getvalue())
+        if self.observer:
+            self.observer.epoch_done(self)
         experiment.stopping.check()                   # a stop during evaluation keeps this epoch
+
+    # ------------------------------------------------------------------------- for an observer
+
+    def lr(self):
+        """The learning rate the next step will take."""
+        if self.framework == "numpy":
+            return self.optimizer.lr
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    def set_lr(self, lr):
+        """From the next step on, train with peak rate lr instead, as if --lr had said so: a
+        constant schedule takes lr itself, a cosine one goes on decaying from where it is, now
+        scaled to lr (numpy_nn/utils.py's CosineSchedule from its base_lr, torch's
+        CosineAnnealingLR from the rate it last set). The record notes the first step with
+        the new rate. Called between two steps (an observer's step_done); the eager and
+        compiled steps only (a CUDA graph sets its own rate)."""
+        scale = lr / self.base_lr
+        if self.framework == "numpy":
+            self.optimizer.lr *= scale
+            if self.scheduler:
+                self.scheduler.base_lr = lr
+        else:
+            for group in self.optimizer.param_groups:
+                group["lr"] *= scale
+            if self.scheduler:
+                self.scheduler.base_lrs = [lr] * len(self.optimizer.param_groups)
+        self.base_lr = lr
+        self.run.record.setdefault("lr_changes", []).append({"step": self.step + 1, "lr": lr})
 
     def _check_unchecked(self):
         check_losses(self.unchecked, self.batch - len(self.unchecked) + 1, self.epoch, self.args)

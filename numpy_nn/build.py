@@ -1,7 +1,9 @@
-"""The network the trainer's flags ask for: the MLP (neural_network.py) or the CNN (cnn.py)."""
+"""The network and the learning-rate schedule the trainer's flags ask for: the MLP
+(neural_network.py) or the CNN (cnn.py); cosine decay, the range test's growth, or none."""
 from numpy_nn.cnn import CNN
 from numpy_nn.fast_cnn import FastCNN
 from numpy_nn.neural_network import NeuralNetwork
+from numpy_nn.utils import CosineSchedule, ExponentialSchedule
 
 
 def build_network(args, n_inputs):
@@ -13,3 +15,13 @@ def build_network(args, n_inputs):
         return network(seed=args.seed, dtype=args.dtype, init=args.weight_init)
     return NeuralNetwork((n_inputs, *args.hidden, 10), seed=args.seed, dtype=args.dtype,
                          activation=args.activation, init=args.weight_init)
+
+
+def make_schedule(optimizer, args, total_steps):
+    """The learning rate over the run (--schedule): cosine decay to 0 by the last step, the
+    range test's exponential growth to --lr-end (sweep.py --lr-range), or None: constant."""
+    if args.schedule == "cosine":
+        return CosineSchedule(optimizer, total_steps)
+    if args.schedule == "exponential":
+        return ExponentialSchedule(optimizer, total_steps, args.lr_end)
+    return None

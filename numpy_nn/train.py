@@ -16,11 +16,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, from any cwd
 from exercises import use_exercise  # noqa: E402
 from harness.session import Session, run_trainer  # noqa: E402
-from numpy_nn.build import build_network  # noqa: E402
+from numpy_nn.build import build_network, make_schedule  # noqa: E402
 from numpy_nn.diagnostics import Watch  # noqa: E402
 from numpy_nn.parallel import faster  # noqa: E402
-from numpy_nn.utils import (OPTIMIZERS, CosineSchedule, ExponentialSchedule, cross_entropy,  # noqa: E402
-                            cross_entropy_with_grad)
+from numpy_nn.utils import OPTIMIZERS, cross_entropy, cross_entropy_with_grad  # noqa: E402
 
 # Evaluation needs no gradients, so it could take any bite; in bites of 128 the CNN's
 # activations stay in the CPU's caches (larger bites ran slower per image)
@@ -54,12 +53,9 @@ def train(args, x_train, y_train, x_test, y_test):
     model = faster(args, build_network(args, x_train.shape[1]), session)  # the CNN: in halves, on 2 cores
     optimizer = OPTIMIZERS[args.optimizer](model.flat_params, args.lr)
     batch_rng = np.random.default_rng(args.seed)  # the batch order: the same in both trainers
-    scheduler = None                              # --schedule constant
-    if args.schedule == "cosine":
-        scheduler = CosineSchedule(optimizer, session.total_steps)
-    elif args.schedule == "exponential":          # the range test's (sweep.py --lr-range)
-        scheduler = ExponentialSchedule(optimizer, session.total_steps, args.lr_end)
-    with session.watching(model, Watch(model, x_train, args)):  # a stop keeps the finished epochs
+    scheduler = make_schedule(optimizer, args, session.total_steps)  # --schedule: cosine decay by default
+    watch = Watch(model, x_train, args)           # the diagnostics: numpy_nn/diagnostics.py
+    with session.watching(model, watch, optimizer, scheduler):  # a stop keeps the finished epochs
         for epoch in session.epochs():
             for idx in session.batches(batch_rng):
                 loss = train_step(model, optimizer, x_train[idx], y_train[idx], args, dropout_rng)

@@ -1,7 +1,9 @@
-"""The model, optimizer and device the trainer's flags ask for (pytorch_nn/train.py)."""
+"""The model, optimizer, learning-rate schedule and device the trainer's flags ask for
+(pytorch_nn/train.py)."""
 import torch
 
 from numpy_nn.build import build_network
+from numpy_nn.utils import exponential_factor
 from pytorch_nn import cnn
 from pytorch_nn.model import MLP, load_numpy_params
 
@@ -69,3 +71,15 @@ def make_optimizer(model, args, capturable=None):
         return torch.optim.Adam(groups, lr=args.lr, fused=True)
     momentum = 0.9 if args.optimizer == "momentum" else 0.0
     return torch.optim.SGD(groups, lr=args.lr, momentum=momentum, fused=True)
+
+
+def make_schedule(optimizer, args, total_steps):
+    """The learning rate over the run (--schedule), as torch.optim.lr_scheduler hands it out:
+    CosineAnnealingLR (numpy_nn/utils.py's CosineSchedule), LambdaLR with the range test's
+    growth (ExponentialSchedule's very rates), or None: constant."""
+    if args.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, total_steps)
+    if args.schedule == "exponential":
+        return torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda t: exponential_factor(args.lr, args.lr_end, t, total_steps))
+    return None

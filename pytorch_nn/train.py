@@ -16,10 +16,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, from any cwd
 from harness.session import Session, run_trainer  # noqa: E402
-from pytorch_nn.build import build_model, check_flags, make_optimizer, pick_device  # noqa: E402
+from pytorch_nn.build import build_model, check_flags, make_optimizer, make_schedule, pick_device  # noqa: E402
 from pytorch_nn.diagnostics import Watch  # noqa: E402
 from pytorch_nn.fast_step import faster  # noqa: E402
-from numpy_nn.utils import exponential_factor  # noqa: E402
 from torch.nn.functional import cross_entropy  # noqa: E402
 
 # Evaluation needs no gradients, so it could take any bite; in bites of 128 the CNN's
@@ -57,14 +56,10 @@ def train(args, x_train, y_train, x_test, y_test):
     optimizer = make_optimizer(model, args)       # torch.optim: numpy_nn/utils.py's update rules
     x_train, y_train, x_test, y_test = (torch.from_numpy(a).to(session.device) for a in (x_train, y_train, x_test, y_test))
     batch_rng = np.random.default_rng(args.seed)  # the batch order: the same in both trainers
-    scheduler = None                              # --schedule constant
-    if args.schedule == "cosine":
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, session.total_steps)
-    elif args.schedule == "exponential":          # the range test's (sweep.py --lr-range)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda t: exponential_factor(
-            args.lr, args.lr_end, t, session.total_steps))
+    scheduler = make_schedule(optimizer, args, session.total_steps)  # torch.optim.lr_scheduler's
     step, scheduler = faster(args, train_step, model, optimizer, scheduler, session)  # --mode: fast_step.py
-    with session.watching(model, Watch(model, x_train, args)):  # a stop keeps the finished epochs
+    watch = Watch(model, x_train, args)           # the diagnostics: pytorch_nn/diagnostics.py
+    with session.watching(model, watch, optimizer, scheduler):  # a stop keeps the finished epochs
         for epoch in session.epochs():
             model.train()                         # dropout on
             for idx in session.batches(batch_rng):

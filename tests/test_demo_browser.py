@@ -135,3 +135,46 @@ def test_without_models_the_page_says_how_to_train_one(browser, demo_without_mod
     notes = page.locator("#notes li").all_inner_texts()
     assert any("run `python numpy_nn/train.py --metrics" in note for note in notes)
     page.close()
+
+
+@pytest.fixture(scope="module")
+def demo_to_train(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("train")
+    yield from serving(tmp_path_factory, "--results-dir", folder / "none", "--train-dir", folder / "runs")
+
+
+def blank(page, canvas):
+    """Is the canvas still empty (every pixel transparent or white)?"""
+    return page.evaluate(f"""(() => {{
+        const c = document.querySelector("{canvas}"), d = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
+        for (let i = 0; i < d.length; i += 4) if (d[i + 3] && (d[i] < 250 || d[i + 1] < 250 || d[i + 2] < 250)) return false;
+        return true; }})()""")
+
+
+def test_a_run_started_on_the_page_learns_stops_and_reads(browser, demo_to_train, tmp_path):
+    """The NumPy MLP on 2,000 images, started from the form: its curves, diagnostics and
+    weights are drawn and redrawn as it learns; Stop keeps its finished epochs; its network
+    then reads a drawn 3 as the server says it does."""
+    page = browser.new_page(viewport={"width": 1200, "height": 1600})
+    page.goto(demo_to_train)
+    page.select_option("select[name=framework]", "numpy")
+    page.fill("input[name=limit]", "2000")
+    page.fill("input[name=epochs]", "100")
+    page.click("#start")
+    page.wait_for_function("Number(document.body.dataset.trainStep) > 0")
+    page.wait_for_function("document.querySelector('#weights-numpy').dataset.step > 0")
+    first = int(page.get_attribute("#weights-numpy", "data-step"))
+    page.wait_for_function(f"document.querySelector('#weights-numpy').dataset.step > {first}")  # redrawn
+    page.wait_for_function("document.querySelector('#runs').textContent.includes('after epoch 2')", timeout=120_000)
+    for canvas in ("#plot-loss", "#plot-acc", "#plot-grad", "#plot-update", "#plot-dead", "#weights-numpy"):
+        assert not blank(page, canvas), canvas
+    assert page.locator("#digits canvas").count() == 10
+    page.click("#stop")
+    page.wait_for_selector(".model h2:text('NumPy MLP, page run 1')", timeout=120_000)
+    assert "numpy-1 interrupted" in page.inner_text("#runs")
+    draw(page, THREE)
+    request = urllib.request.Request(demo_to_train + "api/predict", data=json.dumps({"ink": page.evaluate("ink()")}).encode())
+    p = json.load(urllib.request.urlopen(request, timeout=60))["models"][0]["probabilities"]
+    assert page.locator(".verdict").all_inner_texts() == [f"reads {np.argmax(p)} ({100 * max(p):.1f}%)"]
+    page.screenshot(path=os.environ.get("TRAIN_SCREENSHOT", tmp_path / "train.png"), full_page=True)
+    page.close()

@@ -1,0 +1,194 @@
+"""One trainer run for the page's "Train" part: the trainer's own command, watched live.
+
+    python -m demo.live numpy FEED -- --model mlp --limit 2000 ...   (demo/training.py starts it)
+
+This is `python numpy_nn/train.py ...` (or pytorch_nn/train.py) itself: the same flags, loop,
+record, files and Ctrl-C (harness/session.py's run_trainer), with one addition, a Feed set as
+the Session's observer. The Feed appends one JSON object a line to FEED, which the server
+reads, and takes commands, one a line, on stdin:
+
+    hold        at the next step boundary write {"kind": "held", "step": s} and wait for:
+    lr X S      the rate X from step S + 1 on (now if S steps are done, else once they are)
+    go          go on unchanged
+
+The server holds every twin, then gives each the same S (the furthest step any reached), so
+twins change their rate at the same step. What the Feed writes:
+
+    start       the run's size and layers, once
+    tick        the step, its loss and rate: at most every TICK seconds
+    diag        a diagnostics record (numpy_nn/diagnostics.py) as soon as the trainer makes one
+    snapshot    the first layer's weights and the predictions for DIGITS test images: at most
+                every SNAPSHOT seconds, and after each epoch
+    epoch       the epoch's record (train and test loss and accuracy, seconds)
+    lr          a change of rate made: the first step it applies to, and the rate
+
+Every figure but the snapshot is one the trainer computes anyway, so watching costs little:
+see README's "Watch it learn, live" for the measured cost.
+"""
+import json
+import math
+import queue
+import signal
+import sys
+import threading
+import time
+
+import numpy as np
+
+from harness import experiment
+from harness.session import Session, run_trainer
+
+TICK = 0.25        # seconds between two ticks: the page polls twice a second
+SNAPSHOT = 1.0     # seconds between two snapshots: they cost a forward pass and ~40 kB
+DIGITS = 10        # the first test images, shown with each network's reading
+UNITS = 16         # the MLP's first-layer units shown as 28x28 images (all the CNN's filters)
+
+
+class Feed:
+    """The observer a Session calls after each step and each epoch (Session.observer)."""
+
+    def __init__(self, path, commands):
+        self.file = open(path, "a", encoding="utf-8")
+        self.commands = commands       # lines from stdin, read by another thread
+        self.pending = None            # (step, lr): a change waiting for its step
+        self.rows = 0                  # diagnostics records written so far
+        self.next_tick = self.next_snapshot = 0.0
+
+    def write(self, kind, **fields):
+        self.file.write(json.dumps({"kind": kind, **fields}) + "\n")
+        self.file.flush()              # the server reads as it comes
+
+    # ------------------------------------------------------------------------- the Session's calls
+
+    def step_done(self, session, loss):
+        if session.step == 1:
+            self.write("start", framework=session.framework, model=session.args.model,
+                       total_steps=session.total_steps, steps_per_epoch=session.steps_per_epoch,
+                       layers=session.watch.log.names, lr=session.lr())
+        self.obey(session)
+        now = time.monotonic()
+        if now >= self.next_tick:
+            self.next_tick = now + TICK
+            loss = loss if isinstance(loss, float) else loss.item()
+            self.write("tick", step=session.step, epoch=session.epoch, loss=finite(loss), lr=session.lr())
+        self.diagnostics(session)
+        if now >= self.next_snapshot:
+            self.snapshot(session)
+
+    def epoch_done(self, session):
+        self.write("epoch", **session.run.record["epochs"][-1])
+        self.diagnostics(session)
+        self.snapshot(session)
+
+    # ------------------------------------------------------------------------- commands
+
+    def obey(self, session):
+        """Act on the commands that came, at this step boundary; a hold waits here."""
+        while True:
+            try:
+                command = self.commands.get_nowait()
+            except queue.Empty:
+                break
+            if command == "hold":
+                self.write("held", step=session.step)
+                command = self.wait()
+            if command.startswith("lr "):
+                _, lr, step = command.split()
+                self.pending = (int(step), float(lr))
+        if self.pending and session.step >= self.pending[0]:
+            step, lr = self.pending
+            self.pending = None
+            session.set_lr(lr)
+            self.write("lr", step=session.step + 1, lr=lr)
+
+    def wait(self):
+        """The next command after a hold; "go" if a stop came meanwhile or stdin closed."""
+        while experiment.stopping.signum is None:
+            try:
+                return self.commands.get(timeout=0.1)
+            except queue.Empty:
+                continue
+        return "go"
+
+    # ------------------------------------------------------------------------- figures
+
+    def diagnostics(self, session):
+        """Each diagnostics record the trainer made since the last call."""
+        rows = session.watch.log.rows
+        for step, loss, figures in rows[self.rows:]:
+            self.write("diag", step=step, loss=loss, **figures)
+        self.rows = len(rows)
+
+    def snapshot(self, session):
+        self.next_snapshot = time.monotonic() + SNAPSHOT
+        units, side = first_layer(session)
+        scale = np.abs(units).max(axis=1, keepdims=True)
+        scale[scale == 0] = 1
+        self.write("snapshot", step=session.step, side=side,
+                   weights=np.round(127 * units / scale).astype(int).tolist(),   # each unit -127..127
+                   predictions=readings(session))
+
+
+def finite(x):
+    return x if math.isfinite(x) else None
+
+
+def first_layer(session):
+    """(units, side): the first layer's weights as one row per unit (MLP: UNITS of them, each
+    a 28x28 image; CNN: each filter, side x side), float64 on the CPU."""
+    W = session.watch.weights[0]
+    W = np.array(W if session.framework == "numpy" else W.detach().cpu(), dtype=np.float64)
+    if session.args.model == "cnn":                       # C_out, 1, k, k
+        return W.reshape(W.shape[0], -1), W.shape[-1]
+    if session.framework == "numpy":                      # 784, units: a column per unit
+        W = W.T
+    return W[:UNITS], 28                                  # torch's Linear: units, 784 already
+
+
+def readings(session):
+    """[[digit, probability], ...] of the network as it is now for the first DIGITS test
+    images, dropout off (as the diagnostics' probe pass: no update, no random draw)."""
+    x = session.x_test[:DIGITS]
+    if session.framework == "numpy":
+        logits, _ = session.watch.net.forward(x)
+        logits = np.asarray(logits, dtype=np.float64)
+    else:
+        import torch
+        model = session.watch.model
+        training = model.training
+        model.eval()
+        try:
+            with torch.inference_mode():
+                logits = model(torch.from_numpy(x).to(session.device)).double().cpu().numpy()
+        finally:
+            model.train(training)
+    p = np.exp(logits - logits.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    return [[int(k), round(float(p[i, k]), 4)] for i, k in enumerate(p.argmax(axis=1))]
+
+
+def read_commands(commands):
+    """In a thread: each line of stdin into the queue; at its end, "go" (nobody to wait for)."""
+    for line in sys.stdin:
+        commands.put(line.strip())
+    commands.put("go")
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    framework, feed, flags = argv[0], argv[1], argv[3:]   # argv[2] is "--"
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C as usual, even if ignored above
+    if framework == "numpy":
+        from numpy_nn.train import train
+        check = None
+    else:
+        from pytorch_nn.build import check_flags as check
+        from pytorch_nn.train import train
+    commands = queue.SimpleQueue()
+    threading.Thread(target=read_commands, args=(commands,), daemon=True).start()
+    Session.observer = Feed(feed, commands)
+    run_trainer(framework, train, flags, check)
+
+
+if __name__ == "__main__":
+    main()

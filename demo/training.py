@@ -1,0 +1,324 @@
+"""The page's training runs, for demo/server.py: started, watched, steered and stopped.
+
+Each run is its trainer's own command, `python numpy_nn/train.py ...` or pytorch_nn's, in a
+process of its own (demo/live.py adds only the live feed): the same loop, record and files as
+on the command line, and its stop is the command's Ctrl-C (SIGINT), which saves the finished
+epochs and marks the record interrupted. A process rather than a thread: the trainers' stop,
+their share of the cores (harness/threads.py) and their BLAS threads are per process, and the
+server stays free to answer while both twins compute. The runs are in their own session, so a
+Ctrl-C in the server's terminal reaches the server alone, which then stops and saves them.
+
+A run writes into one folder under the server's --train-dir (results/live/ by default):
+
+    <framework>_metrics.json, <framework>_model.npz|.pt    what the trainer writes
+    <framework>_feed.jsonl                                 its live figures (demo/live.py)
+    <framework>_log.txt                                    what it printed
+
+The server reads the feed when asked (GET /api/train), so a page closed and opened again
+finds the run where it is.
+"""
+import dataclasses
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from data_loader import DataError, fetch
+from demo.models import find_models
+from harness.experiment import shown
+from harness.flags import RESULTS_DIR, build_parser
+from harness.metrics_file import WEIGHT_SUFFIX
+from report.run import FRAMEWORK_NAMES, MODEL_NAMES
+
+REPO = Path(__file__).resolve().parents[1]
+TRAIN_DIR = RESULTS_DIR / "live"
+FRAMEWORKS = {"numpy": ["numpy"], "pytorch": ["pytorch"], "both": ["numpy", "pytorch"]}
+# The trainers' flags the page may set; the server chooses where the files go (--metrics,
+# --weights: under --train-dir) and what data (MNIST, whose cache is read, never written here)
+FLAGS = ("model", "lr", "optimizer", "schedule", "batch-size", "activation", "weight-init",
+         "hidden", "dropout", "weight-decay", "epochs", "limit", "dtype", "seed", "layers",
+         "diagnostics-every")
+HOLD_SECONDS = 120  # how long an lr change waits for the runs to reach a step boundary
+DIGITS = 10         # demo/live.py's: the first test images, read by each network as it learns
+
+
+class Refused(Exception):
+    """A request the trainings refuse: an HTTP status and a one-line reason."""
+
+    def __init__(self, status, reason):
+        super().__init__(reason)
+        self.status = status
+
+
+def _flag_parser(framework):
+    """The trainer's own parser, whose errors are a Refused (400) instead of an exit."""
+    parser = build_parser(framework, "")
+
+    def refuse(message):
+        raise Refused(400, message)
+    parser.error = refuse
+    return parser
+
+
+def _text(value):
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+def trainer_argv(flags):
+    """The page's flags, {"lr": 0.003, "hidden": [128, 64], ...}, as a trainer's command line.
+    Keys as on the command line, with - or _; true is a flag on its own, false or null none."""
+    argv = []
+    for key, value in flags.items():
+        flag = "--" + key.replace("_", "-")
+        if flag[2:] not in FLAGS:
+            raise Refused(400, f"{flag} is not one the page sets; it sets --{', --'.join(FLAGS)}")
+        if value is True:
+            argv.append(flag)
+        elif isinstance(value, list) and all(isinstance(v, (int, float, str)) for v in value):
+            argv += [flag, *map(_text, value)]
+        elif isinstance(value, (int, float, str)):
+            argv.append(f"{flag}={_text(value)}")   # one word: a value "-1" is not read as a flag
+        elif value not in (False, None):
+            raise Refused(400, f"{flag}: give a number, a string, true or a list, not {json.dumps(value)}")
+    return argv
+
+
+def check_flags(frameworks, argv):
+    """Parse argv as each trainer would, so a bad value is refused now with the flag's own
+    message; returns the parsed flags."""
+    for framework in frameworks:
+        args = _flag_parser(framework).parse_args(argv)
+    return args
+
+
+class Run:
+    """One trainer process and what its feed has said so far."""
+
+    def __init__(self, number, framework, argv, args, folder):
+        self.id, self.framework, self.argv = f"{framework}-{number}", framework, argv
+        self.name = f"{FRAMEWORK_NAMES[framework]} {MODEL_NAMES[args.model]}, page run {number}"
+        suffix = WEIGHT_SUFFIX[framework]
+        self.metrics, self.weights = folder / f"{framework}_metrics.json", folder / f"{framework}_model{suffix}"
+        self.feed, self.log = folder / f"{framework}_feed.jsonl", folder / f"{framework}_log.txt"
+        self.lock = threading.Lock()
+        self.offset, self.rest = 0, b""      # how far the feed is read; a line not yet ended
+        self.status, self.error, self.network, self.held = "starting", None, None, None
+        self.start = self.tick = self.snapshot = None
+        self.diag, self.epochs, self.lr_changes = {"steps": [], "loss": []}, [], []
+        self.speed = None                    # steps a second, between the last two ticks
+        with open(self.log, "wb") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "demo.live", framework, str(self.feed), "--", *argv,
+                 "--metrics", str(self.metrics), "--weights", str(self.weights), "--no-progress"],
+                cwd=REPO, stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True, text=True)
+
+    def running(self):
+        return self.process.poll() is None
+
+    def send(self, command):
+        """One line to the run's stdin; False if it has ended."""
+        try:
+            self.process.stdin.write(command + "\n")
+            self.process.stdin.flush()
+            return True
+        except (BrokenPipeError, ValueError):   # ended (its stdin closed by the server's wait)
+            return False
+
+    def read(self):
+        """Take in what the feed says since the last read."""
+        with self.lock:
+            try:
+                with open(self.feed, "rb") as f:
+                    f.seek(self.offset)
+                    chunk = f.read()
+            except FileNotFoundError:           # not started yet
+                return
+            self.offset += len(chunk)
+            *lines, self.rest = (self.rest + chunk).split(b"\n")
+            for line in lines:
+                self._take(json.loads(line))
+
+    def _take(self, item):
+        kind = item.pop("kind")
+        if kind == "start":
+            self.start, self.status = item, "running"
+        elif kind == "tick":
+            now = time.monotonic()
+            if self.tick and item["step"] > self.tick["step"]:
+                self.speed = (item["step"] - self.tick["step"]) / (now - self.tick["time"])
+            self.tick = {**item, "time": now}
+        elif kind == "diag":                   # a row: step, loss, each figure's list over the layers
+            item["steps"] = item.pop("step")
+            for figure, values in item.items():
+                self.diag.setdefault(figure, []).append(values)
+        elif kind == "snapshot":
+            self.snapshot = item
+        elif kind == "epoch":
+            self.epochs.append(item)
+        elif kind == "lr":
+            self.lr_changes.append(item)
+        elif kind == "held":
+            self.held = item["step"]
+
+    def finish(self):
+        """Once the process has ended: how the run ended, from its record and its log."""
+        self.process.wait()
+        self.process.stdin.close()
+        self.read()
+        try:
+            self.status = json.loads(self.metrics.read_text())["status"]
+        except (OSError, ValueError, KeyError):
+            lines = self.log.read_text(errors="replace").strip().splitlines()
+            stopped = lines and lines[-1].startswith("interrupted")
+            self.status = "interrupted" if stopped else "failed"
+            self.error = lines[-1] if lines else f"the trainer ended with exit status {self.process.returncode}"
+
+    def state(self, figures=True):
+        """What GET /api/train says of this run; without figures, not its diagnostics and
+        snapshot (an older run, which the page no longer draws)."""
+        tick = {k: v for k, v in (self.tick or {}).items() if k != "time"}
+        state = {**(self.start or {}), "id": self.id, "framework": self.framework, "flags": self.argv,
+                 "status": self.status, "error": self.error, "network": self.network,
+                 "metrics": shown(self.metrics), **tick, "steps_per_second": self.speed, "epochs": self.epochs,
+                 "lr_changes": self.lr_changes}
+        if figures:
+            state.update(diagnostics=self.diag, snapshot=self.snapshot)
+        return state
+
+
+class Trainings:
+    """Every run the page started, at most one per framework at a time.
+
+    folder: where the runs' folders go. on_model(model): called with each run's network
+    (a demo.models.Model) as soon as the run has saved one."""
+
+    def __init__(self, folder, on_model):
+        self.folder, self.on_model = Path(folder), on_model
+        self.runs = []
+        self.lock = threading.Lock()          # one start, stop or change at a time
+        self.count = 0
+        self.digits = None
+
+    def running(self):
+        return [run for run in self.runs if run.running()]
+
+    # ------------------------------------------------------------------------- the API
+
+    def start(self, request):
+        """POST /api/train: {"framework": "numpy" | "pytorch" | "both", <trainer flags>}."""
+        if not isinstance(request, dict):
+            raise Refused(400, 'expected a JSON object of flags, e.g. {"framework": "both", "lr": 0.003}')
+        flags = dict(request)
+        framework = flags.pop("framework", "both")
+        if framework not in FRAMEWORKS:
+            raise Refused(400, f"framework must be numpy, pytorch or both, not {json.dumps(framework)}")
+        argv = trainer_argv(flags)
+        args = check_flags(FRAMEWORKS[framework], argv)
+        with self.lock:
+            busy = [run for run in self.running() if run.framework in FRAMEWORKS[framework]]
+            if busy:
+                raise Refused(409, f"{busy[0].id} is still training: stop it first (POST /api/train/stop)")
+            self._load_digits()
+            self.count += 1
+            folder = self.folder / f"run{self.count}-{time.strftime('%Y%m%d-%H%M%S')}"
+            folder.mkdir(parents=True)
+            runs = [Run(self.count, name, argv, args, folder) for name in FRAMEWORKS[framework]]
+            self.runs += runs
+        for run in runs:
+            run.waiter = threading.Thread(target=self._wait, args=(run,), daemon=True)
+            run.waiter.start()
+        return {"ids": [run.id for run in runs], "folder": shown(folder)}
+
+    def state(self):
+        """GET /api/train: every run, newest last, and the test digits they read."""
+        for run in self.runs:
+            if run.status in ("starting", "running"):
+                run.read()
+        newest = {run.framework: run for run in self.runs}
+        return {"runs": [run.state(figures=run is newest[run.framework]) for run in self.runs],
+                "digits": self.digits}
+
+    def stop(self):
+        """POST /api/train/stop: Ctrl-C to every run still training."""
+        with self.lock:
+            runs = self.running()
+            if not runs:
+                raise Refused(409, "no training is running")
+            for run in runs:
+                run.process.send_signal(signal.SIGINT)
+        return {"stopping": [run.id for run in runs]}
+
+    def change_lr(self, request):
+        """POST /api/train/lr: {"lr": X}. Every run still training holds at its next step
+        boundary; all then take rate X from the step after the furthest one reached, so
+        twins change at the same step. Answers that step."""
+        if not isinstance(request, dict) or set(request) != {"lr"}:
+            raise Refused(400, 'expected {"lr": <the new learning rate>}')
+        lr = _flag_parser("numpy").parse_args([f"--lr={_text(request['lr'])}"]).lr
+        with self.lock:
+            runs = self.running()
+            if not runs:
+                raise Refused(409, "no training is running")
+            for run in runs:
+                run.held = None
+                run.send("hold")
+            deadline = time.monotonic() + HOLD_SECONDS
+            while True:
+                for run in runs:
+                    run.read()
+                runs = [run for run in runs if run.held is not None or run.running()]
+                if all(run.held is not None for run in runs) or time.monotonic() > deadline:
+                    break
+                time.sleep(0.01)
+            held = [run for run in runs if run.held is not None]
+            if len(held) < len(runs) or not held:
+                for run in held:
+                    run.send("go")
+                raise Refused(503, f"the runs did not reach a step boundary within {HOLD_SECONDS} s")
+            step = max(run.held for run in held)
+            for run in held:
+                run.send(f"lr {lr!r} {step}")
+        return {"lr": lr, "step": step + 1, "ids": [run.id for run in held]}
+
+    def close(self):
+        """The server is stopping: Ctrl-C to the runs, and wait for them to save."""
+        for run in self.running():
+            run.process.send_signal(signal.SIGINT)
+        for run in self.runs:
+            try:
+                run.process.wait(timeout=HOLD_SECONDS)
+            except subprocess.TimeoutExpired:
+                run.process.kill()
+                print(f"demo: {run.id} did not stop within {HOLD_SECONDS} s: killed", file=sys.stderr)
+            run.waiter.join()
+        return self.runs
+
+    # ------------------------------------------------------------------------- in the background
+
+    def _wait(self, run):
+        """In a thread: when the run ends, note how, and let its network read digits."""
+        run.finish()
+        if run.status not in ("completed", "interrupted") or not run.metrics.exists():
+            return
+        try:
+            models, _ = find_models([run.metrics])
+        except Exception as e:                 # a record the trainer wrote but compare cannot read
+            run.error = f"its network cannot be loaded: {type(e).__name__}: {e}"
+            return
+        for model in models:
+            run.network = run.name             # the name the draw-a-digit part shows it by
+            self.on_model(dataclasses.replace(model, name=run.name))
+
+    def _load_digits(self):
+        """The first DIGITS test images (0-255, 28x28) and their labels, once."""
+        if self.digits is None:
+            try:
+                arrays, _ = fetch("mnist")
+            except DataError:                  # the trainer will say why, in its log
+                return
+            self.digits = {"images": arrays["test_images"][:DIGITS].reshape(DIGITS, 28, 28).tolist(),
+                           "labels": arrays["test_labels"][:DIGITS].tolist()}

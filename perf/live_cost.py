@@ -1,0 +1,81 @@
+"""What watching a run live costs: the same run, trained by its plain command and from the
+demo's page (demo/live.py's feed, the server reading it, a client polling GET /api/train
+twice a second as the page does), in alternation; the throughput each record gives (training
+samples per second of training steps, evaluation aside), median over the pairs.
+
+    python perf/live_cost.py --pairs 5 --limit 30000 --epochs 2
+
+Writes nothing outside a temporary folder; prints one line per run and the medians.
+"""
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO), str(REPO / "tests")]
+from demo_helpers import start_demo, stop_demo  # noqa: E402
+
+
+def throughput(record):
+    epochs = record["epochs"]
+    return sum(record["data"]["train_samples"] for _ in epochs) / sum(e["epoch_seconds"] for e in epochs)
+
+
+def plain(framework, flags, folder):
+    metrics = folder / f"plain_{framework}.json"
+    subprocess.run([sys.executable, str(REPO / f"{framework}_nn" / "train.py"), *flags, "--no-progress",
+                    "--metrics", str(metrics), "--weights", str(folder / f"plain_{framework}.w")],
+                   check=True, capture_output=True, cwd=REPO)
+    return json.loads(metrics.read_text())
+
+
+def watched(url, framework, flags):
+    body = {"framework": framework, **{f[2:]: v for f, v in zip(flags[::2], flags[1::2])}}
+    request = urllib.request.Request(url + "api/train", data=json.dumps(body).encode())
+    run_id = json.load(urllib.request.urlopen(request))["ids"][0]
+    while True:                                   # the page: a poll every 0.5 s
+        runs = json.load(urllib.request.urlopen(url + "api/train"))["runs"]
+        run = next(run for run in runs if run["id"] == run_id)
+        if run["status"] not in ("starting", "running"):
+            return json.loads((REPO / run["metrics"]).read_text())
+        time.sleep(0.5)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--pairs", type=int, default=5)
+    p.add_argument("--limit", type=int, default=30000)
+    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--frameworks", nargs="+", default=["numpy", "pytorch"])
+    args = p.parse_args()
+    flags = ["--limit", str(args.limit), "--epochs", str(args.epochs)]
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        log = open(folder / "server.txt", "w")
+        process, url = start_demo("--results-dir", folder / "none", "--train-dir", folder / "runs", stderr=log)
+        try:
+            for framework in args.frameworks:
+                ratios = []
+                for pair in range(args.pairs):
+                    order = ["plain", "watched"] if pair % 2 == 0 else ["watched", "plain"]
+                    speed = {}
+                    for how in order:
+                        record = plain(framework, flags, folder) if how == "plain" else watched(url, framework, flags)
+                        speed[how] = throughput(record)
+                        print(f"{framework} pair {pair + 1} {how:8s} {speed[how]:9.0f} samples/s", flush=True)
+                    ratios.append(speed["watched"] / speed["plain"])
+                print(f"{framework}: watched/plain throughput, median of {args.pairs} pairs: "
+                      f"{statistics.median(ratios):.3f} (each: {', '.join(f'{r:.3f}' for r in ratios)})", flush=True)
+        finally:
+            stop_demo(process)
+
+
+if __name__ == "__main__":
+    main()

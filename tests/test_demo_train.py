@@ -1,0 +1,251 @@
+"""Training from the page (demo/training.py, demo/live.py, Session.set_lr in harness/session.py).
+
+In this process: a change of learning rate is the update rule with the new rate from the next
+step on, and both twins, changed at the same step, still agree in float64. Against a real
+`python demo.py`: a run started by the API, its progress, a change of rate for both twins at
+the same step, stop (the finished epochs kept, marked interrupted), the network reading digits
+at once, bad parameters (the trainer's own message), a second start (409), and Ctrl-C on the
+server (the runs saved). Small runs: --limit 500, the MLP."""
+import json
+import math
+import signal
+import time
+from urllib.parse import urlsplit
+
+import numpy as np
+import pytest
+
+from demo.training import Refused, trainer_argv
+from demo_helpers import REPO, start_demo, stop_demo
+from harness.flags import build_parser
+from harness.session import Session
+from numpy_nn.utils import cosine_lr
+from test_demo_server import ask
+
+NEW_LR = 0.01
+
+
+def flags(framework, *argv):
+    return build_parser(framework, "").parse_args(["--no-progress", *argv])
+
+
+@pytest.fixture(scope="module")
+def data():
+    """Random images and labels (the update rule does not care what it learns): 256 to train on,
+    64 to test."""
+    rng = np.random.default_rng(0)
+    return (rng.random((256, 784)), rng.integers(0, 10, 256), rng.random((64, 784)), rng.integers(0, 10, 64))
+
+
+class ChangeAt:
+    """An observer that sets the rate NEW_LR after step `at`, and keeps each step's parameters
+    and gradients (NumPy: flat_params, flat_grads) to check the update rule against."""
+
+    def __init__(self, at):
+        self.at, self.params, self.grads, self.lrs = at, {}, {}, {}
+
+    def step_done(self, session, loss):
+        if session.step == self.at:
+            session.set_lr(NEW_LR)
+        self.lrs[session.step] = session.lr()
+        if session.framework == "numpy":
+            net = session.watch.net
+            self.params[session.step] = net.flat_params.copy()
+            self.grads[session.step] = net.flat_grads.copy()
+
+    def epoch_done(self, session):
+        pass
+
+
+def train(framework, data, observer, *argv, monkeypatch):
+    if framework == "numpy":
+        from numpy_nn.train import train
+    else:
+        from pytorch_nn.train import train
+    monkeypatch.setattr(Session, "observer", observer)
+    _, run = train(flags(framework, "--dtype", "float64", "--batch-size", "64", *argv), *data)
+    return run.record
+
+
+def test_a_new_rate_is_the_next_steps_rate(data, monkeypatch):
+    """Plain SGD, constant rate 0.1, changed after step 3: step 3 moved the weights by
+    -0.1 * its gradient, step 4 by -NEW_LR * its gradient (the rule p = p - lr g). float64:
+    the difference of two weights within a few ulps of the weights (~1e-16 of 0.1), 1e-15."""
+    watch = ChangeAt(3)
+    record = train("numpy", data, watch, "--optimizer", "sgd", "--lr", "0.1", "--schedule", "constant",
+                   "--epochs", "2", monkeypatch=monkeypatch)
+    for step, lr in [(3, 0.1), (4, NEW_LR), (5, NEW_LR)]:
+        np.testing.assert_allclose(watch.params[step] - watch.params[step - 1], -lr * watch.grads[step],
+                                   rtol=0, atol=1e-15)
+    assert record["lr_changes"] == [{"step": 4, "lr": NEW_LR}]
+
+
+def test_with_cosine_the_schedule_goes_on_from_the_new_peak(data, monkeypatch):
+    """After the change at step 3 the rate of step t + 1 is cosine_lr(NEW_LR, t, T), as if
+    --lr had been NEW_LR; in both twins (closed form against torch's recursive one, 1e-12
+    relative: a few roundings per step)."""
+    for framework in ("numpy", "pytorch"):
+        watch = ChangeAt(3)
+        train(framework, data, watch, "--epochs", "2", monkeypatch=monkeypatch)
+        total = 2 * 4
+        assert math.isclose(watch.lrs[2], cosine_lr(3e-3, 2, total), rel_tol=1e-12)
+        for step in range(3, total):
+            assert math.isclose(watch.lrs[step], cosine_lr(NEW_LR, step, total), rel_tol=1e-12), (framework, step)
+
+
+def test_twins_changed_at_the_same_step_agree(data, monkeypatch):
+    """Adam, cosine, float64, the rate changed after step 5 in both: the records agree to
+    1e-10 relative (the twins' usual float64 agreement, tests/test_equivalence.py), and differ
+    from a run without the change (the change did something)."""
+    records = [train(framework, data, ChangeAt(5), "--epochs", "3", monkeypatch=monkeypatch)
+               for framework in ("numpy", "pytorch")]
+    unchanged = train("numpy", data, ChangeAt(0), "--epochs", "3", monkeypatch=monkeypatch)
+    for key in ("train_loss", "test_loss"):
+        a, b = ([epoch[key] for epoch in record["epochs"]] for record in records)
+        np.testing.assert_allclose(a, b, rtol=1e-10)
+        assert abs(a[-1] - unchanged["epochs"][-1][key]) > 1e-3
+    assert records[0]["lr_changes"] == records[1]["lr_changes"] == [{"step": 6, "lr": NEW_LR}]
+
+
+# ----------------------------------------------------------------------------- the page's flags
+
+def refusal(framework, argv):
+    """The trainer's own one-line message for argv (argparse's, as its command prints it)."""
+    parser = build_parser(framework, "")
+    messages = []
+    parser.error = lambda message: (messages.append(message), exit(2))
+    with pytest.raises(SystemExit):
+        parser.parse_args(argv)
+    return messages[0]
+
+
+BAD_FLAGS = [{"lr": -1}, {"lr": "fast"}, {"model": "rnn"}, {"epochs": 1.5}, {"hidden": [0]},
+             {"model": "cnn", "hidden": [10]}, {"dropout": 1}, {"lr": True}, {"batch_size": 0},
+             {"dtype": "float16"}]
+
+
+@pytest.mark.parametrize("flags", BAD_FLAGS, ids=json.dumps)
+def test_trainer_argv_is_refused_with_the_flags_message(server, flags):
+    """POST /api/train answers 400 with what `python numpy_nn/train.py <the same flags>` says."""
+    status, _, body = ask(server[:2], "POST", "/api/train", json.dumps({"framework": "numpy", **flags}))
+    assert (status, json.loads(body)) == (400, {"error": refusal("numpy", trainer_argv(flags))})
+
+
+SERVER_REFUSALS = {
+    "a file to write": ({"metrics": "/etc/passwd"}, "--metrics is not one the page sets"),
+    "a data folder": ({"data-dir": "/"}, "--data-dir is not one the page sets"),
+    "no such framework": ({"framework": "jax"}, 'framework must be numpy, pytorch or both, not "jax"'),
+    "an object": ({"lr": {"x": 1}}, '--lr: give a number, a string, true or a list, not {"x": 1}'),
+}
+
+
+@pytest.mark.parametrize("case", SERVER_REFUSALS)
+def test_what_the_page_does_not_set_is_refused(server, case):
+    body, expected = SERVER_REFUSALS[case]
+    status, _, answer = ask(server[:2], "POST", "/api/train", json.dumps(body))
+    assert status == 400 and json.loads(answer)["error"].startswith(expected)
+
+
+def test_nothing_to_stop_or_change(server):
+    assert ask(server[:2], "POST", "/api/train/stop")[:1] == (409,)
+    status, _, body = ask(server[:2], "POST", "/api/train/lr", json.dumps({"lr": -2}))
+    assert (status, json.loads(body)["error"]) == (400, refusal("numpy", ["--lr=-2"]))
+
+
+def test_argv_is_the_command_line():
+    assert trainer_argv({"lr": 0.003, "hidden": [32, 16], "batch_size": 64, "dropout": None}) == \
+        ["--lr=0.003", "--hidden", "32", "16", "--batch-size=64"]
+    with pytest.raises(Refused):
+        trainer_argv({"weights": "x.npz"})
+
+
+# ----------------------------------------------------------------------------- a real server
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """(host, port) of demo.py with no trained runs, writing the page's runs in a temporary folder."""
+    folder = tmp_path_factory.mktemp("train")
+    with open(folder / "stderr.txt", "w") as log:
+        process, url = start_demo("--results-dir", folder / "none", "--train-dir", folder / "runs", stderr=log)
+        try:
+            yield urlsplit(url).hostname, urlsplit(url).port, folder
+        finally:
+            stop_demo(process)
+    assert "Traceback" not in (folder / "stderr.txt").read_text()
+
+
+def get(server, path="/api/train"):
+    status, _, body = ask(server[:2], "GET", path)
+    assert status == 200
+    return json.loads(body)
+
+
+def post(server, path, body=None):
+    status, _, answer = ask(server[:2], "POST", path, json.dumps(body or {}))
+    return status, json.loads(answer)
+
+
+def until(server, done, seconds=120):
+    """GET /api/train until done(runs) holds (the runs of the last start); returns them."""
+    deadline = time.monotonic() + seconds
+    while True:
+        runs = get(server)["runs"][-2:]
+        if done(runs):
+            return runs
+        assert time.monotonic() < deadline, runs
+        time.sleep(0.1)
+
+
+def test_both_twins_train_change_rate_together_and_stop(server):
+    """Both twins in float64: the rate changed at one step in both (the server holds both at a
+    step boundary first), stopped after two epochs each, both records interrupted with their
+    finished epochs, equal to 1e-10 (tests/test_equivalence.py's float64 agreement), and both
+    networks read digits at once."""
+    start = {"framework": "both", "model": "mlp", "lr": 0.003, "limit": 500, "epochs": 200,
+             "batch-size": 50, "dtype": "float64"}
+    status, answer = post(server, "/api/train", start)
+    assert status == 200 and answer["ids"] == ["numpy-1", "pytorch-1"]
+    assert post(server, "/api/train", {"framework": "pytorch"}) == (
+        409, {"error": "pytorch-1 is still training: stop it first (POST /api/train/stop)"})
+    status, change = post(server, "/api/train/lr", {"lr": NEW_LR})
+    assert status == 200 and change["ids"] == ["numpy-1", "pytorch-1"] and change["lr"] == NEW_LR
+    runs = until(server, lambda runs: all(run["lr_changes"] and len(run["epochs"]) >= 2 for run in runs))
+    assert [run["lr_changes"] for run in runs] == [[{"step": change["step"], "lr": NEW_LR}]] * 2
+    assert post(server, "/api/train/stop")[0] == 200
+    runs = until(server, lambda runs: all(run["status"] == "interrupted" and run["network"] for run in runs))
+    records = [json.loads((REPO / run["metrics"]).read_text()) for run in runs]
+    assert [record["status"] for record in records] == ["interrupted"] * 2
+    assert [record["lr_changes"] for record in records] == [[{"step": change["step"], "lr": NEW_LR}]] * 2
+    n = min(len(record["epochs"]) for record in records)
+    assert n >= 2
+    for key in ("train_loss", "test_loss"):
+        a, b = ([epoch[key] for epoch in record["epochs"][:n]] for record in records)
+        np.testing.assert_allclose(a, b, rtol=1e-10)
+    assert [len(run["epochs"]) for run in runs] == [len(record["epochs"]) for record in records]
+    assert runs[0]["snapshot"]["side"] == 28 and len(runs[0]["snapshot"]["weights"]) == 16
+    assert runs[0]["diagnostics"]["steps"][0] == 1
+    assert get(server)["digits"]["labels"] == [7, 2, 1, 0, 4, 1, 4, 9, 5, 9]
+    names = ["NumPy MLP, page run 1", "PyTorch MLP, page run 1"]
+    assert get(server, "/api/models")["models"] == names
+    status, _, body = ask(server[:2], "POST", "/api/predict", json.dumps({"ink": [[0.0] * 10 + [1.0] * 8 + [0.0] * 10] * 28}))
+    assert status == 200 and [model["name"] for model in json.loads(body)["models"]] == names
+    folder = server[2] / "runs"
+    assert sorted(path.name for path in next(folder.iterdir()).iterdir()) == [
+        f"{name}_{kind}" for name in ("numpy", "pytorch")
+        for kind in ("feed.jsonl", "log.txt", "metrics.json", "model.npz" if name == "numpy" else "model.pt")]
+    assert not (server[2] / "none").exists()
+
+
+def test_ctrl_c_on_the_server_stops_and_saves_the_runs(tmp_path):
+    """A run still training when the server gets Ctrl-C: stopped, its finished epochs saved."""
+    with open(tmp_path / "stderr.txt", "w") as log:
+        process, url = start_demo("--results-dir", tmp_path / "none", "--train-dir", tmp_path / "runs", stderr=log)
+        server = (urlsplit(url).hostname, urlsplit(url).port)
+        try:
+            assert post(server, "/api/train", {"framework": "numpy", "limit": 500, "epochs": 200})[0] == 200
+            until(server, lambda runs: len(runs[-1]["epochs"]) >= 1)
+        finally:
+            code, out = stop_demo(process, signal.SIGINT)
+    record = json.loads(next((tmp_path / "runs").glob("*/numpy_metrics.json")).read_text())
+    assert record["status"] == "interrupted" and len(record["epochs"]) >= 1
+    assert code == 0 and out.startswith("numpy-1: interrupted (") and out.endswith("stopped\n")
