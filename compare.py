@@ -18,6 +18,8 @@ accuracy the record claims. Into --out-dir (default results/):
     feature_maps_<run>.png  the first test image and the maps a CNN's two conv layers make of it
     learning_<run>.png    how a run learned, layer by layer: gradients, updates, dead units and
                           activations every N steps (a run whose record has diagnostics)
+    learning_<run>_vs_<run>.png  those runs in one picture, when two or more have the same
+                          layers: one line style per run, the legend naming what differs
 
 <run> is the framework (numpy, pytorch); then, when a CNN is among the runs, the model
 (numpy_cnn, numpy_mlp); then the metrics file's name when that still repeats.
@@ -49,7 +51,7 @@ from numpy_nn.cnn import CNN, saved_model_kind  # noqa: E402
 from numpy_nn.neural_network import NeuralNetwork  # noqa: E402
 from report.curves import plot_comparison  # noqa: E402
 from report.inside import inside_figures  # noqa: E402
-from report.learning import learning_figure  # noqa: E402
+from report.learning import learning_figure, overlay_figure, overlay_groups  # noqa: E402
 from report.run import (FRAMEWORK_NAMES, MODEL_NAMES, RunResult, divergence, name_runs,  # noqa: E402
                         with_results)
 from report.table import markdown  # noqa: E402
@@ -420,8 +422,11 @@ def compare(args):
             figures = inside_figures(run, evaluation.logits, x_test, y_test, evaluation.params)
             written += [save_figure(fig, args.out_dir / f"{kind}_{run.key}.png")
                         for kind, fig in figures.items()]
+    learned = [run for run in runs if run.record["diagnostics"]]
     written += [save_figure(learning_figure(run), args.out_dir / f"learning_{run.key}.png")
-                for run in runs if run.record["diagnostics"]]
+                for run in learned]
+    written += [save_figure(overlay_figure(group), args.out_dir / f"learning_{'_vs_'.join(run.key for run in group)}.png")
+                for group in overlay_groups(learned)]
     for path in written:
         print(f"wrote {shown(path)}")
     return written

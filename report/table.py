@@ -96,16 +96,24 @@ def _shown(setting, run, value):
     return f"{run.label} {value}"
 
 
+def differing_settings(runs):
+    """[(setting, [each run's value])] for every setting of LIKE_FOR_LIKE that differs between
+    the runs, in run order; a run with no such setting shows None."""
+    differing = []
+    for setting, value_of in LIKE_FOR_LIKE.items():
+        values = [value_of(run.record) for run in runs]
+        if len({value for value in values if value is not None}) > 1:
+            differing.append((setting, values))
+    return differing
+
+
 def unfair_differences(runs):
     """One warning per setting that differs between the runs, naming each run's value."""
     warnings = []
-    for setting, value_of in LIKE_FOR_LIKE.items():
-        having = [(run, value_of(run.record)) for run in runs]
-        having = [(run, value) for run, value in having if value is not None]
-        if len({value for _, value in having}) > 1:
-            each = ", ".join(_shown(setting, run, value) for run, value in having)
-            warnings.append(f"warning: the runs differ in {setting} ({each}): "
-                            f"not a like-for-like comparison")
+    for setting, values in differing_settings(runs):
+        each = ", ".join(_shown(setting, run, value) for run, value in zip(runs, values) if value is not None)
+        warnings.append(f"warning: the runs differ in {setting} ({each}): "
+                        f"not a like-for-like comparison")
     return warnings
 
 
