@@ -24,7 +24,7 @@ from report.table import describe_config, differing_settings
 
 GUIDE_RATIO = 1e-3   # Karpathy, makemore part 3: updates about a thousandth of the weights
 TOO_LARGE = 1e-2     # far above this, steps are too large for the weights they change
-NOT_FINITE = "▲ at the top: not finite (NaN or inf), the run blew up"
+NOT_FINITE = "the run blew up"   # what a value that is not finite means, on any panel
 
 # A panel: the record's number it draws, its title (what, in words and symbols), how it looks
 # in a healthy run, whether its axis is logarithmic, and what a 0 means there (a log axis
@@ -34,17 +34,17 @@ LOSS = Panel("loss", "Training loss: cross-entropy of the step's batch",
              "healthy: falls fast, then slowly (one batch a point: noisy)", False, None)
 GRADIENT = Panel("grad_rms", "Gradient size: sqrt(mean(g²)), g = ∂loss/∂W",
                  "healthy: within about 10x across layers, none sinking to 0", True,
-                 "▼ at the bottom: 0, the gradient vanished (dead ReLUs)")
+                 "the gradient vanished (dead ReLUs)")
 UPDATE = Panel("update_ratio", "Update size: ||ΔW|| / ||W||, ΔW = the step's change",
                f"healthy: near the {GUIDE_RATIO:g} guide, below {TOO_LARGE:g}; the schedule lowers it", True,
-               "▼ at the bottom: 0, the step left W unchanged")
+               "the step left W unchanged")
 DEAD = Panel("dead_fraction", "Dead units: share of units 0 on every probe image",
              "healthy: few, and not growing", False, None)
 MEAN = Panel("activation_mean", "Output mean: the layer's outputs on the probe images",
-             "healthy: hidden layers steady; the logits sink (most classes are wrong)", False, None)
+             "healthy: hidden layers steady; logits sink (most classes wrong)", False, None)
 SPREAD = Panel("activation_std", "Output spread: their standard deviation",
-               "healthy: no collapse to 0, no blow-up; the logits widen as it grows sure", True,
-               "▼ at the bottom: 0, every output the same (all units dead)")
+               "healthy: steady; the logits widen as the net grows sure", True,
+               "every output the same (all units dead)")
 HISTOGRAM = "outputs on the probe images"
 HEALTHY_OUTPUTS = "healthy: spread wide, not piled at the ends (saturated)"
 HEALTHY_LOGITS = "healthy: spreading out as the digits are told apart"
@@ -99,18 +99,28 @@ def _note(ax, lines, y=0.04, va="bottom"):
             bbox={"facecolor": "white", "alpha": 0.85, "edgecolor": "none"}, gid="note")
 
 
+def _where(labels):
+    """" in layer1, logits" for the lines named, "" when they have no names."""
+    labels = [label for label in labels if label]
+    return f" in {', '.join(labels)}" if labels else ""
+
+
 def _draw(ax, panel, lines, title):
     """A panel: lines [(steps, values, style)], its title, its scale, and the notes on what its
-    edges mark."""
-    marks = set()
+    edges mark, naming the lines marked when they have labels."""
+    marked = {"zero": [], "not finite": []}   # the labels of the lines with such marks
     for steps, values, style in lines:
-        marks |= _plot(ax, steps, values, panel.log, **style)[1]
+        for mark in _plot(ax, steps, values, panel.log, **style)[1]:
+            marked[mark].append(style.get("label"))
     if panel.log:
         ax.set_yscale("log")
     if panel is DEAD:
         ax.set_ylim(-0.02, 1.02)
     ax.set_title(title, fontsize="medium")
-    notes = ([panel.zero] if "zero" in marks else []) + ([NOT_FINITE] if "not finite" in marks else [])
+    notes = [f"{symbol}{_where(marked[mark])}, {meaning}"
+             for mark, symbol, meaning in (("zero", "▼ at the bottom: 0", panel.zero),
+                                           ("not finite", "▲ at the top: not finite (NaN or inf)", NOT_FINITE))
+             if marked[mark]]
     if notes:
         _note(ax, notes)
     ax.grid(alpha=0.3)

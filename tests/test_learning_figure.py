@@ -97,14 +97,14 @@ def test_zero_gradients_are_marked_at_the_bottom_with_a_note(figure_of):
     assert [(list(line.get_xdata()), list(line.get_ydata()), line.get_color(), line.get_marker()) for line in marks] \
         == [(STEPS, [0.0, 0.0, 0.0], colours["layer1"], "v"), ([32], [0.0], colours["layer2"], "v")]
     assert all(line.get_transform() is ax.get_xaxis_transform() for line in marks)  # y 0: the bottom edge
-    assert [t.get_text() for t in ax.texts] == ["▼ at the bottom: 0, the gradient vanished (dead ReLUs)"]
+    assert [t.get_text() for t in ax.texts] == ["▼ at the bottom: 0 in layer1, layer2, the gradient vanished (dead ReLUs)"]
     assert not [line for line in panel(figure, "Update size").get_lines() if line.get_gid()]
     assert not panel(figure, "Update size").texts
 
     loss = panel(figure, "Training loss")                     # made_up_diagnostics: a null last loss
     [mark] = [line for line in loss.get_lines() if line.get_gid() == "not finite"]
     assert (list(mark.get_xdata()), list(mark.get_ydata()), mark.get_marker()) == ([63], [1.0], "^")
-    assert [t.get_text() for t in loss.texts] == [learning.NOT_FINITE]
+    assert [t.get_text() for t in loss.texts] == ["▲ at the top: not finite (NaN or inf), the run blew up"]
 
 
 @pytest.mark.parametrize("activation", ["sigmoid", "tanh"])
