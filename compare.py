@@ -356,6 +356,13 @@ def save_figure(fig, path):
         plt.close(fig)  # pyplot keeps every open figure alive until closed
 
 
+def overlay_name(runs, longest=120):
+    """The overlay's file: learning_<key>_vs_<key>.png; with so many runs that the name would pass
+    longest characters (a file name may have at most 255), learning_<first key>_and_<n>_more.png."""
+    name = f"learning_{'_vs_'.join(run.key for run in runs)}.png"
+    return name if len(name) <= longest else f"learning_{runs[0].key}_and_{len(runs) - 1}_more.png"
+
+
 def prepare_out_dir(out_dir):
     """Create the output folder, or say in one line why it cannot be."""
     if out_dir.exists() and not out_dir.is_dir():
@@ -425,7 +432,7 @@ def compare(args):
     learned = [run for run in runs if run.record["diagnostics"]]
     written += [save_figure(learning_figure(run), args.out_dir / f"learning_{run.key}.png")
                 for run in learned]
-    written += [save_figure(overlay_figure(group), args.out_dir / f"learning_{'_vs_'.join(run.key for run in group)}.png")
+    written += [save_figure(overlay_figure(group), args.out_dir / overlay_name(group))
                 for group in overlay_groups(learned)]
     for path in written:
         print(f"wrote {shown(path)}")

@@ -83,7 +83,7 @@ def _plot(ax, steps, values, log, **style):
     steps, y = np.asarray(steps), series(values)
     zero = (y <= 0) if log else np.zeros(len(y), dtype=bool)   # these numbers are never negative
     not_finite = np.isnan(y)
-    line, = ax.plot(steps, np.where(zero, np.nan, y), marker=".", markersize=3, **style)
+    line, = ax.plot(steps, np.where(zero, np.nan, y), **{"marker": ".", "markersize": 3, **style})
     edge = ax.get_xaxis_transform()   # x in steps, y from 0 (bottom edge) to 1 (top edge)
     for which, where, marker in ((zero, 0.0, "v"), (not_finite, 1.0, "^")):
         if which.any():
@@ -218,7 +218,8 @@ def overlay_figure(runs):
     """The learning figures of runs with the same layers in one picture (module docstring): a
     row per number, its title and healthy line above the row, a column per layer."""
     layers = runs[0].record["diagnostics"]["layers"]
-    styles = [{"color": f"C{i % 10}", "linestyle": RUN_STYLES[i % len(RUN_STYLES)]} for i in range(len(runs))]
+    styles = [{"color": f"C{i % 10}", "linestyle": RUN_STYLES[i % len(RUN_STYLES)], "marker": ""}  # lines only:
+              for i in range(len(runs))]                                                       # dots would crowd
     rows = (GRADIENT, UPDATE, DEAD, MEAN, SPREAD)
     fig = plt.figure(figsize=(5 * len(layers) + 1, 3.2 * (len(rows) + 2)), layout="constrained")
     top, *row_figs, hist_fig = fig.subfigures(len(rows) + 2, 1)
@@ -263,7 +264,7 @@ def overlay_figure(runs):
         for run, style in zip(runs, styles):
             h = (run.record["diagnostics"]["histograms"].get("end") or {}).get(name)
             if h is not None:  # not finite: a run that blew up has nothing to bin
-                ax.stairs(h["counts"], h["edges"], linewidth=1.5, **style)
+                ax.stairs(h["counts"], h["edges"], linewidth=1.5, color=style["color"], linestyle=style["linestyle"])
         ax.set_yscale("log")
         ax.set_title(shown_name(name, layers), fontsize="medium")
         ax.set(xlabel="output value", ylabel="count")

@@ -156,3 +156,12 @@ def test_only_runs_with_the_same_layers_are_overlaid():
     runs = [run_result(mlp, "a", "a"), run_result(cnn, "b", "b"), run_result(mlp, "c", "c")]
     assert [[run.key for run in group] for group in learning.overlay_groups(runs)] == [["a", "c"]]
     assert learning.overlay_groups(runs[:2]) == []
+
+
+def test_an_overlay_of_many_runs_gets_a_name_a_file_system_takes():
+    """Ten runs' keys joined would pass the 255 characters a file name may have: the overlay is
+    then named after the first run and how many more; two runs keep both keys."""
+    runs = [run_result(make_record(), f"NumPy {i}", f"numpy_numpy_seed{i}_metrics") for i in range(10)]
+    assert len("_vs_".join(run.key for run in runs)) > 255
+    assert compare.overlay_name(runs) == "learning_numpy_numpy_seed0_metrics_and_9_more.png"
+    assert compare.overlay_name(runs[:2]) == "learning_numpy_numpy_seed0_metrics_vs_numpy_numpy_seed1_metrics.png"
