@@ -268,7 +268,9 @@ def overlay_figure(runs):
         ax.set_yscale("log")
         ax.set_title(shown_name(name, layers), fontsize="medium")
         ax.set(xlabel="output value", ylabel="count")
-    fig.suptitle(f"How {', '.join(run.label for run in runs)} learned, layer by layer\n"
+    names = ", ".join(run.label for run in runs)
+    names = names if len(names) <= 120 else f"{len(runs)} runs (the legend names them)"  # a line fits
+    fig.suptitle(f"How {names} learned, layer by layer\n"
                  f"{reading_guide(layers).replace('one line per layer', 'one column per layer, one line per run')}",
                  fontsize="medium")
     return fig
