@@ -422,7 +422,7 @@ def write_summary(runs):
 
 def learning():
     """The runs ANALYSIS.md's "How gradients guide learning" reads, compare.py's pictures of them
-    (learning_numpy_<name>.png), and learning/summary.json and learning/overhead.json."""
+    (learning_numpy_<name>.png, and the four in one), and learning/summary.json and learning/overhead.json."""
     runs = {name: train("numpy", name, *flags, folder=LEARNING, keep_weights=False)
             for name, flags in LESSONS.items()}
     run("compare.py", "--no-inside", "--out-dir", LEARNING, "--runs", *runs.values())
