@@ -18,6 +18,8 @@ accuracy the record claims. Into --out-dir (default results/):
     feature_maps_<run>.png  the first test image and the maps a CNN's two conv layers make of it
     learning_<run>.png    how a run learned, layer by layer: gradients, updates, dead units and
                           activations every N steps (a run whose record has diagnostics)
+    learning_<run>_vs_<run>.png  those runs in one picture, when two or more have the same
+                          layers: one line style per run, the legend naming what differs
 
 <run> is the run's name, the stem of its metrics file less "_metrics" (numpy, pytorch,
 lr_1e-3), with its folder's name added when two runs share a stem or when another metrics file
@@ -51,7 +53,7 @@ from numpy_nn.cnn import CNN, saved_model_kind  # noqa: E402
 from numpy_nn.neural_network import NeuralNetwork  # noqa: E402
 from report.curves import plot_comparison  # noqa: E402
 from report.inside import inside_figures  # noqa: E402
-from report.learning import learning_figure  # noqa: E402
+from report.learning import learning_figure, overlay_figure, overlay_groups  # noqa: E402
 from report.run import (FRAMEWORK_NAMES, MODEL_NAMES, RunResult, divergence, name_runs,  # noqa: E402
                         picture_name, with_results)
 from report.table import markdown  # noqa: E402
@@ -356,6 +358,13 @@ def save_figure(fig, path):
         plt.close(fig)  # pyplot keeps every open figure alive until closed
 
 
+def overlay_name(runs, longest=120):
+    """The overlay's file: learning_<key>_vs_<key>.png; with so many runs that the name would pass
+    longest characters (a file name may have at most 255), learning_<first key>_and_<n>_more.png."""
+    name = picture_name("learning", *runs)
+    return name if len(name) <= longest else picture_name("learning", runs[0], suffix=f"_and_{len(runs) - 1}_more.png")
+
+
 def prepare_out_dir(out_dir):
     """Create the output folder, or say in one line why it cannot be."""
     if out_dir.exists() and not out_dir.is_dir():
@@ -422,8 +431,11 @@ def compare(args):
             figures = inside_figures(run, evaluation.logits, x_test, y_test, evaluation.params)
             written += [save_figure(fig, args.out_dir / picture_name(kind, run))
                         for kind, fig in figures.items()]
+    learned = [run for run in runs if run.record["diagnostics"]]
     written += [save_figure(learning_figure(run), args.out_dir / picture_name("learning", run))
-                for run in runs if run.record["diagnostics"]]
+                for run in learned]
+    written += [save_figure(overlay_figure(group), args.out_dir / overlay_name(group))
+                for group in overlay_groups(learned)]
     for path in written:
         print(f"wrote {shown(path)}")
     return written

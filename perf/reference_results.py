@@ -428,7 +428,7 @@ def write_summary(runs):
 
 def learning():
     """The runs ANALYSIS.md's "How gradients guide learning" reads, compare.py's pictures of them
-    (learning_<name>.png), and learning/summary.json and learning/overhead.json."""
+    (learning_<name>.png, and the four in one), and learning/summary.json and learning/overhead.json."""
     # the collapse's weights are kept: ANALYSIS.md reads its output bias
     runs = {name: train("numpy", name, *flags, folder=LEARNING, keep_weights=name == "collapse")
             for name, flags in LESSONS.items()}

@@ -1,20 +1,62 @@
-"""Watch it learn: one figure per run from the diagnostics its trainer recorded every N steps
-(numpy_nn/diagnostics.py says what each figure is).
+"""Watch it learn: the numbers numpy_nn/diagnostics.py records every N steps (it says what each
+one is), drawn so that every panel explains itself.
 
-    top       the training loss of the recorded steps; each layer's gradient RMS (log scale);
-              each layer's update ratio ||dW|| / ||W|| (log scale) with the 1e-3 guide line
-    middle    the fraction of dead units per hidden layer; each layer's mean and standard
-              deviation of its outputs on the probe images
-    bottom    per layer, the histogram of its outputs on the probe images at the start of
-              training and at the end
+learning_figure(run), one run:
+    top       the training loss; each layer's gradient size sqrt(mean(g²)) and update size
+              ||ΔW|| / ||W|| (log scales; the update panel has the 1e-3 guide and the 1e-2 mark)
+    middle    the dead units of each hidden layer; the mean and the spread of each layer's outputs
+    bottom    per layer, the histogram of its outputs on the probe images at the start and the end
+overlay_figure(runs), several runs with the same layers: the loss, then one row per number and
+    one column per layer, one colour and line style per run, the legend naming the settings
+    that differ between the runs.
+
+Each panel's title says what it plots, in words and symbols, and how a healthy run looks. The
+last layer is named after what it outputs: the logits. A log axis cannot draw a 0 (a gradient
+that vanished), and no axis can draw a value that is not finite (a run that blew up): those are
+marked at the panel's bottom and top edges, with a note that says what they mean.
 """
+from collections import namedtuple
+
 import matplotlib.pyplot as plt
 import numpy as np
 
-from report.table import describe_config
+from report.table import describe_config, differing_settings
 
 GUIDE_RATIO = 1e-3   # Karpathy, makemore part 3: updates about a thousandth of the weights
 TOO_LARGE = 1e-2     # far above this, steps are too large for the weights they change
+NOT_FINITE = "the run blew up"   # what a value that is not finite means, on any panel
+
+# A panel: the record's number it draws, its title (what, in words and symbols), how it looks
+# in a healthy run, whether its axis is logarithmic, and what a 0 means there (a log axis
+# cannot draw one, so it is marked at the bottom edge instead).
+Panel = namedtuple("Panel", "figure title healthy log zero")
+LOSS = Panel("loss", "Training loss: cross-entropy of the step's batch",
+             "healthy: falls fast, then slowly (one batch a point: noisy)", False, None)
+GRADIENT = Panel("grad_rms", "Gradient size: sqrt(mean(g²)), g = ∂loss/∂W",
+                 "healthy: within about 10x across layers, none sinking to 0", True,
+                 "the gradient vanished (dead ReLUs)")
+UPDATE = Panel("update_ratio", "Update size: ||ΔW|| / ||W||, ΔW = the step's change",
+               f"healthy: near the {GUIDE_RATIO:g} guide, below {TOO_LARGE:g}; the schedule lowers it", True,
+               "the step left W unchanged")
+DEAD = Panel("dead_fraction", "Dead units: share of units 0 on every probe image",
+             "healthy: few, and not growing", False, None)
+MEAN = Panel("activation_mean", "Output mean: the layer's outputs on the probe images",
+             "healthy: hidden layers steady; logits sink (most classes wrong)", False, None)
+SPREAD = Panel("activation_std", "Output spread: their standard deviation",
+               "healthy: steady; the logits widen as the net grows sure", True,
+               "every output the same (all units dead)")
+HISTOGRAM = "outputs on the probe images"
+HEALTHY_OUTPUTS = "healthy: spread wide, not piled at the ends (saturated)"
+HEALTHY_LOGITS = "healthy: spreading out as the digits are told apart"
+
+# Why a hidden layer of these activations has no dead units to count (diagnostics.py)
+NO_DEAD_UNITS = {
+    "sigmoid": "Does not apply to sigmoid:\nit is never exactly 0, so no unit is ever dead.\n"
+               "Its trouble is saturation: outputs piled\nnear 0 and 1 in the histograms below.",
+    "tanh": "Does not apply to tanh:\nit is 0 only where its input is exactly 0,\nso no unit is "
+            "ever dead. Its trouble is saturation:\noutputs piled near -1 and 1 in the histograms below.",
+}
+RUN_STYLES = ("-", "--", ":", "-.")  # one line style per run of an overlay, with its colour
 
 
 def series(values):
@@ -22,20 +64,84 @@ def series(values):
     return np.array([np.nan if v is None else v for v in values], dtype=float)
 
 
-def _per_layer(ax, diagnostics, figure, log=False):
-    """One line per layer of a recorded figure against the step."""
-    steps = diagnostics["steps"]
-    for name, values in diagnostics[figure].items():
-        ax.plot(steps, series(values), marker=".", markersize=3, label=name)
-    if log:
+def shown_name(name, layers):
+    """A layer's name on the figure: the last layer is the logits (the record's layer3, or the
+    CNN's linear)."""
+    return "logits" if name == layers[-1] else name
+
+
+def reading_guide(layers):
+    return (f"How to read: each panel's title says what it plots and, below it, how a healthy run "
+            f"looks; one line per layer, from the input ({layers[0]}) to the output (logits), "
+            f"at the recorded training steps.")
+
+
+def _plot(ax, steps, values, log, **style):
+    """values against steps, one line. What the axis cannot draw is marked in the line's colour
+    on the panel's edge: a 0 on a log axis at the bottom (▼), a value that is not finite at the
+    top (▲). Returns the line and which marks it needed: {"zero", "not finite"}."""
+    steps, y = np.asarray(steps), series(values)
+    zero = (y <= 0) if log else np.zeros(len(y), dtype=bool)   # these numbers are never negative
+    not_finite = np.isnan(y)
+    line, = ax.plot(steps, np.where(zero, np.nan, y), **{"marker": ".", "markersize": 3, **style})
+    edge = ax.get_xaxis_transform()   # x in steps, y from 0 (bottom edge) to 1 (top edge)
+    for which, where, marker in ((zero, 0.0, "v"), (not_finite, 1.0, "^")):
+        if which.any():
+            ax.plot(steps[which], np.full(which.sum(), where), transform=edge, linestyle="none",
+                    marker=marker, markersize=7, color=line.get_color(), clip_on=False,
+                    gid="zero" if marker == "v" else "not finite")
+    return line, {mark for mark, which in (("zero", zero), ("not finite", not_finite)) if which.any()}
+
+
+def _note(ax, lines, y=0.04, va="bottom"):
+    """Notes in the panel's lower left corner, on a white box so that lines do not hide them."""
+    ax.text(0.02, y, "\n".join(lines), transform=ax.transAxes, fontsize="small", va=va,
+            bbox={"facecolor": "white", "alpha": 0.85, "edgecolor": "none"}, gid="note")
+
+
+def _where(labels):
+    """" in layer1, logits" for the lines named, "" when they have no names."""
+    labels = [label for label in labels if label]
+    return f" in {', '.join(labels)}" if labels else ""
+
+
+def _draw(ax, panel, lines, title):
+    """A panel: lines [(steps, values, style)], its title, its scale, and the notes on what its
+    edges mark, naming the lines marked when they have labels."""
+    marked = {"zero": [], "not finite": []}   # the labels of the lines with such marks
+    for steps, values, style in lines:
+        for mark in _plot(ax, steps, values, panel.log, **style)[1]:
+            marked[mark].append(style.get("label"))
+    if panel.log:
         ax.set_yscale("log")
+    if panel is DEAD:
+        ax.set_ylim(-0.02, 1.02)
+    ax.set_title(title, fontsize="medium")
+    notes = [f"{symbol}{_where(marked[mark])}, {meaning}"
+             for mark, symbol, meaning in (("zero", "▼ at the bottom: 0", panel.zero),
+                                           ("not finite", "▲ at the top: not finite (NaN or inf)", NOT_FINITE))
+             if marked[mark]]
+    if notes:
+        _note(ax, notes)
+    ax.grid(alpha=0.3)
+
+
+def _ratio_guides(ax):
+    ax.axhline(GUIDE_RATIO, color="grey", linestyle="--",
+               label=f"{GUIDE_RATIO:g} guide: a healthy step (Karpathy)")
+    ax.axhline(TOO_LARGE, color="red", linestyle=":", label=f"{TOO_LARGE:g}: far above, steps too large")
+
+
+def _not_applicable(ax, activation):
+    ax.text(0.5, 0.5, NO_DEAD_UNITS[activation], transform=ax.transAxes, ha="center", va="center",
+            gid="does not apply")
 
 
 def _histograms(axes, diagnostics):
     """Each layer's outputs on the probe images at the start and at the end, as step outlines
     (log-scale counts: the pile at exactly 0 of a ReLU layer would flatten the rest)."""
-    histograms = diagnostics["histograms"]
-    for ax, name in zip(axes, diagnostics["layers"]):
+    histograms, layers = diagnostics["histograms"], diagnostics["layers"]
+    for ax, name in zip(axes, layers):
         for when, style in (("init", {"fill": True, "alpha": 0.5, "label": "start"}),
                             ("end", {"linewidth": 1.5, "label": "end"})):
             h = (histograms.get(when) or {}).get(name)
@@ -43,39 +149,128 @@ def _histograms(axes, diagnostics):
                 continue
             ax.stairs(h["counts"], h["edges"], color="tab:blue" if when == "init" else "tab:orange", **style)
         ax.set_yscale("log")
-        ax.set(title=f"{name}: outputs on the probe images", xlabel="output value", ylabel="count")
+        healthy = HEALTHY_LOGITS if name == layers[-1] else HEALTHY_OUTPUTS
+        ax.set_title(f"{shown_name(name, layers)}: {HISTOGRAM}\n{healthy}", fontsize="medium")
+        ax.set(xlabel="output value", ylabel="count")
         ax.legend(fontsize="small")
 
 
 def learning_figure(run):
     """The figure for one run with recorded diagnostics (see the module docstring)."""
     diagnostics = run.record["diagnostics"]
-    layers = diagnostics["layers"]
-    fig = plt.figure(figsize=(16, 14), layout="constrained")
+    layers, steps = diagnostics["layers"], diagnostics["steps"]
+    activation = run.record["config"]["activation"]
+    fig = plt.figure(figsize=(16, 15), layout="constrained")
     top, bottom = fig.subfigures(2, 1, height_ratios=[2, 1])
-    (loss_ax, grad_ax, ratio_ax), (dead_ax, mean_ax, std_ax) = top.subplots(2, 3)
+    axes = top.subplots(2, 3)
     hist_axes = np.atleast_1d(bottom.subplots(1, len(layers)))
 
-    loss_ax.plot(diagnostics["steps"], series(diagnostics["loss"]), marker=".", markersize=3, color="black")
-    loss_ax.set(title="Training loss of the recorded steps' batches", ylabel="cross-entropy")
-    _per_layer(grad_ax, diagnostics, "grad_rms", log=True)
-    grad_ax.set(title="Gradient RMS per layer, sqrt(mean(dW^2))", ylabel="log scale")
-    _per_layer(ratio_ax, diagnostics, "update_ratio", log=True)
-    ratio_ax.axhline(GUIDE_RATIO, color="grey", linestyle="--", label=f"{GUIDE_RATIO:g} (guide)")
-    ratio_ax.axhline(TOO_LARGE, color="red", linestyle=":", label=f"{TOO_LARGE:g}")
-    ratio_ax.set(title="Update ratio per layer, ||dW|| / ||W|| of the step", ylabel="log scale")
-    _per_layer(dead_ax, diagnostics, "dead_fraction")
-    dead_ax.set(title="Dead units: 0 on every probe image", ylabel="fraction of the layer's units",
-                ylim=(-0.02, 1.02))
-    _per_layer(mean_ax, diagnostics, "activation_mean")
-    mean_ax.set(title="Mean of each layer's outputs on the probe images", ylabel="mean")
-    _per_layer(std_ax, diagnostics, "activation_std", log=True)
-    std_ax.set(title="Standard deviation of each layer's outputs", ylabel="log scale")
-    for ax in (loss_ax, grad_ax, ratio_ax, dead_ax, mean_ax, std_ax):
+    _draw(axes[0, 0], LOSS, [(steps, diagnostics["loss"], {"color": "black"})], f"{LOSS.title}\n{LOSS.healthy}")
+    axes[0, 0].set_ylabel("cross-entropy")
+    for ax, panel in zip(axes.flat[1:], (GRADIENT, UPDATE, DEAD, MEAN, SPREAD)):
+        lines = [(steps, values, {"label": shown_name(name, layers)})
+                 for name, values in diagnostics[panel.figure].items()]
+        if panel is DEAD and activation in NO_DEAD_UNITS:
+            ax.set_title(f"{panel.title}\n{panel.healthy}", fontsize="medium")
+            _not_applicable(ax, activation)
+            ax.set(xticks=[], yticks=[])
+            continue
+        _draw(ax, panel, lines, f"{panel.title}\n{panel.healthy}")
+        if panel is UPDATE:
+            _ratio_guides(ax)
+        ax.set_ylabel("log scale" if panel.log else "fraction of the layer's units" if panel is DEAD else "mean")
         ax.set_xlabel(f"step (recorded every {diagnostics['every']})")
-        ax.grid(alpha=0.3)
-        if ax is not loss_ax:
-            ax.legend(fontsize="small")
+        ax.legend(fontsize="small", loc="best")
+    axes[0, 0].set_xlabel(f"step (recorded every {diagnostics['every']})")
     _histograms(hist_axes, diagnostics)
-    fig.suptitle(f"How {run.label} learned, layer by layer\n{describe_config(run)}", fontsize="medium")
+    fig.suptitle(f"How {run.label} learned, layer by layer\n{describe_config(run)}\n{reading_guide(layers)}",
+                 fontsize="medium")
+    return fig
+
+
+# ----------------------------------------------------------------------------- several runs
+
+def overlay_groups(runs):
+    """The runs (with diagnostics) whose figures can be overlaid: those with the same layers,
+    in groups of two or more, in the order given (an MLP's and a CNN's go to two groups)."""
+    groups = {}
+    for run in runs:
+        groups.setdefault(tuple(run.record["diagnostics"]["layers"]), []).append(run)
+    return [group for group in groups.values() if len(group) > 1]
+
+
+def _value(value):
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def run_labels(runs):
+    """Each run's legend entry: its name and its value of every setting that differs between
+    the runs (report.table.differing_settings), e.g. "NumPy (sigmoid): activation=sigmoid"."""
+    differing = differing_settings(runs)
+    labels = []
+    for i, run in enumerate(runs):
+        settings = ", ".join(f"{setting}={_value(values[i])}" for setting, values in differing)
+        labels.append(f"{run.label}: {settings}" if settings else run.label)
+    return labels
+
+
+def overlay_figure(runs):
+    """The learning figures of runs with the same layers in one picture (module docstring): a
+    row per number, its title and healthy line above the row, a column per layer."""
+    layers = runs[0].record["diagnostics"]["layers"]
+    styles = [{"color": f"C{i % 10}", "linestyle": RUN_STYLES[i % len(RUN_STYLES)], "marker": ""}  # lines only:
+              for i in range(len(runs))]                                                       # dots would crowd
+    rows = (GRADIENT, UPDATE, DEAD, MEAN, SPREAD)
+    fig = plt.figure(figsize=(5 * len(layers) + 1, 3.2 * (len(rows) + 2)), layout="constrained")
+    top, *row_figs, hist_fig = fig.subfigures(len(rows) + 2, 1)
+
+    loss_ax, legend_ax = top.subplots(1, 2, width_ratios=[1, max(len(layers) - 1, 1)])
+    _draw(loss_ax, LOSS, [(run.record["diagnostics"]["steps"], run.record["diagnostics"]["loss"],
+                           {**style, "label": label}) for run, style, label in zip(runs, styles, run_labels(runs))],
+          f"{LOSS.title}\n{LOSS.healthy}")
+    loss_ax.set_xlabel("step")
+    differing = [setting for setting, _ in differing_settings(runs)]
+    legend_ax.axis("off")
+    legend_ax.legend(*loss_ax.get_legend_handles_labels(), loc="center", fontsize="medium",
+                     title="the runs: " + (f"what differs is {', '.join(differing)}" if differing
+                                           else "no setting differs"))
+    for row_fig, panel in zip(row_figs, rows):
+        row_fig.suptitle(f"{panel.title}; {panel.healthy}", fontsize="medium")
+        for column, (ax, name) in enumerate(zip(np.atleast_1d(row_fig.subplots(1, len(layers))), layers)):
+            if panel is DEAD and name == layers[-1]:
+                ax.axis("off")
+                ax.text(0.5, 0.5, "The logits have no dead units to count:\nno activation follows them.",
+                        transform=ax.transAxes, ha="center", va="center")
+                continue
+            lines, not_applicable = [], []
+            for run, style in zip(runs, styles):
+                activation = run.record["config"]["activation"]
+                if panel is DEAD and activation in NO_DEAD_UNITS:
+                    not_applicable.append(f"{run.label}: {activation} is never exactly 0, does not apply")
+                    continue
+                diagnostics = run.record["diagnostics"]
+                lines.append((diagnostics["steps"], diagnostics[panel.figure][name], style))
+            _draw(ax, panel, lines, shown_name(name, layers))
+            if panel is UPDATE:
+                _ratio_guides(ax)
+                if column == 0:
+                    ax.legend(fontsize="small", loc="best")
+            if not_applicable:
+                _note(ax, not_applicable, y=0.5, va="center")
+            ax.set_xlabel("step")
+    hist_fig.suptitle(f"Each layer's {HISTOGRAM} at the end; {HEALTHY_OUTPUTS}; logits: "
+                      f"{HEALTHY_LOGITS.removeprefix('healthy: ')}", fontsize="medium")
+    for ax, name in zip(np.atleast_1d(hist_fig.subplots(1, len(layers))), layers):
+        for run, style in zip(runs, styles):
+            h = (run.record["diagnostics"]["histograms"].get("end") or {}).get(name)
+            if h is not None:  # not finite: a run that blew up has nothing to bin
+                ax.stairs(h["counts"], h["edges"], linewidth=1.5, color=style["color"], linestyle=style["linestyle"])
+        ax.set_yscale("log")
+        ax.set_title(shown_name(name, layers), fontsize="medium")
+        ax.set(xlabel="output value", ylabel="count")
+    names = ", ".join(run.label for run in runs)
+    names = names if len(names) <= 120 else f"{len(runs)} runs (the legend names them)"  # a line fits
+    fig.suptitle(f"How {names} learned, layer by layer\n"
+                 f"{reading_guide(layers).replace('one line per layer', 'one column per layer, one line per run')}",
+                 fontsize="medium")
     return fig

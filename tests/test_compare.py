@@ -273,8 +273,8 @@ def test_a_run_with_diagnostics_gets_its_learning_picture(tmp_path, capsys, mode
     assert [p.name for p in (tmp_path / "out").glob("learning_*")] == [f"learning_{key}.png"]
     run = compare.load_runs([runs[0]])[0]
     figure = learning.learning_figure(run)
-    titles = [ax.get_title() for ax in figure.axes if ": outputs on the probe images" in ax.get_title()]
-    assert titles == [f"{name}: outputs on the probe images" for name in layers]
+    titles = [ax.get_title().split("\n")[0] for ax in figure.axes if ": outputs on the probe images" in ax.get_title()]
+    assert titles == [f"{name}: outputs on the probe images" for name in (*layers[:-1], "logits")]
     plt.close(figure)
 
 
