@@ -26,20 +26,32 @@ from harness.flags import ACTIVATIONS, MLP_HIDDEN  # noqa: E402
 BATCH = 32
 
 
+def _seed(text):
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"must be a whole number from 0, got {text}")
+    return int(text)
+
+
 def parse(argv):
     from exercises import EXERCISES
     p = argparse.ArgumentParser(description="Check backpropagation against PyTorch's autograd.")
-    p.add_argument("--model", choices=("mlp", "cnn"), default="mlp", help="the network to check")
-    p.add_argument("--hidden", type=int, nargs="+", default=MLP_HIDDEN, help="the MLP's hidden layer sizes")
-    p.add_argument("--activation", choices=ACTIVATIONS, default="relu", help="the MLP's activation")
+    p.add_argument("--model", choices=("mlp", "cnn"), default=None, help="the network to check (default: mlp)")
+    p.add_argument("--hidden", type=int, nargs="+", default=None,
+                   help=f"the MLP's hidden layer sizes (default: {' '.join(map(str, MLP_HIDDEN))})")
+    p.add_argument("--activation", choices=ACTIVATIONS, default=None, help="the MLP's activation (default: relu)")
     p.add_argument("--exercise", choices=sorted(EXERCISES),
-                   help="grade your version of a function in exercises/ instead (sets the model)")
-    p.add_argument("--seed", type=int, default=0, help="the network's starting weights")
+                   help="grade your version of a function in exercises/ instead")
+    p.add_argument("--seed", type=_seed, default=0, help="the network's starting weights (default: 0)")
     args = p.parse_args(argv)
-    if any(h <= 0 for h in args.hidden):
+    if args.hidden and any(h <= 0 for h in args.hidden):
         p.error("argument --hidden: sizes must be positive")
-    if args.exercise:
-        args.model = EXERCISES[args.exercise].model or "mlp"
+    needed = EXERCISES[args.exercise].model if args.exercise else None
+    if needed and args.model not in (None, needed):
+        p.error(f"argument --model: the exercise {args.exercise} is checked on the {needed.upper()}, got --model {args.model}")
+    args.model = args.model or needed or "mlp"
+    if args.model == "cnn" and (args.hidden or args.activation not in (None, "relu")):
+        p.error("argument --hidden/--activation: set the MLP's; the CNN's layers are fixed, with ReLU (numpy_nn/cnn.py)")
+    args.hidden, args.activation = args.hidden or MLP_HIDDEN, args.activation or "relu"
     return args
 
 
@@ -69,6 +81,7 @@ def main(argv=None):
     if args.exercise:
         from checker.exercise import check_exercise
         ok = check_exercise(args.exercise, x, y, say, lambda x, y, say: check_network(args, x, y, say))
+        sys.exit(0 if ok else 1)                   # check_exercise said what comes next
     else:
         what = (f"the MLP {'-'.join(map(str, (784, *args.hidden, 10)))} ({args.activation})"
                 if args.model == "mlp" else "the CNN")

@@ -18,8 +18,21 @@ def check_exercise(name, x, y, say, check_network, folder=None):
     if blanks:
         lines = ", ".join(str(n) for n, _ in blanks)
         say(f"{len(blanks)} blank{'s' if len(blanks) > 1 else ''} still to fill (`{exercises.MARKER}`), "
-            f"line{'s' if len(blanks) > 1 else ''} {lines}: the checks below stop at the first one.")
+            f"line{'s' if len(blanks) > 1 else ''} {lines}: the checks stop where your code first uses one.")
     say("")
+    ok = _checks(name, x, y, say, check_network, folder)
+    say("")
+    if blanks:
+        number, text = blanks[0]
+        say(f"Fill in the blanks, from line {number} on: {text.strip()}")
+    elif ok:
+        say(f"Your {name} passes. Train with it: {exercise.train_command}")
+    else:
+        say("Something is wrong: read the lines marked wrong above, from the top.")
+    return ok and not blanks
+
+
+def _checks(name, x, y, say, check_network, folder):
     try:
         function = exercises.load(name, folder)
     except exercises.ExerciseError as error:
@@ -32,7 +45,4 @@ def check_exercise(name, x, y, say, check_network, folder=None):
                 say("\nYour function alone is not right yet: fix that first (the network's checks would only repeat it).")
                 return False
             say("")
-        ok = check_network(x, y, say)
-    if ok:
-        say(f"\nYour {name} passes. Train with it: {exercise.train_command}")
-    return ok and not blanks
+        return check_network(x, y, say)

@@ -19,8 +19,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 class Recording:
     """What record() saw: values[label] (the gradient's last value, or Ellipsis for a blank
-    still holding `...`), lines[label] (the line number that computed it), and error, the
-    exception that stopped the function (None if it returned) with error_line, its line."""
+    still holding `...`), lines[label] (every line that changed it, in order: the last one
+    made its final value), and error, the exception that stopped the function (None if it
+    returned) with error_line, its line."""
 
     def __init__(self, code):
         self.filename, self.first_line = code.co_filename, code.co_firstlineno
@@ -28,17 +29,24 @@ class Recording:
         self.error, self.error_line, self.result = None, None, None
 
 
+def _recordable(value):
+    return isinstance(value, (np.ndarray, float, np.floating)) or value is Ellipsis
+
+
 def _same(a, b):
     """Do two recorded values hold the same numbers (and shape)?"""
     if isinstance(a, np.ndarray) and isinstance(b, np.ndarray):
         return a.shape == b.shape and a.dtype == b.dtype and np.array_equal(a, b, equal_nan=True)
+    if isinstance(a, (float, np.floating)) and isinstance(b, (float, np.floating)):
+        return a == b or (a != a and b != b)       # (NaN equals NaN here: nothing changed)
     return a is b
 
 
 def record(function, args, label, watched=None):
     """Call function(*args), recording its gradients. label(name, variables) -> the gradient
-    a local variable holds at this point (e.g. "dz2"), or None to ignore it; watched maps
-    labels to arrays outside the function that it fills (the network's grads)."""
+    a local variable holds at this point (e.g. "dz2"), or None: the variables named d... are
+    watched (and the others label names); watched maps labels to arrays outside the function
+    that it fills (the network's grads)."""
     code = getattr(function, "__func__", function).__code__
     rec = Recording(code)
     last = {}              # variable -> its last value seen (a copy)
@@ -49,13 +57,16 @@ def record(function, args, label, watched=None):
             return                                 # unchanged since the last line
         last[key] = value.copy() if isinstance(value, np.ndarray) else value
         if lab and (lab not in rec.values or not _same(rec.values[lab], value)):
-            rec.values[lab], rec.lines[lab] = last[key], done[0]
+            rec.values[lab] = last[key]
+            rec.lines.setdefault(lab, []).append(done[0])
 
     def look(frame):
         variables = frame.f_locals
         for name, value in variables.items():
-            if name.startswith("d") and (isinstance(value, np.ndarray) or value is Ellipsis):
-                note(("local", name), label(name, variables), value)  # seen even when it names nothing
+            if _recordable(value):
+                lab = label(name, variables)
+                if lab or name.startswith("d"):    # a d-variable is followed even when it names nothing yet
+                    note(("local", name), lab, value)
         for lab, array in (watched or {}).items():
             note(("watched", lab), lab, array)
 

@@ -69,6 +69,12 @@ def _shape_hint(name, got, want, batch):
 
 
 def _value_hint(name, got, want, batch, before, relu):
+    if name == "loss":
+        if _close(got, want * batch):
+            return f"{batch} times too large, the batch size: the loss is the mean over the batch, not the sum"
+        if _close(got, -want):
+            return "the sign is flipped: the loss is -log p of the true class (log p < 0, the loss > 0)"
+        return None
     if not np.any(got) and np.any(want):
         return "all zeros: never written where the optimizer reads it (the network's grads)?"
     if _close(got, -want):

@@ -206,3 +206,5 @@ def use_exercise(parser, args):
     except ExerciseError as e:
         parser.error(f"{flag}: {e}")
     install(name, function)
+    print(f"exercise: {name}, your {exercise.path} in place of the project's {exercise.solution} "
+          f"(this run's files: {Path(args.metrics).name}, {Path(args.weights).name})")

@@ -68,6 +68,8 @@ class _ModelParser(argparse.ArgumentParser):
             args.epochs = DEFAULT_EPOCHS[args.model]
         # each model has its own default files, so training the CNN keeps the MLP's run
         name = self.framework if args.model == "mlp" else f"{self.framework}_{args.model}"
+        if getattr(args, "exercise", None):    # a learner's exercise keeps the project's run too
+            name += f"_exercise_{args.exercise}"
         if args.metrics is None:
             args.metrics = RESULTS_DIR / f"{name}_metrics.json"
         if args.weights is None:

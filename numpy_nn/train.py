@@ -14,9 +14,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, from any cwd
-from exercises import use_exercise  # noqa: E402
 from harness.session import Session, run_trainer  # noqa: E402
-from numpy_nn.build import build_network, make_schedule  # noqa: E402
+from numpy_nn.build import build_network, check_flags, make_schedule  # noqa: E402
 from numpy_nn.diagnostics import Watch  # noqa: E402
 from numpy_nn.parallel import faster  # noqa: E402
 from numpy_nn.utils import OPTIMIZERS, cross_entropy, cross_entropy_with_grad  # noqa: E402
@@ -67,7 +66,7 @@ def train(args, x_train, y_train, x_test, y_test):
 
 
 def main(argv=None):
-    run_trainer("numpy", train, argv, use_exercise)
+    run_trainer("numpy", train, argv, check_flags)
 
 
 if __name__ == "__main__":

@@ -270,3 +270,13 @@ def test_trainer_command_runs_the_learners_loss(tmp_path):
                           timeout=120)
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
     assert "batch 1" in done.stderr and "recorded as diverged" in done.stderr, done.stderr
+
+
+def test_an_exercise_run_keeps_the_projects_default_run():
+    """--exercise writes files of its own by default, so the default run compare.py and the
+    demo read is not replaced by a learner's."""
+    parser = build_parser("numpy", "")
+    args = parser.parse_args(["--exercise", "conv_backward", "--model", "cnn"])
+    assert args.metrics.name == "numpy_cnn_exercise_conv_backward_metrics.json"
+    assert args.weights.name == "numpy_cnn_exercise_conv_backward_model.npz"
+    assert parser.parse_args([]).metrics.name == "numpy_metrics.json"
