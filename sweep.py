@@ -43,7 +43,8 @@ ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))  # the repo root, so the imports below work from any cwd
 from harness.experiment import GOOD_LR, keep_running_if_stdout_closes, save_bytes, shown  # noqa: E402
 from harness.flags import RESULTS_DIR, build_parser  # noqa: E402
-from harness.metrics_file import CONFIG_FIELDS, WEIGHT_SUFFIX, MetricsError, load_metrics  # noqa: E402
+from harness.metrics_file import (WEIGHT_SUFFIX, MetricsError, differing_settings, load_metrics,  # noqa: E402
+                                  recorded_config)
 from numpy_nn.utils import exponential_factor  # noqa: E402
 
 DEFAULT_LRS = [1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0]  # from too small to too large for both optimizers
@@ -89,13 +90,12 @@ class Cell:
             record = load_metrics(self.metrics)
         except MetricsError as e:
             raise SweepError(f"{e}: not a cell of this sweep; give another --out-dir") from None
-        differ = [key for key in CONFIG_FIELDS if record["config"].get(key) != self.config[key]]
-        if record["framework"] != framework:
-            differ.insert(0, "framework")
+        mine = {"framework": framework, **self.config}
+        theirs = {"framework": record["framework"], **record["config"]}
+        differ = differing_settings(mine, theirs)  # every recorded setting, not a list to keep up
         if differ:
             key = differ[0]
-            mine = framework if key == "framework" else self.config[key]
-            theirs = record["framework"] if key == "framework" else record["config"].get(key)
+            mine, theirs = mine.get(key), theirs.get(key)
             raise SweepError(f"{shown(self.metrics)} is a run with other settings ({key} {theirs}, this "
                              f"sweep's {mine}): give another --out-dir, or move that run away")
         return "todo" if record["status"] == "interrupted" else record["status"]
@@ -106,11 +106,11 @@ def limit_flag(limit):
 
 
 def trainer_config(framework, argv):
-    """The config the trainer records for these flags: its own parser's reading of them."""
+    """The config the trainer records for these flags: its own parser's reading of them, kept
+    as its record keeps them."""
     parser = build_parser(framework, "")
     parser.prog = f"sweep.py (a flag for {framework}_nn/train.py)"
-    args = parser.parse_args(argv)
-    return vars(args)
+    return recorded_config(parser.parse_args(argv))
 
 
 class Stop:

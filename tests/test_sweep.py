@@ -261,3 +261,42 @@ def test_trainer_flags_pass_through_except_those_the_sweep_sets(capsys):
             sweep.parse(argv)
         assert stopped.value.code == 2
         assert f"argument {flag}: the sweep sets it for every run" in capsys.readouterr().err
+
+
+def cell_record_in(out_dir, argv, edit=lambda config: None):
+    """A finished cell of `sweep.py --out-dir out_dir *argv` (lr 0.1, batch 128, SGD), its record
+    a committed sweep cell's with the config this sweep's trainer would record, then edited."""
+    args, passed = sweep.parse(["--out-dir", str(out_dir), *argv])
+    cell = sweep.Cell(args, "sgd", 0.1, 128, passed)
+    record = json.loads((REPO / "results/reference/sweep/sgd_lr0.1_bs128_metrics.json").read_text())
+    record["config"] = json.loads(json.dumps(cell.config, default=str))  # as the trainer writes it: JSON
+    edit(record["config"])
+    out_dir.mkdir(exist_ok=True)
+    cell.metrics.write_text(json.dumps(record))
+    return args, cell
+
+
+def test_every_recorded_setting_decides_whether_a_cell_is_the_same(tmp_path):
+    """A cell trained without --exercise is not the cell of a sweep with it, nor the reverse; a
+    setting the trainers do not have yet (a record from a newer trainer) counts too; where the
+    files are does not (the folder moved: the same run)."""
+    flags = ["--limit", "200", "--epochs", "1"]
+    args, plain = cell_record_in(tmp_path / "plain", flags)
+    assert plain.state("numpy") == "completed"
+    exercise = sweep.Cell(args, "sgd", 0.1, 128, ["--exercise", "mlp_backward"])
+    with pytest.raises(sweep.SweepError, match=r"other settings \(exercise None, this sweep's mlp_backward\)"):
+        exercise.state("numpy")
+
+    _, with_it = cell_record_in(tmp_path / "exercise", [*flags, "--exercise", "mlp_backward"])
+    assert with_it.state("numpy") == "completed"
+    args, _ = sweep.parse(["--out-dir", str(tmp_path / "exercise"), *flags])
+    with pytest.raises(sweep.SweepError, match=r"other settings \(exercise mlp_backward, this sweep's None\)"):
+        sweep.Cell(args, "sgd", 0.1, 128, []).state("numpy")
+
+    _, newer = cell_record_in(tmp_path / "newer", flags, lambda config: config.update(momentum=0.5))
+    with pytest.raises(sweep.SweepError, match=r"other settings \(momentum 0.5, this sweep's None\)"):
+        newer.state("numpy")
+
+    moved = lambda config: config.update(metrics="elsewhere/m.json", weights="elsewhere/w.npz", data_dir="/d")
+    _, elsewhere = cell_record_in(tmp_path / "moved", flags, moved)
+    assert elsewhere.state("numpy") == "completed"
