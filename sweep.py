@@ -42,7 +42,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))  # the repo root, so the imports below work from any cwd
 from harness.experiment import GOOD_LR, keep_running_if_stdout_closes, save_bytes, shown  # noqa: E402
-from harness.flags import RESULTS_DIR, build_parser  # noqa: E402
+from harness.flags import RESULTS_DIR, HelpWithDefaults, build_parser  # noqa: E402
 from harness.metrics_file import (WEIGHT_SUFFIX, MetricsError, differing_settings, load_metrics,  # noqa: E402
                                   recorded_config)
 from numpy_nn.utils import exponential_factor  # noqa: E402
@@ -342,24 +342,26 @@ def positive(kind):
 
 def build_sweep_parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                                formatter_class=HelpWithDefaults,  # a default of None writes its own
                                 epilog="Any other flag is passed to every trainer (see python numpy_nn/train.py --help).")
     p.add_argument("--lr", type=positive(float), nargs="+", default=None,
                    help=f"the grid's learning rates (default: {' '.join(f'{lr:g}' for lr in DEFAULT_LRS)})")
     p.add_argument("--batch-size", type=positive(int), nargs="+", default=None,
                    help=f"the grid's batch sizes (default: {' '.join(map(str, DEFAULT_BATCH_SIZES))}; the "
                         f"range test's: {RANGE_BATCH})")
-    p.add_argument("--optimizer", choices=["sgd", "momentum", "adam"], nargs="+", default=DEFAULT_OPTIMIZERS,
-                   help="the grid's optimizers (a panel each), or the range test's (a run each)")
+    p.add_argument("--optimizer", choices=["sgd", "momentum", "adam"], nargs="+", default=None,
+                   help=f"the grid's optimizers (a panel each), or the range test's (a run each) "
+                        f"(default: {' '.join(DEFAULT_OPTIMIZERS)})")
     p.add_argument("--framework", choices=["numpy", "pytorch"], default="numpy", help="which trainer runs the cells")
     p.add_argument("--model", choices=["mlp", "cnn"], default="mlp", help="the trainers' --model")
     p.add_argument("--epochs", type=positive(int), default=DEFAULT_EPOCHS, help="each cell's epochs")
     p.add_argument("--limit", type=positive(int), default=DEFAULT_LIMIT,
                    help="each cell trains on the first N images (the test set stays whole)")
-    p.add_argument("--jobs", type=positive(int), default=os.cpu_count() or 1,
+    p.add_argument("--jobs", type=positive(int), default=None,
                    help="cells running at once (default: the cores)")
-    p.add_argument("--out-dir", type=Path, default=RESULTS_DIR / "sweep",
-                   help="the sweep's folder: every cell's record, weights and output, and the pictures")
+    p.add_argument("--out-dir", type=Path, default=None,
+                   help="the sweep's folder: every cell's record, weights and output, and the pictures "
+                        "(default: results/sweep)")
     p.add_argument("--lr-range", type=positive(float), nargs=2, metavar=("LO", "HI"), default=None,
                    help="run the range test instead of the grid: the rate grows from LO to HI")
     p.add_argument("--range-steps", type=positive(int), default=RANGE_STEPS,
@@ -389,6 +391,9 @@ def parse(argv=None):
             p.error(f"argument --range-steps: {args.range_steps} steps of {args.batch_size[0]} images need more "
                     f"than MNIST's 60,000 training images")
     args.lr = args.lr or DEFAULT_LRS
+    args.optimizer = args.optimizer or DEFAULT_OPTIMIZERS
+    args.out_dir = args.out_dir or RESULTS_DIR / "sweep"
+    args.jobs = args.jobs or os.cpu_count() or 1
     args.batch_size = args.batch_size or DEFAULT_BATCH_SIZES
     trainer_config(args.framework, [*passed, "--model", args.model])  # a bad trainer flag: one line now
     return args, passed

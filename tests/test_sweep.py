@@ -300,3 +300,19 @@ def test_every_recorded_setting_decides_whether_a_cell_is_the_same(tmp_path):
     moved = lambda config: config.update(metrics="elsewhere/m.json", weights="elsewhere/w.npz", data_dir="/d")
     _, elsewhere = cell_record_in(tmp_path / "moved", flags, moved)
     assert elsewhere.state("numpy") == "completed"
+
+
+def test_help_shows_each_default_once():
+    """Each flag's help names its default at most once, and never as None: a flag whose default
+    depends on something (the cores, the range test) writes its own."""
+    parser = sweep.build_sweep_parser()
+    formatter = parser.formatter_class(prog="sweep.py")
+    for action in parser._actions:
+        text = formatter._get_help_string(action) % {"default": action.default}
+        assert text.count("(default:") <= 1 and "None" not in text, text
+    help_text = " ".join(parser.format_help().split())
+    for shown in ("(default: 0.0001 0.001 0.01 0.1 1 10)", "(default: the cores)", "(default: sgd adam)"):
+        assert help_text.count(shown) == 1
+    args, _ = sweep.parse([])
+    assert (args.lr, args.optimizer, args.jobs) == (sweep.DEFAULT_LRS, ["sgd", "adam"], os.cpu_count())
+    assert args.out_dir == sweep.RESULTS_DIR / "sweep"
