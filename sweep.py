@@ -36,6 +36,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -99,6 +100,16 @@ class Cell:
             raise SweepError(f"{shown(self.metrics)} is a run with other settings ({key} {theirs}, this "
                              f"sweep's {mine}): give another --out-dir, or move that run away")
         return "todo" if record["status"] == "interrupted" else record["status"]
+
+
+def make_out_dir(path):
+    """Create the sweep's folder and check that a file can be written in it, before any run
+    starts; SweepError (one line) if not."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=path).close()
+    except OSError as e:
+        raise SweepError(f"cannot write in the folder {shown(path)} ({e.strerror or e}); give another --out-dir") from None
 
 
 def limit_flag(limit):
@@ -200,7 +211,7 @@ def grid(args, passed):
     stop = Stop()
     for cell in cells:
         cell.state(args.framework)        # a folder with another sweep's runs: refused before any starts
-    args.out_dir.mkdir(parents=True, exist_ok=True)
+    make_out_dir(args.out_dir)
     failed = run_grid(cells, args, stop)
     finished = [cell for cell in cells if cell.state(args.framework) != "todo"]
     if stop.signum is not None:
@@ -278,7 +289,7 @@ def range_test(args, passed):
     batch_size = args.batch_size[0]
     steps = args.range_steps
     stop = Stop()
-    args.out_dir.mkdir(parents=True, exist_ok=True)
+    make_out_dir(args.out_dir)
     summary_path = args.out_dir / "range.json"
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     default_lr = build_parser(args.framework, "").get_default("lr")
@@ -392,7 +403,8 @@ def parse(argv=None):
                     f"than MNIST's 60,000 training images")
     args.lr = args.lr or DEFAULT_LRS
     args.optimizer = args.optimizer or DEFAULT_OPTIMIZERS
-    args.out_dir = args.out_dir or RESULTS_DIR / "sweep"
+    # absolute: the trainers run in the repo (cwd=ROOT), and must write where the sweep looks
+    args.out_dir = (args.out_dir or RESULTS_DIR / "sweep").absolute()
     args.jobs = args.jobs or os.cpu_count() or 1
     args.batch_size = args.batch_size or DEFAULT_BATCH_SIZES
     trainer_config(args.framework, [*passed, "--model", args.model])  # a bad trainer flag: one line now

@@ -316,3 +316,29 @@ def test_help_shows_each_default_once():
     args, _ = sweep.parse([])
     assert (args.lr, args.optimizer, args.jobs) == (sweep.DEFAULT_LRS, ["sgd", "adam"], os.cpu_count())
     assert args.out_dir == sweep.RESULTS_DIR / "sweep"
+
+
+@pytest.mark.parametrize("where", ["/proc/x", "a file", "below a file"])
+@pytest.mark.parametrize("mode", [["--lr", "0.1"], ["--lr-range", "1e-3", "1"]])
+def test_a_folder_that_cannot_be_written_is_one_line(where, mode, tmp_path):
+    """An --out-dir that cannot be created or written in: one line and exit 1 before any run
+    starts, and nothing of the user's touched."""
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("mine")
+    out = {"/proc/x": Path("/proc/x"), "a file": a_file, "below a file": a_file / "sweep"}[where]
+    done = subprocess.run(sweep_command(out, *mode), cwd=REPO, env=ENV, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: cannot write in the folder {out} ("), done.stderr
+    assert lines[0].endswith("give another --out-dir")
+    assert a_file.read_text() == "mine" and sorted(tmp_path.iterdir()) == [a_file]
+
+
+def test_a_relative_folder_is_the_one_below_the_cwd(tmp_path):
+    """--out-dir rel from another folder: the cells' files land in ./rel, where the sweep looks
+    for them, though the trainers run in the repo."""
+    done = subprocess.run(sweep_command(Path("rel"), "--lr", "0.1", "--epochs", "1", "--limit", "128"),
+                          cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert status(tmp_path / "rel" / "sgd_lr0.1_bs64_metrics.json") == "completed"
+    assert not (REPO / "rel").exists()
