@@ -15,9 +15,12 @@ runs only the rest; Ctrl-C stops the running cells (a cell stopped mid-way is ru
 time) and keeps the finished ones. At the end, from the records alone (report/sweep.py):
 
     sweep.png          final test accuracy, learning rate against batch size, a panel per optimizer;
-                       diverged and collapsed (near 10%, one digit for every image) cells marked
+                       cells under 20% marked collapsed (the rate too large: the run blew up into one
+                       digit for every image) or too slow (the rate too small), diverged ones grey
     sweep_losses.png   every cell's training loss, one small panel each
     sweep.md           the same numbers as a table
+
+python sweep.py --redraw DIR draws these three again from the records in DIR, training nothing.
 
 The range test (Smith, 2015; fast.ai's lr_find). One short run (--range-steps steps of the first
 --batch-size, one epoch) with --schedule exponential: the learning rate grows from LO to HI by
@@ -50,6 +53,7 @@ from numpy_nn.utils import exponential_factor  # noqa: E402
 
 DEFAULT_LRS = [1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0]  # from too small to too large for both optimizers
 DEFAULT_BATCH_SIZES = [32, 128, 512]
+OPTIMIZERS = ["sgd", "momentum", "adam"]
 DEFAULT_OPTIMIZERS = ["sgd", "adam"]
 # 2 epochs of 10,000 images: 36 cells in about 2 minutes on 2 busy cores (ANALYSIS.md); the full
 # 60,000 images take 6x the steps
@@ -236,6 +240,28 @@ def draw_grid(out_dir, records):
           f"table -> {shown(out_dir / 'sweep.md')}")
 
 
+def redraw(out_dir):
+    """draw_grid again from the finished cells' records in out_dir (no training): after a change
+    to the drawing. Refuses a folder with no cells, or with cells of different sweeps."""
+    paths = [path for path in sorted(out_dir.glob("*_metrics.json")) if not path.name.startswith("range_")]
+    try:
+        records = [load_metrics(path) for path in paths]
+    except MetricsError as e:
+        raise SweepError(str(e)) from None
+    records = [r for r in records if r["status"] != "interrupted"]
+    if not records:
+        raise SweepError(f"no finished cell records (*_metrics.json) in {shown(out_dir)}")
+    first = {"framework": records[0]["framework"], **records[0]["config"]}
+    for path, record in zip(paths, records):
+        differ = [key for key in differing_settings(first, {"framework": record["framework"], **record["config"]})
+                  if key not in ("optimizer", "lr", "batch_size")]  # the grid's axes
+        if differ:
+            raise SweepError(f"{shown(path)} is not of the same sweep as {shown(paths[0])} ({differ[0]} "
+                             f"{record['config'].get(differ[0])}, not {first.get(differ[0])})")
+    records.sort(key=lambda r: OPTIMIZERS.index(r["config"]["optimizer"]))  # the panels in the grid's order
+    draw_grid(out_dir, records)
+
+
 def save_figure(path, fig):
     import matplotlib.pyplot as plt
     save_bytes(path, lambda f: fig.savefig(f, format="png", dpi=110))
@@ -360,7 +386,7 @@ def build_sweep_parser():
     p.add_argument("--batch-size", type=positive(int), nargs="+", default=None,
                    help=f"the grid's batch sizes (default: {' '.join(map(str, DEFAULT_BATCH_SIZES))}; the "
                         f"range test's: {RANGE_BATCH})")
-    p.add_argument("--optimizer", choices=["sgd", "momentum", "adam"], nargs="+", default=None,
+    p.add_argument("--optimizer", choices=OPTIMIZERS, nargs="+", default=None,
                    help=f"the grid's optimizers (a panel each), or the range test's (a run each) "
                         f"(default: {' '.join(DEFAULT_OPTIMIZERS)})")
     p.add_argument("--framework", choices=["numpy", "pytorch"], default="numpy", help="which trainer runs the cells")
@@ -378,6 +404,8 @@ def build_sweep_parser():
     p.add_argument("--range-steps", type=positive(int), default=RANGE_STEPS,
                    help="the range test's steps (its run trains on steps x batch size images)")
     p.add_argument("--no-progress", action="store_true", help="hide the bar over the cells")
+    p.add_argument("--redraw", type=Path, metavar="DIR", default=None,
+                   help="draw sweep.png, sweep_losses.png and sweep.md in DIR again from its records, training nothing")
     return p
 
 
@@ -415,7 +443,10 @@ def main(argv=None):
     args, passed = parse(argv)
     keep_running_if_stdout_closes()
     try:
-        (range_test if args.lr_range else grid)(args, passed)
+        if args.redraw:
+            redraw(args.redraw)
+        else:
+            (range_test if args.lr_range else grid)(args, passed)
     except SweepError as e:
         sys.exit(f"error: {e}")
 

@@ -146,28 +146,76 @@ def test_a_first_loss_that_is_not_finite_has_no_suggestion():
 
 # ----------------------------------------------------------------------------- the marks
 
-def made_up_record(optimizer, lr, batch_size, status="completed", acc=0.95):
+STEADY = [2.3, 2.35, 2.2, 2.25, 2.1]       # one batch's noise on a slow fall: 1.02x the first at most
+
+
+def made_up_diagnostics(losses=STEADY, dead=0.0):
+    """What outcome reads: the loss at each recorded step, each hidden layer's dead ReLUs."""
+    steps = list(range(1, 5 * len(losses), 5))
+    return {"steps": steps, "loss": losses, "dead_fraction": {"layer1": [0.0] * len(losses),
+                                                              "layer2": [0.0] * (len(losses) - 1) + [dead]}}
+
+
+def made_up_record(optimizer, lr, batch_size, status="completed", acc=0.95, diagnostics=None):
     return {"framework": "numpy", "status": status, "final_test_acc": None if status == "diverged" else acc,
             "config": {"optimizer": optimizer, "lr": lr, "batch_size": batch_size, "model": "mlp",
                        "hidden": [128, 64], "epochs": 2, "schedule": "cosine", "seed": 0},
-            "data": {"train_samples": 1000}, "diagnostics": None,
+            "data": {"train_samples": 1000}, "diagnostics": diagnostics or made_up_diagnostics(),
             "epochs": [{"epoch": 1, "train_loss": 0.5, "test_acc": acc or 0.0},
                        {"epoch": 2, "train_loss": 0.3, "test_acc": acc or 0.0}]}
 
 
+BLEW_UP = made_up_diagnostics([2.3, 4.7, 2.3, 2.3, 2.3])   # 2.04x the first: above 2x
+ALL_DEAD = made_up_diagnostics(dead=0.9)                    # 90% of layer2's ReLUs dead at the end
 MADE_UP = [made_up_record("sgd", 0.1, 32, acc=0.9512),
            made_up_record("sgd", 10.0, 32, status="diverged"),
-           made_up_record("sgd", 0.1, 128, acc=0.1135),     # one digit for every image: 11.35%
-           made_up_record("sgd", 10.0, 128, acc=0.2),       # at the line: not collapsed
-           made_up_record("adam", 0.1, 32, acc=0.1999)]
+           made_up_record("sgd", 0.1, 128, acc=0.1135, diagnostics=BLEW_UP),  # one digit for every image
+           made_up_record("sgd", 10.0, 128, acc=0.2, diagnostics=BLEW_UP),    # at the line: trained
+           made_up_record("adam", 0.1, 32, acc=0.1999, diagnostics=ALL_DEAD),
+           made_up_record("adam", 0.1, 128, acc=0.127),                        # a slow fall, none dead
+           made_up_record("adam", 0.1, 512, acc=0.181, diagnostics=made_up_diagnostics(dead=0.89)),
+           made_up_record("adam", 10.0, 32, acc=0.1, diagnostics={"steps": []})]  # no diagnostics
 
 
-def test_diverged_and_collapsed_cells_are_marked():
-    assert [report.outcome(r) for r in MADE_UP] == ["trained", "diverged", "collapsed", "trained", "collapsed"]
+def test_diverged_collapsed_and_slow_cells_are_marked_apart():
+    assert [report.outcome(r) for r in MADE_UP] == ["trained", "diverged", "collapsed", "trained", "collapsed",
+                                                    "too slow", "too slow", "near chance"]
     table = report.markdown_table(MADE_UP)
     assert "| 32 | 95.1% | diverged |" in table
     assert "| 128 | collapsed 11.3% | 20.0% |" in table
-    assert "| 32 | collapsed 20.0% |" in table  # adam's panel: 19.99% shown to one decimal
+    assert "| 32 | collapsed 20.0% | near chance 10.0% |" in table  # adam's panel: 19.99% to one decimal
+    assert "| 128 | too slow 12.7% |" in table and "| 512 | too slow 18.1% |" in table
+    for mark in ("diverged: ", "collapsed: ", "too slow: ", "near chance: "):
+        assert table.count(mark) == 1                                  # the legend says each once
+
+
+def test_the_reference_sweep_and_collapse_run_get_the_marks_their_losses_show():
+    """The committed records: SGD's too small rates are too slow, every lr 1 and 10 cell under 20%
+    is collapsed, and so is the 10-epoch collapse run, whose recorded loss never rose above its
+    first (it blew up between recorded steps) but whose ReLUs died."""
+    cells = REPO / "results/reference/sweep"
+    marks = {path.name[:-len("_metrics.json")]: report.outcome(json.loads(path.read_text()))
+             for path in cells.glob("*_bs*_metrics.json")}
+    assert {name for name, mark in marks.items() if mark == "too slow"} == {
+        "sgd_lr0.0001_bs32", "sgd_lr0.0001_bs128", "sgd_lr0.0001_bs512", "sgd_lr0.001_bs128",
+        "sgd_lr0.001_bs512", "sgd_lr0.01_bs512"}
+    assert {name for name, mark in marks.items() if mark == "collapsed"} == {
+        f"{optimizer}_lr{lr}_bs{batch}" for optimizer, lr, batch in
+        [("sgd", 10, 128), ("sgd", 10, 512)] + [("adam", lr, b) for lr in (1, 10) for b in (32, 128, 512)]}
+    collapse = json.loads((REPO / "results/reference/learning/collapse_metrics.json").read_text())
+    assert report.outcome(collapse) == "collapsed"
+    assert max(collapse["diagnostics"]["loss"]) == collapse["diagnostics"]["loss"][0]
+
+
+def test_redraw_draws_the_committed_records_again(tmp_path):
+    """--redraw DIR: the table from a copy of the reference sweep's records equals the committed one."""
+    for path in (REPO / "results/reference/sweep").glob("*_metrics.json"):
+        (tmp_path / path.name).write_bytes(path.read_bytes())
+    sweep.redraw(tmp_path)
+    assert (tmp_path / "sweep.md").read_text() == (REPO / "results/reference/sweep/sweep.md").read_text()
+    assert (tmp_path / "sweep.png").stat().st_size > 0
+    with pytest.raises(sweep.SweepError, match="no finished cell records"):
+        sweep.redraw(tmp_path / "sweep.png")
 
 
 def test_the_heatmap_marks_and_numbers_every_cell():
