@@ -15,9 +15,12 @@ runs only the rest; Ctrl-C stops the running cells (a cell stopped mid-way is ru
 time) and keeps the finished ones. At the end, from the records alone (report/sweep.py):
 
     sweep.png          final test accuracy, learning rate against batch size, a panel per optimizer;
-                       diverged and collapsed (near 10%, one digit for every image) cells marked
+                       cells under 20% marked collapsed (the rate too large: the run blew up into one
+                       digit for every image) or too slow (the rate too small), diverged ones grey
     sweep_losses.png   every cell's training loss, one small panel each
     sweep.md           the same numbers as a table
+
+python sweep.py --redraw DIR draws these three again from the records in DIR, training nothing.
 
 The range test (Smith, 2015; fast.ai's lr_find). One short run (--range-steps steps of the first
 --batch-size, one epoch) with --schedule exponential: the learning rate grows from LO to HI by
@@ -36,18 +39,21 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))  # the repo root, so the imports below work from any cwd
 from harness.experiment import GOOD_LR, keep_running_if_stdout_closes, save_bytes, shown  # noqa: E402
-from harness.flags import RESULTS_DIR, build_parser  # noqa: E402
-from harness.metrics_file import CONFIG_FIELDS, WEIGHT_SUFFIX, MetricsError, load_metrics  # noqa: E402
+from harness.flags import RESULTS_DIR, HelpWithDefaults, build_parser  # noqa: E402
+from harness.metrics_file import (WEIGHT_SUFFIX, MetricsError, differing_settings, load_metrics,  # noqa: E402
+                                  recorded_config)
 from numpy_nn.utils import exponential_factor  # noqa: E402
 
 DEFAULT_LRS = [1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0]  # from too small to too large for both optimizers
 DEFAULT_BATCH_SIZES = [32, 128, 512]
+OPTIMIZERS = ["sgd", "momentum", "adam"]
 DEFAULT_OPTIMIZERS = ["sgd", "adam"]
 # 2 epochs of 10,000 images: 36 cells in about 2 minutes on 2 busy cores (ANALYSIS.md); the full
 # 60,000 images take 6x the steps
@@ -89,16 +95,25 @@ class Cell:
             record = load_metrics(self.metrics)
         except MetricsError as e:
             raise SweepError(f"{e}: not a cell of this sweep; give another --out-dir") from None
-        differ = [key for key in CONFIG_FIELDS if record["config"].get(key) != self.config[key]]
-        if record["framework"] != framework:
-            differ.insert(0, "framework")
+        mine = {"framework": framework, **self.config}
+        theirs = {"framework": record["framework"], **record["config"]}
+        differ = differing_settings(mine, theirs)  # every recorded setting, not a list to keep up
         if differ:
             key = differ[0]
-            mine = framework if key == "framework" else self.config[key]
-            theirs = record["framework"] if key == "framework" else record["config"].get(key)
+            mine, theirs = mine.get(key), theirs.get(key)
             raise SweepError(f"{shown(self.metrics)} is a run with other settings ({key} {theirs}, this "
                              f"sweep's {mine}): give another --out-dir, or move that run away")
         return "todo" if record["status"] == "interrupted" else record["status"]
+
+
+def make_out_dir(path):
+    """Create the sweep's folder and check that a file can be written in it, before any run
+    starts; SweepError (one line) if not."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=path).close()
+    except OSError as e:
+        raise SweepError(f"cannot write in the folder {shown(path)} ({e.strerror or e}); give another --out-dir") from None
 
 
 def limit_flag(limit):
@@ -106,11 +121,11 @@ def limit_flag(limit):
 
 
 def trainer_config(framework, argv):
-    """The config the trainer records for these flags: its own parser's reading of them."""
+    """The config the trainer records for these flags: its own parser's reading of them, kept
+    as its record keeps them."""
     parser = build_parser(framework, "")
     parser.prog = f"sweep.py (a flag for {framework}_nn/train.py)"
-    args = parser.parse_args(argv)
-    return vars(args)
+    return recorded_config(parser.parse_args(argv))
 
 
 class Stop:
@@ -200,7 +215,7 @@ def grid(args, passed):
     stop = Stop()
     for cell in cells:
         cell.state(args.framework)        # a folder with another sweep's runs: refused before any starts
-    args.out_dir.mkdir(parents=True, exist_ok=True)
+    make_out_dir(args.out_dir)
     failed = run_grid(cells, args, stop)
     finished = [cell for cell in cells if cell.state(args.framework) != "todo"]
     if stop.signum is not None:
@@ -223,6 +238,28 @@ def draw_grid(out_dir, records):
     print(table)
     print(f"pictures -> {shown(out_dir / 'sweep.png')}, {shown(out_dir / 'sweep_losses.png')}; "
           f"table -> {shown(out_dir / 'sweep.md')}")
+
+
+def redraw(out_dir):
+    """draw_grid again from the finished cells' records in out_dir (no training): after a change
+    to the drawing. Refuses a folder with no cells, or with cells of different sweeps."""
+    paths = [path for path in sorted(out_dir.glob("*_metrics.json")) if not path.name.startswith("range_")]
+    try:
+        records = [load_metrics(path) for path in paths]
+    except MetricsError as e:
+        raise SweepError(str(e)) from None
+    records = [r for r in records if r["status"] != "interrupted"]
+    if not records:
+        raise SweepError(f"no finished cell records (*_metrics.json) in {shown(out_dir)}")
+    first = {"framework": records[0]["framework"], **records[0]["config"]}
+    for path, record in zip(paths, records):
+        differ = [key for key in differing_settings(first, {"framework": record["framework"], **record["config"]})
+                  if key not in ("optimizer", "lr", "batch_size")]  # the grid's axes
+        if differ:
+            raise SweepError(f"{shown(path)} is not of the same sweep as {shown(paths[0])} ({differ[0]} "
+                             f"{record['config'].get(differ[0])}, not {first.get(differ[0])})")
+    records.sort(key=lambda r: OPTIMIZERS.index(r["config"]["optimizer"]))  # the panels in the grid's order
+    draw_grid(out_dir, records)
 
 
 def save_figure(path, fig):
@@ -278,7 +315,7 @@ def range_test(args, passed):
     batch_size = args.batch_size[0]
     steps = args.range_steps
     stop = Stop()
-    args.out_dir.mkdir(parents=True, exist_ok=True)
+    make_out_dir(args.out_dir)
     summary_path = args.out_dir / "range.json"
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     default_lr = build_parser(args.framework, "").get_default("lr")
@@ -342,29 +379,33 @@ def positive(kind):
 
 def build_sweep_parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                                formatter_class=HelpWithDefaults,  # a default of None writes its own
                                 epilog="Any other flag is passed to every trainer (see python numpy_nn/train.py --help).")
     p.add_argument("--lr", type=positive(float), nargs="+", default=None,
                    help=f"the grid's learning rates (default: {' '.join(f'{lr:g}' for lr in DEFAULT_LRS)})")
     p.add_argument("--batch-size", type=positive(int), nargs="+", default=None,
                    help=f"the grid's batch sizes (default: {' '.join(map(str, DEFAULT_BATCH_SIZES))}; the "
                         f"range test's: {RANGE_BATCH})")
-    p.add_argument("--optimizer", choices=["sgd", "momentum", "adam"], nargs="+", default=DEFAULT_OPTIMIZERS,
-                   help="the grid's optimizers (a panel each), or the range test's (a run each)")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, nargs="+", default=None,
+                   help=f"the grid's optimizers (a panel each), or the range test's (a run each) "
+                        f"(default: {' '.join(DEFAULT_OPTIMIZERS)})")
     p.add_argument("--framework", choices=["numpy", "pytorch"], default="numpy", help="which trainer runs the cells")
     p.add_argument("--model", choices=["mlp", "cnn"], default="mlp", help="the trainers' --model")
     p.add_argument("--epochs", type=positive(int), default=DEFAULT_EPOCHS, help="each cell's epochs")
     p.add_argument("--limit", type=positive(int), default=DEFAULT_LIMIT,
                    help="each cell trains on the first N images (the test set stays whole)")
-    p.add_argument("--jobs", type=positive(int), default=os.cpu_count() or 1,
+    p.add_argument("--jobs", type=positive(int), default=None,
                    help="cells running at once (default: the cores)")
-    p.add_argument("--out-dir", type=Path, default=RESULTS_DIR / "sweep",
-                   help="the sweep's folder: every cell's record, weights and output, and the pictures")
+    p.add_argument("--out-dir", type=Path, default=None,
+                   help="the sweep's folder: every cell's record, weights and output, and the pictures "
+                        "(default: results/sweep)")
     p.add_argument("--lr-range", type=positive(float), nargs=2, metavar=("LO", "HI"), default=None,
                    help="run the range test instead of the grid: the rate grows from LO to HI")
     p.add_argument("--range-steps", type=positive(int), default=RANGE_STEPS,
                    help="the range test's steps (its run trains on steps x batch size images)")
     p.add_argument("--no-progress", action="store_true", help="hide the bar over the cells")
+    p.add_argument("--redraw", type=Path, metavar="DIR", default=None,
+                   help="draw sweep.png, sweep_losses.png and sweep.md in DIR again from its records, training nothing")
     return p
 
 
@@ -389,6 +430,10 @@ def parse(argv=None):
             p.error(f"argument --range-steps: {args.range_steps} steps of {args.batch_size[0]} images need more "
                     f"than MNIST's 60,000 training images")
     args.lr = args.lr or DEFAULT_LRS
+    args.optimizer = args.optimizer or DEFAULT_OPTIMIZERS
+    # absolute: the trainers run in the repo (cwd=ROOT), and must write where the sweep looks
+    args.out_dir = (args.out_dir or RESULTS_DIR / "sweep").absolute()
+    args.jobs = args.jobs or os.cpu_count() or 1
     args.batch_size = args.batch_size or DEFAULT_BATCH_SIZES
     trainer_config(args.framework, [*passed, "--model", args.model])  # a bad trainer flag: one line now
     return args, passed
@@ -398,7 +443,10 @@ def main(argv=None):
     args, passed = parse(argv)
     keep_running_if_stdout_closes()
     try:
-        (range_test if args.lr_range else grid)(args, passed)
+        if args.redraw:
+            redraw(args.redraw)
+        else:
+            (range_test if args.lr_range else grid)(args, passed)
     except SweepError as e:
         sys.exit(f"error: {e}")
 

@@ -50,7 +50,7 @@ _dropout = _number(float, lambda p: 0 <= p < 1, "in [0, 1)")
 _seed = _number(int, lambda s: 0 <= s < SEED_LIMIT, "from 0 to 2^64 - 1")
 
 
-class _HelpWithDefaults(argparse.ArgumentDefaultsHelpFormatter):
+class HelpWithDefaults(argparse.ArgumentDefaultsHelpFormatter):
     """Each flag's help ends with its default, except where there is none to show."""
 
     def _get_help_string(self, action):
@@ -97,7 +97,7 @@ class _ModelParser(argparse.ArgumentParser):
 
 def build_parser(framework, description):
     """The flags both trainers take, with the same names and defaults."""
-    p = _ModelParser(description=description, formatter_class=_HelpWithDefaults)
+    p = _ModelParser(description=description, formatter_class=HelpWithDefaults)
     p.framework = framework
     p.add_argument("--epochs", type=_positive(int), default=None,
                    help=f"passes over the training set (default: {DEFAULT_EPOCHS['mlp']} for the MLP, "

@@ -65,6 +65,10 @@ CONFIG_FIELDS = {"epochs": int, "batch_size": int, "lr": NUMBER, "optimizer": st
 # Read where present (compare.py): the weights' path, the PyTorch trainer's --mode, and the
 # NumPy trainer's --exercise (null: the project's own functions; older records have none).
 OPTIONAL_CONFIG_FIELDS = {"weights": OPTIONAL_STR, "mode": str, "exercise": OPTIONAL_STR}
+# The config keys that say where a run's files are and how its output looks, not what it
+# trained: two records that differ only in these are the same run (sweep.py keeps it). Every
+# other key is a setting, including any a trainer records in future.
+NOT_SETTINGS = ("metrics", "weights", "data_dir", "no_progress")
 DATA_FIELDS = {"dataset": str, "train_samples": int, "test_samples": int}
 HARDWARE_FIELDS = {"cpu": str, "cores": OPTIONAL_INT, "device": str, "blas": str,
                    "blas_threads": OPTIONAL_INT}  # os.cpu_count() and OpenBLAS may not know
@@ -339,11 +343,23 @@ def repo_relative(path):
         return str(path)
 
 
+def recorded_config(args):
+    """The config a record keeps for a trainer's parsed flags: every flag, paths repo-relative."""
+    return {k: (repo_relative(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+
+
+def differing_settings(config, other):
+    """The settings (every key but NOT_SETTINGS) on which two configs differ, in config's order
+    then other's; a key one of them lacks counts as null (older records lack newer flags)."""
+    keys = [*config, *(key for key in other if key not in config)]
+    return [key for key in keys if key not in NOT_SETTINGS and config.get(key) != other.get(key)]
+
+
 class Run:
     """The record of one training run: prints the progress line, writes the metrics JSON."""
 
     def __init__(self, framework, args, versions, hardware, n_train, n_test):
-        config = {k: (repo_relative(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+        config = recorded_config(args)
         self.record = {
             "schema": SCHEMA_VERSION,
             "framework": framework,

@@ -5,22 +5,51 @@ import numpy as np
 
 from report.run import FRAMEWORK_NAMES, model_name
 
-# Below this final test accuracy a cell is "collapsed": a network that predicts one digit for
-# every image scores that digit's share of the test set, 8.9% (5) to 11.4% (1); one that tells
-# only two digits apart scores about 20%. Anything under that learned (almost) nothing: too large
-# a rate (its loss rose: the loss panels show it), or one too small to move in so few steps.
-COLLAPSED_BELOW = 0.2
+# Below this final test accuracy a cell learned (almost) nothing: a network that predicts one
+# digit for every image scores that digit's share of the test set, 8.9% (5) to 11.4% (1); one
+# that tells only two digits apart scores about 20%. Two opposite causes get two marks:
+NEAR_CHANCE_BELOW = 0.2
+# "collapsed": the rate was too large and the run blew up into predicting one digit. Its record
+# shows it one way or both: the loss of some recorded step rose above ROSE_ABOVE x the first one
+# (the reference sweep's collapsed cells: 33x to 1e15; its slow ones at most 1.08x, one batch's
+# noise), or at the last recorded step at least DEAD_AT_LEAST of a hidden layer's ReLUs were dead
+# (collapsed: 0.99 or 1.0 in a layer; slow: 0 to 0.02). The 10-epoch collapse run of
+# results/reference/learning/ never recorded a loss above its first (it blew up between two
+# recorded steps) but ended with 99% and 100% dead.
+# "too slow": neither; the rate was too small to move the weights far in so few steps.
+ROSE_ABOVE, DEAD_AT_LEAST = 2.0, 0.9
 LOSS_CEILING = 3.0  # the loss panels' top: a fresh network starts at ln 10 = 2.3
 
 
 def outcome(record):
-    """"diverged" (the loss became NaN or infinite), "collapsed" (final test accuracy below
-    COLLAPSED_BELOW: stuck near 10%), or "trained"."""
+    """"diverged" (the loss became NaN or infinite), "trained" (final test accuracy of at least
+    NEAR_CHANCE_BELOW), or, below it: "collapsed" (the diagnostics show a blow-up, see above),
+    "too slow" (they show none), or "near chance" (a record without diagnostics: no telling)."""
     if record["status"] == "diverged":
         return "diverged"
-    if record["final_test_acc"] < COLLAPSED_BELOW:
-        return "collapsed"
-    return "trained"
+    if record["final_test_acc"] >= NEAR_CHANCE_BELOW:
+        return "trained"
+    d = record.get("diagnostics")
+    if not d or not d["steps"]:
+        return "near chance"
+    first = d["loss"][0]
+    rose = first is None or any(loss is None or loss > ROSE_ABOVE * first for loss in d["loss"])
+    dead = any(layer[-1] is not None and layer[-1] >= DEAD_AT_LEAST for layer in d["dead_fraction"].values())
+    return "collapsed" if rose or dead else "too slow"
+
+
+MARKS = {"diverged": "the loss became NaN or infinite",
+         "collapsed": f"under {NEAR_CHANCE_BELOW:.0%}, the run blew up (a recorded loss above {ROSE_ABOVE:g}x "
+                      f"the first, or {DEAD_AT_LEAST:.0%} of a layer's ReLUs dead at the end): rate too large",
+         "too slow": f"under {NEAR_CHANCE_BELOW:.0%}, no blow-up: rate too small for so few steps",
+         "near chance": f"under {NEAR_CHANCE_BELOW:.0%}, no diagnostics recorded to tell why"}
+LOSS_COLOURS = {"trained": "C0", "diverged": "C3", "collapsed": "C3", "too slow": "C1", "near chance": "0.5"}
+
+
+def legend(records):
+    """What each mark the records get means, the marks they do not get left out."""
+    met = {outcome(r) for r in records}
+    return "; ".join(f"{mark}: {meaning}" for mark, meaning in MARKS.items() if mark in met)
 
 
 def axes_of(records):
@@ -39,7 +68,7 @@ def cell_text(record):
     if kind == "diverged":
         return "diverged"
     accuracy = f"{100 * record['final_test_acc']:.1f}%"
-    return f"collapsed {accuracy}" if kind == "collapsed" else accuracy
+    return accuracy if kind == "trained" else f"{kind} {accuracy}"
 
 
 def what_ran(record):
@@ -65,7 +94,7 @@ def accuracy_heatmap(records):
                     continue
                 if outcome(record) != "diverged":
                     acc[i, j] = 100 * record["final_test_acc"]
-                text = cell_text(record).replace(" ", "\n")
+                text = "\n".join(cell_text(record).rsplit(" ", 1))  # the mark above the number
                 dark = outcome(record) != "diverged" and acc[i, j] < 60  # viridis is dark at the bottom
                 ax.text(j, i, text, ha="center", va="center", fontsize="small",
                         color="white" if dark else "black")
@@ -74,9 +103,8 @@ def accuracy_heatmap(records):
         ax.set_yticks(range(len(batch_sizes)), [str(b) for b in batch_sizes])
         ax.set(xlabel="learning rate", ylabel="batch size", title=optimizer)
     fig.colorbar(image, ax=axes[0, -1], label="final test accuracy (%)")
-    fig.suptitle(f"Final test accuracy: {what_ran(records[0])}\n"
-                 f"diverged: the loss became NaN; collapsed: under {COLLAPSED_BELOW:.0%}, near chance (a rate "
-                 f"too large, or too small to move; sweep_losses.png tells which)", fontsize="medium")
+    fig.suptitle(f"Final test accuracy: {what_ran(records[0])}\n" + legend(records).replace("; ", "\n"),
+                 fontsize="medium")
     return fig
 
 
@@ -96,7 +124,7 @@ def loss_curves(records):
             if record is None:
                 continue
             epochs, losses = loss_series(record)
-            ax.plot(epochs, losses, color="C3" if outcome(record) != "trained" else "C0")
+            ax.plot(epochs, losses, color=LOSS_COLOURS[outcome(record)])
             ax.text(0.97, 0.93, cell_text(record), transform=ax.transAxes, ha="right", va="top",
                     fontsize="small")
     for lr, ax in zip(lrs, axes[0]):
@@ -104,7 +132,8 @@ def loss_curves(records):
     for ax in axes[-1]:
         ax.set_xlabel("epoch")
     axes[0, 0].set_ylim(0, LOSS_CEILING)
-    fig.suptitle(f"Training loss (cut at {LOSS_CEILING:g}; red: diverged or collapsed): {what_ran(records[0])}",
+    fig.suptitle(f"Training loss (cut at {LOSS_CEILING:g}; red: diverged or collapsed, orange: too slow, "
+                 f"grey: near chance): {what_ran(records[0])}",
                  fontsize="medium")
     return fig
 
@@ -127,7 +156,7 @@ def markdown_table(records):
     """The heatmap's numbers: a table per optimizer, batch size down, learning rate across."""
     optimizers, batch_sizes, lrs, cells = axes_of(records)
     lines = [f"# Learning rate and batch size sweep", "", f"{what_ran(records[0])}. Final test accuracy; "
-             f"diverged: the loss became NaN or infinite; collapsed: under {COLLAPSED_BELOW:.0%}.", ""]
+             f"{legend(records)}.", ""]
     for optimizer in optimizers:
         lines += [f"## {optimizer}", "", "| batch size | " + " | ".join(f"lr {lr:g}" for lr in lrs) + " |",
                   "|---|" + "---|" * len(lrs)]

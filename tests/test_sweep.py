@@ -146,28 +146,76 @@ def test_a_first_loss_that_is_not_finite_has_no_suggestion():
 
 # ----------------------------------------------------------------------------- the marks
 
-def made_up_record(optimizer, lr, batch_size, status="completed", acc=0.95):
+STEADY = [2.3, 2.35, 2.2, 2.25, 2.1]       # one batch's noise on a slow fall: 1.02x the first at most
+
+
+def made_up_diagnostics(losses=STEADY, dead=0.0):
+    """What outcome reads: the loss at each recorded step, each hidden layer's dead ReLUs."""
+    steps = list(range(1, 5 * len(losses), 5))
+    return {"steps": steps, "loss": losses, "dead_fraction": {"layer1": [0.0] * len(losses),
+                                                              "layer2": [0.0] * (len(losses) - 1) + [dead]}}
+
+
+def made_up_record(optimizer, lr, batch_size, status="completed", acc=0.95, diagnostics=None):
     return {"framework": "numpy", "status": status, "final_test_acc": None if status == "diverged" else acc,
             "config": {"optimizer": optimizer, "lr": lr, "batch_size": batch_size, "model": "mlp",
                        "hidden": [128, 64], "epochs": 2, "schedule": "cosine", "seed": 0},
-            "data": {"train_samples": 1000}, "diagnostics": None,
+            "data": {"train_samples": 1000}, "diagnostics": diagnostics or made_up_diagnostics(),
             "epochs": [{"epoch": 1, "train_loss": 0.5, "test_acc": acc or 0.0},
                        {"epoch": 2, "train_loss": 0.3, "test_acc": acc or 0.0}]}
 
 
+BLEW_UP = made_up_diagnostics([2.3, 4.7, 2.3, 2.3, 2.3])   # 2.04x the first: above 2x
+ALL_DEAD = made_up_diagnostics(dead=0.9)                    # 90% of layer2's ReLUs dead at the end
 MADE_UP = [made_up_record("sgd", 0.1, 32, acc=0.9512),
            made_up_record("sgd", 10.0, 32, status="diverged"),
-           made_up_record("sgd", 0.1, 128, acc=0.1135),     # one digit for every image: 11.35%
-           made_up_record("sgd", 10.0, 128, acc=0.2),       # at the line: not collapsed
-           made_up_record("adam", 0.1, 32, acc=0.1999)]
+           made_up_record("sgd", 0.1, 128, acc=0.1135, diagnostics=BLEW_UP),  # one digit for every image
+           made_up_record("sgd", 10.0, 128, acc=0.2, diagnostics=BLEW_UP),    # at the line: trained
+           made_up_record("adam", 0.1, 32, acc=0.1999, diagnostics=ALL_DEAD),
+           made_up_record("adam", 0.1, 128, acc=0.127),                        # a slow fall, none dead
+           made_up_record("adam", 0.1, 512, acc=0.181, diagnostics=made_up_diagnostics(dead=0.89)),
+           made_up_record("adam", 10.0, 32, acc=0.1, diagnostics={"steps": []})]  # no diagnostics
 
 
-def test_diverged_and_collapsed_cells_are_marked():
-    assert [report.outcome(r) for r in MADE_UP] == ["trained", "diverged", "collapsed", "trained", "collapsed"]
+def test_diverged_collapsed_and_slow_cells_are_marked_apart():
+    assert [report.outcome(r) for r in MADE_UP] == ["trained", "diverged", "collapsed", "trained", "collapsed",
+                                                    "too slow", "too slow", "near chance"]
     table = report.markdown_table(MADE_UP)
     assert "| 32 | 95.1% | diverged |" in table
     assert "| 128 | collapsed 11.3% | 20.0% |" in table
-    assert "| 32 | collapsed 20.0% |" in table  # adam's panel: 19.99% shown to one decimal
+    assert "| 32 | collapsed 20.0% | near chance 10.0% |" in table  # adam's panel: 19.99% to one decimal
+    assert "| 128 | too slow 12.7% |" in table and "| 512 | too slow 18.1% |" in table
+    for mark in ("diverged: ", "collapsed: ", "too slow: ", "near chance: "):
+        assert table.count(mark) == 1                                  # the legend says each once
+
+
+def test_the_reference_sweep_and_collapse_run_get_the_marks_their_losses_show():
+    """The committed records: SGD's too small rates are too slow, every lr 1 and 10 cell under 20%
+    is collapsed, and so is the 10-epoch collapse run, whose recorded loss never rose above its
+    first (it blew up between recorded steps) but whose ReLUs died."""
+    cells = REPO / "results/reference/sweep"
+    marks = {path.name[:-len("_metrics.json")]: report.outcome(json.loads(path.read_text()))
+             for path in cells.glob("*_bs*_metrics.json")}
+    assert {name for name, mark in marks.items() if mark == "too slow"} == {
+        "sgd_lr0.0001_bs32", "sgd_lr0.0001_bs128", "sgd_lr0.0001_bs512", "sgd_lr0.001_bs128",
+        "sgd_lr0.001_bs512", "sgd_lr0.01_bs512"}
+    assert {name for name, mark in marks.items() if mark == "collapsed"} == {
+        f"{optimizer}_lr{lr}_bs{batch}" for optimizer, lr, batch in
+        [("sgd", 10, 128), ("sgd", 10, 512)] + [("adam", lr, b) for lr in (1, 10) for b in (32, 128, 512)]}
+    collapse = json.loads((REPO / "results/reference/learning/collapse_metrics.json").read_text())
+    assert report.outcome(collapse) == "collapsed"
+    assert max(collapse["diagnostics"]["loss"]) == collapse["diagnostics"]["loss"][0]
+
+
+def test_redraw_draws_the_committed_records_again(tmp_path):
+    """--redraw DIR: the table from a copy of the reference sweep's records equals the committed one."""
+    for path in (REPO / "results/reference/sweep").glob("*_metrics.json"):
+        (tmp_path / path.name).write_bytes(path.read_bytes())
+    sweep.redraw(tmp_path)
+    assert (tmp_path / "sweep.md").read_text() == (REPO / "results/reference/sweep/sweep.md").read_text()
+    assert (tmp_path / "sweep.png").stat().st_size > 0
+    with pytest.raises(sweep.SweepError, match="no finished cell records"):
+        sweep.redraw(tmp_path / "sweep.png")
 
 
 def test_the_heatmap_marks_and_numbers_every_cell():
@@ -261,3 +309,84 @@ def test_trainer_flags_pass_through_except_those_the_sweep_sets(capsys):
             sweep.parse(argv)
         assert stopped.value.code == 2
         assert f"argument {flag}: the sweep sets it for every run" in capsys.readouterr().err
+
+
+def cell_record_in(out_dir, argv, edit=lambda config: None):
+    """A finished cell of `sweep.py --out-dir out_dir *argv` (lr 0.1, batch 128, SGD), its record
+    a committed sweep cell's with the config this sweep's trainer would record, then edited."""
+    args, passed = sweep.parse(["--out-dir", str(out_dir), *argv])
+    cell = sweep.Cell(args, "sgd", 0.1, 128, passed)
+    record = json.loads((REPO / "results/reference/sweep/sgd_lr0.1_bs128_metrics.json").read_text())
+    record["config"] = json.loads(json.dumps(cell.config, default=str))  # as the trainer writes it: JSON
+    edit(record["config"])
+    out_dir.mkdir(exist_ok=True)
+    cell.metrics.write_text(json.dumps(record))
+    return args, cell
+
+
+def test_every_recorded_setting_decides_whether_a_cell_is_the_same(tmp_path):
+    """A cell trained without --exercise is not the cell of a sweep with it, nor the reverse; a
+    setting the trainers do not have yet (a record from a newer trainer) counts too; where the
+    files are does not (the folder moved: the same run)."""
+    flags = ["--limit", "200", "--epochs", "1"]
+    args, plain = cell_record_in(tmp_path / "plain", flags)
+    assert plain.state("numpy") == "completed"
+    exercise = sweep.Cell(args, "sgd", 0.1, 128, ["--exercise", "mlp_backward"])
+    with pytest.raises(sweep.SweepError, match=r"other settings \(exercise None, this sweep's mlp_backward\)"):
+        exercise.state("numpy")
+
+    _, with_it = cell_record_in(tmp_path / "exercise", [*flags, "--exercise", "mlp_backward"])
+    assert with_it.state("numpy") == "completed"
+    args, _ = sweep.parse(["--out-dir", str(tmp_path / "exercise"), *flags])
+    with pytest.raises(sweep.SweepError, match=r"other settings \(exercise mlp_backward, this sweep's None\)"):
+        sweep.Cell(args, "sgd", 0.1, 128, []).state("numpy")
+
+    _, newer = cell_record_in(tmp_path / "newer", flags, lambda config: config.update(momentum=0.5))
+    with pytest.raises(sweep.SweepError, match=r"other settings \(momentum 0.5, this sweep's None\)"):
+        newer.state("numpy")
+
+    moved = lambda config: config.update(metrics="elsewhere/m.json", weights="elsewhere/w.npz", data_dir="/d")
+    _, elsewhere = cell_record_in(tmp_path / "moved", flags, moved)
+    assert elsewhere.state("numpy") == "completed"
+
+
+def test_help_shows_each_default_once():
+    """Each flag's help names its default at most once, and never as None: a flag whose default
+    depends on something (the cores, the range test) writes its own."""
+    parser = sweep.build_sweep_parser()
+    formatter = parser.formatter_class(prog="sweep.py")
+    for action in parser._actions:
+        text = formatter._get_help_string(action) % {"default": action.default}
+        assert text.count("(default:") <= 1 and "None" not in text, text
+    help_text = " ".join(parser.format_help().split())
+    for shown in ("(default: 0.0001 0.001 0.01 0.1 1 10)", "(default: the cores)", "(default: sgd adam)"):
+        assert help_text.count(shown) == 1
+    args, _ = sweep.parse([])
+    assert (args.lr, args.optimizer, args.jobs) == (sweep.DEFAULT_LRS, ["sgd", "adam"], os.cpu_count())
+    assert args.out_dir == sweep.RESULTS_DIR / "sweep"
+
+
+@pytest.mark.parametrize("where", ["/proc/x", "a file", "below a file"])
+@pytest.mark.parametrize("mode", [["--lr", "0.1"], ["--lr-range", "1e-3", "1"]])
+def test_a_folder_that_cannot_be_written_is_one_line(where, mode, tmp_path):
+    """An --out-dir that cannot be created or written in: one line and exit 1 before any run
+    starts, and nothing of the user's touched."""
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("mine")
+    out = {"/proc/x": Path("/proc/x"), "a file": a_file, "below a file": a_file / "sweep"}[where]
+    done = subprocess.run(sweep_command(out, *mode), cwd=REPO, env=ENV, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: cannot write in the folder {out} ("), done.stderr
+    assert lines[0].endswith("give another --out-dir")
+    assert a_file.read_text() == "mine" and sorted(tmp_path.iterdir()) == [a_file]
+
+
+def test_a_relative_folder_is_the_one_below_the_cwd(tmp_path):
+    """--out-dir rel from another folder: the cells' files land in ./rel, where the sweep looks
+    for them, though the trainers run in the repo."""
+    done = subprocess.run(sweep_command(Path("rel"), "--lr", "0.1", "--epochs", "1", "--limit", "128"),
+                          cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert status(tmp_path / "rel" / "sgd_lr0.1_bs64_metrics.json") == "completed"
+    assert not (REPO / "rel").exists()
