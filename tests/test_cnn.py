@@ -7,6 +7,7 @@ each array's scale; 1e-10 leaves room for that and still catches any real mistak
 flatten order or a misrouted gradient is an error of order 1). float32 bounds are stated
 where they are used.
 """
+import copy
 import time
 
 import numpy as np
@@ -166,6 +167,33 @@ def centred_differences(f, param, idx, eps):
         flat[i] = old
         partials.append((f_plus - f_minus) / (2 * eps))
     return np.array(partials)
+
+
+def test_pytorch_cnn_runs_channels_last_and_equals_the_plain_layout_in_float64(mnist):
+    """The PyTorch CNN's activations are laid out channels last (B,H,W,C in memory: PyTorch's
+    CPU max-pool is ~8x slower per image on B,C,H,W, measured for issue 18, which made
+    evaluation, a forward pass alone, cost nearly what training did), and that layout changes
+    no number beyond rounding: logits and every gradient equal those of the same weights laid
+    out B,C,H,W (contiguous), in float64, to 1e-13 of their scale (the same sums of a few
+    hundred products each, added in another order: ~1e-16 each)."""
+    _, model = random_twins(np.float64)
+    plain = copy.deepcopy(model).to(memory_format=torch.contiguous_format)
+    x, y = torch.from_numpy(mnist[0][:64].astype(np.float64)), torch.from_numpy(mnist[1][:64])
+    outputs = []
+    hooks = [m.register_forward_hook(lambda m, i, out: outputs.append(out))
+             for m in (model.conv1, model.conv2, model.relu, model.pool)]
+    F.cross_entropy(model(x), y).backward()
+    for hook in hooks:
+        hook.remove()
+    assert len(outputs) == 6                  # conv, relu, pool, twice
+    for out in outputs:
+        assert out.dim() == 4 and out.is_contiguous(memory_format=torch.channels_last), out.stride()
+    F.cross_entropy(plain(x), y).backward()
+    diff = (model(x) - plain(x)).abs().max().item()
+    print(f"logits: max |channels last - plain| = {diff:.1e}")
+    assert diff <= 1e-13 * plain(x).abs().max().item()
+    for (name, p), q in zip(model.named_parameters(), plain.parameters()):
+        assert (p.grad - q.grad).abs().max().item() <= 1e-13 * q.grad.abs().max().item(), name
 
 
 @pytest.mark.parametrize("cores", [1, 2], ids=["one-core", "two-cores"])
