@@ -55,7 +55,7 @@ from report.curves import plot_comparison  # noqa: E402
 from report.inside import inside_figures  # noqa: E402
 from report.learning import learning_figure, overlay_figure, overlay_groups  # noqa: E402
 from report.run import (FRAMEWORK_NAMES, MODEL_NAMES, RunResult, divergence, name_runs,  # noqa: E402
-                        picture_name, with_results)
+                        picture_name, plural, with_results)
 from report.table import markdown  # noqa: E402
 
 DPI = 110
@@ -323,12 +323,12 @@ def check_accuracy(run, evaluation, y_test):
     correct = evaluation.correct
     right = f"{correct:,} of {n_test:,} test images right"
     if n_recorded != n_test or not correct - could_lose <= recorded <= correct + could_gain:
-        tipped = (f" (float rounding could turn only {could_lose} of them wrong and {could_gain} "
-                  f"others right)" if could_lose or could_gain else "")
+        tipped = (f" (float rounding could turn only {could_lose} of them wrong and "
+                  f"{plural(could_gain, 'other')} right)" if could_lose or could_gain else "")
         raise CompareError(f"{run.weights} gets {right} here but {run.path} records {recorded:,} "
                            f"of {n_recorded:,}{tipped}: the weights and the record disagree, so no "
                            f"picture is made from them; run the trainer again, or use --no-inside")
-    within = f" (within {abs(correct - recorded)} rounding ties)" if correct != recorded else ""
+    within = f" (within {plural(abs(correct - recorded), 'rounding tie')})" if correct != recorded else ""
     return f"checked {run.weights}: its SHA-256 and its {right} are what {run.path} records{within}"
 
 

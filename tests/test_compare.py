@@ -430,6 +430,44 @@ def test_a_noisy_run_gets_no_speed_verdict(tmp_path):
     assert "note: PyTorch's" not in text and "equally fast" not in text
 
 
+@pytest.mark.parametrize("epochs, had", [
+    (1, "NumPy (sgd_lr0.1_bs128) has 1 epoch; NumPy (sgd_lr0.01_bs128) has 1 epoch"),
+    (2, "NumPy (sgd_lr0.1_bs128) has 2 epochs; NumPy (sgd_lr0.01_bs128) has 2 epochs"),
+])
+def test_too_few_epochs_get_no_speed_verdict(tmp_path, epochs, had):
+    """The newcomer's case: two 1-epoch sweep cells, the same model timed at 0.09 s and
+    0.12 s, were called "1.4x faster". With fewer than MIN_STEADY_EPOCHS (2) epochs after
+    epoch 1 there is no verdict, the sentence says why and names the benchmark; a one-epoch
+    run's median cell says it is epoch 1 (the header says epochs 2+)."""
+    paths = [write(tmp_path, f"sgd_lr{lr}_bs128.json",
+                   make_record(test_acc=(0.9,) * epochs, epoch_seconds=(seconds,) * epochs,
+                               config={"lr": lr, "optimizer": "sgd"}))
+             for lr, seconds in ((0.1, 0.09), (0.01, 0.12))]
+    text = table.markdown(compare.load_runs(paths))
+    verdict = text.split("\n\n")[4].strip()
+    assert verdict == (
+        f"No speed verdict: {had}, and a verdict needs at least 2 epochs after epoch 1 from each "
+        f"run (epoch 1 carries one-off start-up costs, and one epoch cannot show whether the "
+        f"machine was busy). `python perf/benchmark.py` measures the speed properly (the two take "
+        f"turns, medians of repeats)."), verdict
+    assert "faster" not in text and "equally fast" not in text, text
+    one_epoch_cell = "| 0.090 (epoch 1) | 666,667 |"  # 60,000 samples / 0.09 s
+    assert (one_epoch_cell in text) == (epochs == 1), text
+
+
+def test_counts_agree_with_their_nouns(tmp_path):
+    """"1 epochs", "1 threads", "1 cores" never appear in compare's output."""
+    paths = [write(tmp_path, f"{name}.json", make_record(
+        test_acc=(0.9,), epoch_seconds=(1.0,), config={"epochs": 1, "lr": lr},
+        hardware={"cores": 1, "blas_threads": 1})) for name, lr in (("a", 0.1), ("b", 0.2))]
+    text = table.markdown(compare.load_runs(paths))
+    assert "batch 128, 1 epoch, float32" in text and "Test CPU (1 core)" in text, text
+    assert "openblas (1 thread)" in text and "has 1 epoch;" in text, text
+    for wrong in ("1 epochs", "1 threads", "1 cores"):
+        assert wrong not in text, text
+    assert "batch 128, 3 epochs," in table.describe_config(run_result(make_record()))
+
+
 def test_speed_ratio_names_both_devices_when_they_differ(tmp_path):
     runs = twin_files(tmp_path, 30.0, 3.0, hardware={"device": "cuda", "gpu": "Test GPU"})
     text = table.markdown(compare.load_runs(runs))
@@ -789,7 +827,7 @@ def test_rounding_ties_are_the_only_slack():
         line = compare.check_accuracy(run, compare.Evaluation(logits, correct, FAN_INS, {}), y)
         assert line.startswith(f"checked w.npz: its SHA-256 and its {correct} of 5 test images right")
     for correct in (1, 6):
-        with pytest.raises(compare.CompareError, match="could turn only 2 of them wrong and 1 others"):
+        with pytest.raises(compare.CompareError, match="could turn only 2 of them wrong and 1 other right"):
             compare.check_accuracy(run, compare.Evaluation(logits, correct, FAN_INS, {}), y)
     with pytest.raises(compare.CompareError, match="gets 5 of 5 test images right here but"):
         compare.check_accuracy(run, compare.Evaluation(logits.astype(np.float64), 5, FAN_INS, {}), y)
