@@ -291,7 +291,7 @@ def test_no_run_overwrites_the_default_runs_pictures(tmp_path, capsys):
         defaults.append(write(out, f"{framework}_metrics.json", record))
     run_main("--runs", *defaults, "--out-dir", out, "--no-inside")
     first = {p.name: p.read_bytes() for p in out.glob("learning_*.png")}
-    assert sorted(first) == ["learning_numpy.png", "learning_pytorch.png"]
+    assert sorted(first) == ["learning_numpy.png", "learning_numpy_vs_pytorch.png", "learning_pytorch.png"]
 
     (tmp_path / "kept").mkdir()
     others = []
@@ -304,8 +304,38 @@ def test_no_run_overwrites_the_default_runs_pictures(tmp_path, capsys):
     assert f"wrote {out / 'learning_numpy_kept.png'}" in printed, printed
     assert f"wrote {out / 'learning_some_run.png'}" in printed, printed
     assert sorted(p.name for p in out.glob("learning_*.png")) == [
-        "learning_numpy.png", "learning_numpy_kept.png", "learning_pytorch.png", "learning_some_run.png"]
+        "learning_numpy.png", "learning_numpy_kept.png", "learning_numpy_kept_vs_some_run.png",
+        "learning_numpy_vs_pytorch.png", "learning_pytorch.png", "learning_some_run.png"]
     assert {name: (out / name).read_bytes() for name in first} == first   # untouched
+
+
+def test_no_runs_overwrite_the_default_pairs_comparison(tmp_path, monkeypatch, capsys):
+    """compare.py --runs in the default results/ folder wrote its table and curves over the
+    default pair's comparison.md and comparison.png. Other runs' carry their keys there
+    (comparison_<key>_vs_<key>); a folder given with --out-dir keeps the plain name (the
+    committed reference folders' files, which the docs cite)."""
+    results = tmp_path / "results"
+    results.mkdir()
+    monkeypatch.setattr(compare, "RESULTS_DIR", results)   # the defaults of --runs and --out-dir
+    for framework in ("numpy", "pytorch"):
+        write(results, f"{framework}_metrics.json", make_record(framework))
+    run_main("--no-inside")
+    default = {name: (results / name).read_bytes() for name in ("comparison.md", "comparison.png")}
+    assert default["comparison.md"].startswith(b"# NumPy vs PyTorch\n"), default["comparison.md"]
+
+    others = [write(tmp_path, f"{name}.json", make_record("numpy", config={"activation": name}))
+              for name in ("relu", "sigmoid")]
+    run_main("--runs", *others, "--no-inside")
+    printed = capsys.readouterr().out
+    for name in ("comparison_relu_vs_sigmoid.md", "comparison_relu_vs_sigmoid.png"):
+        assert f"wrote {results / name}" in printed, printed
+    assert {name: (results / name).read_bytes() for name in default} == default   # untouched
+    assert (results / "comparison_relu_vs_sigmoid.md").read_text().startswith("# activation: relu → sigmoid")
+
+    run_main("--runs", *others, "--no-inside", "--out-dir", tmp_path / "kept")  # its own folder
+    assert sorted(p.name for p in (tmp_path / "kept").iterdir()) == ["comparison.md", "comparison.png"]
+    many = [run_result(make_record(), f"NumPy {i}", f"a_rather_long_run_name_{i}") for i in range(10)]
+    assert compare.overlay_name(many, "comparison", ".md") == "comparison_a_rather_long_run_name_0_and_9_more.md"
 
 
 def test_run_keys_are_stems_made_unique():
