@@ -11,6 +11,8 @@ accuracy the record claims. Into --out-dir (default results/):
 
     comparison.png        loss, accuracy, seconds and samples/s per epoch, every run
     comparison.md         the table (also printed), the speed ratio, warnings about unfair comparisons
+                          (comparison_<run>_vs_<run>.md and .png for other runs than the default
+                          pair in the default results/, where comparison.* is that pair's)
     confusion_<run>.png   true class against predicted class over the test set, counts in the cells
     mistakes_<run>.png    the test images the network got wrong with the highest confidence
     weights_<run>.png     a NumPy MLP's first-layer weights drawn as 28x28 images
@@ -55,7 +57,7 @@ from report.curves import plot_comparison  # noqa: E402
 from report.inside import inside_figures  # noqa: E402
 from report.learning import learning_figure, overlay_figure, overlay_groups  # noqa: E402
 from report.run import (FRAMEWORK_NAMES, MODEL_NAMES, RunResult, divergence, name_runs,  # noqa: E402
-                        picture_name, with_results)
+                        picture_name, plural, with_results)
 from report.table import markdown  # noqa: E402
 
 DPI = 110
@@ -323,12 +325,12 @@ def check_accuracy(run, evaluation, y_test):
     correct = evaluation.correct
     right = f"{correct:,} of {n_test:,} test images right"
     if n_recorded != n_test or not correct - could_lose <= recorded <= correct + could_gain:
-        tipped = (f" (float rounding could turn only {could_lose} of them wrong and {could_gain} "
-                  f"others right)" if could_lose or could_gain else "")
+        tipped = (f" (float rounding could turn only {could_lose} of them wrong and "
+                  f"{plural(could_gain, 'other')} right)" if could_lose or could_gain else "")
         raise CompareError(f"{run.weights} gets {right} here but {run.path} records {recorded:,} "
                            f"of {n_recorded:,}{tipped}: the weights and the record disagree, so no "
                            f"picture is made from them; run the trainer again, or use --no-inside")
-    within = f" (within {abs(correct - recorded)} rounding ties)" if correct != recorded else ""
+    within = f" (within {plural(abs(correct - recorded), 'rounding tie')})" if correct != recorded else ""
     return f"checked {run.weights}: its SHA-256 and its {right} are what {run.path} records{within}"
 
 
@@ -358,11 +360,30 @@ def save_figure(fig, path):
         plt.close(fig)  # pyplot keeps every open figure alive until closed
 
 
-def overlay_name(runs, longest=120):
-    """The overlay's file: learning_<key>_vs_<key>.png; with so many runs that the name would pass
-    longest characters (a file name may have at most 255), learning_<first key>_and_<n>_more.png."""
-    name = picture_name("learning", *runs)
-    return name if len(name) <= longest else picture_name("learning", runs[0], suffix=f"_and_{len(runs) - 1}_more.png")
+def overlay_name(runs, kind="learning", suffix=".png", longest=120):
+    """The file of a picture (or table) of several runs: learning_<key>_vs_<key>.png; with so
+    many runs that the name before its suffix would pass longest characters (a file name may
+    have at most 255), learning_<first key>_and_<n>_more.png. comparison_*.md and .png share
+    one stem: the length is judged without the suffix."""
+    name = picture_name(kind, *runs, suffix="")
+    if len(name) > longest:
+        name = picture_name(kind, runs[0], suffix=f"_and_{len(runs) - 1}_more")
+    return name + suffix
+
+
+def default_runs():
+    """The runs compare.py reads without --runs: the two trainers' default metrics files."""
+    return [RESULTS_DIR / "numpy_metrics.json", RESULTS_DIR / "pytorch_metrics.json"]
+
+
+def comparison_name(runs, out_dir, suffix):
+    """comparison.md / .png; in the default results/ folder, where those are the default
+    pair's, any other runs' carry their keys: comparison_<key>_vs_<key>.md. A folder given
+    with --out-dir (each of results/reference/'s) keeps the plain name its docs cite."""
+    default_pair = [run.path.resolve() for run in runs] == [path.resolve() for path in default_runs()]
+    if default_pair or out_dir.resolve() != RESULTS_DIR.resolve():
+        return f"comparison{suffix}"
+    return overlay_name(runs, "comparison", suffix)
 
 
 def prepare_out_dir(out_dir):
@@ -384,7 +405,7 @@ def build_parser():
         description="Compare training runs from their metrics files: curves, a table with the speed "
                     "ratio, and pictures of the trained networks.")
     p.add_argument("--runs", type=Path, nargs="+", metavar="PATH",
-                   default=[RESULTS_DIR / "numpy_metrics.json", RESULTS_DIR / "pytorch_metrics.json"],
+                   default=default_runs(),
                    help="metrics files written by numpy_nn/train.py or pytorch_nn/train.py; the speed "
                         "ratio compares the first two (default: the repo's results/numpy_metrics.json "
                         "results/pytorch_metrics.json)")
@@ -419,8 +440,9 @@ def compare(args):
     prepare_out_dir(args.out_dir)
     text = markdown(runs)
     print(text)
-    written = [write_output(args.out_dir / "comparison.md", lambda f: f.write(text.encode())),
-               save_figure(plot_comparison(runs), args.out_dir / "comparison.png")]
+    written = [write_output(args.out_dir / comparison_name(runs, args.out_dir, ".md"),
+                            lambda f: f.write(text.encode())),
+               save_figure(plot_comparison(runs), args.out_dir / comparison_name(runs, args.out_dir, ".png"))]
     for note in notes:
         print(note)
     for run in results:

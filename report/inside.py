@@ -14,7 +14,7 @@ from matplotlib.colors import PowerNorm
 from numpy_nn.cnn import IMAGE_SHAPE
 from numpy_nn.layers import conv2d_forward, maxpool2d_forward
 from numpy_nn.utils import relu, softmax
-from report.run import picture_name
+from report.run import picture_name, plural
 
 CLASS_NAMES = {
     "mnist": [str(digit) for digit in range(10)],
@@ -79,7 +79,7 @@ def plot_mistakes(images, y_true, probs, picks, run, class_names):
         ax.set_title(f"pred {class_names[predicted]} ({probs[i, predicted]:.0%})\n"
                      f"true {class_names[y_true[i]]}", fontsize=9)
     n_wrong = int((probs.argmax(axis=1) != y_true).sum())
-    fig.suptitle(f"{run.label}: the {len(picks)} most confident of its {n_wrong:,} mistakes "
+    fig.suptitle(f"{run.label}: the {len(picks)} most confident of its {plural(n_wrong, 'mistake')} "
                  f"on the {run.record['config']['dataset']} test set")
     return fig
 

@@ -112,6 +112,11 @@ def picture_name(kind, *runs, suffix=".png"):
     return f"{kind}_{'_vs_'.join(run.key for run in runs)}{suffix}"
 
 
+def plural(n, word):
+    """"1 epoch", "3 epochs", "1,135 mistakes": a count and its noun, agreeing."""
+    return f"{n:,} {word}" if n == 1 else f"{n:,} {word}s"
+
+
 def with_results(runs):
     """The runs that have something to show: all but the diverged ones."""
     return [run for run in runs if not run.diverged]

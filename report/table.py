@@ -1,7 +1,7 @@
 """The markdown report: what an experiment changed, what ran, the table, the speed ratio, warnings."""
 import numpy as np
 
-from report.run import MODEL_NAMES, divergence, model_layers, model_name, with_results
+from report.run import MODEL_NAMES, divergence, model_layers, model_name, plural, with_results
 
 
 # A run's epochs do the same work, so their times differ only by what else the machine did.
@@ -10,6 +10,12 @@ from report.run import MODEL_NAMES, divergence, model_layers, model_name, with_r
 # the same reason) other work slowed the run by more than most speed ratios between our
 # implementations, so no verdict is drawn from it.
 NOISY_SPREAD = 1.3
+# A verdict needs at least this many epochs after epoch 1 from each run: epoch 1 carries
+# one-off start-up costs, and the spread that shows whether the machine was quiet
+# (NOISY_SPREAD) needs two epochs to compare; one is 1.00x by construction, however busy
+# the machine was. (A sweep's 1-epoch cells, 0.09 s against 0.12 s for the same model,
+# were once called "1.4x faster".)
+MIN_STEADY_EPOCHS = 2
 
 
 def steady_epochs(run):
@@ -59,6 +65,22 @@ def _epochs_shown(run):
     return "epoch 1" if n == 1 else f"epoch {n}" if n == 2 else f"epochs 2-{n}"
 
 
+BENCHMARK = ("`python perf/benchmark.py` measures the speed properly (the two take turns, "
+             "medians of repeats).")
+
+
+def too_few_epochs(a, b):
+    """The sentence that declines a verdict when either run has fewer than MIN_STEADY_EPOCHS
+    epochs after epoch 1; None when both have enough."""
+    short = [run for run in (a, b) if len(run.record["epochs"]) - 1 < MIN_STEADY_EPOCHS]
+    if not short:
+        return None
+    had = "; ".join(f"{run.label} has {plural(len(run.record['epochs']), 'epoch')}" for run in short)
+    return (f"No speed verdict: {had}, and a verdict needs at least {MIN_STEADY_EPOCHS} epochs "
+            f"after epoch 1 from each run (epoch 1 carries one-off start-up costs, and one epoch "
+            f"cannot show whether the machine was busy). {BENCHMARK}")
+
+
 def too_noisy(a, b):
     """The sentence that declines a verdict when either run's steady epochs spread more than
     NOISY_SPREAD; None when both are steady enough."""
@@ -69,15 +91,15 @@ def too_noisy(a, b):
                         f"to {steady_epochs(run).max():.3f} s ({summarize(run)['epoch_spread']:.2f}x)"
                         for run in noisy)
     return (f"The machine was too noisy to judge which trains faster: {spreads} for the same work, "
-            f"more than the {NOISY_SPREAD}x a quiet machine shows. `python perf/benchmark.py` "
-            f"measures the speed properly (the two take turns, medians of repeats).")
+            f"more than the {NOISY_SPREAD}x a quiet machine shows. {BENCHMARK}")
 
 
 def speed_sentence(a, b):
     """Which of two runs trains faster and by how much, from the statistic the table shows:
     the median training samples per second of each run's steady epochs (steady_epochs). No
-    verdict when the machine was too noisy for one (too_noisy)."""
-    declined = too_noisy(a, b)
+    verdict when a run has too few epochs (too_few_epochs) or the machine was too noisy
+    (too_noisy)."""
+    declined = too_few_epochs(a, b) or too_noisy(a, b)
     if declined:
         return declined
     r_a, r_b = (summarize(run)["median_samples_per_second"] for run in (a, b))
@@ -261,7 +283,7 @@ def describe_config(run):
     config, data = run.record["config"], run.record["data"]
     text = (f"{run.label}: {model_name(run.record)}, {data['dataset']} ({data['train_samples']:,} "
             f"train), {config['optimizer']} lr {config['lr']:g} {config['schedule']}, batch "
-            f"{config['batch_size']}, {config['epochs']} epochs, {config['dtype']}")
+            f"{config['batch_size']}, {plural(config['epochs'], 'epoch')}, {config['dtype']}")
     if config["activation"] != "relu":
         text += f", {config['activation']}"
     if config["weight_init"] not in ("he", None):
@@ -277,8 +299,8 @@ def table_row(run):
     """A run's row of the markdown table."""
     s, hardware = summarize(run), run.record["hardware"]
     finished, planned = len(run.record["epochs"]), run.record["config"]["epochs"]
-    threads = f" ({hardware['blas_threads']} threads)" if hardware["blas_threads"] else ""
-    cores = f" ({hardware['cores']} cores)" if hardware["cores"] else ""
+    threads = f" ({plural(hardware['blas_threads'], 'thread')})" if hardware["blas_threads"] else ""
+    cores = f" ({plural(hardware['cores'], 'core')})" if hardware["cores"] else ""
     cells = [
         run.label,
         model_name(run.record),
@@ -286,7 +308,8 @@ def table_row(run):
         f"{s['final_test_acc']:.2%}",
         f"{s['best_test_acc']:.2%} (epoch {s['best_epoch']})",
         f"{s['total_seconds']:.2f}",
-        f"{s['median_epoch_seconds']:.3f}",
+        # the header says epochs 2+; a one-epoch run has only epoch 1, and the cell says so
+        f"{s['median_epoch_seconds']:.3f}" + (" (epoch 1)" if finished == 1 else ""),
         f"{s['median_samples_per_second']:,.0f}",
         f"{s['epoch_spread']:.2f}x",
         f"{hardware['cpu']}{cores}",

@@ -291,7 +291,7 @@ def test_no_run_overwrites_the_default_runs_pictures(tmp_path, capsys):
         defaults.append(write(out, f"{framework}_metrics.json", record))
     run_main("--runs", *defaults, "--out-dir", out, "--no-inside")
     first = {p.name: p.read_bytes() for p in out.glob("learning_*.png")}
-    assert sorted(first) == ["learning_numpy.png", "learning_pytorch.png"]
+    assert sorted(first) == ["learning_numpy.png", "learning_numpy_vs_pytorch.png", "learning_pytorch.png"]
 
     (tmp_path / "kept").mkdir()
     others = []
@@ -304,8 +304,38 @@ def test_no_run_overwrites_the_default_runs_pictures(tmp_path, capsys):
     assert f"wrote {out / 'learning_numpy_kept.png'}" in printed, printed
     assert f"wrote {out / 'learning_some_run.png'}" in printed, printed
     assert sorted(p.name for p in out.glob("learning_*.png")) == [
-        "learning_numpy.png", "learning_numpy_kept.png", "learning_pytorch.png", "learning_some_run.png"]
+        "learning_numpy.png", "learning_numpy_kept.png", "learning_numpy_kept_vs_some_run.png",
+        "learning_numpy_vs_pytorch.png", "learning_pytorch.png", "learning_some_run.png"]
     assert {name: (out / name).read_bytes() for name in first} == first   # untouched
+
+
+def test_no_runs_overwrite_the_default_pairs_comparison(tmp_path, monkeypatch, capsys):
+    """compare.py --runs in the default results/ folder wrote its table and curves over the
+    default pair's comparison.md and comparison.png. Other runs' carry their keys there
+    (comparison_<key>_vs_<key>); a folder given with --out-dir keeps the plain name (the
+    committed reference folders' files, which the docs cite)."""
+    results = tmp_path / "results"
+    results.mkdir()
+    monkeypatch.setattr(compare, "RESULTS_DIR", results)   # the defaults of --runs and --out-dir
+    for framework in ("numpy", "pytorch"):
+        write(results, f"{framework}_metrics.json", make_record(framework))
+    run_main("--no-inside")
+    default = {name: (results / name).read_bytes() for name in ("comparison.md", "comparison.png")}
+    assert default["comparison.md"].startswith(b"# NumPy vs PyTorch\n"), default["comparison.md"]
+
+    others = [write(tmp_path, f"{name}.json", make_record("numpy", config={"activation": name}))
+              for name in ("relu", "sigmoid")]
+    run_main("--runs", *others, "--no-inside")
+    printed = capsys.readouterr().out
+    for name in ("comparison_relu_vs_sigmoid.md", "comparison_relu_vs_sigmoid.png"):
+        assert f"wrote {results / name}" in printed, printed
+    assert {name: (results / name).read_bytes() for name in default} == default   # untouched
+    assert (results / "comparison_relu_vs_sigmoid.md").read_text().startswith("# activation: relu → sigmoid")
+
+    run_main("--runs", *others, "--no-inside", "--out-dir", tmp_path / "kept")  # its own folder
+    assert sorted(p.name for p in (tmp_path / "kept").iterdir()) == ["comparison.md", "comparison.png"]
+    many = [run_result(make_record(), f"NumPy {i}", f"a_rather_long_run_name_{i}") for i in range(10)]
+    assert compare.overlay_name(many, "comparison", ".md") == "comparison_a_rather_long_run_name_0_and_9_more.md"
 
 
 def test_run_keys_are_stems_made_unique():
@@ -428,6 +458,44 @@ def test_a_noisy_run_gets_no_speed_verdict(tmp_path):
         "repeats)."), verdict
     assert "note: NumPy's epochs 2-4 took from 0.706 s to 5.987 s for the same work" in text, text
     assert "note: PyTorch's" not in text and "equally fast" not in text
+
+
+@pytest.mark.parametrize("epochs, had", [
+    (1, "NumPy (sgd_lr0.1_bs128) has 1 epoch; NumPy (sgd_lr0.01_bs128) has 1 epoch"),
+    (2, "NumPy (sgd_lr0.1_bs128) has 2 epochs; NumPy (sgd_lr0.01_bs128) has 2 epochs"),
+])
+def test_too_few_epochs_get_no_speed_verdict(tmp_path, epochs, had):
+    """The newcomer's case: two 1-epoch sweep cells, the same model timed at 0.09 s and
+    0.12 s, were called "1.4x faster". With fewer than MIN_STEADY_EPOCHS (2) epochs after
+    epoch 1 there is no verdict, the sentence says why and names the benchmark; a one-epoch
+    run's median cell says it is epoch 1 (the header says epochs 2+)."""
+    paths = [write(tmp_path, f"sgd_lr{lr}_bs128.json",
+                   make_record(test_acc=(0.9,) * epochs, epoch_seconds=(seconds,) * epochs,
+                               config={"lr": lr, "optimizer": "sgd"}))
+             for lr, seconds in ((0.1, 0.09), (0.01, 0.12))]
+    text = table.markdown(compare.load_runs(paths))
+    verdict = text.split("\n\n")[4].strip()
+    assert verdict == (
+        f"No speed verdict: {had}, and a verdict needs at least 2 epochs after epoch 1 from each "
+        f"run (epoch 1 carries one-off start-up costs, and one epoch cannot show whether the "
+        f"machine was busy). `python perf/benchmark.py` measures the speed properly (the two take "
+        f"turns, medians of repeats)."), verdict
+    assert "faster" not in text and "equally fast" not in text, text
+    one_epoch_cell = "| 0.090 (epoch 1) | 666,667 |"  # 60,000 samples / 0.09 s
+    assert (one_epoch_cell in text) == (epochs == 1), text
+
+
+def test_counts_agree_with_their_nouns(tmp_path):
+    """"1 epochs", "1 threads", "1 cores" never appear in compare's output."""
+    paths = [write(tmp_path, f"{name}.json", make_record(
+        test_acc=(0.9,), epoch_seconds=(1.0,), config={"epochs": 1, "lr": lr},
+        hardware={"cores": 1, "blas_threads": 1})) for name, lr in (("a", 0.1), ("b", 0.2))]
+    text = table.markdown(compare.load_runs(paths))
+    assert "batch 128, 1 epoch, float32" in text and "Test CPU (1 core)" in text, text
+    assert "openblas (1 thread)" in text and "has 1 epoch;" in text, text
+    for wrong in ("1 epochs", "1 threads", "1 cores"):
+        assert wrong not in text, text
+    assert "batch 128, 3 epochs," in table.describe_config(run_result(make_record()))
 
 
 def test_speed_ratio_names_both_devices_when_they_differ(tmp_path):
@@ -789,7 +857,7 @@ def test_rounding_ties_are_the_only_slack():
         line = compare.check_accuracy(run, compare.Evaluation(logits, correct, FAN_INS, {}), y)
         assert line.startswith(f"checked w.npz: its SHA-256 and its {correct} of 5 test images right")
     for correct in (1, 6):
-        with pytest.raises(compare.CompareError, match="could turn only 2 of them wrong and 1 others"):
+        with pytest.raises(compare.CompareError, match="could turn only 2 of them wrong and 1 other right"):
             compare.check_accuracy(run, compare.Evaluation(logits, correct, FAN_INS, {}), y)
     with pytest.raises(compare.CompareError, match="gets 5 of 5 test images right here but"):
         compare.check_accuracy(run, compare.Evaluation(logits.astype(np.float64), 5, FAN_INS, {}), y)
