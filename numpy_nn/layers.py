@@ -77,8 +77,8 @@ def conv2d_backward(dout, cache):
 # ----------------------------------------------------------------------------- max-pooling
 # When several positions of a window share the maximum (ReLU makes this common: a window of
 # zeros), the gradient goes to the FIRST of them in row-major order, as PyTorch does in its usual
-# B,C,H,W layout (pytorch_nn/cnn.py trains channels last, whose kernel may pick another: the
-# weights' gradients come out the same, since tied windows read equal inputs).
+# B,C,H,W layout (pytorch_nn/cnn.py trains channels last, whose kernel may pick another; the
+# weights' gradients still agree, as the ties come from blank patches, whose inputs are equal).
 
 def _windows(x):
     """x N,C,H,W -> its 2x2 windows (stride 2) as N,C,H//2,W//2,4, each window's positions
