@@ -19,7 +19,8 @@ twins change their rate at the same step. What the Feed writes:
     diag        a diagnostics record (numpy_nn/diagnostics.py) as soon as the trainer makes one
     snapshot    the first layer's weights and the predictions for DIGITS test images: at most
                 every SNAPSHOT seconds, and after each epoch
-    epoch       the epoch's record (train and test loss and accuracy, seconds)
+    epoch       the epoch's record (train and test loss and accuracy, seconds), its last step
+                and the rate the next step would take
     lr          a change of rate made: the first step it applies to, and the rate
 
 Every figure but the snapshot is one the trainer computes anyway, so watching costs little:
@@ -65,9 +66,11 @@ class Feed:
             self.write("start", framework=session.framework, model=session.args.model,
                        total_steps=session.total_steps, steps_per_epoch=session.steps_per_epoch,
                        layers=session.watch.log.names, lr=session.lr())
-        self.obey(session)
+        last = session.step == session.total_steps
+        if not last:                   # after the last step no rate applies: a hold goes unanswered
+            self.obey(session)
         now = time.monotonic()
-        if now >= self.next_tick:
+        if now >= self.next_tick or last:  # the last tick tells the server no step is left
             self.next_tick = now + TICK
             loss = loss if isinstance(loss, float) else loss.item()
             self.write("tick", step=session.step, epoch=session.epoch, loss=finite(loss), lr=session.lr())
@@ -76,7 +79,8 @@ class Feed:
             self.snapshot(session)
 
     def epoch_done(self, session):
-        self.write("epoch", **session.run.record["epochs"][-1])
+        # with the step and rate it ended on: a finished run's status is its last epoch's
+        self.write("epoch", **session.run.record["epochs"][-1], step=session.step, lr=session.lr())
         self.diagnostics(session)
         self.snapshot(session)
 

@@ -119,6 +119,11 @@ class Run:
     def running(self):
         return self.process.poll() is None
 
+    def training(self):
+        """Running, with steps still to take (after its last step it evaluates and saves)."""
+        last = self.tick and self.start and self.tick["step"] >= self.start["total_steps"]
+        return self.running() and not last
+
     def send(self, command):
         """One line to the run's stdin; False if it has ended."""
         try:
@@ -169,13 +174,31 @@ class Run:
         self.process.wait()
         self.process.stdin.close()
         self.read()
+        self.speed = None                      # a rate of steps means nothing once it ended
         try:
-            self.status = json.loads(self.metrics.read_text())["status"]
+            record = json.loads(self.metrics.read_text())
+            self.status = record["status"]
+            self.tick = self.ended_at(record)
         except (OSError, ValueError, KeyError):
+            self.tick = None                   # nothing kept: no step to show
             lines = self.log.read_text(errors="replace").strip().splitlines()
             stopped = lines and lines[-1].startswith("interrupted")
             self.status = "interrupted" if stopped else "failed"
             self.error = lines[-1] if lines else f"the trainer ended with exit status {self.process.returncode}"
+
+    def ended_at(self, record):
+        """Where a run ended, from its record: the last finished epoch (the network it kept),
+        with the step and rate the feed gave that epoch; or the step whose loss diverged."""
+        if record.get("diverged"):             # null unless it diverged
+            e = record["diverged"]
+            steps_per_epoch = (self.start or {}).get("steps_per_epoch", 0)
+            return {**(self.tick or {}), "epoch": e["epoch"], "loss": None,
+                    "step": (e["epoch"] - 1) * steps_per_epoch + e["batch"]}
+        if not record["epochs"]:
+            return None
+        last = record["epochs"][-1]
+        fed = next((item for item in self.epochs if item["epoch"] == last["epoch"]), {})
+        return {"step": fed.get("step"), "epoch": last["epoch"], "loss": last["train_loss"], "lr": fed.get("lr")}
 
     def state(self, figures=True):
         """What GET /api/train says of this run; without figures, not its diagnostics and
@@ -260,7 +283,9 @@ class Trainings:
             raise Refused(400, 'expected {"lr": <the new learning rate>}')
         lr = _flag_parser("numpy").parse_args([f"--lr={_text(request['lr'])}"]).lr
         with self.lock:
-            runs = self.running()
+            for run in self.runs:
+                run.read()
+            runs = [run for run in self.runs if run.training()]
             if not runs:
                 raise Refused(409, "no training is running")
             for run in runs:
@@ -270,12 +295,14 @@ class Trainings:
             while True:
                 for run in runs:
                     run.read()
-                runs = [run for run in runs if run.held is not None or run.running()]
+                runs = [run for run in runs if run.held is not None or run.training()]
                 if all(run.held is not None for run in runs) or time.monotonic() > deadline:
                     break
                 time.sleep(0.01)
             held = [run for run in runs if run.held is not None]
-            if len(held) < len(runs) or not held:
+            if not runs:                          # each took its last step or stopped meanwhile
+                raise Refused(409, "the runs ended before a step boundary")
+            if len(held) < len(runs):
                 for run in held:
                     run.send("go")
                 raise Refused(503, f"the runs did not reach a step boundary within {HOLD_SECONDS} s")

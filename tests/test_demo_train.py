@@ -9,12 +9,15 @@ server (the runs saved). Small runs: --limit 500, the MLP."""
 import json
 import math
 import signal
+import subprocess
+import sys
 import time
 from urllib.parse import urlsplit
 
 import numpy as np
 import pytest
 
+from demo import training
 from demo.training import Refused, trainer_argv
 from demo_helpers import REPO, start_demo, stop_demo
 from harness.flags import build_parser
@@ -152,6 +155,61 @@ def test_nothing_to_stop_or_change(server):
     assert (status, json.loads(body)["error"]) == (400, refusal("numpy", ["--lr=-2"]))
 
 
+# A stand-in for demo/live.py's process: a feed that says the run started (10 steps) and has
+# taken step S, then SECONDS of no step (the trainer evaluating and saving, or ending); it
+# never answers a hold.
+STAND_IN = """import json, sys, time
+with open(sys.argv[1], "w") as feed:
+    feed.write(json.dumps({"kind": "start", "total_steps": 10, "steps_per_epoch": 5}) + "\\n")
+    feed.write(json.dumps({"kind": "tick", "step": int(sys.argv[2]), "epoch": 1, "loss": 1.0, "lr": 0.1}) + "\\n")
+time.sleep(float(sys.argv[3]))
+"""
+
+
+@pytest.fixture
+def stand_in(tmp_path, monkeypatch):
+    """stand_in(S, SECONDS): Trainings holding one Run whose process is STAND_IN."""
+    popen, processes, behaviour = subprocess.Popen, [], []
+
+    def start(command, **kwargs):                   # Run's command, with the stand-in for demo.live
+        feed = command[command.index("demo.live") + 2]
+        processes.append(popen([sys.executable, "-c", STAND_IN, feed, *behaviour], **kwargs))
+        return processes[-1]
+    monkeypatch.setattr(training.subprocess, "Popen", start)
+
+    def make(step, seconds):
+        behaviour[:] = [str(step), str(seconds)]
+        trainings = training.Trainings(tmp_path, on_model=None)
+        run = training.Run(1, "numpy", [], flags("numpy"), tmp_path)
+        trainings.runs = [run]
+        while not run.feed.exists() or run.feed.read_text().count("\n") < 2:  # its feed written
+            time.sleep(0.01)
+        return trainings
+    yield make
+    for process in processes:
+        process.kill()
+        process.wait()
+
+
+def test_lr_after_the_last_step_is_refused_at_once(stand_in):
+    """A run past its last step (evaluating, saving) takes no new rate: 409 at once, not a
+    wait for a step boundary that will not come (the stand-in lives 30 s; 10 s is far above
+    the time a refusal takes)."""
+    trainings = stand_in(10, 30)
+    t0 = time.monotonic()
+    with pytest.raises(Refused) as refused:
+        trainings.change_lr({"lr": NEW_LR})
+    assert (refused.value.status, str(refused.value)) == (409, "no training is running")
+    assert time.monotonic() - t0 < 10
+
+
+def test_lr_when_the_runs_end_while_held_is_refused(stand_in):
+    """A run at step 3 that ends (after 1 s) before it reaches a step boundary: 409, the runs ended."""
+    with pytest.raises(Refused) as refused:
+        stand_in(3, 1).change_lr({"lr": NEW_LR})
+    assert (refused.value.status, str(refused.value)) == (409, "the runs ended before a step boundary")
+
+
 def test_argv_is_the_command_line():
     assert trainer_argv({"lr": 0.003, "hidden": [32, 16], "batch_size": 64, "dropout": None}) == \
         ["--lr=0.003", "--hidden", "32", "16", "--batch-size=64"]
@@ -222,6 +280,13 @@ def test_both_twins_train_change_rate_together_and_stop(server):
         a, b = ([epoch[key] for epoch in record["epochs"][:n]] for record in records)
         np.testing.assert_allclose(a, b, rtol=1e-10)
     assert [len(run["epochs"]) for run in runs] == [len(record["epochs"]) for record in records]
+    for run, record in zip(runs, records):    # where each ended: its record's last epoch, not a live tick
+        step = run["steps_per_epoch"] * len(record["epochs"])
+        assert (run["step"], run["epoch"], run["steps_per_second"]) == (step, len(record["epochs"]), None)
+        assert run["loss"] == record["epochs"][-1]["train_loss"]
+        # the next step's rate, cosine from NEW_LR (changed before this step): closed form
+        # against the trainers' recursive schedules, 1e-12 relative (a few roundings per step)
+        assert math.isclose(run["lr"], cosine_lr(NEW_LR, step, run["total_steps"]), rel_tol=1e-12)
     assert runs[0]["snapshot"]["side"] == 28 and len(runs[0]["snapshot"]["weights"]) == 16
     assert runs[0]["diagnostics"]["steps"][0] == 1
     assert get(server)["digits"]["labels"] == [7, 2, 1, 0, 4, 1, 4, 9, 5, 9]
