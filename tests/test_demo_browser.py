@@ -178,3 +178,9 @@ def test_a_run_started_on_the_page_learns_stops_and_reads(browser, demo_to_train
     assert page.locator(".verdict").all_inner_texts() == [f"reads {np.argmax(p)} ({100 * max(p):.1f}%)"]
     page.screenshot(path=os.environ.get("TRAIN_SCREENSHOT", tmp_path / "train.png"), full_page=True)
     page.close()
+    again = browser.new_page()                  # a page opened after the run: its status says so
+    again.goto(demo_to_train)
+    again.wait_for_function("document.querySelector('#runs').textContent.includes('numpy-1')")
+    assert again.inner_text("#train-status") == "1 run so far, none training; the last, numpy-1, interrupted."
+    assert "steps/s" not in again.inner_text("#runs")   # an ended run shows where it ended, not a speed
+    again.close()
