@@ -94,7 +94,7 @@ def train_small(mnist, name, function=None):
 
 
 @pytest.mark.parametrize("name", list(EXERCISES))
-def test_solved_exercise_trains_exactly_as_the_project(mnist, solved, name):
+def test_solved_exercise_trains_exactly_as_the_project(mnist, solved, name, one_blas_thread):
     """Filled with its solution, the learner's function trains the network to the very same
     numbers as the project's own, in float64: == on every loss, accuracy and weight (the
     solution is the project's own arithmetic, operation for operation). A counter proves the
