@@ -1,0 +1,120 @@
+"""Data augmentation, from scratch: every training image gets a fresh random small affine
+warp (rotation, scale, shear, shift) at every epoch, and optionally thicker or thinner
+strokes. The network never sees the same picture twice, so it must learn the digit, not
+MNIST's writers: their slant, their size, their pen.
+
+An affine map moves a point p (x right, y down, measured from the image's centre) to
+A p + t. To fill the output image we go the other way, "inverse mapping": for each output
+pixel p' we ask where it came from, p = A^-1 (p' - t), and read the input there. That
+point usually falls between pixels, so its value is interpolated bilinearly from the four
+pixels around it. (Mapping forward would leave holes where no input pixel lands.)
+
+pytorch_nn/augment.py is the twin: the same draws, warped by torch's affine_grid and
+grid_sample; tests/test_augment.py proves the two equal in float64.
+
+NumPy only.
+"""
+import numpy as np
+
+SIDE = 28                   # the images are 28x28
+CENTRE = (SIDE - 1) / 2     # 13.5: the centre of the image, in pixel indices
+
+# The ranges --augment draws from, uniformly (harness/flags.py: --rotate, --scale, ...).
+# MNIST's digits are already centred and size-normalised, so small changes suffice.
+DEFAULT_RANGES = {"rotate": 15.0,    # degrees, either way
+                  "scale": 0.1,      # 1 +- this
+                  "shear": 10.0,     # degrees, either way (x leans with y)
+                  "shift": 2.0,      # pixels, each axis, either way
+                  "thickness": 0.0}  # blend towards a dilation (+) or an erosion (-), up to this
+
+
+def affine(rotate, scale, shear, shift_x, shift_y):
+    """The forward maps, as B,2,3 matrices [A | t]: scale, then shear, then rotate (angles in
+    degrees; each argument an array of B)."""
+    a, s = np.radians(rotate), np.tan(np.radians(shear))
+    cos, sin = np.cos(a), np.sin(a)
+    rotation = np.stack([np.stack([cos, -sin], -1), np.stack([sin, cos], -1)], -2)  # B,2,2
+    shearing = np.zeros_like(rotation)
+    shearing[:, 0, 0] = shearing[:, 1, 1] = 1
+    shearing[:, 0, 1] = s                                 # x += tan(shear) * y
+    A = rotation @ shearing * np.asarray(scale)[:, None, None]  # B,2,2
+    t = np.stack([shift_x, shift_y], -1)[:, :, None]      # B,2,1
+    return np.concatenate([A, t], axis=2)                 # B,2,3
+
+
+def inverse(forward):
+    """B,2,3 forward maps [A | t] -> their inverses [A^-1 | -A^-1 t]: where each output pixel
+    comes from."""
+    A_inv = np.linalg.inv(forward[:, :, :2])              # B,2,2
+    return np.concatenate([A_inv, -A_inv @ forward[:, :, 2:]], axis=2)
+
+
+def warp(images, sources):
+    """Inverse-mapped affine warp with bilinear interpolation, the whole batch at once.
+    images: B,784 (or B,28,28); sources: B,2,3, each mapping an output pixel (x, y) from the
+    centre to the input point it reads. Outside the image is paper: 0. Returns B,784."""
+    B = len(images)
+    y, x = np.mgrid[:SIDE, :SIDE].reshape(2, -1) - CENTRE         # 784 each: every output pixel
+    grid = np.stack([x, y, np.ones_like(x)]).astype(images.dtype)   # 3,784  (x, y, 1)
+    u, v = (sources.astype(images.dtype) @ grid).transpose(1, 0, 2) + CENTRE  # B,784 each: column, row read
+    # one pixel of paper before the image and two after: a point left of column 0 reads
+    # columns -1 and 0; one clipped to column 28 reads 28 and 29 with weights 1 and 0
+    u, v = np.clip(u, -1, SIDE), np.clip(v, -1, SIDE)
+    u0, v0 = np.floor(u), np.floor(v)                     # the pixel above-left of the point
+    fu, fv = u - u0, v - v0                               # how far past it, in [0, 1)
+    P = SIDE + 3                                          # the padded side
+    padded = np.zeros((B, P, P), images.dtype)
+    padded[:, 1:SIDE + 1, 1:SIDE + 1] = images.reshape(B, SIDE, SIDE)
+    flat = padded.reshape(-1)
+    corner = (np.arange(B)[:, None] * P + v0.astype(np.intp) + 1) * P + u0.astype(np.intp) + 1  # B,784 flat index
+    top = flat[corner] * (1 - fu) + flat[corner + 1] * fu           # along the row above the point
+    bottom = flat[corner + P] * (1 - fu) + flat[corner + P + 1] * fu  # and the row below
+    return top * (1 - fv) + bottom * fv                   # then between the two rows
+
+
+def dilate(images):
+    """The max over each pixel's 3x3 neighbourhood (outside the image counts for nothing).
+    B,28,28 -> B,28,28. A 3x3 max is separable: over three rows, then over three columns."""
+    p = np.pad(images, ((0, 0), (1, 1), (1, 1)), constant_values=-np.inf)  # B,30,30
+    rows = np.maximum(np.maximum(p[:, :-2], p[:, 1:-1]), p[:, 2:])         # B,28,30
+    return np.maximum(np.maximum(rows[:, :, :-2], rows[:, :, 1:-1]), rows[:, :, 2:])
+
+
+def thicken(images, amount):
+    """Thicker (amount > 0) or thinner (< 0) strokes: each image blended, by |amount|, with
+    its dilation (every pixel takes its darkest neighbour's ink) or its erosion (the min:
+    the dilation of the negative, negated). images: B,784; amount: B in [-1, 1]. Returns B,784."""
+    x = images.reshape(-1, SIDE, SIDE)
+    grow = amount > 0
+    stroke = np.empty_like(x)
+    stroke[grow] = dilate(x[grow])
+    stroke[~grow] = -dilate(-x[~grow])
+    weight = np.abs(amount).astype(x.dtype)[:, None, None]
+    return (x * (1 - weight) + stroke * weight).reshape(len(x), -1)
+
+
+class Augment:
+    """The trainer's augmentation: called on each batch (B,784), it returns the batch warped,
+    each image by its own fresh random transform. Both trainers draw the transforms from the
+    same generator with the same seed, so with the same --seed they see the same images.
+    With --augment off it returns the batch as it is."""
+
+    def __init__(self, args):
+        self.on = args.augment
+        self.ranges = {name: getattr(args, name) for name in DEFAULT_RANGES}
+        self.rng = np.random.default_rng(args.seed + 2)  # its own stream: batches and dropout draw elsewhere
+
+    def draw(self, n):
+        """n random transforms: their inverse maps (n,2,3) and stroke changes (n)."""
+        r, uniform = self.ranges, lambda limit: self.rng.uniform(-limit, limit, n)
+        forward = affine(uniform(r["rotate"]), 1 + uniform(r["scale"]), uniform(r["shear"]),
+                         uniform(r["shift"]), uniform(r["shift"]))
+        return inverse(forward), uniform(r["thickness"])
+
+    def __call__(self, images):
+        if not self.on:
+            return images
+        sources, amount = self.draw(len(images))
+        if self.ranges["thickness"]:
+            images = thicken(images, amount)
+        return warp(images, sources)
