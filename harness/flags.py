@@ -10,6 +10,7 @@ from pathlib import Path
 
 from data_loader import DATA_DIR, DATASETS
 from exercises import EXERCISES
+from numpy_nn.augment import DEFAULT_RANGES
 from harness.metrics_file import WEIGHT_SUFFIX
 
 RESULTS_DIR = Path(__file__).resolve().parents[1] / "results"
@@ -48,6 +49,19 @@ def _positive(kind):
 _non_negative_float = _number(float, lambda v: 0 <= v < math.inf, "zero or positive")
 _dropout = _number(float, lambda p: 0 <= p < 1, "in [0, 1)")
 _seed = _number(int, lambda s: 0 <= s < SEED_LIMIT, "from 0 to 2^64 - 1")
+# --augment's ranges (numpy_nn/augment.py): beyond these a digit turns into another (a 6
+# rotated by 180 degrees is a 9) or leaves the 28x28 frame
+AUGMENT_RANGES = {
+    "rotate": (_number(float, lambda v: 0 <= v <= 180, "in [0, 180] degrees"), "DEG",
+               "rotation, uniform in +-DEG degrees"),
+    "scale": (_number(float, lambda v: 0 <= v < 1, "in [0, 1)"), "S", "zoom, uniform in 1 +- S"),
+    "shear": (_number(float, lambda v: 0 <= v <= 60, "in [0, 60] degrees"), "DEG",
+              "shear (x leans with y), uniform in +-DEG degrees"),
+    "shift": (_number(float, lambda v: 0 <= v <= 14, "in [0, 14] pixels"), "PX",
+              "shift, uniform in +-PX pixels on each axis"),
+    "thickness": (_number(float, lambda v: 0 <= v <= 1, "in [0, 1]"), "T",
+                  "strokes blended by up to T towards a 3x3 dilation (thicker) or erosion (thinner); 0: off"),
+}
 
 
 class HelpWithDefaults(argparse.ArgumentDefaultsHelpFormatter):
@@ -83,6 +97,15 @@ class _ModelParser(argparse.ArgumentParser):
                 self.error(f"argument --activation: sets the MLP's; the CNN keeps ReLU (numpy_nn/cnn.py), "
                            f"got {args.activation}")
         args.activation = args.activation or "relu"
+        given = [name for name in AUGMENT_RANGES if getattr(args, name) is not None]
+        if given and not args.augment:
+            self.error(f"argument --{given[0]}: sets a range of --augment; add --augment")
+        # recorded as one entry: null, or the ranges each image's transform is drawn from
+        ranges = {name: DEFAULT_RANGES[name] if getattr(args, name) is None else getattr(args, name)
+                  for name in AUGMENT_RANGES}
+        for name in AUGMENT_RANGES:
+            delattr(args, name)
+        args.augment = ranges if args.augment else None
         if (args.schedule == "exponential") != (args.lr_end is not None):
             self.error("argument --lr-end: goes with --schedule exponential, and it with --lr-end "
                        "(e.g. --schedule exponential --lr 1e-6 --lr-end 10)")
@@ -148,6 +171,14 @@ def build_parser(framework, description):
                         f"{WEIGHT_SUFFIX[framework]}, results/{framework}_cnn_model{WEIGHT_SUFFIX[framework]} "
                         f"for the CNN); a symlink is written through to its target, a device or "
                         f"FIFO refused")
+    augment = p.add_argument_group(
+        "augmentation", "with --augment every training image is warped by its own random affine map "
+        "at every epoch (numpy_nn/augment.py, pytorch_nn/augment.py); the ranges below are its")
+    augment.add_argument("--augment", action="store_true",
+                         help="train on randomly rotated, scaled, sheared and shifted copies")
+    for name, (kind, metavar, text) in AUGMENT_RANGES.items():
+        augment.add_argument(f"--{name}", type=kind, default=None, metavar=metavar,
+                             help=f"{text} (default: {DEFAULT_RANGES[name]:g})")
     p.add_argument("--no-progress", action="store_true", help="hide the per-batch progress bar")
     p.add_argument("--diagnostics-every", type=_positive(int), default=None, metavar="N",
                    help="record the gradients, updates and activations layer by layer every N steps "

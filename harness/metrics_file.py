@@ -63,8 +63,10 @@ CONFIG_FIELDS = {"epochs": int, "batch_size": int, "lr": NUMBER, "optimizer": st
                  "dataset": str, "dtype": str, "activation": str,
                  "weight_init": OPTIONAL_STR}  # null: the PyTorch trainer's --init torch
 # Read where present (compare.py): the weights' path, the PyTorch trainer's --mode, and the
-# NumPy trainer's --exercise (null: the project's own functions; older records have none).
-OPTIONAL_CONFIG_FIELDS = {"weights": OPTIONAL_STR, "mode": str, "exercise": OPTIONAL_STR}
+# NumPy trainer's --exercise (null: the project's own functions; older records have none), and
+# --augment's ranges (null: no augmentation; older records have none).
+OPTIONAL_CONFIG_FIELDS = {"weights": OPTIONAL_STR, "mode": str, "exercise": OPTIONAL_STR,
+                          "augment": OPTIONAL_DICT}
 # The config keys that say where a run's files are and how its output looks, not what it
 # trained: two records that differ only in these are the same run (sweep.py keeps it). Every
 # other key is a setting, including any a trainer records in future.

@@ -30,10 +30,11 @@ DEFAULT_RANGES = {"rotate": 15.0,    # degrees, either way
 
 def affine(rotate, scale, shear, shift_x, shift_y):
     """The forward maps, as B,2,3 matrices [A | t]: scale, then shear, then rotate (angles in
-    degrees; each argument an array of B)."""
+    degrees, positive counter-clockwise as seen; each argument an array of B)."""
     a, s = np.radians(rotate), np.tan(np.radians(shear))
     cos, sin = np.cos(a), np.sin(a)
-    rotation = np.stack([np.stack([cos, -sin], -1), np.stack([sin, cos], -1)], -2)  # B,2,2
+    # y points down the image, so a counter-clockwise turn is [[cos, sin], [-sin, cos]]
+    rotation = np.stack([np.stack([cos, sin], -1), np.stack([-sin, cos], -1)], -2)  # B,2,2
     shearing = np.zeros_like(rotation)
     shearing[:, 0, 0] = shearing[:, 1, 1] = 1
     shearing[:, 0, 1] = s                                 # x += tan(shear) * y
@@ -44,32 +45,42 @@ def affine(rotate, scale, shear, shift_x, shift_y):
 
 def inverse(forward):
     """B,2,3 forward maps [A | t] -> their inverses [A^-1 | -A^-1 t]: where each output pixel
-    comes from."""
-    A_inv = np.linalg.inv(forward[:, :, :2])              # B,2,2
+    comes from. A 2x2 inverse is [[d, -b], [-c, a]] / (ad - bc)."""
+    (a, b), (c, d) = forward[:, 0, :2].T, forward[:, 1, :2].T
+    A_inv = np.stack([np.stack([d, -b], -1), np.stack([-c, a], -1)], -2) / (a * d - b * c)[:, None, None]
     return np.concatenate([A_inv, -A_inv @ forward[:, :, 2:]], axis=2)
+
+
+# every output pixel's (x, y) from the centre, and a 1 for the shift: 3,784
+_y, _x = np.mgrid[:SIDE, :SIDE].reshape(2, -1) - CENTRE
+GRID = np.stack([_x, _y, np.ones(SIDE * SIDE)])
 
 
 def warp(images, sources):
     """Inverse-mapped affine warp with bilinear interpolation, the whole batch at once.
-    images: B,784 (or B,28,28); sources: B,2,3, each mapping an output pixel (x, y) from the
+    images: B,784 (or B,28,28); sources: B,2,3, each mapping an output pixel's (x, y) from the
     centre to the input point it reads. Outside the image is paper: 0. Returns B,784."""
-    B = len(images)
-    y, x = np.mgrid[:SIDE, :SIDE].reshape(2, -1) - CENTRE         # 784 each: every output pixel
-    grid = np.stack([x, y, np.ones_like(x)]).astype(images.dtype)   # 3,784  (x, y, 1)
-    u, v = (sources.astype(images.dtype) @ grid).transpose(1, 0, 2) + CENTRE  # B,784 each: column, row read
-    # one pixel of paper before the image and two after: a point left of column 0 reads
-    # columns -1 and 0; one clipped to column 28 reads 28 and 29 with weights 1 and 0
-    u, v = np.clip(u, -1, SIDE), np.clip(v, -1, SIDE)
-    u0, v0 = np.floor(u), np.floor(v)                     # the pixel above-left of the point
-    fu, fv = u - u0, v - v0                               # how far past it, in [0, 1)
-    P = SIDE + 3                                          # the padded side
-    padded = np.zeros((B, P, P), images.dtype)
+    B, dtype = len(images), images.dtype
+    points = sources.astype(dtype) @ GRID.astype(dtype) + CENTRE  # B,2,784: the column u and row v read
+    # the image gets one pixel of paper before it and two after (P = 31 a side): a point left of
+    # column 0 reads columns -1 and 0; one at or past column 28 is clipped to it, and reads 28
+    # and 29 with weights 1 and 0
+    np.clip(points, -1, SIDE, out=points)
+    corner = np.floor(points)                             # the pixel above-left of the point
+    fraction = points - corner                            # how far past it, in [0, 1)
+    u, v = fraction[:, 0], fraction[:, 1]                 # B,784 each
+    P = SIDE + 3
+    padded = np.zeros((B, P, P), dtype)
     padded[:, 1:SIDE + 1, 1:SIDE + 1] = images.reshape(B, SIDE, SIDE)
+    # that pixel's index in the flattened batch: image b, row v0 + 1, column u0 + 1
+    index = (corner[:, 1] * P + corner[:, 0]).astype(np.intp) + (np.arange(B)[:, None] * P + 1) * P + 1
     flat = padded.reshape(-1)
-    corner = (np.arange(B)[:, None] * P + v0.astype(np.intp) + 1) * P + u0.astype(np.intp) + 1  # B,784 flat index
-    top = flat[corner] * (1 - fu) + flat[corner + 1] * fu           # along the row above the point
-    bottom = flat[corner + P] * (1 - fu) + flat[corner + P + 1] * fu  # and the row below
-    return top * (1 - fv) + bottom * fv                   # then between the two rows
+    # the four pixels around the point: the corner, and the ones right, below, below right
+    # (a slice of flat moves every index by the same step)
+    a, b, c, d = (np.take(flat[step:], index) for step in (0, 1, P, P + 1))
+    above = a + u * (b - a)                               # along the row above the point
+    below = c + u * (d - c)                               # and along the row below it
+    return above + v * (below - above)                    # then between the two rows
 
 
 def dilate(images):
@@ -100,8 +111,7 @@ class Augment:
     With --augment off it returns the batch as it is."""
 
     def __init__(self, args):
-        self.on = args.augment
-        self.ranges = {name: getattr(args, name) for name in DEFAULT_RANGES}
+        self.ranges = args.augment                        # None, or DEFAULT_RANGES's keys
         self.rng = np.random.default_rng(args.seed + 2)  # its own stream: batches and dropout draw elsewhere
 
     def draw(self, n):
@@ -112,7 +122,7 @@ class Augment:
         return inverse(forward), uniform(r["thickness"])
 
     def __call__(self, images):
-        if not self.on:
+        if not self.ranges:
             return images
         sources, amount = self.draw(len(images))
         if self.ranges["thickness"]:

@@ -15,6 +15,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, from any cwd
 from harness.session import Session, run_trainer  # noqa: E402
+from numpy_nn.augment import Augment  # noqa: E402
 from numpy_nn.build import build_network, check_flags, make_schedule  # noqa: E402
 from numpy_nn.diagnostics import Watch  # noqa: E402
 from numpy_nn.parallel import faster  # noqa: E402
@@ -52,12 +53,13 @@ def train(args, x_train, y_train, x_test, y_test):
     model = faster(args, build_network(args, x_train.shape[1]), session)  # the CNN: in halves, on 2 cores
     optimizer = OPTIMIZERS[args.optimizer](model.flat_params, args.lr)
     batch_rng = np.random.default_rng(args.seed)  # the batch order: the same in both trainers
+    augment = Augment(args)                       # --augment: every image freshly warped (augment.py)
     scheduler = make_schedule(optimizer, args, session.total_steps)  # --schedule: cosine decay by default
     watch = Watch(model, x_train, args)           # the diagnostics: numpy_nn/diagnostics.py
     with session.watching(model, watch, optimizer, scheduler):  # a stop keeps the finished epochs
         for epoch in session.epochs():
             for idx in session.batches(batch_rng):
-                loss = train_step(model, optimizer, x_train[idx], y_train[idx], args, dropout_rng)
+                loss = train_step(model, optimizer, augment(x_train[idx]), y_train[idx], args, dropout_rng)
                 if scheduler:
                     scheduler.step()              # the learning rate of the next step
                 session.step_done(loss)

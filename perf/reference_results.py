@@ -133,6 +133,28 @@ def cnn():
     print(json.dumps(summary["median"], indent=2))
 
 
+AUGMENT = REFERENCE / "augment"
+
+
+def augment_name(framework, model, augmented, seed):
+    return f"{framework}_{model}{'_augment' if augmented else ''}_seed{seed}"
+
+
+def augment_runs():
+    """Each model without and with --augment, in both twins: the MLP at seed 0, the CNN at
+    seeds 0-2 (the issue asks for a margin beyond the seed-to-seed spread). All with their
+    weights: compare.py's robustness measure reads them."""
+    paths = []
+    for model, seeds in (("mlp", (0,)), ("cnn", (0, 1, 2))):
+        for seed in seeds:
+            for augmented in (False, True):
+                for framework in ("numpy", "pytorch"):
+                    paths.append(train(framework, augment_name(framework, model, augmented, seed),
+                                       "--model", model, "--seed", seed, *(["--augment"] if augmented else []),
+                                       folder=AUGMENT, steady=seed == 0))
+    return paths
+
+
 TARGET_ACC = 0.99  # the CNN's target test accuracy
 
 

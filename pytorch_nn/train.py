@@ -16,6 +16,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, from any cwd
 from harness.session import Session, run_trainer  # noqa: E402
+from pytorch_nn.augment import TorchAugment  # noqa: E402
 from pytorch_nn.build import build_model, check_flags, make_optimizer, make_schedule, pick_device  # noqa: E402
 from pytorch_nn.diagnostics import Watch  # noqa: E402
 from pytorch_nn.fast_step import faster  # noqa: E402
@@ -56,6 +57,7 @@ def train(args, x_train, y_train, x_test, y_test):
     optimizer = make_optimizer(model, args)       # torch.optim: numpy_nn/utils.py's update rules
     x_train, y_train, x_test, y_test = (torch.from_numpy(a).to(session.device) for a in (x_train, y_train, x_test, y_test))
     batch_rng = np.random.default_rng(args.seed)  # the batch order: the same in both trainers
+    augment = TorchAugment(args)                  # --augment: the same draws, warped by torch (augment.py)
     scheduler = make_schedule(optimizer, args, session.total_steps)  # torch.optim.lr_scheduler's
     step, scheduler = faster(args, train_step, model, optimizer, scheduler, session)  # --mode: fast_step.py
     watch = Watch(model, x_train, args)           # the diagnostics: pytorch_nn/diagnostics.py
@@ -63,7 +65,7 @@ def train(args, x_train, y_train, x_test, y_test):
         for epoch in session.epochs():
             model.train()                         # dropout on
             for idx in session.batches(batch_rng):
-                loss = step(model, optimizer, x_train[idx], y_train[idx])
+                loss = step(model, optimizer, augment(x_train[idx]), y_train[idx])
                 if scheduler:
                     scheduler.step()              # the learning rate of the next step
                 session.step_done(loss)
