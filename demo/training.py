@@ -19,6 +19,7 @@ finds the run where it is.
 """
 import dataclasses
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -31,6 +32,7 @@ from demo.models import find_models
 from harness.experiment import shown
 from harness.flags import RESULTS_DIR, build_parser
 from harness.metrics_file import WEIGHT_SUFFIX
+from harness.threads import STARTED_TOGETHER
 from report.run import FRAMEWORK_NAMES, MODEL_NAMES
 
 REPO = Path(__file__).resolve().parents[1]
@@ -95,9 +97,10 @@ def check_flags(frameworks, argv):
 
 
 class Run:
-    """One trainer process and what its feed has said so far."""
+    """One trainer process and what its feed has said so far. together: how many runs are
+    started with this one (the twins), who share the cores from their first step."""
 
-    def __init__(self, number, framework, argv, args, folder):
+    def __init__(self, number, framework, argv, args, folder, together=1):
         self.id, self.framework, self.argv = f"{framework}-{number}", framework, argv
         self.name = f"{FRAMEWORK_NAMES[framework]} {MODEL_NAMES[args.model]}, page run {number}"
         suffix = WEIGHT_SUFFIX[framework]
@@ -113,8 +116,8 @@ class Run:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "demo.live", framework, str(self.feed), "--", *argv,
                  "--metrics", str(self.metrics), "--weights", str(self.weights), "--no-progress"],
-                cwd=REPO, stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True, text=True)
+                cwd=REPO, env={**os.environ, STARTED_TOGETHER: str(together)}, stdin=subprocess.PIPE,
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True, text=True)
 
     def running(self):
         return self.process.poll() is None
@@ -249,7 +252,8 @@ class Trainings:
             self.count += 1
             folder = self.folder / f"run{self.count}-{time.strftime('%Y%m%d-%H%M%S')}"
             folder.mkdir(parents=True)
-            runs = [Run(self.count, name, argv, args, folder) for name in FRAMEWORKS[framework]]
+            names = FRAMEWORKS[framework]
+            runs = [Run(self.count, name, argv, args, folder, len(names)) for name in names]
             self.runs += runs
         for run in runs:
             run.waiter = threading.Thread(target=self._wait, args=(run,), daemon=True)

@@ -20,6 +20,7 @@ import pytest
 from demo import training
 from demo.training import Refused, trainer_argv
 from demo_helpers import REPO, start_demo, stop_demo
+from harness import threads
 from harness.flags import build_parser
 from harness.session import Session
 from numpy_nn.utils import cosine_lr
@@ -274,6 +275,10 @@ def test_both_twins_train_change_rate_together_and_stop(server):
     records = [json.loads((REPO / run["metrics"]).read_text()) for run in runs]
     assert [record["status"] for record in records] == ["interrupted"] * 2
     assert [record["lr_changes"] for record in records] == [[{"step": change["step"], "lr": NEW_LR}]] * 2
+    if not (threads.user_setting("numpy") or threads.user_setting("pytorch")):
+        # started together, each twin shares the cores from its first epoch (half of them, or
+        # less where other trainers run on this machine), not only once it sees the other
+        assert [record["epochs"][0]["threads"] <= threads.fair_share(2) for record in records] == [True] * 2
     n = min(len(record["epochs"]) for record in records)
     assert n >= 2
     for key in ("train_loss", "test_loss"):
