@@ -306,8 +306,10 @@ def test_both_twins_train_change_rate_together_and_stop(server):
     assert not (server[2] / "none").exists()
 
 
-def test_ctrl_c_on_the_server_stops_and_saves_the_runs(tmp_path):
-    """A run still training when the server gets Ctrl-C: stopped, its finished epochs saved."""
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_on_the_server_stops_and_saves_the_runs(tmp_path, signum):
+    """A run still training when the server gets Ctrl-C, or kill's SIGTERM (which does what
+    Ctrl-C does): stopped, its finished epochs saved, the server's exit a clean one."""
     with open(tmp_path / "stderr.txt", "w") as log:
         process, url = start_demo("--results-dir", tmp_path / "none", "--train-dir", tmp_path / "runs", stderr=log)
         server = (urlsplit(url).hostname, urlsplit(url).port)
@@ -315,7 +317,7 @@ def test_ctrl_c_on_the_server_stops_and_saves_the_runs(tmp_path):
             assert post(server, "/api/train", {"framework": "numpy", "limit": 500, "epochs": 200})[0] == 200
             until(server, lambda runs: len(runs[-1]["epochs"]) >= 1)
         finally:
-            code, out = stop_demo(process, signal.SIGINT)
+            code, out = stop_demo(process, signum)
     record = json.loads(next((tmp_path / "runs").glob("*/numpy_metrics.json")).read_text())
     assert record["status"] == "interrupted" and len(record["epochs"]) >= 1
     assert code == 0 and out.startswith("numpy-1: interrupted (") and out.endswith("stopped\n")
