@@ -55,14 +55,25 @@ class Refused(Exception):
         self.status = status
 
 
-def _flag_parser(framework):
-    """The trainer's own parser, whose errors are a Refused (400) instead of an exit."""
+def _flag_parser(framework, keys=()):
+    """The trainer's own parser, whose errors are a Refused (400) instead of an exit, each
+    naming the flag as the request's key spells it (keys: "batch_size", or "batch-size")."""
     parser = build_parser(framework, "")
 
     def refuse(message):
-        raise Refused(400, message)
+        raise Refused(400, _as_sent(message, keys))
     parser.error = refuse
     return parser
+
+
+def _as_sent(message, keys):
+    """argparse's 'argument --batch-size: must be positive' as 'batch_size: must be positive'
+    where the request said batch_size: the learner sent a JSON key, not a command line."""
+    for key in keys:
+        prefix = f"argument --{key.replace('_', '-')}: "
+        if message.startswith(prefix):
+            return f"{key}: {message[len(prefix):]}"
+    return message
 
 
 def _text(value):
@@ -76,7 +87,7 @@ def trainer_argv(flags):
     for key, value in flags.items():
         flag = "--" + key.replace("_", "-")
         if flag[2:] not in FLAGS:
-            raise Refused(400, f"{flag} is not one the page sets; it sets --{', --'.join(FLAGS)}")
+            raise Refused(400, f"{key} is not one the page sets; it sets {', '.join(FLAGS)}")
         if value is True:
             argv.append(flag)
         elif isinstance(value, list) and all(isinstance(v, (int, float, str)) for v in value):
@@ -84,15 +95,15 @@ def trainer_argv(flags):
         elif isinstance(value, (int, float, str)):
             argv.append(f"{flag}={_text(value)}")   # one word: a value "-1" is not read as a flag
         elif value not in (False, None):
-            raise Refused(400, f"{flag}: give a number, a string, true or a list, not {json.dumps(value)}")
+            raise Refused(400, f"{key}: give a number, a string, true or a list, not {json.dumps(value)}")
     return argv
 
 
-def check_flags(frameworks, argv):
+def check_flags(frameworks, argv, keys=()):
     """Parse argv as each trainer would, so a bad value is refused now with the flag's own
-    message; returns the parsed flags."""
+    message, named by its key in keys (the request's); returns the parsed flags."""
     for framework in frameworks:
-        args = _flag_parser(framework).parse_args(argv)
+        args = _flag_parser(framework, keys).parse_args(argv)
     return args
 
 
@@ -243,7 +254,7 @@ class Trainings:
         if framework not in FRAMEWORKS:
             raise Refused(400, f"framework must be numpy, pytorch or both, not {json.dumps(framework)}")
         argv = trainer_argv(flags)
-        args = check_flags(FRAMEWORKS[framework], argv)
+        args = check_flags(FRAMEWORKS[framework], argv, flags)
         with self.lock:
             busy = [run for run in self.running() if run.framework in FRAMEWORKS[framework]]
             if busy:
@@ -285,7 +296,7 @@ class Trainings:
         twins change at the same step. Answers that step."""
         if not isinstance(request, dict) or set(request) != {"lr"}:
             raise Refused(400, 'expected {"lr": <the new learning rate>}')
-        lr = _flag_parser("numpy").parse_args([f"--lr={_text(request['lr'])}"]).lr
+        lr = _flag_parser("numpy", ["lr"]).parse_args([f"--lr={_text(request['lr'])}"]).lr
         with self.lock:
             for run in self.runs:
                 run.read()

@@ -125,21 +125,26 @@ def refusal(framework, argv):
 
 BAD_FLAGS = [{"lr": -1}, {"lr": "fast"}, {"model": "rnn"}, {"epochs": 1.5}, {"hidden": [0]},
              {"model": "cnn", "hidden": [10]}, {"dropout": 1}, {"lr": True}, {"batch_size": 0},
-             {"dtype": "float16"}]
+             {"batch-size": 0}, {"dtype": "float16"}]
 
 
 @pytest.mark.parametrize("flags", BAD_FLAGS, ids=json.dumps)
 def test_trainer_argv_is_refused_with_the_flags_message(server, flags):
-    """POST /api/train answers 400 with what `python numpy_nn/train.py <the same flags>` says."""
+    """POST /api/train answers 400 with what `python numpy_nn/train.py <the same flags>` says,
+    the flag named as the body spells its key (batch_size or batch-size, not --batch-size)."""
+    key = list(flags)[-1]                      # each case's bad flag is its last
+    message = refusal("numpy", trainer_argv(flags))
+    prefix = f"argument --{key.replace('_', '-')}: "
+    assert message.startswith(prefix)
     status, _, body = ask(server[:2], "POST", "/api/train", json.dumps({"framework": "numpy", **flags}))
-    assert (status, json.loads(body)) == (400, {"error": refusal("numpy", trainer_argv(flags))})
+    assert (status, json.loads(body)) == (400, {"error": f"{key}: {message[len(prefix):]}"})
 
 
 SERVER_REFUSALS = {
-    "a file to write": ({"metrics": "/etc/passwd"}, "--metrics is not one the page sets"),
-    "a data folder": ({"data-dir": "/"}, "--data-dir is not one the page sets"),
+    "a file to write": ({"metrics": "/etc/passwd"}, "metrics is not one the page sets; it sets model, lr,"),
+    "a data folder": ({"data_dir": "/"}, "data_dir is not one the page sets"),
     "no such framework": ({"framework": "jax"}, 'framework must be numpy, pytorch or both, not "jax"'),
-    "an object": ({"lr": {"x": 1}}, '--lr: give a number, a string, true or a list, not {"x": 1}'),
+    "an object": ({"lr": {"x": 1}}, 'lr: give a number, a string, true or a list, not {"x": 1}'),
 }
 
 
@@ -153,7 +158,8 @@ def test_what_the_page_does_not_set_is_refused(server, case):
 def test_nothing_to_stop_or_change(server):
     assert ask(server[:2], "POST", "/api/train/stop")[:1] == (409,)
     status, _, body = ask(server[:2], "POST", "/api/train/lr", json.dumps({"lr": -2}))
-    assert (status, json.loads(body)["error"]) == (400, refusal("numpy", ["--lr=-2"]))
+    assert refusal("numpy", ["--lr=-2"]) == "argument --lr: must be positive, got -2"
+    assert (status, json.loads(body)["error"]) == (400, "lr: must be positive, got -2")
 
 
 # A stand-in for demo/live.py's process: a feed that says the run started (10 steps) and has
