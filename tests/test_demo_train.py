@@ -12,12 +12,15 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
+from types import SimpleNamespace
 from urllib.parse import urlsplit
 
 import numpy as np
 import pytest
 
 from demo import training
+from demo.live import UNITS, first_layer
 from demo.training import Refused, trainer_argv
 from demo_helpers import REPO, start_demo, stop_demo
 from harness import threads
@@ -109,6 +112,22 @@ def test_twins_changed_at_the_same_step_agree(data, monkeypatch):
         np.testing.assert_allclose(a, b, rtol=1e-10)
         assert abs(a[-1] - unchanged["epochs"][-1][key]) > 1e-3
     assert records[0]["lr_changes"] == records[1]["lr_changes"] == [{"step": 6, "lr": NEW_LR}]
+
+
+def test_a_pytorch_first_layer_is_read_without_a_warning():
+    """demo/live.py's snapshot of the PyTorch MLP's first layer: its first UNITS units, exactly
+    the weights in float64, and no warning (np.array on a tensor called torch's __array__
+    without the copy keyword NumPy 2 asks for, and the live log showed NumPy's DeprecationWarning)."""
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(784, 32)
+    session = SimpleNamespace(framework="pytorch", args=SimpleNamespace(model="mlp"),
+                              watch=SimpleNamespace(weights=[layer.weight]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        units, side = first_layer(session)
+    assert (side, units.dtype) == (28, np.float64)
+    np.testing.assert_array_equal(units, layer.weight.detach().double().numpy()[:UNITS])  # float32 -> 64: exact
 
 
 # ----------------------------------------------------------------------------- the page's flags
