@@ -141,7 +141,9 @@ def first_layer(session):
     """(units, side): the first layer's weights as one row per unit (MLP: UNITS of them, each
     a 28x28 image; CNN: each filter, side x side), float64 on the CPU."""
     W = session.watch.weights[0]
-    W = np.array(W if session.framework == "numpy" else W.detach().cpu(), dtype=np.float64)
+    if session.framework == "pytorch":   # torch's own conversion: np.array would call its __array__,
+        W = W.detach().cpu().double().numpy()  # which lacks NumPy 2's copy keyword (a DeprecationWarning)
+    W = np.array(W, dtype=np.float64)
     if session.args.model == "cnn":                       # C_out, 1, k, k
         return W.reshape(W.shape[0], -1), W.shape[-1]
     if session.framework == "numpy":                      # 784, units: a column per unit

@@ -19,6 +19,7 @@ finds the run where it is.
 """
 import dataclasses
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -31,6 +32,7 @@ from demo.models import find_models
 from harness.experiment import shown
 from harness.flags import RESULTS_DIR, build_parser
 from harness.metrics_file import WEIGHT_SUFFIX
+from harness.threads import STARTED_TOGETHER
 from report.run import FRAMEWORK_NAMES, MODEL_NAMES
 
 REPO = Path(__file__).resolve().parents[1]
@@ -53,14 +55,25 @@ class Refused(Exception):
         self.status = status
 
 
-def _flag_parser(framework):
-    """The trainer's own parser, whose errors are a Refused (400) instead of an exit."""
+def _flag_parser(framework, keys=()):
+    """The trainer's own parser, whose errors are a Refused (400) instead of an exit, each
+    naming the flag as the request's key spells it (keys: "batch_size", or "batch-size")."""
     parser = build_parser(framework, "")
 
     def refuse(message):
-        raise Refused(400, message)
+        raise Refused(400, _as_sent(message, keys))
     parser.error = refuse
     return parser
+
+
+def _as_sent(message, keys):
+    """argparse's 'argument --batch-size: must be positive' as 'batch_size: must be positive'
+    where the request said batch_size: the learner sent a JSON key, not a command line."""
+    for key in keys:
+        prefix = f"argument --{key.replace('_', '-')}: "
+        if message.startswith(prefix):
+            return f"{key}: {message[len(prefix):]}"
+    return message
 
 
 def _text(value):
@@ -74,7 +87,7 @@ def trainer_argv(flags):
     for key, value in flags.items():
         flag = "--" + key.replace("_", "-")
         if flag[2:] not in FLAGS:
-            raise Refused(400, f"{flag} is not one the page sets; it sets --{', --'.join(FLAGS)}")
+            raise Refused(400, f"{key} is not one the page sets; it sets {', '.join(FLAGS)}")
         if value is True:
             argv.append(flag)
         elif isinstance(value, list) and all(isinstance(v, (int, float, str)) for v in value):
@@ -82,22 +95,23 @@ def trainer_argv(flags):
         elif isinstance(value, (int, float, str)):
             argv.append(f"{flag}={_text(value)}")   # one word: a value "-1" is not read as a flag
         elif value not in (False, None):
-            raise Refused(400, f"{flag}: give a number, a string, true or a list, not {json.dumps(value)}")
+            raise Refused(400, f"{key}: give a number, a string, true or a list, not {json.dumps(value)}")
     return argv
 
 
-def check_flags(frameworks, argv):
+def check_flags(frameworks, argv, keys=()):
     """Parse argv as each trainer would, so a bad value is refused now with the flag's own
-    message; returns the parsed flags."""
+    message, named by its key in keys (the request's); returns the parsed flags."""
     for framework in frameworks:
-        args = _flag_parser(framework).parse_args(argv)
+        args = _flag_parser(framework, keys).parse_args(argv)
     return args
 
 
 class Run:
-    """One trainer process and what its feed has said so far."""
+    """One trainer process and what its feed has said so far. together: how many runs are
+    started with this one (the twins), who share the cores from their first step."""
 
-    def __init__(self, number, framework, argv, args, folder):
+    def __init__(self, number, framework, argv, args, folder, together=1):
         self.id, self.framework, self.argv = f"{framework}-{number}", framework, argv
         self.name = f"{FRAMEWORK_NAMES[framework]} {MODEL_NAMES[args.model]}, page run {number}"
         suffix = WEIGHT_SUFFIX[framework]
@@ -113,8 +127,8 @@ class Run:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "demo.live", framework, str(self.feed), "--", *argv,
                  "--metrics", str(self.metrics), "--weights", str(self.weights), "--no-progress"],
-                cwd=REPO, stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True, text=True)
+                cwd=REPO, env={**os.environ, STARTED_TOGETHER: str(together)}, stdin=subprocess.PIPE,
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True, text=True)
 
     def running(self):
         return self.process.poll() is None
@@ -240,7 +254,7 @@ class Trainings:
         if framework not in FRAMEWORKS:
             raise Refused(400, f"framework must be numpy, pytorch or both, not {json.dumps(framework)}")
         argv = trainer_argv(flags)
-        args = check_flags(FRAMEWORKS[framework], argv)
+        args = check_flags(FRAMEWORKS[framework], argv, flags)
         with self.lock:
             busy = [run for run in self.running() if run.framework in FRAMEWORKS[framework]]
             if busy:
@@ -249,7 +263,8 @@ class Trainings:
             self.count += 1
             folder = self.folder / f"run{self.count}-{time.strftime('%Y%m%d-%H%M%S')}"
             folder.mkdir(parents=True)
-            runs = [Run(self.count, name, argv, args, folder) for name in FRAMEWORKS[framework]]
+            names = FRAMEWORKS[framework]
+            runs = [Run(self.count, name, argv, args, folder, len(names)) for name in names]
             self.runs += runs
         for run in runs:
             run.waiter = threading.Thread(target=self._wait, args=(run,), daemon=True)
@@ -281,7 +296,7 @@ class Trainings:
         twins change at the same step. Answers that step."""
         if not isinstance(request, dict) or set(request) != {"lr"}:
             raise Refused(400, 'expected {"lr": <the new learning rate>}')
-        lr = _flag_parser("numpy").parse_args([f"--lr={_text(request['lr'])}"]).lr
+        lr = _flag_parser("numpy", ["lr"]).parse_args([f"--lr={_text(request['lr'])}"]).lr
         with self.lock:
             for run in self.runs:
                 run.read()

@@ -4,6 +4,8 @@
     threads.register()                  # once, before training: count this trainer in
     threads.share_cores("numpy")        # at every epoch's start: this run's share of the cores
 
+    NN_TRAINERS_STARTED_TOGETHER=2 python ...   # twins started at once share from their first step
+
 NumPy hands its matrix products to OpenBLAS, PyTorch on the CPU to MKL and OpenMP. Each
 starts one worker thread per core, splits every product among them and waits for the
 slowest part. Alone on an idle machine that is faster (1.1-1.65x on 2 cores here); but when
@@ -253,16 +255,44 @@ def fair_share(trainers, cores=None):
     return max(1, cores // max(1, trainers))
 
 
+# Trainers started at the same moment (the demo's twins, demo/training.py) are told in this
+# variable how many they are. The registry alone would not do: the NumPy twin reaches its first
+# step while the PyTorch twin still imports torch, unregistered, and so would take every core
+# for its first epoch while the other takes half (NumPy's first epoch ran 6.8 s instead of
+# 0.46 s on 2 cores). Each counts the number it was given until it has seen that many
+# running; from then on the registry alone, so a twin that ends hands its cores back.
+STARTED_TOGETHER = "NN_TRAINERS_STARTED_TOGETHER"
+_together_seen = False     # has this trainer seen all those started with it running?
+
+
+def started_together():
+    """How many trainers (this one included) were started together with this one: 1 unless
+    the variable STARTED_TOGETHER gives a whole number."""
+    text = os.environ.get(STARTED_TOGETHER, "")
+    return int(text) if text.isascii() and text.isdigit() and int(text) > 0 else 1
+
+
+def sharing_trainers():
+    """How many trainers share the cores now: those running, and until all those started
+    together with this one have been seen running, at least that many."""
+    global _together_seen
+    running = running_trainers()
+    if running >= started_together():
+        _together_seen = True
+    return running if _together_seen else started_together()
+
+
 def share_cores(framework):
     """Give the library doing framework's products ("numpy" or "pytorch") its fair share of
     the cores among the trainers running now, unless the user set a thread count in the
     environment; return the count now in use (None if it cannot be read), for the record.
 
     The trainers call this at the start of every epoch: a trainer started beside one already
-    running takes its share at once, and the other gives up its extra threads at its next epoch."""
+    running takes its share at once, and the other gives up its extra threads at its next epoch;
+    twins started together (STARTED_TOGETHER) take their share from their first epoch."""
     if framework not in USER_VARIABLES:
         raise ValueError(f"unknown framework {framework!r} (expected one of {', '.join(USER_VARIABLES)})")
-    chosen = None if user_setting(framework) else fair_share(running_trainers())
+    chosen = None if user_setting(framework) else fair_share(sharing_trainers())
     if framework == "numpy":
         if chosen:
             set_openblas_threads(chosen)

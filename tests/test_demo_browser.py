@@ -11,6 +11,7 @@ import importlib.util
 import json
 import math
 import os
+import re
 import urllib.request
 from pathlib import Path
 
@@ -137,6 +138,26 @@ def test_without_models_the_page_says_how_to_train_one(browser, demo_without_mod
     page.close()
 
 
+def test_a_log_axis_is_labelled_at_whole_powers_of_ten(browser, demo_without_models):
+    """The page's axisLabels: from 4e-4 to 0.2, the powers between (not the ends' 1e-3.4 and
+    1e-0.7); from 0.05 to 0.08, under a decade, the ends as plain numbers; over twelve
+    decades, every third power (at most 5 labels on a 170-pixel plot)."""
+    page = browser.new_page()
+    page.goto(demo_without_models)
+
+    def labels(low, high):
+        return page.evaluate(f"axisLabels(Math.log10({low}), Math.log10({high}), true).map(l => l[1])")
+    assert labels(4e-4, 0.2) == ["1e-1", "1e-2", "1e-3"]
+    assert labels(0.05, 0.08) == ["0.08", "0.05"]
+    assert labels(1e-12, 1) == ["1e0", "1e-3", "1e-6", "1e-9", "1e-12"]
+    page.close()
+
+
+def a_log_label(text):
+    """A whole power of ten (1e-3) or a plain number (0.063, 6.3e-7); not 1e-1.2."""
+    return bool(re.fullmatch(r"1e-?\d+|\d*\.?\d+(e-\d+)?", text))
+
+
 @pytest.fixture(scope="module")
 def demo_to_train(tmp_path_factory):
     folder = tmp_path_factory.mktemp("train")
@@ -169,6 +190,9 @@ def test_a_run_started_on_the_page_learns_stops_and_reads(browser, demo_to_train
     for canvas in ("#plot-loss", "#plot-acc", "#plot-grad", "#plot-update", "#plot-dead", "#weights-numpy"):
         assert not blank(page, canvas), canvas
     assert page.locator("#digits canvas").count() == 10
+    for canvas in ("#plot-grad", "#plot-update"):  # log axes, as the page labelled them
+        texts = page.get_attribute(canvas, "data-labels").split()
+        assert texts and all(map(a_log_label, texts)), (canvas, texts)
     page.click("#stop")
     page.wait_for_selector(".model h2:text('NumPy MLP, page run 1')", timeout=120_000)
     assert "numpy-1 interrupted" in page.inner_text("#runs")

@@ -12,14 +12,18 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
+from types import SimpleNamespace
 from urllib.parse import urlsplit
 
 import numpy as np
 import pytest
 
 from demo import training
+from demo.live import UNITS, first_layer
 from demo.training import Refused, trainer_argv
 from demo_helpers import REPO, start_demo, stop_demo
+from harness import threads
 from harness.flags import build_parser
 from harness.session import Session
 from numpy_nn.utils import cosine_lr
@@ -110,6 +114,22 @@ def test_twins_changed_at_the_same_step_agree(data, monkeypatch):
     assert records[0]["lr_changes"] == records[1]["lr_changes"] == [{"step": 6, "lr": NEW_LR}]
 
 
+def test_a_pytorch_first_layer_is_read_without_a_warning():
+    """demo/live.py's snapshot of the PyTorch MLP's first layer: its first UNITS units, exactly
+    the weights in float64, and no warning (np.array on a tensor called torch's __array__
+    without the copy keyword NumPy 2 asks for, and the live log showed NumPy's DeprecationWarning)."""
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(784, 32)
+    session = SimpleNamespace(framework="pytorch", args=SimpleNamespace(model="mlp"),
+                              watch=SimpleNamespace(weights=[layer.weight]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        units, side = first_layer(session)
+    assert (side, units.dtype) == (28, np.float64)
+    np.testing.assert_array_equal(units, layer.weight.detach().double().numpy()[:UNITS])  # float32 -> 64: exact
+
+
 # ----------------------------------------------------------------------------- the page's flags
 
 def refusal(framework, argv):
@@ -124,21 +144,26 @@ def refusal(framework, argv):
 
 BAD_FLAGS = [{"lr": -1}, {"lr": "fast"}, {"model": "rnn"}, {"epochs": 1.5}, {"hidden": [0]},
              {"model": "cnn", "hidden": [10]}, {"dropout": 1}, {"lr": True}, {"batch_size": 0},
-             {"dtype": "float16"}]
+             {"batch-size": 0}, {"dtype": "float16"}]
 
 
 @pytest.mark.parametrize("flags", BAD_FLAGS, ids=json.dumps)
 def test_trainer_argv_is_refused_with_the_flags_message(server, flags):
-    """POST /api/train answers 400 with what `python numpy_nn/train.py <the same flags>` says."""
+    """POST /api/train answers 400 with what `python numpy_nn/train.py <the same flags>` says,
+    the flag named as the body spells its key (batch_size or batch-size, not --batch-size)."""
+    key = list(flags)[-1]                      # each case's bad flag is its last
+    message = refusal("numpy", trainer_argv(flags))
+    prefix = f"argument --{key.replace('_', '-')}: "
+    assert message.startswith(prefix)
     status, _, body = ask(server[:2], "POST", "/api/train", json.dumps({"framework": "numpy", **flags}))
-    assert (status, json.loads(body)) == (400, {"error": refusal("numpy", trainer_argv(flags))})
+    assert (status, json.loads(body)) == (400, {"error": f"{key}: {message[len(prefix):]}"})
 
 
 SERVER_REFUSALS = {
-    "a file to write": ({"metrics": "/etc/passwd"}, "--metrics is not one the page sets"),
-    "a data folder": ({"data-dir": "/"}, "--data-dir is not one the page sets"),
+    "a file to write": ({"metrics": "/etc/passwd"}, "metrics is not one the page sets; it sets model, lr,"),
+    "a data folder": ({"data_dir": "/"}, "data_dir is not one the page sets"),
     "no such framework": ({"framework": "jax"}, 'framework must be numpy, pytorch or both, not "jax"'),
-    "an object": ({"lr": {"x": 1}}, '--lr: give a number, a string, true or a list, not {"x": 1}'),
+    "an object": ({"lr": {"x": 1}}, 'lr: give a number, a string, true or a list, not {"x": 1}'),
 }
 
 
@@ -152,7 +177,8 @@ def test_what_the_page_does_not_set_is_refused(server, case):
 def test_nothing_to_stop_or_change(server):
     assert ask(server[:2], "POST", "/api/train/stop")[:1] == (409,)
     status, _, body = ask(server[:2], "POST", "/api/train/lr", json.dumps({"lr": -2}))
-    assert (status, json.loads(body)["error"]) == (400, refusal("numpy", ["--lr=-2"]))
+    assert refusal("numpy", ["--lr=-2"]) == "argument --lr: must be positive, got -2"
+    assert (status, json.loads(body)["error"]) == (400, "lr: must be positive, got -2")
 
 
 # A stand-in for demo/live.py's process: a feed that says the run started (10 steps) and has
@@ -274,6 +300,10 @@ def test_both_twins_train_change_rate_together_and_stop(server):
     records = [json.loads((REPO / run["metrics"]).read_text()) for run in runs]
     assert [record["status"] for record in records] == ["interrupted"] * 2
     assert [record["lr_changes"] for record in records] == [[{"step": change["step"], "lr": NEW_LR}]] * 2
+    if not (threads.user_setting("numpy") or threads.user_setting("pytorch")):
+        # started together, each twin shares the cores from its first epoch (half of them, or
+        # less where other trainers run on this machine), not only once it sees the other
+        assert [record["epochs"][0]["threads"] <= threads.fair_share(2) for record in records] == [True] * 2
     n = min(len(record["epochs"]) for record in records)
     assert n >= 2
     for key in ("train_loss", "test_loss"):
@@ -301,8 +331,10 @@ def test_both_twins_train_change_rate_together_and_stop(server):
     assert not (server[2] / "none").exists()
 
 
-def test_ctrl_c_on_the_server_stops_and_saves_the_runs(tmp_path):
-    """A run still training when the server gets Ctrl-C: stopped, its finished epochs saved."""
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_on_the_server_stops_and_saves_the_runs(tmp_path, signum):
+    """A run still training when the server gets Ctrl-C, or kill's SIGTERM (which does what
+    Ctrl-C does): stopped, its finished epochs saved, the server's exit a clean one."""
     with open(tmp_path / "stderr.txt", "w") as log:
         process, url = start_demo("--results-dir", tmp_path / "none", "--train-dir", tmp_path / "runs", stderr=log)
         server = (urlsplit(url).hostname, urlsplit(url).port)
@@ -310,7 +342,7 @@ def test_ctrl_c_on_the_server_stops_and_saves_the_runs(tmp_path):
             assert post(server, "/api/train", {"framework": "numpy", "limit": 500, "epochs": 200})[0] == 200
             until(server, lambda runs: len(runs[-1]["epochs"]) >= 1)
         finally:
-            code, out = stop_demo(process, signal.SIGINT)
+            code, out = stop_demo(process, signum)
     record = json.loads(next((tmp_path / "runs").glob("*/numpy_metrics.json")).read_text())
     assert record["status"] == "interrupted" and len(record["epochs"]) >= 1
     assert code == 0 and out.startswith("numpy-1: interrupted (") and out.endswith("stopped\n")

@@ -249,6 +249,32 @@ def test_pytorch_shares_and_a_thread_count_in_the_environment_wins(registry):
 
 
 @needs_openblas
+@two_cores
+def test_twins_started_together_take_half_the_cores_before_the_other_registers(registry):
+    """The demo's twins are told they are two (STARTED_TOGETHER): the first to reach its first
+    epoch takes half the cores though it sees only itself in the registry."""
+    _, used, fair, _ = share(registry, NUMPY, **{threads.STARTED_TOGETHER: "2"})
+    assert fair == threads.usable_cores()                    # the registry alone: every core
+    assert used == threads.usable_cores() // 2
+
+
+def test_twins_count_each_other_until_seen_then_the_registry_alone(monkeypatch):
+    """Started as two: 2 while the other is not yet registered, 2 once it is, then 1 when it
+    has ended (its cores handed back): the variable is a floor only until all have been seen."""
+    monkeypatch.setattr(threads, "_together_seen", False)
+    monkeypatch.setenv(threads.STARTED_TOGETHER, "2")
+    registered = iter([1, 1, 2, 1])
+    monkeypatch.setattr(threads, "running_trainers", lambda: next(registered))
+    assert [threads.sharing_trainers() for _ in range(4)] == [2, 2, 2, 1]
+
+
+@pytest.mark.parametrize("text", ["", "0", "-2", "two", "\u0662", "1"])
+def test_started_together_is_one_unless_a_whole_number_says_more(monkeypatch, text):
+    monkeypatch.setenv(threads.STARTED_TOGETHER, text)
+    assert threads.started_together() == 1
+
+
+@needs_openblas
 def test_a_product_is_repeatable_at_a_fixed_thread_count_but_the_low_bits_follow_the_count(restore_openblas):
     """The same count gives the same bits, every time. Another count may split the products
     differently and round differently: here (OpenBLAS 0.3.31, Haswell kernels) float32 results
