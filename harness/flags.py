@@ -84,6 +84,8 @@ class _ModelParser(argparse.ArgumentParser):
         name = self.framework if args.model == "mlp" else f"{self.framework}_{args.model}"
         if getattr(args, "exercise", None):    # a learner's exercise keeps the project's run too
             name += f"_exercise_{args.exercise}"
+        if args.augment:                       # and an augmented run the plain one
+            name += "_augment"
         if args.metrics is None:
             args.metrics = RESULTS_DIR / f"{name}_metrics.json"
         if args.weights is None:
@@ -164,7 +166,8 @@ def build_parser(framework, description):
                    help="root of the dataset cache (torchvision's root=): <dir>/MNIST/raw/...")
     p.add_argument("--metrics", type=Path, default=None,
                    help=f"where to write the metrics JSON (default: results/{framework}_metrics.json, "
-                        f"results/{framework}_cnn_metrics.json for the CNN); a symlink is written "
+                        f"results/{framework}_cnn_metrics.json for the CNN; _augment before _metrics with "
+                        f"--augment); a symlink is written "
                         f"through to its target, a device or FIFO refused")
     p.add_argument("--weights", type=Path, default=None,
                    help=f"where to write the trained weights (default: results/{framework}_model"

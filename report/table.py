@@ -143,6 +143,7 @@ LIKE_FOR_LIKE = {
     "dtype": lambda record: record["config"]["dtype"],
     "weight decay": lambda record: record["config"]["weight_decay"],
     "dropout": lambda record: record["config"]["dropout"],
+    "augmentation": lambda record: augmentation(record["config"].get("augment")),
     "hardware": device_name,
 }
 
@@ -162,7 +163,7 @@ def _shown(setting, run, value):
 NOT_SETTINGS = ("finished epochs", "hardware")
 # The settings that change the work one training sample costs: the speed of runs that differ
 # in them measures the settings as much as the implementations.
-WORK_SETTINGS = ("model", "hidden sizes", "batch size", "dtype")
+WORK_SETTINGS = ("model", "hidden sizes", "batch size", "dtype", "augmentation")
 
 
 def differing_settings(runs):
@@ -278,6 +279,15 @@ def warmup_notes(runs):
     return notes
 
 
+def augmentation(ranges):
+    """--augment's ranges as a line reads them, or "none"."""
+    if not ranges:
+        return "none"
+    text = (f"rotate +-{ranges['rotate']:g} deg, scale 1 +- {ranges['scale']:g}, shear +-{ranges['shear']:g} deg, "
+            f"shift +-{ranges['shift']:g} px")
+    return text + (f", thickness +-{ranges['thickness']:g}" if ranges["thickness"] else "")
+
+
 def describe_config(run):
     """One line with the settings that shape a run, e.g. for the figure's title."""
     config, data = run.record["config"], run.record["data"]
@@ -292,6 +302,8 @@ def describe_config(run):
         text += f", weight decay {config['weight_decay']:g}"
     if config["dropout"]:
         text += f", dropout {config['dropout']:g}"
+    if config.get("augment"):
+        text += ", augmented"
     return f"{text}, {device_name(run.record)}"
 
 
