@@ -42,7 +42,7 @@ FRAMEWORKS = {"numpy": ["numpy"], "pytorch": ["pytorch"], "both": ["numpy", "pyt
 # --weights: under --train-dir) and what data (MNIST, whose cache is read, never written here)
 FLAGS = ("model", "lr", "optimizer", "schedule", "batch-size", "activation", "weight-init",
          "hidden", "dropout", "weight-decay", "epochs", "limit", "dtype", "seed", "layers",
-         "diagnostics-every")
+         "diagnostics-every", "augment")
 HOLD_SECONDS = 120  # how long an lr change waits for the runs to reach a step boundary
 DIGITS = 10         # demo/live.py's: the first test images, read by each network as it learns
 
