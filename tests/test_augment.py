@@ -11,6 +11,7 @@ hundredfold margin and still catch any real difference (a wrong pixel, a half-pi
 different draw) by many orders.
 """
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -23,9 +24,7 @@ import torch
 from data_loader import load_mnist
 from harness.experiment import build_parser
 from harness.metrics_file import load_metrics
-from numpy_nn import train as numpy_train
 from numpy_nn.augment import CENTRE, DEFAULT_RANGES, SIDE, Augment, affine, dilate, inverse, thicken, warp
-from pytorch_nn import train as pytorch_train
 from pytorch_nn.augment import TorchAugment
 
 REPO = Path(__file__).resolve().parents[1]
@@ -211,22 +210,32 @@ def test_the_twins_augment_alike_batch_after_batch(digits, thickness):
     print(f"thickness {thickness}: max difference {worst:.1e}")
 
 
-def train_run(framework, folder, *flags):
-    """A short float64 run of a trainer, in this process (its main, tmp paths); its record."""
-    metrics = folder / f"{framework}.json"
+ENV = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}  # tests/test_cli.py's: only timings change
+
+
+def start_run(framework, metrics, *flags):
+    """A short float64 run of a trainer as its own process (main in this one would leave its
+    global settings behind: np.seterr, the signal policy, thread counts)."""
     device = ["--device", "cpu"] if framework == "pytorch" else []
-    trainer = numpy_train if framework == "numpy" else pytorch_train
-    trainer.main(["--dtype", "float64", "--limit", "1000", "--epochs", "2", "--seed", "0", "--no-progress",
-                  "--metrics", str(metrics), "--weights", str(folder / f"{framework}_w"), *device, *flags])
-    return metrics
+    return subprocess.Popen([sys.executable, str(REPO / f"{framework}_nn" / "train.py"), "--dtype", "float64",
+                             "--limit", "1000", "--epochs", "2", "--seed", "0", "--no-progress", "--metrics",
+                             str(metrics), "--weights", str(metrics.with_suffix(".w")), *device, *flags],
+                            env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
+    """The twins with --augment --thickness 0.3, and the NumPy trainer without: their records'
+    paths. The three run at once (each on one BLAS thread)."""
     folder = tmp_path_factory.mktemp("runs")
-    return {"numpy": train_run("numpy", folder, "--augment", "--thickness", "0.3"),
-            "pytorch": train_run("pytorch", folder, "--augment", "--thickness", "0.3"),
-            "plain": train_run("numpy", folder / "plain")}
+    paths = {name: folder / f"{name}.json" for name in ("numpy", "pytorch", "plain")}
+    procs = [start_run("numpy", paths["numpy"], "--augment", "--thickness", "0.3"),
+             start_run("pytorch", paths["pytorch"], "--augment", "--thickness", "0.3"),
+             start_run("numpy", paths["plain"])]
+    for proc in procs:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+    return paths
 
 
 # Measured here: the twins' train losses 2e-16 apart relative (the MLP steps agree to ~1e-15
