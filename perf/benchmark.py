@@ -20,7 +20,9 @@ PyTorch twin
 (pytorch_nn/cnn.py), started from the same weights; "matmuls only" is then the im2col
 products of its convolutions and the linear layer's, and one step at batch 128 is timed
 layer by layer (forward and backward) in both. Last, the Adam step alone, in both, on a
-fresh state and on one as training leaves it (some of m subnormal: numpy_nn/utils.py).
+fresh state and on one as training leaves it (some of m subnormal: numpy_nn/utils.py), and
+(MLP only) --augment's cost: a batch of 128 warped by numpy_nn/augment.py and by its PyTorch
+twin, beside a NumPy MLP step at that batch.
 
 Writes results/benchmark.json, results/benchmark.md and results/throughput.png (with
 --model cnn: benchmark_cnn.json, benchmark_cnn.md and throughput_cnn.png). The FLOP counts
@@ -43,6 +45,7 @@ sys.path.insert(0, str(ROOT))
 from data_loader import DataError, batches, load_mnist, write_atomic  # noqa: E402
 from perf.flops import cnn_flops_per_sample, cnn_products, flops_per_sample  # noqa: E402
 from harness.metrics_file import cpu_model, numpy_blas  # noqa: E402
+from numpy_nn.augment import DEFAULT_RANGES, Augment  # noqa: E402
 from numpy_nn.cnn import CNN, IMAGE_SHAPE  # noqa: E402
 from numpy_nn.fast_cnn import FastCNN  # noqa: E402
 from numpy_nn.fast_layers import conv2d_backward, conv2d_forward, maxpool2d_backward, maxpool2d_forward  # noqa: E402
@@ -50,7 +53,7 @@ from numpy_nn.neural_network import NeuralNetwork  # noqa: E402
 from numpy_nn.parallel import Halves  # noqa: E402
 from numpy_nn.train import train_step  # noqa: E402
 from numpy_nn.utils import OPTIMIZERS, cross_entropy_with_grad, relu, relu_grad  # noqa: E402
-from report.throughput import markdown, plot  # noqa: E402
+from report.throughput import _threads, markdown, plot  # noqa: E402
 from harness.threads import openblas_threads, set_openblas_threads  # noqa: E402
 
 # Per model: the defaults of --batch-sizes, --samples and --repeats, and the batch sizes
@@ -321,6 +324,67 @@ def optimizer_steps(n_params, repeats, steps=20):
     return {name: {state: statistics.median(times[name, state]) for state in ("fresh", "trained")}
             for name in makers}
 
+
+
+# --augment's cost (numpy_nn/augment.py): the issue's target is the NumPy augmentation of a
+# batch of 128 at most 25% of a NumPy MLP training step at that batch.
+AUGMENT_TARGET = {"batch_size": 128, "share_of_numpy_step_at_most": 0.25}
+
+
+def augment_costs(x, y, repeats, calls=20):
+    """Microseconds per batch (median of repeats, each `calls` calls) of --augment on a batch
+    of AUGMENT_TARGET's size: NumPy's Augment and the PyTorch twin's on the CPU, with the
+    default ranges and with --thickness 0.5, beside one NumPy MLP training step at that batch
+    (numpy_trainer's, as the rows time it). All take turns within each repeat, as measure()'s
+    trainers do, so they see the same machine load."""
+    import torch
+    from pytorch_nn.augment import TorchAugment
+    bs = AUGMENT_TARGET["batch_size"]
+    batch = x[next(_endless_batches(len(x), bs))]          # bs,784 float32, as the trainers give it
+    tensor = torch.from_numpy(batch)
+    step, _ = numpy_trainer(x, y, bs)
+    timed = {"numpy MLP step": step}
+    for thickness in (0.0, 0.5):
+        args = SimpleNamespace(augment={**DEFAULT_RANGES, "thickness": thickness}, seed=0)
+        label = f", thickness {thickness:g}" if thickness else ""
+        timed["numpy augment" + label] = lambda augment=Augment(args): augment(batch)
+        timed["pytorch-cpu augment" + label] = lambda augment=TorchAugment(args): augment(tensor)
+    for run in timed.values():                             # warm-up: caches, allocator, lazy init
+        for _ in range(WARMUP_STEPS):
+            run()
+    times = {name: [] for name in timed}
+    for _ in range(repeats):
+        for name, run in timed.items():
+            time.sleep(QUIET_S)                            # the other library's threads go to sleep
+            t0 = time.perf_counter()
+            for _ in range(calls):
+                run()
+            times[name].append(1e6 * (time.perf_counter() - t0) / calls)
+    us = {name: statistics.median(t) for name, t in times.items()}
+    return {**AUGMENT_TARGET, "calls": calls, "threads": use_threads(None), "microseconds": us,
+            "share_of_numpy_step": {name: v / us["numpy MLP step"] for name, v in us.items()}}
+
+
+def augment_markdown(record):
+    """benchmark.md's section on --augment's cost (markdown lines; none in records without it)."""
+    costs = record.get("augment_microseconds")
+    if not costs:
+        return []
+    bs, most = costs["batch_size"], costs["share_of_numpy_step_at_most"]
+    lines = ["", f"## --augment's cost at batch {bs} (microseconds per batch)", "",
+             f"Warping a batch of {bs} training images, each by its own random map (numpy_nn/augment.py "
+             f"from scratch, pytorch_nn/augment.py its twin on the CPU; default ranges, and with "
+             f"--thickness 0.5), beside one NumPy MLP training step at batch {bs}; each timed over "
+             f"{costs['calls']} calls, taking turns, median of {record['repeats']} repeats; threads "
+             f"{_threads(costs)}.", "",
+             "| | microseconds | share of a NumPy MLP step |", "|---|---:|---:|"]
+    for name, us in costs["microseconds"].items():
+        lines.append(f"| {name} | {us:.0f} | {100 * costs['share_of_numpy_step'][name]:.0f}% |")
+    share = costs["share_of_numpy_step"]["numpy augment"]
+    lines += ["", f"The issue's target: NumPy's augmentation at most {100 * most:.0f}% of a NumPy MLP step. "
+              f"This run: {100 * share:.0f}%, {'within' if share <= most else 'beyond'} it (one machine, "
+              f"which other work may share: the numbers, not a verdict)."]
+    return lines
 
 def numpy_phases(x, y, batch_size, steps):
     """Microseconds per NumPy training step spent in each phase (one pass of `steps` steps)."""
@@ -600,6 +664,10 @@ def main(argv=None):
     adam = optimizer_steps(n_params, args.repeats)
     print(f"Adam step ({n_params:,} parameters), fresh / trained state: "
           + " | ".join(f"{k} {v['fresh']:.0f} / {v['trained']:.0f} us" for k, v in adam.items()))
+    augment = None if cnn else augment_costs(x, y, args.repeats)  # the issue's target is an MLP step's
+    if augment:
+        print(f"--augment, batch {augment['batch_size']}: " + " | ".join(
+            f"{k} {v:.0f} us ({100 * augment['share_of_numpy_step'][k]:.0f}%)" for k, v in augment["microseconds"].items()))
     if args.threads:  # the record's hardware section reports the libraries' own counts
         set_openblas_threads(own_threads["numpy"])
         torch.set_num_threads(own_threads["pytorch"])
@@ -622,14 +690,17 @@ def main(argv=None):
         "warmup_steps": WARMUP_STEPS,
         "adam_step_microseconds": adam, "adam_trained_subnormal_share": TRAINED_SUBNORMAL_SHARE,
     }
+    if augment:
+        record["augment_microseconds"] = augment
     if cnn:  # the MLP's record stays as it was
         record.update({"model": "cnn", "forward_flops_per_sample": cnn_flops_per_sample("forward"),
                        "epoch_samples": epoch, "targets": CNN_TARGETS})
+    table = markdown(record) + "".join(f"{line}\n" for line in augment_markdown(record))  # report/throughput.py's, then ours
     out, suffix = args.out_dir, "_cnn" if cnn else ""
     names = [f"benchmark{suffix}.json", f"benchmark{suffix}.md", f"throughput{suffix}.png"]
     try:
         write_atomic(out / names[0], (json.dumps(record, indent=2) + "\n").encode())
-        write_atomic(out / names[1], markdown(record).encode())
+        write_atomic(out / names[1], table.encode())
         write_atomic(out / names[2], plot(record))
     except OSError as e:
         sys.exit(f"error: cannot write to {out} ({e.strerror or e})")

@@ -78,9 +78,10 @@ def test_gpu_rows_are_described_with_their_own_peak():
     assert "pytorch-cuda-graph samples/s (% of peak)" in text and "200,000 (4.0%)" in text
 
 
-def test_short_benchmark_writes_consistent_files(tmp_path):
+def test_short_benchmark_writes_consistent_files(tmp_path, monkeypatch):
     """A tiny run: the JSON's ratios and fractions follow from its own rates, the table and
     the picture are written."""
+    monkeypatch.setattr(benchmark, "QUIET_S", 0)  # no pauses: only the timings change, never asserted
     benchmark.main(["--batch-sizes", "16", "64", "--samples", "256", "--repeats", "1", "--out-dir", str(tmp_path)])
     record = json.loads((tmp_path / "benchmark.json").read_text())
     assert record["flops_per_sample"] == 454_400
@@ -105,6 +106,34 @@ def test_short_benchmark_writes_consistent_files(tmp_path):
     ratio = adam["numpy"]["trained"] / adam["numpy"]["fresh"]
     row = f"| numpy | {adam['numpy']['fresh']:.0f} | {adam['numpy']['trained']:.0f} | {ratio:.2f}x |"
     assert row in (tmp_path / "benchmark.md").read_text()
+    # --augment's cost at batch 128, beside a NumPy MLP step: shares that follow from the times
+    augment = record["augment_microseconds"]
+    us = augment["microseconds"]
+    assert augment["batch_size"] == 128 and augment["share_of_numpy_step_at_most"] == 0.25
+    assert set(us) == {"numpy MLP step", "numpy augment", "numpy augment, thickness 0.5",
+                       "pytorch-cpu augment", "pytorch-cpu augment, thickness 0.5"}
+    for name, share in augment["share_of_numpy_step"].items():
+        assert abs(share - us[name] / us["numpy MLP step"]) < 1e-12 and us[name] > 0
+    row = f"| numpy augment | {us['numpy augment']:.0f} | {100 * augment['share_of_numpy_step']['numpy augment']:.0f}% |"
+    assert row in (tmp_path / "benchmark.md").read_text()
+
+
+def test_augment_cost_is_reported_against_the_issues_target():
+    """benchmark.md's --augment section from a record made up here: the table of times and
+    shares, and whether NumPy's augmentation is within 25% of a step; no section in a record
+    without it (the CNN's, older ones)."""
+    us = {"numpy MLP step": 1000.0, "numpy augment": 300.0, "pytorch-cpu augment": 150.0}
+    costs = {"batch_size": 128, "share_of_numpy_step_at_most": 0.25, "calls": 20,
+             "threads": {"numpy": 2, "pytorch": 2}, "microseconds": us,
+             "share_of_numpy_step": {name: v / 1000.0 for name, v in us.items()}}
+    text = "\n".join(benchmark.augment_markdown({"augment_microseconds": costs, "repeats": 9}))
+    assert "## --augment's cost at batch 128 (microseconds per batch)" in text
+    assert "| numpy augment | 300 | 30% |" in text and "| pytorch-cpu augment | 150 | 15% |" in text
+    assert "This run: 30%, beyond it" in text
+    us["numpy augment"], costs["share_of_numpy_step"]["numpy augment"] = 200.0, 0.2
+    assert "This run: 20%, within it" in "\n".join(benchmark.augment_markdown({"augment_microseconds": costs,
+                                                                                 "repeats": 9}))
+    assert benchmark.augment_markdown({"repeats": 9}) == []
 
 
 def test_thread_sweep_measures_each_count_and_reads_the_data_dir(tmp_path, monkeypatch):
