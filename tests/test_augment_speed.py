@@ -112,3 +112,81 @@ def test_augment_batches_equal_the_frozen_ones(dtype, seed):
         for k, n in enumerate((128, 128, 128, 50)):
             x = images(n, 10 * seed + k, dtype)
             assert np.array_equal(ours(x), frozen_augment(theirs, ranges, x))
+
+
+# ------------------------------------------------- numpy_nn/fast_augment.py: a batch ahead
+from numpy_nn.fast_augment import Ahead  # noqa: E402
+
+
+def epoch_order(n, batch, seed):
+    from data_loader import batches
+    return list(batches(n, batch, np.random.default_rng(seed)))
+
+
+@pytest.mark.parametrize("ranges", RANGES[::2])
+def test_ahead_gives_the_same_batches_as_augment(ranges):
+    """Two epochs through Ahead (its thread draws and warps) equal Augment called in turn:
+    the same draws in the same order, the same images, bit for bit; the last batch short."""
+    x = images(1000, 7, np.float32)
+    prepared = Ahead(Augment(SimpleNamespace(augment=ranges, seed=3)), x)
+    in_turn = Augment(SimpleNamespace(augment=ranges, seed=3))
+    for epoch in range(2):
+        order = epoch_order(len(x), 128, epoch)               # 7 batches of 128, one of 104
+        prepared.epoch(order)
+        for idx in order:
+            assert np.array_equal(prepared(x[idx]), in_turn(x[idx]))
+
+
+def test_ahead_refuses_a_batch_it_did_not_prepare():
+    x = images(300, 8, np.float32)
+    prepared = Ahead(Augment(SimpleNamespace(augment=DEFAULT_RANGES, seed=0)), x)
+    with pytest.raises(RuntimeError, match="no epoch announced"):
+        prepared(x[:128])
+    order = epoch_order(len(x), 128, 0)
+    prepared.epoch(order)
+    with pytest.raises(RuntimeError, match="another batch"):
+        prepared(x[order[1]])
+
+
+def test_an_error_in_the_thread_reaches_the_trainer():
+    """The warp fails in the background (a batch of the wrong shape): the call that wants
+    that batch raises the same error, not a hang."""
+    x = images(256, 9, np.float32)[:, :700]                   # not 28x28 images
+    prepared = Ahead(Augment(SimpleNamespace(augment=DEFAULT_RANGES, seed=0)), x)
+    prepared.epoch(epoch_order(len(x), 128, 0))
+    with pytest.raises(ValueError):
+        prepared(x[:128])
+
+
+def test_ctrl_c_stops_an_augmented_run_cleanly(tmp_path):
+    """Ctrl-C in the middle of epoch 2 of a run with --augment: the run ends at a step
+    boundary with the shell's status for SIGINT, no traceback, and epoch 1 recorded and saved
+    (the batch being warped ahead is simply dropped)."""
+    import json
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+    repo = Path(__file__).resolve().parents[1]
+    env = {**__import__("os").environ, "OPENBLAS_NUM_THREADS": "1"}
+    metrics, weights = tmp_path / "m.json", tmp_path / "w.npz"
+    proc = subprocess.Popen([sys.executable, str(repo / "numpy_nn" / "train.py"), "--augment",
+                             "--limit", "20000", "--epochs", "200", "--no-progress",
+                             "--metrics", str(metrics), "--weights", str(weights)],
+                            cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        line = next(line for line in proc.stdout if line.startswith("epoch  1 |"))
+        time.sleep(float(line.split()[-1].rstrip("s")) / 2)  # into the middle of epoch 2
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 128 + signal.SIGINT, err
+    assert "Traceback" not in err, err
+    record = json.loads(metrics.read_text())
+    assert record["status"] == "interrupted" and 1 <= len(record["epochs"]) < 200
+    assert weights.exists()
