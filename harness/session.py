@@ -93,7 +93,6 @@ class Session:
             versions, hardware, self.sync = _torch_run(device)
         self.run = Run(framework, args, versions, hardware, self.n_train, len(x_test))
         self.use_cores = None         # set by a trainer that splits its batches (numpy_nn/parallel.py)
-        self.ahead = None             # set by one that prepares them ahead (numpy_nn/fast_augment.py)
         self.step = 0                 # steps taken in the whole run
         self.recording = False        # does the diagnostics record the step now running?
         self.unchecked = []           # losses on the device, not read back yet
@@ -136,10 +135,7 @@ class Session:
 
     def batches(self, rng):
         """The indices of each mini-batch of the epoch, in the order rng shuffles them."""
-        order = list(batches(self.n_train, self.args.batch_size, rng))
-        if self.ahead:
-            self.ahead(order)                         # the epoch's batches, to prepare each ahead
-        bar = tqdm(order, total=self.steps_per_epoch,
+        bar = tqdm(batches(self.n_train, self.args.batch_size, rng), total=self.steps_per_epoch,
                    desc=f"epoch {self.epoch}", leave=False, disable=self.args.no_progress or None)
         for idx in bar:
             self.batch += 1

@@ -18,7 +18,6 @@ from harness.session import Session, run_trainer  # noqa: E402
 from numpy_nn.augment import Augment  # noqa: E402
 from numpy_nn.build import build_network, check_flags, make_schedule  # noqa: E402
 from numpy_nn.diagnostics import Watch  # noqa: E402
-from numpy_nn.fast_augment import ahead  # noqa: E402
 from numpy_nn.parallel import faster  # noqa: E402
 from numpy_nn.utils import OPTIMIZERS, cross_entropy, cross_entropy_with_grad  # noqa: E402
 
@@ -54,7 +53,7 @@ def train(args, x_train, y_train, x_test, y_test):
     model = faster(args, build_network(args, x_train.shape[1]), session)  # the CNN: in halves, on 2 cores
     optimizer = OPTIMIZERS[args.optimizer](model.flat_params, args.lr)
     batch_rng = np.random.default_rng(args.seed)  # the batch order: the same in both trainers
-    augment = ahead(Augment(args), x_train, session)  # --augment: each image freshly warped, a batch ahead
+    augment = Augment(args)                       # --augment: every image freshly warped (augment.py)
     scheduler = make_schedule(optimizer, args, session.total_steps)  # --schedule: cosine decay by default
     watch = Watch(model, x_train, args)           # the diagnostics: numpy_nn/diagnostics.py
     with session.watching(model, watch, optimizer, scheduler):  # a stop keeps the finished epochs
