@@ -33,54 +33,75 @@ def affine(rotate, scale, shear, shift_x, shift_y):
     degrees, positive counter-clockwise as seen; each argument an array of B)."""
     a, s = np.radians(rotate), np.tan(np.radians(shear))
     cos, sin = np.cos(a), np.sin(a)
-    # y points down the image, so a counter-clockwise turn is [[cos, sin], [-sin, cos]]
-    rotation = np.stack([np.stack([cos, sin], -1), np.stack([-sin, cos], -1)], -2)  # B,2,2
-    shearing = np.zeros_like(rotation)
-    shearing[:, 0, 0] = shearing[:, 1, 1] = 1
-    shearing[:, 0, 1] = s                                 # x += tan(shear) * y
-    A = rotation @ shearing * np.asarray(scale)[:, None, None]  # B,2,2
-    t = np.stack([shift_x, shift_y], -1)[:, :, None]      # B,2,1
-    return np.concatenate([A, t], axis=2)                 # B,2,3
+    scale = np.asarray(scale)
+    # A = rotation @ shearing * scale, its four entries written out for the whole batch at once.
+    # y points down the image, so a counter-clockwise turn is [[cos, sin], [-sin, cos]]; the
+    # shearing is [[1, s], [0, 1]] (x += tan(shear) * y)
+    forward = np.empty((len(a), 2, 3))
+    forward[:, 0, 0] = cos * scale
+    forward[:, 0, 1] = (cos * s + sin) * scale
+    forward[:, 1, 0] = -sin * scale
+    forward[:, 1, 1] = (cos - sin * s) * scale
+    forward[:, 0, 2], forward[:, 1, 2] = shift_x, shift_y    # t
+    return forward
 
 
 def inverse(forward):
     """B,2,3 forward maps [A | t] -> their inverses [A^-1 | -A^-1 t]: where each output pixel
     comes from. A 2x2 inverse is [[d, -b], [-c, a]] / (ad - bc)."""
-    (a, b), (c, d) = forward[:, 0, :2].T, forward[:, 1, :2].T
-    A_inv = np.stack([np.stack([d, -b], -1), np.stack([-c, a], -1)], -2) / (a * d - b * c)[:, None, None]
-    return np.concatenate([A_inv, -A_inv @ forward[:, :, 2:]], axis=2)
+    a, b, c, d = forward[:, 0, 0], forward[:, 0, 1], forward[:, 1, 0], forward[:, 1, 1]
+    det = a * d - b * c
+    sources = np.empty_like(forward)
+    sources[:, 0, 0], sources[:, 0, 1] = d / det, -b / det
+    sources[:, 1, 0], sources[:, 1, 1] = -c / det, a / det
+    sources[:, :, 2:] = -sources[:, :, :2] @ forward[:, :, 2:]
+    return sources
 
 
-# every output pixel's (x, y) from the centre, and a 1 for the shift: 3,784
+# every output pixel's (x, y) from the centre, and a 1 for the shift: 3,784, in each float type
 _y, _x = np.mgrid[:SIDE, :SIDE].reshape(2, -1) - CENTRE
 GRID = np.stack([_x, _y, np.ones(SIDE * SIDE)])
+GRIDS = {dtype: GRID.astype(dtype) for dtype in (np.dtype(np.float32), np.dtype(np.float64))}
 
 
 def warp(images, sources):
     """Inverse-mapped affine warp with bilinear interpolation, the whole batch at once.
     images: B,784 (or B,28,28); sources: B,2,3, each mapping an output pixel's (x, y) from the
-    centre to the input point it reads. Outside the image is paper: 0. Returns B,784."""
+    centre to the input point it reads. Outside the image is paper: 0. Returns B,784.
+    (Every step works in place where it can: the batch's arrays are large, the arithmetic small.)"""
     B, dtype = len(images), images.dtype
-    points = sources.astype(dtype) @ GRID.astype(dtype) + CENTRE  # B,2,784: the column u and row v read
+    grid = GRIDS.get(dtype)
+    points = sources.astype(dtype) @ (GRID.astype(dtype) if grid is None else grid)  # B,2,784
+    points += CENTRE                                      # the column u and row v read
     # the image gets one pixel of paper before it and two after (P = 31 a side): a point left of
     # column 0 reads columns -1 and 0; one at or past column 28 is clipped to it, and reads 28
     # and 29 with weights 1 and 0
     np.clip(points, -1, SIDE, out=points)
     corner = np.floor(points)                             # the pixel above-left of the point
-    fraction = points - corner                            # how far past it, in [0, 1)
+    fraction = np.subtract(points, corner, out=points)    # how far past it, in [0, 1)
     u, v = fraction[:, 0], fraction[:, 1]                 # B,784 each
     P = SIDE + 3
     padded = np.zeros((B, P, P), dtype)
     padded[:, 1:SIDE + 1, 1:SIDE + 1] = images.reshape(B, SIDE, SIDE)
     # that pixel's index in the flattened batch: image b, row v0 + 1, column u0 + 1
-    index = (corner[:, 1] * P + corner[:, 0]).astype(np.intp) + (np.arange(B)[:, None] * P + 1) * P + 1
+    row = corner[:, 1]
+    row *= P
+    row += corner[:, 0]
+    index = row.astype(np.intp)
+    index += (np.arange(B)[:, None] * P + 1) * P + 1
     flat = padded.reshape(-1)
     # the four pixels around the point: the corner, and the ones right, below, below right
     # (a slice of flat moves every index by the same step)
     a, b, c, d = (np.take(flat[step:], index) for step in (0, 1, P, P + 1))
-    above = a + u * (b - a)                               # along the row above the point
-    below = c + u * (d - c)                               # and along the row below it
-    return above + v * (below - above)                    # then between the two rows
+    b -= a                                                # above = a + u (b - a): along the row above
+    b *= u
+    above = np.add(a, b, out=b)
+    d -= c                                                # below = c + u (d - c): and the row below
+    d *= u
+    below = np.add(c, d, out=d)
+    below -= above                                        # then between the two rows:
+    below *= v                                            # above + v (below - above)
+    return np.add(above, below, out=below)
 
 
 def dilate(images):
