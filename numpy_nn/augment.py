@@ -67,8 +67,7 @@ GRIDS = {dtype: GRID.astype(dtype) for dtype in (np.dtype(np.float32), np.dtype(
 def warp(images, sources):
     """Inverse-mapped affine warp with bilinear interpolation, the whole batch at once.
     images: B,784 (or B,28,28); sources: B,2,3, each mapping an output pixel's (x, y) from the
-    centre to the input point it reads. Outside the image is paper: 0. Returns B,784.
-    (Every step works in place where it can: the batch's arrays are large, the arithmetic small.)"""
+    centre to the input point it reads. Outside the image is paper: 0. Returns B,784."""
     B, dtype = len(images), images.dtype
     grid = GRIDS.get(dtype)
     points = sources.astype(dtype) @ (GRID.astype(dtype) if grid is None else grid)  # B,2,784
@@ -84,24 +83,14 @@ def warp(images, sources):
     padded = np.zeros((B, P, P), dtype)
     padded[:, 1:SIDE + 1, 1:SIDE + 1] = images.reshape(B, SIDE, SIDE)
     # that pixel's index in the flattened batch: image b, row v0 + 1, column u0 + 1
-    row = corner[:, 1]
-    row *= P
-    row += corner[:, 0]
-    index = row.astype(np.intp)
-    index += (np.arange(B)[:, None] * P + 1) * P + 1
+    index = (corner[:, 1] * P + corner[:, 0]).astype(np.intp) + (np.arange(B)[:, None] * P + 1) * P + 1
     flat = padded.reshape(-1)
     # the four pixels around the point: the corner, and the ones right, below, below right
     # (a slice of flat moves every index by the same step)
     a, b, c, d = (np.take(flat[step:], index) for step in (0, 1, P, P + 1))
-    b -= a                                                # above = a + u (b - a): along the row above
-    b *= u
-    above = np.add(a, b, out=b)
-    d -= c                                                # below = c + u (d - c): and the row below
-    d *= u
-    below = np.add(c, d, out=d)
-    below -= above                                        # then between the two rows:
-    below *= v                                            # above + v (below - above)
-    return np.add(above, below, out=below)
+    above = a + u * (b - a)                               # along the row above the point
+    below = c + u * (d - c)                               # and along the row below it
+    return above + v * (below - above)                    # then between the two rows
 
 
 def dilate(images):

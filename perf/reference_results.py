@@ -151,7 +151,7 @@ def augment_runs():
                 for framework in ("numpy", "pytorch"):
                     paths.append(train(framework, augment_name(framework, model, augmented, seed),
                                        "--model", model, "--seed", seed, *(["--augment"] if augmented else []),
-                                       folder=AUGMENT, steady=seed == 0))
+                                       folder=AUGMENT))
     return paths
 
 
