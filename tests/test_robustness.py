@@ -7,7 +7,7 @@ import pytest
 import compare
 from demo.preprocess import mnist_style
 from numpy_nn.augment import dilate
-from report import robustness
+from report import robustness, table
 
 REFERENCE = compare.ROOT / "results" / "reference"
 
@@ -110,3 +110,51 @@ def test_the_drawn_set_is_what_the_page_and_server_make():
     assert images.dtype == np.float32 and (labels == y[:100]).all()
     blank = robustness.drawn(np.zeros((2, 784)), np.array([3, 7]))
     np.testing.assert_array_equal(blank[1], [robustness.NO_DIGIT] * 2)  # no ink: counted wrong
+
+
+@pytest.fixture(scope="module")
+def sets():
+    """The robustness sets of the first 2,000 test images, built here, apart from compare's
+    cache: the same code as the full sets, at a fifth of the cost."""
+    x, y = mnist_test_set()
+    return robustness.robustness_sets(x[:2000], y[:2000])
+
+
+def test_compare_reports_what_the_trainers_evaluate_gives(tmp_path, sets, monkeypatch):
+    """compare.py's two numbers for the committed reference MLPs are the trainers' own
+    evaluate() of those weights on the sets, and its table shows them."""
+    import torch
+    from numpy_nn.neural_network import NeuralNetwork
+    from numpy_nn.train import evaluate as numpy_evaluate
+    from pytorch_nn.model import load_model
+    from pytorch_nn.train import evaluate as torch_evaluate
+
+    net, model = NeuralNetwork.load(REFERENCE / "numpy_model.npz"), load_model(REFERENCE / "pytorch_model.pt")
+    expected = {"numpy": {}, "pytorch": {}}
+    for name, (x, y) in sets.items():
+        x32 = x.astype(np.float32)  # the dtype both trained in
+        expected["numpy"][name] = numpy_evaluate(net, x32, y)[1]
+        with torch.inference_mode():
+            expected["pytorch"][name] = torch_evaluate(model, torch.from_numpy(x32), torch.from_numpy(y))[1]
+    monkeypatch.setattr(compare, "load_robustness_sets", lambda data_dir: sets)
+
+    for framework, weights in (("numpy", "numpy_model.npz"), ("pytorch", "pytorch_model.pt")):
+        run = compare.load_runs([REFERENCE / f"{framework}_metrics.json"])[0]
+        run.weights = REFERENCE / weights
+        assert compare.measure_robustness(run, compare.DATA_DIR) == expected[framework]
+    # what the reference MLP reads: far less than its 98% on perturbed digits
+    assert 0.4 < expected["numpy"]["perturbed"] < 0.7 and 0.85 < expected["numpy"]["drawn"] < 0.95, expected
+
+    compare.main(["--runs", str(REFERENCE / "numpy_metrics.json"), "--out-dir", str(tmp_path)])
+    md = (tmp_path / "comparison.md").read_text()
+    numbers = expected["numpy"]
+    assert (f"| NumPy | MLP 784-128-64-10 | 10 | 98.17% | 98.17% (epoch 10) | "
+            f"{numbers['perturbed']:.2%} | {numbers['drawn']:.2%} | 7.01 |") in md, md
+    assert "- perturbed acc, drawn acc: the saved weights on the test digits each rotated up to 20°" in md
+
+
+def test_no_weights_no_robustness_numbers():
+    record = compare.load_metrics(REFERENCE / "numpy_metrics.json")
+    run = compare.RunResult(REFERENCE / "numpy_metrics.json", record, "NumPy", "numpy")
+    assert "| 98.17% (epoch 10) | – | – |" in table.table_row(run)
+    assert table.robustness_lines([run]) == []
