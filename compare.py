@@ -30,6 +30,8 @@ and the default runs' pictures survive any --runs.
 This file reads and checks; the table and the pictures are made in report/ (table.py, curves.py,
 inside.py, learning.py), and written here. Records of schema 2 (before diagnostics) are read too.
 A run that diverged is listed as such and gets no curves, numbers or pictures.
+The table also gives each MNIST run's accuracy on the test digits perturbed and drawn
+(report/robustness.py), from its saved weights, as they give its test accuracy.
 Every file is written under a temporary name and then renamed: none is ever half-written.
 """
 import argparse
@@ -56,6 +58,7 @@ from numpy_nn.neural_network import NeuralNetwork  # noqa: E402
 from report.curves import plot_comparison  # noqa: E402
 from report.inside import inside_figures  # noqa: E402
 from report.learning import learning_figure, overlay_figure, overlay_groups  # noqa: E402
+from report.robustness import robustness_sets  # noqa: E402
 from report.run import (FRAMEWORK_NAMES, MODEL_NAMES, RunResult, divergence, name_runs,  # noqa: E402
                         picture_name, plural, with_results)
 from report.table import markdown  # noqa: E402
@@ -341,6 +344,25 @@ def check_weights(run, data_dir):
     return evaluation, check_accuracy(run, evaluation, y_test)
 
 
+@lru_cache(maxsize=None)
+def load_robustness_sets(data_dir=DATA_DIR):
+    """MNIST's test digits perturbed and drawn (report/robustness.py), built once."""
+    x_test, y_test = load_test_set("mnist", data_dir)
+    print(f"measuring the networks on the {len(y_test):,} test digits perturbed and drawn "
+          f"(report/robustness.py) ...", flush=True)
+    return robustness_sets(x_test, y_test)
+
+
+def measure_robustness(run, data_dir):
+    """{"perturbed": accuracy, "drawn": accuracy}: the run's weights on each robustness set,
+    evaluated as on the test set (evaluate_weights). None for a run on another dataset than
+    MNIST: its perturbed and drawn copies are digits."""
+    if run.record["config"]["dataset"] != "mnist":
+        return None
+    return {name: evaluate_weights(run, x, y).correct / len(y)
+            for name, (x, y) in load_robustness_sets(data_dir).items()}
+
+
 # ----------------------------------------------------------------------------- output
 
 def write_output(path, write):
@@ -417,9 +439,9 @@ def build_parser():
                             f"metrics file records (default: the file of that name beside the "
                             f"metrics file, else the path the metrics file records)")
     p.add_argument("--no-inside", action="store_true",
-                   help="skip the pictures made from the saved weights: confusion matrices, mistakes, "
-                        "an MLP's first-layer weights, a CNN's filters and feature maps (default: "
-                        "draw them)")
+                   help="skip what is made from the saved weights: confusion matrices, mistakes, "
+                        "an MLP's first-layer weights, a CNN's filters and feature maps, and the "
+                        "accuracy on perturbed and drawn digits (default: make them)")
     p.add_argument("--data-dir", type=Path, default=DATA_DIR,
                    help="root of the dataset cache the test set is read from, as the trainers' "
                         "--data-dir (default: the repo's data/)")
@@ -437,6 +459,9 @@ def compare(args):
                            f"train again with a smaller --lr")
     notes = [] if args.no_inside else find_weights(results, args)
     checked = {run.key: check_weights(run, args.data_dir) for run in results if run.weights}
+    for run in results:
+        if run.weights:  # checked to be the run's own: now they may be measured
+            run.robustness = measure_robustness(run, args.data_dir)
     prepare_out_dir(args.out_dir)
     text = markdown(runs)
     print(text)

@@ -36,6 +36,7 @@ class RunResult:
     name: str             # legends, table: "NumPy", "NumPy CNN" or "NumPy (lr_1e-3)" (name_runs)
     key: str              # file names: the metrics file's stem, "numpy" or "lr_1e-3" (run_keys)
     weights: Path = None  # the saved weights, once found and checked to be this run's
+    robustness: dict = None  # {"perturbed": accuracy, "drawn": accuracy} from them (compare.py)
 
     @property
     def framework(self):

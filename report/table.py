@@ -1,6 +1,7 @@
 """The markdown report: what an experiment changed, what ran, the table, the speed ratio, warnings."""
 import numpy as np
 
+from report.robustness import RANGES, SEED
 from report.run import MODEL_NAMES, divergence, model_layers, model_name, plural, with_results
 
 
@@ -251,6 +252,18 @@ def work_note(a, b):
             f"as much as the implementations.")
 
 
+def robustness_lines(runs):
+    """What the two robustness columns mean, when any run has them."""
+    if not any(run.robustness for run in runs):
+        return []
+    r = RANGES
+    return [f"perturbed acc, drawn acc: the saved weights on the test digits each rotated up to "
+            f"{r['rotate']:g}°, scaled {1 - r['scale']:g}-{1 + r['scale']:g}, thickened or thinned "
+            f"and moved up to {r['shift']:g} pixels (report/robustness.py, seed {SEED}), read as "
+            f"they are, and as the demo page would send them drawn and its server prepare them "
+            f"(demo/preprocess.py)"]
+
+
 def divergence_lines(runs):
     return [f"{run.name} diverged at {divergence(run)}: no result" for run in runs if run.diverged]
 
@@ -307,6 +320,14 @@ def describe_config(run):
     return f"{text}, {device_name(run.record)}"
 
 
+def robustness_cells(run):
+    """The accuracy on the perturbed and on the drawn digits (report/robustness.py); "–" where
+    it was not measured (no saved weights, --no-inside, not MNIST)."""
+    if run.robustness is None:
+        return ["–", "–"]
+    return [f"{run.robustness['perturbed']:.2%}", f"{run.robustness['drawn']:.2%}"]
+
+
 def table_row(run):
     """A run's row of the markdown table."""
     s, hardware = summarize(run), run.record["hardware"]
@@ -319,6 +340,7 @@ def table_row(run):
         f"{finished}" if finished == planned else f"{finished} of {planned}",
         f"{s['final_test_acc']:.2%}",
         f"{s['best_test_acc']:.2%} (epoch {s['best_epoch']})",
+        *robustness_cells(run),
         f"{s['total_seconds']:.2f}",
         # the header says epochs 2+; a one-epoch run has only epoch 1, and the cell says so
         f"{s['median_epoch_seconds']:.3f}" + (" (epoch 1)" if finished == 1 else ""),
@@ -332,7 +354,8 @@ def table_row(run):
     return "| " + " | ".join(cells) + " |"
 
 
-TABLE_HEADER = ["run", "model", "epochs", "final test acc", "best test acc", "train s (total)",
+TABLE_HEADER = ["run", "model", "epochs", "final test acc", "best test acc", "perturbed acc",
+                "drawn acc", "train s (total)",
                 "s/epoch (median, epochs 2+)", "samples/s (the same median)",
                 "epoch spread (slowest / fastest)", "CPU", "BLAS", "device", "versions"]
 
@@ -352,7 +375,7 @@ def markdown(runs):
     if len(results) > 1:
         # the first two runs with results: NumPy and PyTorch by default
         lines += [speed_sentence(results[0], results[1]) + work_note(results[0], results[1]), ""]
-    remarks = (divergence_lines(runs) + interrupted_warnings(results) + unfair_differences(results)
-               + warmup_notes(results))
+    remarks = (robustness_lines(results) + divergence_lines(runs) + interrupted_warnings(results)
+               + unfair_differences(results) + warmup_notes(results))
     lines += [f"- {remark}" for remark in remarks]
     return "\n".join(lines).rstrip() + "\n"

@@ -525,7 +525,7 @@ def test_table_row_numbers(tmp_path):
         "median_epoch_seconds": 2.0, "median_samples_per_second": 30_000,  # epochs 2-4: 1, 2, 3 s
         "epoch_spread": 3.0}
     assert table.table_row(run).startswith(
-        "| NumPy | MLP 784-128-64-10 | 4 | 93.00% | 95.00% (epoch 2) | 12.00 | 2.000 | 30,000 | 3.00x | Test CPU (2 cores) | "
+        "| NumPy | MLP 784-128-64-10 | 4 | 93.00% | 95.00% (epoch 2) | – | – | 12.00 | 2.000 | 30,000 | 3.00x | Test CPU (2 cores) | "
         "openblas (2 threads) | cpu | python 3.11.7, numpy 1.0 |")
 
 
