@@ -79,10 +79,10 @@ class CompareError(Exception):
 def how_to_make(path):
     """The trainer command that writes this metrics file, for the 'not found' message."""
     for framework in FRAMEWORK_NAMES:
-        if path.resolve() == (RESULTS_DIR / f"{framework}_metrics.json").resolve():
-            return f"run `python {framework}_nn/train.py` first"
-        if path.resolve() == (RESULTS_DIR / f"{framework}_cnn_metrics.json").resolve():
-            return f"run `python {framework}_nn/train.py --model cnn` first"
+        for model, flags in (("", ""), ("_cnn", " --model cnn")):
+            for augment, more in (("", ""), ("_augment", " --augment")):
+                if path.resolve() == (RESULTS_DIR / f"{framework}{model}{augment}_metrics.json").resolve():
+                    return f"run `python {framework}_nn/train.py{flags}{more}` first"
     return (f"run `python numpy_nn/train.py --metrics {path}` or "
             f"`python pytorch_nn/train.py --metrics {path}` first")
 

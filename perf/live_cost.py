@@ -3,12 +3,14 @@ demo's page (demo/live.py's feed, the server reading it, a client polling GET /a
 twice a second as the page does), in alternation; the throughput each record gives (training
 samples per second of training steps, evaluation aside), median over the pairs.
 
-    python perf/live_cost.py --pairs 5 --limit 30000 --epochs 2
+    python perf/live_cost.py --pairs 7 --out results/reference/live_cost.json
 
-Writes nothing outside a temporary folder; prints one line per run and the medians.
+Prints one line per run and the medians; with --out, writes them as JSON there too (the file
+README.md cites). Nothing else is written outside a temporary folder.
 """
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -54,7 +56,11 @@ def main():
     p.add_argument("--limit", type=int, default=30000)
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--frameworks", nargs="+", default=["numpy", "pytorch"])
+    p.add_argument("--out", type=Path, default=None, help="also write the results here, as JSON")
     args = p.parse_args()
+    results = {"command": "python perf/live_cost.py " + " ".join(sys.argv[1:]), "limit": args.limit,
+               "epochs": args.epochs, "pairs": args.pairs, "cpu_count": os.cpu_count(),
+               "load_average_before": os.getloadavg()}
     flags = ["--limit", str(args.limit), "--epochs", str(args.epochs)]
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -71,10 +77,14 @@ def main():
                         speed[how] = throughput(record)
                         print(f"{framework} pair {pair + 1} {how:8s} {speed[how]:9.0f} samples/s", flush=True)
                     ratios.append(speed["watched"] / speed["plain"])
+                results[framework] = {"watched_over_plain": ratios, "median": statistics.median(ratios)}
                 print(f"{framework}: watched/plain throughput, median of {args.pairs} pairs: "
                       f"{statistics.median(ratios):.3f} (each: {', '.join(f'{r:.3f}' for r in ratios)})", flush=True)
         finally:
             stop_demo(process)
+    results["load_average_after"] = os.getloadavg()
+    if args.out:
+        args.out.write_text(json.dumps(results, indent=2) + "\n")
 
 
 if __name__ == "__main__":

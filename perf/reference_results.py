@@ -1,7 +1,7 @@
 """Regenerate the reference results that README.md and ANALYSIS.md cite, in results/reference/.
 
     python perf/reference_results.py              # everything, about 10 minutes on 2 cores
-    python perf/reference_results.py --only runs  # one part: runs, compare, experiments, cnn, mistakes, threads, benchmark, learning, compile, sweep
+    python perf/reference_results.py --only runs  # one part: runs, compare, experiments, cnn, mistakes, threads, benchmark, learning, compile, sweep, augment
 
 A learner's own runs go to results/ (git-ignored) and never touch these files. Each part runs
 the repo's own commands, exactly as a reader would type them, with --metrics, --weights and
@@ -20,6 +20,9 @@ the repo's own commands, exactly as a reader would type them, with --metrics, --
                  initialisation, too large a learning rate, and one so large it collapses), their pictures, the numbers the docs
                  cite (learning/summary.json), and what recording the diagnostics costs
                  (learning/overhead.json)
+    augment      each model without and with --augment, both twins (the CNN at seeds 0-2): test
+                 accuracy, accuracy on perturbed and drawn digits, epochs to 99%, cost per epoch
+                 (augment/summary.md)
     sweep        python sweep.py's default grid (the MLP in NumPy, SGD and Adam, 6 rates x 3 batch
                  sizes) and its range test, in sweep/: records, pictures, table (the cells' weights
                  and outputs are not committed: .gitignore)
@@ -153,6 +156,20 @@ def augment_runs():
                                        "--model", model, "--seed", seed, *(["--augment"] if augmented else []),
                                        folder=AUGMENT))
     return paths
+
+
+def augment():
+    """augment/: the runs above, compare.py on the CNN's seed-0 runs (curves, and the
+    robustness columns), perf/benchmark.py at batch 128 (what augmenting a batch costs), and
+    the table ANALYSIS.md cites (summary.md, summary.json)."""
+    from report import augment_table
+    paths = augment_runs()
+    run("compare.py", "--out-dir", AUGMENT, "--runs",
+        *[AUGMENT / f"{augment_name(fw, 'cnn', aug, 0)}_metrics.json" for aug in (False, True) for fw in ("numpy", "pytorch")])
+    run("perf/benchmark.py", "--batch-sizes", "128", "--out-dir", AUGMENT)  # its --augment section
+    summary = augment_table.summarize(paths, SUFFIX)
+    augment_table.write(summary, AUGMENT, "python perf/reference_results.py --only augment")
+    print((AUGMENT / "summary.md").read_text())
 
 
 TARGET_ACC = 0.99  # the CNN's target test accuracy
@@ -479,7 +496,7 @@ def sweep():
 
 PARTS = {"runs": default_runs, "compare": comparisons, "experiments": experiments, "cnn": cnn,
          "mistakes": mistakes, "threads": threads, "benchmark": benchmark, "learning": learning,
-         "compile": compile_modes, "sweep": sweep}
+         "compile": compile_modes, "sweep": sweep, "augment": augment}
 
 
 def main(argv=None):

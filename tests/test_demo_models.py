@@ -6,7 +6,9 @@ import shutil
 
 import numpy as np
 
-from demo.models import find_models
+from compare import how_to_make
+from demo.models import default_runs, find_models
+from harness.flags import RESULTS_DIR
 from demo_helpers import REFERENCE
 from harness.metrics_file import sha256_bytes
 
@@ -65,3 +67,16 @@ def test_a_missing_run_says_which_command_trains_it(tmp_path):
     missing = tmp_path / "numpy_cnn_metrics.json"
     assert find_models([missing]) == ([], [f"{missing} not found: run `python numpy_nn/train.py --metrics "
                                           f"{missing}` or `python pytorch_nn/train.py --metrics {missing}` first"])
+
+
+def test_the_page_reads_each_networks_augmented_run_where_there_is_one(tmp_path):
+    """--augment's runs read drawn digits better (results/reference/augment/summary.md), so the
+    page takes them first; a network with only its plain run keeps it; one with neither is
+    asked for with --augment."""
+    for name in ("numpy", "numpy_augment", "pytorch", "pytorch_cnn_augment"):
+        (tmp_path / f"{name}_metrics.json").write_text("{}")
+    assert default_runs(tmp_path) == [tmp_path / f"{name}_metrics.json" for name in
+                                      ("numpy_augment", "pytorch", "numpy_cnn_augment", "pytorch_cnn_augment")]
+    assert how_to_make(RESULTS_DIR / "numpy_cnn_augment_metrics.json") == \
+        "run `python numpy_nn/train.py --model cnn --augment` first"
+    assert how_to_make(RESULTS_DIR / "pytorch_metrics.json") == "run `python pytorch_nn/train.py` first"
