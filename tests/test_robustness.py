@@ -56,13 +56,14 @@ def test_no_change_gives_the_test_set_and_its_recorded_accuracy():
 
 
 def test_a_rotation_by_a_right_angle_turns_the_image():
-    """90 degrees, with y pointing down, turns the image clockwise: np.rot90 with k=-1. The
+    """90 degrees turns the image counter-clockwise as seen (numpy_nn/augment.py's affine):
+    np.rot90 with k=1, which turns the array's first axis towards its second. The
     bilinear weights come from cos(90°) = 6e-17, not 0, so the pixels agree to 1e-15 (values
     up to 1, a few roundings of 1e-16 each)."""
     x, _ = mnist_test_set()
     image = x[:1].astype(np.float64)
     turned = robustness.perturb(image, one_change(rotate=90.0))
-    expected = np.rot90(image.reshape(28, 28), k=-1).reshape(1, -1)
+    expected = np.rot90(image.reshape(28, 28), k=1).reshape(1, -1)
     np.testing.assert_allclose(turned, expected, rtol=0, atol=1e-15)
 
 
