@@ -20,3 +20,31 @@ def one_blas_thread(monkeypatch):
     yield
     if before:
         threads.set_openblas_threads(before)
+
+
+FEW_DIGITS = 500  # the robustness sets' size in tests that only read compare.py's other output
+
+
+@pytest.fixture(autouse=True, scope="session")
+def few_robustness_digits():
+    """compare.py measures every run with weights on 10,000 perturbed and 10,000 drawn test
+    digits (report/robustness.py): about 15 s for a CNN. In tests, which read compare's other
+    output (names, tables, pictures), it measures the first FEW_DIGITS of each set instead;
+    tests/test_robustness.py checks the measure itself on subsets it builds."""
+    import compare
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(compare, "load_robustness_sets", _few_robustness_sets)
+        yield
+
+
+def _few_robustness_sets(data_dir):
+    import compare
+    from report.robustness import robustness_sets
+    key = str(data_dir)
+    if key not in _FEW_SETS:
+        x_test, y_test = compare.load_test_set("mnist", data_dir)
+        _FEW_SETS[key] = robustness_sets(x_test[:FEW_DIGITS], y_test[:FEW_DIGITS])
+    return _FEW_SETS[key]
+
+
+_FEW_SETS = {}
