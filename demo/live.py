@@ -26,18 +26,31 @@ twins change their rate at the same step. What the Feed writes:
 Every figure but the snapshot is one the trainer computes anyway, so watching costs little:
 see README's "Watch it learn, live" for the measured cost.
 """
-import json
-import math
-import queue
 import signal
 import sys
-import threading
-import time
 
-import numpy as np
 
-from harness import experiment
-from harness.session import Session, run_trainer
+def stopped_while_starting(signum, frame):
+    """A stop (the page's Stop, Ctrl-C on the server) that comes while this process is still
+    starting: importing torch takes a second or more. One line and the shell's code for
+    Ctrl-C, as the trainers' own stop while loading the data, not a traceback."""
+    print("interrupted while starting: nothing written", file=sys.stderr, flush=True)
+    sys.exit(128 + signal.SIGINT)
+
+
+if __name__ == "__main__":  # the process demo/training.py starts; until main() hands Ctrl-C to the trainer
+    signal.signal(signal.SIGINT, stopped_while_starting)
+
+import json  # noqa: E402
+import math  # noqa: E402
+import queue  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from harness import experiment  # noqa: E402
+from harness.session import Session, run_trainer  # noqa: E402
 
 TICK = 0.25        # seconds between two ticks: the page polls twice a second
 SNAPSHOT = 1.0     # seconds between two snapshots: they cost a forward pass and ~40 kB
@@ -183,13 +196,13 @@ def read_commands(commands):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     framework, feed, flags = argv[0], argv[1], argv[3:]   # argv[2] is "--"
-    signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C as usual, even if ignored above
     if framework == "numpy":
         from numpy_nn.train import train
         check = None
     else:
         from pytorch_nn.build import check_flags as check
         from pytorch_nn.train import train
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # from here Ctrl-C is the trainer's
     commands = queue.SimpleQueue()
     threading.Thread(target=read_commands, args=(commands,), daemon=True).start()
     Session.observer = Feed(feed, commands)

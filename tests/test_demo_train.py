@@ -346,3 +346,20 @@ def test_ctrl_c_on_the_server_stops_and_saves_the_runs(tmp_path, signum):
     record = json.loads(next((tmp_path / "runs").glob("*/numpy_metrics.json")).read_text())
     assert record["status"] == "interrupted" and len(record["epochs"]) >= 1
     assert code == 0 and out.startswith("numpy-1: interrupted (") and out.endswith("stopped\n")
+
+
+def test_a_stop_while_the_run_starts_is_one_line_and_interrupted(tmp_path):
+    """The page's Stop (SIGINT) can reach demo/live.py while it still imports torch: it ends
+    with one line and 130, which the server reads as interrupted (Run.finish), never a
+    traceback. Here the signal comes at once, during demo.live's own imports."""
+    child = subprocess.run(
+        [sys.executable, "-c", "import os, runpy, signal, sys; sys.argv = ['live']; "
+         "real = signal.signal\n"
+         "def signal_then_stop(signum, handler):\n"
+         "    real(signum, handler)\n"
+         "    if signum == signal.SIGINT: os.kill(os.getpid(), signal.SIGINT)\n"
+         "signal.signal = signal_then_stop\n"
+         "runpy.run_module('demo.live', run_name='__main__')"],
+        cwd=REPO, capture_output=True, text=True, timeout=60,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    assert (child.returncode, child.stdout, child.stderr) == (130, "", "interrupted while starting: nothing written\n")
