@@ -331,18 +331,24 @@ def test_filters_drawn_are_the_first_layer_weights(compared, key):
 
 def test_a_pytorch_cnn_is_evaluated_by_pytorch(compared):
     """The logits behind a run's confusion matrix come from its own framework, in its
-    trainer's slices of 1,000 images: exactly what the saved model gives."""
+    trainer's slices (EVAL_BATCH images): exactly what the saved model gives. Slices of
+    another size may differ in the last bits: a convolution library may block a batch of
+    1,000 otherwise than one of 128 (oneDNN does on an AVX-512 Xeon), and so add in
+    another order."""
+    from numpy_nn.train import EVAL_BATCH as NUMPY_BATCH
+    from pytorch_nn.train import EVAL_BATCH
     folder, runs, _, _, drawn = compared
     x_test, y_test = mnist_test_set()
     evaluation = drawn["evaluations"]["pytorch_cnn"]
     model = torch_cnn.load_model(folder / "pytorch_cnn.pt")
     with torch.inference_mode():
-        first = model(torch.from_numpy(x_test[:1000])).numpy()
-    np.testing.assert_array_equal(evaluation.logits[:1000], first)
+        first = [model(torch.from_numpy(x_test[s:s + EVAL_BATCH])).numpy() for s in range(0, 1000, EVAL_BATCH)]
+    np.testing.assert_array_equal(evaluation.logits[:1000], np.concatenate(first)[:1000])
     assert evaluation.logits.shape == (10_000, 10) and evaluation.fan_ins == (9, 288, 1600)
     numpy_evaluation = drawn["evaluations"]["numpy_cnn"]
-    np.testing.assert_array_equal(numpy_evaluation.logits[:1000],
-                                  CNN.load(folder / "numpy_cnn.npz").forward(x_test[:1000])[0])
+    net = CNN.load(folder / "numpy_cnn.npz")
+    first = [net.forward(x_test[s:s + NUMPY_BATCH])[0] for s in range(0, 1000, NUMPY_BATCH)]
+    np.testing.assert_array_equal(numpy_evaluation.logits[:1000], np.concatenate(first)[:1000])
     for key, metrics in (("numpy_cnn", runs[1]), ("pytorch_cnn", runs[2])):
         recorded = compare.load_runs([metrics])[0].record["final_test_acc"]
         assert drawn["evaluations"][key].correct == round(recorded * 10_000)
