@@ -21,7 +21,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the repo root, from any cwd
 from data_loader import DataError, load_mnist  # noqa: E402
-from harness.flags import ACTIVATIONS, MLP_HIDDEN  # noqa: E402
+from harness.flags import ACTIVATIONS, MLP_HIDDEN, OneLineParser  # noqa: E402
 
 BATCH = 32
 
@@ -34,7 +34,7 @@ def _seed(text):
 
 def parse(argv):
     from exercises import EXERCISES
-    p = argparse.ArgumentParser(description="Check backpropagation against PyTorch's autograd.")
+    p = OneLineParser(description="Check backpropagation against PyTorch's autograd.")
     p.add_argument("--model", choices=("mlp", "cnn"), default=None, help="the network to check (default: mlp)")
     p.add_argument("--hidden", type=int, nargs="+", default=None,
                    help=f"the MLP's hidden layer sizes (default: {' '.join(map(str, MLP_HIDDEN))})")

@@ -34,7 +34,6 @@ The table also gives each MNIST run's accuracy on the test digits perturbed and 
 (report/robustness.py), from its saved weights, as they give its test accuracy.
 Every file is written under a temporary name and then renamed: none is ever half-written.
 """
-import argparse
 import pickle
 import sys
 import zipfile
@@ -52,6 +51,7 @@ ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))  # the repo root, so the imports below work from any cwd
 from data_loader import DATA_DIR, DataError, load_mnist  # noqa: E402
 from harness.experiment import RESULTS_DIR, keep_running_if_stdout_closes, save_bytes, shown  # noqa: E402
+from harness.flags import OneLineParser  # noqa: E402
 from harness.metrics_file import MetricsError, file_sha256, load_metrics  # noqa: E402
 from numpy_nn.cnn import CNN, saved_model_kind  # noqa: E402
 from numpy_nn.neural_network import NeuralNetwork  # noqa: E402
@@ -423,7 +423,7 @@ def prepare_out_dir(out_dir):
 
 def build_parser():
     # the defaults are written out in each help: the real ones are absolute paths into this repo
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         description="Compare training runs from their metrics files: curves, a table with the speed "
                     "ratio, and pictures of the trained networks.")
     p.add_argument("--runs", type=Path, nargs="+", metavar="PATH",

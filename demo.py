@@ -20,6 +20,7 @@ import webbrowser
 from pathlib import Path
 
 from harness.closed_stdout import keep_running_if_stdout_closes
+from harness.flags import OneLineParser
 from demo.models import add_run_flags, models_or_exit
 from demo.server import HOST, DemoServer, serve
 from demo.training import TRAIN_DIR
@@ -34,7 +35,7 @@ def port_number(text):
 
 
 def build_parser():
-    p = argparse.ArgumentParser(description="Serve a page on 127.0.0.1 where you draw a digit "
+    p = OneLineParser(description="Serve a page on 127.0.0.1 where you draw a digit "
                                             "and every trained network reads it.")
     p.add_argument("--port", type=port_number, default=0,
                    help="the port to serve on (default: 0, a free one chosen by the system)")

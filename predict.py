@@ -16,7 +16,6 @@ reads it, and its three most likely digits are printed:
 A picture that cannot be read is one line on stderr; the others are still read, and the
 exit status is 1.
 """
-import argparse
 import sys
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import numpy as np
 from PIL import Image
 
 from harness.closed_stdout import keep_running_if_stdout_closes
+from harness.flags import OneLineParser
 from demo.models import add_run_flags, models_or_exit
 from demo.preprocess import NoInk, ink_from_grey, mnist_style
 
@@ -64,7 +64,7 @@ def read_picture(path, models):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description="Read handwritten digits from PNG or JPEG files "
+    parser = OneLineParser(description="Read handwritten digits from PNG or JPEG files "
                                                  "with every trained network.")
     parser.add_argument("images", type=Path, nargs="+", metavar="IMAGE",
                         help="picture files, one digit on plain paper in each")

@@ -46,7 +46,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))  # the repo root, so the imports below work from any cwd
 from harness.experiment import GOOD_LR, keep_running_if_stdout_closes, save_bytes, shown  # noqa: E402
-from harness.flags import RESULTS_DIR, HelpWithDefaults, build_parser  # noqa: E402
+from harness.flags import RESULTS_DIR, HelpWithDefaults, OneLineParser, build_parser  # noqa: E402
 from harness.metrics_file import (WEIGHT_SUFFIX, MetricsError, differing_settings, load_metrics,  # noqa: E402
                                   recorded_config)
 from numpy_nn.utils import exponential_factor  # noqa: E402
@@ -378,7 +378,7 @@ def positive(kind):
 
 
 def build_sweep_parser():
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    p = OneLineParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=HelpWithDefaults,  # a default of None writes its own
                                 epilog="Any other flag is passed to every trainer (see python numpy_nn/train.py --help).")
     p.add_argument("--lr", type=positive(float), nargs="+", default=None,

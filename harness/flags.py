@@ -71,7 +71,15 @@ class HelpWithDefaults(argparse.ArgumentDefaultsHelpFormatter):
         return action.help if action.default is None else super()._get_help_string(action)
 
 
-class _ModelParser(argparse.ArgumentParser):
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad flag is one line, not the usage block of every flag above it
+    (--help shows them)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+class _ModelParser(OneLineParser):
     """Parses the trainers' flags, then fills in and checks what depends on --model."""
 
     def parse_args(self, args=None, namespace=None):
