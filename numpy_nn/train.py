@@ -50,15 +50,15 @@ def train(args, x_train, y_train, x_test, y_test):
     """Train a model as the flags say; returns it and the Run record of every epoch."""
     session = Session("numpy", args, x_train, x_test)  # the machinery: harness/session.py
     dropout_rng = np.random.default_rng(args.seed + 1)  # dropout's masks draw from here
-    model = faster(args, build_network(args, x_train.shape[1]), session)  # the CNN: in halves, on 2 cores
+    model = faster(args, build_network(args, x_train.shape[1]), session)  # the CNN in halves on 2 cores; the MLP as is
     optimizer = OPTIMIZERS[args.optimizer](model.flat_params, args.lr)
     batch_rng = np.random.default_rng(args.seed)  # the batch order: the same in both trainers
-    augment = Augment(args)                       # --augment: every image freshly warped (augment.py)
+    augment = Augment(args)                       # --augment: each image freshly warped; else as it is
     scheduler = make_schedule(optimizer, args, session.total_steps)  # --schedule: cosine decay by default
-    watch = Watch(model, x_train, args)           # the diagnostics: numpy_nn/diagnostics.py
-    with session.watching(model, watch, optimizer, scheduler):  # a stop keeps the finished epochs
+    watch = Watch(model, x_train, args)           # gradient RMS, update ratios, dead units: diagnostics.py
+    with session.watching(model, watch, optimizer, scheduler):  # Ctrl-C ends the loop; finished epochs kept
         for epoch in session.epochs():
-            for idx in session.batches(batch_rng):
+            for idx in session.batches(batch_rng):  # shuffled mini-batches: data_loader.batches
                 loss = train_step(model, optimizer, augment(x_train[idx]), y_train[idx], args, dropout_rng)
                 if scheduler:
                     scheduler.step()              # the learning rate of the next step

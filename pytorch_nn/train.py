@@ -57,14 +57,14 @@ def train(args, x_train, y_train, x_test, y_test):
     optimizer = make_optimizer(model, args)       # torch.optim: numpy_nn/utils.py's update rules
     x_train, y_train, x_test, y_test = (torch.from_numpy(a).to(session.device) for a in (x_train, y_train, x_test, y_test))
     batch_rng = np.random.default_rng(args.seed)  # the batch order: the same in both trainers
-    augment = TorchAugment(args)                  # --augment: the same draws, warped by torch (augment.py)
+    augment = TorchAugment(args)                  # --augment: the same draws, warped by torch; else as it is
     scheduler = make_schedule(optimizer, args, session.total_steps)  # torch.optim.lr_scheduler's
     step, scheduler = faster(args, train_step, model, optimizer, scheduler, session)  # --mode: fast_step.py
-    watch = Watch(model, x_train, args)           # the diagnostics: pytorch_nn/diagnostics.py
-    with session.watching(model, watch, optimizer, scheduler):  # a stop keeps the finished epochs
+    watch = Watch(model, x_train, args)           # gradient RMS, update ratios, dead units: diagnostics.py
+    with session.watching(model, watch, optimizer, scheduler):  # Ctrl-C ends the loop; finished epochs kept
         for epoch in session.epochs():
             model.train()                         # dropout on
-            for idx in session.batches(batch_rng):
+            for idx in session.batches(batch_rng):  # shuffled mini-batches: data_loader.batches
                 loss = step(model, optimizer, augment(x_train[idx]), y_train[idx])
                 if scheduler:
                     scheduler.step()              # the learning rate of the next step
