@@ -36,7 +36,7 @@ def port_number(text):
 
 def build_parser():
     p = OneLineParser(description="Serve a page on 127.0.0.1 where you draw a digit "
-                                            "and every trained network reads it.")
+                      "and every trained network reads it.")
     p.add_argument("--port", type=port_number, default=0,
                    help="the port to serve on (default: 0, a free one chosen by the system)")
     p.add_argument("--open", action="store_true",

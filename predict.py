@@ -65,7 +65,7 @@ def read_picture(path, models):
 
 def main(argv=None):
     parser = OneLineParser(description="Read handwritten digits from PNG or JPEG files "
-                                                 "with every trained network.")
+                                       "with every trained network.")
     parser.add_argument("images", type=Path, nargs="+", metavar="IMAGE",
                         help="picture files, one digit on plain paper in each")
     add_run_flags(parser)

@@ -379,8 +379,8 @@ def positive(kind):
 
 def build_sweep_parser():
     p = OneLineParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=HelpWithDefaults,  # a default of None writes its own
-                                epilog="Any other flag is passed to every trainer (see python numpy_nn/train.py --help).")
+                      formatter_class=HelpWithDefaults,  # a default of None writes its own
+                      epilog="Any other flag is passed to every trainer (see python numpy_nn/train.py --help).")
     p.add_argument("--lr", type=positive(float), nargs="+", default=None,
                    help=f"the grid's learning rates (default: {' '.join(f'{lr:g}' for lr in DEFAULT_LRS)})")
     p.add_argument("--batch-size", type=positive(int), nargs="+", default=None,

@@ -184,7 +184,7 @@ def build_parser(framework, description):
                         f"FIFO refused")
     augment = p.add_argument_group(
         "augmentation", "with --augment every training image is warped by its own random affine map "
-        "at every epoch (numpy_nn/augment.py, pytorch_nn/augment.py); the ranges below are its")
+        "at every epoch (numpy_nn/augment.py, pytorch_nn/augment.py); the flags after it set the ranges")
     augment.add_argument("--augment", action="store_true",
                          help="train on randomly rotated, scaled, sheared and shifted copies")
     for name, (kind, metavar, text) in AUGMENT_RANGES.items():

@@ -381,7 +381,7 @@ def augment_markdown(record):
     for name, us in costs["microseconds"].items():
         lines.append(f"| {name} | {us:.0f} | {100 * costs['share_of_numpy_step'][name]:.0f}% |")
     share = costs["share_of_numpy_step"]["numpy augment"]
-    lines += ["", f"The issue's target: NumPy's augmentation at most {100 * most:.0f}% of a NumPy MLP step. "
+    lines += ["", f"The target: NumPy's augmentation at most {100 * most:.0f}% of a NumPy MLP step. "
               f"This run: {100 * share:.0f}%, {'within' if share <= most else 'beyond'} it (one machine, "
               f"which other work may share: the numbers, not a verdict)."]
     return lines

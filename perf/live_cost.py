@@ -23,6 +23,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 from demo_helpers import start_demo, stop_demo  # noqa: E402
+from harness.metrics_file import cpu_model  # noqa: E402
 
 
 def throughput(record):
@@ -51,15 +52,16 @@ def watched(url, framework, flags):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--pairs", type=int, default=5)
-    p.add_argument("--limit", type=int, default=30000)
-    p.add_argument("--epochs", type=int, default=2)
-    p.add_argument("--frameworks", nargs="+", default=["numpy", "pytorch"])
+    p = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()),
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--pairs", type=int, default=5, help="plain and watched runs, in alternation, per framework")
+    p.add_argument("--limit", type=int, default=30000, help="training images per run (the trainers' --limit)")
+    p.add_argument("--epochs", type=int, default=2, help="epochs per run")
+    p.add_argument("--frameworks", nargs="+", default=["numpy", "pytorch"], help="which trainers")
     p.add_argument("--out", type=Path, default=None, help="also write the results here, as JSON")
     args = p.parse_args()
     results = {"command": "python perf/live_cost.py " + " ".join(sys.argv[1:]), "limit": args.limit,
-               "epochs": args.epochs, "pairs": args.pairs, "cpu_count": os.cpu_count(),
+               "epochs": args.epochs, "pairs": args.pairs, "cpu": cpu_model(), "cpu_count": os.cpu_count(),
                "load_average_before": os.getloadavg()}
     flags = ["--limit", str(args.limit), "--epochs", str(args.epochs)]
     with tempfile.TemporaryDirectory() as tmp:

@@ -259,9 +259,9 @@ def robustness_lines(runs):
     r = RANGES
     return [f"perturbed acc, drawn acc: the saved weights on the test digits each rotated up to "
             f"{r['rotate']:g}°, scaled {1 - r['scale']:g}-{1 + r['scale']:g}, thickened or thinned "
-            f"and moved up to {r['shift']:g} pixels (report/robustness.py, seed {SEED}), read as "
-            f"they are, and as the demo page would send them drawn and its server prepare them "
-            f"(demo/preprocess.py)"]
+            f"and moved up to {r['shift']:g} pixels (report/robustness.py, seed {SEED}): read as "
+            f"they are (perturbed), and prepared as the demo page prepares a drawing: cropped, "
+            f"scaled and centred (drawn; demo/preprocess.py)"]
 
 
 def divergence_lines(runs):
