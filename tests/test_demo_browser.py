@@ -4,6 +4,9 @@ browser. A digit drawn with mouse moves is read by every committed network, and 
 shows the numbers the server sends. A screenshot is saved: to the test's temporary folder,
 or where DEMO_SCREENSHOT says (the README's picture:
 DEMO_SCREENSHOT=results/reference/demo.png python -m pytest -q tests/test_demo_browser.py).
+The Train part's picture in the README is taken by a longer test of its own, which runs only
+when TRAIN_SCREENSHOT says where to save it (about a minute on 2 cores):
+TRAIN_SCREENSHOT=results/reference/train.png python -m pytest -q tests/test_demo_browser.py -k picture
 
 Without Chromium or Playwright the tests skip and say why, except under CI=true, where
 they fail: CI installs both (.ci/run)."""
@@ -12,6 +15,7 @@ import json
 import math
 import os
 import re
+import time
 import urllib.request
 from pathlib import Path
 
@@ -326,7 +330,7 @@ def test_a_run_started_on_the_page_learns_stops_and_reads(browser, demo_to_train
     request = urllib.request.Request(demo_to_train + "api/predict", data=json.dumps({"ink": page.evaluate("ink()")}).encode())
     p = json.load(urllib.request.urlopen(request, timeout=60))["models"][0]["probabilities"]
     assert page.locator(".verdict").all_inner_texts() == [f"reads {np.argmax(p)} ({100 * max(p):.1f}%)"]
-    page.screenshot(path=os.environ.get("TRAIN_SCREENSHOT", tmp_path / "train.png"), full_page=True)
+    page.screenshot(path=tmp_path / "train.png", full_page=True)
     page.close()
     again = browser.new_page()                  # a page opened after the run: its status says so
     again.goto(demo_to_train)
@@ -335,3 +339,64 @@ def test_a_run_started_on_the_page_learns_stops_and_reads(browser, demo_to_train
     assert "steps/s" not in again.inner_text("#runs")   # an ended run shows where it ended, not a speed
     again.close()
 
+
+@pytest.fixture(scope="module")
+def demo_for_the_picture(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("picture")
+    yield from serving(tmp_path_factory, "--results-dir", folder / "none", "--train-dir", folder / "runs")
+
+
+@pytest.mark.skipif(not os.environ.get("TRAIN_SCREENSHOT"),
+                    reason="takes the README's picture of the Train part: TRAIN_SCREENSHOT=results/reference/train.png")
+def test_the_readme_picture_of_both_twins_in_float64(browser, demo_for_the_picture):
+    """The README's train.png, as its caption says: both twins from the form in float64 on
+    10,000 images for 40 epochs, the rate changed to 0.01 mid-run, both run to their end. In
+    float64 the twins agree to 1e-9, so their curves lie on each other; each key is true of
+    its figure; then both networks read a drawn 3.
+
+    A change applies to the runs still training, at the furthest step among them (the other
+    waits for it there), so it is sent once both twins train and the first is 40% of the
+    way: the PyTorch twin starts a few seconds later (importing torch), and a run of fewer
+    steps could end before it begins."""
+    url = demo_for_the_picture
+    page = browser.new_page(viewport={"width": 1150, "height": 1600})
+    page.goto(url)
+    page.select_option("select[name=framework]", "both")
+    page.select_option("select[name=dtype]", "float64")
+    page.fill("input[name=limit]", "10000")
+    page.fill("input[name=epochs]", "40")
+    page.click("#start")
+    deadline = time.monotonic() + 300
+    while True:                                 # both training, the first 40% of the way
+        runs = training_state(url)["runs"]
+        if len(runs) == 2 and all(run.get("step") for run in runs) and \
+                max(run["step"] for run in runs) >= 0.4 * runs[0]["total_steps"]:
+            break
+        assert time.monotonic() < deadline, runs
+        time.sleep(0.2)
+    changed = change_lr(page, 0.01)
+    page.wait_for_function("document.body.dataset.training == 'no'", timeout=600_000)
+    for name in ("NumPy MLP, page run 1", "PyTorch MLP, page run 1"):
+        page.wait_for_selector(f".model h2:text('{name}')", timeout=120_000)
+    numpy_run, pytorch_run = training_state(url)["runs"]
+    for run in (numpy_run, pytorch_run):
+        assert run["status"] == "completed" and len(run["epochs"]) == 40, run["id"]
+        assert run["lr_changes"] == [{"step": changed, "lr": 0.01}], run["id"]
+        assert 0.3 * run["total_steps"] < changed < 0.9 * run["total_steps"]   # mid-run
+    # As tests/test_equivalence.py: each epoch's losses to 1e-9 relative, test accuracy to the
+    # sample. A batch's loss near the end is ~1e-3, a difference of sums near 0: to 1e-9 absolute
+    # (measured: 1e-12), far below a pixel of the plot.
+    for a, b in zip(numpy_run["epochs"], pytorch_run["epochs"], strict=True):
+        assert (a["train_loss"], a["test_loss"]) == pytest.approx((b["train_loss"], b["test_loss"]), rel=1e-9, abs=0)
+        assert round(a["test_acc"] * 10000) == round(b["test_acc"] * 10000), a["epoch"]
+    np.testing.assert_allclose(numpy_run["diagnostics"]["loss"], pytorch_run["diagnostics"]["loss"], rtol=0, atol=1e-9)
+    page.wait_for_function("document.querySelector('#runs').textContent.includes('completed')")
+    check_twin_keys(page, {"numpy", "pytorch"})
+    check_layer_keys(page)
+    for framework in ("numpy", "pytorch"):
+        check_weights_and_digits(page, url, framework)
+    draw(page, THREE)                          # both networks have joined the ones that read it
+    numpy_reads, pytorch_reads = page.locator(".verdict").all_inner_texts()
+    assert numpy_reads.startswith("reads 3 ") and numpy_reads == pytorch_reads   # twins: the same reading
+    page.locator("#train").screenshot(path=os.environ["TRAIN_SCREENSHOT"])   # the Train part alone
+    page.close()
