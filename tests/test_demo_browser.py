@@ -4,6 +4,9 @@ browser. A digit drawn with mouse moves is read by every committed network, and 
 shows the numbers the server sends. A screenshot is saved: to the test's temporary folder,
 or where DEMO_SCREENSHOT says (the README's picture:
 DEMO_SCREENSHOT=results/reference/demo.png python -m pytest -q tests/test_demo_browser.py).
+The Train part's picture in the README is taken by a longer test of its own, which runs only
+when TRAIN_SCREENSHOT says where to save it (about a minute on 2 cores):
+TRAIN_SCREENSHOT=results/reference/train.png python -m pytest -q tests/test_demo_browser.py -k picture
 
 Without Chromium or Playwright the tests skip and say why, except under CI=true, where
 they fail: CI installs both (.ci/run)."""
@@ -12,13 +15,17 @@ import json
 import math
 import os
 import re
+import time
 import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from demo.live import DIGITS, UNITS
 from demo_helpers import NAMES, REFERENCE_RUNS, start_demo, stop_demo
+from numpy_nn.diagnostics import PROBE_IMAGES
+from numpy_nn.utils import cosine_lr
 
 CHROMIUM = Path("/usr/bin/chromium")
 # What Chromium needs here: no sandbox as root, no GPU, and none of its own network traffic
@@ -172,10 +179,126 @@ def blank(page, canvas):
         return true; }})()""")
 
 
+def key(page, id):
+    """A figure's key: [(text, (r, g, b) of the line drawn before it)]."""
+    items = page.evaluate(f"""[...document.querySelectorAll('#{id} .item')].map(item =>
+        [item.textContent, getComputedStyle(item.querySelector('.swatch')).borderTopColor])""")
+    return [(text, rgb(color)) for text, color in items]
+
+
+def rgb(css):
+    """'rgb(221, 102, 0)' -> (221, 102, 0)."""
+    return tuple(int(v) for v in re.fullmatch(r"rgba?\((\d+), (\d+), (\d+)(, [\d.]+)?\)", css).groups()[:3])
+
+
+def colour_of(page, selector):
+    return rgb(page.evaluate(f"getComputedStyle(document.querySelector('{selector}')).color"))
+
+
+def drawn_in(page, canvas, colour):
+    """How many of the canvas's pixels are drawn in this colour: at least half opaque (a line's
+    edge is the colour, less opaque, on the canvas's transparent ground), each channel within 8."""
+    return page.evaluate(f"""(() => {{
+        const c = document.querySelector("{canvas}"), d = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
+        const [r, g, b] = {list(colour)};
+        let n = 0;
+        for (let i = 0; i < d.length; i += 4)
+            if (d[i + 3] >= 128 && Math.abs(d[i] - r) <= 8 && Math.abs(d[i + 1] - g) <= 8 && Math.abs(d[i + 2] - b) <= 8) n++;
+        return n; }})()""")
+
+
+def pixel(page, canvas, x, y):
+    return tuple(page.evaluate(f"[...document.querySelector('{canvas}').getContext('2d').getImageData({x}, {y}, 1, 1).data]")[:3])
+
+
+def training_state(url):
+    return json.load(urllib.request.urlopen(url + "api/train", timeout=60))
+
+
+def check_twin_keys(page, frameworks):
+    """The loss and accuracy keys name each framework's colour, and the plots draw in it
+    (and not in the other's, when only one trains)."""
+    twins = dict(key(page, "key-loss"))
+    assert list(twins) == ["NumPy", "PyTorch"] and twins["NumPy"] != twins["PyTorch"]
+    accuracy = key(page, "key-acc")
+    assert accuracy[:2] == list(twins.items())
+    assert [text for text, _ in accuracy[2:]] == ["thick: test set", "thin: training set"]
+    for canvas in ("#plot-loss", "#plot-acc"):
+        for name, framework in (("NumPy", "numpy"), ("PyTorch", "pytorch")):
+            pixels = drawn_in(page, canvas, twins[name])
+            assert pixels > 20 if framework in frameworks else pixels == 0, (canvas, name, pixels)
+
+
+def check_layer_keys(page):
+    """The MLP's layer keys: a colour per layer, each drawn in the gradient and update plots;
+    the dead units', the hidden layers only; what the grey line and the dead units are."""
+    layers = key(page, "key-grad")
+    assert [text for text, _ in layers] == ["layer 1", "layer 2", "layer 3", "NumPy", "PyTorch"]
+    assert key(page, "key-update") == layers + [("1e-3", rgb("rgb(187, 187, 187)"))]
+    assert key(page, "key-dead") == layers[:2]
+    for canvas in ("#plot-grad", "#plot-update"):
+        for name, colour in layers[:3]:
+            assert drawn_in(page, canvas, colour) > 20, (canvas, name)
+    update = page.inner_text("#update-note")
+    assert "The grey line is 1e-3" in update and "moves the weights by about a thousandth of their size" in update
+    dead = page.inner_text("#dead-note")
+    assert f"output 0 on every one of {PROBE_IMAGES} fixed probe images" in dead
+    assert "gets no gradient back, so nothing revives it" in dead
+
+
+def check_weights_and_digits(page, url, framework):
+    """An ended run's last snapshot as the page draws it: its key gives the true counts; a
+    unit's largest weight is the red of "red positive" if positive, the blue of "blue
+    negative" if not; the readings in red are the wrong ones."""
+    run = [run for run in training_state(url)["runs"] if run["framework"] == framework][-1]
+    shot, canvas = run["snapshot"], f"#weights-{framework}"
+    page.wait_for_function(f"document.querySelector('{canvas}').dataset.step == {shot['step']}")
+    assert len(shot["weights"]) == UNITS and shot["side"] == 28
+    assert page.inner_text(f"{canvas}-key") == (f"{UNITS} of the 128 units of the first hidden layer: "
+                                                f"each tile one unit's 784 weights, as the 28×28 image they weigh.")
+    assert page.evaluate(f"[document.querySelector('{canvas}').width, document.querySelector('{canvas}').height]") == [8 * 29, 2 * 29]
+    assert "red positive, blue negative" in page.inner_text("#weights-key")
+    red, blue = colour_of(page, "#weights-key .positive"), colour_of(page, "#weights-key .negative")
+    assert red == (255, 0, 0) and blue == (0, 0, 255)
+    for u, unit in enumerate(shot["weights"]):
+        i = int(np.argmax(np.abs(unit)))       # 127 or -127: each unit is scaled to its largest
+        x, y = (u % 8) * 29 + i % 28, (u // 8) * 29 + i // 28
+        assert pixel(page, canvas, x, y) == (red if unit[i] > 0 else blue), (u, unit[i])
+    labels = training_state(url)["digits"]["labels"]
+    wrong = [i for i, (digit, _) in enumerate(shot["predictions"]) if digit != labels[i]]
+    index = 0 if framework == "numpy" else 1   # N above P when both ran
+    marked = page.evaluate(f"[...document.querySelectorAll('#digits > div')].map(cell => "
+                           f"cell.querySelectorAll('span')[{index}].classList.contains('wrong'))")
+    assert len(marked) == DIGITS and [i for i, m in enumerate(marked) if m] == wrong
+    assert "red where that reading is wrong" in page.inner_text("#digits-key")
+    r, g, b = colour_of(page, "#digits-key .wrong")
+    assert r > 150 and g < 60 and b < 60
+    if wrong:
+        assert colour_of(page, "#digits .wrong") == (r, g, b)
+
+
+def change_lr(page, lr):
+    """Change lr from the page; returns the step it applies from, as the status says."""
+    page.fill("#new-lr", str(lr))
+    page.click("#change-lr")
+    page.wait_for_function(f"document.querySelector('#train-status').textContent.startsWith('lr {lr} from step')")
+    return int(re.search(r"from step (\d+)", page.inner_text("#train-status")).group(1))
+
+
+def check_lr_shown(run, lr, step):
+    """The rate shown after a change to lr from step, under the cosine schedule: its value at
+    the run's step with lr as its peak, not lr itself, as the page's line under the box says."""
+    assert run["lr_changes"] == [{"step": step, "lr": lr}]
+    assert run["step"] >= step
+    assert run["lr"] == pytest.approx(cosine_lr(lr, run["step"], run["total_steps"]), rel=1e-9)
+    assert run["lr"] < lr
+
+
 def test_a_run_started_on_the_page_learns_stops_and_reads(browser, demo_to_train, tmp_path):
     """The NumPy MLP on 2,000 images, started from the form: its curves, diagnostics and
-    weights are drawn and redrawn as it learns; Stop keeps its finished epochs; its network
-    then reads a drawn 3 as the server says it does."""
+    weights are drawn and redrawn as it learns, each figure with a key that is true of it;
+    a change of rate under the cosine schedule shows the schedule's rate; Stop keeps its
+    finished epochs; its network then reads a drawn 3 as the server says it does."""
     page = browser.new_page(viewport={"width": 1200, "height": 1600})
     page.goto(demo_to_train)
     page.select_option("select[name=framework]", "numpy")
@@ -186,21 +309,28 @@ def test_a_run_started_on_the_page_learns_stops_and_reads(browser, demo_to_train
     page.wait_for_function("document.querySelector('#weights-numpy').dataset.step > 0")
     first = int(page.get_attribute("#weights-numpy", "data-step"))
     page.wait_for_function(f"document.querySelector('#weights-numpy').dataset.step > {first}")  # redrawn
+    assert "the lr shown afterwards is the schedule's value now, not the number typed" in page.inner_text("#lr-key")
+    changed = change_lr(page, 0.01)
     page.wait_for_function("document.querySelector('#runs').textContent.includes('after epoch 2')", timeout=120_000)
+    page.wait_for_function(f"document.body.dataset.trainStep >= {changed}")
+    check_lr_shown(training_state(demo_to_train)["runs"][0], 0.01, changed)
     for canvas in ("#plot-loss", "#plot-acc", "#plot-grad", "#plot-update", "#plot-dead", "#weights-numpy"):
         assert not blank(page, canvas), canvas
     assert page.locator("#digits canvas").count() == 10
     for canvas in ("#plot-grad", "#plot-update"):  # log axes, as the page labelled them
         texts = page.get_attribute(canvas, "data-labels").split()
         assert texts and all(map(a_log_label, texts)), (canvas, texts)
+    check_twin_keys(page, {"numpy"})
+    check_layer_keys(page)
     page.click("#stop")
     page.wait_for_selector(".model h2:text('NumPy MLP, page run 1')", timeout=120_000)
     assert "numpy-1 interrupted" in page.inner_text("#runs")
+    check_weights_and_digits(page, demo_to_train, "numpy")
     draw(page, THREE)
     request = urllib.request.Request(demo_to_train + "api/predict", data=json.dumps({"ink": page.evaluate("ink()")}).encode())
     p = json.load(urllib.request.urlopen(request, timeout=60))["models"][0]["probabilities"]
     assert page.locator(".verdict").all_inner_texts() == [f"reads {np.argmax(p)} ({100 * max(p):.1f}%)"]
-    page.screenshot(path=os.environ.get("TRAIN_SCREENSHOT", tmp_path / "train.png"), full_page=True)
+    page.screenshot(path=tmp_path / "train.png", full_page=True)
     page.close()
     again = browser.new_page()                  # a page opened after the run: its status says so
     again.goto(demo_to_train)
@@ -208,3 +338,65 @@ def test_a_run_started_on_the_page_learns_stops_and_reads(browser, demo_to_train
     assert again.inner_text("#train-status") == "1 run so far, none training; the last, numpy-1, interrupted."
     assert "steps/s" not in again.inner_text("#runs")   # an ended run shows where it ended, not a speed
     again.close()
+
+
+@pytest.fixture(scope="module")
+def demo_for_the_picture(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("picture")
+    yield from serving(tmp_path_factory, "--results-dir", folder / "none", "--train-dir", folder / "runs")
+
+
+@pytest.mark.skipif(not os.environ.get("TRAIN_SCREENSHOT"),
+                    reason="takes the README's picture of the Train part: TRAIN_SCREENSHOT=results/reference/train.png")
+def test_the_readme_picture_of_both_twins_in_float64(browser, demo_for_the_picture):
+    """The README's train.png, as its caption says: both twins from the form in float64 on
+    10,000 images for 40 epochs, the rate changed to 0.01 mid-run, both run to their end. In
+    float64 the twins agree to 1e-9, so their curves lie on each other; each key is true of
+    its figure; then both networks read a drawn 3.
+
+    A change applies to the runs still training, at the furthest step among them (the other
+    waits for it there), so it is sent once both twins train and the first is 40% of the
+    way: the PyTorch twin starts a few seconds later (importing torch), and a run of fewer
+    steps could end before it begins."""
+    url = demo_for_the_picture
+    page = browser.new_page(viewport={"width": 1150, "height": 1600})
+    page.goto(url)
+    page.select_option("select[name=framework]", "both")
+    page.select_option("select[name=dtype]", "float64")
+    page.fill("input[name=limit]", "10000")
+    page.fill("input[name=epochs]", "40")
+    page.click("#start")
+    deadline = time.monotonic() + 300
+    while True:                                 # both training, the first 40% of the way
+        runs = training_state(url)["runs"]
+        if len(runs) == 2 and all(run.get("step") for run in runs) and \
+                max(run["step"] for run in runs) >= 0.4 * runs[0]["total_steps"]:
+            break
+        assert time.monotonic() < deadline, runs
+        time.sleep(0.2)
+    changed = change_lr(page, 0.01)
+    page.wait_for_function("document.body.dataset.training == 'no'", timeout=600_000)
+    for name in ("NumPy MLP, page run 1", "PyTorch MLP, page run 1"):
+        page.wait_for_selector(f".model h2:text('{name}')", timeout=120_000)
+    numpy_run, pytorch_run = training_state(url)["runs"]
+    for run in (numpy_run, pytorch_run):
+        assert run["status"] == "completed" and len(run["epochs"]) == 40, run["id"]
+        assert run["lr_changes"] == [{"step": changed, "lr": 0.01}], run["id"]
+        assert 0.3 * run["total_steps"] < changed < 0.9 * run["total_steps"]   # mid-run
+    # As tests/test_equivalence.py: each epoch's losses to 1e-9 relative, test accuracy to the
+    # sample. A batch's loss near the end is ~1e-3, a difference of sums near 0: to 1e-9 absolute
+    # (measured: 1e-12), far below a pixel of the plot.
+    for a, b in zip(numpy_run["epochs"], pytorch_run["epochs"], strict=True):
+        assert (a["train_loss"], a["test_loss"]) == pytest.approx((b["train_loss"], b["test_loss"]), rel=1e-9, abs=0)
+        assert round(a["test_acc"] * 10000) == round(b["test_acc"] * 10000), a["epoch"]
+    np.testing.assert_allclose(numpy_run["diagnostics"]["loss"], pytorch_run["diagnostics"]["loss"], rtol=0, atol=1e-9)
+    page.wait_for_function("document.querySelector('#runs').textContent.includes('completed')")
+    check_twin_keys(page, {"numpy", "pytorch"})
+    check_layer_keys(page)
+    for framework in ("numpy", "pytorch"):
+        check_weights_and_digits(page, url, framework)
+    draw(page, THREE)                          # both networks have joined the ones that read it
+    numpy_reads, pytorch_reads = page.locator(".verdict").all_inner_texts()
+    assert numpy_reads.startswith("reads 3 ") and numpy_reads == pytorch_reads   # twins: the same reading
+    page.locator("#train").screenshot(path=os.environ["TRAIN_SCREENSHOT"])   # the Train part alone
+    page.close()
