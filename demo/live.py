@@ -15,7 +15,8 @@ The server holds every twin, then gives each the same S (the furthest step any r
 twins change their rate at the same step. What the Feed writes:
 
     start       the run's size and layers, once
-    tick        the step, its loss and rate: at most every TICK seconds
+    tick        the step, its loss and rate, and the time it was written (time.time(): one
+                clock for both twins' feeds): at most every TICK seconds
     diag        a diagnostics record (numpy_nn/diagnostics.py) as soon as the trainer makes one
     snapshot    the first layer's weights and the predictions for DIGITS test images: at most
                 every SNAPSHOT seconds, and after each epoch
@@ -86,7 +87,8 @@ class Feed:
         if now >= self.next_tick or last:  # the last tick tells the server no step is left
             self.next_tick = now + TICK
             loss = loss if isinstance(loss, float) else loss.item()
-            self.write("tick", step=session.step, epoch=session.epoch, loss=finite(loss), lr=session.lr())
+            self.write("tick", step=session.step, epoch=session.epoch, loss=finite(loss), lr=session.lr(),
+                       time=time.time())
         self.diagnostics(session)
         if now >= self.next_snapshot:
             self.snapshot(session)

@@ -25,6 +25,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import deque
 from pathlib import Path
 
 from data_loader import DataError, fetch
@@ -45,6 +46,9 @@ FLAGS = ("model", "lr", "optimizer", "schedule", "batch-size", "activation", "we
          "diagnostics-every", "augment")
 HOLD_SECONDS = 120  # how long an lr change waits for the runs to reach a step boundary
 DIGITS = 10         # demo/live.py's: the first test images, read by each network as it learns
+# steps_per_second: over the last WINDOW ticks, timed by the trainer (a tick every 0.25 s at
+# most: about 2 s of training, smooth enough to read, recent enough to follow a change)
+WINDOW = 8
 
 
 class Refused(Exception):
@@ -122,7 +126,7 @@ class Run:
         self.status, self.error, self.network, self.held = "starting", None, None, None
         self.start = self.tick = self.snapshot = None
         self.diag, self.epochs, self.lr_changes = {"steps": [], "loss": []}, [], []
-        self.speed = None                    # steps a second, between the last two ticks
+        self.recent = deque(maxlen=WINDOW)   # (step, time) of the last ticks, as the trainer wrote them
         with open(self.log, "wb") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "demo.live", framework, str(self.feed), "--", *argv,
@@ -165,11 +169,9 @@ class Run:
         kind = item.pop("kind")
         if kind == "start":
             self.start, self.status = item, "running"
-        elif kind == "tick":
-            now = time.monotonic()
-            if self.tick and item["step"] > self.tick["step"]:
-                self.speed = (item["step"] - self.tick["step"]) / (now - self.tick["time"])
-            self.tick = {**item, "time": now}
+        elif kind == "tick":                   # its time is the trainer's: ticks read together
+            self.tick = item                   # by the server were written ~0.25 s apart
+            self.recent.append((item["step"], item["time"]))
         elif kind == "diag":                   # a row: step, loss, each figure's list over the layers
             item["steps"] = item.pop("step")
             for figure, values in item.items():
@@ -188,7 +190,8 @@ class Run:
         self.process.wait()
         self.process.stdin.close()
         self.read()
-        self.speed = None                      # a rate of steps means nothing once it ended
+        with self.lock:                        # (state() may be reading it in another thread)
+            self.recent.clear()                # a rate of steps means nothing once it ended
         try:
             record = json.loads(self.metrics.read_text())
             self.status = record["status"]
@@ -214,13 +217,22 @@ class Run:
         fed = next((item for item in self.epochs if item["epoch"] == last["epoch"]), {})
         return {"step": fed.get("step"), "epoch": last["epoch"], "loss": last["train_loss"], "lr": fed.get("lr")}
 
+    def speed(self):
+        """Steps a second over the recent ticks, by the trainer's clock; None before two ticks."""
+        with self.lock:
+            recent = list(self.recent)
+        if len(recent) < 2:
+            return None
+        (first, t0), (last, t1) = recent[0], recent[-1]
+        return (last - first) / (t1 - t0) if t1 > t0 else None
+
     def state(self, figures=True):
         """What GET /api/train says of this run; without figures, not its diagnostics and
         snapshot (an older run, which the page no longer draws)."""
         tick = {k: v for k, v in (self.tick or {}).items() if k != "time"}
         state = {**(self.start or {}), "id": self.id, "framework": self.framework, "flags": self.argv,
                  "status": self.status, "error": self.error, "network": self.network,
-                 "metrics": shown(self.metrics), **tick, "steps_per_second": self.speed, "epochs": self.epochs,
+                 "metrics": shown(self.metrics), **tick, "steps_per_second": self.speed(), "epochs": self.epochs,
                  "lr_changes": self.lr_changes}
         if figures:
             state.update(diagnostics=self.diag, snapshot=self.snapshot)

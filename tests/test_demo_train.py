@@ -187,7 +187,8 @@ def test_nothing_to_stop_or_change(server):
 STAND_IN = """import json, sys, time
 with open(sys.argv[1], "w") as feed:
     feed.write(json.dumps({"kind": "start", "total_steps": 10, "steps_per_epoch": 5}) + "\\n")
-    feed.write(json.dumps({"kind": "tick", "step": int(sys.argv[2]), "epoch": 1, "loss": 1.0, "lr": 0.1}) + "\\n")
+    feed.write(json.dumps({"kind": "tick", "step": int(sys.argv[2]), "epoch": 1, "loss": 1.0, "lr": 0.1,
+                           "time": time.time()}) + "\\n")
 time.sleep(float(sys.argv[3]))
 """
 
@@ -363,3 +364,55 @@ def test_a_stop_while_the_run_starts_is_one_line_and_interrupted(tmp_path):
         cwd=REPO, capture_output=True, text=True, timeout=60,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert (child.returncode, child.stdout, child.stderr) == (130, "", "interrupted while starting: nothing written\n")
+
+
+@pytest.fixture
+def own_server(tmp_path):
+    """(host, port, folder) of a demo.py of the test's own (its run numbers start at 1)."""
+    with open(tmp_path / "stderr.txt", "w") as log:
+        process, url = start_demo("--results-dir", tmp_path / "none", "--train-dir", tmp_path / "runs", stderr=log)
+        try:
+            yield urlsplit(url).hostname, urlsplit(url).port, tmp_path
+        finally:
+            stop_demo(process)
+    assert "Traceback" not in (tmp_path / "stderr.txt").read_text()
+
+
+def feed(run, kind):
+    """The items of one kind in a run's feed (demo/live.py), in order."""
+    items = [json.loads(line) for line in (REPO / run["metrics"]).with_name(f"{run['framework']}_feed.jsonl").open()]
+    return [item for item in items if item["kind"] == kind]
+
+
+def test_steps_per_second_is_the_trainers_own_rate(own_server):
+    """GET /api/train polled twice a second, as the page does (two or three ticks come in each
+    read): each steps_per_second is steps over seconds between the first and last of the last
+    training.WINDOW ticks, by the times the trainer wrote in its feed (1e-9 relative: the same
+    floats, one division). It is no faster than the trainer trains: at most 1.5x the record's
+    fastest epoch (steps over its training seconds, which include the feed's own work: a live
+    window adds evaluation, so it is slower; 1.5 leaves room for the shared machine's load),
+    and within a factor 3 of steps/elapsed over the whole feed so far (the same run, its load
+    changing). Before, it timed ticks by when the server read them: a rate of 10^5 steps/s."""
+    server = own_server
+    assert post(server, "/api/train", {"framework": "numpy", "model": "mlp", "limit": 2000,
+                                       "epochs": 1000, "batch-size": 50})[0] == 200
+    seen = []
+    while len(seen) < 6:
+        time.sleep(0.5)
+        run = get(server)["runs"][-1]
+        assert run["status"] in ("starting", "running"), run
+        if run["steps_per_second"] is not None:
+            seen.append(run)
+    assert post(server, "/api/train/stop")[0] == 200
+    run = until(server, lambda runs: runs[-1]["status"] == "interrupted")[-1]
+    record = json.loads((REPO / run["metrics"]).read_text())
+    fastest = max(run["steps_per_epoch"] / epoch["epoch_seconds"] for epoch in record["epochs"])
+    ticks = feed(run, "tick")
+    for state in seen:
+        upto = [tick for tick in ticks if tick["step"] <= state["step"]]
+        window = upto[-training.WINDOW:]
+        rate = (window[-1]["step"] - window[0]["step"]) / (window[-1]["time"] - window[0]["time"])
+        assert math.isclose(state["steps_per_second"], rate, rel_tol=1e-9), (state["steps_per_second"], rate)
+        assert state["steps_per_second"] <= 1.5 * fastest, (state["steps_per_second"], fastest)
+        overall = (upto[-1]["step"] - upto[0]["step"]) / (upto[-1]["time"] - upto[0]["time"])
+        assert overall / 3 <= state["steps_per_second"] <= 3 * overall, (state["steps_per_second"], overall)
