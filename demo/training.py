@@ -44,6 +44,9 @@ FRAMEWORKS = {"numpy": ["numpy"], "pytorch": ["pytorch"], "both": ["numpy", "pyt
 FLAGS = ("model", "lr", "optimizer", "schedule", "batch-size", "activation", "weight-init",
          "hidden", "dropout", "weight-decay", "epochs", "limit", "dtype", "seed", "layers",
          "diagnostics-every", "augment")
+# Those of FLAGS that take no value (--augment): true or false in a request
+SWITCHES = {option[2:] for framework in ("numpy", "pytorch") for action in build_parser(framework, "")._actions
+            if action.nargs == 0 for option in action.option_strings} & set(FLAGS)
 HOLD_SECONDS = 120  # how long an lr change waits for the runs to reach a step boundary
 DIGITS = 10         # demo/live.py's: the first test images, read by each network as it learns
 # steps_per_second: over the last WINDOW ticks, timed by the trainer (a tick every 0.25 s at
@@ -85,21 +88,30 @@ def _text(value):
 
 
 def trainer_argv(flags):
-    """The page's flags, {"lr": 0.003, "hidden": [128, 64], ...}, as a trainer's command line.
-    Keys as on the command line, with - or _; true is a flag on its own, false or null none."""
+    """The page's flags, {"lr": 0.003, "hidden": [128, 64], "augment": true, ...}, as a trainer's
+    command line. Keys as on the command line, with - or _. A flag that takes no value (SWITCHES)
+    takes true (given) or false (left out); one that takes a value, a number, a string or a
+    list of them, or null (left out: its default)."""
     argv = []
     for key, value in flags.items():
         flag = "--" + key.replace("_", "-")
         if flag[2:] not in FLAGS:
             raise Refused(400, f"{key} is not one the page sets; it sets {', '.join(FLAGS)}")
-        if value is True:
-            argv.append(flag)
-        elif isinstance(value, list) and all(isinstance(v, (int, float, str)) for v in value):
+        if flag[2:] in SWITCHES:
+            if not isinstance(value, bool):    # (argparse would say "ignored explicit argument")
+                raise Refused(400, f"{key}: give true or false, not {json.dumps(value)}")
+            argv += [flag] if value else []
+        elif value is None:
+            continue
+        elif isinstance(value, bool):          # before int: JSON's true is a Python int too
+            raise Refused(400, f"{key}: give a number, a string or a list, not {json.dumps(value)}")
+        elif isinstance(value, list) and all(isinstance(v, (int, float, str)) and not isinstance(v, bool)
+                                             for v in value):
             argv += [flag, *map(_text, value)]
         elif isinstance(value, (int, float, str)):
             argv.append(f"{flag}={_text(value)}")   # one word: a value "-1" is not read as a flag
-        elif value not in (False, None):
-            raise Refused(400, f"{key}: give a number, a string, true or a list, not {json.dumps(value)}")
+        else:
+            raise Refused(400, f"{key}: give a number, a string or a list, not {json.dumps(value)}")
     return argv
 
 

@@ -143,7 +143,7 @@ def refusal(framework, argv):
 
 
 BAD_FLAGS = [{"lr": -1}, {"lr": "fast"}, {"model": "rnn"}, {"epochs": 1.5}, {"hidden": [0]},
-             {"model": "cnn", "hidden": [10]}, {"dropout": 1}, {"lr": True}, {"batch_size": 0},
+             {"model": "cnn", "hidden": [10]}, {"dropout": 1}, {"batch_size": 0},
              {"batch-size": 0}, {"dtype": "float16"}]
 
 
@@ -163,7 +163,12 @@ SERVER_REFUSALS = {
     "a file to write": ({"metrics": "/etc/passwd"}, "metrics is not one the page sets; it sets model, lr,"),
     "a data folder": ({"data_dir": "/"}, "data_dir is not one the page sets"),
     "no such framework": ({"framework": "jax"}, 'framework must be numpy, pytorch or both, not "jax"'),
-    "an object": ({"lr": {"x": 1}}, 'lr: give a number, a string, true or a list, not {"x": 1}'),
+    "an object": ({"lr": {"x": 1}}, 'lr: give a number, a string or a list, not {"x": 1}'),
+    "true for a value": ({"lr": True}, "lr: give a number, a string or a list, not true"),
+    "a switch's 1": ({"augment": 1}, "augment: give true or false, not 1"),
+    "a switch's string": ({"augment": "false"}, 'augment: give true or false, not "false"'),
+    "a switch's null": ({"augment": None}, "augment: give true or false, not null"),
+    "a switch's list": ({"augment": [True]}, "augment: give true or false, not [true]"),
 }
 
 
@@ -172,6 +177,23 @@ def test_what_the_page_does_not_set_is_refused(server, case):
     body, expected = SERVER_REFUSALS[case]
     status, _, answer = ask(server[:2], "POST", "/api/train", json.dumps(body))
     assert status == 400 and json.loads(answer)["error"].startswith(expected)
+
+
+def test_a_switch_takes_true_and_false(own_server):
+    """--augment, a flag with no value: true in the body is the flag given (the record's
+    augment ranges set), false the flag left out (null: no augmentation). Before, false went
+    to the trainer as --augment=False, and came back as argparse's 400 "augment: ignored
+    explicit argument 'False'"."""
+    assert training.SWITCHES == {"augment"}       # the only such flag the page sets
+    for number, augment in enumerate([False, True], start=1):
+        status, answer = post(own_server, "/api/train", {"framework": "numpy", "augment": augment,
+                                                         "limit": 100, "epochs": 1})
+        assert status == 200, answer
+        assert answer["ids"] == [f"numpy-{number}"]
+        run = until(own_server, lambda runs: runs[-1]["status"] == "completed")[-1]
+        assert ("--augment" in run["flags"]) is augment
+        config = json.loads((REPO / run["metrics"]).read_text())["config"]
+        assert (config["augment"] is not None) is augment
 
 
 def test_nothing_to_stop_or_change(server):
