@@ -8,6 +8,13 @@ their share of the cores (harness/threads.py) and their BLAS threads are per pro
 server stays free to answer while both twins compute. The runs are in their own session, so a
 Ctrl-C in the server's terminal reaches the server alone, which then stops and saves them.
 
+Twins started together ("both") take their first steps together: each gets ready (torch
+imported, the data loaded, the model built), says so in its feed and waits; once all have,
+the server sends each "begin" (Trainings._release). Without it NumPy began at once while
+PyTorch still imported torch (~2-3 s here), finished small runs alone, and a rate change
+reached one twin. A twin that ends before the release (failed, or stopped) has the others
+stopped, with that reason as their error: a run asked for side by side does not train alone.
+
 A run writes into one folder under the server's --train-dir (results/live/ by default):
 
     <framework>_metrics.json, <framework>_model.npz|.pt    what the trainer writes
@@ -136,6 +143,9 @@ class Run:
         self.lock = threading.Lock()
         self.offset, self.rest = 0, b""      # how far the feed is read; a line not yet ended
         self.status, self.error, self.network, self.held = "starting", None, None, None
+        self.ready = False                   # has it said it can take its first step (a twin's "ready")
+        self.stopping, self.reason = False, None   # a stop sent; why the server sent it, if not asked
+        self.writing = threading.Lock()      # one line at a time on its stdin (the release, a hold)
         self.start = self.tick = self.snapshot = None
         self.diag, self.epochs, self.lr_changes = {"steps": [], "loss": []}, [], []
         self.recent = deque(maxlen=WINDOW)   # (step, time) of the last ticks, as the trainer wrote them
@@ -156,12 +166,20 @@ class Run:
 
     def send(self, command):
         """One line to the run's stdin; False if it has ended."""
-        try:
-            self.process.stdin.write(command + "\n")
-            self.process.stdin.flush()
-            return True
-        except (BrokenPipeError, ValueError):   # ended (its stdin closed by the server's wait)
-            return False
+        with self.writing:
+            try:
+                self.process.stdin.write(command + "\n")
+                self.process.stdin.flush()
+                return True
+            except (BrokenPipeError, ValueError):   # ended (its stdin closed by the server's wait)
+                return False
+
+    def stop(self, reason=None):
+        """Ctrl-C to the run (its own stop: finished epochs saved); reason: why, if the
+        learner did not ask (it becomes the run's error)."""
+        if not self.stopping:
+            self.stopping, self.reason = True, reason
+        self.process.send_signal(signal.SIGINT)
 
     def read(self):
         """Take in what the feed says since the last read."""
@@ -179,7 +197,9 @@ class Run:
 
     def _take(self, item):
         kind = item.pop("kind")
-        if kind == "start":
+        if kind == "ready":
+            self.ready = True
+        elif kind == "start":
             self.start, self.status = item, "running"
         elif kind == "tick":                   # its time is the trainer's: ticks read together
             self.tick = item                   # by the server were written ~0.25 s apart
@@ -200,7 +220,8 @@ class Run:
     def finish(self):
         """Once the process has ended: how the run ended, from its record and its log."""
         self.process.wait()
-        self.process.stdin.close()
+        with self.writing:
+            self.process.stdin.close()
         self.read()
         with self.lock:                        # (state() may be reading it in another thread)
             self.recent.clear()                # a rate of steps means nothing once it ended
@@ -214,6 +235,8 @@ class Run:
             stopped = lines and lines[-1].startswith("interrupted")
             self.status = "interrupted" if stopped else "failed"
             self.error = lines[-1] if lines else f"the trainer ended with exit status {self.process.returncode}"
+        if self.reason:
+            self.error = self.reason
 
     def ended_at(self, record):
         """Where a run ended, from its record: the last finished epoch (the network it kept),
@@ -293,6 +316,8 @@ class Trainings:
         for run in runs:
             run.waiter = threading.Thread(target=self._wait, args=(run,), daemon=True)
             run.waiter.start()
+        if len(runs) > 1:
+            threading.Thread(target=self._release, args=(runs,), daemon=True).start()
         return {"ids": [run.id for run in runs], "folder": shown(folder)}
 
     def state(self):
@@ -311,7 +336,7 @@ class Trainings:
             if not runs:
                 raise Refused(409, "no training is running")
             for run in runs:
-                run.process.send_signal(signal.SIGINT)
+                run.stop()
         return {"stopping": [run.id for run in runs]}
 
     def change_lr(self, request):
@@ -353,7 +378,7 @@ class Trainings:
     def close(self):
         """The server is stopping: Ctrl-C to the runs, and wait for them to save."""
         for run in self.running():
-            run.process.send_signal(signal.SIGINT)
+            run.stop()
         for run in self.runs:
             try:
                 run.process.wait(timeout=HOLD_SECONDS)
@@ -378,6 +403,25 @@ class Trainings:
         for model in models:
             run.network = run.name             # the name the draw-a-digit part shows it by
             self.on_model(dataclasses.replace(model, name=run.name))
+
+    def _release(self, runs):
+        """In a thread, for twins started together: "begin" to each once all are ready (their
+        feeds say "ready"), one right after the other. If one ends first (it failed, or was
+        stopped), the others are stopped too, saying why, unless a stop was asked for."""
+        while True:
+            for run in runs:
+                run.read()
+            ended = next((run for run in runs if not run.running()), None)
+            if ended:
+                for run in runs:
+                    if run.running() and not run.stopping:
+                        run.stop(f"stopped before its first step: its twin {ended.id} ended while starting")
+                return
+            if all(run.ready for run in runs):
+                for run in runs:
+                    run.send("begin")
+                return
+            time.sleep(0.01)                   # a 10 ms poll: ~1% of a core for the seconds of a start
 
     def _load_digits(self):
         """The first DIGITS test images (0-255, 28x28) and their labels, once."""

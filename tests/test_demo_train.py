@@ -30,6 +30,11 @@ from numpy_nn.utils import cosine_lr
 from test_demo_server import ask
 
 NEW_LR = 0.01
+# How far apart the twins' first steps may end, in seconds: the release is two lines on two
+# pipes; each twin wakes on its line (a blocked read, not a poll), and a step 1 of the MLP at
+# batch 50 takes milliseconds (PyTorch's first, with its lazy setup, ~10 ms). A quarter second
+# leaves room for a busy 2-core machine's scheduling, and is a tenth of torch's import here.
+FIRST_STEPS = 0.25
 
 
 def flags(framework, *argv):
@@ -194,6 +199,7 @@ def test_a_switch_takes_true_and_false(own_server):
         assert ("--augment" in run["flags"]) is augment
         config = json.loads((REPO / run["metrics"]).read_text())["config"]
         assert (config["augment"] is not None) is augment
+        assert feed(run, "ready") == []           # a run started alone does not wait
 
 
 def test_nothing_to_stop_or_change(server):
@@ -438,3 +444,98 @@ def test_steps_per_second_is_the_trainers_own_rate(own_server):
         assert state["steps_per_second"] <= 1.5 * fastest, (state["steps_per_second"], fastest)
         overall = (upto[-1]["step"] - upto[0]["step"]) / (upto[-1]["time"] - upto[0]["time"])
         assert overall / 3 <= state["steps_per_second"] <= 3 * overall, (state["steps_per_second"], overall)
+
+
+def test_twins_started_together_take_their_first_steps_together(own_server):
+    """"both": each twin gets ready (imports, data, model built), says so and waits, and the
+    server releases both once both are ready. The "start" items of their feeds (each written
+    right after its step 1, by the trainer's clock, before a hold) are within FIRST_STEPS seconds of each other. Before, NumPy
+    began at once while PyTorch imported torch (~3 s here), and on a run this small it had
+    finished before PyTorch's first step. An lr change sent right after the start applies at
+    the same step in both records."""
+    start = {"framework": "both", "model": "mlp", "lr": 0.003, "limit": 500, "epochs": 2,
+             "batch-size": 50, "dtype": "float64"}
+    assert post(own_server, "/api/train", start)[0] == 200
+    status, change = post(own_server, "/api/train/lr", {"lr": NEW_LR})
+    assert status == 200 and change["ids"] == ["numpy-1", "pytorch-1"], change
+    runs = until(own_server, lambda runs: all(run["status"] == "completed" for run in runs))
+    records = [json.loads((REPO / run["metrics"]).read_text()) for run in runs]
+    assert [record["lr_changes"] for record in records] == [[{"step": change["step"], "lr": NEW_LR}]] * 2
+    first = [feed(run, "start")[0]["time"] for run in runs]   # written right after step 1
+    assert abs(first[0] - first[1]) < FIRST_STEPS, first
+
+
+# A stand-in for the PyTorch twin's process: it waits until its NumPy twin (the real
+# demo/live.py) says it is ready, then fails as a start can fail, or never gets ready itself.
+STARTING = """import pathlib, sys, time
+twin = pathlib.Path(sys.argv[1]).with_name("numpy_feed.jsonl")
+while not (twin.exists() and '"ready"' in twin.read_text()):
+    time.sleep(0.01)
+if sys.argv[2] == "fail":
+    sys.exit("error: torch is broken")
+time.sleep(120)
+"""
+
+
+@pytest.fixture
+def twins(tmp_path, monkeypatch):
+    """twins(how): Trainings that have started "both", the NumPy twin its real command, the
+    PyTorch twin STARTING doing how ("fail" or "hang"); returns (trainings, numpy, pytorch)."""
+    popen, processes = subprocess.Popen, []
+
+    def start(command, **kwargs):
+        framework, feed = command[command.index("demo.live") + 1:][:2]
+        if framework == "pytorch":
+            command = [sys.executable, "-c", STARTING, feed, how[0]]
+        processes.append(popen(command, **kwargs))
+        return processes[-1]
+    monkeypatch.setattr(training.subprocess, "Popen", start)
+    how = []
+
+    def make(behaviour):
+        how.append(behaviour)
+        trainings = training.Trainings(tmp_path, on_model=lambda model: None)
+        trainings.start({"framework": "both", "limit": 100, "epochs": 1})
+        return (trainings, *trainings.runs)
+    yield make
+    for process in processes:
+        process.kill()
+        process.wait()
+
+
+def kinds(run):
+    return [json.loads(line)["kind"] for line in run.feed.open()]
+
+
+def test_a_twin_that_fails_while_starting_stops_the_other(twins):
+    """The PyTorch twin fails while the NumPy twin waits for it: the NumPy twin does not wait
+    forever, nor train alone: it is stopped before its first step (interrupted, nothing
+    written), its error saying why."""
+    trainings, numpy, pytorch = twins("fail")
+    for run in (numpy, pytorch):
+        run.waiter.join(timeout=60)
+    assert (pytorch.status, pytorch.error) == ("failed", "error: torch is broken")
+    assert (numpy.status, numpy.error) == (
+        "interrupted", "stopped before its first step: its twin pytorch-1 ended while starting")
+    assert kinds(numpy) == ["ready"] and not numpy.metrics.exists() and numpy.process.returncode == 130
+    assert numpy.log.read_text().splitlines()[-1].startswith("interrupted before the first epoch finished")
+
+
+def test_a_stop_while_a_twin_waits_is_interrupted_with_nothing_written(twins):
+    """Stop (the page's, Ctrl-C to every run) while the NumPy twin waits for a twin that is
+    not ready: it ends within seconds (it looks for a stop every 0.1 s), interrupted before
+    any step, nothing written, one line from the trainer."""
+    trainings, numpy, pytorch = twins("hang")
+    deadline = time.monotonic() + 60
+    while not numpy.ready:
+        assert time.monotonic() < deadline and numpy.running()
+        numpy.read()
+        time.sleep(0.01)
+    t0 = time.monotonic()
+    assert trainings.stop() == {"stopping": ["numpy-1", "pytorch-1"]}
+    numpy.waiter.join(timeout=60)
+    assert time.monotonic() - t0 < 10
+    assert numpy.status == "interrupted" and numpy.process.returncode == 130
+    assert numpy.error.startswith("interrupted before the first epoch finished: nothing written")
+    assert kinds(numpy) == ["ready"] and not numpy.metrics.exists()
+    assert "Traceback" not in numpy.log.read_text()
