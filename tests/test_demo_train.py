@@ -8,6 +8,7 @@ at once, bad parameters (the trainer's own message), a second start (409), and C
 server (the runs saved). Small runs: --limit 500, the MLP."""
 import json
 import math
+import re
 import signal
 import subprocess
 import sys
@@ -263,6 +264,15 @@ def test_lr_when_the_runs_end_while_held_is_refused(stand_in):
     with pytest.raises(Refused) as refused:
         stand_in(3, 1).change_lr({"lr": NEW_LR})
     assert (refused.value.status, str(refused.value)) == (409, "the runs ended before a step boundary")
+
+
+def test_the_reference_lists_the_keys_the_server_takes():
+    """docs/reference.md's demo API names exactly training.FLAGS, in their order (before, it
+    said "the trainers' flags as on the command line", which the server does not take)."""
+    text = (REPO / "docs" / "reference.md").read_text()
+    listed = text[text.index("and no other:"):text.index("Any other key")]
+    names = re.findall(r"`([a-z-]+)`", listed)
+    assert list(dict.fromkeys(name for name in names if name not in ("null", "true", "false"))) == list(training.FLAGS)
 
 
 def test_argv_is_the_command_line():
