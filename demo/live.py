@@ -7,15 +7,22 @@ record, files and Ctrl-C (harness/session.py's run_trainer), with one addition, 
 the Session's observer. The Feed appends one JSON object a line to FEED, which the server
 reads, and takes commands, one a line, on stdin:
 
+    begin       (a twin started with others) take the first step: all are ready
     hold        at the next step boundary write {"kind": "held", "step": s} and wait for:
     lr X S      the rate X from step S + 1 on (now if S steps are done, else once they are)
     go          go on unchanged
 
+A twin started with others (harness/threads.py's STARTED_TOGETHER, set by the server) writes
+"ready" once it can take its first step (torch imported, the data loaded, the model built) and
+waits for begin, which the server sends every twin once all are ready: so they train side by
+side from their first step, and a rate change reaches both. A run started alone does not wait.
 The server holds every twin, then gives each the same S (the furthest step any reached), so
 twins change their rate at the same step. What the Feed writes:
 
-    start       the run's size and layers, once
-    tick        the step, its loss and rate: at most every TICK seconds
+    ready       a twin started with others: ready for its first step, waiting for begin
+    start       the run's size and layers, and the time step 1 ended (time.time()), once
+    tick        the step, its loss and rate, and the time it was written (time.time(): one
+                clock for both twins' feeds): at most every TICK seconds
     diag        a diagnostics record (numpy_nn/diagnostics.py) as soon as the trainer makes one
     snapshot    the first layer's weights and the predictions for DIGITS test images: at most
                 every SNAPSHOT seconds, and after each epoch
@@ -49,7 +56,7 @@ import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from harness import experiment  # noqa: E402
+from harness import experiment, threads  # noqa: E402
 from harness.session import Session, run_trainer  # noqa: E402
 
 TICK = 0.25        # seconds between two ticks: the page polls twice a second
@@ -64,6 +71,7 @@ class Feed:
     def __init__(self, path, commands):
         self.file = open(path, "a", encoding="utf-8")
         self.commands = commands       # lines from stdin, read by another thread
+        self.early = []                # commands that came while waiting for begin (a hold)
         self.pending = None            # (step, lr): a change waiting for its step
         self.rows = 0                  # diagnostics records written so far
         self.next_tick = self.next_snapshot = 0.0
@@ -74,11 +82,26 @@ class Feed:
 
     # ------------------------------------------------------------------------- the Session's calls
 
+    def ready(self, session):
+        """Before the first step: a twin started with others says it is ready and waits for
+        begin (or stdin's end: nobody left to wait for; or a stop, which the Session acts on)."""
+        if threads.started_together() == 1:
+            return
+        self.write("ready")
+        while experiment.stopping.signum is None:
+            try:
+                command = self.commands.get(timeout=0.1)   # woken by the line, not the timeout
+            except queue.Empty:
+                continue
+            if command in ("begin", "end"):
+                return
+            self.early.append(command)   # a hold sent before the start: for the first step boundary
+
     def step_done(self, session, loss):
         if session.step == 1:
             self.write("start", framework=session.framework, model=session.args.model,
                        total_steps=session.total_steps, steps_per_epoch=session.steps_per_epoch,
-                       layers=session.watch.log.names, lr=session.lr())
+                       layers=session.watch.log.names, lr=session.lr(), time=time.time())
         last = session.step == session.total_steps
         if not last:                   # after the last step no rate applies: a hold goes unanswered
             self.obey(session)
@@ -86,7 +109,8 @@ class Feed:
         if now >= self.next_tick or last:  # the last tick tells the server no step is left
             self.next_tick = now + TICK
             loss = loss if isinstance(loss, float) else loss.item()
-            self.write("tick", step=session.step, epoch=session.epoch, loss=finite(loss), lr=session.lr())
+            self.write("tick", step=session.step, epoch=session.epoch, loss=finite(loss), lr=session.lr(),
+                       time=time.time())
         self.diagnostics(session)
         if now >= self.next_snapshot:
             self.snapshot(session)
@@ -103,7 +127,7 @@ class Feed:
         """Act on the commands that came, at this step boundary; a hold waits here."""
         while True:
             try:
-                command = self.commands.get_nowait()
+                command = self.early.pop(0) if self.early else self.commands.get_nowait()
             except queue.Empty:
                 break
             if command == "hold":
@@ -119,8 +143,11 @@ class Feed:
             self.write("lr", step=session.step + 1, lr=lr)
 
     def wait(self):
-        """The next command after a hold; "go" if a stop came meanwhile or stdin closed."""
+        """The next command after a hold; "go" if a stop came meanwhile, "end" (the same) if
+        stdin closed."""
         while experiment.stopping.signum is None:
+            if self.early:
+                return self.early.pop(0)
             try:
                 return self.commands.get(timeout=0.1)
             except queue.Empty:
@@ -187,10 +214,11 @@ def readings(session):
 
 
 def read_commands(commands):
-    """In a thread: each line of stdin into the queue; at its end, "go" (nobody to wait for)."""
+    """In a thread: each line of stdin into the queue; at its end, "end" (nobody to wait for:
+    it releases a wait for begin, and is a go after a hold)."""
     for line in sys.stdin:
         commands.put(line.strip())
-    commands.put("go")
+    commands.put("end")
 
 
 def main(argv=None):

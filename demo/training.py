@@ -8,6 +8,13 @@ their share of the cores (harness/threads.py) and their BLAS threads are per pro
 server stays free to answer while both twins compute. The runs are in their own session, so a
 Ctrl-C in the server's terminal reaches the server alone, which then stops and saves them.
 
+Twins started together ("both") take their first steps together: each gets ready (torch
+imported, the data loaded, the model built), says so in its feed and waits; once all have,
+the server sends each "begin" (Trainings._release). Without it NumPy began at once while
+PyTorch still imported torch (~2-3 s here), finished small runs alone, and a rate change
+reached one twin. A twin that ends before the release (failed, or stopped) has the others
+stopped, with that reason as their error: a run asked for side by side does not train alone.
+
 A run writes into one folder under the server's --train-dir (results/live/ by default):
 
     <framework>_metrics.json, <framework>_model.npz|.pt    what the trainer writes
@@ -25,6 +32,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import deque
 from pathlib import Path
 
 from data_loader import DataError, fetch
@@ -43,8 +51,14 @@ FRAMEWORKS = {"numpy": ["numpy"], "pytorch": ["pytorch"], "both": ["numpy", "pyt
 FLAGS = ("model", "lr", "optimizer", "schedule", "batch-size", "activation", "weight-init",
          "hidden", "dropout", "weight-decay", "epochs", "limit", "dtype", "seed", "layers",
          "diagnostics-every", "augment")
+# Those of FLAGS that take no value (--augment): true or false in a request
+SWITCHES = {option[2:] for framework in ("numpy", "pytorch") for action in build_parser(framework, "")._actions
+            if action.nargs == 0 for option in action.option_strings} & set(FLAGS)
 HOLD_SECONDS = 120  # how long an lr change waits for the runs to reach a step boundary
 DIGITS = 10         # demo/live.py's: the first test images, read by each network as it learns
+# steps_per_second: over the last WINDOW ticks, timed by the trainer (a tick every 0.25 s at
+# most: about 2 s of training, smooth enough to read, recent enough to follow a change)
+WINDOW = 8
 
 
 class Refused(Exception):
@@ -81,21 +95,30 @@ def _text(value):
 
 
 def trainer_argv(flags):
-    """The page's flags, {"lr": 0.003, "hidden": [128, 64], ...}, as a trainer's command line.
-    Keys as on the command line, with - or _; true is a flag on its own, false or null none."""
+    """The page's flags, {"lr": 0.003, "hidden": [128, 64], "augment": true, ...}, as a trainer's
+    command line. Keys as on the command line, with - or _. A flag that takes no value (SWITCHES)
+    takes true (given) or false (left out); one that takes a value, a number, a string or a
+    list of them, or null (left out: its default)."""
     argv = []
     for key, value in flags.items():
         flag = "--" + key.replace("_", "-")
         if flag[2:] not in FLAGS:
             raise Refused(400, f"{key} is not one the page sets; it sets {', '.join(FLAGS)}")
-        if value is True:
-            argv.append(flag)
-        elif isinstance(value, list) and all(isinstance(v, (int, float, str)) for v in value):
+        if flag[2:] in SWITCHES:
+            if not isinstance(value, bool):    # (argparse would say "ignored explicit argument")
+                raise Refused(400, f"{key}: give true or false, not {json.dumps(value)}")
+            argv += [flag] if value else []
+        elif value is None:
+            continue
+        elif isinstance(value, bool):          # before int: JSON's true is a Python int too
+            raise Refused(400, f"{key}: give a number, a string or a list, not {json.dumps(value)}")
+        elif isinstance(value, list) and all(isinstance(v, (int, float, str)) and not isinstance(v, bool)
+                                             for v in value):
             argv += [flag, *map(_text, value)]
         elif isinstance(value, (int, float, str)):
             argv.append(f"{flag}={_text(value)}")   # one word: a value "-1" is not read as a flag
-        elif value not in (False, None):
-            raise Refused(400, f"{key}: give a number, a string, true or a list, not {json.dumps(value)}")
+        else:
+            raise Refused(400, f"{key}: give a number, a string or a list, not {json.dumps(value)}")
     return argv
 
 
@@ -120,9 +143,12 @@ class Run:
         self.lock = threading.Lock()
         self.offset, self.rest = 0, b""      # how far the feed is read; a line not yet ended
         self.status, self.error, self.network, self.held = "starting", None, None, None
+        self.ready = False                   # has it said it can take its first step (a twin's "ready")
+        self.stopping, self.reason = False, None   # a stop sent; why the server sent it, if not asked
+        self.writing = threading.Lock()      # one line at a time on its stdin (the release, a hold)
         self.start = self.tick = self.snapshot = None
         self.diag, self.epochs, self.lr_changes = {"steps": [], "loss": []}, [], []
-        self.speed = None                    # steps a second, between the last two ticks
+        self.recent = deque(maxlen=WINDOW)   # (step, time) of the last ticks, as the trainer wrote them
         with open(self.log, "wb") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "demo.live", framework, str(self.feed), "--", *argv,
@@ -140,12 +166,20 @@ class Run:
 
     def send(self, command):
         """One line to the run's stdin; False if it has ended."""
-        try:
-            self.process.stdin.write(command + "\n")
-            self.process.stdin.flush()
-            return True
-        except (BrokenPipeError, ValueError):   # ended (its stdin closed by the server's wait)
-            return False
+        with self.writing:
+            try:
+                self.process.stdin.write(command + "\n")
+                self.process.stdin.flush()
+                return True
+            except (BrokenPipeError, ValueError):   # ended (its stdin closed by the server's wait)
+                return False
+
+    def stop(self, reason=None):
+        """Ctrl-C to the run (its own stop: finished epochs saved); reason: why, if the
+        learner did not ask (it becomes the run's error)."""
+        if not self.stopping:
+            self.stopping, self.reason = True, reason
+        self.process.send_signal(signal.SIGINT)
 
     def read(self):
         """Take in what the feed says since the last read."""
@@ -163,13 +197,13 @@ class Run:
 
     def _take(self, item):
         kind = item.pop("kind")
-        if kind == "start":
+        if kind == "ready":
+            self.ready = True
+        elif kind == "start":
             self.start, self.status = item, "running"
-        elif kind == "tick":
-            now = time.monotonic()
-            if self.tick and item["step"] > self.tick["step"]:
-                self.speed = (item["step"] - self.tick["step"]) / (now - self.tick["time"])
-            self.tick = {**item, "time": now}
+        elif kind == "tick":                   # its time is the trainer's: ticks read together
+            self.tick = item                   # by the server were written ~0.25 s apart
+            self.recent.append((item["step"], item["time"]))
         elif kind == "diag":                   # a row: step, loss, each figure's list over the layers
             item["steps"] = item.pop("step")
             for figure, values in item.items():
@@ -186,9 +220,11 @@ class Run:
     def finish(self):
         """Once the process has ended: how the run ended, from its record and its log."""
         self.process.wait()
-        self.process.stdin.close()
+        with self.writing:
+            self.process.stdin.close()
         self.read()
-        self.speed = None                      # a rate of steps means nothing once it ended
+        with self.lock:                        # (state() may be reading it in another thread)
+            self.recent.clear()                # a rate of steps means nothing once it ended
         try:
             record = json.loads(self.metrics.read_text())
             self.status = record["status"]
@@ -199,6 +235,8 @@ class Run:
             stopped = lines and lines[-1].startswith("interrupted")
             self.status = "interrupted" if stopped else "failed"
             self.error = lines[-1] if lines else f"the trainer ended with exit status {self.process.returncode}"
+        if self.reason:
+            self.error = self.reason
 
     def ended_at(self, record):
         """Where a run ended, from its record: the last finished epoch (the network it kept),
@@ -214,13 +252,22 @@ class Run:
         fed = next((item for item in self.epochs if item["epoch"] == last["epoch"]), {})
         return {"step": fed.get("step"), "epoch": last["epoch"], "loss": last["train_loss"], "lr": fed.get("lr")}
 
+    def speed(self):
+        """Steps a second over the recent ticks, by the trainer's clock; None before two ticks."""
+        with self.lock:
+            recent = list(self.recent)
+        if len(recent) < 2:
+            return None
+        (first, t0), (last, t1) = recent[0], recent[-1]
+        return (last - first) / (t1 - t0) if t1 > t0 else None
+
     def state(self, figures=True):
         """What GET /api/train says of this run; without figures, not its diagnostics and
         snapshot (an older run, which the page no longer draws)."""
         tick = {k: v for k, v in (self.tick or {}).items() if k != "time"}
         state = {**(self.start or {}), "id": self.id, "framework": self.framework, "flags": self.argv,
                  "status": self.status, "error": self.error, "network": self.network,
-                 "metrics": shown(self.metrics), **tick, "steps_per_second": self.speed, "epochs": self.epochs,
+                 "metrics": shown(self.metrics), **tick, "steps_per_second": self.speed(), "epochs": self.epochs,
                  "lr_changes": self.lr_changes}
         if figures:
             state.update(diagnostics=self.diag, snapshot=self.snapshot)
@@ -269,6 +316,8 @@ class Trainings:
         for run in runs:
             run.waiter = threading.Thread(target=self._wait, args=(run,), daemon=True)
             run.waiter.start()
+        if len(runs) > 1:
+            threading.Thread(target=self._release, args=(runs,), daemon=True).start()
         return {"ids": [run.id for run in runs], "folder": shown(folder)}
 
     def state(self):
@@ -287,7 +336,7 @@ class Trainings:
             if not runs:
                 raise Refused(409, "no training is running")
             for run in runs:
-                run.process.send_signal(signal.SIGINT)
+                run.stop()
         return {"stopping": [run.id for run in runs]}
 
     def change_lr(self, request):
@@ -329,7 +378,7 @@ class Trainings:
     def close(self):
         """The server is stopping: Ctrl-C to the runs, and wait for them to save."""
         for run in self.running():
-            run.process.send_signal(signal.SIGINT)
+            run.stop()
         for run in self.runs:
             try:
                 run.process.wait(timeout=HOLD_SECONDS)
@@ -354,6 +403,25 @@ class Trainings:
         for model in models:
             run.network = run.name             # the name the draw-a-digit part shows it by
             self.on_model(dataclasses.replace(model, name=run.name))
+
+    def _release(self, runs):
+        """In a thread, for twins started together: "begin" to each once all are ready (their
+        feeds say "ready"), one right after the other. If one ends first (it failed, or was
+        stopped), the others are stopped too, saying why, unless a stop was asked for."""
+        while True:
+            for run in runs:
+                run.read()
+            ended = next((run for run in runs if not run.running()), None)
+            if ended:
+                for run in runs:
+                    if run.running() and not run.stopping:
+                        run.stop(f"stopped before its first step: its twin {ended.id} ended while starting")
+                return
+            if all(run.ready for run in runs):
+                for run in runs:
+                    run.send("begin")
+                return
+            time.sleep(0.01)                   # a 10 ms poll: ~1% of a core for the seconds of a start
 
     def _load_digits(self):
         """The first DIGITS test images (0-255, 28x28) and their labels, once."""

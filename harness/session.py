@@ -23,9 +23,10 @@ Both trainers run their loop inside one, so they share, line for line:
 - stopping: Ctrl-C or SIGTERM ends the loop at the next step boundary (harness/experiment.py), and
   the weights kept are those of the last finished epoch, taken right after its evaluation,
   so that the record and the weights always describe the same network;
-- an outside observer (Session.observer; the demo's live page, demo/live.py), told of every
-  step and epoch, which may change the learning rate between two steps (set_lr): the record's
-  "lr_changes" then say at which step and to what.
+- an outside observer (Session.observer; the demo's live page, demo/live.py), told when the
+  run is ready to take its first step, and of every step and epoch, which may change the
+  learning rate between two steps (set_lr): the record's "lr_changes" then say at which step
+  and to what.
 
 NumPy and the standard library only: torch is imported only by a PyTorch run's session.
 """
@@ -78,7 +79,9 @@ class Session:
     the record's sizes; an observer may show the network some test images). device: a
     torch.device for a PyTorch run.
     """
-    # Who else watches the run, if anyone: observer.step_done(session, loss) after each step,
+    # Who else watches the run, if anyone: observer.ready(session), if it has one, before the
+    # first step (the data loaded, the model built; it may wait there: a stop while it waits
+    # ends the run before its first step), observer.step_done(session, loss) after each step,
     # observer.epoch_done(session) after each epoch's record. Set before train() is called.
     observer = None
 
@@ -126,6 +129,9 @@ class Session:
     def epochs(self):
         """1, 2, ..., --epochs; at each start this run's share of the cores, and the clock
         (it stops when batches() runs out)."""
+        if hasattr(self.observer, "ready"):
+            self.observer.ready(self)                 # the demo's twins wait here for each other
+            experiment.stopping.check()               # a stop while it waited: no step taken
         for epoch in range(1, self.args.epochs + 1):
             self.epoch, self.batch = epoch, 0
             cores = threads.share_cores(self.framework)

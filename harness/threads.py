@@ -256,11 +256,12 @@ def fair_share(trainers, cores=None):
 
 
 # Trainers started at the same moment (the demo's twins, demo/training.py) are told in this
-# variable how many they are. The registry alone would not do: the NumPy twin reaches its first
-# step while the PyTorch twin still imports torch, unregistered, and so would take every core
-# for its first epoch while the other takes half (NumPy's first epoch ran 6.8 s instead of
-# 0.46 s on 2 cores). Each counts the number it was given until it has seen that many
-# running; from then on the registry alone, so a twin that ends hands its cores back.
+# variable how many they are. The registry alone would not do for a trainer that starts before
+# its twin registers: the NumPy twin, which used to reach its first step while the PyTorch twin
+# still imported torch, took every core for its first epoch while the other took half (6.8 s
+# instead of 0.46 s on 2 cores). Each counts the number it was given until it has seen that
+# many running; from then on the registry alone, so a twin that ends hands its cores back.
+# (demo/live.py's twins also wait for each other before their first step, told by this variable.)
 STARTED_TOGETHER = "NN_TRAINERS_STARTED_TOGETHER"
 _together_seen = False     # has this trainer seen all those started with it running?
 

@@ -8,6 +8,7 @@ at once, bad parameters (the trainer's own message), a second start (409), and C
 server (the runs saved). Small runs: --limit 500, the MLP."""
 import json
 import math
+import re
 import signal
 import subprocess
 import sys
@@ -30,6 +31,11 @@ from numpy_nn.utils import cosine_lr
 from test_demo_server import ask
 
 NEW_LR = 0.01
+# How far apart the twins' first steps may end, in seconds: the release is two lines on two
+# pipes; each twin wakes on its line (a blocked read, not a poll), and a step 1 of the MLP at
+# batch 50 takes milliseconds (PyTorch's first, with its lazy setup, ~10 ms). A quarter second
+# leaves room for a busy 2-core machine's scheduling, and is a tenth of torch's import here.
+FIRST_STEPS = 0.25
 
 
 def flags(framework, *argv):
@@ -143,7 +149,7 @@ def refusal(framework, argv):
 
 
 BAD_FLAGS = [{"lr": -1}, {"lr": "fast"}, {"model": "rnn"}, {"epochs": 1.5}, {"hidden": [0]},
-             {"model": "cnn", "hidden": [10]}, {"dropout": 1}, {"lr": True}, {"batch_size": 0},
+             {"model": "cnn", "hidden": [10]}, {"dropout": 1}, {"batch_size": 0},
              {"batch-size": 0}, {"dtype": "float16"}]
 
 
@@ -163,7 +169,12 @@ SERVER_REFUSALS = {
     "a file to write": ({"metrics": "/etc/passwd"}, "metrics is not one the page sets; it sets model, lr,"),
     "a data folder": ({"data_dir": "/"}, "data_dir is not one the page sets"),
     "no such framework": ({"framework": "jax"}, 'framework must be numpy, pytorch or both, not "jax"'),
-    "an object": ({"lr": {"x": 1}}, 'lr: give a number, a string, true or a list, not {"x": 1}'),
+    "an object": ({"lr": {"x": 1}}, 'lr: give a number, a string or a list, not {"x": 1}'),
+    "true for a value": ({"lr": True}, "lr: give a number, a string or a list, not true"),
+    "a switch's 1": ({"augment": 1}, "augment: give true or false, not 1"),
+    "a switch's string": ({"augment": "false"}, 'augment: give true or false, not "false"'),
+    "a switch's null": ({"augment": None}, "augment: give true or false, not null"),
+    "a switch's list": ({"augment": [True]}, "augment: give true or false, not [true]"),
 }
 
 
@@ -172,6 +183,24 @@ def test_what_the_page_does_not_set_is_refused(server, case):
     body, expected = SERVER_REFUSALS[case]
     status, _, answer = ask(server[:2], "POST", "/api/train", json.dumps(body))
     assert status == 400 and json.loads(answer)["error"].startswith(expected)
+
+
+def test_a_switch_takes_true_and_false(own_server):
+    """--augment, a flag with no value: true in the body is the flag given (the record's
+    augment ranges set), false the flag left out (null: no augmentation). Before, false went
+    to the trainer as --augment=False, and came back as argparse's 400 "augment: ignored
+    explicit argument 'False'"."""
+    assert training.SWITCHES == {"augment"}       # the only such flag the page sets
+    for number, augment in enumerate([False, True], start=1):
+        status, answer = post(own_server, "/api/train", {"framework": "numpy", "augment": augment,
+                                                         "limit": 100, "epochs": 1})
+        assert status == 200, answer
+        assert answer["ids"] == [f"numpy-{number}"]
+        run = until(own_server, lambda runs: runs[-1]["status"] == "completed")[-1]
+        assert ("--augment" in run["flags"]) is augment
+        config = json.loads((REPO / run["metrics"]).read_text())["config"]
+        assert (config["augment"] is not None) is augment
+        assert feed(run, "ready") == []           # a run started alone does not wait
 
 
 def test_nothing_to_stop_or_change(server):
@@ -187,7 +216,8 @@ def test_nothing_to_stop_or_change(server):
 STAND_IN = """import json, sys, time
 with open(sys.argv[1], "w") as feed:
     feed.write(json.dumps({"kind": "start", "total_steps": 10, "steps_per_epoch": 5}) + "\\n")
-    feed.write(json.dumps({"kind": "tick", "step": int(sys.argv[2]), "epoch": 1, "loss": 1.0, "lr": 0.1}) + "\\n")
+    feed.write(json.dumps({"kind": "tick", "step": int(sys.argv[2]), "epoch": 1, "loss": 1.0, "lr": 0.1,
+                           "time": time.time()}) + "\\n")
 time.sleep(float(sys.argv[3]))
 """
 
@@ -234,6 +264,15 @@ def test_lr_when_the_runs_end_while_held_is_refused(stand_in):
     with pytest.raises(Refused) as refused:
         stand_in(3, 1).change_lr({"lr": NEW_LR})
     assert (refused.value.status, str(refused.value)) == (409, "the runs ended before a step boundary")
+
+
+def test_the_reference_lists_the_keys_the_server_takes():
+    """docs/reference.md's demo API names exactly training.FLAGS, in their order (before, it
+    said "the trainers' flags as on the command line", which the server does not take)."""
+    text = (REPO / "docs" / "reference.md").read_text()
+    listed = text[text.index("and no other:"):text.index("Any other key")]
+    names = re.findall(r"`([a-z-]+)`", listed)
+    assert list(dict.fromkeys(name for name in names if name not in ("null", "true", "false"))) == list(training.FLAGS)
 
 
 def test_argv_is_the_command_line():
@@ -363,3 +402,150 @@ def test_a_stop_while_the_run_starts_is_one_line_and_interrupted(tmp_path):
         cwd=REPO, capture_output=True, text=True, timeout=60,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert (child.returncode, child.stdout, child.stderr) == (130, "", "interrupted while starting: nothing written\n")
+
+
+@pytest.fixture
+def own_server(tmp_path):
+    """(host, port, folder) of a demo.py of the test's own (its run numbers start at 1)."""
+    with open(tmp_path / "stderr.txt", "w") as log:
+        process, url = start_demo("--results-dir", tmp_path / "none", "--train-dir", tmp_path / "runs", stderr=log)
+        try:
+            yield urlsplit(url).hostname, urlsplit(url).port, tmp_path
+        finally:
+            stop_demo(process)
+    assert "Traceback" not in (tmp_path / "stderr.txt").read_text()
+
+
+def feed(run, kind):
+    """The items of one kind in a run's feed (demo/live.py), in order."""
+    items = [json.loads(line) for line in (REPO / run["metrics"]).with_name(f"{run['framework']}_feed.jsonl").open()]
+    return [item for item in items if item["kind"] == kind]
+
+
+def test_steps_per_second_is_the_trainers_own_rate(own_server):
+    """GET /api/train polled twice a second, as the page does (two or three ticks come in each
+    read): each steps_per_second is steps over seconds between the first and last of the last
+    training.WINDOW ticks, by the times the trainer wrote in its feed (1e-9 relative: the same
+    floats, one division). It is no faster than the trainer trains: at most 1.5x the record's
+    fastest epoch (steps over its training seconds, which include the feed's own work: a live
+    window adds evaluation, so it is slower; 1.5 leaves room for the shared machine's load),
+    and within a factor 3 of steps/elapsed over the whole feed so far (the same run, its load
+    changing). Before, it timed ticks by when the server read them: a rate of 10^5 steps/s."""
+    server = own_server
+    assert post(server, "/api/train", {"framework": "numpy", "model": "mlp", "limit": 2000,
+                                       "epochs": 1000, "batch-size": 50})[0] == 200
+    seen = []
+    while len(seen) < 6:
+        time.sleep(0.5)
+        run = get(server)["runs"][-1]
+        assert run["status"] in ("starting", "running"), run
+        if run["steps_per_second"] is not None:
+            seen.append(run)
+    assert post(server, "/api/train/stop")[0] == 200
+    run = until(server, lambda runs: runs[-1]["status"] == "interrupted")[-1]
+    record = json.loads((REPO / run["metrics"]).read_text())
+    fastest = max(run["steps_per_epoch"] / epoch["epoch_seconds"] for epoch in record["epochs"])
+    ticks = feed(run, "tick")
+    for state in seen:
+        upto = [tick for tick in ticks if tick["step"] <= state["step"]]
+        window = upto[-training.WINDOW:]
+        rate = (window[-1]["step"] - window[0]["step"]) / (window[-1]["time"] - window[0]["time"])
+        assert math.isclose(state["steps_per_second"], rate, rel_tol=1e-9), (state["steps_per_second"], rate)
+        assert state["steps_per_second"] <= 1.5 * fastest, (state["steps_per_second"], fastest)
+        overall = (upto[-1]["step"] - upto[0]["step"]) / (upto[-1]["time"] - upto[0]["time"])
+        assert overall / 3 <= state["steps_per_second"] <= 3 * overall, (state["steps_per_second"], overall)
+
+
+def test_twins_started_together_take_their_first_steps_together(own_server):
+    """"both": each twin gets ready (imports, data, model built), says so and waits, and the
+    server releases both once both are ready. The "start" items of their feeds (each written
+    right after its step 1, by the trainer's clock, before a hold) are within FIRST_STEPS
+    seconds of each other (0.3-9 ms in 6 runs here). Before, NumPy began at once while PyTorch
+    imported torch: 1.9 s apart. An lr change sent right after the start applies at the same
+    step in both records."""
+    start = {"framework": "both", "model": "mlp", "lr": 0.003, "limit": 500, "epochs": 2,
+             "batch-size": 50, "dtype": "float64"}
+    assert post(own_server, "/api/train", start)[0] == 200
+    status, change = post(own_server, "/api/train/lr", {"lr": NEW_LR})
+    assert status == 200 and change["ids"] == ["numpy-1", "pytorch-1"], change
+    runs = until(own_server, lambda runs: all(run["status"] == "completed" for run in runs))
+    records = [json.loads((REPO / run["metrics"]).read_text()) for run in runs]
+    assert [record["lr_changes"] for record in records] == [[{"step": change["step"], "lr": NEW_LR}]] * 2
+    first = [feed(run, "start")[0]["time"] for run in runs]   # written right after step 1
+    assert abs(first[0] - first[1]) < FIRST_STEPS, first
+
+
+# A stand-in for the PyTorch twin's process: it waits until its NumPy twin (the real
+# demo/live.py) says it is ready, then fails as a start can fail, or never gets ready itself.
+STARTING = """import pathlib, sys, time
+twin = pathlib.Path(sys.argv[1]).with_name("numpy_feed.jsonl")
+while not (twin.exists() and '"ready"' in twin.read_text()):
+    time.sleep(0.01)
+if sys.argv[2] == "fail":
+    sys.exit("error: torch is broken")
+time.sleep(120)
+"""
+
+
+@pytest.fixture
+def twins(tmp_path, monkeypatch):
+    """twins(how): Trainings that have started "both", the NumPy twin its real command, the
+    PyTorch twin STARTING doing how ("fail" or "hang"); returns (trainings, numpy, pytorch)."""
+    popen, processes = subprocess.Popen, []
+
+    def start(command, **kwargs):
+        framework, feed = command[command.index("demo.live") + 1:][:2]
+        if framework == "pytorch":
+            command = [sys.executable, "-c", STARTING, feed, how[0]]
+        processes.append(popen(command, **kwargs))
+        return processes[-1]
+    monkeypatch.setattr(training.subprocess, "Popen", start)
+    how = []
+
+    def make(behaviour):
+        how.append(behaviour)
+        trainings = training.Trainings(tmp_path, on_model=lambda model: None)
+        trainings.start({"framework": "both", "limit": 100, "epochs": 1})
+        return (trainings, *trainings.runs)
+    yield make
+    for process in processes:
+        process.kill()
+        process.wait()
+
+
+def kinds(run):
+    return [json.loads(line)["kind"] for line in run.feed.open()]
+
+
+def test_a_twin_that_fails_while_starting_stops_the_other(twins):
+    """The PyTorch twin fails while the NumPy twin waits for it: the NumPy twin does not wait
+    forever, nor train alone: it is stopped before its first step (interrupted, nothing
+    written), its error saying why."""
+    trainings, numpy, pytorch = twins("fail")
+    for run in (numpy, pytorch):
+        run.waiter.join(timeout=60)
+    assert (pytorch.status, pytorch.error) == ("failed", "error: torch is broken")
+    assert (numpy.status, numpy.error) == (
+        "interrupted", "stopped before its first step: its twin pytorch-1 ended while starting")
+    assert kinds(numpy) == ["ready"] and not numpy.metrics.exists() and numpy.process.returncode == 130
+    assert numpy.log.read_text().splitlines()[-1].startswith("interrupted before the first epoch finished")
+
+
+def test_a_stop_while_a_twin_waits_is_interrupted_with_nothing_written(twins):
+    """Stop (the page's, Ctrl-C to every run) while the NumPy twin waits for a twin that is
+    not ready: it ends within seconds (it looks for a stop every 0.1 s), interrupted before
+    any step, nothing written, one line from the trainer."""
+    trainings, numpy, pytorch = twins("hang")
+    deadline = time.monotonic() + 60
+    while not numpy.ready:
+        assert time.monotonic() < deadline and numpy.running()
+        numpy.read()
+        time.sleep(0.01)
+    t0 = time.monotonic()
+    assert trainings.stop() == {"stopping": ["numpy-1", "pytorch-1"]}
+    numpy.waiter.join(timeout=60)
+    assert time.monotonic() - t0 < 10
+    assert numpy.status == "interrupted" and numpy.process.returncode == 130
+    assert numpy.error.startswith("interrupted before the first epoch finished: nothing written")
+    assert kinds(numpy) == ["ready"] and not numpy.metrics.exists()
+    assert "Traceback" not in numpy.log.read_text()
