@@ -367,7 +367,7 @@ class Trainings:
             if not runs:                          # each took its last step or stopped meanwhile
                 raise Refused(409, "the runs ended before a step boundary")
             if len(held) < len(runs):
-                for run in held:
+                for run in runs:   # the held go on; the others' hold, still to come, is answered too
                     run.send("go")
                 raise Refused(503, f"the runs did not reach a step boundary within {HOLD_SECONDS} s")
             step = max(run.held for run in held)

@@ -233,8 +233,8 @@ def stand_in(tmp_path, monkeypatch):
         return processes[-1]
     monkeypatch.setattr(training.subprocess, "Popen", start)
 
-    def make(step, seconds):
-        behaviour[:] = [str(step), str(seconds)]
+    def make(step, seconds, *more):
+        behaviour[:] = [str(step), str(seconds), *map(str, more)]
         trainings = training.Trainings(tmp_path, on_model=None)
         run = training.Run(1, "numpy", [], flags("numpy"), tmp_path)
         trainings.runs = [run]
@@ -264,6 +264,35 @@ def test_lr_when_the_runs_end_while_held_is_refused(stand_in):
     with pytest.raises(Refused) as refused:
         stand_in(3, 1).change_lr({"lr": NEW_LR})
     assert (refused.value.status, str(refused.value)) == (409, "the runs ended before a step boundary")
+
+
+# A stand-in that has taken step 3 of 10 and then, for SECONDS, reaches no step boundary (a
+# long step), writing each line the server sends it to LOG.
+LISTENER = STAND_IN.replace("time.sleep(float(sys.argv[3]))", """import select
+end = time.time() + float(sys.argv[3])
+with open(sys.argv[4], "w") as log:
+    while time.time() < end:
+        if select.select([sys.stdin], [], [], 0.05)[0]:
+            log.write(sys.stdin.readline()); log.flush()
+""")
+
+
+def test_a_rate_change_that_times_out_leaves_no_run_holding(stand_in, tmp_path, monkeypatch):
+    """A run that reaches no step boundary within HOLD_SECONDS: the change is a 503, and the
+    run is sent "go" after its "hold", so it does not stop at its next boundary to wait for a
+    rate that will never come (it was sent nothing after the hold, and would have waited
+    forever). HOLD_SECONDS 1 here: the stand-in takes 20 s, so the wait runs out first."""
+    log = tmp_path / "stdin.txt"
+    monkeypatch.setattr(training, "HOLD_SECONDS", 1)
+    monkeypatch.setitem(globals(), "STAND_IN", LISTENER)
+    trainings = stand_in(3, 20, log)
+    with pytest.raises(Refused) as refused:
+        trainings.change_lr({"lr": NEW_LR})
+    assert (refused.value.status, str(refused.value)) == (503, "the runs did not reach a step boundary within 1 s")
+    deadline = time.monotonic() + 10
+    while log.read_text().split() != ["hold", "go"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert log.read_text().split() == ["hold", "go"]
 
 
 def test_the_reference_lists_the_keys_the_server_takes():
