@@ -103,7 +103,7 @@ def trainer_argv(flags):
     for key, value in flags.items():
         flag = "--" + key.replace("_", "-")
         if flag[2:] not in FLAGS:
-            raise Refused(400, f"{key} is not one the page sets; it sets {', '.join(FLAGS)}")
+            raise Refused(400, f"{key} is not one the page sets; it sets framework, {', '.join(FLAGS)}")
         if flag[2:] in SWITCHES:
             if not isinstance(value, bool):    # (argparse would say "ignored explicit argument")
                 raise Refused(400, f"{key}: give true or false, not {json.dumps(value)}")

@@ -166,7 +166,7 @@ def test_trainer_argv_is_refused_with_the_flags_message(server, flags):
 
 
 SERVER_REFUSALS = {
-    "a file to write": ({"metrics": "/etc/passwd"}, "metrics is not one the page sets; it sets model, lr,"),
+    "a file to write": ({"metrics": "/etc/passwd"}, "metrics is not one the page sets; it sets framework, model, lr,"),
     "a data folder": ({"data_dir": "/"}, "data_dir is not one the page sets"),
     "no such framework": ({"framework": "jax"}, 'framework must be numpy, pytorch or both, not "jax"'),
     "an object": ({"lr": {"x": 1}}, 'lr: give a number, a string or a list, not {"x": 1}'),
