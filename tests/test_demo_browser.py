@@ -331,6 +331,10 @@ def test_a_run_started_on_the_page_learns_stops_and_reads(browser, demo_to_train
     p = json.load(urllib.request.urlopen(request, timeout=60))["models"][0]["probabilities"]
     assert page.locator(".verdict").all_inner_texts() == [f"reads {np.argmax(p)} ({100 * max(p):.1f}%)"]
     page.screenshot(path=tmp_path / "train.png", full_page=True)
+    # a new run, starting (the API gives it no snapshot yet): the last run's weights go, not
+    # shown as if they were the new run's
+    page.evaluate("drawWeights({framework: 'numpy', id: 'numpy-2', flags: [], snapshot: null})")
+    assert page.is_hidden("#weights-numpy") and page.inner_text("#weights-numpy-key") == "numpy-2: no weights yet."
     page.close()
     again = browser.new_page()                  # a page opened after the run: its status says so
     again.goto(demo_to_train)
