@@ -316,7 +316,11 @@ def test_argv_is_the_command_line():
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """(host, port) of demo.py with no trained runs, writing the page's runs in a temporary folder."""
-    folder = tmp_path_factory.mktemp("train")
+    yield from serving(tmp_path_factory.mktemp("train"))
+
+
+def serving(folder):
+    """Serve demo.py with no trained runs from folder; yields (host, port, folder), then stops it."""
     with open(folder / "stderr.txt", "w") as log:
         process, url = start_demo("--results-dir", folder / "none", "--train-dir", folder / "runs", stderr=log)
         try:
@@ -436,13 +440,7 @@ def test_a_stop_while_the_run_starts_is_one_line_and_interrupted(tmp_path):
 @pytest.fixture
 def own_server(tmp_path):
     """(host, port, folder) of a demo.py of the test's own (its run numbers start at 1)."""
-    with open(tmp_path / "stderr.txt", "w") as log:
-        process, url = start_demo("--results-dir", tmp_path / "none", "--train-dir", tmp_path / "runs", stderr=log)
-        try:
-            yield urlsplit(url).hostname, urlsplit(url).port, tmp_path
-        finally:
-            stop_demo(process)
-    assert "Traceback" not in (tmp_path / "stderr.txt").read_text()
+    yield from serving(tmp_path)
 
 
 def feed(run, kind):
