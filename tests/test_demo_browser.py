@@ -231,11 +231,12 @@ def check_twin_keys(page, frameworks):
 
 def check_layer_keys(page):
     """The MLP's layer keys: a colour per layer, each drawn in the gradient and update plots;
-    the dead units', the hidden layers only; what the grey line and the dead units are."""
+    the dead units', the hidden layers only, and which twin is solid and which dashed, as in
+    the others; what the grey line and the dead units are."""
     layers = key(page, "key-grad")
     assert [text for text, _ in layers] == ["layer 1", "layer 2", "layer 3", "NumPy", "PyTorch"]
     assert key(page, "key-update") == layers + [("1e-3", rgb("rgb(187, 187, 187)"))]
-    assert key(page, "key-dead") == layers[:2]
+    assert key(page, "key-dead") == layers[:2] + layers[3:]
     for canvas in ("#plot-grad", "#plot-update"):
         for name, colour in layers[:3]:
             assert drawn_in(page, canvas, colour) > 20, (canvas, name)
