@@ -73,6 +73,22 @@ def test_the_projects_cnn_and_a_deeper_mlp_pass_every_check(batch):
     assert "  dz1 " in "\n".join(lines) and "  dW4 " in "\n".join(lines)
 
 
+def test_the_answer_keys_self_check_catches_steps_that_are_not_the_twins_forward(batch):
+    """reference._run checks that its named steps give the twin's logits (to 1e-12; see there
+    why not exactly). Steps with the activation left out must fail that check."""
+    import torch
+    from checker import reference
+    from pytorch_nn import model as torch_mlp
+    net = mlp("tanh")
+    model = torch_mlp.load_numpy_params(torch_mlp.MLP(net.sizes, activation="tanh").double(), net.params)
+    right = [("z1", model.hidden[0]), ("h1", model.activation), ("z2", model.hidden[1]),
+             ("h2", model.activation), ("logits", model.out)]
+    t, _ = reference._run(model, right, *batch)
+    assert torch.allclose(t["logits"], torch.from_numpy(reference.mlp_reference(net, *batch).logits), rtol=0, atol=1e-12)
+    with pytest.raises(AssertionError, match="not the twin's forward"):
+        reference._run(model, [step for step in right if step[0] != "h2"], *batch)
+
+
 MESSAGES = {  # each mistake's own words in the checker's output
     "batch": "32 times too large, the batch size",
     "bias axis": "summed over the wrong axis",
