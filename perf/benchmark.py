@@ -22,7 +22,8 @@ products of its convolutions and the linear layer's, and one step at batch 128 i
 layer by layer (forward and backward) in both. Last, the Adam step alone, in both, on a
 fresh state and on one as training leaves it (some of m subnormal: numpy_nn/utils.py), and
 (MLP only) --augment's cost: a batch of 128 warped by numpy_nn/augment.py and by its PyTorch
-twin, beside a NumPy MLP step at that batch.
+twin, beside a NumPy MLP step at that batch, and the floor under any NumPy warp: its four
+gathers alone.
 
 Writes results/benchmark.json, results/benchmark.md and results/throughput.png (with
 --model cnn: benchmark_cnn.json, benchmark_cnn.md and throughput_cnn.png). The FLOP counts
@@ -45,7 +46,7 @@ sys.path.insert(0, str(ROOT))
 from data_loader import DataError, batches, load_mnist, write_atomic  # noqa: E402
 from perf.flops import cnn_flops_per_sample, cnn_products, flops_per_sample  # noqa: E402
 from harness.metrics_file import cpu_model, numpy_blas  # noqa: E402
-from numpy_nn.augment import DEFAULT_RANGES, Augment  # noqa: E402
+from numpy_nn.augment import DEFAULT_RANGES, SIDE, Augment  # noqa: E402
 from numpy_nn.cnn import CNN, IMAGE_SHAPE  # noqa: E402
 from numpy_nn.fast_cnn import FastCNN  # noqa: E402
 from numpy_nn.fast_layers import conv2d_backward, conv2d_forward, maxpool2d_backward, maxpool2d_forward  # noqa: E402
@@ -331,6 +332,23 @@ def optimizer_steps(n_params, repeats, steps=20):
 AUGMENT_TARGET = {"batch_size": 128, "share_of_numpy_step_at_most": 0.25}
 
 
+GATHERS = "numpy: warp()'s four gathers alone"
+
+
+def _four_gathers(batch):
+    """What any bilinear warp in NumPy must do at least: read each output pixel's four
+    neighbours, four np.take calls over the batch's B*784 pixels as augment.warp() makes them,
+    here at the identity map's indices (the same memory order as a small warp's)."""
+    B, side = len(batch), SIDE
+    P = side + 3                                           # warp()'s padded side
+    padded = np.zeros((B, P, P), batch.dtype)
+    padded[:, 1:side + 1, 1:side + 1] = batch.reshape(B, side, side)
+    flat = padded.reshape(-1)
+    rows, cols = np.mgrid[:side, :side].reshape(2, -1)
+    index = (np.arange(B)[:, None] * P + rows + 1) * P + cols + 1
+    return lambda: [np.take(flat[step:], index) for step in (0, 1, P, P + 1)]
+
+
 def augment_costs(x, y, repeats, calls=20):
     """Microseconds per batch (median of repeats, each `calls` calls) of --augment on a batch
     of AUGMENT_TARGET's size: NumPy's Augment and the PyTorch twin's on the CPU, with the
@@ -349,6 +367,7 @@ def augment_costs(x, y, repeats, calls=20):
         label = f", thickness {thickness:g}" if thickness else ""
         timed["numpy augment" + label] = lambda augment=Augment(args): augment(batch)
         timed["pytorch-cpu augment" + label] = lambda augment=TorchAugment(args): augment(tensor)
+    timed[GATHERS] = _four_gathers(batch)
     for run in timed.values():                             # warm-up: caches, allocator, lazy init
         for _ in range(WARMUP_STEPS):
             run()
@@ -384,6 +403,10 @@ def augment_markdown(record):
     lines += ["", f"The target: NumPy's augmentation at most {100 * most:.0f}% of a NumPy MLP step. "
               f"This run: {100 * share:.0f}%, {'within' if share <= most else 'beyond'} it (one machine, "
               f"which other work may share: the numbers, not a verdict)."]
+    if GATHERS in costs["share_of_numpy_step"]:
+        lines += ["", f"The last row is a floor for any bilinear warp in NumPy: reading each pixel's four "
+                  f"neighbours, with nothing computed, took {100 * costs['share_of_numpy_step'][GATHERS]:.0f}% "
+                  f"of the step."]
     return lines
 
 def numpy_phases(x, y, batch_size, steps):

@@ -111,7 +111,7 @@ def test_short_benchmark_writes_consistent_files(tmp_path, monkeypatch):
     us = augment["microseconds"]
     assert augment["batch_size"] == 128 and augment["share_of_numpy_step_at_most"] == 0.25
     assert set(us) == {"numpy MLP step", "numpy augment", "numpy augment, thickness 0.5",
-                       "pytorch-cpu augment", "pytorch-cpu augment, thickness 0.5"}
+                       "pytorch-cpu augment", "pytorch-cpu augment, thickness 0.5", benchmark.GATHERS}
     for name, share in augment["share_of_numpy_step"].items():
         assert abs(share - us[name] / us["numpy MLP step"]) < 1e-12 and us[name] > 0
     row = f"| numpy augment | {us['numpy augment']:.0f} | {100 * augment['share_of_numpy_step']['numpy augment']:.0f}% |"
@@ -134,6 +134,23 @@ def test_augment_cost_is_reported_against_the_issues_target():
     assert "This run: 20%, within it" in "\n".join(benchmark.augment_markdown({"augment_microseconds": costs,
                                                                                  "repeats": 9}))
     assert benchmark.augment_markdown({"repeats": 9}) == []
+
+
+def test_the_gathers_floor_reads_each_pixels_four_neighbours():
+    """The benchmark's floor row times what warp() must read: each pixel, and the ones right,
+    below and below right of it (0 past the edge), here checked against np.pad and slicing."""
+    batch = np.random.default_rng(0).random((3, 784)).astype(np.float32)
+    here, right, below, both = benchmark._four_gathers(batch)()
+    padded = np.pad(batch.reshape(3, 28, 28), ((0, 0), (0, 1), (0, 1)))
+    for got, (r, c) in zip((here, right, below, both), ((0, 0), (0, 1), (1, 0), (1, 1))):
+        np.testing.assert_array_equal(got, padded[:, r:r + 28, c:c + 28].reshape(3, 784))
+    costs = {"batch_size": 128, "share_of_numpy_step_at_most": 0.25, "calls": 20,
+             "threads": {"numpy": 2, "pytorch": 2},
+             "microseconds": {"numpy MLP step": 1000.0, "numpy augment": 600.0, benchmark.GATHERS: 280.0},
+             "share_of_numpy_step": {"numpy MLP step": 1.0, "numpy augment": 0.6, benchmark.GATHERS: 0.28}}
+    text = "\n".join(benchmark.augment_markdown({"augment_microseconds": costs, "repeats": 9}))
+    assert f"| {benchmark.GATHERS} | 280 | 28% |" in text
+    assert "with nothing computed, took 28% of the step" in text
 
 
 def test_thread_sweep_measures_each_count_and_reads_the_data_dir(tmp_path, monkeypatch):
