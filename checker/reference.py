@@ -24,10 +24,11 @@ def _run(model, steps, x, y):
             h.retain_grad()                        # keep dLoss/d(this) too, not only the weights'
     loss = F.cross_entropy(h, torch.from_numpy(y))
     loss.backward()
-    # The steps must be the twin's forward. Not to the last bit: PyTorch's float64 tanh is not
-    # bit-reproducible on the CPU. Measured on 32 images: its last bits change with the thread
-    # count, and in about 1 process in 25 the first call differs from the next. That moves the
-    # logits (|logits| < 2) by up to 9e-16. A missing or wrong step moves them by far more than 1e-12.
+    # The steps must be the twin's forward. Not to the last bit: the steps above called tanh
+    # once and model(x) calls it again, and PyTorch's float64 tanh on the CPU is not
+    # bit-reproducible from call to call (measured on these 32 images: in about 1 process in
+    # 25 the first call gives other last bits than the next). That moves the logits
+    # (|logits| < 2) by up to 9e-16. A missing or wrong step moves them by far more than 1e-12.
     with torch.no_grad():
         same = torch.allclose(model(torch.from_numpy(x)), t["logits"], rtol=0, atol=1e-12)
     assert same, "the steps are not the twin's forward"
