@@ -1,8 +1,9 @@
 """Put the repo root on sys.path so tests can `import data_loader` (and the trainers) from any cwd."""
 import sys
-
-import pytest
 from pathlib import Path
+
+import numpy as np
+import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -48,3 +49,34 @@ def _few_robustness_sets(data_dir):
 
 
 _FEW_SETS = {}
+
+
+# ----------------------------------------------------------------------------- float32 bounds
+# A float32 result is compared with the exact one through a bound derived from its rounding,
+# never a tolerance picked to pass: whatever order a CPU's BLAS kernel adds the products in, a
+# dot product of n terms computed in floating point is within gamma(n) * sum |a_i b_i| of the
+# exact value (Higham, Accuracy and Stability of Numerical Algorithms, 2nd ed., section 3.1),
+# and an FMA only makes the error smaller.
+U32, U64 = 2.0 ** -24, 2.0 ** -53      # the unit roundoffs of float32 and float64
+ACTIVATION_ULPS = 4                     # float32 exp/tanh in NumPy's and PyTorch's SIMD code: a few ulps
+
+
+def gamma(n, u=U32):
+    """n u / (1 - n u): the relative error bound of a sum of n rounded terms."""
+    return n * u / (1 - n * u)
+
+
+def affine_error(h, e, W, b, fan_in, affine=lambda h, W, b: h @ W + b):
+    """Bound on |computed affine(h, W, b) - exact|, elementwise, where the computed h (float32)
+    is within e of the exact h: the rounding of this layer's sums (fan_in products and the bias,
+    in float32, and in the float64 reference they are compared with) plus the error carried in,
+    affine(e, |W|, 0). h, e, W, b: float64 arrays; affine: h @ W + b, or a convolution."""
+    g = gamma(fan_in + 1) + gamma(fan_in + 1, U64)
+    return g * affine(np.abs(h) + e, np.abs(W), np.abs(b)) + affine(e, np.abs(W), np.zeros_like(b))
+
+
+def activation_error(h, e):
+    """Bound after an activation: ReLU, tanh and sigmoid change by at most as much as their
+    input does (slope at most 1), and the float32 function itself adds ACTIVATION_ULPS ulps of
+    its output (an ulp of h is at most 2 u |h|)."""
+    return e + ACTIVATION_ULPS * 2 * U32 * np.abs(h)

@@ -204,31 +204,37 @@ def test_cnn_flops_per_sample_matches_a_hand_count():
     assert {p.part for p in products} <= set(benchmark.CNN_PARTS)
 
 
+# In float64: the timed steps and the trainers' steps do the same arithmetic in other orders (other
+# memory layouts, pooling before the ReLU), so they agree to float64 rounding, ~1e-16 of each
+# gradient's scale; 1e-10 leaves a wide margin and fails for any wrong or skipped operation. (In
+# float32 the same comparison depends on the CPU's BLAS kernel: under OpenBLAS's Sandybridge kernel
+# one of 34,826 entries differed by 5.4e-5 relative.)
 def test_timed_cnn_steps_compute_the_real_gradients():
     """The layer-by-layer steps the per-layer table times are the trainers' steps: the same
-    gradients as numpy_nn's CNN.gradients and as PyTorch's plain forward and backward."""
+    gradients as numpy_nn's CNN and as PyTorch's plain forward and backward (float64)."""
     import torch
     from numpy_nn.cnn import CNN
     rng = np.random.default_rng(0)
-    x, y = rng.random((8, 784), dtype=np.float32), rng.integers(0, 10, 8)
+    x, y = rng.random((8, 784)), rng.integers(0, 10, 8)
 
-    net = CNN(seed=0)
+    net = CNN(seed=0, dtype=np.float64)
     benchmark.timed_numpy_cnn_step(net, x, y, benchmark.Laps(benchmark.CNN_PARTS))
     timed = net.flat_grads.copy()
-    reference = CNN(seed=0)
+    reference = CNN(seed=0, dtype=np.float64)
     reference.gradients(x, y)
     diff = np.abs(timed - reference.flat_grads).max()
     print(f"numpy: max difference {diff:.1e}")
-    np.testing.assert_allclose(timed, reference.flat_grads, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(timed, reference.flat_grads, rtol=0, atol=1e-10 * np.abs(reference.flat_grads).max())
 
     model, opt, loss_fn, xt, yt = benchmark._torch_setup(x, y, "cpu", "cnn")
+    model.double()                           # in place: the optimizer keeps the same parameters
     laps = benchmark.Laps(benchmark.CNN_PARTS)
     benchmark.timed_torch_cnn_step(model, loss_fn, opt, xt, yt, laps)
     timed = [p.grad.clone() for p in model.parameters()]
     opt.zero_grad()
     loss_fn(model(xt), yt).backward()
     for got, want in zip(timed, (p.grad for p in model.parameters())):
-        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7)
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-10 * want.abs().max().item())
     backward = [part for part in benchmark.CNN_PARTS if part.endswith("backward")]
     assert all(laps.spent[part] > 0 for part in backward)  # every hook ran
 
