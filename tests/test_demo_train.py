@@ -210,6 +210,19 @@ def test_nothing_to_stop_or_change(server):
     assert (status, json.loads(body)["error"]) == (400, "lr: must be positive, got -2")
 
 
+@pytest.mark.parametrize("framework", ["numpy", "pytorch"])
+def test_the_trainers_bound_the_hidden_layers(framework, capsys):
+    """The bound is the trainer's own, so its command line refuses it too, in one line
+    (exit status 2), and the page gets the same message: at most 6 layers of 1024 units."""
+    parser = build_parser(framework, "")
+    assert parser.parse_args(["--hidden", *["1024"] * 6]).hidden == [1024] * 6
+    for sizes, message in [(["32"] * 7, "at most 6 layers, got 7"), (["64", "1025"], "at most 1024 units a layer, got 1025")]:
+        with pytest.raises(SystemExit) as done:
+            parser.parse_args(["--hidden", *sizes])
+        err = capsys.readouterr().err
+        assert done.value.code == 2 and err.count("\n") == 1 and err.endswith(f"argument --hidden: {message}\n"), err
+
+
 # A stand-in for demo/live.py's process: a feed that says the run started (10 steps) and has
 # taken step S, then SECONDS of no step (the trainer evaluating and saving, or ending); it
 # never answers a hold.
