@@ -1,5 +1,7 @@
 """What the demo's tests share: the committed trained runs, an MNIST digit drawn larger on a
-canvas, and `python demo.py` started as a learner starts it, on a free port."""
+canvas, `python demo.py` started as a learner starts it, on a free port, and one request to it."""
+import http.client
+import json
 import signal
 import subprocess
 import sys
@@ -61,3 +63,28 @@ def stop_demo(process, signum=signal.SIGINT):
             process.kill()
             process.communicate()
     return process.returncode, out
+
+
+JSON = {"Content-Type": "application/json"}   # what every POST must say it sends (as the page does)
+
+
+def ask(server, method, path, body=None, headers=None):
+    """One request: (status, Content-Type, body bytes). A POST says it sends JSON unless
+    headers are given."""
+    if headers is None:
+        headers = JSON if method == "POST" else {}
+    connection = http.client.HTTPConnection(*server, timeout=60)
+    try:
+        connection.request(method, path, body=body, headers=headers)
+        response = connection.getresponse()
+        return response.status, response.getheader("Content-Type"), response.read()
+    finally:
+        connection.close()
+
+
+def assert_one_line_error(status, body, expected_status, expected):
+    """An answer (status, body bytes) is the refusal expected: its status, and one line of
+    JSON whose error starts with expected."""
+    assert status == expected_status, body
+    assert body.endswith(b"\n") and body.count(b"\n") == 1, body
+    assert json.loads(body)["error"].startswith(expected)

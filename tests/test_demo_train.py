@@ -22,13 +22,13 @@ import pytest
 
 from demo import training
 from demo.live import UNITS, first_layer
+from demo.server import MAX_BODY, MAX_FLAGS_BODY
 from demo.training import Refused, trainer_argv
-from demo_helpers import REPO, start_demo, stop_demo
+from demo_helpers import JSON, REPO, ask, assert_one_line_error, start_demo, stop_demo
 from harness import threads
 from harness.flags import build_parser
 from harness.session import Session
 from numpy_nn.utils import cosine_lr
-from test_demo_server import ask
 
 NEW_LR = 0.01
 # How far apart the twins' first steps may end, in seconds: the release is two lines on two
@@ -208,6 +208,83 @@ def test_nothing_to_stop_or_change(server):
     status, _, body = ask(server[:2], "POST", "/api/train/lr", json.dumps({"lr": -2}))
     assert refusal("numpy", ["--lr=-2"]) == "argument --lr: must be positive, got -2"
     assert (status, json.loads(body)["error"]) == (400, "lr: must be positive, got -2")
+
+
+# ----------------------------------------------------------------------------- what a web page may send
+
+@pytest.fixture(scope="module")
+def guarded(tmp_path_factory):
+    """(host, port, folder) of a demo.py that the requests below must not get to start anything."""
+    yield from serving(tmp_path_factory.mktemp("guarded"))
+
+
+def assert_nothing_started(server):
+    """No run listed, no run's folder made (none started, even to fail)."""
+    assert get(server)["runs"] == []
+    assert not (server[2] / "runs").exists() or list((server[2] / "runs").iterdir()) == []
+
+
+EVIL = "http://evil.example"
+# What a page on another site can make a browser send (a form: text/plain, urlencoded or
+# multipart, with no script; a script's fetch: any of those, or JSON after a CORS preflight
+# that the server refuses), and what a program might: each refused before its body is read.
+FOREIGN = {
+    "another site, as a form": ({"Origin": EVIL, "Content-Type": "text/plain"}, 403,
+                                "this API takes requests from its own page only, not from 'http://evil.example'"),
+    "another site, as JSON": ({"Origin": EVIL, **JSON}, 403, "this API takes requests from its own page only"),
+    "a sandboxed page": ({"Origin": "null", **JSON}, 403, "this API takes requests from its own page only, not from 'null'"),
+    "our name, another port": ({"Origin": "http://127.0.0.1:1", **JSON}, 403, "this API takes requests from its own page only"),
+    "our address by https": ({"Origin": "https://127.0.0.1:{port}", **JSON}, 403, "this API takes requests from its own page only"),
+    "a form with no origin": ({"Content-Type": "text/plain"}, 415,
+                              "send the body as JSON, with Content-Type: application/json (not 'text/plain')"),
+    "an urlencoded form": ({"Content-Type": "application/x-www-form-urlencoded"}, 415, "send the body as JSON"),
+    "a multipart form": ({"Content-Type": "multipart/form-data; boundary=x"}, 415, "send the body as JSON"),
+    "JSON's look-alike": ({"Content-Type": "application/json-seq"}, 415, "send the body as JSON"),
+    "no type": ({}, 415, "send the body as JSON, with Content-Type: application/json (none was given)"),
+}
+# The audit's bodies: each would change something if it were taken
+BODIES = {"/api/train": {"framework": "numpy", "limit": 500, "epochs": 1}, "/api/train/lr": {"lr": 0.01},
+          "/api/train/stop": {}, "/api/predict": {"ink": [[0.0] * 10 + [1.0] * 8 + [0.0] * 10] * 28}}
+
+
+@pytest.mark.parametrize("path", BODIES)
+@pytest.mark.parametrize("case", FOREIGN)
+def test_only_the_pages_own_json_is_taken(guarded, case, path):
+    """CSRF: every POST must say it sends JSON (415), and an Origin, where one is sent, must
+    be the page's own (403), or nothing happens. Before, the first case started a trainer
+    (200), and /api/train/lr and /api/train/stop took such requests too."""
+    headers, status, expected = FOREIGN[case]
+    headers = {key: value.format(port=guarded[1]) for key, value in headers.items()}
+    answer = ask(guarded[:2], "POST", path, json.dumps(BODIES[path]), headers)
+    assert answer[1] == "application/json"
+    assert_one_line_error(answer[0], answer[2], status, expected)
+    assert_nothing_started(guarded)
+
+
+@pytest.mark.parametrize("origin", ["http://127.0.0.1:{port}", "http://localhost:{port}", None])
+def test_the_pages_own_requests_are_taken(guarded, origin):
+    """The page's own origin, by either name, or none (curl, a script: not a browser), with
+    JSON, a charset too: past the guard (stop: 409, nothing to stop; a drawing: read)."""
+    headers = {"Content-Type": "application/json; charset=utf-8"}
+    if origin:
+        headers["Origin"] = origin.format(port=guarded[1])
+    assert ask(guarded[:2], "POST", "/api/train/stop", "{}", headers)[0] == 409
+    status, _, body = ask(guarded[:2], "POST", "/api/predict", json.dumps(BODIES["/api/predict"]), headers)
+    assert status == 200 and json.loads(body)["input"]
+
+
+def test_the_most_a_page_may_send_to_train(guarded):
+    """Bounded requests: 200,000 layer sizes (800 kB, under the drawing's 2 MB) once grew a
+    trainer to 1.7 GB that ignored Stop, and made every later GET 4 MB. The training routes
+    now take 4,096 bytes at most (every flag the page sets, each a number of 17 digits, fits in
+    under 1 kB), and a longer body is refused unread (413)."""
+    body = json.dumps({"framework": "numpy", "limit": 500, "epochs": 1, "hidden": [32] * 200_000})
+    assert len(body) < MAX_BODY
+    status, _, answer = ask(guarded[:2], "POST", "/api/train", body)
+    assert_one_line_error(status, answer, 413, f"the body is {len(body):,} bytes; the limit is {MAX_FLAGS_BODY:,}")
+    every_flag = {"framework": "both", **{key: 0.123456789012345678 for key in training.FLAGS}}
+    assert len(json.dumps(every_flag)) < 1024
+    assert_nothing_started(guarded)
 
 
 @pytest.mark.parametrize("framework", ["numpy", "pytorch"])
