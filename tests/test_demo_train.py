@@ -148,9 +148,19 @@ def refusal(framework, argv):
     return messages[0]
 
 
-BAD_FLAGS = [{"lr": -1}, {"lr": "fast"}, {"model": "rnn"}, {"epochs": 1.5}, {"hidden": [0]},
+def command_line(flags):
+    """The flags as a learner would type them: {"hidden": [32, 16], "lr": 1} is --hidden 32 16 --lr=1."""
+    argv = []
+    for key, value in flags.items():
+        flag = "--" + key.replace("_", "-")
+        argv += [flag, *map(str, value)] if isinstance(value, list) else [f"{flag}={value}"]
+    return argv
+
+
+# Values of the right kind (numbers, a choice's string) that the trainer's parser refuses
+BAD_FLAGS = [{"lr": -1}, {"epochs": 1.5}, {"hidden": [0]}, {"hidden": [32, -1]},
              {"model": "cnn", "hidden": [10]}, {"dropout": 1}, {"batch_size": 0},
-             {"batch-size": 0}, {"dtype": "float16"}]
+             {"batch-size": 0}, {"hidden": [32] * 7}, {"hidden": [1025]}]
 
 
 @pytest.mark.parametrize("flags", BAD_FLAGS, ids=json.dumps)
@@ -158,7 +168,7 @@ def test_trainer_argv_is_refused_with_the_flags_message(server, flags):
     """POST /api/train answers 400 with what `python numpy_nn/train.py <the same flags>` says,
     the flag named as the body spells its key (batch_size or batch-size, not --batch-size)."""
     key = list(flags)[-1]                      # each case's bad flag is its last
-    message = refusal("numpy", trainer_argv(flags))
+    message = refusal("numpy", command_line(flags))
     prefix = f"argument --{key.replace('_', '-')}: "
     assert message.startswith(prefix)
     status, _, body = ask(server[:2], "POST", "/api/train", json.dumps({"framework": "numpy", **flags}))
@@ -169,8 +179,15 @@ SERVER_REFUSALS = {
     "a file to write": ({"metrics": "/etc/passwd"}, "metrics is not one the page sets; it sets framework, model, lr,"),
     "a data folder": ({"data_dir": "/"}, "data_dir is not one the page sets"),
     "no such framework": ({"framework": "jax"}, 'framework must be numpy, pytorch or both, not "jax"'),
-    "an object": ({"lr": {"x": 1}}, 'lr: give a number, a string or a list, not {"x": 1}'),
-    "true for a value": ({"lr": True}, "lr: give a number, a string or a list, not true"),
+    "an object": ({"lr": {"x": 1}}, 'lr: give a number, not {"x": 1}'),
+    "true for a value": ({"lr": True}, "lr: give a number, not true"),
+    "a string for a number": ({"lr": "fast"}, 'lr: give a number, not "fast"'),
+    "no such choice": ({"model": "rnn"}, 'model: give one of "mlp", "cnn", not "rnn"'),
+    "a number for a choice": ({"dtype": 64}, 'dtype: give one of "float32", "float64", not 64'),
+    "a list for a number": ({"epochs": [1, 2]}, "epochs: give a number, not [1, 2]"),
+    "a number for a list": ({"hidden": 32}, "hidden: give a list of numbers, e.g. [128, 64], not 32"),
+    "an empty list": ({"hidden": []}, "hidden: give a list of numbers, e.g. [128, 64], not []"),
+    "a flag twice": ({"batch_size": 32, "batch-size": 64}, "batch_size and batch-size are the same flag: give it once"),
     "a switch's 1": ({"augment": 1}, "augment: give true or false, not 1"),
     "a switch's string": ({"augment": "false"}, 'augment: give true or false, not "false"'),
     "a switch's null": ({"augment": None}, "augment: give true or false, not null"),
@@ -190,7 +207,7 @@ def test_a_switch_takes_true_and_false(own_server):
     augment ranges set), false the flag left out (null: no augmentation). Before, false went
     to the trainer as --augment=False, and came back as argparse's 400 "augment: ignored
     explicit argument 'False'"."""
-    assert training.SWITCHES == {"augment"}       # the only such flag the page sets
+    assert [name for name, action in training.ACTIONS.items() if action.nargs == 0] == ["augment"]  # the only one
     for number, augment in enumerate([False, True], start=1):
         status, answer = post(own_server, "/api/train", {"framework": "numpy", "augment": augment,
                                                          "limit": 100, "epochs": 1})
@@ -271,6 +288,36 @@ def test_the_pages_own_requests_are_taken(guarded, origin):
     assert ask(guarded[:2], "POST", "/api/train/stop", "{}", headers)[0] == 409
     status, _, body = ask(guarded[:2], "POST", "/api/predict", json.dumps(BODIES["/api/predict"]), headers)
     assert status == 200 and json.loads(body)["input"]
+
+
+# Values that smuggled a flag of their own past the page's list (a list's words went to the
+# command line as they were), or that the trainer only refused once started. Each is a 400
+# now, with the trainer started for none.
+SMUGGLED = {
+    "--data-dir": ({"hidden": [32, "--data-dir", "{folder}/elsewhere"]}, 'hidden: give a number, not "--data-dir"'),
+    "--dataset": ({"hidden": [32, "--dataset", "fashion-mnist"]}, 'hidden: give a number, not "--dataset"'),
+    "--exercise": ({"hidden": [32, "--exercise", "mlp_backward"]}, 'hidden: give a number, not "--exercise"'),
+    "--device": ({"framework": "pytorch", "hidden": [32, "--device", "cpu"]}, 'hidden: give a number, not "--device"'),
+    "--help": ({"hidden": [32, "--help"]}, 'hidden: give a number, not "--help"'),   # before: no answer at all
+    "a number as a string": ({"epochs": "1"}, 'epochs: give a number, not "1"'),
+    "a flag as a choice": ({"model": "--help"}, 'model: give one of "mlp", "cnn", not "--help"'),
+    "more than the data": ({"limit": 60001}, "limit: 60001 is more than the 60000 training samples"),
+    "too many layers": ({"hidden": [32] * 7}, "hidden: at most 6 layers, got 7"),
+    "too wide a layer": ({"hidden": [100_000]}, "hidden: at most 1024 units a layer, got 100000"),
+}
+
+
+@pytest.mark.parametrize("case", SMUGGLED)
+def test_no_flag_is_smuggled_in_a_value(guarded, case):
+    """Each value is typed as the trainer's parser types its flag (a list of numbers for
+    --hidden, a choice's own strings), and checked by that parser and against the data's
+    size in the server: 400, nothing started, no file written where a smuggled flag said."""
+    flags, expected = SMUGGLED[case]
+    flags = json.loads(json.dumps(flags).replace("{folder}", str(guarded[2])))
+    status, answer = post(guarded, "/api/train", {"framework": "numpy", "limit": 500, "epochs": 1, **flags})
+    assert (status, answer) == (400, {"error": expected})
+    assert_nothing_started(guarded)
+    assert not (guarded[2] / "elsewhere").exists()
 
 
 def test_the_most_a_page_may_send_to_train(guarded):
