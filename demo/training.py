@@ -310,8 +310,13 @@ class Trainings:
     def __init__(self, folder, on_model):
         self.folder, self.on_model = Path(folder), on_model
         self.runs = []
-        self.lock = threading.Lock()          # one start, stop or change at a time
-        self.loading = threading.Lock()       # the data, loaded once
+        # One start or stop at a time; held only while processes are started or signalled, so
+        # a Stop never waits for more than that. A rate change, which may wait HOLD_SECONDS
+        # for a step boundary, takes its own lock instead (one change at a time), and the data
+        # is loaded under a third.
+        self.lock = threading.Lock()
+        self.changing = threading.Lock()
+        self.loading = threading.Lock()
         self.count = 0
         self.digits = None
         self.train_size = None                # the training set's samples, once loaded: --limit's most
@@ -345,7 +350,7 @@ class Trainings:
             folder.mkdir(parents=True)
             names = FRAMEWORKS[framework]
             runs = [Run(self.count, name, argv, args, folder, len(names)) for name in names]
-            self.runs += runs
+            self.runs = self.runs + runs       # a new list: a rate change or a GET may be going through the old
         for run in runs:
             run.waiter = threading.Thread(target=self._wait, args=(run,), daemon=True)
             run.waiter.start()
@@ -379,10 +384,13 @@ class Trainings:
         if not isinstance(request, dict) or set(request) != {"lr"}:
             raise Refused(400, 'expected {"lr": <the new learning rate>}')
         lr = _flag_parser("numpy", ["lr"]).parse_args(_words("lr", request["lr"])).lr
-        with self.lock:
-            for run in self.runs:
+        if not self.changing.acquire(blocking=False):
+            raise Refused(409, "another rate change is waiting for the runs to reach a step boundary")
+        try:
+            runs = self.runs
+            for run in runs:
                 run.read()
-            runs = [run for run in self.runs if run.training()]
+            runs = [run for run in runs if run.training()]
             if not runs:
                 raise Refused(409, "no training is running")
             for run in runs:
@@ -406,6 +414,8 @@ class Trainings:
             step = max(run.held for run in held)
             for run in held:
                 run.send(f"lr {lr!r} {step}")
+        finally:
+            self.changing.release()
         return {"lr": lr, "step": step + 1, "ids": [run.id for run in held]}
 
     def close(self):

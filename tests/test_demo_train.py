@@ -12,6 +12,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 import warnings
 from types import SimpleNamespace
@@ -430,6 +431,40 @@ def test_a_rate_change_that_times_out_leaves_no_run_holding(stand_in, tmp_path, 
     while log.read_text().split() != ["hold", "go"] and time.monotonic() < deadline:
         time.sleep(0.05)
     assert log.read_text().split() == ["hold", "go"]
+
+
+# LISTENER, stopping on Ctrl-C as a trainer does (a suite started with & has SIGINT ignored)
+LONG_STEP = LISTENER.replace("import json, sys, time", "import json, signal, sys, time\n"
+                             "signal.signal(signal.SIGINT, signal.default_int_handler)")
+
+
+def test_a_stop_is_not_held_up_by_a_rate_change(stand_in, tmp_path, monkeypatch):
+    """A rate change waits for a step boundary, here one that does not come (HOLD_SECONDS set
+    to 30: the change would wait that long). A Stop sent meanwhile is answered at once (1 s:
+    it signals one process), and the change then ends as well, its run having ended. Before,
+    the change held the lock a Stop takes: the audit's Stop waited 34 s."""
+    log = tmp_path / "stdin.txt"
+    monkeypatch.setattr(training, "HOLD_SECONDS", 30)
+    monkeypatch.setitem(globals(), "STAND_IN", LONG_STEP)
+    trainings = stand_in(3, 60, log)
+    answers = []
+
+    def change():
+        try:
+            answers.append(trainings.change_lr({"lr": NEW_LR}))
+        except Refused as e:
+            answers.append((e.status, str(e)))
+    changing = threading.Thread(target=change)
+    changing.start()
+    deadline = time.monotonic() + 10
+    while not (log.exists() and "hold" in log.read_text()):   # the change is waiting
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    t0 = time.monotonic()
+    assert trainings.stop() == {"stopping": ["numpy-1"]}
+    assert time.monotonic() - t0 < 1
+    changing.join(timeout=10)
+    assert answers == [(409, "the runs ended before a step boundary")]
 
 
 def test_the_reference_lists_the_keys_the_server_takes():
