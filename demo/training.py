@@ -6,7 +6,9 @@ on the command line, and its stop is the command's Ctrl-C (SIGINT), which saves 
 epochs and marks the record interrupted. A process rather than a thread: the trainers' stop,
 their share of the cores (harness/threads.py) and their BLAS threads are per process, and the
 server stays free to answer while both twins compute. The runs are in their own session, so a
-Ctrl-C in the server's terminal reaches the server alone, which then stops and saves them.
+Ctrl-C in the server's terminal reaches the server alone, which then stops and saves them. A
+server that dies without doing so (kill -9) still stops them: each run's stdin is a pipe from
+the server, and when it closes the run stops as on Ctrl-C (demo/live.py).
 
 Twins started together ("both") take their first steps together: each gets ready (torch
 imported, the data loaded, the model built), says so in its feed and waits; once all have,
@@ -176,6 +178,10 @@ class Run:
         self.start = self.tick = self.snapshot = None
         self.diag, self.epochs, self.lr_changes = {"steps": [], "loss": []}, [], []
         self.recent = deque(maxlen=WINDOW)   # (step, time) of the last ticks, as the trainer wrote them
+        # Its stdin is a pipe that only this server holds: when the server ends, however it
+        # ends (kill -9 too), the pipe closes and demo/live.py stops the run as Ctrl-C would.
+        # (Not Linux's PR_SET_PDEATHSIG: it fires when the thread that started the child ends,
+        # and here that is a request's thread, which ends with its answer.)
         with open(self.log, "wb") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "demo.live", framework, str(self.feed), "--", *argv,

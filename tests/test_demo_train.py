@@ -8,6 +8,7 @@ at once, bad parameters (the trainer's own message), a second start (409), and C
 server (the runs saved). Small runs: --limit 500, the MLP."""
 import json
 import math
+import os
 import re
 import signal
 import subprocess
@@ -15,6 +16,7 @@ import sys
 import threading
 import time
 import warnings
+from pathlib import Path
 from types import SimpleNamespace
 from urllib.parse import urlsplit
 
@@ -590,6 +592,67 @@ def test_ctrl_c_on_the_server_stops_and_saves_the_runs(tmp_path, signum):
     record = json.loads(next((tmp_path / "runs").glob("*/numpy_metrics.json")).read_text())
     assert record["status"] == "interrupted" and len(record["epochs"]) >= 1
     assert code == 0 and out.startswith("numpy-1: interrupted (") and out.endswith("stopped\n")
+
+
+def children(pid):
+    """The processes whose parent is pid, read from /proc."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()   # after "pid (name)": state, parent, ...
+        except (OSError, IndexError):          # ended meanwhile
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def alive(pid):
+    """Running still: not ended, and not a zombie waiting for a parent to reap it."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+# How soon a trainer ends once its server is gone: it sees its stdin end at once, stops at
+# its next step boundary (an MLP step of 50 images: milliseconds), saves its finished epochs
+# and exits: both twins had ended 1.5-1.6 s after the kill in 3 runs here; 10 s leaves room
+# for a loaded machine.
+ORPHANED = 10
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads the processes' parents from /proc (Linux)")
+def test_killing_the_server_stops_its_trainers(tmp_path):
+    """kill -9 on demo.py, which can neither stop nor save anything: both twins (each in a
+    session of its own, out of reach of the terminal's Ctrl-C) still end within ORPHANED
+    seconds, as Ctrl-C would have ended them, their finished epochs saved. Before, both
+    trained on, orphans, to their last epoch."""
+    with open(tmp_path / "stderr.txt", "w") as log:
+        process, url = start_demo("--results-dir", tmp_path / "none", "--train-dir", tmp_path / "runs", stderr=log)
+    server = (urlsplit(url).hostname, urlsplit(url).port)
+    trainers = []
+    try:
+        start = {"framework": "both", "limit": 500, "epochs": 200, "batch-size": 50}
+        assert post(server, "/api/train", start)[0] == 200
+        until(server, lambda runs: all(len(run["epochs"]) >= 1 for run in runs))
+        trainers = children(process.pid)
+        assert len(trainers) == 2
+        process.kill()
+        process.wait()
+        t0 = time.monotonic()
+        while any(alive(pid) for pid in trainers):
+            assert time.monotonic() - t0 < ORPHANED, [pid for pid in trainers if alive(pid)]
+            time.sleep(0.05)
+    finally:
+        process.kill()
+        process.wait()
+        for pid in trainers:                   # (before the fix: they would train on)
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+    records = [json.loads(path.read_text()) for path in sorted((tmp_path / "runs").glob("*/*_metrics.json"))]
+    assert [record["status"] for record in records] == ["interrupted"] * 2
+    assert all(1 <= len(record["epochs"]) < 200 for record in records)
 
 
 def test_a_stop_while_the_run_starts_is_one_line_and_interrupted(tmp_path):
