@@ -251,7 +251,8 @@ class Run:
             self.held = item["step"]
 
     def finish(self):
-        """Once the process has ended: how the run ended, from its record and its log."""
+        """Once the process has ended: how the run ended, from its record and its log. Returns
+        that status; Trainings._wait shows it once the network reads digits."""
         self.process.wait()
         with self.writing:
             self.process.stdin.close()
@@ -260,16 +261,17 @@ class Run:
             self.recent.clear()                # a rate of steps means nothing once it ended
         try:
             record = json.loads(self.metrics.read_text())
-            self.status = record["status"]
+            status = record["status"]
             self.tick = self.ended_at(record)
         except (OSError, ValueError, KeyError):
             self.tick = None                   # nothing kept: no step to show
             lines = self.log.read_text(errors="replace").strip().splitlines()
             stopped = lines and lines[-1].startswith("interrupted")
-            self.status = "interrupted" if stopped else "failed"
+            status = "interrupted" if stopped else "failed"
             self.error = lines[-1] if lines else f"the trainer ended with exit status {self.process.returncode}"
         if self.reason:
             self.error = self.reason
+        return status
 
     def ended_at(self, record):
         """Where a run ended, from its record: the last finished epoch (the network it kept),
@@ -440,18 +442,19 @@ class Trainings:
     # ------------------------------------------------------------------------- in the background
 
     def _wait(self, run):
-        """In a thread: when the run ends, note how, and let its network read digits."""
-        run.finish()
-        if run.status not in ("completed", "interrupted") or not run.metrics.exists():
-            return
-        try:
-            models, _ = find_models([run.metrics])
-        except Exception as e:                 # a record the trainer wrote but compare cannot read
-            run.error = f"its network cannot be loaded: {type(e).__name__}: {e}"
-            return
-        for model in models:
-            run.network = run.name             # the name the draw-a-digit part shows it by
-            self.on_model(dataclasses.replace(model, name=run.name))
+        """In a thread: when the run ends, let its network read digits, then say how it ended:
+        a run shown completed (or interrupted, with finished epochs) reads digits already."""
+        status = run.finish()
+        if status in ("completed", "interrupted") and run.metrics.exists():
+            try:
+                models, _ = find_models([run.metrics])
+            except Exception as e:             # a record the trainer wrote but compare cannot read
+                models = []
+                run.error = f"its network cannot be loaded: {type(e).__name__}: {e}"
+            for model in models:
+                self.on_model(dataclasses.replace(model, name=run.name))
+                run.network = run.name         # the name the draw-a-digit part shows it by
+        run.status = status
 
     def _release(self, runs):
         """In a thread, for twins started together: "begin" to each once all are ready (their

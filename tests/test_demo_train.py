@@ -25,6 +25,7 @@ import pytest
 
 from demo import training
 from demo.live import UNITS, first_layer
+from demo.models import Model
 from demo.server import MAX_BODY, MAX_FLAGS_BODY
 from demo.training import Refused, trainer_argv
 from demo_helpers import JSON, REPO, ask, assert_one_line_error, start_demo, stop_demo
@@ -217,6 +218,7 @@ def test_a_switch_takes_true_and_false(own_server):
         assert status == 200, answer
         assert answer["ids"] == [f"numpy-{number}"]
         run = until(own_server, lambda runs: runs[-1]["status"] == "completed")[-1]
+        assert run["network"] in get(own_server, "/api/models")["models"]   # completed: it reads digits
         assert ("--augment" in run["flags"]) is augment
         config = json.loads((REPO / run["metrics"]).read_text())["config"]
         assert (config["augment"] is not None) is augment
@@ -467,6 +469,45 @@ def test_a_stop_is_not_held_up_by_a_rate_change(stand_in, tmp_path, monkeypatch)
     assert time.monotonic() - t0 < 1
     changing.join(timeout=10)
     assert answers == [(409, "the runs ended before a step boundary")]
+
+
+# A stand-in whose run completed: its record says so, and it ends
+COMPLETED = """import json, sys
+with open(sys.argv[1], "w") as feed:
+    feed.write(json.dumps({"kind": "start", "total_steps": 10, "steps_per_epoch": 5}) + "\\n")
+with open(sys.argv[1].replace("_feed.jsonl", "_metrics.json"), "w") as record:
+    json.dump({"status": "completed", "epochs": [], "diverged": None}, record)
+"""
+
+
+def test_completed_means_the_network_reads_digits(tmp_path, monkeypatch):
+    """A run's status turns completed only once its network has joined the ones that read
+    digits. Loading it is held here (an Event) to see the run meanwhile: still running.
+    Before, completed came first, while the network was still loading (in the audit, the
+    page showed completed 1-2 s before /api/predict used the network)."""
+    loading, loaded, joined = threading.Event(), threading.Event(), []
+
+    def slow_find_models(paths):
+        loading.set()
+        loaded.wait(timeout=60)
+        return [Model("NumPy MLP", "numpy_model.npz", None)], []
+    monkeypatch.setattr(training, "find_models", slow_find_models)
+    popen = subprocess.Popen
+
+    def start(command, **kwargs):               # Run's command, with COMPLETED for demo.live
+        return popen([sys.executable, "-c", COMPLETED, command[command.index("demo.live") + 2]], **kwargs)
+    monkeypatch.setattr(training.subprocess, "Popen", start)
+    trainings = training.Trainings(tmp_path, on_model=joined.append)
+    trainings.start({"framework": "numpy", "limit": 100, "epochs": 1})
+    run = trainings.runs[0]
+    assert loading.wait(timeout=60)             # the process ended; its network is loading
+    state = trainings.state()["runs"][0]
+    assert (state["status"], state["network"], joined) == ("running", None, [])
+    loaded.set()
+    run.waiter.join(timeout=60)
+    state = trainings.state()["runs"][0]
+    assert (state["status"], state["network"]) == ("completed", run.name)
+    assert [model.name for model in joined] == [run.name]
 
 
 def test_the_reference_lists_the_keys_the_server_takes():
