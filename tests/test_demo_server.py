@@ -3,6 +3,7 @@ its answers are what the networks compute on mnist_style's image; every bad requ
 4xx and a one-line JSON error, and the server goes on; Ctrl-C and kill stop it cleanly."""
 import importlib.util
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -274,6 +275,23 @@ def test_a_broken_metrics_file_is_one_line(tmp_path):
     done = run_demo("--results-dir", tmp_path)
     assert done.returncode == 1
     assert done.stderr.startswith(f"error: {broken}") and done.stderr.count("\n") == 1, done.stderr
+
+
+@pytest.mark.parametrize("kind", ["FIFO", "folder"])
+def test_runs_that_are_not_regular_files_are_one_line(tmp_path, kind):
+    """--runs naming a FIFO (before: open() waited for a writer forever, and demo.py never
+    served) or a folder: refused in one line, exit status 1, before anything is read."""
+    path = tmp_path / "numpy_metrics.json"
+    if kind == "FIFO":
+        if not hasattr(os, "mkfifo"):
+            pytest.skip("this system has no FIFOs (os.mkfifo)")
+        os.mkfifo(path)
+    else:
+        path.mkdir()
+    done = run_demo("--runs", path)
+    assert (done.returncode, done.stdout) == (1, "")
+    assert done.stderr == (f"error: {path} is not a regular file (a folder, FIFO, device or socket): "
+                           f"give a run's metrics file\n")
 
 
 def test_a_client_gone_silent_mid_body_is_answered_and_dropped(monkeypatch):
