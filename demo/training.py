@@ -10,6 +10,9 @@ Ctrl-C in the server's terminal reaches the server alone, which then stops and s
 server that dies without doing so (kill -9) still stops them: each run's stdin is a pipe from
 the server, and when it closes the run stops as on Ctrl-C (demo/live.py).
 
+The page's flags become a command line only once typed as the trainers' own parser types
+them (trainer_argv), and that parser checks them here, in the server, before anything starts.
+
 Twins started together ("both") take their first steps together: each gets ready (torch
 imported, the data loaded, the model built), says so in its feed and waits; once all have,
 the server sends each "begin" (Trainings._release). Without it NumPy began at once while

@@ -4,8 +4,10 @@ In this process: a change of learning rate is the update rule with the new rate 
 step on, and both twins, changed at the same step, still agree in float64. Against a real
 `python demo.py`: a run started by the API, its progress, a change of rate for both twins at
 the same step, stop (the finished epochs kept, marked interrupted), the network reading digits
-at once, bad parameters (the trainer's own message), a second start (409), and Ctrl-C on the
-server (the runs saved). Small runs: --limit 500, the MLP."""
+at once, bad parameters (the trainer's own message), a second start (409), Ctrl-C on the
+server (the runs saved) and kill -9 (the runs stop all the same), and what a web page on
+another site may not send (not JSON, another origin) or smuggle in a value (a flag of its
+own). Small runs: --limit 500, the MLP."""
 import json
 import math
 import os
