@@ -3,6 +3,7 @@ canvas, `python demo.py` started as a learner starts it, on a free port, and one
 import http.client
 import json
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -80,6 +81,16 @@ def ask(server, method, path, body=None, headers=None):
         return response.status, response.getheader("Content-Type"), response.read()
     finally:
         connection.close()
+
+
+def ask_raw(server, request):
+    """Send bytes as they are (a request http.client would not write); (status, body)."""
+    with socket.create_connection(server, timeout=60) as connection:
+        connection.sendall(request)
+        connection.shutdown(socket.SHUT_WR)  # all sent: a body shorter than announced ends here
+        answer = b"".join(iter(lambda: connection.recv(65536), b""))
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body
 
 
 def assert_one_line_error(status, body, expected_status, expected):

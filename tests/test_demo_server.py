@@ -19,7 +19,8 @@ from data_loader import load_mnist
 from demo.models import Model, find_models
 from demo.preprocess import mnist_style
 from demo.server import MAX_BODY, PAGE, DemoHandler, DemoServer
-from demo_helpers import NAMES, REFERENCE_RUNS, REPO, ask, assert_one_line_error, on_canvas, start_demo, stop_demo
+from demo_helpers import (NAMES, REFERENCE_RUNS, REPO, ask, ask_raw, assert_one_line_error, on_canvas, start_demo,
+                          stop_demo)
 
 
 @pytest.fixture(scope="module")
@@ -35,16 +36,6 @@ def server(tmp_path_factory):
             assert process.poll() is None, "the server stopped"
             stop_demo(process)
     assert "Traceback" not in log_path.read_text()
-
-
-def ask_raw(server, request):
-    """Send bytes as they are (a request http.client would not write); (status, body)."""
-    with socket.create_connection(server, timeout=60) as connection:
-        connection.sendall(request)
-        connection.shutdown(socket.SHUT_WR)  # all sent: a body shorter than announced ends here
-        answer = b"".join(iter(lambda: connection.recv(65536), b""))
-    head, _, body = answer.partition(b"\r\n\r\n")
-    return int(head.split()[1]), body
 
 
 @pytest.fixture(scope="module")
