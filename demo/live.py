@@ -12,6 +12,9 @@ reads, and takes commands, one a line, on stdin:
     lr X S      the rate X from step S + 1 on (now if S steps are done, else once they are)
     go          go on unchanged
 
+and the end of stdin stops the run as Ctrl-C does: the server that holds the pipe is gone,
+however it ended (kill -9 too), and a trainer nobody watches must not train on.
+
 A twin started with others (harness/threads.py's STARTED_TOGETHER, set by the server) writes
 "ready" once it can take its first step (torch imported, the data loaded, the model built) and
 waits for begin, which the server sends every twin once all are ready: so they train side by
@@ -50,6 +53,7 @@ if __name__ == "__main__":  # the process demo/training.py starts; until main() 
 
 import json  # noqa: E402
 import math  # noqa: E402
+import os  # noqa: E402
 import queue  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
@@ -214,10 +218,13 @@ def readings(session):
 
 
 def read_commands(commands):
-    """In a thread: each line of stdin into the queue; at its end, "end" (nobody to wait for:
-    it releases a wait for begin, and is a go after a hold)."""
+    """In a thread: each line of stdin into the queue. At its end the server is gone (the
+    server closes it only once this process has ended), whatever ended it, SIGKILL included:
+    the run stops as on Ctrl-C, keeping its finished epochs, and "end" releases a wait for
+    begin or after a hold (nobody is left to send either)."""
     for line in sys.stdin:
         commands.put(line.strip())
+    os.kill(os.getpid(), signal.SIGINT)
     commands.put("end")
 
 

@@ -132,8 +132,13 @@ def add_run_flags(parser):
 
 
 def models_or_exit(args):
-    """find_models for the flags above; a broken metrics file is a one-line error."""
+    """find_models for the flags above; a broken metrics file, or one that is not a regular
+    file, is a one-line error."""
     runs = args.runs or default_runs(args.results_dir)
+    for path in runs:                          # opening a FIFO waits for a writer, forever
+        if path.exists() and not path.is_file():
+            sys.exit(f"error: {shown(path)} is not a regular file (a folder, FIFO, device or socket): "
+                     f"give a run's metrics file")
     try:
         return find_models(runs)
     except (CompareError, MetricsError) as e:

@@ -15,8 +15,12 @@
 Anything else gets a 4xx answer whose body is {"error": "<one line>"}, and the server goes
 on; a failure nobody foresaw is a 500 in the same form. Only requests for this machine
 (Host 127.0.0.1 or localhost) are answered, so a web page elsewhere cannot read the API
-through DNS rebinding. The client never names a file: the page is the one file, read
-before serving starts.
+through DNS rebinding (421). Any web page the learner visits can still send this server
+requests; so every POST must be JSON, `Content-Type: application/json` (415 otherwise: a
+form, or a script's "simple" request, cannot send that type without the browser asking
+this server first, and it answers no such question), and an Origin, where the browser
+sends one, must be this server's own (403 otherwise). The client never names a file: the
+page is the one file, read before serving starts.
 """
 import json
 import socket
@@ -36,6 +40,7 @@ from harness.experiment import shown
 PAGE = Path(__file__).resolve().parent / "page.html"
 HOST = "127.0.0.1"          # this machine only: the demo is not for the network
 MAX_BODY = 2 * 1024 * 1024  # bytes; 512x512 numbers written with 3 decimals take 1.6 MB at most
+MAX_FLAGS_BODY = 4096       # bytes, for the training routes: every flag the page sets takes under 1 kB
 SIDES = (28, 512)           # the smallest and largest drawing, per side
 ROUTES = {"/": ("GET",), "/api/models": ("GET",), "/api/predict": ("POST",), "/api/train": ("GET", "POST"),
           "/api/train/lr": ("POST",), "/api/train/stop": ("POST",)}
@@ -137,8 +142,11 @@ class DemoServer(ThreadingHTTPServer):
         self.lock = threading.Lock()
         self.trainings = Trainings(train_dir, self.add_model)
         super().__init__((HOST, port), DemoHandler)
+        port = self.server_address[1]
         self.hosts = {HOST, "localhost"}       # the names a request may use, with our port or without
-        self.hosts |= {f"{name}:{self.server_address[1]}" for name in self.hosts}
+        self.hosts |= {f"{name}:{port}" for name in self.hosts}
+        # the page's own origin, as a browser writes it: scheme, name and port (none for 80)
+        self.origins = {f"http://{name}" + ("" if port == 80 else f":{port}") for name in (HOST, "localhost")}
 
     def predict(self, ink):
         with self.lock:
@@ -192,12 +200,14 @@ class DemoHandler(BaseHTTPRequestHandler):
         path = self._route("POST")
         trainings = self.server.trainings
         try:
+            if path:
+                self._check_sender()
             if path == "/api/predict":
-                self._send_json(200, self.server.predict(parse_ink(self._body())))
+                self._send_json(200, self.server.predict(parse_ink(self._body(MAX_BODY))))
             elif path == "/api/train":
-                self._send_json(200, trainings.start(parse_json(self._body())))
+                self._send_json(200, trainings.start(parse_json(self._body(MAX_FLAGS_BODY))))
             elif path == "/api/train/lr":
-                self._send_json(200, trainings.change_lr(parse_json(self._body())))
+                self._send_json(200, trainings.change_lr(parse_json(self._body(MAX_FLAGS_BODY))))
             elif path == "/api/train/stop":
                 self._send_json(200, trainings.stop())
         except (BadRequest, Refused) as e:
@@ -226,16 +236,32 @@ class DemoHandler(BaseHTTPRequestHandler):
             return path
         return None
 
-    def _body(self):
-        """The request's body, at most MAX_BODY bytes, read only after its length is checked."""
+    def _check_sender(self):
+        """A POST changes something (a run started, steered or stopped) or costs a model's
+        work: it must come from this server's own page, or from a program that is not a
+        browser (curl, a test), never from another site's page. A browser sends an Origin
+        with every POST (the Fetch standard's rule); only this server's own is taken. And
+        the body must be declared JSON: a plain HTML form can send text/plain to any
+        address, no script needed, but application/json from another origin needs the
+        browser to ask this server first (a CORS preflight, OPTIONS), which gets 405."""
+        for origin in self.headers.get_all("Origin") or []:
+            if origin.lower() not in self.server.origins:
+                raise BadRequest(403, f"this API takes requests from its own page only, not from {origin!r}")
+        kind = self.headers.get("Content-Type")
+        if kind is None or self.headers.get_content_type() != "application/json":
+            sent = f"not {kind!r}" if kind is not None else "none was given"
+            raise BadRequest(415, f"send the body as JSON, with Content-Type: application/json ({sent})")
+
+    def _body(self, limit):
+        """The request's body, at most limit bytes, read only after its length is checked."""
         text = self.headers.get("Content-Length")
         if text is None:
             raise BadRequest(411, "send the body with its Content-Length")
         if not (text.isascii() and text.isdigit()):  # int() would also take "+2", "0_2", " 2"
             raise BadRequest(400, f"Content-Length must be a whole number of bytes, not {text!r}")
         length = int(text)
-        if length > MAX_BODY:                   # refused unread: the connection closes after the answer
-            raise BadRequest(413, f"the body is {length:,} bytes; the limit is {MAX_BODY:,}")
+        if length > limit:                      # refused unread: the connection closes after the answer
+            raise BadRequest(413, f"the body is {length:,} bytes; the limit is {limit:,}")
         try:
             body = self.rfile.read(length)
         except TimeoutError:                    # the client went silent for `timeout` seconds

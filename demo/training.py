@@ -6,7 +6,12 @@ on the command line, and its stop is the command's Ctrl-C (SIGINT), which saves 
 epochs and marks the record interrupted. A process rather than a thread: the trainers' stop,
 their share of the cores (harness/threads.py) and their BLAS threads are per process, and the
 server stays free to answer while both twins compute. The runs are in their own session, so a
-Ctrl-C in the server's terminal reaches the server alone, which then stops and saves them.
+Ctrl-C in the server's terminal reaches the server alone, which then stops and saves them. A
+server that dies without doing so (kill -9) still stops them: each run's stdin is a pipe from
+the server, and when it closes the run stops as on Ctrl-C (demo/live.py).
+
+The page's flags become a command line only once typed as the trainers' own parser types
+them (trainer_argv), and that parser checks them here, in the server, before anything starts.
 
 Twins started together ("both") take their first steps together: each gets ready (torch
 imported, the data loaded, the model built), says so in its feed and waits; once all have,
@@ -24,6 +29,7 @@ A run writes into one folder under the server's --train-dir (results/live/ by de
 The server reads the feed when asked (GET /api/train), so a page closed and opened again
 finds the run where it is.
 """
+import argparse
 import dataclasses
 import json
 import os
@@ -51,9 +57,9 @@ FRAMEWORKS = {"numpy": ["numpy"], "pytorch": ["pytorch"], "both": ["numpy", "pyt
 FLAGS = ("model", "lr", "optimizer", "schedule", "batch-size", "activation", "weight-init",
          "hidden", "dropout", "weight-decay", "epochs", "limit", "dtype", "seed", "layers",
          "diagnostics-every", "augment")
-# Those of FLAGS that take no value (--augment): true or false in a request
-SWITCHES = {option[2:] for framework in ("numpy", "pytorch") for action in build_parser(framework, "")._actions
-            if action.nargs == 0 for option in action.option_strings} & set(FLAGS)
+# Each of FLAGS as the trainers' parser defines it (the same in both): its type, nargs, choices
+ACTIONS = {option[2:]: action for action in build_parser("numpy", "")._actions
+           for option in action.option_strings if option[2:] in FLAGS}
 HOLD_SECONDS = 120  # how long an lr change waits for the runs to reach a step boundary
 DIGITS = 10         # demo/live.py's: the first test images, read by each network as it learns
 # steps_per_second: over the last WINDOW ticks, timed by the trainer (a tick every 0.25 s at
@@ -94,31 +100,57 @@ def _text(value):
     return repr(value) if isinstance(value, float) else str(value)
 
 
+def _words(key, value):
+    """One flag's JSON value as the words of its trainer's command line, typed as the trainer's
+    parser types it (ACTIONS): a switch takes true or false, a choice one of its strings, a
+    number a JSON number that the flag's own type takes, a list of numbers (--hidden) a list
+    of them. Anything else is refused here: no string but a choice's reaches the command
+    line, so no word of it can start with "-" and be read as another flag (or --help)."""
+    action, flag = ACTIONS[key.replace("_", "-")], "--" + key.replace("_", "-")
+    if action.nargs == 0:                      # a switch: --augment
+        if not isinstance(value, bool):        # (argparse would say "ignored explicit argument")
+            raise Refused(400, f"{key}: give true or false, not {json.dumps(value)}")
+        return [flag] if value else []
+    if action.choices is not None:
+        if not (isinstance(value, str) and value in action.choices):
+            raise Refused(400, f"{key}: give one of {', '.join(map(json.dumps, action.choices))}, "
+                               f"not {json.dumps(value)}")
+        return [f"{flag}={value}"]
+    if action.nargs == "+":                    # --hidden 128 64
+        if not (isinstance(value, list) and value):
+            raise Refused(400, f"{key}: give a list of numbers, e.g. [128, 64], not {json.dumps(value)}")
+        values = value
+    else:
+        values = [value]
+    for v in values:
+        if type(v) not in (int, float):        # not a string, and not true: bool is an int to Python
+            raise Refused(400, f"{key}: give a number, not {json.dumps(v)}")
+        try:
+            action.type(_text(v))              # the trainer's own check: "must be positive, got -1"
+        except argparse.ArgumentTypeError as e:
+            raise Refused(400, f"{key}: {e}") from None
+    if action.nargs == "+":                    # words of their own: none may look like a flag
+        words = [_text(v) for v in values]     # (--hidden's sizes are positive: none does)
+        if any(word.startswith("-") for word in words):
+            raise Refused(400, f"{key}: give numbers that are not negative, not {json.dumps(value)}")
+        return [flag, *words]
+    return [f"{flag}={_text(value)}"]          # one word: a value "-1" is not read as a flag
+
+
 def trainer_argv(flags):
     """The page's flags, {"lr": 0.003, "hidden": [128, 64], "augment": true, ...}, as a trainer's
-    command line. Keys as on the command line, with - or _. A flag that takes no value (SWITCHES)
-    takes true (given) or false (left out); one that takes a value, a number, a string or a
-    list of them, or null (left out: its default)."""
-    argv = []
+    command line. Keys as on the command line, with - or _, each flag once; a value of null
+    leaves the flag out (its default); any other value must have the flag's type (_words)."""
+    argv, seen = [], {}
     for key, value in flags.items():
-        flag = "--" + key.replace("_", "-")
-        if flag[2:] not in FLAGS:
+        name = key.replace("_", "-")
+        if name not in FLAGS:
             raise Refused(400, f"{key} is not one the page sets; it sets framework, {', '.join(FLAGS)}")
-        if flag[2:] in SWITCHES:
-            if not isinstance(value, bool):    # (argparse would say "ignored explicit argument")
-                raise Refused(400, f"{key}: give true or false, not {json.dumps(value)}")
-            argv += [flag] if value else []
-        elif value is None:
-            continue
-        elif isinstance(value, bool):          # before int: JSON's true is a Python int too
-            raise Refused(400, f"{key}: give a number, a string or a list, not {json.dumps(value)}")
-        elif isinstance(value, list) and all(isinstance(v, (int, float, str)) and not isinstance(v, bool)
-                                             for v in value):
-            argv += [flag, *map(_text, value)]
-        elif isinstance(value, (int, float, str)):
-            argv.append(f"{flag}={_text(value)}")   # one word: a value "-1" is not read as a flag
-        else:
-            raise Refused(400, f"{key}: give a number, a string or a list, not {json.dumps(value)}")
+        if name in seen:
+            raise Refused(400, f"{seen[name]} and {key} are the same flag: give it once")
+        seen[name] = key
+        if value is not None or ACTIONS[name].nargs == 0:   # a switch is true or false, never null
+            argv += _words(key, value)
     return argv
 
 
@@ -149,6 +181,10 @@ class Run:
         self.start = self.tick = self.snapshot = None
         self.diag, self.epochs, self.lr_changes = {"steps": [], "loss": []}, [], []
         self.recent = deque(maxlen=WINDOW)   # (step, time) of the last ticks, as the trainer wrote them
+        # Its stdin is a pipe that only this server holds: when the server ends, however it
+        # ends (kill -9 too), the pipe closes and demo/live.py stops the run as Ctrl-C would.
+        # (Not Linux's PR_SET_PDEATHSIG: it fires when the thread that started the child ends,
+        # and here that is a request's thread, which ends with its answer.)
         with open(self.log, "wb") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "demo.live", framework, str(self.feed), "--", *argv,
@@ -218,7 +254,8 @@ class Run:
             self.held = item["step"]
 
     def finish(self):
-        """Once the process has ended: how the run ended, from its record and its log."""
+        """Once the process has ended: how the run ended, from its record and its log. Returns
+        that status; Trainings._wait shows it once the network reads digits."""
         self.process.wait()
         with self.writing:
             self.process.stdin.close()
@@ -227,16 +264,17 @@ class Run:
             self.recent.clear()                # a rate of steps means nothing once it ended
         try:
             record = json.loads(self.metrics.read_text())
-            self.status = record["status"]
+            status = record["status"]
             self.tick = self.ended_at(record)
         except (OSError, ValueError, KeyError):
             self.tick = None                   # nothing kept: no step to show
             lines = self.log.read_text(errors="replace").strip().splitlines()
             stopped = lines and lines[-1].startswith("interrupted")
-            self.status = "interrupted" if stopped else "failed"
+            status = "interrupted" if stopped else "failed"
             self.error = lines[-1] if lines else f"the trainer ended with exit status {self.process.returncode}"
         if self.reason:
             self.error = self.reason
+        return status
 
     def ended_at(self, record):
         """Where a run ended, from its record: the last finished epoch (the network it kept),
@@ -283,9 +321,16 @@ class Trainings:
     def __init__(self, folder, on_model):
         self.folder, self.on_model = Path(folder), on_model
         self.runs = []
-        self.lock = threading.Lock()          # one start, stop or change at a time
+        # One start or stop at a time; held only while processes are started or signalled, so
+        # a Stop never waits for more than that. A rate change, which may wait HOLD_SECONDS
+        # for a step boundary, takes its own lock instead (one change at a time), and the data
+        # is loaded under a third.
+        self.lock = threading.Lock()
+        self.changing = threading.Lock()
+        self.loading = threading.Lock()
         self.count = 0
         self.digits = None
+        self.train_size = None                # the training set's samples, once loaded: --limit's most
 
     def running(self):
         return [run for run in self.runs if run.running()]
@@ -302,17 +347,21 @@ class Trainings:
             raise Refused(400, f"framework must be numpy, pytorch or both, not {json.dumps(framework)}")
         argv = trainer_argv(flags)
         args = check_flags(FRAMEWORKS[framework], argv, flags)
+        self._load_data()
+        if args.limit is not None and self.train_size is not None and args.limit > self.train_size:
+            # the trainer's own check once it has the data (harness/experiment.py load_data), made now
+            raise Refused(400, f"limit: {args.limit} is more than the {self.train_size} "
+                               f"training samples")
         with self.lock:
             busy = [run for run in self.running() if run.framework in FRAMEWORKS[framework]]
             if busy:
                 raise Refused(409, f"{busy[0].id} is still training: stop it first (POST /api/train/stop)")
-            self._load_digits()
             self.count += 1
             folder = self.folder / f"run{self.count}-{time.strftime('%Y%m%d-%H%M%S')}"
             folder.mkdir(parents=True)
             names = FRAMEWORKS[framework]
             runs = [Run(self.count, name, argv, args, folder, len(names)) for name in names]
-            self.runs += runs
+            self.runs = self.runs + runs       # a new list: a rate change or a GET may be going through the old
         for run in runs:
             run.waiter = threading.Thread(target=self._wait, args=(run,), daemon=True)
             run.waiter.start()
@@ -345,11 +394,14 @@ class Trainings:
         twins change at the same step. Answers that step."""
         if not isinstance(request, dict) or set(request) != {"lr"}:
             raise Refused(400, 'expected {"lr": <the new learning rate>}')
-        lr = _flag_parser("numpy", ["lr"]).parse_args([f"--lr={_text(request['lr'])}"]).lr
-        with self.lock:
-            for run in self.runs:
+        lr = _flag_parser("numpy", ["lr"]).parse_args(_words("lr", request["lr"])).lr
+        if not self.changing.acquire(blocking=False):
+            raise Refused(409, "another rate change is waiting for the runs to reach a step boundary")
+        try:
+            runs = self.runs
+            for run in runs:
                 run.read()
-            runs = [run for run in self.runs if run.training()]
+            runs = [run for run in runs if run.training()]
             if not runs:
                 raise Refused(409, "no training is running")
             for run in runs:
@@ -373,6 +425,8 @@ class Trainings:
             step = max(run.held for run in held)
             for run in held:
                 run.send(f"lr {lr!r} {step}")
+        finally:
+            self.changing.release()
         return {"lr": lr, "step": step + 1, "ids": [run.id for run in held]}
 
     def close(self):
@@ -391,18 +445,19 @@ class Trainings:
     # ------------------------------------------------------------------------- in the background
 
     def _wait(self, run):
-        """In a thread: when the run ends, note how, and let its network read digits."""
-        run.finish()
-        if run.status not in ("completed", "interrupted") or not run.metrics.exists():
-            return
-        try:
-            models, _ = find_models([run.metrics])
-        except Exception as e:                 # a record the trainer wrote but compare cannot read
-            run.error = f"its network cannot be loaded: {type(e).__name__}: {e}"
-            return
-        for model in models:
-            run.network = run.name             # the name the draw-a-digit part shows it by
-            self.on_model(dataclasses.replace(model, name=run.name))
+        """In a thread: when the run ends, let its network read digits, then say how it ended:
+        a run shown completed (or interrupted, with finished epochs) reads digits already."""
+        status = run.finish()
+        if status in ("completed", "interrupted") and run.metrics.exists():
+            try:
+                models, _ = find_models([run.metrics])
+            except Exception as e:             # a record the trainer wrote but compare cannot read
+                models = []
+                run.error = f"its network cannot be loaded: {type(e).__name__}: {e}"
+            for model in models:
+                self.on_model(dataclasses.replace(model, name=run.name))
+                run.network = run.name         # the name the draw-a-digit part shows it by
+        run.status = status
 
     def _release(self, runs):
         """In a thread, for twins started together: "begin" to each once all are ready (their
@@ -423,12 +478,16 @@ class Trainings:
                 return
             time.sleep(0.01)                   # a 10 ms poll: ~1% of a core for the seconds of a start
 
-    def _load_digits(self):
-        """The first DIGITS test images (0-255, 28x28) and their labels, once."""
-        if self.digits is None:
+    def _load_data(self):
+        """Once: the first DIGITS test images (0-255, 28x28) and their labels, and the size of
+        the training set (what --limit may take). The trainers read the same cache."""
+        with self.loading:
+            if self.digits is not None:
+                return
             try:
                 arrays, _ = fetch("mnist")
             except DataError:                  # the trainer will say why, in its log
                 return
+            self.train_size = len(arrays["train_labels"])
             self.digits = {"images": arrays["test_images"][:DIGITS].reshape(DIGITS, 28, 28).tolist(),
                            "labels": arrays["test_labels"][:DIGITS].tolist()}

@@ -20,6 +20,10 @@ LAYERS = ("fast", "plain")  # the NumPy CNN's: numpy_nn/fast_cnn.py or numpy_nn/
 ACTIVATIONS = ("relu", "sigmoid", "tanh")  # numpy_nn/utils.py ACTIVATIONS, pytorch_nn/model.py's
 WEIGHT_INITS = ("he", "xavier", "small")   # numpy_nn/utils.py init_std
 MLP_HIDDEN = [128, 64]  # the user's design: 784 -> 128 -> 64 -> 10
+# The most --hidden takes: layers, and units a layer. Room for deep and wide experiments
+# (README's --hidden 512 256 128), while the largest MLP, 6 layers of 1024, stays 6.06 million
+# weights (48 MB in float64): a list of thousands of sizes would grow a trainer to gigabytes.
+MAX_HIDDEN_LAYERS, MAX_HIDDEN_UNITS = 6, 1024
 # Passes over the data by default. The CNN learns more per epoch and costs ~30x the MLP's
 # arithmetic per image: trial runs of 3 and 4 epochs ended near 99.0%; 5 leave a margin and
 # keep the NumPy run under 2 minutes on 2 cores (results/reference/cnn/: 99.10-99.23%, 79 s).
@@ -106,6 +110,10 @@ class _ModelParser(OneLineParser):
             if args.activation not in (None, "relu"):
                 self.error(f"argument --activation: sets the MLP's; the CNN keeps ReLU (numpy_nn/cnn.py), "
                            f"got {args.activation}")
+        elif len(args.hidden) > MAX_HIDDEN_LAYERS:
+            self.error(f"argument --hidden: at most {MAX_HIDDEN_LAYERS} layers, got {len(args.hidden)}")
+        elif max(args.hidden) > MAX_HIDDEN_UNITS:
+            self.error(f"argument --hidden: at most {MAX_HIDDEN_UNITS} units a layer, got {max(args.hidden)}")
         args.activation = args.activation or "relu"
         given = [name for name in AUGMENT_RANGES if getattr(args, name) is not None]
         if given and not args.augment:
@@ -152,7 +160,8 @@ def build_parser(framework, description):
                         "the ones to read and edit: the same numbers, slower); recorded, and changes nothing "
                         "for the MLP or the PyTorch trainer (default: fast; plain with a CNN --exercise)")
     p.add_argument("--hidden", type=_positive(int), nargs="+", default=MLP_HIDDEN,
-                   help="the MLP's hidden layer sizes, e.g. --hidden 256 128 64 (the CNN's are fixed)")
+                   help=f"the MLP's hidden layer sizes, e.g. --hidden 256 128 64: at most {MAX_HIDDEN_LAYERS} layers of "
+                        f"at most {MAX_HIDDEN_UNITS} units (the CNN's are fixed)")
     p.add_argument("--activation", choices=ACTIVATIONS, default=None,
                    help="the MLP's hidden-layer activation (default: relu; the CNN keeps ReLU)")
     p.add_argument("--weight-init", choices=WEIGHT_INITS, default=None,

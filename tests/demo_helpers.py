@@ -1,6 +1,9 @@
 """What the demo's tests share: the committed trained runs, an MNIST digit drawn larger on a
-canvas, and `python demo.py` started as a learner starts it, on a free port."""
+canvas, `python demo.py` started as a learner starts it, on a free port, and one request to it."""
+import http.client
+import json
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -61,3 +64,38 @@ def stop_demo(process, signum=signal.SIGINT):
             process.kill()
             process.communicate()
     return process.returncode, out
+
+
+JSON = {"Content-Type": "application/json"}   # what every POST must say it sends (as the page does)
+
+
+def ask(server, method, path, body=None, headers=None):
+    """One request: (status, Content-Type, body bytes). A POST says it sends JSON unless
+    headers are given."""
+    if headers is None:
+        headers = JSON if method == "POST" else {}
+    connection = http.client.HTTPConnection(*server, timeout=60)
+    try:
+        connection.request(method, path, body=body, headers=headers)
+        response = connection.getresponse()
+        return response.status, response.getheader("Content-Type"), response.read()
+    finally:
+        connection.close()
+
+
+def ask_raw(server, request):
+    """Send bytes as they are (a request http.client would not write); (status, body)."""
+    with socket.create_connection(server, timeout=60) as connection:
+        connection.sendall(request)
+        connection.shutdown(socket.SHUT_WR)  # all sent: a body shorter than announced ends here
+        answer = b"".join(iter(lambda: connection.recv(65536), b""))
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body
+
+
+def assert_one_line_error(status, body, expected_status, expected):
+    """An answer (status, body bytes) is the refusal expected: its status, and one line of
+    JSON whose error starts with expected."""
+    assert status == expected_status, body
+    assert body.endswith(b"\n") and body.count(b"\n") == 1, body
+    assert json.loads(body)["error"].startswith(expected)

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 from demo.live import DIGITS, UNITS
-from demo_helpers import NAMES, REFERENCE_RUNS, start_demo, stop_demo
+from demo_helpers import JSON, NAMES, REFERENCE_RUNS, start_demo, stop_demo
 from numpy_nn.diagnostics import PROBE_IMAGES
 from numpy_nn.utils import cosine_lr
 
@@ -106,7 +106,7 @@ def test_a_drawn_three_is_read_by_every_model(browser, demo, tmp_path):
     assert page.locator(".model h2").all_inner_texts() == NAMES
     draw(page, THREE)
     ink = page.evaluate("ink()")
-    request = urllib.request.Request(demo + "api/predict", data=json.dumps({"ink": ink}).encode())
+    request = urllib.request.Request(demo + "api/predict", data=json.dumps({"ink": ink}).encode(), headers=JSON)
     answer = json.load(urllib.request.urlopen(request, timeout=60))
     expected = []
     for model in answer["models"]:
@@ -328,7 +328,8 @@ def test_a_run_started_on_the_page_learns_stops_and_reads(browser, demo_to_train
     assert "numpy-1 interrupted" in page.inner_text("#runs")
     check_weights_and_digits(page, demo_to_train, "numpy")
     draw(page, THREE)
-    request = urllib.request.Request(demo_to_train + "api/predict", data=json.dumps({"ink": page.evaluate("ink()")}).encode())
+    request = urllib.request.Request(demo_to_train + "api/predict", data=json.dumps({"ink": page.evaluate("ink()")}).encode(),
+                                     headers=JSON)
     p = json.load(urllib.request.urlopen(request, timeout=60))["models"][0]["probabilities"]
     assert page.locator(".verdict").all_inner_texts() == [f"reads {np.argmax(p)} ({100 * max(p):.1f}%)"]
     page.screenshot(path=tmp_path / "train.png", full_page=True)

@@ -1,9 +1,9 @@
 """python demo.py as a real server on 127.0.0.1 and a free port, with the committed runs:
 its answers are what the networks compute on mnist_style's image; every bad request gets a
 4xx and a one-line JSON error, and the server goes on; Ctrl-C and kill stop it cleanly."""
-import http.client
 import importlib.util
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -19,7 +19,8 @@ from data_loader import load_mnist
 from demo.models import Model, find_models
 from demo.preprocess import mnist_style
 from demo.server import MAX_BODY, PAGE, DemoHandler, DemoServer
-from demo_helpers import NAMES, REFERENCE_RUNS, REPO, on_canvas, start_demo, stop_demo
+from demo_helpers import (NAMES, REFERENCE_RUNS, REPO, ask, ask_raw, assert_one_line_error, on_canvas, start_demo,
+                          stop_demo)
 
 
 @pytest.fixture(scope="module")
@@ -35,27 +36,6 @@ def server(tmp_path_factory):
             assert process.poll() is None, "the server stopped"
             stop_demo(process)
     assert "Traceback" not in log_path.read_text()
-
-
-def ask(server, method, path, body=None, headers=None):
-    """One request: (status, Content-Type, body bytes)."""
-    connection = http.client.HTTPConnection(*server, timeout=60)
-    try:
-        connection.request(method, path, body=body, headers=headers or {})
-        response = connection.getresponse()
-        return response.status, response.getheader("Content-Type"), response.read()
-    finally:
-        connection.close()
-
-
-def ask_raw(server, request):
-    """Send bytes as they are (a request http.client would not write); (status, body)."""
-    with socket.create_connection(server, timeout=60) as connection:
-        connection.sendall(request)
-        connection.shutdown(socket.SHUT_WR)  # all sent: a body shorter than announced ends here
-        answer = b"".join(iter(lambda: connection.recv(65536), b""))
-    head, _, body = answer.partition(b"\r\n\r\n")
-    return int(head.split()[1]), body
 
 
 @pytest.fixture(scope="module")
@@ -136,12 +116,6 @@ BAD_BODIES = {
 }
 
 
-def assert_one_line_error(status, body, expected_status, expected):
-    assert status == expected_status, body
-    assert body.endswith(b"\n") and body.count(b"\n") == 1, body
-    assert json.loads(body)["error"].startswith(expected)
-
-
 @pytest.mark.parametrize("case", BAD_BODIES)
 def test_bad_ink_is_refused_in_one_line(server, case):
     body, expected = BAD_BODIES[case]
@@ -150,6 +124,7 @@ def test_bad_ink_is_refused_in_one_line(server, case):
     assert_one_line_error(status, answer, 400, expected)
 
 
+POST_JSON = b"POST /api/predict HTTP/1.1\r\nContent-Type: application/json\r\n"   # a request line and its type
 BAD_REQUESTS = {
     "unknown path": (b"GET /nothing HTTP/1.1\r\n\r\n", 404, "no such page: /nothing"),
     "a file's path": (b"GET /../../etc/passwd HTTP/1.1\r\n\r\n", 404, "no such page: /../../etc/passwd"),
@@ -158,18 +133,18 @@ BAD_REQUESTS = {
     "PUT": (b"PUT /api/predict HTTP/1.1\r\nContent-Length: 0\r\n\r\n", 405,
             "/api/predict takes POST, not PUT"),
     "made-up method": (b"BREW / HTTP/1.1\r\n\r\n", 405, "/ takes GET, not BREW"),
-    "no length": (b"POST /api/predict HTTP/1.1\r\n\r\n{}", 411, "send the body with its Content-Length"),
-    "length not a number": (b"POST /api/predict HTTP/1.1\r\nContent-Length: 1e3\r\n\r\n{}", 400,
+    "no length": (POST_JSON + b"\r\n{}", 411, "send the body with its Content-Length"),
+    "length not a number": (POST_JSON + b"Content-Length: 1e3\r\n\r\n{}", 400,
                             "Content-Length must be a whole number of bytes, not '1e3'"),
-    "negative length": (b"POST /api/predict HTTP/1.1\r\nContent-Length: -5\r\n\r\n{}", 400,
+    "negative length": (POST_JSON + b"Content-Length: -5\r\n\r\n{}", 400,
                         "Content-Length must be a whole number of bytes, not '-5'"),
-    "length with a sign": (b"POST /api/predict HTTP/1.1\r\nContent-Length: +2\r\n\r\n{}", 400,
+    "length with a sign": (POST_JSON + b"Content-Length: +2\r\n\r\n{}", 400,
                            "Content-Length must be a whole number of bytes, not '+2'"),
-    "length with a _": (b"POST /api/predict HTTP/1.1\r\nContent-Length: 0_2\r\n\r\n{}", 400,
+    "length with a _": (POST_JSON + b"Content-Length: 0_2\r\n\r\n{}", 400,
                         "Content-Length must be a whole number of bytes, not '0_2'"),
-    "over 2 MB": (b"POST /api/predict HTTP/1.1\r\nContent-Length: 3000000\r\n\r\n[[", 413,
+    "over 2 MB": (POST_JSON + b"Content-Length: 3000000\r\n\r\n[[", 413,
                   f"the body is 3,000,000 bytes; the limit is {MAX_BODY:,}"),
-    "body cut short": (b"POST /api/predict HTTP/1.1\r\nContent-Length: 100\r\n\r\n{\"ink\"", 400,
+    "body cut short": (POST_JSON + b"Content-Length: 100\r\n\r\n{\"ink\"", 400,
                        "the body ended after 6 of 100 bytes"),
     "not HTTP": (b"say hello there\r\n\r\n", 400, "Bad request version ('there')"),
     "not a method": (b"hello there\r\n\r\n", 400, "Bad HTTP/0.9 request type ('hello')"),
@@ -293,6 +268,23 @@ def test_a_broken_metrics_file_is_one_line(tmp_path):
     assert done.stderr.startswith(f"error: {broken}") and done.stderr.count("\n") == 1, done.stderr
 
 
+@pytest.mark.parametrize("kind", ["FIFO", "folder"])
+def test_runs_that_are_not_regular_files_are_one_line(tmp_path, kind):
+    """--runs naming a FIFO (before: open() waited for a writer forever, and demo.py never
+    served) or a folder: refused in one line, exit status 1, before anything is read."""
+    path = tmp_path / "numpy_metrics.json"
+    if kind == "FIFO":
+        if not hasattr(os, "mkfifo"):
+            pytest.skip("this system has no FIFOs (os.mkfifo)")
+        os.mkfifo(path)
+    else:
+        path.mkdir()
+    done = run_demo("--runs", path)
+    assert (done.returncode, done.stdout) == (1, "")
+    assert done.stderr == (f"error: {path} is not a regular file (a folder, FIFO, device or socket): "
+                           f"give a run's metrics file\n")
+
+
 def test_a_client_gone_silent_mid_body_is_answered_and_dropped(monkeypatch):
     """The handler waits DemoHandler.timeout seconds for a body that stops coming (here 0.2,
     in a server in this process), then answers 408 and serves the next request."""
@@ -303,7 +295,7 @@ def test_a_client_gone_silent_mid_body_is_answered_and_dropped(monkeypatch):
     try:
         address = server.server_address
         with socket.create_connection(address, timeout=60) as connection:
-            connection.sendall(b"POST /api/predict HTTP/1.1\r\nContent-Length: 100\r\n\r\n{\"ink\"")
+            connection.sendall(POST_JSON + b"Content-Length: 100\r\n\r\n{\"ink\"")
             answer = b"".join(iter(lambda: connection.recv(65536), b""))   # the socket stays open for writing
         head, _, body = answer.partition(b"\r\n\r\n")
         assert_one_line_error(int(head.split()[1]), body, 408, "the body stopped coming before its 100 bytes")
