@@ -166,7 +166,7 @@ def command_line(flags):
 # Values of the right kind (numbers, a choice's string) that the trainer's parser refuses
 BAD_FLAGS = [{"lr": -1}, {"epochs": 1.5}, {"hidden": [0]}, {"hidden": [32, -1]},
              {"model": "cnn", "hidden": [10]}, {"dropout": 1}, {"batch_size": 0},
-             {"batch-size": 0}, {"hidden": [32] * 7}, {"hidden": [1025]}]
+             {"batch-size": 0}, {"hidden": [32] * 11}, {"hidden": [1025]}]
 
 
 @pytest.mark.parametrize("flags", BAD_FLAGS, ids=json.dumps)
@@ -309,7 +309,7 @@ SMUGGLED = {
     "a number as a string": ({"epochs": "1"}, 'epochs: give a number, not "1"'),
     "a flag as a choice": ({"model": "--help"}, 'model: give one of "mlp", "cnn", not "--help"'),
     "more than the data": ({"limit": 60001}, "limit: 60001 is more than the 60000 training samples"),
-    "too many layers": ({"hidden": [32] * 7}, "hidden: at most 6 layers, got 7"),
+    "too many layers": ({"hidden": [32] * 11}, "hidden: at most 10 layers, got 11"),
     "too wide a layer": ({"hidden": [100_000]}, "hidden: at most 1024 units a layer, got 100000"),
 }
 
@@ -347,10 +347,10 @@ def test_the_most_a_page_may_send_to_train(guarded):
 @pytest.mark.parametrize("framework", ["numpy", "pytorch"])
 def test_the_trainers_bound_the_hidden_layers(framework, capsys):
     """The bound is the trainer's own, so its command line refuses it too, in one line
-    (exit status 2), and the page gets the same message: at most 6 layers of 1024 units."""
+    (exit status 2), and the page gets the same message: at most 10 layers of 1024 units."""
     parser = build_parser(framework, "")
     assert parser.parse_args(["--hidden", *["1024"] * 6]).hidden == [1024] * 6
-    for sizes, message in [(["32"] * 7, "at most 6 layers, got 7"), (["64", "1025"], "at most 1024 units a layer, got 1025")]:
+    for sizes, message in [(["32"] * 11, "at most 10 layers, got 11"), (["64", "1025"], "at most 1024 units a layer, got 1025")]:
         with pytest.raises(SystemExit) as done:
             parser.parse_args(["--hidden", *sizes])
         err = capsys.readouterr().err
