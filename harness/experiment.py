@@ -11,10 +11,10 @@ import math
 import os
 import signal
 import sys
-import tempfile
 from pathlib import Path
 
-from data_loader import DataError, load_mnist, regular_file_target, write_atomic
+from data_fetch import write_atomic
+from data_loader import DataError, load_mnist
 from harness import threads
 from harness.closed_stdout import keep_running_if_stdout_closes
 from harness.flags import RESULTS_DIR, build_parser  # noqa: F401  (the trainers' flags: harness/flags.py)
@@ -198,28 +198,13 @@ def save_bytes(path, write):
     """Call write(file) on an in-memory file, then write it atomically to path."""
     buffer = io.BytesIO()
     write(buffer)
-    write_atomic(Path(path), buffer.getvalue())
+    write_atomic({Path(path): buffer.getvalue()})
 
 
 def write_pair(files):
-    """Write {path: bytes} as a pair: both or neither. Each goes to a temporary file beside its
-    target first; only when every one is complete are they renamed into place (a rename within
-    a folder cannot fail half-way)."""
-    staged = {}
-    try:
-        for path, raw in files.items():
-            path = regular_file_target(path)  # a symlink: its target, the link kept
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-            staged[path] = tmp
-            with os.fdopen(fd, "wb") as f:
-                f.write(raw)
-            os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are for everyone who reads the repo
-        for path, tmp in staged.items():
-            os.replace(tmp, path)
-    finally:
-        for tmp in staged.values():
-            Path(tmp).unlink(missing_ok=True)  # only what was not renamed is still there
+    """Write {path: bytes} as a pair, both or neither (data_fetch.write_atomic): the weights and
+    the metrics that name them by SHA-256 always describe the same network."""
+    write_atomic(files)
 
 
 def finish(run, args):

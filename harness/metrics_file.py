@@ -20,7 +20,7 @@ import platform
 import time
 from pathlib import Path
 
-from data_loader import write_atomic
+from data_fetch import write_atomic
 
 ROOT = Path(__file__).resolve().parents[1]  # the repo
 
@@ -411,4 +411,4 @@ class Run:
 
     def save(self, path, status):
         """Write the record alone (a run with no weights to go with it)."""
-        write_atomic(Path(path), self.close(status))
+        write_atomic({Path(path): self.close(status)})
