@@ -15,7 +15,6 @@ from pathlib import Path
 
 from data_fetch import write_atomic
 from data_loader import DataError, load_mnist
-from harness import threads
 from harness.closed_stdout import keep_running_if_stdout_closes
 from harness.flags import RESULTS_DIR, build_parser  # noqa: F401  (the trainers' flags: harness/flags.py)
 from harness.metrics_file import sha256_bytes
@@ -61,9 +60,8 @@ def _output_problem(path):
 
 def prepare(parser, args):
     """Everything checked or set up before the data loads and training starts: the output
-    paths (a bad one fails now, not after the run), SIGTERM handled as Ctrl-C, a stdout
-    that may close early (`train.py | head`), and this trainer counted among those sharing
-    the cores (harness/threads.py)."""
+    paths (a bad one fails now, not after the run), SIGTERM handled as Ctrl-C, and a stdout
+    that may close early (`train.py | head`)."""
     for flag in ("metrics", "weights"):
         problem = _output_problem(getattr(args, flag))
         if problem:
@@ -72,7 +70,6 @@ def prepare(parser, args):
         parser.error("argument --weights: the same file as --metrics; give two different paths")
     signal.signal(signal.SIGTERM, _raise_interrupt)
     keep_running_if_stdout_closes()
-    threads.register()  # other trainers starting now or later share the cores with this one
 
 
 def load_data(parser, args):

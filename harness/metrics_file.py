@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from data_fetch import write_atomic
+from harness.threads import openblas_threads
 
 ROOT = Path(__file__).resolve().parents[1]  # the repo
 
@@ -316,23 +317,10 @@ def cpu_model():
 
 
 def numpy_blas():
-    """NumPy's BLAS library, version and thread count (OpenBLAS is asked directly)."""
-    import ctypes
+    """NumPy's BLAS library, version and thread count (an OpenBLAS is asked, harness/threads.py)."""
     import numpy as np
     info = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
-    threads = None
-    try:  # the OpenBLAS that NumPy loaded, found in this process's memory map (Linux)
-        with open("/proc/self/maps") as maps:
-            lib = next(line.split()[-1] for line in maps if "openblas" in line)
-        dll = ctypes.CDLL(lib)
-        for symbol in ("scipy_openblas_get_num_threads64_", "openblas_get_num_threads64_",
-                       "openblas_get_num_threads"):
-            if hasattr(dll, symbol):
-                threads = getattr(dll, symbol)()
-                break
-    except (OSError, StopIteration):
-        pass
-    return {"blas": f"{info.get('name')} {info.get('version')}", "blas_threads": threads}
+    return {"blas": f"{info.get('name')} {info.get('version')}", "blas_threads": openblas_threads()}
 
 
 def repo_relative(path):
