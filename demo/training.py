@@ -26,7 +26,6 @@ finds the run where it is.
 """
 import dataclasses
 import json
-import os
 import signal
 import subprocess
 import sys
