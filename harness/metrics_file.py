@@ -376,7 +376,8 @@ class Run:
     def log_epoch(self, epoch, train_loss, train_acc, test_loss, test_acc, seconds, samples, threads=None,
                   weights=None):
         """Add one epoch and print its line. threads: the BLAS threads its products used (the
-        trainers share the cores with other trainers running at the time, see harness/threads.py).
+        cores the rest of the machine left free as the epoch began, unless a count was set in
+        the environment: harness/threads.py).
         weights: the network's weights as saved at this epoch's end, the ones this record's
         last epoch describes (what the trainer writes, even if a stop comes mid-epoch)."""
         self.weights = weights
