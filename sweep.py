@@ -9,7 +9,7 @@ The grid. Each cell is one ordinary run of the trainer (numpy_nn/train.py or
 pytorch_nn/train.py, started as a reader would type it), with its own record and weights in
 --out-dir: <optimizer>_lr<rate>_bs<batch size>_metrics.json and _model.npz (or .pt), its
 output in <cell>.log. compare.py --runs takes any of them. Cells run side by side, as many as
---jobs (the cores: the trainers share them out, harness/threads.py). A cell that finished
+--jobs (the cores: each cell is given its share of them, harness/threads.py). A cell that finished
 (completed, or diverged: it would diverge again) is kept, so running the same command again
 runs only the rest; Ctrl-C stops the running cells (a cell stopped mid-way is run again next
 time) and keeps the finished ones. At the end, from the records alone (report/sweep.py):
@@ -49,6 +49,7 @@ from harness.experiment import GOOD_LR, keep_running_if_stdout_closes, save_byte
 from harness.flags import RESULTS_DIR, HelpWithDefaults, OneLineParser, build_parser  # noqa: E402
 from harness.metrics_file import (WEIGHT_SUFFIX, MetricsError, differing_settings, load_metrics,  # noqa: E402
                                   recorded_config)
+from harness.threads import for_children  # noqa: E402
 from numpy_nn.utils import exponential_factor  # noqa: E402
 
 DEFAULT_LRS = [1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0]  # from too small to too large for both optimizers
@@ -143,12 +144,13 @@ class Stop:
             for proc in self.running:
                 proc.send_signal(signal.SIGINT)
 
-    def start(self, command, log):
-        """Start a trainer, its output into log. In a session of its own, so that a Ctrl-C at
-        the terminal reaches it once, from here, and not while it is already stopping."""
+    def start(self, command, log, side_by_side=1):
+        """Start a trainer, its output into log, with its share of the cores among side_by_side
+        trainers running at once (harness/threads.py's for_children). In a session of its own, so
+        that a Ctrl-C at the terminal reaches it once, from here, and not while it is stopping."""
         with open(log, "w") as out:
-            proc = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, start_new_session=True)
+            proc = subprocess.Popen(command, cwd=ROOT, env=for_children(side_by_side), stdout=out,
+                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
         self.running.append(proc)
         return proc
 
@@ -185,8 +187,9 @@ def _run_cells(todo, running, failed, args, stop, bar):
     """run_grid's loop: start cells while there is room, note each one that ends."""
     while (todo and stop.signum is None) or running:
         while todo and len(running) < args.jobs and stop.signum is None:
+            side_by_side = min(args.jobs, len(running) + len(todo))  # the last cells may run alone
             cell = todo.pop(0)
-            running[stop.start(cell.command, cell.log)] = cell
+            running[stop.start(cell.command, cell.log, side_by_side)] = cell
         time.sleep(0.1)
         for proc, cell in list(running.items()):
             if proc.poll() is None:

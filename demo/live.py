@@ -15,7 +15,7 @@ reads, and takes commands, one a line, on stdin:
 and the end of stdin stops the run as Ctrl-C does: the server that holds the pipe is gone,
 however it ended (kill -9 too), and a trainer nobody watches must not train on.
 
-A twin started with others (harness/threads.py's STARTED_TOGETHER, set by the server) writes
+A twin started with others (STARTED_TOGETHER below, set by the server) writes
 "ready" once it can take its first step (torch imported, the data loaded, the model built) and
 waits for begin, which the server sends every twin once all are ready: so they train side by
 side from their first step, and a rate change reaches both. A run started alone does not wait.
@@ -60,13 +60,23 @@ import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from harness import experiment, threads  # noqa: E402
+from harness import experiment  # noqa: E402
 from harness.session import Session, run_trainer  # noqa: E402
 
 TICK = 0.25        # seconds between two ticks: the page polls twice a second
 SNAPSHOT = 1.0     # seconds between two snapshots: they cost a forward pass and ~40 kB
 DIGITS = 10        # the first test images, shown with each network's reading
 UNITS = 16         # the MLP's first-layer units shown as 28x28 images (all the CNN's filters)
+# How many runs the server started together with this one (demo/training.py sets it): more
+# than one, and this twin waits for the others before its first step (Feed.ready)
+STARTED_TOGETHER = "NN_TRAINERS_STARTED_TOGETHER"
+
+
+def started_together():
+    """How many trainers (this one included) were started together with this one: 1 unless
+    the variable STARTED_TOGETHER gives a whole number."""
+    text = os.environ.get(STARTED_TOGETHER, "")
+    return int(text) if text.isascii() and text.isdigit() and int(text) > 0 else 1
 
 
 class Feed:
@@ -89,7 +99,7 @@ class Feed:
     def ready(self, session):
         """Before the first step: a twin started with others says it is ready and waits for
         begin (or stdin's end: nobody left to wait for; or a stop, which the Session acts on)."""
-        if threads.started_together() == 1:
+        if started_together() == 1:
             return
         self.write("ready")
         while experiment.stopping.signum is None:

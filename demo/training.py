@@ -32,7 +32,6 @@ finds the run where it is.
 import argparse
 import dataclasses
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -42,11 +41,12 @@ from collections import deque
 from pathlib import Path
 
 from data_loader import DataError, fetch
+from demo.live import STARTED_TOGETHER
 from demo.models import find_models
 from harness.experiment import shown
 from harness.flags import RESULTS_DIR, build_parser
 from harness.metrics_file import WEIGHT_SUFFIX
-from harness.threads import STARTED_TOGETHER
+from harness.threads import for_children
 from report.run import FRAMEWORK_NAMES, MODEL_NAMES
 
 REPO = Path(__file__).resolve().parents[1]
@@ -164,7 +164,8 @@ def check_flags(frameworks, argv, keys=()):
 
 class Run:
     """One trainer process and what its feed has said so far. together: how many runs are
-    started with this one (the twins), who share the cores from their first step."""
+    started with this one (the twins); each is given its share of the cores in its environment
+    (harness/threads.py's for_children), so they share them from their first step."""
 
     def __init__(self, number, framework, argv, args, folder, together=1):
         self.id, self.framework, self.argv = f"{framework}-{number}", framework, argv
@@ -189,7 +190,7 @@ class Run:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "demo.live", framework, str(self.feed), "--", *argv,
                  "--metrics", str(self.metrics), "--weights", str(self.weights), "--no-progress"],
-                cwd=REPO, env={**os.environ, STARTED_TOGETHER: str(together)}, stdin=subprocess.PIPE,
+                cwd=REPO, env={**for_children(together), STARTED_TOGETHER: str(together)}, stdin=subprocess.PIPE,
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True, text=True)
 
     def running(self):

@@ -1,9 +1,10 @@
 """When whoever reads a command's output goes away early (`python predict.py *.png | head -2`,
-`python data_loader.py | head -1`), the command finishes its work quietly instead of dying
+`python compare.py | head -1`), the command finishes its work quietly instead of dying
 of a BrokenPipeError: what it prints after that goes nowhere.
 
 Every command calls keep_running_if_stdout_closes() at the start of main() (the trainers in
-harness/experiment.py's prepare()). Standard library only.
+harness/experiment.py's prepare()); data_loader.py, below the harness, does the same in its
+own few lines. Standard library only.
 """
 import os
 import sys

@@ -11,11 +11,10 @@ import math
 import os
 import signal
 import sys
-import tempfile
 from pathlib import Path
 
-from data_loader import DataError, load_mnist, regular_file_target, write_atomic
-from harness import threads
+from data_fetch import write_atomic
+from data_loader import DataError, load_mnist
 from harness.closed_stdout import keep_running_if_stdout_closes
 from harness.flags import RESULTS_DIR, build_parser  # noqa: F401  (the trainers' flags: harness/flags.py)
 from harness.metrics_file import sha256_bytes
@@ -61,9 +60,8 @@ def _output_problem(path):
 
 def prepare(parser, args):
     """Everything checked or set up before the data loads and training starts: the output
-    paths (a bad one fails now, not after the run), SIGTERM handled as Ctrl-C, a stdout
-    that may close early (`train.py | head`), and this trainer counted among those sharing
-    the cores (harness/threads.py)."""
+    paths (a bad one fails now, not after the run), SIGTERM handled as Ctrl-C, and a stdout
+    that may close early (`train.py | head`)."""
     for flag in ("metrics", "weights"):
         problem = _output_problem(getattr(args, flag))
         if problem:
@@ -72,7 +70,6 @@ def prepare(parser, args):
         parser.error("argument --weights: the same file as --metrics; give two different paths")
     signal.signal(signal.SIGTERM, _raise_interrupt)
     keep_running_if_stdout_closes()
-    threads.register()  # other trainers starting now or later share the cores with this one
 
 
 def load_data(parser, args):
@@ -198,28 +195,13 @@ def save_bytes(path, write):
     """Call write(file) on an in-memory file, then write it atomically to path."""
     buffer = io.BytesIO()
     write(buffer)
-    write_atomic(Path(path), buffer.getvalue())
+    write_atomic({Path(path): buffer.getvalue()})
 
 
 def write_pair(files):
-    """Write {path: bytes} as a pair: both or neither. Each goes to a temporary file beside its
-    target first; only when every one is complete are they renamed into place (a rename within
-    a folder cannot fail half-way)."""
-    staged = {}
-    try:
-        for path, raw in files.items():
-            path = regular_file_target(path)  # a symlink: its target, the link kept
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-            staged[path] = tmp
-            with os.fdopen(fd, "wb") as f:
-                f.write(raw)
-            os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are for everyone who reads the repo
-        for path, tmp in staged.items():
-            os.replace(tmp, path)
-    finally:
-        for tmp in staged.values():
-            Path(tmp).unlink(missing_ok=True)  # only what was not renamed is still there
+    """Write {path: bytes} as a pair, both or neither (data_fetch.write_atomic): the weights and
+    the metrics that name them by SHA-256 always describe the same network."""
+    write_atomic(files)
 
 
 def finish(run, args):

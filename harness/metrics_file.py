@@ -20,7 +20,8 @@ import platform
 import time
 from pathlib import Path
 
-from data_loader import write_atomic
+from data_fetch import write_atomic
+from harness.threads import openblas_threads
 
 ROOT = Path(__file__).resolve().parents[1]  # the repo
 
@@ -316,23 +317,10 @@ def cpu_model():
 
 
 def numpy_blas():
-    """NumPy's BLAS library, version and thread count (OpenBLAS is asked directly)."""
-    import ctypes
+    """NumPy's BLAS library, version and thread count (an OpenBLAS is asked, harness/threads.py)."""
     import numpy as np
     info = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
-    threads = None
-    try:  # the OpenBLAS that NumPy loaded, found in this process's memory map (Linux)
-        with open("/proc/self/maps") as maps:
-            lib = next(line.split()[-1] for line in maps if "openblas" in line)
-        dll = ctypes.CDLL(lib)
-        for symbol in ("scipy_openblas_get_num_threads64_", "openblas_get_num_threads64_",
-                       "openblas_get_num_threads"):
-            if hasattr(dll, symbol):
-                threads = getattr(dll, symbol)()
-                break
-    except (OSError, StopIteration):
-        pass
-    return {"blas": f"{info.get('name')} {info.get('version')}", "blas_threads": threads}
+    return {"blas": f"{info.get('name')} {info.get('version')}", "blas_threads": openblas_threads()}
 
 
 def repo_relative(path):
@@ -388,7 +376,8 @@ class Run:
     def log_epoch(self, epoch, train_loss, train_acc, test_loss, test_acc, seconds, samples, threads=None,
                   weights=None):
         """Add one epoch and print its line. threads: the BLAS threads its products used (the
-        trainers share the cores with other trainers running at the time, see harness/threads.py).
+        cores the rest of the machine left free as the epoch began, unless a count was set in
+        the environment: harness/threads.py).
         weights: the network's weights as saved at this epoch's end, the ones this record's
         last epoch describes (what the trainer writes, even if a stop comes mid-epoch)."""
         self.weights = weights
@@ -411,4 +400,4 @@ class Run:
 
     def save(self, path, status):
         """Write the record alone (a run with no weights to go with it)."""
-        write_atomic(Path(path), self.close(status))
+        write_atomic({Path(path): self.close(status)})

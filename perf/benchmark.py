@@ -43,7 +43,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]  # the repo
 sys.path.insert(0, str(ROOT))
-from data_loader import DataError, batches, load_mnist, write_atomic  # noqa: E402
+from data_fetch import write_atomic  # noqa: E402
+from data_loader import DataError, batches, load_mnist  # noqa: E402
 from perf.flops import cnn_flops_per_sample, cnn_products, flops_per_sample  # noqa: E402
 from harness.metrics_file import cpu_model, numpy_blas  # noqa: E402
 from numpy_nn.augment import DEFAULT_RANGES, SIDE, Augment  # noqa: E402
@@ -722,9 +723,8 @@ def main(argv=None):
     out, suffix = args.out_dir, "_cnn" if cnn else ""
     names = [f"benchmark{suffix}.json", f"benchmark{suffix}.md", f"throughput{suffix}.png"]
     try:
-        write_atomic(out / names[0], (json.dumps(record, indent=2) + "\n").encode())
-        write_atomic(out / names[1], table.encode())
-        write_atomic(out / names[2], plot(record))
+        write_atomic({out / names[0]: (json.dumps(record, indent=2) + "\n").encode(),
+                      out / names[1]: table.encode(), out / names[2]: plot(record)})
     except OSError as e:
         sys.exit(f"error: cannot write to {out} ({e.strerror or e})")
     print(f"wrote {out / names[0]}, {names[1]} and {names[2]}")

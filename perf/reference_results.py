@@ -13,7 +13,7 @@ the repo's own commands, exactly as a reader would type them, with --metrics, --
     cnn          --model cnn in both twins, seeds 0-2, compared with the MLP; cnn/summary.json
                  holds each run's time to 99.0% test accuracy, start-up included
     mistakes     the test images the CNN gets right and the MLP wrong, and the reverse
-    threads      a run alone and beside another: what sharing the cores costs (threads.json)
+    threads      two trainers started at once, with and without the thread policy (threads.json)
     benchmark    python perf/benchmark.py, for the MLP and for the CNN
     compile      PyTorch on the CPU, eager against torch.compile (--mode compile)
     learning     five runs that show how gradients guide learning (ReLU + He, sigmoid, small
@@ -243,63 +243,66 @@ def mistakes():
     print(json.dumps(record, indent=2))
 
 
-def median_epoch_seconds(metrics):
-    """The median training seconds of a run's epochs after the first, and its thread counts."""
-    epochs = json.loads(Path(metrics).read_text())["epochs"]
-    return statistics.median(e["epoch_seconds"] for e in epochs[1:]), [e["threads"] for e in epochs]
-
-
 def threads():
-    """How long an epoch takes alone, and with a second trainer already training beside it,
-    under the trainers' own thread policy (harness/threads.py: the cores shared out among the trainers
-    running) and with a thread per core in each run (what the libraries do on their own).
-    The measured run: 20,000 samples, 4 epochs; three rounds; writes threads.json."""
-    every_core = {**os.environ, "OPENBLAS_NUM_THREADS": str(os.cpu_count()),
-                  "OMP_NUM_THREADS": str(os.cpu_count())}
-    cases = {  # name: (measured run, the one beside it, environment)
-        "numpy alone": ("numpy", None, None), "pytorch alone": ("pytorch", None, None),
-        "numpy beside numpy": ("numpy", "numpy", None), "numpy beside pytorch": ("numpy", "pytorch", None),
-        "pytorch beside numpy": ("pytorch", "numpy", None), "pytorch beside pytorch": ("pytorch", "pytorch", None),
-        "numpy alone, a thread per core": ("numpy", None, every_core),
-        "numpy beside numpy, a thread per core each": ("numpy", "numpy", every_core),
-        "pytorch beside numpy, a thread per core each": ("pytorch", "numpy", every_core),
+    """Two trainers started at the same moment, as from two terminals, neither knowing of the
+    other (the case harness/threads.py's policy is for): each one's seconds and threads per epoch,
+    under the policy and with a thread per core in each (the libraries' own default; the policy
+    is switched off by setting that count in the environment, which always wins). Also each
+    framework alone, and a NumPy run beside a busy loop (a job of another kind holding a core).
+    Each case three rounds of `train.py --limit 20000 --epochs 3`; writes threads.json. It took
+    16 min on the busy 2-core Xeon of docs/systems.md, mostly the thread-per-core cases."""
+    from harness.metrics_file import cpu_model
+    cores = str(os.cpu_count())
+    every_core = dict.fromkeys(("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"), cores)
+    cases = {  # name: (the trainers started at once, a busy loop beside them, a thread per core)
+        "numpy alone": (["numpy"], False, False), "pytorch alone": (["pytorch"], False, False),
+        "numpy + numpy": (["numpy", "numpy"], False, False),
+        "numpy + pytorch": (["numpy", "pytorch"], False, False),
+        "numpy beside a busy loop": (["numpy"], True, False),
+        "numpy + numpy, a thread per core each": (["numpy", "numpy"], False, True),
+        "numpy + pytorch, a thread per core each": (["numpy", "pytorch"], False, True),
+        "numpy beside a busy loop, a thread per core": (["numpy"], True, True),
     }
     scratch = ROOT / "results" / "tmp" / "threads"
     scratch.mkdir(parents=True, exist_ok=True)
-
-    def start(framework, name, epochs, env):
-        return subprocess.Popen([sys.executable, "-u", f"{framework}_nn/train.py", "--no-progress",
-                                 "--limit", "20000", "--epochs", str(epochs),
-                                 "--metrics", scratch / f"{name}.json", "--weights", scratch / f"{name}{SUFFIX[framework]}"],
-                                cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
-
+    clean = {k: v for k, v in os.environ.items() if k not in every_core and k != "GOTO_NUM_THREADS"}
     measured = {case: [] for case in cases}
     for round_ in range(3):
-        for case, (framework, beside, env) in cases.items():
+        for case, (frameworks, busy_loop, per_core) in cases.items():
             print(f"$ threads: {case}, round {round_ + 1}", flush=True)
-            other = None
-            if beside:  # already training when the measured run starts, and until it ends
-                other = start(beside, "beside", 1000, env)
-                next(line for line in other.stdout if line.startswith("epoch  1 |"))
-            run_ = start(framework, "measured", 4, env)
-            run_.communicate()
-            if other:
-                other.terminate()
-                other.communicate()
-            if run_.returncode:
-                sys.exit(f"error: the measured trainer failed in the threads case {case!r}")
-            measured[case].append(median_epoch_seconds(scratch / "measured.json"))
-    record = {"what": "median seconds per training epoch (epochs 2-4) of a run of 20,000 samples at batch "
-                      "128, alone or with a second trainer training beside it the whole time, and the "
-                      "threads each epoch used; each case three times",
-              "cases": {case: {"framework": cases[case][0], "beside": cases[case][1],
-                               "a_thread_per_core": cases[case][2] is not None,
-                               "seconds": [m[0] for m in runs], "threads": [m[1] for m in runs],
-                               "median_seconds": statistics.median(m[0] for m in runs)}
-                        for case, runs in measured.items()}}
+            env = {**clean, **every_core} if per_core else clean
+            load = os.getloadavg()[0]  # what else ran: this machine may be shared
+            loop = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if busy_loop else None
+            names = [f"{i}_{framework}" for i, framework in enumerate(frameworks)]
+            runs = [subprocess.Popen([sys.executable, f"{framework}_nn/train.py", "--no-progress", "--limit", "20000",
+                                      "--epochs", "3", "--metrics", scratch / f"{name}.json",
+                                      "--weights", scratch / f"{name}{SUFFIX[framework]}"],
+                                     cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
+                    for framework, name in zip(frameworks, names)]
+            codes = [trainer.wait() for trainer in runs]
+            if loop:
+                loop.kill()
+                loop.wait()
+            if any(codes):
+                sys.exit(f"error: a trainer failed in the threads case {case!r}")
+            epochs = [json.loads((scratch / f"{name}.json").read_text())["epochs"] for name in names]
+            measured[case].append({"load_average_before": load, "trainers": [
+                {"framework": framework, "seconds": [e["epoch_seconds"] for e in run_],
+                 "threads": [e["threads"] for e in run_]} for framework, run_ in zip(frameworks, epochs)]})
+    record = {"what": "seconds and BLAS threads of each training epoch of `train.py --limit 20000 --epochs 3` "
+                      "(batch 128), for trainers started at the same moment, neither knowing of the other: "
+                      "under the trainers' thread policy (harness/threads.py) and with a thread per core in "
+                      "each; each case three rounds, with the machine's 1-minute load average as it began",
+              "cpu": cpu_model(), "cores": os.cpu_count(),
+              "cases": {case: {"frameworks": cases[case][0], "busy_loop_beside": cases[case][1],
+                               "a_thread_per_core": cases[case][2], "rounds": rounds}
+                        for case, rounds in measured.items()}}
     (REFERENCE / "threads.json").write_text(json.dumps(record, indent=2) + "\n")
-    for case, result in record["cases"].items():
-        print(f"{case}: {result['median_seconds']:.3f} s, threads {result['threads'][0]}")
+    for case, rounds in measured.items():
+        for i, round_ in enumerate(rounds):
+            print(f"{case}, round {i + 1} (load {round_['load_average_before']:.1f}): " + "; ".join(
+                f"{t['framework']} {' '.join(f'{s:.2f}' for s in t['seconds'])} s, threads {t['threads']}"
+                for t in round_["trainers"]))
 
 
 def benchmark():

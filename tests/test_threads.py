@@ -1,9 +1,12 @@
-"""threads.py: the OpenBLAS thread count is really set, the user's environment wins, and what the
-thread count does to the numbers. No timings: they are measured and reported, never asserted."""
+"""threads.py: the OpenBLAS thread count is really set, the machine's load is read right and a
+busy process leaves a trainer fewer cores, the user's environment wins, trainers started together
+get their share, and what the thread count does to the numbers. No timings: they are measured and
+reported, never asserted."""
 import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -37,121 +40,174 @@ def run_python(code, **env):
 
 @needs_openblas
 @pytest.mark.parametrize("n", [1, 2, 3])
-def test_the_count_set_through_ctypes_is_the_count_openblas_reports(restore_openblas, n):
+def test_the_count_set_through_threadpoolctl_is_the_count_openblas_reports(restore_openblas, n):
     assert threads.set_openblas_threads(n)
     assert threads.openblas_threads() == n
 
 
 def test_the_cores_are_shared_out_evenly_at_least_one_thread_each():
-    """Alone a run gets every core (the libraries' own default); n runs get cores // n each."""
+    """n trainers started together get cores // n each, at least one: alone, every core."""
     assert [threads.fair_share(1, cores) for cores in (1, 2, 4, 16)] == [1, 2, 4, 16]
     assert [threads.fair_share(2, cores) for cores in (1, 2, 4, 16)] == [1, 1, 2, 8]
     assert [threads.fair_share(n, 16) for n in (3, 4, 16, 40)] == [5, 4, 1, 1]
 
 
+# ----------------------------------------------------------------------------- how busy the machine is
+
+STAT = """cpu  1000 10 300 9000 50 7 3 20 40 0
+cpu0 400 5 100 4000 20 2 1 10 40 0
+cpu1 300 0 100 3000 10 3 1 5 0 0
+cpu2 300 5 100 2000 20 2 1 5 0 0
+intr 123456 0 0
+ctxt 7890
+"""
+
+
+def test_the_clock_sums_the_busy_ticks_of_the_cpus_this_process_may_use(tmp_path, monkeypatch):
+    """user + nice + system + irq + softirq + steal of cpu0 and cpu2 (the affinity mask), not
+    cpu1's, not the all-CPU line's, not idle or iowait or guest (already in user)."""
+    stat = tmp_path / "stat"
+    stat.write_text(STAT)
+    monkeypatch.setattr(threads.os, "sched_getaffinity", lambda pid: {0, 2}, raising=False)
+    now, busy, own = threads.machine_clock(stat)
+    ticks = (400 + 5 + 100 + 2 + 1 + 10) + (300 + 5 + 100 + 2 + 1 + 5)
+    assert busy == ticks / os.sysconf("SC_CLK_TCK")
+    times = os.times()
+    assert 0 <= own <= times.user + times.system                 # this process's CPU time so far
+    assert threads.machine_clock(tmp_path / "none") is None      # no /proc/stat: nothing to judge by
+
+
+def looks(monkeypatch, *clocks, cpus=2):
+    """Script the looks at the machine: (seconds, busy CPU seconds, own CPU seconds) each."""
+    monkeypatch.setattr(threads.os, "sched_getaffinity", lambda pid: set(range(cpus)), raising=False)
+    monkeypatch.setattr(threads, "_last_look", clocks[0])
+    rest = iter(clocks[1:])
+    monkeypatch.setattr(threads, "machine_clock", lambda: next(rest))
+
+
+def test_the_free_cores_are_what_the_other_processes_left(monkeypatch):
+    """Each look judges the time since the last one: the others' work is the busy time less
+    this process's own, in cores; the free cores are the rest, rounded, at least one."""
+    looks(monkeypatch, (0, 0, 0),
+          (1.0, 2.0, 1.0),     # this run 1 core, the others 1: one left for it
+          (2.0, 3.5, 2.5),     # this run alone (1.5 of its own, its spinning threads too): both
+          (2.1, 3.6, 2.6),     # 0.1 s later: too soon to tell, and the window goes on ...
+          (3.0, 4.9, 3.1),     # ... from 2.0: the others 0.8 of a core: one left
+          (4.0, 5.9, 3.7),     # the others 0.4: 1.6 cores, rounded to 2
+          (5.0, 8.9, 3.7))     # a job wanting 3 cores on 2: still one thread
+    assert [threads.free_cores(cores=2) for _ in range(6)] == [1, 2, None, 1, 2, 1]
+    looks(monkeypatch, (0, 0, 0), (1.0, 6.0, 0.8), cpus=16)
+    assert threads.free_cores(cores=16) == 11   # 5.2 cores' worth of others' work on 16
+    looks(monkeypatch, (0, 0, 0), (1.0, 1.0, 1.0), cpus=16)
+    assert threads.free_cores(cores=4) == 4     # a quota of 4 cores on an idle 16: 4 (usable_cores)
+
+
+def test_without_a_look_at_the_machine_the_library_keeps_its_count(monkeypatch):
+    monkeypatch.setattr(threads, "machine_clock", lambda: None)
+    assert threads.free_cores() is None
+
+
 @pytest.fixture
-def registry(tmp_path, monkeypatch):
-    monkeypatch.setattr(threads, "REGISTRY", tmp_path / "trainers")
-    return tmp_path / "trainers"
+def busy_neighbour():
+    """A process of another kind holding a core the whole time (a loop that never waits). At
+    the lowest priority, so that it slows the interpreters these tests start as little as it
+    can; its time still counts as busy (/proc/stat's nice column)."""
+    loop = subprocess.Popen([sys.executable, "-c", "import os; os.nice(19)\nwhile True: pass"])
+    yield loop
+    loop.kill()
+    loop.wait()
 
 
-def test_running_trainers_counts_live_processes_and_drops_stale_entries(registry):
-    """Each trainer leaves a file named by its pid and start time; one whose process has ended is removed."""
-    assert threads.running_trainers() == 1                   # no registry yet: this process alone
-    registry.mkdir()
-    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                           capture_output=True, text=True, check=True)
-    try:
-        live = [threads.entry_name(os.getpid()), threads.entry_name(other.pid)]
-        for name in live + [f"{int(ended.stdout)}-12345"]:
-            (registry / name).touch()
-        for name in ("not-a-pid", "0-1", "-1"):                # no trainer's: left alone
-            (registry / name).touch()
-        (registry / f"{2 ** 70}-1").touch()                   # no process has such a pid: stale
-        assert threads.running_trainers() == 2               # this one and the sleeping one
-        assert sorted(p.name for p in registry.iterdir()) == sorted(live + ["not-a-pid", "0-1", "-1"])
-    finally:
-        other.kill()
-        other.wait()
-    assert threads.running_trainers() == 1
+two_cores = pytest.mark.skipif(threads.usable_cores() < 2,
+                               reason="the libraries cap a count from the environment at the cores")
 
 
-def dead_pid():
-    """The pid of a process that has ended (the kernel hands it out again only much later)."""
-    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                           capture_output=True, text=True, check=True)
-    return int(ended.stdout)
+@two_cores
+def test_a_process_holding_a_core_leaves_one_fewer(busy_neighbour, monkeypatch):
+    """Measured, not scripted: with a busy loop beside it (and whatever else runs on this
+    machine, which can only take more), at most all the usable cores but one are free."""
+    monkeypatch.setattr(threads, "_last_look", threads.machine_clock())
+    time.sleep(1.0)
+    free = threads.free_cores()
+    print(f"free cores beside a busy loop: {free} of {threads.usable_cores()}")
+    assert 1 <= free <= threads.usable_cores() - 1
 
 
-def test_an_entry_that_cannot_be_removed_is_skipped_not_raised(registry, monkeypatch):
-    """A folder named like a dead trainer's entry, and a file the system refuses to remove
-    (a read-only file system): the count goes on, and training with it."""
-    registry.mkdir()
-    folder = registry / str(dead_pid())
-    folder.mkdir()
-    assert threads.running_trainers() == 1
-    assert folder.is_dir()                                    # not the registry's to remove
-    stuck = registry / f"{dead_pid()}-1"
-    stuck.touch()
-
-    def read_only(*args, **kwargs):
-        raise OSError(30, "Read-only file system")
-    with monkeypatch.context() as patch:
-        patch.setattr(threads.os, "unlink", read_only)
-        assert threads.running_trainers() == 1
-        assert stuck.exists()
-    assert threads.running_trainers() == 1 and not stuck.exists()
+@needs_openblas
+def test_too_soon_after_the_last_look_the_count_stays(restore_openblas, monkeypatch):
+    for name in ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS"):
+        monkeypatch.delenv(name, raising=False)
+    threads.set_openblas_threads(1)
+    monkeypatch.setattr(threads, "_last_look", threads.machine_clock())
+    assert threads.share_cores("numpy") == 1
 
 
-def test_a_registry_that_is_a_symbolic_link_is_not_followed(tmp_path, monkeypatch):
-    """Someone points the registry's name at another folder: no trainer removes, or writes,
-    anything there; each counts itself alone."""
-    elsewhere = tmp_path / "somebody-elses"
-    elsewhere.mkdir()
-    theirs = [str(dead_pid()), f"{dead_pid()}-1", "notes.txt"]
-    for name in theirs:
-        (elsewhere / name).write_text("keep me")
-    link = tmp_path / "trainers"
-    link.symlink_to(elsewhere)
-    monkeypatch.setattr(threads, "REGISTRY", link)
-    assert threads.running_trainers() == 1
-    threads.register()
-    assert threads.running_trainers() == 1
-    assert sorted(p.name for p in elsewhere.iterdir()) == sorted(theirs)
-    assert all((elsewhere / name).read_text() == "keep me" for name in theirs)
+# In a fresh interpreter, a second after it started: the count the library took at start,
+# the count after share_cores, and whether torch got imported.
+SHARE = ("import json, sys, time; from harness import threads; {load}; before = {count}; time.sleep(1.0); "
+         "after = threads.share_cores({framework!r}); print(json.dumps([before, after, 'torch' in sys.modules]))")
+NUMPY = {"framework": "numpy", "load": "import numpy", "count": "threads.openblas_threads()"}
+TORCH = {"framework": "pytorch", "load": "import torch", "count": "torch.get_num_threads()"}
 
 
-@pytest.mark.skipif(threads.process_start(os.getpid()) is None, reason="no /proc: the pid alone is all there is")
-def test_a_reused_pid_is_not_taken_for_the_trainer_that_had_it(registry):
-    """A trainer killed with SIGKILL leaves its entry; the kernel gives its pid to another
-    process (here: a sleeping one). The start time in the entry is not that process's, so the
-    entry is stale: removed, and not counted."""
-    registry.mkdir()
-    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    try:
-        start = threads.process_start(other.pid)
-        old_trainer = registry / f"{other.pid}-{start - 1}"   # started earlier: not this process
-        old_trainer.touch()
-        assert threads.running_trainers() == 1
-        assert not old_trainer.exists()
-        (registry / str(other.pid)).touch()                   # no start time where /proc exists: stale too
-        assert threads.running_trainers() == 1
-        (registry / threads.entry_name(other.pid)).touch()   # the process itself, registered
-        assert threads.running_trainers() == 2
-    finally:
-        other.kill()
-        other.wait()
+@needs_openblas
+def test_numpy_takes_at_most_every_core_and_does_not_import_torch():
+    _, used, torch_loaded = run_python(SHARE.format(**NUMPY))
+    assert 1 <= used <= threads.usable_cores()               # every core, or fewer on a busy machine
+    assert not torch_loaded  # the from-scratch side must not need torch
 
 
-REGISTER = ("import json; from harness import threads; threads.REGISTRY = __import__('pathlib').Path({registry!r}); "
-            "threads.register(); print(json.dumps(sorted(p.name for p in threads.REGISTRY.iterdir())))")
+@needs_openblas
+@two_cores
+def test_numpy_beside_a_busy_process_leaves_it_its_core(busy_neighbour):
+    _, used, _ = run_python(SHARE.format(**NUMPY))
+    assert 1 <= used <= threads.usable_cores() - 1
 
 
-def test_a_trainer_registers_itself_until_it_exits(registry):
-    inside = run_python(REGISTER.format(registry=str(registry)))
-    assert len(inside) == 1                                   # it was there while it ran
-    assert list(registry.iterdir()) == []                     # and gone when it exited
+@needs_openblas
+@two_cores
+@pytest.mark.parametrize("variable", ["OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"])
+def test_a_thread_count_in_the_environment_wins_for_numpy(busy_neighbour, variable):
+    """Beside a busy process the share would be fewer cores; the user's 2 stays."""
+    before, used, _ = run_python(SHARE.format(**NUMPY), **{variable: "2"})
+    assert (before, used) == (2, 2)
+
+
+@two_cores
+def test_pytorch_shares_and_a_thread_count_in_the_environment_wins(busy_neighbour):
+    pytest.importorskip("torch")
+    _, used, _ = run_python(SHARE.format(**TORCH))
+    assert 1 <= used <= threads.usable_cores() - 1
+    before, used, _ = run_python(SHARE.format(**TORCH), OMP_NUM_THREADS="2")
+    assert (before, used) == (2, 2)
+
+
+# ----------------------------------------------------------------------------- trainers started together
+
+def test_trainers_started_together_are_given_their_share_unless_the_user_chose(monkeypatch):
+    for name in ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(threads, "usable_cores", lambda: 4)
+    share = {name: "2" for name in ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    assert threads.for_children(2) == {**os.environ, **share}
+    assert threads.for_children(1) == dict(os.environ)       # alone: it judges for itself
+    monkeypatch.setenv("MKL_NUM_THREADS", "3")
+    assert threads.for_children(2) == dict(os.environ)       # the user's count, for every library
+
+
+CHILD = ("import json; from harness import threads; import torch; "
+         "print(json.dumps([threads.share_cores('numpy'), threads.share_cores('pytorch')]))")
+
+
+@needs_openblas
+def test_a_child_given_its_share_keeps_it_from_its_first_look(monkeypatch):
+    """Each of two children gets fair_share(2) in both libraries, without looking at the machine."""
+    pytest.importorskip("torch")
+    for name in ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        monkeypatch.delenv(name, raising=False)
+    done = subprocess.run([sys.executable, "-c", CHILD], cwd=ROOT, env=threads.for_children(2),
+                          capture_output=True, text=True, check=True)
+    assert json.loads(done.stdout) == [threads.fair_share(2)] * 2
 
 
 def test_a_cgroup_quota_caps_the_usable_cores(tmp_path, monkeypatch):
@@ -193,85 +249,6 @@ def test_the_user_setting_is_the_first_variable_the_library_reads(monkeypatch):
 def test_an_unknown_framework_is_an_error():
     with pytest.raises(ValueError, match="jax"):
         threads.share_cores("jax")
-
-
-# In a fresh interpreter with `others` more trainers registered (live: this test's own pid):
-# the count the library took at start, the count after share_cores, the fair share, and
-# whether torch got imported.
-SHARE = ("import json, os, sys; from harness import threads; from pathlib import Path; {load}; "
-         "threads.REGISTRY = Path({registry!r}); threads.register(); before = {count}; "
-         "after = threads.share_cores({framework!r}); "
-         "print(json.dumps([before, after, threads.fair_share(threads.running_trainers()), "
-         "'torch' in sys.modules]))")
-NUMPY = {"framework": "numpy", "load": "import numpy", "count": "threads.openblas_threads()"}
-TORCH = {"framework": "pytorch", "load": "import torch", "count": "torch.get_num_threads()"}
-two_cores = pytest.mark.skipif(threads.usable_cores() < 2,
-                               reason="the libraries cap a count from the environment at the cores")
-
-
-def share(registry, spec, others=0, **env):
-    registry.mkdir(exist_ok=True)
-    for _ in range(others):
-        (registry / threads.entry_name(os.getpid())).touch()  # this test process, alive: one more trainer
-    return run_python(SHARE.format(registry=str(registry), **spec), **env)
-
-
-@needs_openblas
-def test_numpy_alone_keeps_every_core_and_does_not_import_torch(registry):
-    before, used, fair, torch_loaded = share(registry, NUMPY)
-    assert used == fair == threads.usable_cores()
-    assert not torch_loaded  # the from-scratch side must not need torch
-
-
-@needs_openblas
-@two_cores
-def test_numpy_beside_another_trainer_takes_half_the_cores(registry):
-    _, used, fair, _ = share(registry, NUMPY, others=1)
-    assert used == fair == threads.usable_cores() // 2
-
-
-@needs_openblas
-@two_cores
-@pytest.mark.parametrize("variable", ["OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"])
-def test_a_thread_count_in_the_environment_wins_for_numpy(registry, variable):
-    """Beside another trainer the share would be half the cores; the user's 2 stays."""
-    before, used, fair, _ = share(registry, NUMPY, others=1, **{variable: "2"})
-    assert (before, used) == (2, 2) and fair == threads.usable_cores() // 2
-
-
-@two_cores
-def test_pytorch_shares_and_a_thread_count_in_the_environment_wins(registry):
-    pytest.importorskip("torch")
-    _, used, fair, _ = share(registry, TORCH, others=1)
-    assert used == fair == threads.usable_cores() // 2
-    before, used, _, _ = share(registry, TORCH, others=1, OMP_NUM_THREADS="2")
-    assert (before, used) == (2, 2)
-
-
-@needs_openblas
-@two_cores
-def test_twins_started_together_take_half_the_cores_before_the_other_registers(registry):
-    """The demo's twins are told they are two (STARTED_TOGETHER): the first to reach its first
-    epoch takes half the cores though it sees only itself in the registry."""
-    _, used, fair, _ = share(registry, NUMPY, **{threads.STARTED_TOGETHER: "2"})
-    assert fair == threads.usable_cores()                    # the registry alone: every core
-    assert used == threads.usable_cores() // 2
-
-
-def test_twins_count_each_other_until_seen_then_the_registry_alone(monkeypatch):
-    """Started as two: 2 while the other is not yet registered, 2 once it is, then 1 when it
-    has ended (its cores handed back): the variable is a floor only until all have been seen."""
-    monkeypatch.setattr(threads, "_together_seen", False)
-    monkeypatch.setenv(threads.STARTED_TOGETHER, "2")
-    registered = iter([1, 1, 2, 1])
-    monkeypatch.setattr(threads, "running_trainers", lambda: next(registered))
-    assert [threads.sharing_trainers() for _ in range(4)] == [2, 2, 2, 1]
-
-
-@pytest.mark.parametrize("text", ["", "0", "-2", "two", "\u0662", "1"])
-def test_started_together_is_one_unless_a_whole_number_says_more(monkeypatch, text):
-    monkeypatch.setenv(threads.STARTED_TOGETHER, text)
-    assert threads.started_together() == 1
 
 
 @needs_openblas
