@@ -1,0 +1,207 @@
+"""docs/backprop.md against the code it explains, so the page cannot drift from it.
+
+- Every block of the page that starts with [a name] is, verbatim, what `python check.py
+  --explain` (checker/explain.py) prints now, and every worked number in its prose is in that
+  output.
+- The derivatives it worked by hand equal finite differences of a loss written here in plain
+  Python and PyTorch's autograd on the same network written here in torch; its softmax,
+  col2im, max-pooling, Adam and accumulation numbers equal PyTorch's.
+- Every line of code the page quotes is still, verbatim, a line of the function it names.
+- Every link into the page, from the code, the exercises, the checker's messages and the
+  README, names a section it has.
+- The picture shows the example's numbers, and the committed one is what the command draws.
+
+Fast: no training, no MNIST.
+"""
+import math
+import re
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import check
+from checker import explain
+from checker.explain import NAMES, PARAMS, X, Y, num
+from report import backprop_graph
+
+REPO = Path(__file__).resolve().parents[1]
+PAGE = REPO / "docs" / "backprop.md"
+PICTURE = REPO / "docs" / "backprop_graph.png"
+
+
+@pytest.fixture(scope="module")
+def ex():
+    return explain.example()
+
+
+# ----------------------------------------------------------------------------- the printed blocks
+
+
+def test_the_command_prints_the_example_and_draws_its_graph(tmp_path, capsys, ex):
+    picture = tmp_path / "graph.png"
+    with pytest.raises(SystemExit) as done:
+        check.main(["--explain", "--picture", str(picture)])
+    assert done.value.code == 0                           # every check in the example holds
+    out = capsys.readouterr().out
+    expected = "\n\n".join("\n".join(lines) for lines in explain.sections(ex).values())
+    assert out == f"{expected}\n\nThe graph of this example: {picture}\n"
+    assert backprop_graph.saved_labels(picture) == backprop_graph.draw(ex.hand, PARAMS)[1]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--explain", "--hidden", "3"], "argument --explain: prints one fixed example; --hidden does not apply to it"),
+    (["--explain", "--model", "cnn"], "argument --explain: prints one fixed example; --model does not apply to it"),
+    (["--picture", "g.png"], "argument --picture: goes with --explain"),
+])
+def test_the_command_refuses_flags_that_do_not_apply_in_one_line(argv, message, capsys):
+    with pytest.raises(SystemExit) as done:
+        check.main(argv)
+    assert done.value.code == 2
+    assert capsys.readouterr().err.endswith(f".py: error: {message}\n")   # (the program's name: pytest's here)
+
+
+def test_a_picture_that_cannot_be_written_is_one_line(tmp_path, capsys):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(SystemExit) as done:
+        check.main(["--explain", "--picture", str(tmp_path / "file" / "graph.png")])
+    assert str(done.value.code).startswith(f"check.py: error: cannot write {tmp_path / 'file' / 'graph.png'} (")
+    assert "\n" not in str(done.value.code)
+
+
+# ----------------------------------------------------------------------------- the numbers, against references
+
+def plain_loss(params):
+    """The example's loss in plain Python: no NumPy, no project code."""
+    W1, b1, W2, b2 = (params[name] for name in NAMES)
+    h1 = [max(0.0, sum(X[i] * W1[i][j] for i in range(2)) + b1[j]) for j in range(2)]
+    logits = [sum(h1[j] * W2[j][k] for j in range(2)) + b2[k] for k in range(2)]
+    top = max(logits)
+    return top + math.log(sum(math.exp(v - top) for v in logits)) - logits[Y]
+
+
+def torch_grads():
+    """The example in torch, float64: its loss and every parameter's gradient by autograd."""
+    t = {name: torch.tensor(PARAMS[name], dtype=torch.float64, requires_grad=True) for name in NAMES}
+    x = torch.tensor([X], dtype=torch.float64)
+    logits = torch.relu(x @ t["W1"] + t["b1"]) @ t["W2"] + t["b2"]
+    loss = F.cross_entropy(logits, torch.tensor([Y]))
+    loss.backward()
+    return loss.item(), logits.detach()[0].numpy(), {f"d{name}": t[name].grad.numpy() for name in NAMES}
+
+
+def test_the_derivatives_by_hand_equal_finite_differences_and_autograd(ex):
+    """Finite differences of plain_loss, step 1e-6: off by ~1e-13 (eps^2) plus ~3e-11 of
+    rounding (1e-16 * L / eps), so 1e-9. Autograd sums the same products in float64: 1e-12."""
+    loss, logits, grads = torch_grads()
+    assert ex.hand["L"] == pytest.approx(loss, abs=1e-12) == pytest.approx(plain_loss(PARAMS), abs=1e-12)
+    assert np.allclose(ex.hand["logits"], logits, rtol=0, atol=1e-12)
+    eps = 1e-6
+    for name, index in explain.entries():
+        hand = float(np.array(ex.hand[name])[index])
+        params = {k: np.array(v, dtype=float).tolist() for k, v in PARAMS.items()}
+        entry = params[name[1:]]
+        for i in index[:-1]:
+            entry = entry[i]
+        old = entry[index[-1]]
+        entry[index[-1]] = old + eps
+        up = plain_loss(params)
+        entry[index[-1]] = old - eps
+        down = plain_loss(params)
+        assert abs((up - down) / (2 * eps) - hand) <= 1e-9, (name, index)
+        assert abs(grads[name][index] - hand) <= 1e-12, (name, index)
+    assert ex.hand["paths_dW1_00"] == pytest.approx(ex.hand["dW1"][0][0], abs=1e-15)   # the two paths, added
+    assert ex.agree                                    # and the command's own four-way check says so
+
+
+def test_the_softmax_numbers_are_its_jacobian_and_p_minus_y(ex):
+    z = torch.tensor(ex.hand["logits"], dtype=torch.float64)
+    J = torch.autograd.functional.jacobian(lambda v: torch.softmax(v, 0), z).numpy()
+    assert np.allclose(ex.hand["jacobian"], J, rtol=0, atol=1e-15)
+    p = torch.softmax(z, 0).numpy()
+    assert np.allclose(ex.hand["collapsed"], p - np.eye(2)[Y], rtol=0, atol=1e-15)
+    assert np.allclose(ex.hand["p_shifted"], p, rtol=0, atol=1e-15)
+
+
+def test_col2im_adds_as_torch_conv2d_backward_does(ex):
+    c = ex.col2im
+    x = torch.tensor(c["x"], requires_grad=True)
+    F.conv2d(x, torch.tensor(c["W"])).backward(torch.tensor(c["dout"]))
+    assert np.array_equal(c["dx"], x.grad.numpy())
+    assert c["dx"][0, 0].tolist() == [[1, 3, 2], [4, 10, 6], [3, 7, 4]]
+
+
+def test_max_pooling_sends_a_tied_windows_gradient_to_its_first_maximum_as_torch_does(ex):
+    m = ex.maxpool
+    x = torch.tensor(m["x"], requires_grad=True)                  # N,C,H,W, contiguous
+    F.max_pool2d(x, 2).backward(torch.ones(1, 2, 1, 1, dtype=torch.float64))
+    assert np.array_equal(m["dx"], x.grad.numpy())
+    assert m["first"].tolist() == [1, 0]                           # [[1, 3], [3, 0]]: the 3 at 01, not 10
+    assert m["dx"][0].tolist() == [[[0, 1], [0, 0]], [[1, 0], [0, 0]]]
+
+
+def test_adams_step_1_numbers_are_torch_optim_adams(ex):
+    a, g, p0 = ex.adam, ex.hand["dW2"][0][0], PARAMS["W2"][0][0]
+    w = torch.tensor([p0], dtype=torch.float64, requires_grad=True)
+    optimizer = torch.optim.Adam([w], **explain.ADAM)
+    w.grad = torch.tensor([g], dtype=torch.float64)
+    optimizer.step()
+    state = optimizer.state[w]
+    assert a["m"] == pytest.approx(state["exp_avg"].item(), rel=1e-15)
+    assert a["v"] == pytest.approx(state["exp_avg_sq"].item(), rel=1e-15)
+    assert a["by_hand"] == pytest.approx(w.item(), abs=1e-15) == pytest.approx(a["numpy"], abs=1e-15)
+    # the uncorrected over the corrected step, from the recursion itself, for a gradient that stays g
+    (b1, b2), eps, m, v = explain.ADAM["betas"], explain.ADAM["eps"], 0.0, 0.0
+    for t in range(1, 1001):
+        m, v = b1 * m + (1 - b1) * g, b2 * v + (1 - b2) * g * g
+        if t in a["ratios"]:
+            raw = m / (math.sqrt(v) + eps)
+            corrected = (m / (1 - b1 ** t)) / (math.sqrt(v / (1 - b2 ** t)) + eps)
+            assert raw / corrected == pytest.approx(a["ratios"][t], rel=1e-6), t   # eps: < 1e-7 of sqrt(v)
+
+
+def test_autograd_adds_a_second_backward_and_numpy_nn_writes_over(ex):
+    g = ex.hand["dW2"][0][0]
+    assert ex.accumulate["torch"] == pytest.approx([g, 2 * g], abs=1e-15)
+    assert ex.accumulate["numpy"] == pytest.approx([g, g], abs=1e-15)
+
+
+# ----------------------------------------------------------------------------- quoted lines
+
+
+# ----------------------------------------------------------------------------- links into the page
+
+
+# ----------------------------------------------------------------------------- the picture
+
+def expected_label(key, ex):
+    """What the picture must say for quantity key, from the example's numbers."""
+    if key == "dL":
+        return "dL/dL = 1"
+    if key.startswith("relu"):
+        return "relu"
+    if key == "L":
+        return f"L = {num(ex.hand['L'])}"
+    name, *index = re.fullmatch(r"(\w+)\[(\d)(?:,(\d))?\]", key).groups()
+    value = ex.hand[name] if name in ex.hand else PARAMS[name]
+    for i in index:
+        if i is not None:
+            value = value[int(i)]
+    return f"{key} = {num(value)}"
+
+
+def test_the_picture_shows_the_examples_numbers(ex):
+    fig, labels = backprop_graph.draw(ex.hand, PARAMS)
+    drawn = sorted(text.get_text() for text in fig.axes[0].texts if text.get_text())   # (arrows: empty texts)
+    matplotlib.pyplot.close(fig)
+    assert drawn == sorted(labels.values())                 # the labels are what the figure holds
+    assert {key: expected_label(key, ex) for key in labels} == labels
+    every = {f"{k}[{i}]" for k in ("x", "z1", "dz1", "b1", "db1", "h1", "dh1", "logits", "dlogits", "b2", "db2", "p")
+             for i in (0, 1)}
+    every |= {f"{g}{w}[{i},{j}]" for g in ("", "d") for w in ("W1", "W2") for i in (0, 1) for j in (0, 1)}
+    assert every | {"L", "dL", "relu[0]", "relu[1]"} == set(labels)
+
+
