@@ -13,8 +13,11 @@
 
 Fast: no training, no MNIST.
 """
+import ast
+import io
 import math
 import re
+import tokenize
 from pathlib import Path
 
 import matplotlib
@@ -38,7 +41,42 @@ def ex():
     return explain.example()
 
 
+@pytest.fixture(scope="module")
+def page():
+    return PAGE.read_text(encoding="utf-8")
+
+
 # ----------------------------------------------------------------------------- the printed blocks
+
+def shown_sections(text):
+    """[(name, lines)] of every ```text block of the page whose first line is [name]."""
+    found = []
+    for block in re.findall(r"^```text\n(.*?)^```$", text, flags=re.M | re.S):
+        lines = block.rstrip("\n").split("\n")
+        match = re.fullmatch(r"\[(\w+)\]", lines[0])
+        if match:
+            found.append((match.group(1), lines))
+    return found
+
+
+def test_the_page_shows_every_section_of_the_command_verbatim(ex, page):
+    shown = shown_sections(page)
+    fresh = explain.sections(ex)
+    assert [name for name, _ in shown] == list(fresh), "the page shows each section once, in the command's order"
+    for name, lines in shown:
+        assert lines == fresh[name], (f"docs/backprop.md's [{name}] block is not what `python check.py --explain` "
+                                      f"prints now, which is:\n" + "\n".join(fresh[name]))
+
+
+def test_every_worked_number_in_the_prose_is_in_the_command_output(ex, page):
+    """A number with 3 decimals or more in the page's own words (outside the printed blocks)
+    is a worked number: it must be one the command prints, sign included."""
+    prose = re.sub(r"^```.*?^```$", "", page, flags=re.M | re.S).replace("−", "-")
+    output = "\n".join(line for lines in explain.sections(ex).values() for line in lines)
+    printed = set(re.findall(r"-?\d+\.\d+", output))
+    numbers = re.findall(r"-?\d+\.\d{3,}", prose)
+    assert numbers, "the prose quotes some worked numbers"
+    assert [n for n in numbers if n not in printed] == []
 
 
 def test_the_command_prints_the_example_and_draws_its_graph(tmp_path, capsys, ex):
@@ -171,6 +209,113 @@ def test_autograd_adds_a_second_backward_and_numpy_nn_writes_over(ex):
 
 # ----------------------------------------------------------------------------- quoted lines
 
+QUOTE_HEAD = re.compile(r"^\[`(?P<file>[^`]+)`\]\((?P<link>[^)\s]+)\), `(?P<function>[\w.]+)`:\s*$")
+
+
+def quotes(text):
+    """[(page line, file, link, function, quoted line)] for every ```python block of the page
+    that follows a line `[`file`](link), `function`:`."""
+    lines, found = text.split("\n"), []
+    for n, line in enumerate(lines):
+        head = QUOTE_HEAD.match(line)
+        if not head:
+            continue
+        k = n + 1
+        while k < len(lines) and not lines[k].strip():
+            k += 1
+        assert k < len(lines) and lines[k] == "```python", f"docs/backprop.md line {n + 1}: no ```python block after it"
+        k += 1
+        while lines[k] != "```":
+            if lines[k].strip():
+                found.append((k + 1, head["file"], head["link"], head["function"], lines[k].strip()))
+            k += 1
+    return found
+
+
+def function_lines(path, qualname):
+    """{the function's lines (stripped), and each one's code without its comment}, and {the
+    same for the whole file: line number}; None for the first if there is no such function."""
+    source = path.read_text(encoding="utf-8")
+    comments = {}
+    for token in tokenize.generate_tokens(io.StringIO(source).readline):
+        if token.type == tokenize.COMMENT:
+            comments[token.start[0]] = token.start[1]
+    lines = source.splitlines()
+
+    def forms(number):
+        line = lines[number - 1]
+        return {line.strip(), line[:comments.get(number, len(line))].strip()}
+
+    everywhere = {form: number for number in range(1, len(lines) + 1) for form in forms(number)}
+    node, scope = None, ast.parse(source).body
+    for part in qualname.split("."):
+        node = next((n for n in scope if isinstance(n, (ast.ClassDef, ast.FunctionDef)) and n.name == part), None)
+        if node is None:
+            return None, everywhere
+        scope = node.body
+    inside = set()
+    for number in range(node.lineno, node.end_lineno + 1):
+        inside |= forms(number)
+    return inside, everywhere
+
+
+def unquoted(text, page=PAGE):
+    """One message for each quote of text that is not a line of the function it names."""
+    problems = []
+    for n, file, link, function, quoted in quotes(text):
+        path = REPO / file
+        where = f"docs/backprop.md line {n}: {file}, {function}"
+        if (page.parent / link).resolve() != path.resolve():
+            problems.append(f"{where}: the link {link} does not lead to {file}")
+            continue
+        if not path.is_file():
+            problems.append(f"{where}: no such file")
+            continue
+        inside, everywhere = function_lines(path, function)
+        if inside is None:
+            problems.append(f"{where}: no function {function} in {file}")
+        elif quoted not in inside:
+            elsewhere = (f"; the file has it at line {everywhere[quoted]}, outside {function}"
+                         if quoted in everywhere else "")
+            problems.append(f"{where}: `{quoted}` is no longer a line of {function}{elsewhere}. "
+                            f"Quote the line that computes this now, and check the derivation above it still holds")
+    return problems
+
+
+def test_every_quoted_line_is_still_in_its_function(page):
+    found = quotes(page)
+    assert len(found) >= 30 and {f for _, f, _, _, _ in found} >= {
+        "numpy_nn/neural_network.py", "numpy_nn/utils.py", "numpy_nn/layers.py", "numpy_nn/cnn.py",
+        "pytorch_nn/train.py"}
+    assert unquoted(page) == []
+
+
+def test_a_quote_that_moved_is_named_with_its_file_function_and_page_line():
+    """The check itself: a line that is not in the function, one that is in another function
+    of the file, a function that is gone, and a link to another file."""
+    text = "\n".join([
+        "[`numpy_nn/neural_network.py`](../numpy_nn/neural_network.py), `NeuralNetwork.backward`:",
+        "", "```python", "dW = dz.T @ h_prev", "dh = dz @ W.T", "```", "",
+        "[`numpy_nn/utils.py`](../numpy_nn/utils.py), `relu_grad`:",
+        "", "```python", "return s * (1 - s)", "```",
+        "[`numpy_nn/utils.py`](../numpy_nn/utils.py), `gone`:",
+        "", "```python", "return s * (1 - s)", "```",
+        "[`numpy_nn/utils.py`](../numpy_nn/layers.py), `relu_grad`:",
+        "", "```python", "return (h > 0).astype(h.dtype)", "```"])
+    sigmoid_line = next(n for n, line in enumerate((REPO / "numpy_nn/utils.py").read_text().splitlines(), start=1)
+                        if line.strip().startswith("return s * (1 - s)"))
+    assert unquoted(text) == [
+        "docs/backprop.md line 4: numpy_nn/neural_network.py, NeuralNetwork.backward: `dW = dz.T @ h_prev` is no "
+        "longer a line of NeuralNetwork.backward. Quote the line that computes this now, and check the "
+        "derivation above it still holds",
+        f"docs/backprop.md line 11: numpy_nn/utils.py, relu_grad: `return s * (1 - s)` is no longer a line of "
+        f"relu_grad; the file has it at line {sigmoid_line}, outside relu_grad. Quote the line that computes this "
+        f"now, and check the derivation above it still holds",
+        "docs/backprop.md line 16: numpy_nn/utils.py, gone: no function gone in numpy_nn/utils.py",
+        "docs/backprop.md line 21: numpy_nn/utils.py, relu_grad: the link ../numpy_nn/layers.py does not lead to "
+        "numpy_nn/utils.py",
+    ]
+
 
 # ----------------------------------------------------------------------------- links into the page
 
@@ -205,3 +350,17 @@ def test_the_picture_shows_the_examples_numbers(ex):
     assert every | {"L", "dL", "relu[0]", "relu[1]"} == set(labels)
 
 
+def test_the_committed_picture_is_what_the_command_draws(ex, tmp_path):
+    """Its labels always (the PNG carries them); its pixels too, where the matplotlib that
+    drew it is the one installed (another version may place a glyph a pixel away)."""
+    fig, labels = backprop_graph.draw(ex.hand, PARAMS)
+    fresh = tmp_path / "graph.png"
+    backprop_graph.save(fig, labels, fresh)
+    assert backprop_graph.saved_labels(PICTURE) == labels, \
+        "docs/backprop_graph.png is stale: python check.py --explain --picture docs/backprop_graph.png"
+    from PIL import Image
+    with Image.open(PICTURE) as committed, Image.open(fresh) as drawn:
+        if committed.text.get(backprop_graph.VERSION_KEY) != drawn.text[backprop_graph.VERSION_KEY]:
+            pytest.skip(f"drawn by {committed.text.get(backprop_graph.VERSION_KEY)}; "
+                        f"{drawn.text[backprop_graph.VERSION_KEY]} is installed")
+        assert np.array_equal(np.asarray(committed), np.asarray(drawn))
