@@ -29,6 +29,7 @@ import torch.nn.functional as F
 import check
 from checker import explain
 from checker.explain import NAMES, PARAMS, X, Y, num
+from checker.verdict import judge
 from report import backprop_graph
 
 REPO = Path(__file__).resolve().parents[1]
@@ -318,6 +319,79 @@ def test_a_quote_that_moved_is_named_with_its_file_function_and_page_line():
 
 
 # ----------------------------------------------------------------------------- links into the page
+
+def anchors(text):
+    """The page's section anchors, as GitHub makes them from its headings."""
+    found = set()
+    for heading in re.findall(r"^#+ (.+)$", re.sub(r"^```.*?^```$", "", text, flags=re.M | re.S), flags=re.M):
+        slug = re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+        found.add(slug)
+    return found
+
+
+LINKING = ["README.md", "exercises/README.md", "check.py", *(f"{d}/{f.name}" for d in ("exercises", "numpy_nn", "checker")
+                                                             for f in sorted((REPO / d).glob("*.py")))]
+
+
+def test_every_link_into_the_page_names_one_of_its_sections(page):
+    sections = anchors(page)
+    assert {"the-chain-rule-on-one-path-with-numbers", "from-one-weight-to-the-matrix", "softmax-and-cross-entropy",
+            "activations", "dropout-and-l2", "the-cnn", "the-updates"} <= sections
+    links = [(file, anchor) for file in LINKING
+             for anchor in re.findall(r"docs/backprop\.md#([\w-]+)", (REPO / file).read_text(encoding="utf-8"))]
+    links += [("docs/backprop.md", anchor) for anchor in re.findall(r"\]\(#([\w-]+)\)", page)]
+    assert len(links) >= 20
+    assert [(file, anchor) for file, anchor in links if anchor not in sections] == []
+
+
+def test_backward_the_exercises_and_the_readme_link_to_the_page():
+    from exercises import EXERCISES
+    from numpy_nn.cnn import CNN
+    from numpy_nn.neural_network import NeuralNetwork
+    assert "docs/backprop.md" in NeuralNetwork.backward.__doc__ and "docs/backprop.md#" in CNN.backward.__doc__
+    for name in EXERCISES:
+        docstring = ast.get_docstring(ast.parse((REPO / "exercises" / f"{name}.py").read_text(encoding="utf-8")))
+        assert "docs/backprop.md#" in docstring, name
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    order = readme[readme.index("## Read the code in this order"):readme.index("Everything else is machinery")]
+    assert re.search(r"^2\. \[docs/backprop\.md\]\(docs/backprop\.md\)", order, flags=re.M)   # right after the network
+    for file in ("numpy_nn/utils.py", "exercises/softmax_cross_entropy.py"):
+        assert "famous" not in (REPO / file).read_text(encoding="utf-8").lower(), file
+
+
+CLASSIC = {  # a classic mistake the checker names: (name, got from the right answer, the section it points to)
+    "dlogits B times too large": ("dlogits", lambda a, B: a * B, "softmax-and-cross-entropy"),
+    "dW B times too small": ("dW2", lambda a, B: a / B, "softmax-and-cross-entropy"),
+    "loss summed": ("loss", lambda a, B: a * B, "softmax-and-cross-entropy"),
+    "loss negated": ("loss", lambda a, B: -a, "softmax-and-cross-entropy"),
+    "gradient negated": ("dW2", lambda a, B: -a, "the-updates"),
+    "dW transposed, square": ("dW2", lambda a, B: a.T, "from-one-weight-to-the-matrix"),
+    "dW transposed, shape": ("dW1", lambda a, B: a.T, "from-one-weight-to-the-matrix"),
+    "db over the wrong axis": ("db2", lambda a, B: np.ones(B), "from-one-weight-to-the-matrix"),
+    "db not summed": ("db2", lambda a, B: np.ones((B, a.size)), "from-one-weight-to-the-matrix"),
+    "db summed over everything": ("db2", lambda a, B: np.float64(a.sum()), "from-one-weight-to-the-matrix"),
+}
+
+
+@pytest.mark.parametrize("mistake", CLASSIC)
+def test_each_named_mistake_points_to_the_section_that_derives_the_right_answer(mistake, page):
+    name, wrong, section = CLASSIC[mistake]
+    rng, B = np.random.default_rng(0), 4
+    want = {"dlogits": rng.normal(size=(B, 3)), "dW2": rng.normal(size=(3, 3)), "dW1": rng.normal(size=(5, 3)),
+            "db2": rng.normal(size=3), "loss": np.float64(0.7)}[name]
+    hint = judge(name, wrong(want, B), want, B).hint
+    assert hint.endswith(f"; see docs/backprop.md#{section}"), hint
+    assert section in anchors(page)
+
+
+def test_the_activation_mistakes_point_to_the_activations_section(page):
+    rng = np.random.default_rng(0)
+    before = rng.normal(size=(4, 3))
+    mask = rng.random((4, 3)) > 0.5
+    want = before * mask
+    for got in (before, before * ~mask):                  # no mask; the mask of another tensor
+        hint = judge("dz1", got, want, 4, before=before, relu=True).hint
+        assert hint.endswith("; see docs/backprop.md#activations"), hint
 
 
 # ----------------------------------------------------------------------------- the picture
