@@ -306,15 +306,15 @@ def test_a_quote_that_moved_is_named_with_its_file_function_and_page_line():
     sigmoid_line = next(n for n, line in enumerate((REPO / "numpy_nn/utils.py").read_text().splitlines(), start=1)
                         if line.strip().startswith("return s * (1 - s)"))
     assert unquoted(text) == [
-        "docs/backprop.md line 4: numpy_nn/neural_network.py, NeuralNetwork.backward: `dW = dz.T @ h_prev` is no "
-        "longer a line of NeuralNetwork.backward. Quote the line that computes this now, and check the "
-        "derivation above it still holds",
-        f"docs/backprop.md line 11: numpy_nn/utils.py, relu_grad: `return s * (1 - s)` is no longer a line of "
-        f"relu_grad; the file has it at line {sigmoid_line}, outside relu_grad. Quote the line that computes this "
-        f"now, and check the derivation above it still holds",
+        ("docs/backprop.md line 4: numpy_nn/neural_network.py, NeuralNetwork.backward: `dW = dz.T @ h_prev` is no "
+         "longer a line of NeuralNetwork.backward. Quote the line that computes this now, and check the "
+         "derivation above it still holds"),
+        (f"docs/backprop.md line 11: numpy_nn/utils.py, relu_grad: `return s * (1 - s)` is no longer a line of "
+         f"relu_grad; the file has it at line {sigmoid_line}, outside relu_grad. Quote the line that computes this "
+         f"now, and check the derivation above it still holds"),
         "docs/backprop.md line 16: numpy_nn/utils.py, gone: no function gone in numpy_nn/utils.py",
-        "docs/backprop.md line 21: numpy_nn/utils.py, relu_grad: the link ../numpy_nn/layers.py does not lead to "
-        "numpy_nn/utils.py",
+        ("docs/backprop.md line 21: numpy_nn/utils.py, relu_grad: the link ../numpy_nn/layers.py does not lead to "
+         "numpy_nn/utils.py"),
     ]
 
 
