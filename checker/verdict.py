@@ -62,7 +62,7 @@ def judge(name, got, want, batch, before=None, relu=False):
 def _shape_hint(name, got, want, batch):
     shapes = f"shape {got.shape}, expected {want.shape}"
     if got.ndim == 2 and got.shape == want.shape[::-1]:
-        return (f"{shapes}: transposed. The gradient of a weight has the weight's shape: "
+        return (f"{shapes}: transposed. dW holds one slope per entry of W, so it has W's shape: "
                 f"z = h W + b gives dW = h^T dz (h_prev.T @ dz), not dz^T h; {MATRIX}")
     if want.ndim == 1 and name.startswith("db"):
         if got.shape == (batch,):
