@@ -4,6 +4,7 @@
     python check.py --activation sigmoid     # ... with another activation (or --hidden 256 128 64)
     python check.py --model cnn              # the CNN
     python check.py --exercise mlp_backward  # grade your exercises/mlp_backward.py (exercises/README.md)
+    python check.py --explain                # docs/backprop.md's worked example, every number of it
 
 One batch of 32 training images goes through the NumPy network and its PyTorch twin, in
 float64. Every gradient backward() computes is compared with autograd's, in the order
@@ -12,6 +13,10 @@ batch size, transposed, a missing ReLU mask, ...); the first wrong one names its
 a few entries of every parameter's gradient are checked by finite differences, and the
 recipe by two sanity checks: the loss at initialisation is near ln 10, and the network can
 learn those 32 images by heart. The exit status is 0 only when everything holds.
+
+--explain prints the worked example of docs/backprop.md instead (checker/explain.py): a
+network of 2 inputs, 2 hidden units and 2 classes, every derivative worked by hand and
+checked, and draws its graph (report/backprop_graph.py).
 """
 import argparse
 import sys
@@ -24,6 +29,16 @@ from data_loader import DataError, load_mnist  # noqa: E402
 from harness.flags import ACTIVATIONS, MLP_HIDDEN, OneLineParser  # noqa: E402
 
 BATCH = 32
+ROOT = Path(__file__).resolve().parent
+PICTURE = ROOT / "results" / "backprop_graph.png"   # --explain's graph; docs/backprop.md's copy: --picture
+
+
+def shown(path):
+    """A path as typed from the repo root where it lies inside."""
+    try:
+        return str(Path(path).resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
 
 
 def _seed(text):
@@ -42,7 +57,21 @@ def parse(argv):
     p.add_argument("--exercise", choices=sorted(EXERCISES),
                    help="grade your version of a function in exercises/ instead")
     p.add_argument("--seed", type=_seed, default=0, help="the network's starting weights (default: 0)")
+    p.add_argument("--explain", action="store_true",
+                   help="print docs/backprop.md's worked example (every derivative by hand, then checked) "
+                        "and draw its graph")
+    p.add_argument("--picture", type=Path, default=None,
+                   help=f"with --explain: where the graph goes (default: {shown(PICTURE)})")
     args = p.parse_args(argv)
+    if args.picture is not None and not args.explain:
+        p.error("argument --picture: goes with --explain")
+    if args.explain:
+        given = [flag for flag, value in (("--model", args.model), ("--hidden", args.hidden),
+                                          ("--activation", args.activation), ("--exercise", args.exercise),
+                                          ("--seed", args.seed or None)) if value is not None]
+        if given:
+            p.error(f"argument --explain: prints one fixed example; {given[0]} does not apply to it")
+        return args
     if args.hidden and any(h <= 0 for h in args.hidden):
         p.error("argument --hidden: sizes must be positive")
     needed = EXERCISES[args.exercise].model if args.exercise else None
@@ -70,9 +99,28 @@ def check_network(args, x, y, say):
     return check_all(network_maker(args), x, y, say, args.seed)
 
 
+def explain(args, say):
+    """The worked example, printed; its graph, drawn. Exit 0 when every check in it holds."""
+    from checker.explain import PARAMS, example, sections
+    from report import backprop_graph
+    ex = example()
+    for i, lines in enumerate(sections(ex).values()):
+        say("\n".join(([""] if i else []) + lines))
+    path = args.picture or PICTURE
+    fig, labels = backprop_graph.draw(ex.hand, PARAMS)
+    try:
+        backprop_graph.save(fig, labels, path)
+    except OSError as e:
+        sys.exit(f"check.py: error: cannot write {shown(path)} ({e.strerror}); choose another --picture")
+    say(f"\nThe graph of this example: {shown(path)}")
+    sys.exit(0 if ex.agree else 1)
+
+
 def main(argv=None):
     args = parse(argv)
     say = print
+    if args.explain:
+        explain(args, say)
     try:
         x_train, y_train, _, _ = load_mnist()
     except DataError as error:

@@ -11,7 +11,7 @@ import numpy as np
 
 from checker.reference import cnn_reference, mlp_reference
 from checker.trace import failing_line, record, where
-from checker.verdict import judge
+from checker.verdict import SOFTMAX, UPDATES, judge
 from numpy_nn import utils
 from numpy_nn.cnn import CNN
 
@@ -112,7 +112,7 @@ def gradients(net, x, y, say):
         f"(the same softmax) is {'finite' if stable else 'inf or NaN'}")
     if not stable:
         say("      -> exp() overflows past ~709 (float64; 88 in float32): subtract each row's max "
-            "from the logits before exp (log_softmax in numpy_nn/utils.py)")
+            f"from the logits before exp (log_softmax in numpy_nn/utils.py); {SOFTMAX}")
         ok = False
 
     say("backward(), its gradients in the order it computes them" +
@@ -216,7 +216,7 @@ def sanity(make_net, x, y, say):
         say("      -> a cross-entropy is never negative, nor NaN: the loss itself is wrong (see its line above)")
     elif not fits:
         say("      -> a network whose gradients are right learns a handful of images by heart; "
-            "if the gradients above are right, look at the update (the optimizer)")
+            f"if the gradients above are right, look at the update (the optimizer); {UPDATES}")
     return good and fits
 
 

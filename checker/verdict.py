@@ -7,6 +7,14 @@ import numpy as np
 # gradient's scale. A real mistake is off by whole entries: 1e-3 of the scale and far more.
 CLOSE = 1e-9
 
+# Where docs/backprop.md derives what each classic mistake gets wrong: its message ends
+# with a pointer there
+PAGE = "docs/backprop.md"
+MATRIX = f"see {PAGE}#from-one-weight-to-the-matrix"
+SOFTMAX = f"see {PAGE}#softmax-and-cross-entropy"
+ACTIVATIONS = f"see {PAGE}#activations"
+UPDATES = f"see {PAGE}#the-updates"
+
 
 class Verdict:
     """status: "exact" (the same bits), "close" (within CLOSE of the scale), "wrong",
@@ -54,43 +62,44 @@ def judge(name, got, want, batch, before=None, relu=False):
 def _shape_hint(name, got, want, batch):
     shapes = f"shape {got.shape}, expected {want.shape}"
     if got.ndim == 2 and got.shape == want.shape[::-1]:
-        return (f"{shapes}: transposed. The gradient of a weight has the weight's shape: "
-                f"z = h W + b gives dW = h^T dz (h_prev.T @ dz), not dz^T h")
+        return (f"{shapes}: transposed. dW holds one slope per entry of W, so it has W's shape: "
+                f"z = h W + b gives dW = h^T dz (h_prev.T @ dz), not dz^T h; {MATRIX}")
     if want.ndim == 1 and name.startswith("db"):
         if got.shape == (batch,):
             return (f"{shapes}: summed over the wrong axis. A bias is added to every row of the "
-                    f"batch, so its gradient sums dz over the batch: axis=0")
+                    f"batch, so its gradient sums dz over the batch: axis=0; {MATRIX}")
         if got.ndim >= 2 and got.shape[0] == batch:
             return (f"{shapes}: not summed over the batch. A bias is added to every row, so its "
-                    f"gradient is the sum of dz over the batch: dz.sum(axis=0)")
+                    f"gradient is the sum of dz over the batch: dz.sum(axis=0); {MATRIX}")
         if got.ndim == 0:
-            return f"{shapes}: summed over every axis; sum over the batch only: axis=0"
+            return f"{shapes}: summed over every axis; sum over the batch only: axis=0; {MATRIX}"
     return shapes
 
 
 def _value_hint(name, got, want, batch, before, relu):
     if name == "loss":
         if _close(got, want * batch):
-            return f"{batch} times too large, the batch size: the loss is the mean over the batch, not the sum"
+            return (f"{batch} times too large, the batch size: the loss is the mean over the batch, "
+                    f"not the sum; {SOFTMAX}")
         if _close(got, -want):
-            return "the sign is flipped: the loss is -log p of the true class (log p < 0, the loss > 0)"
+            return f"the sign is flipped: the loss is -log p of the true class (log p < 0, the loss > 0); {SOFTMAX}"
         return None
     if not np.any(got) and np.any(want):
         return "all zeros: never written where the optimizer reads it (the network's grads)?"
     if _close(got, -want):
-        return "the sign is flipped: a gradient points uphill, the update subtracts it"
+        return f"the sign is flipped: a gradient points uphill, the update subtracts it; {UPDATES}"
     if _close(got, want * batch):
         return (f"{batch} times too large, the batch size: the loss is a mean, so "
-                f"dlogits = (softmax - onehot) / B; the 1/B is missing")
+                f"dlogits = (softmax - onehot) / B; the 1/B is missing; {SOFTMAX}")
     if _close(got, want / batch):
         return (f"{batch} times too small, the batch size: divided by B twice (dlogits already "
-                f"holds the mean's 1/B; nothing after it divides again)")
+                f"holds the mean's 1/B; nothing after it divides again); {SOFTMAX}")
     if got.ndim == 2 and got.shape[0] == got.shape[1] and _close(got.T, want):
-        return "transposed: dW = h_prev.T @ dz, not dz.T @ h_prev"
+        return f"transposed: dW = h_prev.T @ dz, not dz.T @ h_prev; {MATRIX}"
     if before is not None:
         if _close(got, before):
             return ("the activation's derivative is missing: this is the gradient before it; "
-                    "multiply by f'(z)" + (" (ReLU's: the mask z > 0)" if relu else ""))
+                    "multiply by f'(z)" + (" (ReLU's: the mask z > 0)" if relu else "") + f"; {ACTIVATIONS}")
         if relu:
             passes = before != 0
             ratio = got[passes] / before[passes]
@@ -98,5 +107,5 @@ def _value_hint(name, got, want, batch, before, relu):
                 wrong = int(np.sum(np.isclose(ratio, 1, rtol=1e-9) != (want[passes] != 0)))
                 return (f"the ReLU mask was taken from the wrong tensor: {wrong} of {got.size} "
                         f"entries pass or block the gradient where z > 0 says otherwise; "
-                        f"the mask is this layer's own z > 0 (read off its a = relu(z))")
+                        f"the mask is this layer's own z > 0 (read off its a = relu(z)); {ACTIVATIONS}")
     return None

@@ -8,7 +8,8 @@ Goal: update every parameter in place by Adam's rule, as torch.optim.Adam does.
 Hints:
 - m = b1 m + (1 - b1) g, the running mean of the gradients; v = b2 v + (1 - b2) g^2, of their
   squares. Both update in place (m and v are self.m and self.v, kept from step to step).
-- m and v start at zero, so early on they are too small: dividing by (1 - b^t) undoes that.
+- m and v start at zero, so early on they are too small: dividing by (1 - b^t) undoes that
+  (docs/backprop.md#the-updates works it out, with Adam's numbers at step 1).
 - The step: p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps), every weight its own
   step size. self.params is the network's flat parameter array: update it in place (-=).
 

@@ -8,10 +8,11 @@ Goal: from dLoss/dout, the gradients of the convolution's input, kernels and bia
 Hints:
 - The forward pass was one matrix product: out = cols @ Wm + b, cols (N*H'*W', C*kh*kw) holding
   one window per row, Wm (C*kh*kw, O) one kernel per column. Back through a product A @ B:
-  dA = dout @ B^T and dB = A^T @ dout. Check every shape.
+  dA = dout @ B^T and dB = A^T @ dout (docs/backprop.md#from-one-weight-to-the-matrix derives
+  them). Check every shape.
 - dW must come back in W's own layout O,C,kh,kw: Wm was W.reshape(O, -1).T.
 - Each entry of cols is a copy of one input pixel: col2im(dcols, x_shape, kh, kw) adds each
-  copy's gradient back onto its pixel.
+  copy's gradient back onto its pixel (why it adds: docs/backprop.md#the-cnn).
 
 Solution: the project's own, ../numpy_nn/layers.py, conv2d_backward.
 """

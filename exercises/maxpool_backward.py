@@ -7,7 +7,8 @@ Goal: send each window's gradient to the position that held its maximum, and 0 e
 
 Hints:
 - The forward pass kept `first`, N,C,Ho,Wo: for each window, which of its 4 positions (row-major:
-  00 01 10 11) held the maximum, the first one when several tie.
+  00 01 10 11) held the maximum, the first one when several tie. Why the gradient goes to the
+  maximum alone, and the rule for ties: docs/backprop.md#the-cnn.
 - np.arange(4) == first[..., None] broadcasts to N,C,Ho,Wo,4: True at each window's maximum.
 - An odd last row or column belonged to no window: its gradient is 0.
 

@@ -7,10 +7,13 @@ Goal: from dLoss/dlogits, fill in every weight's and bias's gradient, layer by l
 
 Hints:
 - The forward pass of layer i is z = h_prev @ W + b (h_prev: B,fan_in; W: fan_in,fan_out), then
-  h = f(z). Each gradient has the shape of the thing it belongs to: dW like W, db like b.
-- A bias is added to every row of the batch, so its gradient sums over the rows.
+  h = f(z). Write one entry, z_nj = sum_i h_ni W_ij + b_j, and differentiate it by W_ij: the
+  sum over the rows n is a matrix product (docs/backprop.md#from-one-weight-to-the-matrix).
+  Each gradient has the shape of the thing it belongs to: dW like W, db like b.
+- A bias is added to every row of the batch, so its gradient sums over the rows (same section).
 - Going back through h_prev @ W gives dh_prev; going back through the activation multiplies
-  by f'(z) elementwise, which self.f_grad reads off the activation's output a = f(z).
+  by f'(z) elementwise, which self.f_grad reads off the activation's output a = f(z)
+  (docs/backprop.md#activations).
 - Write each blank as a new array (no `*=`): the checker reads dz, dW, db and dh by name.
 
 Solution: the project's own, ../numpy_nn/neural_network.py, NeuralNetwork.backward.

@@ -7,9 +7,11 @@ Goal: the mean cross-entropy of softmax(logits) against the labels y, and dLoss/
 
 Hints:
 - log softmax(z) = z - log(sum_j e^z_j). Subtract each row's maximum first: nothing changes
-  mathematically, but e^z can no longer overflow (try a logit of 1000).
+  mathematically, but e^z can no longer overflow (try a logit of 1000). Why nothing changes:
+  docs/backprop.md#softmax-and-cross-entropy.
 - logp[np.arange(n), y] picks each row's entry at its true class.
-- The famous result: d(mean CE)/dlogits = (softmax(logits) - onehot(y)) / n.
+- d(mean CE)/dlogits = (softmax(logits) - onehot(y)) / n: the softmax's Jacobian collapses to
+  p - onehot, and the mean puts the 1/n there (derived in the same section).
 - No loops: every line is a whole-array operation.
 
 Solution: the project's own, ../numpy_nn/utils.py, cross_entropy_with_grad (with log_softmax above it).

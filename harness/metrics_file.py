@@ -345,6 +345,14 @@ def differing_settings(config, other):
     return [key for key in keys if key not in NOT_SETTINGS and config.get(key) != other.get(key)]
 
 
+def threads_shown(threads):
+    """The epoch line's thread count, "2 threads": a float32 run's last bits depend on it (another
+    count adds a product's parts in another order), so a learner comparing two runs can see it."""
+    if threads is None:
+        return "threads unknown"
+    return f"{threads} thread{'' if threads == 1 else 's'}"
+
+
 class Run:
     """The record of one training run: prints the progress line, writes the metrics JSON."""
 
@@ -390,7 +398,8 @@ class Run:
         self.record["total_train_seconds"] += seconds
         self.record["final_test_acc"] = test_acc
         print(f"epoch {epoch:2d} | train loss {train_loss:.4f} acc {100 * train_acc:6.2f}% | "
-              f"test loss {test_loss:.4f} acc {100 * test_acc:6.2f}% | {seconds:.2f}s", flush=True)
+              f"test loss {test_loss:.4f} acc {100 * test_acc:6.2f}% | {threads_shown(threads)} | {seconds:.2f}s",
+              flush=True)
 
     def close(self, status):
         """Stamp the outcome: the status and the wall time."""

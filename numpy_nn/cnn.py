@@ -105,7 +105,11 @@ class CNN:
         """Chain rule from dLoss/dlogits back to every weight and bias: go in the reverse
         order of the forward pass. Fills self.grads (and so self.flat_grads) and returns it.
 
-        l2 > 0 adds the gradient of the penalty (l2 / 2) * sum(W^2) over W1, W2, W3."""
+        l2 > 0 adds the gradient of the penalty (l2 / 2) * sum(W^2) over W1, W2, W3.
+
+        Why each line is what it is: the linear layer's rules in
+        docs/backprop.md#from-one-weight-to-the-matrix, convolution (im2col, col2im) and
+        pooling in docs/backprop.md#the-cnn."""
         p, g = self.params, self.grads
         g["W3"][...] = cache["f"].T @ dlogits                   # 1600,10  logits = f W3 + b3 => dW3 = f^T dlogits
         g["b3"][...] = dlogits.sum(axis=0)                      # 10

@@ -84,6 +84,9 @@ class NeuralNetwork:
         order of the forward pass. Fills self.grads (and so self.flat_grads) and returns it.
 
         l2 > 0 adds the gradient of the penalty (l2 / 2) * sum(W^2) over the weights.
+
+        Why each line is what it is, derived from one weight up to dW = h^T dz, with a
+        network small enough to work by hand: docs/backprop.md.
         """
         L = self.num_layers
         dz = dlogits                                           # B,10  dLoss/dlogits

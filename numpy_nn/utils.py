@@ -95,8 +95,10 @@ def cross_entropy(logits, y):
 def cross_entropy_with_grad(logits, y):
     """The loss and its gradient with respect to the logits, in one pass.
 
-    Softmax and cross-entropy fuse into a famously simple gradient:
+    Softmax and cross-entropy fuse into one simple gradient:
     d(mean CE)/dlogits = (softmax(logits) - onehot(y)) / B.
+    Derived in docs/backprop.md#softmax-and-cross-entropy: the softmax's Jacobian times
+    -1/p of the true class collapses to p - onehot, and the mean puts the 1/B there.
     """
     n = len(y)
     logp = log_softmax(logits)                    # B,C

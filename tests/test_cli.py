@@ -114,6 +114,24 @@ def test_largest_seed_trains(tmp_path, framework):
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_epoch_line_shows_the_thread_count_the_record_gives(tmp_path, framework):
+    """Each epoch's line shows the threads its products used, as the record has them: a float32
+    run's last bits depend on the count, and a learner saw two runs split at epoch 3 with
+    nothing on screen to say why. ENV sets 1 thread for both libraries, which the trainers'
+    policy leaves alone (harness/threads.py)."""
+    done = run(framework, *SHORT, *out_flags(tmp_path, framework))
+    assert done.returncode == 0, done.stderr
+    line = next(line for line in done.stdout.splitlines() if line.startswith("epoch  1 |"))
+    assert load_metrics(tmp_path / "m.json")["epochs"][0]["threads"] == 1
+    assert line.split(" | ")[-2] == "1 thread", line
+
+
+def test_epoch_lines_thread_count_in_words():
+    from harness.metrics_file import threads_shown
+    assert [threads_shown(n) for n in (1, 2, None)] == ["1 thread", "2 threads", "threads unknown"]
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_hidden_sizes_do_not_apply_to_the_cnn(tmp_path, framework):
     done = run(framework, "--model", "cnn", "--hidden", "32", *SHORT, *out_flags(tmp_path, framework))
     assert "argument --hidden: sets the MLP's hidden layers; the CNN's layers are fixed" in error_line(done, 2)

@@ -76,16 +76,15 @@ def restoring():
             setattr(owner, attribute, original)
 
 
-def train_small(mnist, name, function=None):
-    """numpy_nn/train.py's train() on a small float64 run for exercise name's flags, with
-    function in place of the project's own when given: (every epoch's losses and accuracies,
-    the final weights)."""
+def train_small(mnist, name, function=None, dtype="float64"):
+    """numpy_nn/train.py's train() on a small run (float64 unless told) for exercise name's
+    flags, with function in place of the project's own when given: (every epoch's losses and
+    accuracies, the final weights)."""
     from numpy_nn.train import train
     flags, n_train, n_test = TRAINING[name]
     x_train, y_train, x_test, y_test = mnist
-    data = (x_train[:n_train].astype(np.float64), y_train[:n_train],
-            x_test[:n_test].astype(np.float64), y_test[:n_test])
-    args = build_parser("numpy", "test").parse_args([*flags, *QUICK])
+    data = (x_train[:n_train].astype(dtype), y_train[:n_train], x_test[:n_test].astype(dtype), y_test[:n_test])
+    args = build_parser("numpy", "test").parse_args([*flags, *QUICK, "--dtype", dtype])
     with installed(name, function) if function else contextlib.nullcontext():
         net, run = train(args, *data)
     net = getattr(net, "net", net)                         # the CNN trains in Halves (parallel.py)
@@ -112,6 +111,18 @@ def test_solved_exercise_trains_exactly_as_the_project(mnist, solved, name, one_
     assert calls                                           # the swap took effect
     assert yours_results == theirs_results
     assert np.array_equal(yours_weights, theirs_weights)
+
+
+@pytest.mark.parametrize("name", [name for name, exercise in EXERCISES.items() if exercise.model != "cnn"])
+def test_solved_exercise_trains_exactly_as_the_project_in_float32_on_one_thread_count(mnist, solved, name,
+                                                                                     one_blas_thread):
+    """What exercises/README.md promises: in float32 too, the very same numbers, when both runs'
+    products use the same number of threads (here 1). (The CNN exercises train the slow plain
+    CNN: float64 above covers them.)"""
+    theirs = train_small(mnist, name, dtype="float32")
+    yours = train_small(mnist, name, load(name, solved), dtype="float32")
+    assert yours[0] == theirs[0]
+    assert yours[1].dtype == np.float32 and np.array_equal(yours[1], theirs[1])
 
 
 @pytest.mark.parametrize("name", list(EXERCISES))
