@@ -9,7 +9,6 @@ import math
 from pathlib import Path
 
 from data_loader import DATA_DIR, DATASETS
-from exercises import EXERCISES
 from numpy_nn.augment import DEFAULT_RANGES
 from harness.metrics_file import WEIGHT_SUFFIX
 
@@ -90,7 +89,7 @@ class _ModelParser(OneLineParser):
             args.epochs = DEFAULT_EPOCHS[args.model]
         # each model has its own default files, so training the CNN keeps the MLP's run
         name = self.framework if args.model == "mlp" else f"{self.framework}_{args.model}"
-        if getattr(args, "exercise", None):    # a learner's exercise keeps the project's run too
+        if getattr(args, "exercise", None):    # a learner's exercise (numpy_nn/train.py's) keeps the project's run too
             name += f"_exercise_{args.exercise}"
         if args.augment:                       # and an augmented run the plain one
             name += "_augment"
@@ -196,10 +195,6 @@ def build_parser(framework, description):
                         "(default: about 15 times an epoch; see numpy_nn/diagnostics.py)")
     p.add_argument("--no-diagnostics", action="store_true",
                    help="record none of them (the record's diagnostics are null)")
-    if framework == "numpy":  # the learner's own functions: exercises/README.md
-        p.add_argument("--exercise", choices=list(EXERCISES), default=None,
-                       help="train with your version of a function from exercises/ (once python check.py "
-                            "--exercise NAME passes); recorded")
     if framework == "pytorch":  # where and how PyTorch runs the step: pytorch_nn/build.py, fast_step.py
         p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto",
                        help="where to train; auto picks an accelerator when there is one")

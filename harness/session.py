@@ -51,10 +51,13 @@ DESCRIPTIONS = {"numpy": "Train the from-scratch NumPy network on MNIST.",
                 "pytorch": "Train the PyTorch twin of the NumPy network on MNIST."}
 
 
-def run_trainer(framework, train, argv=None, check=None):
-    """A trainer's command: its flags, the checks made before anything starts, the data,
-    train(args, x_train, y_train, x_test, y_test), and the files it earned."""
+def run_trainer(framework, train, argv=None, check=None, flags=None):
+    """A trainer's command: its flags (and those flags(parser) adds), the checks made before
+    anything starts (check(parser, args)), the data, train(args, x_train, y_train, x_test,
+    y_test), and the files it earned."""
     parser = experiment.build_parser(framework, DESCRIPTIONS[framework])
+    if flags:
+        flags(parser)
     args = parser.parse_args(argv)
     if check:
         check(parser, args)
