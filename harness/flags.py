@@ -6,13 +6,15 @@ NumPy and the standard library only (the from-scratch side must not need torch).
 """
 import argparse
 import math
+import tempfile
 from pathlib import Path
 
 from data_loader import DATA_DIR, DATASETS
 from numpy_nn.augment import DEFAULT_RANGES
 from harness.metrics_file import WEIGHT_SUFFIX
 
-RESULTS_DIR = Path(__file__).resolve().parents[1] / "results"
+PROJECT = Path(__file__).resolve().parents[1]
+RESULTS_DIR = PROJECT / "results"
 DTYPES = ("float32", "float64")
 MODELS = ("mlp", "cnn")
 LAYERS = ("fast", "plain")  # the NumPy CNN's: numpy_nn/fast_cnn.py or numpy_nn/cnn.py
@@ -24,6 +26,20 @@ MLP_HIDDEN = [128, 64]  # the user's design: 784 -> 128 -> 64 -> 10
 # keep the NumPy run under 2 minutes on 2 cores (results/reference/cnn/: 99.10-99.23%, 79 s).
 DEFAULT_EPOCHS = {"mlp": 10, "cnn": 5}
 SEED_LIMIT = 2 ** 64  # NumPy takes any seed >= 0, torch.manual_seed one below 2^64: both take these
+
+
+def project_file_problem(path):
+    """Why a run may not write to path, or None. Inside the project a run writes under results/
+    only, so that no output path (`--metrics train.py`, `--weights README.md`) can replace the
+    project's own files. The rule goes by place, not by what git tracks: a copy of the project
+    may have no git. The system's temporary folder is always allowed. A symlink counts where
+    it points: that is the file written."""
+    resolved = Path(path).resolve()
+    allowed = (RESULTS_DIR, RESULTS_DIR.resolve(), Path(tempfile.gettempdir()).resolve())
+    if not resolved.is_relative_to(PROJECT) or any(resolved.is_relative_to(folder) for folder in allowed):
+        return None
+    return (f"{path} is inside the project but not under results/: a run writes its files under results/ "
+            f"or outside the project, never over the project's own")
 
 
 def _number(kind, ok, requirement):
@@ -175,12 +191,13 @@ def build_parser(framework, description):
                    help=f"where to write the metrics JSON (default: results/{framework}_metrics.json, "
                         f"results/{framework}_cnn_metrics.json for the CNN; _augment before _metrics with "
                         f"--augment); a symlink is written "
-                        f"through to its target, a device or FIFO refused")
+                        f"through to its target, a device or FIFO refused; inside the project, under "
+                        f"results/ only")
     p.add_argument("--weights", type=Path, default=None,
                    help=f"where to write the trained weights (default: results/{framework}_model"
                         f"{WEIGHT_SUFFIX[framework]}, results/{framework}_cnn_model{WEIGHT_SUFFIX[framework]} "
                         f"for the CNN); a symlink is written through to its target, a device or "
-                        f"FIFO refused")
+                        f"FIFO refused; inside the project, under results/ only")
     augment = p.add_argument_group(
         "augmentation", "with --augment every training image is warped by its own random affine map "
         "at every epoch (numpy_nn/augment.py, pytorch_nn/augment.py); the flags after it set the ranges")

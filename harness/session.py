@@ -41,6 +41,7 @@ from tqdm import tqdm
 from data_loader import batches
 from harness import experiment, threads
 from harness.experiment import TrainingDiverged, check_finite
+from harness.flags import project_file_problem
 from harness.memory import check_memory
 from harness.metrics_file import Run, numpy_blas
 
@@ -59,6 +60,10 @@ def run_trainer(framework, train, argv=None, check=None, flags=None):
     if flags:
         flags(parser)
     args = parser.parse_args(argv)
+    for flag in ("metrics", "weights"):           # the project's own files are never written over
+        problem = project_file_problem(getattr(args, flag))
+        if problem:
+            parser.error(f"argument --{flag}: {problem}")
     if check:
         check(parser, args)
     experiment.prepare(parser, args)
