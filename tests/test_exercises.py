@@ -362,6 +362,22 @@ def test_an_exercise_file_that_is_not_utf8_is_one_line_from_the_trainer(tmp_path
         f"save the file as UTF-8"), errors
 
 
+def test_the_twins_and_the_harness_import_no_tool():
+    """Imports run down the layers: the harness and the twins know no exercise and no checker
+    (harness/flags.py imported exercises for --exercise's names, numpy_nn/build.py for the hook);
+    numpy_nn/train.py's main, a command, brings the hook, and its --help still names them."""
+    script = ("import sys; import harness.flags, harness.session, numpy_nn.build, numpy_nn.train, pytorch_nn.train; "
+              "print(sorted(m for m in sys.modules if m.split('.')[0] in ('exercises', 'checker', 'torch')))")
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=ENV, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    imported = eval(done.stdout)
+    assert not [m for m in imported if m.split(".")[0] in ("exercises", "checker")], imported
+    shown = subprocess.run([sys.executable, str(REPO / "numpy_nn" / "train.py"), "--help"], cwd=REPO, env=ENV,
+                           capture_output=True, text=True, timeout=120)
+    assert "--exercise {" + ",".join(EXERCISES) + "}" in shown.stdout, shown.stdout
+
+
 def test_an_exercise_run_keeps_the_projects_default_run():
     """--exercise writes files of its own by default, so the default run compare.py and the
     demo read is not replaced by a learner's."""
