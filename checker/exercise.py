@@ -9,6 +9,7 @@ The learner's function always runs guarded (checker/guard.py): a time limit on e
 its sys.exit() or KeyboardInterrupt its own failure. torch (the answer key's) is imported only
 when a check runs, so the trainer's --help needs none.
 """
+import re
 import sys
 
 import exercises
@@ -96,17 +97,19 @@ def check_command(name, args):
 
 
 def first_problem(lines):
-    """The first thing a check's lines mark as not right, in a few words."""
+    """The first thing a check's lines mark as not right, in a few words: the first wrong
+    gradient it names, a call that stopped or returned the wrong thing, or the first row of a
+    table whose status is not ok."""
     for line in lines:
-        if line.strip().startswith("First wrong:"):
-            return line.strip().split(".")[0].lower()
-        if " stopped with " in line:
-            return line.strip()
+        text = line.strip()
+        if text.startswith("First wrong:"):
+            return text.split(".")[0].lower()
+        if any(words in line for words in (" stopped with ", " returned ", " should return ")):
+            return text
     for line in lines:
-        words = line.split()
-        for status in ("wrong", "shape", "type", "missing", "blank", "not"):
-            if len(words) > 1 and status in words[1:3]:
-                return f"{words[0]} is {'not run' if status == 'not' else status}"
+        row = re.match(r"  (\S+) .*?\s(wrong|shape|type|missing|blank|not run)(\s|$)", line)
+        if row and row.group(1) != "->":
+            return f"{row.group(1)} is {row.group(2)}"
     return "it does not pass"
 
 

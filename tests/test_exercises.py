@@ -303,6 +303,22 @@ def test_a_wrong_exercise_is_refused_before_training(tmp_path):
     assert json.loads((out / "m.json").read_text())["config"]["exercise_unchecked"] is True
 
 
+def test_the_trainers_refusal_names_the_first_problem():
+    """first_problem reads check.py's lines as they are printed: a table row's status after its
+    shape (which holds spaces), the first wrong gradient, a call that stopped or returned the
+    wrong thing; a hint line (->) or a sentence is never taken for a row."""
+    from checker.exercise import first_problem
+    unit = ["maxpool2d_backward on 2 images of 3 channels, 7x7 (an odd size; ReLU's zeros make ties):",
+            "  dx       (2, 3, 7, 7)      type    ", "      -> the string 'dx', where a NumPy array of numbers belongs",
+            "", "Your function alone is not right yet: fix that first (the network's checks would only repeat it)."]
+    assert first_problem(unit) == "dx is type"
+    assert first_problem(["  logits   (32, 10)          close   max|diff|  6.1e-16   rel  4.8e-16",
+                          "  dz2      (32, 64)          wrong   max|diff|  2.1e-02   rel  1.1e+00",
+                          "  First wrong: dz2. Everything before it is right, so look first at"]) == "first wrong: dz2"
+    assert first_problem(["  step 1 stopped with ValueError: bad"]) == "step 1 stopped with ValueError: bad"
+    assert first_problem(["  overfit                    wrong   32 images: loss 2.3 -> 2.3"]) == "overfit is wrong"
+
+
 def test_a_nan_from_the_exercise_is_blamed_on_it_not_on_the_learning_rate(tmp_path):
     """A loss that returns NaN: the checks refuse it; trained unchecked, its first call is
     found to give NaN where the project's own function gives finite numbers on the same input,
