@@ -166,16 +166,15 @@ def _check_first(parser, args, name):
     from data_loader import DataError, load_mnist
     command = check_command(name, args)
     print(f"checking your {exercises.EXERCISES[name].path} first, as `{command}` does ...", flush=True)
-    try:
-        x_train, y_train, _, _ = load_mnist(args.dataset, args.data_dir)
-    except DataError as e:
-        sys.exit(f"error: {e}")
-    x, y = x_train[:BATCH].astype(np.float64), y_train[:BATCH]
     make = maker(args.model, MLP_HIDDEN, args.activation, 0)   # check.py's network (check_command)
     lines = []
     try:
         with guard.ctrl_c_stops_the_check():
+            x_train, y_train, _, _ = load_mnist(args.dataset, args.data_dir)
+            x, y = x_train[:BATCH].astype(np.float64), y_train[:BATCH]
             ok = check_exercise(name, x, y, lines.append, lambda x, y, say: check_all(make, x, y, say))
+    except DataError as e:
+        sys.exit(f"error: {e}")
     except guard.Interrupted:
         print("interrupted while checking your exercise: nothing written", file=sys.stderr)
         sys.exit(130)

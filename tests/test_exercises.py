@@ -363,6 +363,21 @@ def test_a_learners_exit_while_training_is_their_codes_failure(tmp_path, raised,
     assert written(tmp_path) == []
 
 
+def test_a_result_of_another_shape_while_training_is_one_line(tmp_path):
+    """dlogits returned transposed, trained unchecked: one line comparing what came back with
+    what the project's own function gives, at the first call (it was a traceback from the
+    backward pass's matrix product). Nothing is written."""
+    from exercise_answers import edited
+    edited(tmp_path, "softmax_cross_entropy", "    return float(loss), dlogits", "    return float(loss), dlogits.T")
+    done = train_command(tmp_path, tmp_path, "--exercise", "softmax_cross_entropy", "--exercise-unchecked")
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.splitlines()[-1] == (
+        f"error: your {tmp_path / 'softmax_cross_entropy.py'} (cross_entropy_with_grad) gave (a number, an array of "
+        f"shape (10, 128)) where the project's own gives (a number, an array of shape (128, 10)), in its 1st call "
+        f"while training: python check.py --exercise softmax_cross_entropy shows more")
+    assert written(tmp_path) == []
+
+
 def test_an_exercise_file_that_is_not_utf8_is_one_line_from_the_trainer(tmp_path, monkeypatch, capsys):
     from exercise_answers import filled
     text = filled("adam_step").replace("Hints:", "Hints (caf\u00e9):")
