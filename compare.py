@@ -11,8 +11,8 @@ accuracy the record claims. Into --out-dir (default results/):
 
     comparison.png        loss, accuracy, seconds and samples/s per epoch, every run
     comparison.md         the table (also printed), the speed ratio, warnings about unfair comparisons
-                          (comparison_<run>_vs_<run>.md and .png for other runs than the default
-                          pair in the default results/, where comparison.* is that pair's)
+                          (the default pair's, numpy and pytorch; any other runs write
+                          comparison_<run>_vs_<run>.md and .png, so no comparison replaces another)
     confusion_<run>.png   true class against predicted class over the test set, counts in the cells
     mistakes_<run>.png    the test images the network got wrong with the highest confidence
     weights_<run>.png     a NumPy MLP's first-layer weights drawn as 28x28 images
@@ -398,12 +398,12 @@ def default_runs():
     return [RESULTS_DIR / "numpy_metrics.json", RESULTS_DIR / "pytorch_metrics.json"]
 
 
-def comparison_name(runs, out_dir, suffix):
-    """comparison.md / .png; in the default results/ folder, where those are the default
-    pair's, any other runs' carry their keys: comparison_<key>_vs_<key>.md. A folder given
-    with --out-dir (each of results/reference/'s) keeps the plain name its docs cite."""
-    default_pair = [run.path.resolve() for run in runs] == [path.resolve() for path in default_runs()]
-    if default_pair or out_dir.resolve() != RESULTS_DIR.resolve():
+def comparison_name(runs, suffix):
+    """comparison.md / .png for the default pair: the runs named numpy and pytorch, the two
+    trainers' default files (in results/, or kept together elsewhere, as in results/reference/).
+    Any other runs' carry their keys, comparison_<key>_vs_<key>.md, in whatever folder: the
+    comparison of other runs never writes over this one's, as no run's pictures do."""
+    if [run.key for run in runs] == ["numpy", "pytorch"]:
         return f"comparison{suffix}"
     return overlay_name(runs, "comparison", suffix)
 
@@ -465,9 +465,8 @@ def compare(args):
     prepare_out_dir(args.out_dir)
     text = markdown(runs)
     print(text)
-    written = [write_output(args.out_dir / comparison_name(runs, args.out_dir, ".md"),
-                            lambda f: f.write(text.encode())),
-               save_figure(plot_comparison(runs), args.out_dir / comparison_name(runs, args.out_dir, ".png"))]
+    written = [write_output(args.out_dir / comparison_name(runs, ".md"), lambda f: f.write(text.encode())),
+               save_figure(plot_comparison(runs), args.out_dir / comparison_name(runs, ".png"))]
     for note in notes:
         print(note)
     for run in results:

@@ -32,7 +32,11 @@ TOP = 3
 
 def read_grey(path):
     """A picture file -> its grey levels (H, W) in [0, 1], 0 black. A transparent background
-    counts as white paper."""
+    counts as white paper. A FIFO, device or socket is refused (ValueError): reading one would
+    wait for a writer, or read for ever."""
+    path = Path(path)
+    if path.exists() and not path.is_file() and not path.is_dir():  # (a folder: open says so)
+        raise ValueError("not a regular file but a FIFO, device or socket")
     with Image.open(path) as picture:
         if picture.mode.startswith("I"):     # 16- or 32-bit grey: PIL's convert clips it at 255
             return deep_grey(np.asarray(picture))

@@ -12,7 +12,9 @@ output in <cell>.log. compare.py --runs takes any of them. Cells run side by sid
 --jobs (the cores: each cell is given its share of them, harness/threads.py). A cell that finished
 (completed, or diverged: it would diverge again) is kept, so running the same command again
 runs only the rest; Ctrl-C stops the running cells (a cell stopped mid-way is run again next
-time) and keeps the finished ones. At the end, from the records alone (report/sweep.py):
+time) and keeps the finished ones. One sweep at a time in a folder: a second one started
+there is refused, naming the first one's process (the lock file .sweep.lock). At the end, from
+the records alone (report/sweep.py):
 
     sweep.png          final test accuracy, learning rate against batch size, a panel per optimizer;
                        cells under 20% marked collapsed (the rate too large: the run blew up into one
@@ -33,6 +35,7 @@ The defaults (2 epochs on 10,000 images) keep the default grid of 36 cells withi
 2 cores (ANALYSIS.md, section 6, "Learning rates and batch sizes").
 """
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -46,7 +49,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))  # the repo root, so the imports below work from any cwd
 from harness.experiment import GOOD_LR, keep_running_if_stdout_closes, save_bytes, shown  # noqa: E402
-from harness.flags import RESULTS_DIR, HelpWithDefaults, OneLineParser, build_parser  # noqa: E402
+from harness.flags import (RESULTS_DIR, HelpWithDefaults, OneLineParser, build_parser,  # noqa: E402
+                           project_file_problem)
 from harness.metrics_file import (WEIGHT_SUFFIX, MetricsError, differing_settings, load_metrics,  # noqa: E402
                                   recorded_config)
 from harness.threads import for_children  # noqa: E402
@@ -104,7 +108,16 @@ class Cell:
             mine, theirs = mine.get(key), theirs.get(key)
             raise SweepError(f"{shown(self.metrics)} is a run with other settings ({key} {theirs}, this "
                              f"sweep's {mine}): give another --out-dir, or move that run away")
-        return "todo" if record["status"] == "interrupted" else record["status"]
+        if stopped_mid_way(record):
+            return "todo"
+        return "completed" if record["status"] == "interrupted" else record["status"]  # (every epoch done)
+
+
+def stopped_mid_way(record):
+    """A record of a run stopped before its last epoch ended: a cell to run again. (One stopped
+    after it, by a Ctrl-C during its last evaluation or save, says "interrupted" but has every
+    epoch: it is complete.)"""
+    return record["status"] == "interrupted" and len(record["epochs"]) < record["config"]["epochs"]
 
 
 def make_out_dir(path):
@@ -117,6 +130,38 @@ def make_out_dir(path):
         raise SweepError(f"cannot write in the folder {shown(path)} ({e.strerror or e}); give another --out-dir") from None
 
 
+LOCK = ".sweep.lock"  # in the sweep's folder: who is sweeping there now
+
+
+@contextlib.contextmanager
+def alone_in(folder):
+    """Inside the block this process is the only sweep in folder: it holds an exclusive lock on
+    folder/LOCK (fcntl.flock, which the system releases when the process ends, however it ends),
+    and a second sweep into the folder is refused in one line naming this one's pid. (Where
+    there is no fcntl, Windows, there is no lock.)"""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    try:
+        lock = open(folder / LOCK, "a+")
+    except OSError as e:
+        raise SweepError(f"cannot write in the folder {shown(folder)} ({e.strerror}); give another --out-dir") from None
+    with lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            lock.seek(0)
+            other = lock.read().strip() or "unknown"
+            raise SweepError(f"another sweep (pid {other}) is running in {shown(folder)}: wait for it to end, "
+                             f"or give another --out-dir") from None
+        lock.truncate(0)
+        lock.write(f"{os.getpid()}\n")
+        lock.flush()
+        yield
+
+
 def limit_flag(limit):
     return [] if limit is None else ["--limit", str(limit)]
 
@@ -125,6 +170,9 @@ def trainer_config(framework, argv):
     """The config the trainer records for these flags: its own parser's reading of them, kept
     as its record keeps them."""
     parser = build_parser(framework, "")
+    if framework == "numpy":                  # numpy_nn/train.py's own: a learner's function
+        from checker.exercise import exercise_flags
+        exercise_flags(parser)
     parser.prog = f"sweep.py (a flag for {framework}_nn/train.py)"
     return recorded_config(parser.parse_args(argv))
 
@@ -219,16 +267,17 @@ def grid(args, passed):
     for cell in cells:
         cell.state(args.framework)        # a folder with another sweep's runs: refused before any starts
     make_out_dir(args.out_dir)
-    failed = run_grid(cells, args, stop)
-    finished = [cell for cell in cells if cell.state(args.framework) != "todo"]
-    if stop.signum is not None:
-        print(f"interrupted: {len(finished)} of {len(cells)} cells finished, kept in {shown(args.out_dir)}; "
-              f"the same command runs the rest", file=sys.stderr)
-        sys.exit(128 + stop.signum)
-    if failed:
-        sys.exit(f"error: {len(failed)} cell(s) failed, e.g. {failed[0][0].name}: {failed[0][1]} "
-                 f"(its output: {shown(failed[0][0].log)})")
-    draw_grid(args.out_dir, [load_metrics(cell.metrics) for cell in cells])
+    with alone_in(args.out_dir):          # two sweeps into one folder would both train every cell
+        failed = run_grid(cells, args, stop)
+        finished = [cell for cell in cells if cell.state(args.framework) != "todo"]
+        if stop.signum is not None:
+            print(f"interrupted: {len(finished)} of {len(cells)} cells finished, kept in {shown(args.out_dir)}; "
+                  f"the same command runs the rest", file=sys.stderr)
+            sys.exit(128 + stop.signum)
+        if failed:
+            sys.exit(f"error: {len(failed)} cell(s) failed, e.g. {failed[0][0].name}: {failed[0][1]} "
+                     f"(its output: {shown(failed[0][0].log)})")
+        draw_grid(args.out_dir, [load_metrics(cell.metrics) for cell in cells])
 
 
 def draw_grid(out_dir, records):
@@ -251,9 +300,10 @@ def redraw(out_dir):
         records = [load_metrics(path) for path in paths]
     except MetricsError as e:
         raise SweepError(str(e)) from None
-    records = [r for r in records if r["status"] != "interrupted"]
-    if not records:
+    finished = [(path, record) for path, record in zip(paths, records) if not stopped_mid_way(record)]
+    if not finished:
         raise SweepError(f"no finished cell records (*_metrics.json) in {shown(out_dir)}")
+    paths, records = [path for path, _ in finished], [record for _, record in finished]
     first = {"framework": records[0]["framework"], **records[0]["config"]}
     for path, record in zip(paths, records):
         differ = [key for key in differing_settings(first, {"framework": record["framework"], **record["config"]})
@@ -261,8 +311,9 @@ def redraw(out_dir):
         if differ:
             raise SweepError(f"{shown(path)} is not of the same sweep as {shown(paths[0])} ({differ[0]} "
                              f"{record['config'].get(differ[0])}, not {first.get(differ[0])})")
-    records.sort(key=lambda r: OPTIMIZERS.index(r["config"]["optimizer"]))  # the panels in the grid's order
-    draw_grid(out_dir, records)
+    records = sorted(records, key=lambda r: OPTIMIZERS.index(r["config"]["optimizer"]))  # the grid's panel order
+    with alone_in(out_dir):
+        draw_grid(out_dir, records)
 
 
 def save_figure(path, fig):
@@ -313,14 +364,42 @@ def range_rates(lo, hi, total_steps):
 
 def range_test(args, passed):
     """One short run per optimizer, its loss against its rate, and the suggested rate."""
+    make_out_dir(args.out_dir)
+    with alone_in(args.out_dir):
+        summary = read_summary(args.out_dir / "range.json")  # a broken one: refused before any run
+        range_runs(args, passed, Stop(), summary)
+
+
+def read_summary(path):
+    """range.json's entries so far, one per optimizer ({} when there is none yet), read before
+    any run starts; SweepError (one line) for a file that is not one."""
+    if not os.path.lexists(path):
+        return {}
+    fix = "move it away or give another --out-dir"
+    if path.is_dir():
+        raise SweepError(f"{shown(path)} is a folder, not the range test's summary: {fix}")
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise SweepError(f"cannot read {shown(path)} ({e.strerror}): {fix}") from None
+    except UnicodeDecodeError:
+        raise SweepError(f"{shown(path)} is not UTF-8 text, so not the range test's summary: {fix}") from None
+    except json.JSONDecodeError as e:
+        raise SweepError(f"{shown(path)} is not valid JSON ({e}): {fix}") from None
+    if not isinstance(summary, dict) or not all(isinstance(entry, dict) for entry in summary.values()):
+        raise SweepError(f"{shown(path)} is not the range test's summary (a JSON object of one object per "
+                         f"optimizer): {fix}")
+    return summary
+
+
+def range_runs(args, passed, stop, summary):
+    """The range test's runs, one per optimizer, each drawn and added to summary; then
+    range.json."""
     from report import sweep as report
     lo, hi = args.lr_range
     batch_size = args.batch_size[0]
     steps = args.range_steps
-    stop = Stop()
-    make_out_dir(args.out_dir)
     summary_path = args.out_dir / "range.json"
-    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     default_lr = build_parser(args.framework, "").get_default("lr")
     for optimizer in args.optimizer:
         name = f"range_{optimizer}"
@@ -436,6 +515,10 @@ def parse(argv=None):
     args.optimizer = args.optimizer or DEFAULT_OPTIMIZERS
     # absolute: the trainers run in the repo (cwd=ROOT), and must write where the sweep looks
     args.out_dir = (args.out_dir or RESULTS_DIR / "sweep").absolute()
+    for flag, folder in (("--out-dir", args.out_dir), ("--redraw", args.redraw)):
+        problem = folder and project_file_problem(folder)   # the trainers would refuse every cell's files
+        if problem:
+            p.error(f"argument {flag}: {problem}")
     args.jobs = args.jobs or os.cpu_count() or 1
     args.batch_size = args.batch_size or DEFAULT_BATCH_SIZES
     trainer_config(args.framework, [*passed, "--model", args.model])  # a bad trainer flag: one line now

@@ -9,11 +9,14 @@ from argparse import Namespace
 
 import numpy as np
 
-from checker.reference import cnn_reference, mlp_reference
+from checker.guard import first_line, kind
 from checker.trace import failing_line, record, where
-from checker.verdict import SOFTMAX, UPDATES, judge
+from checker.verdict import SOFTMAX, UPDATES, judge, not_numbers
 from numpy_nn import utils
 from numpy_nn.cnn import CNN
+from numpy_nn.neural_network import NeuralNetwork
+
+BATCH = 32              # training images a check runs on (check.py's, and the trainer's --exercise)
 
 SHIFT = 1000.0          # logits this large overflow exp() (past ~709 in float64) unless the max is subtracted
 FD_EPS = 1e-6           # the finite differences' step
@@ -30,6 +33,14 @@ BIAS_STD = 0.1          # see check_all
 # Learning 32 images by heart took the project's MLPs 8-269 Adam steps (a sigmoid MLP with 16
 # hidden units the slowest; 784-128-64-10 ReLU: 9) and the CNN 13: 500 leave room
 OVERFIT = dict(images=32, steps=500, lr=1e-2, below=0.01)
+
+
+def maker(model, hidden, activation, seed):
+    """A function that makes the network to check, in float64, fresh each call: the CNN, or
+    the MLP 784-hidden-10 with activation."""
+    if model == "cnn":
+        return lambda: CNN(seed=seed, dtype=np.float64)
+    return lambda: NeuralNetwork((784, *hidden, 10), seed=seed, dtype=np.float64, activation=activation)
 
 
 def _mlp_label(name, variables):
@@ -77,6 +88,7 @@ HEADER = ("  {:<9}{:<18}{:<8}{}".format("", "shape", "", "max|diff|: the largest
 def gradients(net, x, y, say):
     """Forward, loss and backward on (x, y), each quantity against the answer key. Returns
     (everything right, the loss and backward() ran to their end)."""
+    from checker.reference import cnn_reference, mlp_reference   # torch: imported once a check runs
     is_cnn = isinstance(net, CNN)
     ref = (cnn_reference if is_cnn else mlp_reference)(net, x, y)
     B, ok, first = len(y), True, None
@@ -90,6 +102,11 @@ def gradients(net, x, y, say):
         return False, False
     loss_rec = record(utils.cross_entropy_with_grad, (logits, y), _loss_label)
     if loss_rec.error is None:
+        problem = _not_a_loss(loss_rec.result)
+        if problem:
+            say(f"  cross_entropy_with_grad returned {problem}")
+            say("      -> it returns the pair (loss, dlogits): a float and a B,C array of floats")
+            return False, False
         try:
             big_loss, big_dlogits = utils.cross_entropy_with_grad(logits + SHIFT, y)
         except Exception as error:
@@ -99,7 +116,7 @@ def gradients(net, x, y, say):
                  where(loss_rec.filename, loss_rec.error_line) if loss_rec.error_line else None)
         return False, False
     loss, dlogits = loss_rec.result
-    for name, got, want in (("loss", np.float64(loss), np.float64(ref.loss)),
+    for name, got, want in (("loss", loss, np.float64(ref.loss)),
                             ("dlogits", dlogits, ref.grads["dlogits"])):
         v = judge(name, got, want, B)
         _line(say, name, np.shape(got), v)
@@ -107,7 +124,7 @@ def gradients(net, x, y, say):
             first = (name, _made(loss_rec, name) if name in loss_rec.lines
                      else "cross_entropy_with_grad, which returns it")
         ok &= v.ok
-    stable = np.isfinite(big_loss) and np.all(np.isfinite(big_dlogits))
+    stable = not _not_a_loss((big_loss, big_dlogits)) and np.isfinite(big_loss) and np.all(np.isfinite(big_dlogits))
     say(f"  {'stable':<9}{'':<18}{'ok' if stable else 'wrong':<8}the loss of logits + {SHIFT:g} "
         f"(the same softmax) is {'finite' if stable else 'inf or NaN'}")
     if not stable:
@@ -144,10 +161,22 @@ def gradients(net, x, y, say):
     return ok and first is None, True
 
 
+def _not_a_loss(result):
+    """What is wrong with cross_entropy_with_grad's result as (loss, dlogits), or None: the
+    rest of the checks compute with both."""
+    if not isinstance(result, tuple) or len(result) != 2:
+        return f"{not_numbers(result)}, not a pair (loss, dlogits)"
+    loss, dlogits = result
+    if not_numbers(loss, scalar=True):
+        return f"a loss that is {not_numbers(loss, scalar=True)}, not a number"
+    if not_numbers(dlogits):
+        return f"a dlogits that is {not_numbers(dlogits)}, not an array of numbers"
+    return None
+
+
 def _stopped(say, what, error, line=None):
     """One exception, in two lines: what stopped and why, and where (not a traceback)."""
-    message = str(error).splitlines()[0] if str(error) else ""
-    say(f"  {what} stopped with {type(error).__name__}: {message}")
+    say(f"  {what} stopped with {kind(error)}: {first_line(error)}")
     deepest = failing_line(error)
     if line:
         say(f"      at {line}")

@@ -7,14 +7,17 @@ line of that one function runs), looks at its variables each time, and copies ev
 gradient whose value changed, noting the line that changed it. Nothing in the function
 needs to change to be checked this way.
 """
+import inspect
 import linecache
 import sys
+import sysconfig
 import traceback
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+LIBRARIES = {Path(sysconfig.get_paths()[key]).resolve() for key in ("stdlib", "platstdlib", "purelib", "platlib")}
 
 
 class Recording:
@@ -47,7 +50,8 @@ def record(function, args, label, watched=None):
     a local variable holds at this point (e.g. "dz2"), or None: the variables named d... are
     watched (and the others label names); watched maps labels to arrays outside the function
     that it fills (the network's grads)."""
-    code = getattr(function, "__func__", function).__code__
+    # the function's own code: a bound method's function, unwrapped (checker/guard.py's time limit)
+    code = inspect.unwrap(getattr(function, "__func__", function)).__code__
     rec = Recording(code)
     last = {}              # variable -> its last value seen (a copy)
     done = [None]          # the line that ran last: what changed since was its doing
@@ -101,11 +105,20 @@ def where(filename, lineno):
     return f"{shown} line {lineno}: {linecache.getline(filename, lineno).strip()}"
 
 
+def _code_to_show(filename):
+    """Is this file the project's or a learner's code, not Python's, a library's, nor the
+    checker's own machinery (which calls the learner's code)?"""
+    if filename.startswith("<"):
+        return False
+    path = Path(filename).resolve()
+    return not (path.is_relative_to(ROOT / "checker") or ".venv" in Path(filename).parts
+                or "site-packages" in path.parts or any(path.is_relative_to(lib) for lib in LIBRARIES))
+
+
 def failing_line(error):
     """Where an exception came from: the deepest line of the project's own code (or a
-    learner's file) it passed through, not NumPy's insides."""
-    frames = [f for f in traceback.extract_tb(error.__traceback__)
-              if Path(f.filename).resolve().is_relative_to(ROOT) and ".venv" not in Path(f.filename).parts]
+    learner's file) it passed through, not NumPy's insides or the checker's."""
+    frames = [f for f in traceback.extract_tb(error.__traceback__) if _code_to_show(f.filename)]
     if not frames:
         return "(outside the project's files)"
     return where(frames[-1].filename, frames[-1].lineno)

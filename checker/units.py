@@ -5,6 +5,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from checker.guard import first_line, kind
 from checker.trace import failing_line
 from checker.verdict import judge
 from numpy_nn import layers, utils
@@ -65,7 +66,7 @@ def adam(say, steps=5, seed=0):
         try:
             mine.step(g.copy())
         except Exception as error:
-            say(f"  step {t} stopped with {type(error).__name__}: {_first_line(error)}")
+            say(f"  step {t} stopped with {kind(error)}: {first_line(error)}")
             say(f"      at {failing_line(error)}")
             return False
         state = opt.state[theirs]
@@ -78,17 +79,12 @@ def adam(say, steps=5, seed=0):
     return ok
 
 
-def _first_line(error):
-    text = str(error)
-    return text.splitlines()[0] if text else ""
-
-
 def _call(say, function, *args, count, single=False):
     """function(*args), expecting count arrays back; on an exception, one line, and Nones."""
     try:
         result = function(*args)
     except Exception as error:
-        say(f"  {function.__name__} stopped with {type(error).__name__}: {_first_line(error)}")
+        say(f"  {function.__name__} stopped with {kind(error)}: {first_line(error)}")
         say(f"      at {failing_line(error)}")
         return (None,) * count
     if single:

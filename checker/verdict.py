@@ -18,7 +18,8 @@ UPDATES = f"see {PAGE}#the-updates"
 
 class Verdict:
     """status: "exact" (the same bits), "close" (within CLOSE of the scale), "wrong",
-    "shape", "blank" (still `...`) or "missing" (never computed); diff: the largest
+    "shape", "type" (not numbers: a string, an array of objects, ...), "blank" (still `...`)
+    or "missing" (never computed); diff: the largest
     absolute difference; rel: diff over the largest |entry| of the answer; hint: the classic
     mistake this looks like, or None."""
 
@@ -28,6 +29,31 @@ class Verdict:
     @property
     def ok(self):
         return self.status in ("exact", "close")
+
+
+def _described(value):
+    """What a value is, in a few words, for a line that says it is not what belongs there."""
+    if isinstance(value, str):
+        return f"the string {value[:20]!r}"
+    if isinstance(value, np.ndarray):
+        return f"an array of {value.dtype}"
+    if isinstance(value, (tuple, list)):
+        return f"a {type(value).__name__} of {len(value)} item{'' if len(value) == 1 else 's'}"
+    if value is None:
+        return "None"
+    if isinstance(value, (bool, int, float, np.number, np.bool_)):
+        return f"the {type(value).__name__} {value!r}"
+    return f"a {type(value).__name__}"
+
+
+def not_numbers(value, scalar=False):
+    """None when the checks can compute with value: a NumPy array of numbers (or, with scalar,
+    a number); else what it is instead, in a few words."""
+    if isinstance(value, np.ndarray) and value.dtype.kind in "fiu":
+        return None
+    if scalar and isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
+        return None
+    return _described(value)
 
 
 def _close(a, b):
@@ -44,6 +70,10 @@ def judge(name, got, want, batch, before=None, relu=False):
         return Verdict("missing", hint="never computed (or never written where the optimizer reads it)")
     if got is Ellipsis:
         return Verdict("blank", hint="still `...`: fill in its line")
+    problem = not_numbers(got, scalar=np.ndim(want) == 0)
+    if problem:
+        return Verdict("type", hint=f"{problem}, where {'a number' if np.ndim(want) == 0 else 'a NumPy array of numbers'} "
+                                    f"belongs")
     got = np.asarray(got, dtype=np.float64)
     if got.shape != want.shape:
         return Verdict("shape", hint=_shape_hint(name, got, want, batch))

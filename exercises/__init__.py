@@ -8,10 +8,11 @@ lines to fill marked with MARKER. This module is the plumbing around them:
                                   needs, where the solution is, the names it replaces
     blanks(name)                  the lines still to fill
     load(name)                    the learner's function, read fresh from the file
+    original(name)                the project's own function, which the learner's replaces
     with installed(name, fn): ... the project runs fn in place of its own, inside the block
     install(name, fn)             ... for the rest of the program (the trainer's --exercise)
-    use_exercise(parser, args)    the NumPy trainer's --exercise: checks, then install
 
+The checker (checker/exercise.py) grades them and holds the trainer's --exercise hook.
 NumPy and the standard library only, like the rest of the from-scratch side.
 """
 import contextlib
@@ -21,6 +22,7 @@ import sys
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
+from unittest import mock
 
 ROOT = Path(__file__).resolve().parents[1]  # the repo
 FOLDER = Path(__file__).resolve().parent
@@ -81,11 +83,12 @@ EXERCISES = {exercise.name: exercise for exercise in (  # in the suggested order
 )}
 
 
-def _file(name, folder=None):
+def path_of(name, folder=None):
+    """Exercise name's file (folder: a copy of the exercises elsewhere, for tests)."""
     return Path(folder) / f"{name}.py" if folder else EXERCISES[name].file
 
 
-def _shown(path):
+def shown(path):
     """A path as the learner would type it: from the repo root when it is inside."""
     try:
         return str(Path(path).resolve().relative_to(ROOT))
@@ -96,32 +99,45 @@ def _shown(path):
 def blanks(name, folder=None):
     """[(line number, line text)] of every line of exercise name's file still holding MARKER
     (folder: a copy of the exercises elsewhere, for tests)."""
-    text = _file(name, folder).read_text(encoding="utf-8")
+    path = path_of(name, folder)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ExerciseError(f"{shown(path)}: no such file (git checkout {shown(path)} brings it back)") from None
+    except UnicodeDecodeError as e:
+        line = e.object[:e.start].count(b"\n") + 1
+        raise ExerciseError(f"{shown(path)}, line {line}: not UTF-8 text (byte 0x{e.object[e.start]:02x}); "
+                            f"save the file as UTF-8") from None
+    except OSError as e:
+        raise ExerciseError(f"{shown(path)}: cannot read it ({e.strerror})") from None
     return [(number, line) for number, line in enumerate(text.splitlines(), start=1) if MARKER in line]
 
 
 def load(name, folder=None):
     """The learner's function from exercise name's file, imported afresh on every call (so an
     edited file is read again). A file that does not import raises ExerciseError (one line)."""
-    exercise, path = EXERCISES[name], _file(name, folder)
-    shown = _shown(path)
+    exercise, path = EXERCISES[name], path_of(name, folder)
+    where_file = shown(path)
     spec = importlib.util.spec_from_file_location(f"exercises._yours_{name}", path)
     module = importlib.util.module_from_spec(spec)
     try:
         spec.loader.exec_module(module)
     except FileNotFoundError:
-        raise ExerciseError(f"{shown}: no such file (git checkout {shown} brings it back)") from None
+        raise ExerciseError(f"{where_file}: no such file (git checkout {where_file} brings it back)") from None
     except SyntaxError as e:  # the line is the file's own here, not a frame's
-        raise ExerciseError(f"{shown}, line {e.lineno}: {type(e).__name__}: {e.msg}") from None
-    except Exception as e:  # NameError, ImportError, ... at import: the deepest line in the file
-        lines = [frame.lineno for frame in traceback.extract_tb(e.__traceback__)
+        raise ExerciseError(f"{where_file}, line {e.lineno}: {type(e).__name__}: {e.msg}") from None
+    except (Exception, SystemExit, KeyboardInterrupt) as e:  # NameError, ImportError, sys.exit(), ...
+        lines = [frame.lineno for frame in traceback.extract_tb(e.__traceback__)   # the deepest line in the file
                  if Path(frame.filename).resolve() == path.resolve()]
         where = f", line {lines[-1]}" if lines else ""
+        if isinstance(e, (SystemExit, KeyboardInterrupt)):  # the file's own doing (check.py's Ctrl-C is another)
+            raise ExerciseError(f"{where_file}{where}: {type(e).__name__} while the file was imported: it should "
+                                f"only define {exercise.function}()") from None
         message = str(e).splitlines()[0] if str(e) else ""
-        raise ExerciseError(f"{shown}{where}: {type(e).__name__}: {message}") from None
+        raise ExerciseError(f"{where_file}{where}: {type(e).__name__}: {message}") from None
     function = getattr(module, exercise.function, None)
     if not callable(function):
-        raise ExerciseError(f"{shown}: no function {exercise.function}() (git checkout {shown} starts it over)")
+        raise ExerciseError(f"{where_file}: no function {exercise.function}() (git checkout {where_file} starts it over)")
     return function
 
 
@@ -137,74 +153,37 @@ def _modules(module_name):
     return found
 
 
-def _swap(name, function):
-    """Put function in place of each of exercise name's targets; returns how to undo it:
-    [(owner, attribute, original)]."""
-    undo = []
-    try:
-        for module_name, attribute_path in EXERCISES[name].targets:
-            for module in _modules(module_name):
-                *owners, attribute = attribute_path.split(".")
-                owner = module
-                for part in owners:          # "NeuralNetwork.backward": the class, then its method
-                    owner = getattr(owner, part)
-                undo.append((owner, attribute, getattr(owner, attribute)))
-                setattr(owner, attribute, function)
-    except BaseException:
-        _restore(undo)
-        raise
-    return undo
+def _targets(name):
+    """[(owner, attribute)] of every place exercise name's function lives in the project."""
+    found = []
+    for module_name, attribute_path in EXERCISES[name].targets:
+        for module in _modules(module_name):
+            *owners, attribute = attribute_path.split(".")
+            owner = module
+            for part in owners:              # "NeuralNetwork.backward": the class, then its method
+                owner = getattr(owner, part)
+            found.append((owner, attribute))
+    return found
 
 
-def _restore(undo):
-    for owner, attribute, original in reversed(undo):
-        setattr(owner, attribute, original)
+def original(name):
+    """The project's own function that exercise name's replaces (as it is now: inside
+    installed(), the learner's)."""
+    owner, attribute = _targets(name)[0]
+    return getattr(owner, attribute)
 
 
 @contextlib.contextmanager
 def installed(name, function):
     """Inside the block, the project runs function in place of its own (every target of
     exercise name); the originals are back on leaving it, however it is left."""
-    undo = _swap(name, function)
-    try:
+    with contextlib.ExitStack() as patches:
+        for owner, attribute in _targets(name):
+            patches.enter_context(mock.patch.object(owner, attribute, function))
         yield function
-    finally:
-        _restore(undo)
 
 
 def install(name, function):
     """installed(), for the rest of the program: what the trainer's --exercise does."""
-    _swap(name, function)
-
-
-def use_exercise(parser, args):
-    """The NumPy trainer's check hook (harness/session.py run_trainer): with --exercise NAME,
-    refuse (one line, exit 2) an exercise with blanks left, one that does not import, or flags
-    it cannot train with; then install the learner's function for this run. The CNN exercises
-    replace a name in numpy_nn/cnn.py, the plain CNN, so they train with --layers plain."""
-    name = getattr(args, "exercise", None)
-    if name is None:
-        return
-    exercise, flag = EXERCISES[name], "argument --exercise"
-    left = blanks(name)
-    if left:
-        lines = ", ".join(str(number) for number, _ in left)
-        parser.error(f"{flag}: {exercise.path} still has {len(left)} blank{'s' if len(left) > 1 else ''} "
-                     f"(line{'s' if len(left) > 1 else ''} {lines}): fill them, then run "
-                     f"python check.py --exercise {name}")
-    needs = {**({"model": exercise.model} if exercise.model else {}), **exercise.needs}
-    for option, value in needs.items():
-        if getattr(args, option) != value:
-            parser.error(f"{flag}: {name} trains with --{option} {value}, got --{option} {getattr(args, option)}")
-    if exercise.model == "cnn":
-        if getattr(parser, "layers_given", False) and args.layers == "fast":
-            parser.error(f"{flag}: {name} replaces a layer of the plain CNN (numpy_nn/cnn.py); "
-                         f"fast_layers.py does not use it: drop --layers fast")
-        args.layers = "plain"
-    try:
-        function = load(name)
-    except ExerciseError as e:
-        parser.error(f"{flag}: {e}")
-    install(name, function)
-    print(f"exercise: {name}, your {exercise.path} in place of the project's {exercise.solution} "
-          f"(this run's files: {Path(args.metrics).name}, {Path(args.weights).name})")
+    for owner, attribute in _targets(name):
+        mock.patch.object(owner, attribute, function).start()

@@ -6,14 +6,15 @@ NumPy and the standard library only (the from-scratch side must not need torch).
 """
 import argparse
 import math
+import tempfile
 from pathlib import Path
 
 from data_loader import DATA_DIR, DATASETS
-from exercises import EXERCISES
 from numpy_nn.augment import DEFAULT_RANGES
 from harness.metrics_file import WEIGHT_SUFFIX
 
-RESULTS_DIR = Path(__file__).resolve().parents[1] / "results"
+PROJECT = Path(__file__).resolve().parents[1]
+RESULTS_DIR = PROJECT / "results"
 DTYPES = ("float32", "float64")
 MODELS = ("mlp", "cnn")
 LAYERS = ("fast", "plain")  # the NumPy CNN's: numpy_nn/fast_cnn.py or numpy_nn/cnn.py
@@ -30,6 +31,20 @@ MAX_HIDDEN_LAYERS, MAX_HIDDEN_UNITS = 10, 1024
 # keep the NumPy run under 2 minutes on 2 cores (results/reference/cnn/: 99.10-99.23%, 79 s).
 DEFAULT_EPOCHS = {"mlp": 10, "cnn": 5}
 SEED_LIMIT = 2 ** 64  # NumPy takes any seed >= 0, torch.manual_seed one below 2^64: both take these
+
+
+def project_file_problem(path):
+    """Why a run may not write to path, or None. Inside the project a run writes under results/
+    only, so that no output path (`--metrics train.py`, `--weights README.md`) can replace the
+    project's own files. The rule goes by place, not by what git tracks: a copy of the project
+    may have no git. The system's temporary folder is always allowed. A symlink counts where
+    it points: that is the file written."""
+    resolved = Path(path).resolve()
+    allowed = (RESULTS_DIR, RESULTS_DIR.resolve(), Path(tempfile.gettempdir()).resolve())
+    if not resolved.is_relative_to(PROJECT) or any(resolved.is_relative_to(folder) for folder in allowed):
+        return None
+    return (f"{path} is inside the project but not under results/: a run writes its files under results/ "
+            f"or outside the project, never over the project's own")
 
 
 def _number(kind, ok, requirement):
@@ -95,7 +110,7 @@ class _ModelParser(OneLineParser):
             args.epochs = DEFAULT_EPOCHS[args.model]
         # each model has its own default files, so training the CNN keeps the MLP's run
         name = self.framework if args.model == "mlp" else f"{self.framework}_{args.model}"
-        if getattr(args, "exercise", None):    # a learner's exercise keeps the project's run too
+        if getattr(args, "exercise", None):    # a learner's exercise (numpy_nn/train.py's) keeps the project's run too
             name += f"_exercise_{args.exercise}"
         if args.augment:                       # and an augmented run the plain one
             name += "_augment"
@@ -186,12 +201,13 @@ def build_parser(framework, description):
                    help=f"where to write the metrics JSON (default: results/{framework}_metrics.json, "
                         f"results/{framework}_cnn_metrics.json for the CNN; _augment before _metrics with "
                         f"--augment); a symlink is written "
-                        f"through to its target, a device or FIFO refused")
+                        f"through to its target, a device or FIFO refused; inside the project, under "
+                        f"results/ only")
     p.add_argument("--weights", type=Path, default=None,
                    help=f"where to write the trained weights (default: results/{framework}_model"
                         f"{WEIGHT_SUFFIX[framework]}, results/{framework}_cnn_model{WEIGHT_SUFFIX[framework]} "
                         f"for the CNN); a symlink is written through to its target, a device or "
-                        f"FIFO refused")
+                        f"FIFO refused; inside the project, under results/ only")
     augment = p.add_argument_group(
         "augmentation", "with --augment every training image is warped by its own random affine map "
         "at every epoch (numpy_nn/augment.py, pytorch_nn/augment.py); the flags after it set the ranges")
@@ -206,10 +222,6 @@ def build_parser(framework, description):
                         "(default: about 15 times an epoch; see numpy_nn/diagnostics.py)")
     p.add_argument("--no-diagnostics", action="store_true",
                    help="record none of them (the record's diagnostics are null)")
-    if framework == "numpy":  # the learner's own functions: exercises/README.md
-        p.add_argument("--exercise", choices=list(EXERCISES), default=None,
-                       help="train with your version of a function from exercises/ (once python check.py "
-                            "--exercise NAME passes); recorded")
     if framework == "pytorch":  # where and how PyTorch runs the step: pytorch_nn/build.py, fast_step.py
         p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto",
                        help="where to train; auto picks an accelerator when there is one")

@@ -106,6 +106,12 @@ def _check_fields(obj, fields, where):
             raise MetricsError(f"{where}[{key!r}] should be a finite number, got {value!r}")
 
 
+def _short(value):
+    """repr(value), cut to a readable length (an integer may have any number of digits)."""
+    text = repr(value)
+    return text if len(text) <= 24 else f"{text[:20]}... ({len(text)} characters)"
+
+
 def _is_number(value):
     return isinstance(value, NUMBER) and not isinstance(value, bool) and math.isfinite(value)
 
@@ -218,7 +224,9 @@ def _check_record(record):
     for i, epoch in enumerate(record["epochs"]):
         where = f"epochs[{i}]"
         _check_fields(epoch, EPOCH_FIELDS, where)
-        _check_range(epoch, "epoch", where, low=1)
+        if epoch["epoch"] != i + 1:  # a reader draws them: 10**400 overflowed matplotlib's float axis
+            raise MetricsError(f"{where}['epoch'] should be {i + 1}, the epochs in order from 1, got "
+                               f"{_short(epoch['epoch'])}")
         if "threads" in epoch:  # the BLAS threads of the epoch's products, since schema 3
             _check_fields(epoch, {"threads": OPTIONAL_INT}, where)
             _check_range(epoch, "threads", where, low=1)

@@ -41,6 +41,7 @@ from tqdm import tqdm
 from data_loader import batches
 from harness import experiment, threads
 from harness.experiment import TrainingDiverged, check_finite
+from harness.flags import project_file_problem
 from harness.memory import check_memory
 from harness.metrics_file import Run, numpy_blas
 
@@ -51,11 +52,18 @@ DESCRIPTIONS = {"numpy": "Train the from-scratch NumPy network on MNIST.",
                 "pytorch": "Train the PyTorch twin of the NumPy network on MNIST."}
 
 
-def run_trainer(framework, train, argv=None, check=None):
-    """A trainer's command: its flags, the checks made before anything starts, the data,
-    train(args, x_train, y_train, x_test, y_test), and the files it earned."""
+def run_trainer(framework, train, argv=None, check=None, flags=None):
+    """A trainer's command: its flags (and those flags(parser) adds), the checks made before
+    anything starts (check(parser, args)), the data, train(args, x_train, y_train, x_test,
+    y_test), and the files it earned."""
     parser = experiment.build_parser(framework, DESCRIPTIONS[framework])
+    if flags:
+        flags(parser)
     args = parser.parse_args(argv)
+    for flag in ("metrics", "weights"):           # the project's own files are never written over
+        problem = project_file_problem(getattr(args, flag))
+        if problem:
+            parser.error(f"argument --{flag}: {problem}")
     if check:
         check(parser, args)
     experiment.prepare(parser, args)

@@ -1,7 +1,5 @@
 """The network and the learning-rate schedule the trainer's flags ask for: the MLP
-(neural_network.py) or the CNN (cnn.py); cosine decay, the range test's growth, or none.
-And check_flags, which puts a learner's exercise in the project's place (--exercise)."""
-from exercises import use_exercise
+(neural_network.py) or the CNN (cnn.py); cosine decay, the range test's growth, or none."""
 from numpy_nn.cnn import CNN
 from numpy_nn.fast_cnn import FastCNN
 from numpy_nn.neural_network import NeuralNetwork
@@ -28,8 +26,3 @@ def make_schedule(optimizer, args, total_steps):
         return ExponentialSchedule(optimizer, total_steps, args.lr_end)
     return None
 
-
-def check_flags(parser, args):
-    """The checks run_trainer makes before anything starts: with --exercise NAME, the learner's
-    function from exercises/ replaces the project's (exercises/__init__.py, use_exercise)."""
-    use_exercise(parser, args)

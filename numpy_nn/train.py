@@ -16,7 +16,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, from any cwd
 from harness.session import Session, run_trainer  # noqa: E402
 from numpy_nn.augment import Augment  # noqa: E402
-from numpy_nn.build import build_network, check_flags, make_schedule  # noqa: E402
+from numpy_nn.build import build_network, make_schedule  # noqa: E402
 from numpy_nn.diagnostics import Watch  # noqa: E402
 from numpy_nn.parallel import faster  # noqa: E402
 from numpy_nn.utils import OPTIMIZERS, cross_entropy, cross_entropy_with_grad  # noqa: E402
@@ -68,7 +68,8 @@ def train(args, x_train, y_train, x_test, y_test):
 
 
 def main(argv=None):
-    run_trainer("numpy", train, argv, check_flags)
+    from checker.exercise import exercise_flags, use_exercise  # --exercise: your own function (exercises/)
+    run_trainer("numpy", train, argv, use_exercise, exercise_flags)
 
 
 if __name__ == "__main__":

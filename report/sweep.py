@@ -155,8 +155,9 @@ def loss_series(record):
 def markdown_table(records):
     """The heatmap's numbers: a table per optimizer, batch size down, learning rate across."""
     optimizers, batch_sizes, lrs, cells = axes_of(records)
-    lines = [f"# Learning rate and batch size sweep", "", f"{what_ran(records[0])}. Final test accuracy; "
-             f"{legend(records)}.", ""]
+    marks = legend(records)                        # (none when every cell trained)
+    lines = ["# Learning rate and batch size sweep", "",
+             f"{what_ran(records[0])}. Final test accuracy{f'; {marks}' if marks else ''}.", ""]
     for optimizer in optimizers:
         lines += [f"## {optimizer}", "", "| batch size | " + " | ".join(f"lr {lr:g}" for lr in lrs) + " |",
                   "|---|" + "---|" * len(lrs)]

@@ -53,6 +53,15 @@ def filled(name, answers=None):
     return text
 
 
+def edited(folder, name, old, new):
+    """Exercise name filled with its solution, then the text old (once in it) made new, in folder:
+    a learner's slip planted in a working answer; returns folder."""
+    text = filled(name)
+    assert text.count(old) == 1, (name, old)
+    (folder / f"{name}.py").write_text(text.replace(old, new), encoding="utf-8")
+    return folder
+
+
 def fill_into(folder, names=None):
     """Copies of the exercise files in folder, each filled with its solution; returns folder."""
     for name in names or EXERCISES:
@@ -66,4 +75,4 @@ def blank_copy(folder, name):
     return folder
 
 
-__all__ = ["ANSWERS", "filled", "fill_into", "blank_copy"]
+__all__ = ["ANSWERS", "filled", "edited", "fill_into", "blank_copy"]

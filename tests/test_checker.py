@@ -190,8 +190,9 @@ import subprocess  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+from checker import guard  # noqa: E402
 from checker.exercise import check_exercise  # noqa: E402
-from exercise_answers import fill_into  # noqa: E402
+from exercise_answers import edited, fill_into  # noqa: E402
 from exercises import EXERCISES  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -232,6 +233,117 @@ def test_each_blank_exercise_fails_with_the_checkers_message(batch, name):
     assert f"Fill in the blanks, from line {first} on: " in text   # where to start, not where it broke
 
 
+SOFTMAX_START = "    n = len(y)\n"  # the first line of softmax_cross_entropy's body
+
+
+@pytest.mark.parametrize("body, said", [
+    ("    import sys\n    sys.exit(0)\n", "stopped with SystemExit: your code called sys.exit(0), which would end "
+                                         "the whole program"),
+    ("    raise KeyboardInterrupt\n", "stopped with KeyboardInterrupt: your code raised KeyboardInterrupt"),
+])
+def test_a_learners_exit_is_their_codes_failure(batch, tmp_path, body, said):
+    """sys.exit(0) or KeyboardInterrupt inside the learner's function is a failure of it, named
+    in one line with its line: the check goes on to its verdict (not passed), where the SystemExit
+    used to end check.py with status 0."""
+    edited(tmp_path, "softmax_cross_entropy", SOFTMAX_START, body)
+    ok, text = grade("softmax_cross_entropy", batch, tmp_path)
+    assert not ok
+    assert f"cross_entropy_with_grad {said}" in text, text
+    line = body.splitlines()[-1].strip()
+    assert f"softmax_cross_entropy.py line {body_line(tmp_path, line)}: {line}" in text, text
+    assert text.rstrip().endswith("Something is wrong: read the lines marked wrong above, from the top.")
+
+
+def body_line(folder, text):
+    """The number of the line of folder's softmax_cross_entropy.py that holds text."""
+    lines = (folder / "softmax_cross_entropy.py").read_text().splitlines()
+    return [n for n, line in enumerate(lines, start=1) if line.strip() == text][0]
+
+
+def test_a_call_that_never_ends_is_stopped_at_its_time_limit(batch, tmp_path, monkeypatch):
+    """An endless loop in the learner's function: the call is stopped at its limit (the floor,
+    lowered here to 0.5 s to keep the test short) with one line naming the function, the file's
+    line it was on and the limit; before, check.py hung."""
+    monkeypatch.setattr(guard, "LIMIT_FLOOR", 0.5)
+    edited(tmp_path, "softmax_cross_entropy", SOFTMAX_START, "    while True:\n        pass\n")
+    with pytest.raises(guard.Overran) as stopped:
+        grade("softmax_cross_entropy", batch, tmp_path)
+    message = str(stopped.value)
+    assert "\n" not in message
+    file = tmp_path / "softmax_cross_entropy.py"
+    looping = [f"{file} line {body_line(tmp_path, text)}: {text}" for text in ("while True:", "pass")]
+    assert any(message.startswith(f"your {file} (cross_entropy_with_grad) ran past its time limit of 0.5 s, "
+                                  f"at {at} (") for at in looping), message
+    assert "(the project's own takes" in message and "the limit is 100 times that, and at least 0.5 s)" in message
+
+
+def test_the_time_limit_is_a_multiple_of_the_projects_own_time(batch, tmp_path, monkeypatch):
+    """Above the floor, a call may take LIMIT_MULTIPLE times what the project's function took on
+    the same input. With no floor and a multiple of 1, a learner's loss that first sleeps 0.3 s
+    is stopped inside the sleep, at a limit of the project's time (well under 0.3 s)."""
+    import re
+    monkeypatch.setattr(guard, "LIMIT_FLOOR", 0.0)
+    monkeypatch.setattr(guard, "LIMIT_MULTIPLE", 1)
+    edited(tmp_path, "softmax_cross_entropy", SOFTMAX_START, "    import time\n    time.sleep(0.3)\n    n = len(y)\n")
+    with pytest.raises(guard.Overran) as stopped:
+        grade("softmax_cross_entropy", batch, tmp_path)
+    message = str(stopped.value)
+    assert re.search(r"at \S+ line \d+: time.sleep\(0.3\) \(the project's own takes [0-9.e-]+ ms on this input; "
+                     r"the limit is 1 times that, and at least 0 s\)$", message), message
+    assert float(re.search(r"time limit of ([0-9.e+-]+) s", message).group(1)) < 0.3
+
+
+def test_a_result_that_is_not_numbers_is_named_not_a_traceback(batch, tmp_path):
+    """A loss returned as a string and dlogits as an array of objects, or a max-pooling backward
+    that returns a string: each is one line saying what came back, where a TypeError or a
+    ValueError used to end check.py."""
+    edited(tmp_path, "softmax_cross_entropy", "    return float(loss), dlogits",
+           "    return '2.3', np.zeros(dlogits.shape, dtype=object)")
+    ok, text = grade("softmax_cross_entropy", batch, tmp_path)
+    assert not ok and "cross_entropy_with_grad returned a loss that is the string '2.3', not a number" in text, text
+    edited(tmp_path, "maxpool_backward", "    return dx", "    return 'dx'")
+    ok, text = grade("maxpool_backward", batch, tmp_path)
+    assert not ok and "the string 'dx', where a NumPy array of numbers belongs" in text, text
+    assert "  dx       (2, 3, 7, 7)      type" in text, text
+
+
+def test_an_exercise_file_that_is_not_utf8_is_one_line(batch, tmp_path):
+    from exercise_answers import filled
+    text = filled("softmax_cross_entropy").replace("Hints:", "Hints (caf\u00e9):")
+    (tmp_path / "softmax_cross_entropy.py").write_bytes(text.encode("latin-1"))
+    ok, said = grade("softmax_cross_entropy", batch, tmp_path)
+    line = text.splitlines().index("Hints (caf\u00e9):") + 1
+    assert not ok and f"softmax_cross_entropy.py, line {line}: not UTF-8 text (byte 0xe9); save the file as UTF-8" in said
+
+
+def check_command(folder, *flags):
+    """check.py run as a learner runs it, on the exercises in folder."""
+    script = (f"import runpy, sys; sys.path.insert(0, {str(REPO)!r}); import exercises; "
+              f"exercises.FOLDER = __import__('pathlib').Path({str(folder)!r}); "
+              f"sys.argv = ['check.py', *{list(flags)!r}]; "
+              f"runpy.run_path({str(REPO / 'check.py')!r}, run_name='__main__')")
+    return [sys.executable, "-c", script]
+
+
+def test_ctrl_c_during_a_check_is_one_line_and_130(tmp_path):
+    """Ctrl-C while the learner's function loops: one line, exit status 130 (no traceback
+    through checker/trace.py). SIGINT is reset in the child: a background job inherits it ignored."""
+    import signal
+    import time as clock
+    edited(tmp_path, "softmax_cross_entropy", SOFTMAX_START, "    print('looping', flush=True)\n    while True:\n        pass\n")
+    proc = subprocess.Popen(check_command(tmp_path, "--exercise", "softmax_cross_entropy"), cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    for line in proc.stdout:                       # the loop has begun
+        if line.strip() == "looping":
+            break
+    clock.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert err == "check.py: interrupted (Ctrl-C); nothing was checked to the end\n"
+
+
 def test_check_py_exits_0_when_everything_holds_and_1_on_a_blank_exercise():
     ok = subprocess.run([sys.executable, "check.py", "--activation", "tanh"], cwd=REPO,
                         capture_output=True, text=True, timeout=300)
@@ -254,12 +366,27 @@ def test_check_py_refuses_bad_flags_in_one_line():
     (["--exercise", "mlp_backward", "--model", "cnn"], "argument --model: the exercise mlp_backward is checked on the MLP"),
     (["--model", "cnn", "--activation", "tanh"], "argument --hidden/--activation: set the MLP's"),
     (["--model", "cnn", "--hidden", "32"], "argument --hidden/--activation: set the MLP's"),
+    # a layer of 1 unit cannot learn 32 images by heart (the sanity check), and one entry per
+    # bias is fewer than the finite differences draw: it ended in a traceback
+    (["--hidden", "1"], "argument --hidden: sizes of at least 16: narrower layers cannot learn 32 images"),
 ])
-def test_check_py_refuses_what_it_would_otherwise_ignore(flags, message):
+def test_check_py_refuses_what_it_would_otherwise_ignore(flags, message, capsys):
     import check
     with pytest.raises(SystemExit) as stop:
         check.parse(flags)
     assert stop.value.code == 2
+    err = capsys.readouterr().err                  # (prog is pytest's here, check.py in a shell)
+    assert err.count("\n") == 1 and f": error: {message}" in err, err
+
+
+def test_the_narrowest_mlp_check_py_takes_passes_the_sanity_checks(batch):
+    """check.NARROWEST: one hidden layer of that many units learns the batch by heart, with
+    each activation (seed 0); the sizes below it are refused for not doing so."""
+    import check
+    for activation in ("relu", "sigmoid", "tanh"):
+        lines = []
+        assert network.sanity(lambda: NeuralNetwork((784, check.NARROWEST, 10), dtype=np.float64,
+                                                    activation=activation), *batch, lines.append), "\n".join(lines)
 
 
 def test_a_narrow_sigmoid_mlp_passes_the_sanity_checks(batch):

@@ -193,6 +193,37 @@ def test_unwritable_outputs_fail_before_training(tmp_path, framework, case):
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_outputs_inside_the_project_go_under_results_only(tmp_path, framework):
+    """`--metrics train.py --weights README.md` wrote the run over the project's own files. An
+    output path inside the project but not under results/ is refused in one line before the
+    data loads, whether it is given as is, relative to the cwd, or as a symlink pointing there
+    (the paths here do not exist, so the old code would only have created them)."""
+    inside = REPO / "numpy_nn" / "not_a_project_file.json"          # beside the project's files
+    link = tmp_path / "link.json"
+    link.symlink_to(REPO / "README_not_a_project_file.md")
+    metrics, weights = outputs(tmp_path, framework)
+    cases = [(["--metrics", str(inside), "--weights", str(weights)], REPO, f"argument --metrics: {inside} is"),
+             (["--metrics", str(metrics), "--weights", "w.pt"], REPO / "docs", "argument --weights: w.pt is"),
+             (["--metrics", str(metrics), "--weights", str(link)], REPO, f"argument --weights: {link} is")]
+    try:
+        for flags, cwd, words in cases:
+            done = run(framework, *SHORT, *flags, cwd=cwd)
+            assert error_line(done, 2).endswith(
+                f"{words} inside the project but not under results/: a run writes its files under results/ or "
+                f"outside the project, never over the project's own"), done.stderr
+            assert "mnist:" not in done.stdout
+        assert not inside.exists() and not (REPO / "docs" / "w.pt").exists()
+        assert not (REPO / "README_not_a_project_file.md").exists() and sorted(tmp_path.iterdir()) == [link]
+    finally:
+        for made in (inside, REPO / "docs" / "w.pt", REPO / "README_not_a_project_file.md"):
+            made.unlink(missing_ok=True)                             # (only if the refusal failed)
+    allowed = experiment.RESULTS_DIR / "test_cli_allowed" / "m.json"   # under results/: the trainer's place
+    assert experiment.build_parser(framework, "").parse_args(["--metrics", str(allowed)]).metrics == allowed
+    from harness.flags import project_file_problem
+    assert project_file_problem(allowed) is None and project_file_problem(tmp_path / "m.json") is None
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_outputs_through_symlinks_land_in_their_targets(tmp_path, framework):
     """--metrics and --weights given as symlinks: the links stay, their targets get the run."""
     metrics, weights = outputs(tmp_path, framework)

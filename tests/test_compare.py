@@ -214,6 +214,12 @@ BAD_FILES = {
     "bool for a number": (broken(lambda r: r["epochs"][0].update(test_acc=True)),
                           "should be a number, got True"),
     "zero seconds": (broken(lambda r: r["epochs"][0].update(epoch_seconds=0)), "should be positive"),
+    # an epoch number past float's range: matplotlib's axis raised OverflowError (a traceback)
+    "epoch 10**400": (broken(lambda r: r["epochs"][0].update(epoch=10 ** 400)),
+                      "epochs[0]['epoch'] should be 1, the epochs in order from 1, got 10000000000000000000... "
+                      "(401 characters)"),
+    "epochs out of order": (broken(lambda r: r["epochs"][1].update(epoch=3)),
+                            "epochs[1]['epoch'] should be 2, the epochs in order from 1, got 3"),
     "unknown framework": (broken(lambda r: r.update(framework="jax")), "unknown framework 'jax'"),
     "unknown status": (broken(lambda r: r.update(status="running")), "unknown status 'running'"),
     "diagnostics short of a step": (with_diagnostics(lambda d: d["update_ratio"]["layer2"].pop()),
@@ -309,11 +315,11 @@ def test_no_run_overwrites_the_default_runs_pictures(tmp_path, capsys):
     assert {name: (out / name).read_bytes() for name in first} == first   # untouched
 
 
-def test_no_runs_overwrite_the_default_pairs_comparison(tmp_path, monkeypatch, capsys):
+def test_no_runs_overwrite_another_comparison(tmp_path, monkeypatch, capsys):
     """compare.py --runs in the default results/ folder wrote its table and curves over the
-    default pair's comparison.md and comparison.png. Other runs' carry their keys there
-    (comparison_<key>_vs_<key>); a folder given with --out-dir keeps the plain name (the
-    committed reference folders' files, which the docs cite)."""
+    default pair's comparison.md and comparison.png, and two comparisons of other runs into one
+    --out-dir wrote over each other's. Only the default pair (the runs named numpy and pytorch)
+    writes comparison.*; other runs' carry their keys (comparison_<key>_vs_<key>) in any folder."""
     results = tmp_path / "results"
     results.mkdir()
     monkeypatch.setattr(compare, "RESULTS_DIR", results)   # the defaults of --runs and --out-dir
@@ -332,8 +338,18 @@ def test_no_runs_overwrite_the_default_pairs_comparison(tmp_path, monkeypatch, c
     assert {name: (results / name).read_bytes() for name in default} == default   # untouched
     assert (results / "comparison_relu_vs_sigmoid.md").read_text().startswith("# activation: relu → sigmoid")
 
-    run_main("--runs", *others, "--no-inside", "--out-dir", tmp_path / "kept")  # its own folder
-    assert sorted(p.name for p in (tmp_path / "kept").iterdir()) == ["comparison.md", "comparison.png"]
+    kept = tmp_path / "kept"
+    run_main("--runs", *others, "--no-inside", "--out-dir", kept)        # a folder of its own
+    first = {p.name: p.read_bytes() for p in kept.iterdir()}
+    assert sorted(first) == ["comparison_relu_vs_sigmoid.md", "comparison_relu_vs_sigmoid.png"]
+    tanh = write(tmp_path, "tanh.json", make_record("numpy", config={"activation": "tanh"}))
+    run_main("--runs", others[0], tanh, "--no-inside", "--out-dir", kept)  # other runs, the same folder
+    assert sorted(p.name for p in kept.iterdir()) == sorted([*first, "comparison_relu_vs_tanh.md",
+                                                             "comparison_relu_vs_tanh.png"])
+    assert {name: (kept / name).read_bytes() for name in first} == first   # untouched
+    run_main("--runs", results / "numpy_metrics.json", results / "pytorch_metrics.json", "--no-inside",
+             "--out-dir", tmp_path / "pair")                                # the default pair, kept elsewhere
+    assert sorted(p.name for p in (tmp_path / "pair").iterdir()) == ["comparison.md", "comparison.png"]
     many = [run_result(make_record(), f"NumPy {i}", f"a_rather_long_run_name_{i}") for i in range(10)]
     assert compare.overlay_name(many, "comparison", ".md") == "comparison_a_rather_long_run_name_0_and_9_more.md"
 
@@ -605,7 +621,7 @@ def test_an_experiment_is_framed_as_one(tmp_path, capsys):
     assert first == ("# activation: relu → sigmoid: test accuracy 93.00% → 88.00%, test loss 0.200 → "
                      "0.200, gradient RMS sqrt(mean(dW^2)), median over the run: layer1 1.0e-02 → "
                      "2.0e-05, layer2 1.0e-03 → 1.0e-03, logits 1.0e-04 → 1.0e-04"), first
-    md = (tmp_path / "out" / "comparison.md").read_text()
+    md = (tmp_path / "out" / "comparison_relu_vs_sigmoid.md").read_text()   # the runs' names: not the pair
     assert md.startswith(first + "\n") and "like-for-like" not in md, md
     assert "NumPy (relu) and NumPy (sigmoid) train equally fast on this CPU (Test CPU): median " \
            "60,000 against 60,000 training samples/s (epochs 2-3 of each).\n" in md, md

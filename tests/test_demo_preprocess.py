@@ -2,6 +2,7 @@
 against trusted references: PIL's box filter, a slow obvious area mean, and MNIST's own test
 digits drawn larger on a 280x280 canvas, which must come back as MNIST made them and be read
 as their labels by every committed network. And predict.py, which reads pictures with it."""
+import os
 import subprocess
 import sys
 
@@ -251,6 +252,20 @@ def test_predict_refuses_what_it_cannot_read(mnist_test, tmp_path, capsys):
         f"error: {text}: cannot read it as a picture (cannot identify image file '{text}')",
         f"error: {tmp_path / 'missing.png'}: cannot read it as a picture (No such file or directory)",
         f"error: {tmp_path}: cannot read it as a picture (Is a directory)"]
+
+
+def test_predict_refuses_a_fifo_instead_of_waiting_on_it(mnist_test, tmp_path):
+    """A FIFO among the pictures (it hung predict.py, waiting for a writer): one line, the
+    other pictures read, exit status 1."""
+    good = save_picture(tmp_path / "good.png", mnist_test[0][0], False, np.random.default_rng(0))
+    fifo = tmp_path / "fifo.png"
+    os.mkfifo(fifo)
+    done = subprocess.run([sys.executable, str(REPO / "predict.py"), str(fifo), str(good),
+                           "--runs", str(REFERENCE_RUNS[0])], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [
+        f"error: {fifo}: cannot read it as a picture (not a regular file but a FIFO, device or socket)"]
+    assert done.stdout.splitlines()[0] == str(good)
 
 
 def test_predict_without_a_trained_model_says_how_to_train_one(tmp_path, capsys):

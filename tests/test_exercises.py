@@ -7,6 +7,7 @@ Trainer subprocesses get OPENBLAS_NUM_THREADS=1, as in test_cli.py: only timings
 """
 import contextlib
 import importlib
+import json
 import os
 import subprocess
 import sys
@@ -18,7 +19,8 @@ import pytest
 import exercises
 from data_loader import load_mnist
 from exercise_answers import ANSWERS, blank_copy, fill_into
-from exercises import EXERCISES, MARKER, ExerciseError, blanks, installed, load, use_exercise
+from checker.exercise import exercise_flags, use_exercise
+from exercises import EXERCISES, MARKER, ExerciseError, blanks, installed, load
 from harness.flags import build_parser
 from harness.metrics_file import MetricsError, Run, _check_values
 
@@ -156,10 +158,17 @@ def test_trainer_refuses_a_blank_exercise_in_one_line(tmp_path, name):
     assert list(tmp_path.iterdir()) == []
 
 
+def trainer_parser():
+    """The NumPy trainer's flags, --exercise's included (numpy_nn/train.py main)."""
+    parser = build_parser("numpy", "test")
+    exercise_flags(parser)
+    return parser
+
+
 def hook(argv):
     """The NumPy trainer's flags and its --exercise hook, in this process: the args it leaves,
     or the one line of a refusal (SystemExit 2)."""
-    parser = build_parser("numpy", "test")
+    parser = trainer_parser()
     args = parser.parse_args(argv)
     use_exercise(parser, args)
     return args
@@ -173,13 +182,13 @@ def test_trainer_hook_installs_a_solved_exercise_and_records_it(solved, monkeypa
     import numpy_nn.cnn
     import numpy_nn.neural_network
     monkeypatch.setattr(exercises, "FOLDER", solved)
-    with restoring():
-        args = hook(["--exercise", "mlp_backward"])
+    with restoring():   # (unchecked: the checks before training have a test of their own)
+        args = hook(["--exercise", "mlp_backward", "--exercise-unchecked"])
         assert numpy_nn.neural_network.NeuralNetwork.backward.__module__ == "exercises._yours_mlp_backward"
         record = record_of(args)
-        assert record["config"]["exercise"] == "mlp_backward"
+        assert record["config"]["exercise"] == "mlp_backward" and record["config"]["exercise_unchecked"] is True
         _check_values(record)
-        args = hook(["--exercise", "conv_backward", "--model", "cnn"])
+        args = hook(["--exercise", "conv_backward", "--model", "cnn", "--exercise-unchecked"])
         assert args.layers == "plain" and numpy_nn.cnn.conv2d_backward.__module__ == "exercises._yours_conv_backward"
     assert numpy_nn.cnn.conv2d_backward.__module__ == "numpy_nn.layers"   # restored by restoring()
     refusals = {("mlp_backward", "--model", "cnn"): "mlp_backward trains with --model mlp, got --model cnn",
@@ -207,7 +216,7 @@ def test_record_without_the_field_still_reads():
     """A record from before --exercise (or from the PyTorch trainer) has no "exercise" key in
     its config: the reader's check accepts it; one whose "exercise" is not a name or null is
     refused."""
-    record = record_of(build_parser("numpy", "test").parse_args([]))
+    record = record_of(trainer_parser().parse_args([]))
     assert record["config"]["exercise"] is None
     _check_values(record)
     del record["config"]["exercise"]
@@ -263,30 +272,158 @@ def test_installed_restores_every_target_even_when_the_body_raises(name):
     assert originals() == before
 
 
-def test_trainer_command_runs_the_learners_loss(tmp_path):
-    """`python numpy_nn/train.py --exercise softmax_cross_entropy` runs as the module __main__,
-    not numpy_nn.train: the learner's function must replace __main__'s own name too. Here the
-    learner's loss is NaN, so the run diverges at its first step if, and only if, the trainer
-    called it."""
+def train_command(folder, tmp_path, *flags):
+    """`python numpy_nn/train.py *flags`, with the exercises in folder, as a learner runs it: the
+    module __main__, not numpy_nn.train, so the learner's function must replace __main__'s own
+    names too. A short run, its files in tmp_path."""
+    argv = ["train.py", *flags, "--epochs", "1", "--limit", "256", "--no-progress",
+            "--metrics", str(tmp_path / "m.json"), "--weights", str(tmp_path / "w.npz")]
+    script = (f"import runpy, sys; sys.path.insert(0, {str(REPO)!r}); import exercises; "
+              f"exercises.FOLDER = __import__('pathlib').Path({str(folder)!r}); sys.argv = {argv!r}; "
+              f"runpy.run_path({str(REPO / 'numpy_nn' / 'train.py')!r}, run_name='__main__')")
+    return subprocess.run([sys.executable, "-c", script], cwd=REPO, env=ENV, capture_output=True, text=True,
+                          timeout=300)
+
+
+def written(tmp_path):
+    return sorted(p.name for p in tmp_path.iterdir() if p.name in ("m.json", "w.npz"))
+
+
+def test_a_wrong_exercise_is_refused_before_training(tmp_path):
+    """The trainer runs check.py's checks first: a backward pass without the activation's
+    derivative (dz = dh: it trained to 81% and exited 0) is refused in one line naming the first
+    wrong gradient and the command that shows why; nothing is written. --exercise-unchecked
+    trains with it anyway, saying so on stderr."""
+    from exercise_answers import edited
+    folder, out = tmp_path / "yours", tmp_path / "out"
+    folder.mkdir()
+    out.mkdir()
+    edited(folder, "mlp_backward", 'dh * self.f_grad(cache[f"a{i - 1}"])  #', "dh  #")
+    done = train_command(folder, out, "--exercise", "mlp_backward")
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.splitlines() == [
+        "train.py: error: argument --exercise: your exercises/mlp_backward.py does not pass its checks (first "
+        "wrong: dz2): `python check.py --exercise mlp_backward` shows why (--exercise-unchecked trains with it "
+        "anyway)"], done.stderr
+    assert written(out) == []
+    done = train_command(folder, out, "--exercise", "mlp_backward", "--exercise-unchecked")
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.splitlines()[0] == (
+        "warning: --exercise-unchecked: your exercises/mlp_backward.py was NOT checked; this run's numbers mean "
+        "nothing until `python check.py --exercise mlp_backward` passes")
+    assert json.loads((out / "m.json").read_text())["config"]["exercise_unchecked"] is True
+
+
+def test_the_trainers_refusal_names_the_first_problem():
+    """first_problem reads check.py's lines as they are printed: a table row's status after its
+    shape (which holds spaces), the first wrong gradient, a call that stopped or returned the
+    wrong thing; a hint line (->) or a sentence is never taken for a row."""
+    from checker.exercise import first_problem
+    unit = ["maxpool2d_backward on 2 images of 3 channels, 7x7 (an odd size; ReLU's zeros make ties):",
+            "  dx       (2, 3, 7, 7)      type    ", "      -> the string 'dx', where a NumPy array of numbers belongs",
+            "", "Your function alone is not right yet: fix that first (the network's checks would only repeat it)."]
+    assert first_problem(unit) == "dx is type"
+    assert first_problem(["  logits   (32, 10)          close   max|diff|  6.1e-16   rel  4.8e-16",
+                          "  dz2      (32, 64)          wrong   max|diff|  2.1e-02   rel  1.1e+00",
+                          "  First wrong: dz2. Everything before it is right, so look first at"]) == "first wrong: dz2"
+    assert first_problem(["  step 1 stopped with ValueError: bad"]) == "step 1 stopped with ValueError: bad"
+    assert first_problem(["  overfit                    wrong   32 images: loss 2.3 -> 2.3"]) == "overfit is wrong"
+
+
+def test_a_nan_from_the_exercise_is_blamed_on_it_not_on_the_learning_rate(tmp_path):
+    """A loss that returns NaN: the checks refuse it; trained unchecked, its first call is
+    found to give NaN where the project's own function gives finite numbers on the same input,
+    and the run stops there in one line naming the exercise (it used to be recorded as
+    diverged, with a smaller --lr suggested). Nothing is written."""
     from exercise_answers import filled
     answers = list(ANSWERS["softmax_cross_entropy"])
     answers[2] = "float('nan')"                            # the loss
     (tmp_path / "softmax_cross_entropy.py").write_text(filled("softmax_cross_entropy", answers), encoding="utf-8")
-    script = (f"import runpy, sys; sys.path.insert(0, {str(REPO)!r}); import exercises; "
-              f"exercises.FOLDER = __import__('pathlib').Path({str(tmp_path)!r}); "
-              f"sys.argv = ['train.py', '--exercise', 'softmax_cross_entropy', '--epochs', '1', '--limit', '256', "
-              f"'--no-progress', '--metrics', {str(tmp_path / 'm.json')!r}, '--weights', {str(tmp_path / 'w.npz')!r}]; "
-              f"runpy.run_path({str(REPO / 'numpy_nn' / 'train.py')!r}, run_name='__main__')")
+    done = train_command(tmp_path, tmp_path, "--exercise", "softmax_cross_entropy")
+    assert done.returncode == 2 and "does not pass its checks (first wrong: loss)" in done.stderr, done.stderr
+    done = train_command(tmp_path, tmp_path, "--exercise", "softmax_cross_entropy", "--exercise-unchecked")
+    assert done.returncode == 1, done.stderr
+    errors = [line for line in done.stderr.splitlines() if not line.startswith("warning:")]
+    assert errors == [f"error: your {tmp_path / 'softmax_cross_entropy.py'} (cross_entropy_with_grad) gave NaN or "
+                      f"inf where the project's own (numpy_nn/utils.py, cross_entropy_with_grad) gives finite numbers "
+                      f"on the same input, in its 1st call while training: python check.py --exercise "
+                      f"softmax_cross_entropy shows more"], done.stderr
+    assert "learning rate" not in done.stderr and written(tmp_path) == []
+
+
+@pytest.mark.parametrize("raised, said", [
+    ("sys.exit(0)", "raised SystemExit: your code called sys.exit(0)"),
+    ("raise KeyboardInterrupt", "raised KeyboardInterrupt: your code raised KeyboardInterrupt"),
+])
+def test_a_learners_exit_while_training_is_their_codes_failure(tmp_path, raised, said):
+    """sys.exit(0) or KeyboardInterrupt in the learner's function (it exited 0, writing nothing
+    and saying nothing): refused by the checks, and trained unchecked, one line naming it and
+    its line, exit 1. Nothing is written."""
+    from exercise_answers import edited
+    edited(tmp_path, "softmax_cross_entropy", "    n = len(y)\n", f"    import sys\n    {raised}\n")
+    done = train_command(tmp_path, tmp_path, "--exercise", "softmax_cross_entropy")
+    assert done.returncode == 2 and f"(cross_entropy_with_grad stopped with {said.split(' ', 1)[1]}" in done.stderr, \
+        done.stderr
+    done = train_command(tmp_path, tmp_path, "--exercise", "softmax_cross_entropy", "--exercise-unchecked")
+    assert done.returncode == 1, done.stderr
+    errors = [line for line in done.stderr.splitlines() if not line.startswith("warning:")]
+    assert len(errors) == 1 and errors[0].startswith(
+        f"error: your {tmp_path / 'softmax_cross_entropy.py'} (cross_entropy_with_grad) {said}"), done.stderr
+    line = (tmp_path / "softmax_cross_entropy.py").read_text().splitlines().index(f"    {raised}") + 1
+    assert f"softmax_cross_entropy.py line {line}: {raised}, in its 1st call while training" in errors[0]
+    assert written(tmp_path) == []
+
+
+def test_a_result_of_another_shape_while_training_is_one_line(tmp_path):
+    """dlogits returned transposed, trained unchecked: one line comparing what came back with
+    what the project's own function gives, at the first call (it was a traceback from the
+    backward pass's matrix product). Nothing is written."""
+    from exercise_answers import edited
+    edited(tmp_path, "softmax_cross_entropy", "    return float(loss), dlogits", "    return float(loss), dlogits.T")
+    done = train_command(tmp_path, tmp_path, "--exercise", "softmax_cross_entropy", "--exercise-unchecked")
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.splitlines()[-1] == (
+        f"error: your {tmp_path / 'softmax_cross_entropy.py'} (cross_entropy_with_grad) gave (a number, an array of "
+        f"shape (10, 128)) where the project's own gives (a number, an array of shape (128, 10)), in its 1st call "
+        f"while training: python check.py --exercise softmax_cross_entropy shows more")
+    assert written(tmp_path) == []
+
+
+def test_an_exercise_file_that_is_not_utf8_is_one_line_from_the_trainer(tmp_path, monkeypatch, capsys):
+    from exercise_answers import filled
+    text = filled("adam_step").replace("Hints:", "Hints (caf\u00e9):")
+    (tmp_path / "adam_step.py").write_bytes(text.encode("latin-1"))
+    monkeypatch.setattr(exercises, "FOLDER", tmp_path)
+    with restoring(), pytest.raises(SystemExit) as stop:
+        hook(["--exercise", "adam_step"])
+    assert stop.value.code == 2
+    line = text.splitlines().index("Hints (caf\u00e9):") + 1
+    errors = capsys.readouterr().err.splitlines()
+    assert len(errors) == 1 and errors[0].endswith(   # (after the program's name, pytest's here)
+        f": error: argument --exercise: {tmp_path / 'adam_step.py'}, line {line}: not UTF-8 text (byte 0xe9); "
+        f"save the file as UTF-8"), errors
+
+
+def test_the_twins_and_the_harness_import_no_tool():
+    """Imports run down the layers: the harness and the twins know no exercise and no checker
+    (harness/flags.py imported exercises for --exercise's names, numpy_nn/build.py for the hook);
+    numpy_nn/train.py's main, a command, brings the hook, and its --help still names them."""
+    script = ("import sys; import harness.flags, harness.session, numpy_nn.build, numpy_nn.train, pytorch_nn.train; "
+              "print(sorted(m for m in sys.modules if m.split('.')[0] in ('exercises', 'checker', 'torch')))")
     done = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=ENV, capture_output=True, text=True,
                           timeout=120)
-    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
-    assert "batch 1" in done.stderr and "recorded as diverged" in done.stderr, done.stderr
+    assert done.returncode == 0, done.stderr
+    imported = eval(done.stdout)
+    assert not [m for m in imported if m.split(".")[0] in ("exercises", "checker")], imported
+    shown = subprocess.run([sys.executable, str(REPO / "numpy_nn" / "train.py"), "--help"], cwd=REPO, env=ENV,
+                           capture_output=True, text=True, timeout=120)
+    assert "--exercise {" + ",".join(EXERCISES) + "}" in shown.stdout, shown.stdout
 
 
 def test_an_exercise_run_keeps_the_projects_default_run():
     """--exercise writes files of its own by default, so the default run compare.py and the
     demo read is not replaced by a learner's."""
-    parser = build_parser("numpy", "")
+    parser = trainer_parser()
     args = parser.parse_args(["--exercise", "conv_backward", "--model", "cnn"])
     assert args.metrics.name == "numpy_cnn_exercise_conv_backward_metrics.json"
     assert args.weights.name == "numpy_cnn_exercise_conv_backward_model.npz"

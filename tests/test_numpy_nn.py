@@ -587,7 +587,10 @@ def test_cli_ctrl_c_saves_interrupted_run(tmp_path):
 
 def check_record(record, argv, n_train):
     """The metrics JSON's shape and internal consistency."""
-    args = experiment.build_parser("numpy", "").parse_args(argv)
+    from checker.exercise import exercise_flags
+    parser = experiment.build_parser("numpy", "")
+    exercise_flags(parser)                         # numpy_nn/train.py's own: --exercise (checker/exercise.py)
+    args = parser.parse_args(argv)
     assert record["schema"] == SCHEMA_VERSION
     assert record["framework"] == "numpy"
     assert record["config"] == {k: (repo_relative(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}

@@ -110,18 +110,19 @@ def compared(tmp_path_factory):
 
 def test_an_mlp_and_cnns_compared_name_each_model(compared):
     folder, runs, out, printed, _ = compared
-    pictures = ["comparison.png", "weights_numpy.png"] + [
+    comparison = "comparison_numpy_vs_numpy_cnn_vs_pytorch_cnn"   # the runs' keys: not the default pair
+    pictures = [f"{comparison}.png", "weights_numpy.png"] + [
         f"{kind}_{key}.png" for key in ("numpy", "numpy_cnn", "pytorch_cnn")
         for kind in ("confusion", "mistakes")] + [
         f"{kind}_{key}.png" for key in ("numpy_cnn", "pytorch_cnn") for kind in ("filters", "feature_maps")]
-    assert sorted(p.name for p in out.iterdir()) == sorted(pictures + ["comparison.md"])
+    assert sorted(p.name for p in out.iterdir()) == sorted(pictures + [f"{comparison}.md"])
     for name in pictures:
         assert_png(out / name)
     for metrics, weights in zip(runs, ["numpy_model.npz", "numpy_cnn.npz", "pytorch_cnn.pt"]):
         assert f"checked {folder / weights}: its SHA-256 and its " in printed, printed
         assert f"of 10,000 test images right are what {metrics} records" in printed
 
-    md = (out / "comparison.md").read_text()
+    md = (out / f"{comparison}.md").read_text()
     assert md.startswith(f"# model: {MLP_NAME} → {CNN_NAME} → {CNN_NAME}: test accuracy "), md
     assert "\nNumPy MLP vs NumPy CNN vs PyTorch CNN\n" in md, md
     assert "| run | model | epochs |" in md

@@ -147,7 +147,7 @@ def test_compare_reports_what_the_trainers_evaluate_gives(tmp_path, sets, monkey
     assert 0.4 < expected["numpy"]["perturbed"] < 0.7 and 0.85 < expected["numpy"]["drawn"] < 0.95, expected
 
     compare.main(["--runs", str(REFERENCE / "numpy_metrics.json"), "--out-dir", str(tmp_path)])
-    md = (tmp_path / "comparison.md").read_text()
+    md = (tmp_path / "comparison_numpy.md").read_text()   # one run: its own name (the pair's is comparison.md)
     numbers = expected["numpy"]
     assert (f"| NumPy | MLP 784-128-64-10 | 10 | 98.17% | 98.17% (epoch 10) | "
             f"{numbers['perturbed']:.2%} | {numbers['drawn']:.2%} | 7.01 |") in md, md

@@ -190,6 +190,14 @@ def test_diverged_collapsed_and_slow_cells_are_marked_apart():
         assert table.count(mark) == 1                                  # the legend says each once
 
 
+def test_a_table_of_cells_that_all_trained_has_no_empty_legend():
+    """With no cell marked, the table's line reads "Final test accuracy." (it read
+    "Final test accuracy; .")."""
+    table = report.markdown_table([MADE_UP[0]])
+    assert "seed 0. Final test accuracy.\n" in table and "; ." not in table
+    assert "Final test accuracy; diverged: the loss became NaN or infinite; " in report.markdown_table(MADE_UP)
+
+
 def test_the_reference_sweep_and_collapse_run_get_the_marks_their_losses_show():
     """The committed records: SGD's too small rates are too slow, every lr 1 and 10 cell under 20%
     is collapsed, and so is the 10-epoch collapse run, whose recorded loss never rose above its
@@ -370,6 +378,75 @@ def test_every_recorded_setting_decides_whether_a_cell_is_the_same(tmp_path):
     moved = lambda config: config.update(metrics="elsewhere/m.json", weights="elsewhere/w.npz", data_dir="/d")
     _, elsewhere = cell_record_in(tmp_path / "moved", flags, moved)
     assert elsewhere.state("numpy") == "completed"
+
+
+def test_a_cell_stopped_after_its_last_epoch_is_complete(tmp_path):
+    """A cell that finished every epoch and then got SIGINT (during its last evaluation or save)
+    is recorded "interrupted", with all its epochs: it counts as complete, is not run again, and
+    --redraw draws it. One stopped before its last epoch is run again."""
+    _, cell = cell_record_in(tmp_path, ["--limit", "200", "--epochs", "2"])
+    record = json.loads(cell.metrics.read_text())
+    assert len(record["epochs"]) == 2
+    cell.metrics.write_text(json.dumps({**record, "status": "interrupted"}))
+    assert cell.state("numpy") == "completed"
+    sweep.redraw(tmp_path)
+    assert "| 128 | " in (tmp_path / "sweep.md").read_text()
+    cell.metrics.write_text(json.dumps({**record, "status": "interrupted", "epochs": record["epochs"][:1],
+                                        "final_test_acc": record["epochs"][0]["test_acc"]}))
+    assert cell.state("numpy") == "todo"
+
+
+def test_a_second_sweep_into_the_same_folder_is_refused(tmp_path):
+    """While a sweep runs in a folder (here: this process holds its lock), another sweep there,
+    grid or range test, is refused in one line naming the first one's pid, before it trains
+    anything; both used to train every cell."""
+    out = tmp_path / "sweep"
+    out.mkdir()
+    with sweep.alone_in(out):
+        for mode in (["--lr", "0.1", "--epochs", "1"], ["--lr-range", "1e-3", "1", "--range-steps", "5"]):
+            done = subprocess.run(sweep_command(out, *mode), cwd=REPO, env=ENV, capture_output=True, text=True,
+                                  timeout=120)
+            assert done.returncode == 1, done.stderr
+            assert done.stderr.splitlines() == [f"error: another sweep (pid {os.getpid()}) is running in {out}: "
+                                                f"wait for it to end, or give another --out-dir"]
+            assert sorted(p.name for p in out.iterdir()) == [".sweep.lock"]
+    done = subprocess.run(sweep_command(out, "--lr", "0.1", "--epochs", "1", "--limit", "128"), cwd=REPO, env=ENV,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr     # the lock is free once its holder lets go
+
+
+@pytest.mark.parametrize("summary, said", [
+    (b"{not json", "is not valid JSON"),
+    (b"[1, 2]", "is not the range test's summary (a JSON object of one object per optimizer)"),
+    (b'{"sgd": 3}', "is not the range test's summary (a JSON object of one object per optimizer)"),
+    (None, "is a folder, not the range test's summary"),
+    (b'{"caf\xe9": {}}', "is not UTF-8 text, so not the range test's summary"),
+])
+def test_a_broken_range_json_is_refused_before_training(tmp_path, monkeypatch, summary, said):
+    """range.json as a bad JSON, a list (the range test trained, then failed on it), an object of
+    other things, a folder or not UTF-8: one line, before any run starts, the file left as it is."""
+    path = tmp_path / "range.json"
+    if summary is None:
+        path.mkdir()
+    else:
+        path.write_bytes(summary)
+    monkeypatch.setattr(sweep.Stop, "start", lambda *a: pytest.fail("a run started"))
+    with pytest.raises(SystemExit) as stopped:
+        sweep.main(["--lr-range", "1e-3", "1", "--range-steps", "5", "--out-dir", str(tmp_path), "--no-progress"])
+    assert stopped.value.code.startswith(f"error: {path} {said}"), stopped.value.code
+    assert stopped.value.code.endswith(": move it away or give another --out-dir")
+    assert path.is_dir() if summary is None else path.read_bytes() == summary
+
+
+def test_a_folder_inside_the_project_but_not_under_results_is_refused(capsys):
+    """The trainers write under results/ only, inside the project (harness/flags.py): a sweep
+    into another of its folders is refused at once, not after every cell failed."""
+    for flag in ("--out-dir", "--redraw"):
+        with pytest.raises(SystemExit) as stopped:
+            sweep.parse([flag, str(REPO / "numpy_nn" / "sweep")])
+        assert stopped.value.code == 2
+        assert f"argument {flag}: {REPO / 'numpy_nn' / 'sweep'} is inside the project but not under results/" \
+            in capsys.readouterr().err
 
 
 def test_help_shows_each_default_once():
