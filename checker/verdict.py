@@ -70,7 +70,7 @@ def judge(name, got, want, batch, before=None, relu=False):
         return Verdict("missing", hint="never computed (or never written where the optimizer reads it)")
     if got is Ellipsis:
         return Verdict("blank", hint="still `...`: fill in its line")
-    problem = not_numbers(got, scalar=np.ndim(want) == 0)
+    problem = not_numbers(got, scalar=True)    # a number where an array belongs: the shape's verdict
     if problem:
         return Verdict("type", hint=f"{problem}, where {'a number' if np.ndim(want) == 0 else 'a NumPy array of numbers'} "
                                     f"belongs")
