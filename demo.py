@@ -7,10 +7,10 @@
     python demo.py --train-dir /tmp/runs            # where the page's own runs go (results/live/)
 
 The page sends your drawing to this server, which makes it a 28x28 image the way MNIST's
-were made (demo/preprocess.py) and runs every network trained so far: the NumPy and PyTorch
+were made (mnist_style.py) and runs every network trained so far: the NumPy and PyTorch
 MLPs and, once trained with --model cnn, the CNNs. The page can also train both networks
 live, with the trainers themselves (demo/training.py), and shows them learning. The server,
-the page and the preprocessing live in demo/; this file is the command.
+the page and the runs live in demo/; this file is the command.
 """
 import argparse
 import errno

@@ -6,7 +6,7 @@
 
 Each picture should hold one digit on plain paper: dark ink on light paper or light on
 dark, which is told from the picture's border. It goes through the demo page's
-preprocessing (demo/preprocess.py: the MNIST recipe), then every network trained so far
+preprocessing (mnist_style.py: the MNIST recipe), then every network trained so far
 reads it, and its three most likely digits are printed:
 
     my_seven.png
@@ -25,7 +25,7 @@ from PIL import Image
 from harness.closed_stdout import keep_running_if_stdout_closes
 from harness.flags import OneLineParser
 from demo.models import add_run_flags, models_or_exit
-from demo.preprocess import NoInk, ink_from_grey, mnist_style
+from mnist_style import NoInk, ink_from_grey, mnist_style
 
 TOP = 3
 

@@ -33,7 +33,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from demo.preprocess import NoInk, mnist_style
+from mnist_style import NoInk, mnist_style
 from demo.training import TRAIN_DIR, Refused, Trainings
 from harness.experiment import shown
 

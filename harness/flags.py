@@ -10,7 +10,6 @@ import tempfile
 from pathlib import Path
 
 from data_loader import DATA_DIR, DATASETS
-from numpy_nn.augment import DEFAULT_RANGES
 from harness.metrics_file import WEIGHT_SUFFIX
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -26,6 +25,13 @@ MLP_HIDDEN = [128, 64]  # the user's design: 784 -> 128 -> 64 -> 10
 # of 1024, stays 10.26 million weights (82 MB in float64): a list of thousands of sizes would
 # grow a trainer to gigabytes.
 MAX_HIDDEN_LAYERS, MAX_HIDDEN_UNITS = 10, 1024
+# The ranges --augment draws from, uniformly (--rotate, --scale, ...; numpy_nn/augment.py).
+# MNIST's digits are already centred and size-normalised, so small changes suffice.
+DEFAULT_RANGES = {"rotate": 15.0,    # degrees, either way
+                  "scale": 0.1,      # 1 +- this
+                  "shear": 10.0,     # degrees, either way (x leans with y)
+                  "shift": 2.0,      # pixels, each axis, either way
+                  "thickness": 0.0}  # blend towards a dilation (+) or an erosion (-), up to this
 # Passes over the data by default. The CNN learns more per epoch and costs ~30x the MLP's
 # arithmetic per image: trial runs of 3 and 4 epochs ended near 99.0%; 5 leave a margin and
 # keep the NumPy run under 2 minutes on 2 cores (results/reference/cnn/: 99.10-99.23%, 79 s).

@@ -19,14 +19,6 @@ import numpy as np
 SIDE = 28                   # the images are 28x28
 CENTRE = (SIDE - 1) / 2     # 13.5: the centre of the image, in pixel indices
 
-# The ranges --augment draws from, uniformly (harness/flags.py: --rotate, --scale, ...).
-# MNIST's digits are already centred and size-normalised, so small changes suffice.
-DEFAULT_RANGES = {"rotate": 15.0,    # degrees, either way
-                  "scale": 0.1,      # 1 +- this
-                  "shear": 10.0,     # degrees, either way (x leans with y)
-                  "shift": 2.0,      # pixels, each axis, either way
-                  "thickness": 0.0}  # blend towards a dilation (+) or an erosion (-), up to this
-
 
 def affine(rotate, scale, shear, shift_x, shift_y):
     """The forward maps, as B,2,3 matrices [A | t]: scale, then shear, then rotate (angles in
@@ -121,7 +113,7 @@ class Augment:
     With --augment off it returns the batch as it is."""
 
     def __init__(self, args):
-        self.ranges = args.augment                        # None, or DEFAULT_RANGES's keys
+        self.ranges = args.augment                        # None, or harness/flags.py DEFAULT_RANGES's keys
         self.rng = np.random.default_rng(args.seed + 2)  # its own stream: batches and dropout draw elsewhere
 
     def draw(self, n):

@@ -47,7 +47,8 @@ from data_fetch import write_atomic  # noqa: E402
 from data_loader import DataError, batches, load_mnist  # noqa: E402
 from perf.flops import cnn_flops_per_sample, cnn_products, flops_per_sample  # noqa: E402
 from harness.metrics_file import cpu_model, numpy_blas  # noqa: E402
-from numpy_nn.augment import DEFAULT_RANGES, SIDE, Augment  # noqa: E402
+from harness.flags import DEFAULT_RANGES  # noqa: E402
+from numpy_nn.augment import SIDE, Augment  # noqa: E402
 from numpy_nn.cnn import CNN, IMAGE_SHAPE  # noqa: E402
 from numpy_nn.fast_cnn import FastCNN  # noqa: E402
 from numpy_nn.fast_layers import conv2d_backward, conv2d_forward, maxpool2d_backward, maxpool2d_forward  # noqa: E402

@@ -11,19 +11,30 @@ README.md cites). Nothing else is written outside a temporary folder.
 import argparse
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "tests")]
-from demo_helpers import start_demo, stop_demo  # noqa: E402
+sys.path.insert(0, str(REPO))
 from harness.metrics_file import cpu_model  # noqa: E402
+
+
+def start_demo(folder, log):
+    """`python demo.py` on a free port, its runs in folder; returns (process, url) once it serves."""
+    process = subprocess.Popen([sys.executable, str(REPO / "demo.py"), "--port", "0", "--results-dir",
+                                str(folder / "none"), "--train-dir", str(folder / "runs")],
+                               cwd=REPO, stdout=subprocess.PIPE, stderr=log, text=True)
+    for line in process.stdout:
+        if line.startswith("serving "):
+            return process, line.split()[1]
+    raise SystemExit(f"live_cost.py: demo.py stopped before serving (exit status {process.wait()}); "
+                     f"its log: {log.name}")
 
 
 def throughput(record):
@@ -40,8 +51,10 @@ def plain(framework, flags, folder):
 
 
 def watched(url, framework, flags):
-    body = {"framework": framework, **{f[2:]: v for f, v in zip(flags[::2], flags[1::2])}}
-    request = urllib.request.Request(url + "api/train", data=json.dumps(body).encode())
+    """The same run from the page: its flags as the JSON numbers the page sends."""
+    body = {"framework": framework, **{f[2:]: int(v) for f, v in zip(flags[::2], flags[1::2])}}
+    request = urllib.request.Request(url + "api/train", data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})  # the server takes JSON only
     run_id = json.load(urllib.request.urlopen(request))["ids"][0]
     while True:                                   # the page: a poll every 0.5 s
         runs = json.load(urllib.request.urlopen(url + "api/train"))["runs"]
@@ -67,7 +80,7 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         log = open(folder / "server.txt", "w")
-        process, url = start_demo("--results-dir", folder / "none", "--train-dir", folder / "runs", stderr=log)
+        process, url = start_demo(folder, log)
         try:
             for framework in args.frameworks:
                 ratios = []
@@ -83,7 +96,8 @@ def main():
                 print(f"{framework}: watched/plain throughput, median of {args.pairs} pairs: "
                       f"{statistics.median(ratios):.3f} (each: {', '.join(f'{r:.3f}' for r in ratios)})", flush=True)
         finally:
-            stop_demo(process)
+            process.send_signal(signal.SIGINT)          # the server's Ctrl-C: it stops its runs too
+            process.communicate(timeout=60)
     results["load_average_after"] = os.getloadavg()
     if args.out:
         args.out.write_text(json.dumps(results, indent=2) + "\n")

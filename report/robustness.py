@@ -9,7 +9,7 @@ every call: SEED), in float64:
                thicker or thinner, and moved off-centre (up to 4 pixels each axis, but no
                further than keeps the ink inside the 28x28 frame): read as they are
     drawn      the same images as the demo page would send them (its 8-bit opacity, its
-               3 decimals), then made MNIST-style as its server does (demo/preprocess.py):
+               3 decimals), then made MNIST-style as its server does (mnist_style.py):
                cropped to the ink, scaled to 20 pixels, centred by mass. That undoes most
                of the move and the size; the rotation and the pen stay.
 
@@ -17,7 +17,7 @@ compare.py reports the accuracy on each beside the test accuracy. NumPy only.
 """
 import numpy as np
 
-from demo.preprocess import NoInk, mnist_style
+from mnist_style import NoInk, mnist_style
 from numpy_nn.augment import CENTRE, SIDE, affine, inverse, thicken, warp
 
 SEED = 24  # the draws' own seed (issue 24), fixed: every run is measured on the same images

@@ -261,7 +261,7 @@ def robustness_lines(runs):
             f"{r['rotate']:g}°, scaled {1 - r['scale']:g}-{1 + r['scale']:g}, thickened or thinned "
             f"and moved up to {r['shift']:g} pixels (report/robustness.py, seed {SEED}): read as "
             f"they are (perturbed), and prepared as the demo page prepares a drawing: cropped, "
-            f"scaled and centred (drawn; demo/preprocess.py)"]
+            f"scaled and centred (drawn; mnist_style.py)"]
 
 
 def divergence_lines(runs):

@@ -24,7 +24,8 @@ import torch
 from data_loader import load_mnist
 from harness.experiment import build_parser
 from harness.metrics_file import load_metrics
-from numpy_nn.augment import CENTRE, DEFAULT_RANGES, SIDE, Augment, affine, dilate, inverse, thicken, warp
+from harness.flags import DEFAULT_RANGES
+from numpy_nn.augment import CENTRE, SIDE, Augment, affine, dilate, inverse, thicken, warp
 from pytorch_nn.augment import TorchAugment
 
 REPO = Path(__file__).resolve().parents[1]

@@ -1,4 +1,4 @@
-"""demo/preprocess.py, the MNIST recipe (crop, scale to 20, centre of mass at the centre),
+"""mnist_style.py, the MNIST recipe (crop, scale to 20, centre of mass at the centre),
 against trusted references: PIL's box filter, a slow obvious area mean, and MNIST's own test
 digits drawn larger on a 280x280 canvas, which must come back as MNIST made them and be read
 as their labels by every committed network. And predict.py, which reads pictures with it."""
@@ -13,7 +13,7 @@ from PIL import Image
 import predict
 from data_loader import load_mnist
 from demo.models import find_models
-from demo.preprocess import NoInk, centre_of_mass, fit_box, ink_from_grey, mnist_style, place_by_mass
+from mnist_style import NoInk, centre_of_mass, fit_box, ink_from_grey, mnist_style, place_by_mass
 from demo_helpers import NAMES, REFERENCE_RUNS, REPO, on_canvas
 
 DIGITS = 100  # MNIST test images 0-99; none of them is one of the three whose ink box is 19, not 20

@@ -17,7 +17,7 @@ import pytest
 
 from data_loader import load_mnist
 from demo.models import Model, find_models
-from demo.preprocess import mnist_style
+from mnist_style import mnist_style
 from demo.server import MAX_BODY, PAGE, DemoHandler, DemoServer
 from demo_helpers import (NAMES, REFERENCE_RUNS, REPO, ask, ask_raw, assert_one_line_error, on_canvas, start_demo,
                           stop_demo)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import compare
-from demo.preprocess import mnist_style
+from mnist_style import mnist_style
 from numpy_nn.augment import dilate
 from report import robustness, table
 

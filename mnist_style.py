@@ -13,7 +13,8 @@ in a 28x28 image with its centre of mass at the centre. mnist_style() does the s
 
 Ink is a 2-D array in [0, 1], 1 for full ink and 0 for paper: MNIST's convention, and the
 scale the networks were trained on (data_loader.load_mnist divides the bytes by 255).
-NumPy only. demo.py's server and predict.py both call mnist_style.
+NumPy only, and below the tools in the layers (beside data_loader.py): demo.py's server,
+predict.py and report/robustness.py's drawn test digits all call mnist_style.
 """
 import numpy as np
 
