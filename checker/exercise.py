@@ -103,7 +103,7 @@ def first_problem(lines):
     for line in lines:
         text = line.strip()
         if text.startswith("First wrong:"):
-            return text.split(".")[0].lower()
+            return "f" + text.split(".")[0][1:]     # its name as printed: dW, not dw
         if any(words in line for words in (" stopped with ", " returned ", " should return ")):
             return text
     for line in lines:

@@ -3,7 +3,12 @@ PyTorch's autograd, a few entries of each parameter's gradient by finite differe
 two sanity checks of the training recipe (the loss at initialisation, overfitting one batch).
 
 Each check prints its lines through say() and returns True when everything in it holds.
+
+The first wrong gradient is named with the line that made it; where that line calls a CNN
+layer's backward pass (conv2d_backward, maxpool2d_backward), the layer's own check (units.py)
+names the line inside it.
 """
+import inspect
 import math
 from argparse import Namespace
 
@@ -85,13 +90,19 @@ HEADER = ("  {:<9}{:<18}{:<8}{}".format("", "shape", "", "max|diff|: the largest
                                          "rel: that over autograd's largest entry"))
 
 
+def first_wrong(say, name, place):
+    """The first wrong quantity, and where to look: the line that made it."""
+    say(f"  First wrong: {name}. Everything before it is right, so look first at")
+    say(f"      {place}")
+
+
 def gradients(net, x, y, say):
     """Forward, loss and backward on (x, y), each quantity against the answer key. Returns
     (everything right, the loss and backward() ran to their end)."""
     from checker.reference import cnn_reference, mlp_reference   # torch: imported once a check runs
     is_cnn = isinstance(net, CNN)
     ref = (cnn_reference if is_cnn else mlp_reference)(net, x, y)
-    B, ok, first = len(y), True, None
+    B, ok, first, verdicts = len(y), True, None, {}
     say("forward and loss:")
     say(HEADER)
     logits, cache = net.forward(x)
@@ -118,7 +129,7 @@ def gradients(net, x, y, say):
     loss, dlogits = loss_rec.result
     for name, got, want in (("loss", loss, np.float64(ref.loss)),
                             ("dlogits", dlogits, ref.grads["dlogits"])):
-        v = judge(name, got, want, B)
+        v = verdicts[name] = judge(name, got, want, B)
         _line(say, name, np.shape(got), v)
         if not v.ok and first is None:
             first = (name, _made(loss_rec, name) if name in loss_rec.lines
@@ -145,7 +156,8 @@ def gradients(net, x, y, say):
         if got is None and name[1:] in net.params and rec.error is None:
             got = net.grads[name[1:]]              # written but never changed: zeros
         relu = is_cnn or net.activation == "relu"
-        v = judge(name, got, want, B, before=ref.before.get(name), relu=relu)
+        v = verdicts[name] = judge(name, got, want, B, before=ref.before.get(name), relu=relu,
+                                   **_layer_context(name, ref, verdicts))
         if v.status == "missing" and rec.error is not None:
             v.status, v.hint = "not run", None     # backward() stopped before it
         _line(say, name, want.shape if got is None or got is Ellipsis else np.shape(got), v)
@@ -153,12 +165,52 @@ def gradients(net, x, y, say):
             first = (name, _made(rec, name))
         ok &= v.ok
     if first:
-        say(f"  First wrong: {first[0]}. Everything before it is right, so look first at")
-        say(f"      {first[1]}")
+        first_wrong(say, *first)
+        _inside_the_layer(say, net.backward, first[1])
     if rec.error is not None:
         _stopped(say, "backward()", rec.error, where(rec.filename, rec.error_line) if rec.error_line else None)
         return False, False
     return ok and first is None, True
+
+
+def _layer_context(name, ref, verdicts):
+    """judge()'s keywords for what a gradient's layer tells about it: for a bias, the sizes of
+    the rows it sums (B, or N, H', W' for a convolution); for a max-pooling's input gradient,
+    the gradient at its output. Only where that gradient is itself right: a bias's gradient
+    that is 1/B of the right one is a mean where the sum belongs only if the dz it sums is
+    right (a dlogits divided by B twice gives the same factor)."""
+    context = {}
+    summed, pooled = ref.summed.get(name), ref.pooled.get(name)
+    if summed and summed in verdicts and verdicts[summed].ok:
+        shape = ref.grads[summed].shape            # B,n or B,C,H',W'
+        context["rows"] = (shape[0], *shape[2:])
+    if pooled and pooled in verdicts and verdicts[pooled].ok:
+        context["pooled"] = ref.grads[pooled]
+    return context
+
+
+LAYERS = {"conv2d_backward": "conv_backward", "maxpool2d_backward": "maxpool_backward"}  # -> units.py's check
+
+
+def _inside_the_layer(say, backward, place):
+    """Where the first wrong gradient came out of a call of a layer's backward pass (the CNN's
+    conv2d_backward or maxpool2d_backward), that function's own check, which names the line
+    inside it: the one this backward() calls (numpy_nn/layers.py's, or an exercise's)."""
+    from checker import units
+    for function_name, check in LAYERS.items():
+        if f"{function_name}(" not in place.split("\n")[0]:
+            continue
+        function = inspect.unwrap(getattr(backward, "__func__", backward)).__globals__.get(function_name)
+        if function is None:
+            return
+        say(f"  That line calls {function_name}: its own check looks inside it.")
+
+        def inner(line):                           # its lines, indented under this one
+            say(f"    {line}" if line else line)
+        if getattr(units, check)(inner, function):
+            say(f"    {function_name} passes its own check: look at what that line gives it, and where its "
+                f"results go")
+        return
 
 
 def _not_a_loss(result):
