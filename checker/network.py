@@ -6,7 +6,9 @@ Each check prints its lines through say() and returns True when everything in it
 
 The first wrong gradient is named with the line that made it; where that line calls a CNN
 layer's backward pass (conv2d_backward, maxpool2d_backward), the layer's own check (units.py)
-names the line inside it.
+names the line inside it. The overfit
+check, with Adam, passes on gradients off by only a constant factor (Adam divides it out):
+where the gradients' check measured such factors, the overfit line says so.
 """
 import inspect
 import math
@@ -98,11 +100,13 @@ def first_wrong(say, name, place):
 
 def gradients(net, x, y, say):
     """Forward, loss and backward on (x, y), each quantity against the answer key. Returns
-    (everything right, the loss and backward() ran to their end)."""
+    (everything right, the loss and backward() ran to their end, scaled): scaled maps each
+    parameter whose gradient is wrong by only a positive constant factor k (k times the right
+    one) to k, which the overfit check cannot see (sanity())."""
     from checker.reference import cnn_reference, mlp_reference   # torch: imported once a check runs
     is_cnn = isinstance(net, CNN)
     ref = (cnn_reference if is_cnn else mlp_reference)(net, x, y)
-    B, ok, first, verdicts = len(y), True, None, {}
+    B, ok, first, verdicts, scaled = len(y), True, None, {}, {}
     say("forward and loss:")
     say(HEADER)
     logits, cache = net.forward(x)
@@ -110,14 +114,14 @@ def gradients(net, x, y, say):
     _line(say, "logits", logits.shape, v)
     if not v.ok:
         say("  The forward pass gives other scores than PyTorch's: fix it first, the gradients follow from it.")
-        return False, False
+        return False, False, scaled
     loss_rec = record(utils.cross_entropy_with_grad, (logits, y), _loss_label)
     if loss_rec.error is None:
         problem = _not_a_loss(loss_rec.result)
         if problem:
             say(f"  cross_entropy_with_grad returned {problem}")
             say("      -> it returns the pair (loss, dlogits): a float and a B,C array of floats")
-            return False, False
+            return False, False, scaled
         try:
             big_loss, big_dlogits = utils.cross_entropy_with_grad(logits + SHIFT, y)
         except Exception as error:
@@ -125,7 +129,7 @@ def gradients(net, x, y, say):
     if loss_rec.error is not None:
         _stopped(say, "cross_entropy_with_grad", loss_rec.error,
                  where(loss_rec.filename, loss_rec.error_line) if loss_rec.error_line else None)
-        return False, False
+        return False, False, scaled
     loss, dlogits = loss_rec.result
     for name, got, want in (("loss", loss, np.float64(ref.loss)),
                             ("dlogits", dlogits, ref.grads["dlogits"])):
@@ -158,6 +162,8 @@ def gradients(net, x, y, say):
         relu = is_cnn or net.activation == "relu"
         v = verdicts[name] = judge(name, got, want, B, before=ref.before.get(name), relu=relu,
                                    **_layer_context(name, ref, verdicts))
+        if name[1:] in net.params and v.factor is not None and v.factor > 0:
+            scaled[name[1:]] = v.factor
         if v.status == "missing" and rec.error is not None:
             v.status, v.hint = "not run", None     # backward() stopped before it
         _line(say, name, want.shape if got is None or got is Ellipsis else np.shape(got), v)
@@ -169,8 +175,8 @@ def gradients(net, x, y, say):
         _inside_the_layer(say, net.backward, first[1])
     if rec.error is not None:
         _stopped(say, "backward()", rec.error, where(rec.filename, rec.error_line) if rec.error_line else None)
-        return False, False
-    return ok and first is None, True
+        return False, False, scaled
+    return ok and first is None, True, scaled
 
 
 def _layer_context(name, ref, verdicts):
@@ -268,8 +274,10 @@ def finite_differences(net, x, y, say, seed=0):
     return ok
 
 
-def sanity(make_net, x, y, say):
-    """The loss at initialisation is near ln 10, and one batch can be learnt by heart."""
+def sanity(make_net, x, y, say, scaled=None):
+    """The loss at initialisation is near ln 10, and one batch can be learnt by heart. scaled
+    (gradients()'s): the parameters whose gradients are off by a constant factor, which the
+    overfit check, with Adam, cannot see; said so when it passes."""
     from numpy_nn.train import train_step          # the trainer's own step (it imports the harness)
     say("sanity checks of the training recipe:")
     net = make_net()
@@ -298,7 +306,24 @@ def sanity(make_net, x, y, say):
     elif not fits:
         say("      -> a network whose gradients are right learns a handful of images by heart; "
             f"if the gradients above are right, look at the update (the optimizer); {UPDATES}")
+    elif scaled:
+        say(f"      -> {_blind(scaled)}")
     return good and fits
+
+
+def _blind(scaled):
+    """Why an overfit with gradients off by constant factors (scaled: parameter -> k) proves
+    nothing about them: Adam's step lr m_hat / (sqrt(v_hat) + eps) is the same for k g as for g
+    (m scales by k, and so does sqrt(v); only eps, 1e-8, does not), SGD's lr g is not."""
+    groups = {}
+    for name, k in scaled.items():
+        groups.setdefault(f"{k:.6g} times too large" if k >= 1 else f"1/{1 / k:.6g} of the right size",
+                          []).append(name)
+    said = "; ".join(f"{', '.join(names)}: {size}" for size, names in groups.items())
+    factors = "that factor" if len(groups) == 1 else "those factors"
+    return (f"passes only because Adam is blind to a constant factor, and these gradients are off by one "
+            f"({said}). Adam's step, lr m / (sqrt(v) + eps), is the same for k g as for g (eps, 1e-8, "
+            f"aside); SGD's, lr g, would be off by {factors}. Fix the gradients above; {UPDATES}")
 
 
 def check_all(make_net, x, y, say, seed=0):
@@ -312,7 +337,7 @@ def check_all(make_net, x, y, say, seed=0):
     for name, b in net.params.items():
         if name.startswith("b"):
             b[...] = rng.normal(0, BIAS_STD, b.shape)
-    ok, finished = gradients(net, x, y, say)
+    ok, finished, scaled = gradients(net, x, y, say)
     say("")
     if not finished:
         say("The finite differences and the sanity checks need the loss and backward() to run to "
@@ -320,4 +345,4 @@ def check_all(make_net, x, y, say, seed=0):
         return False
     ok &= finite_differences(net, x, y, say)
     say("")
-    return sanity(make_net, x, y, say) & ok
+    return sanity(make_net, x, y, say, scaled) & ok

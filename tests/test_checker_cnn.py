@@ -1,5 +1,6 @@
 """check.py on the CNN's layers as it is on the MLP: each classic mistake of a convolution's or a
-max-pooling's backward pass, planted in a working copy, is named with the line that made it.
+max-pooling's backward pass, planted in a working copy, is named with the line that made it;
+and a gradient off by a constant factor, which the overfit check, with Adam, cannot see.
 
 A mistake is planted in the exercise's file filled with its solution (tests/exercise_answers.py),
 as a learner would make it, and graded as `python check.py --exercise NAME` grades it; or in a
@@ -160,16 +161,48 @@ def test_a_pooling_gradient_sent_everywhere_is_named_in_the_cnn(batch, monkeypat
            f"          {planted_line(pool, new)}" in text, text
 
 
-def test_a_bias_gradient_taken_as_a_mean_in_the_cnn_is_named(batch, monkeypatch):
+def test_a_bias_gradient_taken_as_a_mean_in_the_cnn_is_named_and_the_overfit_says_it_is_blind(batch, monkeypatch):
     """conv2d_backward's db as a mean over dout's rows, in the CNN: db2 is 1/(32*11*11) = 1/3872
     of the right one and db1 1/(32*26*26) = 1/21632 (32 images, conv2's 11x11 outputs and
-    conv1's 26x26), each named with the factor the checker measured."""
+    conv1's 26x26), each named with the factor the checker measured. The overfit check still
+    passes, as Adam divides a constant factor out; its line says so."""
     conv = planted(layers.conv2d_backward, "db = dout.sum(axis=0)", "db = dout.mean(axis=0)")
     monkeypatch.setattr(numpy_nn.cnn, "conv2d_backward", conv)
     ok, text = cnn_check(batch)
     assert not ok
     assert "1/3872 of the right one, 1/(N*H'*W') = 1/(32*11*11): " + MESSAGES["db mean"] in text, text
     assert "1/21632 of the right one, 1/(N*H'*W') = 1/(32*26*26): " + MESSAGES["db mean"] in text, text
+    overfit = text[text.index("\n  overfit"):].splitlines()
+    assert overfit[1].split()[1] == "ok", text
+    assert overfit[2] == (
+        "      -> passes only because Adam is blind to a constant factor, and these gradients are off by one "
+        "(b2: 1/3872 of the right size; b1: 1/21632 of the right size). Adam's step, lr m / (sqrt(v) + eps), is "
+        "the same for k g as for g (eps, 1e-8, aside); SGD's, lr g, would be off by those factors. Fix the "
+        f"gradients above; see {PAGE}#the-updates"), text
+
+
+def test_a_missing_one_over_b_passes_the_overfit_only_because_of_adam_and_the_check_says_so(batch, monkeypatch):
+    """dlogits without its 1/B makes every gradient 32 times too large; Adam, dividing by
+    sqrt(v), learns the 32 images by heart all the same, so the overfit line is ok. It now says
+    why that proves nothing here, with the factor the gradients' check measured (and says
+    nothing of the kind where the gradients are right)."""
+    right = []
+    assert network.check_all(lambda: NeuralNetwork(dtype=np.float64), *batch, right.append)
+    assert "blind" not in "\n".join(right)
+    slip = planted(utils.cross_entropy_with_grad, "dlogits /= n", "pass")
+    monkeypatch.setattr(utils, "cross_entropy_with_grad", slip)
+    monkeypatch.setattr(numpy_nn.train, "cross_entropy_with_grad", slip)     # the trainer's step's own name
+    lines = []
+    assert not network.check_all(lambda: NeuralNetwork(dtype=np.float64), *batch, lines.append)
+    text = "\n".join(lines)
+    assert "First wrong: dlogits." in text and "32 times too large, the batch size" in text
+    overfit = text[text.index("\n  overfit"):].splitlines()
+    assert overfit[1].split()[1] == "ok", text
+    assert overfit[2].startswith(
+        "      -> passes only because Adam is blind to a constant factor, and these gradients are off by one "
+        "(W3, b3, W2, b2, W1, b1: 32 times too large). Adam's step"), text
+    assert overfit[2].endswith("SGD's, lr g, would be off by that factor. Fix the gradients above; "
+                               f"see {PAGE}#the-updates"), text
 
 
 def test_a_bias_gradient_taken_as_a_mean_in_the_mlp_is_named_as_a_mean(batch, tmp_path):
@@ -184,6 +217,7 @@ def test_a_bias_gradient_taken_as_a_mean_in_the_mlp_is_named_as_a_mean(batch, tm
     assert "divided by B twice" not in text
     assert f"First wrong: db3. Everything before it is right, so look first at\n" \
            f"      {line_of(tmp_path / 'mlp_backward.py', 'db = dz.mean(axis=0)')}" in text, text
+    assert "(b3, b2, b1: 1/32 of the right size)" in text                            # the overfit's word
     # dlogits divided by B twice makes db3 1/32 of the right one too, but the dz it sums is wrong:
     # not a mean, and not said to be one
     lines = []
