@@ -6,7 +6,8 @@ Each check prints its lines through say() and returns True when everything in it
 
 The first wrong gradient is named with the line that made it; where that line calls a CNN
 layer's backward pass (conv2d_backward, maxpool2d_backward), the layer's own check (units.py)
-names the line inside it. The overfit
+names the line inside it. The loss gets a copy of the labels, compared after the call: a loss
+that changes them in place is told so, and the later checks get them read-only. The overfit
 check, with Adam, passes on gradients off by only a constant factor (Adam divides it out):
 where the gradients' check measured such factors, the overfit line says so.
 """
@@ -115,7 +116,8 @@ def gradients(net, x, y, say):
     if not v.ok:
         say("  The forward pass gives other scores than PyTorch's: fix it first, the gradients follow from it.")
         return False, False, scaled
-    loss_rec = record(utils.cross_entropy_with_grad, (logits, y), _loss_label)
+    labels = y.copy()                              # what the loss is given: y itself stays as it is
+    loss_rec = record(utils.cross_entropy_with_grad, (logits, labels), _loss_label, {"y": labels})
     if loss_rec.error is None:
         problem = _not_a_loss(loss_rec.result)
         if problem:
@@ -123,7 +125,7 @@ def gradients(net, x, y, say):
             say("      -> it returns the pair (loss, dlogits): a float and a B,C array of floats")
             return False, False, scaled
         try:
-            big_loss, big_dlogits = utils.cross_entropy_with_grad(logits + SHIFT, y)
+            big_loss, big_dlogits = utils.cross_entropy_with_grad(logits + SHIFT, y.copy())
         except Exception as error:
             loss_rec.error = error
     if loss_rec.error is not None:
@@ -139,6 +141,9 @@ def gradients(net, x, y, say):
             first = (name, _made(loss_rec, name) if name in loss_rec.lines
                      else "cross_entropy_with_grad, which returns it")
         ok &= v.ok
+    if not np.array_equal(labels, y):
+        _changed_labels(say, loss_rec, labels, y)
+        ok = False
     stable = not _not_a_loss((big_loss, big_dlogits)) and np.isfinite(big_loss) and np.all(np.isfinite(big_dlogits))
     say(f"  {'stable':<9}{'':<18}{'ok' if stable else 'wrong':<8}the loss of logits + {SHIFT:g} "
         f"(the same softmax) is {'finite' if stable else 'inf or NaN'}")
@@ -230,6 +235,17 @@ def _not_a_loss(result):
     if not_numbers(dlogits):
         return f"a dlogits that is {not_numbers(dlogits)}, not an array of numbers"
     return None
+
+
+def _changed_labels(say, rec, labels, y):
+    """The loss changed the labels it was given, in place: one row saying so, and where."""
+    changed = int(np.sum(labels != y))
+    say(f"  {'y':<9}{str(y.shape):<18}{'changed':<8}{changed} of {len(y)} labels: cross_entropy_with_grad "
+        f"changed y, the labels it was given, in place")
+    at = f"at {_made(rec, 'y')}. " if "y" in rec.lines else ""
+    say(f"      -> {at}Whatever reads the labels next (the other checks here, the next epoch in "
+        f"training) would read these; a function leaves its inputs as they are (work on y.copy() if "
+        f"you must). The checks below pass the right labels, read-only: a change stops at its line")
 
 
 def _stopped(say, what, error, line=None):
@@ -343,6 +359,10 @@ def check_all(make_net, x, y, say, seed=0):
         say("The finite differences and the sanity checks need the loss and backward() to run to "
             "their end: they come once they do.")
         return False
+    # The labels, read-only from here: a loss that changes them in place (gradients() said so)
+    # stops at that line, instead of training the overfit check on other labels at every step
+    y = y.copy()
+    y.setflags(write=False)
     ok &= finite_differences(net, x, y, say)
     say("")
     return sanity(make_net, x, y, say, scaled) & ok

@@ -1,6 +1,7 @@
 """check.py on the CNN's layers as it is on the MLP: each classic mistake of a convolution's or a
 max-pooling's backward pass, planted in a working copy, is named with the line that made it;
-and a gradient off by a constant factor, which the overfit check, with Adam, cannot see.
+and the two traps of the whole check: labels changed in place by the loss, and a gradient off
+by a constant factor that the overfit check, with Adam, cannot see.
 
 A mistake is planted in the exercise's file filled with its solution (tests/exercise_answers.py),
 as a learner would make it, and graded as `python check.py --exercise NAME` grades it; or in a
@@ -203,6 +204,28 @@ def test_a_missing_one_over_b_passes_the_overfit_only_because_of_adam_and_the_ch
         "(W3, b3, W2, b2, W1, b1: 32 times too large). Adam's step"), text
     assert overfit[2].endswith("SGD's, lr g, would be off by that factor. Fix the gradients above; "
                                f"see {PAGE}#the-updates"), text
+
+
+def test_a_loss_that_changes_its_labels_in_place_is_told_so_and_the_checks_keep_the_right_ones(batch, tmp_path):
+    """softmax_cross_entropy setting y[...] = 0 after computing a right loss: the labels' row
+    says so, with the line; the caller's labels stay as they were, so the finite differences
+    hold (they failed on the zeroed labels, with every gradient right: nothing said why); the
+    overfit check's step, given the labels read-only, stops at that line."""
+    x, y = batch[0], batch[1].copy()
+    before = y.copy()
+    edited(tmp_path, "softmax_cross_entropy", "    return float(loss), dlogits",
+           "    y[...] = 0\n    return float(loss), dlogits")
+    ok, text = grade("softmax_cross_entropy", (x, y), tmp_path)
+    assert not ok
+    assert np.array_equal(y, before)
+    where = line_of(tmp_path / "softmax_cross_entropy.py", "y[...] = 0")
+    assert f"\n  y        (32,)             changed {int(np.sum(y != 0))} of 32 labels: cross_entropy_with_grad " \
+           f"changed y, the labels it was given, in place\n      -> at {where}. " in text, text
+    differences = text[text.index("finite differences"):text.index("sanity checks")].splitlines()[1:-1]
+    assert len(differences) == 6 and all(row[29:37].strip() == "ok" for row in differences), text  # the status column
+    assert "  a training step stopped with ValueError: assignment destination is read-only\n" \
+           f"      in {where}" in text, text
+    assert first_problem(text.splitlines()) == "it changes y, the labels it is given, in place"
 
 
 def test_a_bias_gradient_taken_as_a_mean_in_the_mlp_is_named_as_a_mean(batch, tmp_path):
