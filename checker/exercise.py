@@ -98,16 +98,18 @@ def check_command(name, args):
 
 def first_problem(lines):
     """The first thing a check's lines mark as not right, in a few words: the first wrong
-    gradient it names, a call that stopped or returned the wrong thing, or the first row of a
-    table whose status is not ok."""
+    gradient it names, labels changed in place, a call that stopped or returned the wrong
+    thing, or the first row of a table whose status is not ok."""
     for line in lines:
         text = line.strip()
+        if re.match(r"  y \s*\S+\s+changed\s", line):
+            return "it changes y, the labels it is given, in place"
         if text.startswith("First wrong:"):
-            return text.split(".")[0].lower()
+            return "f" + text.split(".")[0][1:]     # its name as printed: dW, not dw
         if any(words in line for words in (" stopped with ", " returned ", " should return ")):
             return text
     for line in lines:
-        row = re.match(r"  (\S+) .*?\s(wrong|shape|type|missing|blank|not run)(\s|$)", line)
+        row = re.match(r"  (\S+) .*?\s(wrong|shape|type|missing|blank|not run|changed)(\s|$)", line)
         if row and row.group(1) != "->":
             return f"{row.group(1)} is {row.group(2)}"
     return "it does not pass"

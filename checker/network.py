@@ -3,7 +3,15 @@ PyTorch's autograd, a few entries of each parameter's gradient by finite differe
 two sanity checks of the training recipe (the loss at initialisation, overfitting one batch).
 
 Each check prints its lines through say() and returns True when everything in it holds.
+
+The first wrong gradient is named with the line that made it; where that line calls a CNN
+layer's backward pass (conv2d_backward, maxpool2d_backward), the layer's own check (units.py)
+names the line inside it. The loss gets a copy of the labels, compared after the call: a loss
+that changes them in place is told so, and the later checks get them read-only. The overfit
+check, with Adam, passes on gradients off by only a constant factor (Adam divides it out):
+where the gradients' check measured such factors, the overfit line says so.
 """
+import inspect
 import math
 from argparse import Namespace
 
@@ -85,13 +93,21 @@ HEADER = ("  {:<9}{:<18}{:<8}{}".format("", "shape", "", "max|diff|: the largest
                                          "rel: that over autograd's largest entry"))
 
 
+def first_wrong(say, name, place):
+    """The first wrong quantity, and where to look: the line that made it."""
+    say(f"  First wrong: {name}. Everything before it is right, so look first at")
+    say(f"      {place}")
+
+
 def gradients(net, x, y, say):
     """Forward, loss and backward on (x, y), each quantity against the answer key. Returns
-    (everything right, the loss and backward() ran to their end)."""
+    (everything right, the loss and backward() ran to their end, scaled): scaled maps each
+    parameter whose gradient is wrong by only a positive constant factor k (k times the right
+    one) to k, which the overfit check cannot see (sanity())."""
     from checker.reference import cnn_reference, mlp_reference   # torch: imported once a check runs
     is_cnn = isinstance(net, CNN)
     ref = (cnn_reference if is_cnn else mlp_reference)(net, x, y)
-    B, ok, first = len(y), True, None
+    B, ok, first, verdicts, scaled = len(y), True, None, {}, {}
     say("forward and loss:")
     say(HEADER)
     logits, cache = net.forward(x)
@@ -99,31 +115,35 @@ def gradients(net, x, y, say):
     _line(say, "logits", logits.shape, v)
     if not v.ok:
         say("  The forward pass gives other scores than PyTorch's: fix it first, the gradients follow from it.")
-        return False, False
-    loss_rec = record(utils.cross_entropy_with_grad, (logits, y), _loss_label)
+        return False, False, scaled
+    labels = y.copy()                              # what the loss is given: y itself stays as it is
+    loss_rec = record(utils.cross_entropy_with_grad, (logits, labels), _loss_label, {"y": labels})
     if loss_rec.error is None:
         problem = _not_a_loss(loss_rec.result)
         if problem:
             say(f"  cross_entropy_with_grad returned {problem}")
             say("      -> it returns the pair (loss, dlogits): a float and a B,C array of floats")
-            return False, False
+            return False, False, scaled
         try:
-            big_loss, big_dlogits = utils.cross_entropy_with_grad(logits + SHIFT, y)
+            big_loss, big_dlogits = utils.cross_entropy_with_grad(logits + SHIFT, y.copy())
         except Exception as error:
             loss_rec.error = error
     if loss_rec.error is not None:
         _stopped(say, "cross_entropy_with_grad", loss_rec.error,
                  where(loss_rec.filename, loss_rec.error_line) if loss_rec.error_line else None)
-        return False, False
+        return False, False, scaled
     loss, dlogits = loss_rec.result
     for name, got, want in (("loss", loss, np.float64(ref.loss)),
                             ("dlogits", dlogits, ref.grads["dlogits"])):
-        v = judge(name, got, want, B)
+        v = verdicts[name] = judge(name, got, want, B)
         _line(say, name, np.shape(got), v)
         if not v.ok and first is None:
             first = (name, _made(loss_rec, name) if name in loss_rec.lines
                      else "cross_entropy_with_grad, which returns it")
         ok &= v.ok
+    if not np.array_equal(labels, y):
+        _changed_labels(say, loss_rec, labels, y)
+        ok = False
     stable = not _not_a_loss((big_loss, big_dlogits)) and np.isfinite(big_loss) and np.all(np.isfinite(big_dlogits))
     say(f"  {'stable':<9}{'':<18}{'ok' if stable else 'wrong':<8}the loss of logits + {SHIFT:g} "
         f"(the same softmax) is {'finite' if stable else 'inf or NaN'}")
@@ -145,7 +165,10 @@ def gradients(net, x, y, say):
         if got is None and name[1:] in net.params and rec.error is None:
             got = net.grads[name[1:]]              # written but never changed: zeros
         relu = is_cnn or net.activation == "relu"
-        v = judge(name, got, want, B, before=ref.before.get(name), relu=relu)
+        v = verdicts[name] = judge(name, got, want, B, before=ref.before.get(name), relu=relu,
+                                   **_layer_context(name, ref, verdicts))
+        if name[1:] in net.params and v.factor is not None and v.factor > 0:
+            scaled[name[1:]] = v.factor
         if v.status == "missing" and rec.error is not None:
             v.status, v.hint = "not run", None     # backward() stopped before it
         _line(say, name, want.shape if got is None or got is Ellipsis else np.shape(got), v)
@@ -153,12 +176,52 @@ def gradients(net, x, y, say):
             first = (name, _made(rec, name))
         ok &= v.ok
     if first:
-        say(f"  First wrong: {first[0]}. Everything before it is right, so look first at")
-        say(f"      {first[1]}")
+        first_wrong(say, *first)
+        _inside_the_layer(say, net.backward, first[1])
     if rec.error is not None:
         _stopped(say, "backward()", rec.error, where(rec.filename, rec.error_line) if rec.error_line else None)
-        return False, False
-    return ok and first is None, True
+        return False, False, scaled
+    return ok and first is None, True, scaled
+
+
+def _layer_context(name, ref, verdicts):
+    """judge()'s keywords for what a gradient's layer tells about it: for a bias, the sizes of
+    the rows it sums (B, or N, H', W' for a convolution); for a max-pooling's input gradient,
+    the gradient at its output. Only where that gradient is itself right: a bias's gradient
+    that is 1/B of the right one is a mean where the sum belongs only if the dz it sums is
+    right (a dlogits divided by B twice gives the same factor)."""
+    context = {}
+    summed, pooled = ref.summed.get(name), ref.pooled.get(name)
+    if summed and summed in verdicts and verdicts[summed].ok:
+        shape = ref.grads[summed].shape            # B,n or B,C,H',W'
+        context["rows"] = (shape[0], *shape[2:])
+    if pooled and pooled in verdicts and verdicts[pooled].ok:
+        context["pooled"] = ref.grads[pooled]
+    return context
+
+
+LAYERS = {"conv2d_backward": "conv_backward", "maxpool2d_backward": "maxpool_backward"}  # -> units.py's check
+
+
+def _inside_the_layer(say, backward, place):
+    """Where the first wrong gradient came out of a call of a layer's backward pass (the CNN's
+    conv2d_backward or maxpool2d_backward), that function's own check, which names the line
+    inside it: the one this backward() calls (numpy_nn/layers.py's, or an exercise's)."""
+    from checker import units
+    for function_name, check in LAYERS.items():
+        if f"{function_name}(" not in place.split("\n")[0]:
+            continue
+        function = inspect.unwrap(getattr(backward, "__func__", backward)).__globals__.get(function_name)
+        if function is None:
+            return
+        say(f"  That line calls {function_name}: its own check looks inside it.")
+
+        def inner(line):                           # its lines, indented under this one
+            say(f"    {line}" if line else line)
+        if getattr(units, check)(inner, function):
+            say(f"    {function_name} passes its own check: look at what that line gives it, and where its "
+                f"results go")
+        return
 
 
 def _not_a_loss(result):
@@ -172,6 +235,17 @@ def _not_a_loss(result):
     if not_numbers(dlogits):
         return f"a dlogits that is {not_numbers(dlogits)}, not an array of numbers"
     return None
+
+
+def _changed_labels(say, rec, labels, y):
+    """The loss changed the labels it was given, in place: one row saying so, and where."""
+    changed = int(np.sum(labels != y))
+    say(f"  {'y':<9}{str(y.shape):<18}{'changed':<8}{changed} of {len(y)} labels: cross_entropy_with_grad "
+        f"changed y, the labels it was given, in place")
+    at = f"at {_made(rec, 'y')}. " if "y" in rec.lines else ""
+    say(f"      -> {at}Whatever reads the labels next (the other checks here, the next epoch in "
+        f"training) would read these; a function leaves its inputs as they are (work on y.copy() if "
+        f"you must). The checks below pass the right labels, read-only: a change stops at its line")
 
 
 def _stopped(say, what, error, line=None):
@@ -216,8 +290,10 @@ def finite_differences(net, x, y, say, seed=0):
     return ok
 
 
-def sanity(make_net, x, y, say):
-    """The loss at initialisation is near ln 10, and one batch can be learnt by heart."""
+def sanity(make_net, x, y, say, scaled=None):
+    """The loss at initialisation is near ln 10, and one batch can be learnt by heart. scaled
+    (gradients()'s): the parameters whose gradients are off by a constant factor, which the
+    overfit check, with Adam, cannot see; said so when it passes."""
     from numpy_nn.train import train_step          # the trainer's own step (it imports the harness)
     say("sanity checks of the training recipe:")
     net = make_net()
@@ -246,7 +322,24 @@ def sanity(make_net, x, y, say):
     elif not fits:
         say("      -> a network whose gradients are right learns a handful of images by heart; "
             f"if the gradients above are right, look at the update (the optimizer); {UPDATES}")
+    elif scaled:
+        say(f"      -> {_blind(scaled)}")
     return good and fits
+
+
+def _blind(scaled):
+    """Why an overfit with gradients off by constant factors (scaled: parameter -> k) proves
+    nothing about them: Adam's step lr m_hat / (sqrt(v_hat) + eps) is the same for k g as for g
+    (m scales by k, and so does sqrt(v); only eps, 1e-8, does not), SGD's lr g is not."""
+    groups = {}
+    for name, k in scaled.items():
+        groups.setdefault(f"{k:.6g} times too large" if k >= 1 else f"1/{1 / k:.6g} of the right size",
+                          []).append(name)
+    said = "; ".join(f"{', '.join(names)}: {size}" for size, names in groups.items())
+    factors = "that factor" if len(groups) == 1 else "those factors"
+    return (f"passes only because Adam is blind to a constant factor, and these gradients are off by one "
+            f"({said}). Adam's step, lr m / (sqrt(v) + eps), is the same for k g as for g (eps, 1e-8, "
+            f"aside); SGD's, lr g, would be off by {factors}. Fix the gradients above; {UPDATES}")
 
 
 def check_all(make_net, x, y, say, seed=0):
@@ -260,12 +353,16 @@ def check_all(make_net, x, y, say, seed=0):
     for name, b in net.params.items():
         if name.startswith("b"):
             b[...] = rng.normal(0, BIAS_STD, b.shape)
-    ok, finished = gradients(net, x, y, say)
+    ok, finished, scaled = gradients(net, x, y, say)
     say("")
     if not finished:
         say("The finite differences and the sanity checks need the loss and backward() to run to "
             "their end: they come once they do.")
         return False
+    # The labels, read-only from here: a loss that changes them in place (gradients() said so)
+    # stops at that line, instead of training the overfit check on other labels at every step
+    y = y.copy()
+    y.setflags(write=False)
     ok &= finite_differences(net, x, y, say)
     say("")
-    return sanity(make_net, x, y, say) & ok
+    return sanity(make_net, x, y, say, scaled) & ok

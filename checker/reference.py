@@ -48,10 +48,14 @@ def _param_grads(layers):
 class Reference:
     """logits, loss, and grads: label -> dLoss/d(that), in float64, for one batch (x, y),
     listed in the order the NumPy backward() computes them. before[label] names, for a
-    gradient taken through an activation (dz), the gradient just before it (dh, or da)."""
+    gradient taken through an activation (dz), the gradient just before it (dh, or da).
+    summed[label], for a bias's gradient, names the gradient whose rows it sums (its layer's
+    output's: dlogits or a dz); pooled[label], for a max-pooling's input gradient (da), the
+    gradient at its output (dh)."""
 
-    def __init__(self, logits, loss, grads, before):
+    def __init__(self, logits, loss, grads, before, summed=None, pooled=None):
         self.logits, self.loss, self.grads, self.before = logits, loss, grads, before
+        self.summed, self.pooled = summed or {}, pooled or {}
 
 
 def mlp_reference(net, x, y):
@@ -71,7 +75,8 @@ def mlp_reference(net, x, y):
             grads[f"dh{i - 1}"] = t[f"h{i - 1}"].grad.numpy()
             grads[f"dz{i - 1}"] = t[f"z{i - 1}"].grad.numpy()
     before = {f"dz{i}": grads[f"dh{i}"] for i in range(1, L)}
-    return Reference(t["logits"].detach().numpy(), loss.item(), grads, before)
+    summed = {f"db{i}": f"dz{i}" if i < L else "dlogits" for i in range(1, L + 1)}
+    return Reference(t["logits"].detach().numpy(), loss.item(), grads, before, summed)
 
 
 def cnn_reference(net, x, y):
@@ -95,4 +100,6 @@ def cnn_reference(net, x, y):
              "dh2": g["h2"], "da2": g["a2"], "dz2": g["z2"], "dW2": w["dW2"], "db2": w["db2"],
              "dh1": g["h1"], "da1": g["a1"], "dz1": g["z1"], "dW1": w["dW1"], "db1": w["db1"]}
     before = {"dz2": grads["da2"], "dz1": grads["da1"]}
-    return Reference(t["logits"].detach().numpy(), loss.item(), grads, before)
+    summed = {"db3": "dlogits", "db2": "dz2", "db1": "dz1"}
+    pooled = {"da2": "dh2", "da1": "dh1"}
+    return Reference(t["logits"].detach().numpy(), loss.item(), grads, before, summed, pooled)

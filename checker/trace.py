@@ -24,12 +24,12 @@ class Recording:
     """What record() saw: values[label] (the gradient's last value, or Ellipsis for a blank
     still holding `...`), lines[label] (every line that changed it, in order: the last one
     made its final value), and error, the exception that stopped the function (None if it
-    returned) with error_line, its line."""
+    returned) with error_line, its line; or result, what it returned, with return_line."""
 
     def __init__(self, code):
         self.filename, self.first_line = code.co_filename, code.co_firstlineno
         self.values, self.lines = {}, {}
-        self.error, self.error_line, self.result = None, None, None
+        self.error, self.error_line, self.result, self.return_line = None, None, None, None
 
 
 def _recordable(value):
@@ -78,6 +78,8 @@ def record(function, args, label, watched=None):
         if event in ("line", "return"):
             look(frame)
             done[0] = frame.f_lineno
+            if event == "return":
+                rec.return_line = frame.f_lineno
         elif event == "exception":
             rec.error_line = frame.f_lineno
         return in_function

@@ -1,23 +1,101 @@
 """Checks of single functions, for the exercises: each against its PyTorch counterpart on a
 small input made to hold the hard cases (ties in a pooling window, an odd size, gradients
-that are exactly zero)."""
+that are exactly zero).
+
+A layer's backward pass runs under the tracer (trace.py), as backward() does in the
+network's check: what it returns is judged, and where a result is wrong, so are the steps
+inside it that feed that result (dWm, dcols; the mask, dwindows), in the order the function
+computes them; the first wrong one is named with its line."""
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from checker.guard import first_line, kind
-from checker.trace import failing_line
-from checker.verdict import judge
+from checker.network import _line, _made, _stopped, first_wrong
+from checker.trace import failing_line, record, where
+from checker.verdict import judge, windows
 from numpy_nn import layers, utils
 
 
 def _report(say, name, got, want, batch):
     v = judge(name, got, want, batch)
-    numbers = f"max|diff| {v.diff:8.1e}   rel {v.rel:8.1e}" if v.diff is not None else ""
-    say(f"  {name:<9}{str(np.shape(want)):<18}{v.status:<8}{numbers}")
-    if v.hint:
-        say(f"      -> {v.hint}")
+    _line(say, name, np.shape(want), v)
     return v.ok
+
+
+# A step inside a layer's backward pass -> what it feeds, a result or the next step (the steps
+# are named as in numpy_nn/layers.py and the exercises; a function that names them otherwise
+# is judged on its results alone)
+FEEDS = {"dWm": "dW", "dcols": "dx", "mask": "dwindows", "dwindows": "dx"}
+
+
+def _label(name, variables):
+    """The step or result a local variable of a layer's backward pass holds, or None."""
+    if name == "dwindows" and np.ndim(variables[name]) == 6:
+        return None                                # the given line's N,C,Ho,2,Wo,2: a layout, not a step
+    return name if name in FEEDS or name in ("dx", "dW", "db") else None
+
+
+def _equal(a, b):
+    return a is b or (isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and a.shape == b.shape
+                      and np.array_equal(a, b, equal_nan=True))
+
+
+def _judged(say, function, args, want, outputs, context):
+    """function(*args) under the tracer: its results (outputs, the names of what it returns, in
+    order) against want, and the steps behind a wrong one; context[name]: judge()'s keywords
+    for that name. The first wrong one is named with its line. True when every result holds."""
+    rec = record(function, args, _label)
+    name_of = getattr(function, "__name__", "the function")
+    results = {}
+    if rec.error is None:
+        result = rec.result if len(outputs) > 1 else (rec.result,)
+        if not isinstance(result, tuple) or len(result) != len(outputs):
+            say(f"  {name_of} should return {len(outputs)} array{'s' if len(outputs) > 1 else ''}")
+            return False
+        results = dict(zip(outputs, result))
+    verdicts, places = {}, {}
+    for name in outputs:
+        if name not in results and name not in rec.values:
+            continue                               # stopped before it was computed
+        got = results.get(name, rec.values.get(name))
+        verdicts[name] = _verdict(name, got, want, context)
+        if name in rec.lines and (name not in results or _equal(rec.values[name], results[name])):
+            places[name] = _made(rec, name)
+        elif rec.return_line:                      # returned, not the variable of that name
+            places[name] = where(rec.filename, rec.return_line)
+    for step in FEEDS:
+        result = step
+        while result in FEEDS:                     # the result this step ends up in
+            result = FEEDS[result]
+        behind = result in verdicts and not verdicts[result].ok
+        if step in want and step in rec.values and (behind or rec.error is not None):
+            verdicts[step] = _verdict(step, rec.values[step], want, context)
+            places[step] = _made(rec, step)
+    for step, fed in FEEDS.items():                # what a wrong step feeds looks as it does because of it
+        wrong_step = step in verdicts and not verdicts[step].ok
+        if wrong_step and fed in verdicts and verdicts[fed].status in ("wrong", "shape"):
+            verdicts[fed].hint = f"follows from {step} above"
+    order = sorted(verdicts, key=lambda name: (rec.lines[name][-1] if name in rec.lines else float("inf"),
+                                               outputs.index(name) if name in outputs else -1))
+    first = None
+    for name in order:
+        got = rec.values.get(name) if name not in results else results[name]
+        _line(say, name, np.shape(got) if isinstance(got, np.ndarray) else np.shape(want[name]), verdicts[name])
+        if not verdicts[name].ok and first is None and name in places:
+            first = name
+    if first:
+        first_wrong(say, first, places[first])
+    if rec.error is not None:
+        _stopped(say, name_of, rec.error, where(rec.filename, rec.error_line) if rec.error_line else None)
+        return False
+    return all(verdicts[name].ok for name in outputs)
+
+
+def _verdict(name, got, want, context):
+    if isinstance(got, np.ndarray) and got.dtype == bool:
+        got = got.astype(np.float64)               # a mask: True and False as 1 and 0
+    return judge(name, got, want[name], None, **context.get(name, {}))
 
 
 def conv_backward(say, backward=layers.conv2d_backward, seed=0):
@@ -26,14 +104,30 @@ def conv_backward(say, backward=layers.conv2d_backward, seed=0):
     x, W, b = rng.standard_normal((2, 3, 7, 6)), rng.standard_normal((4, 3, 3, 3)), rng.standard_normal(4)
     out, cache = layers.conv2d_forward(x, W, b)
     dout = rng.standard_normal(out.shape)
-    tx, tW, tb = (torch.tensor(a, requires_grad=True) for a in (x, W, b))
-    F.conv2d(tx, tW, tb).backward(torch.from_numpy(dout))
+    want = conv_answers(x, W, b, cache[1], dout)
     say("conv2d_backward on 2 images of 3 channels, 7x6, 4 kernels of 3x3:")
-    dx, dW, db = _call(say, backward, dout, cache, count=3)
-    if dx is None:
-        return False
-    return all([_report(say, "dx", dx, tx.grad.numpy(), 2), _report(say, "dW", dW, tW.grad.numpy(), 2),
-                _report(say, "db", db, tb.grad.numpy(), 2)])
+    N, _, Ho, Wo = dout.shape
+    return _judged(say, backward, (dout, cache), want, ("dx", "dW", "db"), {"db": {"rows": (N, Ho, Wo)}})
+
+
+def conv_answers(x, W, b, cols, dout):
+    """Autograd's gradients, for dout at conv2d(x, W, b)'s output, of what conv2d_backward
+    computes: dx, dW and db from torch's own conv2d; dWm and dcols from the same convolution
+    written as layers.py writes it, cols (im2col's windows) times Wm (the kernels as columns),
+    which must give conv2d's output."""
+    tx, tW, tb = (torch.tensor(a, requires_grad=True) for a in (x, W, b))
+    out = F.conv2d(tx, tW, tb)
+    out.backward(torch.from_numpy(dout))
+    N, O, Ho, Wo = out.shape
+    tcols = torch.tensor(cols, requires_grad=True)                         # N*H'*W',C*kh*kw
+    tWm = torch.tensor(W.reshape(O, -1).T.copy(), requires_grad=True)      # C*kh*kw,O
+    product = (tcols @ tWm + torch.from_numpy(b)).reshape(N, Ho, Wo, O).permute(0, 3, 1, 2)
+    # The same sums of C*kh*kw products in another order: they differ by rounding, ~1e-15
+    # here; windows taken from the wrong place would differ by whole entries.
+    assert torch.allclose(product, out, rtol=0, atol=1e-12), "cols @ Wm is not the convolution"
+    product.backward(torch.from_numpy(dout))
+    return {"dx": tx.grad.numpy(), "dW": tW.grad.numpy(), "db": tb.grad.numpy(),
+            "dWm": tWm.grad.numpy(), "dcols": tcols.grad.numpy()}
 
 
 def maxpool_backward(say, backward=layers.maxpool2d_backward, seed=0):
@@ -42,11 +136,22 @@ def maxpool_backward(say, backward=layers.maxpool2d_backward, seed=0):
     x = np.maximum(rng.standard_normal((2, 3, 7, 7)), 0)       # many windows of all zeros: ties
     out, cache = layers.maxpool2d_forward(x)
     dout = rng.standard_normal(out.shape)
-    tx = torch.tensor(x, requires_grad=True)
-    F.max_pool2d(tx, 2).backward(torch.from_numpy(dout))
+    want = maxpool_answers(x, dout)
     say("maxpool2d_backward on 2 images of 3 channels, 7x7 (an odd size; ReLU's zeros make ties):")
-    (dx,) = _call(say, backward, dout, cache, count=1, single=True)
-    return dx is not None and _report(say, "dx", dx, tx.grad.numpy(), 2)
+    pooled = {"pooled": dout}
+    return _judged(say, backward, (dout, cache), want, ("dx",), dict.fromkeys(("mask", "dwindows", "dx"), pooled))
+
+
+def maxpool_answers(x, dout):
+    """Autograd's dx for dout at max_pool2d(x, 2)'s output (in N,C,H,W, whose kernel sends a
+    tie's gradient to its first maximum), and the same by window: dwindows (the windows do not
+    overlap, so each position's gradient is dx's entry there), and the mask, 1 where autograd
+    sends a window's gradient (dx for a dout of 1 everywhere)."""
+    tx, ones = torch.tensor(x, requires_grad=True), torch.tensor(x, requires_grad=True)
+    F.max_pool2d(tx, 2).backward(torch.from_numpy(dout))
+    F.max_pool2d(ones, 2).sum().backward()
+    dx = tx.grad.numpy()
+    return {"dx": dx, "dwindows": windows(dx), "mask": windows(ones.grad.numpy())}
 
 
 def adam(say, steps=5, seed=0):
@@ -77,19 +182,3 @@ def adam(say, steps=5, seed=0):
         if not ok:
             return False
     return ok
-
-
-def _call(say, function, *args, count, single=False):
-    """function(*args), expecting count arrays back; on an exception, one line, and Nones."""
-    try:
-        result = function(*args)
-    except Exception as error:
-        say(f"  {function.__name__} stopped with {kind(error)}: {first_line(error)}")
-        say(f"      at {failing_line(error)}")
-        return (None,) * count
-    if single:
-        result = (result,)
-    if not isinstance(result, tuple) or len(result) != count:
-        say(f"  {function.__name__} should return {count} array{'s' if count > 1 else ''}")
-        return (None,) * count
-    return result

@@ -1,4 +1,6 @@
 """Compare one gradient with the answer key, and name the classic mistake it looks like."""
+import math
+
 import numpy as np
 
 # float64 keeps about 16 digits. The same sums taken in another order (NumPy's BLAS and
@@ -13,6 +15,7 @@ PAGE = "docs/backprop.md"
 MATRIX = f"see {PAGE}#from-one-weight-to-the-matrix"
 SOFTMAX = f"see {PAGE}#softmax-and-cross-entropy"
 ACTIVATIONS = f"see {PAGE}#activations"
+CNN = f"see {PAGE}#the-cnn"
 UPDATES = f"see {PAGE}#the-updates"
 
 
@@ -21,10 +24,11 @@ class Verdict:
     "shape", "type" (not numbers: a string, an array of objects, ...), "blank" (still `...`)
     or "missing" (never computed); diff: the largest
     absolute difference; rel: diff over the largest |entry| of the answer; hint: the classic
-    mistake this looks like, or None."""
+    mistake this looks like, or None; factor: for a wrong one that is the answer times one
+    constant k (got = k want, to CLOSE), that k, else None."""
 
-    def __init__(self, status, diff=None, rel=None, hint=None):
-        self.status, self.diff, self.rel, self.hint = status, diff, rel, hint
+    def __init__(self, status, diff=None, rel=None, hint=None, factor=None):
+        self.status, self.diff, self.rel, self.hint, self.factor = status, diff, rel, hint, factor
 
     @property
     def ok(self):
@@ -62,10 +66,33 @@ def _close(a, b):
     return a.shape == b.shape and bool(np.all(np.abs(a - b) <= CLOSE * max(scale, 1e-300)))
 
 
-def judge(name, got, want, batch, before=None, relu=False):
+def factor(got, want):
+    """k when got is want times one constant k (to CLOSE of the scale), else None. k is
+    measured: the least-squares fit sum(got want) / sum(want^2)."""
+    squares = float(np.sum(want * want))
+    if got.shape != want.shape or squares == 0:
+        return None
+    k = float(np.sum(got * want)) / squares
+    return k if k != 0 and _close(got, k * want) else None
+
+
+def windows(x):
+    """x N,C,H,W -> its 2x2 pooling windows N,C,H//2,W//2,4 (positions 00 01 10 11), laid out
+    as numpy_nn/layers.py's max-pooling lays them out (an odd last row or column in none)."""
+    N, C, H, W = x.shape
+    Ho, Wo = H // 2, W // 2
+    x = x[:, :, :2 * Ho, :2 * Wo].reshape(N, C, Ho, 2, Wo, 2)
+    return x.transpose(0, 1, 2, 4, 3, 5).reshape(N, C, Ho, Wo, 4)
+
+
+def judge(name, got, want, batch, before=None, relu=False, rows=None, pooled=None):
     """The verdict on gradient `name`: got (the learner's) against want (autograd's). batch:
-    the batch size B; before: the right gradient just before the activation's derivative
-    (for a dz), relu: whether that activation is ReLU, whose derivative is a 0/1 mask."""
+    the batch size B (None where there is no loss's 1/B to blame, in a layer's own check);
+    before: the right gradient just before the activation's derivative (for a dz), relu:
+    whether that activation is ReLU, whose derivative is a 0/1 mask. For a bias's gradient,
+    rows: the sizes of the axes it sums over, (B,) for a linear layer, (N, H', W') for a
+    convolution. For a max-pooling's input gradient (dx, or its windows dwindows, or the
+    mask saying where it goes), pooled: the right gradient at the pooling's output (dout)."""
     if got is None:
         return Verdict("missing", hint="never computed (or never written where the optimizer reads it)")
     if got is Ellipsis:
@@ -76,7 +103,7 @@ def judge(name, got, want, batch, before=None, relu=False):
                                     f"belongs")
     got = np.asarray(got, dtype=np.float64)
     if got.shape != want.shape:
-        return Verdict("shape", hint=_shape_hint(name, got, want, batch))
+        return Verdict("shape", hint=_shape_hint(name, got, want, batch, rows))
     diff = float(np.max(np.abs(got - want))) if got.size else 0.0
     scale = float(np.max(np.abs(want))) if want.size else 0.0
     rel = diff / scale if scale else (0.0 if diff == 0 else np.inf)
@@ -86,14 +113,33 @@ def judge(name, got, want, batch, before=None, relu=False):
         return Verdict("wrong", diff, rel, "holds inf or NaN: something overflowed on the way here")
     if rel <= CLOSE:
         return Verdict("close", diff, rel)
-    return Verdict("wrong", diff, rel, _value_hint(name, got, want, batch, before, relu))
+    k = factor(got, want)
+    return Verdict("wrong", diff, rel, _value_hint(name, got, want, batch, before, relu, rows, pooled, k), k)
 
 
-def _shape_hint(name, got, want, batch):
+def _shape_hint(name, got, want, batch, rows=None):
     shapes = f"shape {got.shape}, expected {want.shape}"
+    if name == "dWm" and got.shape == want.shape[::-1]:
+        return (f"{shapes}: transposed. dWm has Wm's shape C*kh*kw,O (one kernel per column): "
+                f"out = cols Wm + b gives dWm = cols^T dout (cols.T @ dout), not dout^T cols; {CNN}")
+    if name == "dcols" and got.shape == want.shape[::-1]:
+        return (f"{shapes}: the product's operands are swapped. dcols has cols' shape N*H'*W',C*kh*kw "
+                f"(one row per window): out = cols Wm + b gives dcols = dout Wm^T (dout @ Wm.T); "
+                f"Wm dout^T is its transpose; {CNN}")
+    if name.startswith("dW") and want.ndim == 4 and got.ndim == 2 and got.size == want.size:
+        O = want.shape[0]
+        layout = ("still dWm's layout C*kh*kw,O: transpose it, then reshape" if got.shape == (want.size // O, O)
+                  else "still a matrix: reshape it")
+        return f"{shapes}: {layout} to W's own layout O,C,kh,kw: dWm.T.reshape(W.shape); {CNN}"
     if got.ndim == 2 and got.shape == want.shape[::-1]:
         return (f"{shapes}: transposed. dW holds one slope per entry of W, so it has W's shape: "
                 f"z = h W + b gives dW = h^T dz (h_prev.T @ dz), not dz^T h; {MATRIX}")
+    if want.ndim == 1 and name.startswith("db") and rows and len(rows) == 3:
+        pixels = math.prod(rows)                  # a convolution's dout: one row per output pixel
+        if got.shape == (pixels,) or (got.ndim >= 2 and got.shape[0] == pixels):
+            what = "summed over the wrong axis" if got.ndim == 1 else "not summed over the rows"
+            return (f"{shapes}: {what}. dout is N*H'*W',O, one row per output pixel of every image, and "
+                    f"each bias is added at every one of them: dout.sum(axis=0); {CNN}")
     if want.ndim == 1 and name.startswith("db"):
         if got.shape == (batch,):
             return (f"{shapes}: summed over the wrong axis. A bias is added to every row of the "
@@ -106,7 +152,7 @@ def _shape_hint(name, got, want, batch):
     return shapes
 
 
-def _value_hint(name, got, want, batch, before, relu):
+def _value_hint(name, got, want, batch, before, relu, rows=None, pooled=None, k=None):
     if name == "loss":
         if _close(got, want * batch):
             return (f"{batch} times too large, the batch size: the loss is the mean over the batch, "
@@ -118,14 +164,24 @@ def _value_hint(name, got, want, batch, before, relu):
         return "all zeros: never written where the optimizer reads it (the network's grads)?"
     if _close(got, -want):
         return f"the sign is flipped: a gradient points uphill, the update subtracts it; {UPDATES}"
-    if _close(got, want * batch):
+    if rows and name.startswith("db") and k and k > 0 and abs(1 / k - math.prod(rows)) <= CLOSE * math.prod(rows):
+        return _mean_hint(k, rows)
+    if batch and _close(got, want * batch):
         return (f"{batch} times too large, the batch size: the loss is a mean, so "
                 f"dlogits = (softmax - onehot) / B; the 1/B is missing; {SOFTMAX}")
-    if _close(got, want / batch):
+    if batch and _close(got, want / batch):
         return (f"{batch} times too small, the batch size: divided by B twice (dlogits already "
                 f"holds the mean's 1/B; nothing after it divides again); {SOFTMAX}")
     if got.ndim == 2 and got.shape[0] == got.shape[1] and _close(got.T, want):
         return f"transposed: dW = h_prev.T @ dz, not dz.T @ h_prev; {MATRIX}"
+    if name.startswith("dW") and want.ndim == 4 and _close(got, want.reshape(want.shape[0], -1).T.reshape(want.shape)):
+        return ("reshaped without its transpose: dWm is C*kh*kw,O, one kernel per column (Wm = W.reshape(O, -1).T), "
+                "so back in W's layout O,C,kh,kw it is dWm.T.reshape(W.shape); dWm.reshape(W.shape) deals each "
+                f"kernel's entries out across all the kernels; {CNN}")
+    if pooled is not None:
+        hint = _pool_hint(name, got, pooled)
+        if hint:
+            return hint
     if before is not None:
         if _close(got, before):
             return ("the activation's derivative is missing: this is the gradient before it; "
@@ -138,4 +194,40 @@ def _value_hint(name, got, want, batch, before, relu):
                 return (f"the ReLU mask was taken from the wrong tensor: {wrong} of {got.size} "
                         f"entries pass or block the gradient where z > 0 says otherwise; "
                         f"the mask is this layer's own z > 0 (read off its a = relu(z)); {ACTIVATIONS}")
+    return None
+
+
+def _mean_hint(k, rows):
+    """A bias's gradient that is the mean of its rows where their sum belongs: 1/k of them."""
+    measured = f"1/{1 / k:.6g} of the right one"
+    if len(rows) == 1:
+        return (f"{measured}, 1/B with B = {rows[0]}: a mean over the batch where the sum belongs. The bias "
+                f"is added to every row, so its gradient sums dz over the rows, dz.sum(axis=0) (the "
+                f"loss's 1/B is already in dlogits); {MATRIX}")
+    sizes = "*".join(map(str, rows))
+    return (f"{measured}, 1/(N*H'*W') = 1/({sizes}): a mean over dout's N*H'*W' rows where the sum "
+            f"belongs. Each bias is added at every output pixel of every image, so its gradient sums "
+            f"dout over all of them, dout.sum(axis=0); {CNN}")
+
+
+def _pool_hint(name, got, dout):
+    """Max-pooling's gradient (name: the mask, dwindows or dx) sent to every position of its
+    window, or shared out evenly (average pooling's), where the maximum alone belongs."""
+    if got.ndim not in (4, 5) or (got.ndim == 4 and (got.shape[2] // 2, got.shape[3] // 2) != dout.shape[2:]):
+        return None
+    spread = got if got.ndim == 5 else windows(got)         # N,C,Ho,Wo,4
+    if spread.shape[:4] != dout.shape:
+        return None
+    every = np.ones(spread.shape) if name == "mask" else np.broadcast_to(dout[..., None], spread.shape)
+    rule = ("only the maximum moved the output (slope 1 there, 0 at the other three), so each window's "
+            "gradient goes to its (first) maximum alone: " +
+            ("mask = np.arange(4) == first[..., None]" if name == "mask" else
+             "dwindows = mask * dout[..., None], the mask True at the maximum"))
+    if _close(spread, every):
+        what = "True at all 4 positions of every window" if name == "mask" else \
+            "dout sent to every position of its window"
+        return f"{what}: {rule}; {CNN}"
+    if name != "mask" and _close(spread, every / 4):
+        return (f"dout shared out evenly over its window, a quarter to each position (average pooling's "
+                f"gradient): {rule}; {CNN}")
     return None

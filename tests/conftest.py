@@ -80,3 +80,21 @@ def activation_error(h, e):
     input does (slope at most 1), and the float32 function itself adds ACTIVATION_ULPS ulps of
     its output (an ulp of h is at most 2 u |h|)."""
     return e + ACTIVATION_ULPS * 2 * U32 * np.abs(h)
+
+
+# ----------------------------------------------------------------------------- the checker's tests
+
+def planted(function, old, new):
+    """A copy of function with the line holding `old` changed to hold `new`: a learner's slip,
+    compiled as `<planted NAME>` with its lines where the checker can show them."""
+    import inspect
+    import linecache
+    import textwrap
+    source = textwrap.dedent(inspect.getsource(function))
+    assert source.count(old) == 1, f"{old!r} is not one place in {function.__qualname__}"
+    source = source.replace(old, new)
+    filename = f"<planted {function.__qualname__}>"
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)  # so lines can be shown
+    namespace = dict(function.__globals__)
+    exec(compile(source, filename, "exec"), namespace)
+    return namespace[function.__name__]
