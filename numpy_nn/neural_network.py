@@ -126,8 +126,8 @@ class NeuralNetwork:
 
     @classmethod
     def load(cls, path, dtype=None):
-        """Rebuild a network from a file written by save() (files from before --activation
-        existed hold ReLU networks and say nothing)."""
+        """Rebuild a network from a file written by save(); a file with no activation entry
+        holds a network with the default one, ReLU."""
         with np.load(path) as f:
             activation = str(f["activation"]) if "activation" in f.files else "relu"
             net = cls(tuple(int(s) for s in f["sizes"]), dtype=dtype or f["W1"].dtype, activation=activation)

@@ -120,8 +120,8 @@ def experiments():
 
 
 def cnn():
-    """The CNN's default runs in both twins, seeds 0-2 (the issue's target is a median of 3
-    seeds), and the CNN against the MLP."""
+    """The CNN's default runs in both twins, seeds 0-2 (cnn/summary.json gives each run and
+    their medians), and the CNN against the MLP."""
     folder = REFERENCE / "cnn"
     for seed in (0, 1, 2):
         for framework in ("numpy", "pytorch"):
@@ -145,7 +145,7 @@ def augment_name(framework, model, augmented, seed):
 
 def augment_runs():
     """Each model without and with --augment, in both twins: the MLP at seed 0, the CNN at
-    seeds 0-2 (the issue asks for a margin beyond the seed-to-seed spread). All with their
+    seeds 0-2 (a difference means something only beyond the seed-to-seed spread). All with their
     weights: compare.py's robustness measure reads them."""
     # one BLAS thread per run, as the committed runs had (summary.md says so): the seconds per
     # epoch then mean the same on a busy machine as on an idle one. The trainers inherit it;

@@ -1,12 +1,11 @@
 """The training step, faster: recorded once as a CUDA graph and replayed (--mode graph), or
 compiled by torch.compile (--mode compile). Both run train.py's own train_step.
 
-Why a CUDA graph. On a GPU this network's step is about thirty small kernels (the count
-issue 11 reported: each layer's products, activations, the loss, autograd's backward, the
-optimizer), and each takes longer for Python and the driver to launch than for the GPU to
-run. The GPU then waits on the host: the step is launch-bound, not compute-bound. A CUDA
-graph records the kernels of one step, with their arguments and memory addresses, and
-replays the lot with one launch.
+Why a CUDA graph. On a GPU this network's step is many small kernels (each layer's
+products, activations, the loss, autograd's backward, the optimizer), and each takes longer
+for Python and the driver to launch than for the GPU to run. The GPU then waits on the
+host: the step is launch-bound, not compute-bound. A CUDA graph records the kernels of one
+step, with their arguments and memory addresses, and replays the lot with one launch.
 
 What a replay needs (PyTorch's notes on CUDA graphs, "whole-network capture"):
 - The same memory every time. So each batch is copied into input tensors that stay put,

@@ -1,4 +1,4 @@
-"""The table of issue 24: each model without and with --augment, in both twins: test
+"""The augmentation table: each model without and with --augment, in both twins: test
 accuracy, accuracy on the perturbed and the drawn test digits (report/robustness.py, through
 compare.py's own evaluation), the epoch that first reached 99% (the CNN), and the cost of an
 epoch. perf/reference_results.py --only augment trains the runs and calls summarize().
