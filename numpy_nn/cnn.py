@@ -6,7 +6,7 @@
 
 the shape of Keras's mnist_convnet example (34,826 parameters). The layers are in
 layers.py; this file puts them together with the interface of neural_network.py's
-NeuralNetwork (flat parameters, forward/backward/gradients/loss/predict/save/load), so
+NeuralNetwork (flat parameters, forward/backward/loss/predict/save/load), so
 the same trainer and optimizers drive either model.
 
 This is the version to read. fast_cnn.py's FastCNN is the same network on fast_layers.py,
@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from numpy_nn.layers import conv2d_backward, conv2d_forward, maxpool2d_backward, maxpool2d_forward
-from numpy_nn.utils import backprop, cross_entropy, dropout_mask, init_std, relu, relu_grad
+from numpy_nn.utils import cross_entropy, dropout_mask, init_std, relu, relu_grad
 
 IMAGE_SHAPE = (1, 28, 28)  # C,H,W
 PARAM_SHAPES = {
@@ -125,11 +125,6 @@ class CNN:
         return g
 
     # ------------------------------------------------------------------------- helpers
-
-    def gradients(self, x, y, l2=0.0, dropout=0.0, rng=None):
-        """One forward and backward pass on a batch: returns the mean cross-entropy and
-        the gradients (self.grads; the same numbers as one vector in self.flat_grads)."""
-        return backprop(self, x, y, l2, dropout, rng), self.grads
 
     def loss(self, x, y, l2=0.0):
         """The objective the gradients belong to: mean cross-entropy + (l2 / 2) sum(W^2)."""

@@ -10,7 +10,7 @@ gradient d<name> is dLoss/d<name>, the sensitivity of the loss to that quantity.
 """
 import numpy as np
 
-from numpy_nn.utils import ACTIVATIONS, backprop, cross_entropy, dropout_mask, init_std
+from numpy_nn.utils import ACTIVATIONS, cross_entropy, dropout_mask, init_std
 
 LAYER_SIZES = (784, 128, 64, 10)
 
@@ -103,11 +103,6 @@ class NeuralNetwork:
         return self.grads
 
     # ------------------------------------------------------------------------- helpers
-
-    def gradients(self, x, y, l2=0.0, dropout=0.0, rng=None):
-        """One forward and backward pass on a batch: returns the mean cross-entropy and
-        the gradients (self.grads; the same numbers as one vector in self.flat_grads)."""
-        return backprop(self, x, y, l2, dropout, rng), self.grads
 
     def loss(self, x, y, l2=0.0):
         """The objective the gradients belong to: mean cross-entropy + (l2 / 2) sum(W^2)."""

@@ -1,9 +1,9 @@
 """The pieces a neural network is built from, in plain NumPy.
 
 Activations (ReLU, sigmoid, tanh, softmax), weight initialisation, the cross-entropy loss
-and its gradient, accuracy, the optimizers (SGD, SGD with momentum, Adam: the same update
-rules and defaults as torch.optim), the cosine and exponential learning-rate schedules,
-dropout, and a finite-difference gradient check. neural_network.py puts them together.
+and its gradient, dropout, the optimizers (SGD, SGD with momentum, Adam: the same update
+rules and defaults as torch.optim), and the cosine and exponential learning-rate schedules.
+neural_network.py puts them together.
 """
 import math
 
@@ -85,7 +85,7 @@ def softmax(logits):
     return e / e.sum(axis=1, keepdims=True)
 
 
-# ----------------------------------------------------------------------------- loss, accuracy
+# ----------------------------------------------------------------------------- loss
 
 def cross_entropy(logits, y):
     """Mean over the batch of -log p(true class): 0 when the net is sure and right."""
@@ -105,20 +105,6 @@ def cross_entropy_with_grad(logits, y):
     dlogits[np.arange(n), y] -= 1                 # p - onehot(y)
     dlogits /= n                                  # the mean over the batch
     return float(loss), dlogits
-
-
-def backprop(model, x, y, l2=0.0, dropout=0.0, rng=None):
-    """The forward pass, the loss and the backward pass of one batch (the trainer's train_step
-    without its update): returns the mean cross-entropy; the gradients are in model.grads."""
-    logits, cache = model.forward(x, dropout, rng)
-    loss, dlogits = cross_entropy_with_grad(logits, y)
-    model.backward(dlogits, cache, l2)
-    return loss
-
-
-def accuracy(logits, y):
-    """Fraction of samples whose highest score is the true class."""
-    return float((logits.argmax(axis=1) == y).mean())
 
 
 # ----------------------------------------------------------------------------- regularisation
@@ -226,28 +212,3 @@ class ExponentialSchedule:
     def step(self):
         self.t += 1
         self.optimizer.lr = self.base_lr * exponential_factor(self.base_lr, self.lr_end, self.t, self.total_steps)
-
-
-# ----------------------------------------------------------------------------- checking
-
-def numerical_gradient(f, x, eps=1e-5):
-    """Central finite differences: df/dx_i ~ (f(x + eps e_i) - f(x - eps e_i)) / (2 eps).
-
-    Changes x in place one entry at a time (and restores it), so f must read x. Use
-    float64: in float32 the rounding error of f swamps a difference this small."""
-    grad = np.zeros_like(x)
-    flat, gflat = x.reshape(-1), grad.reshape(-1)  # views: writing them writes x and grad
-    for i in range(flat.size):
-        old = flat[i]
-        flat[i] = old + eps
-        f_plus = f()
-        flat[i] = old - eps
-        f_minus = f()
-        flat[i] = old
-        gflat[i] = (f_plus - f_minus) / (2 * eps)
-    return grad
-
-
-def relative_error(a, b):
-    """max |a - b| / max(|a|, |b|), elementwise, with a floor so zeros compare sanely."""
-    return float(np.max(np.abs(a - b) / np.maximum(np.maximum(np.abs(a), np.abs(b)), 1e-8)))

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import loss_and_gradients
 from perf import benchmark
 from perf import flops
 from numpy_nn.neural_network import NeuralNetwork
@@ -201,7 +202,7 @@ def test_cnn_flops_per_sample_matches_a_hand_count():
 
 def test_timed_cnn_steps_compute_the_real_gradients():
     """The layer-by-layer steps the per-layer table times are the trainers' steps: the same
-    gradients as numpy_nn's CNN.gradients and as PyTorch's plain forward and backward."""
+    gradients as numpy_nn's CNN forward and backward and as PyTorch's plain forward and backward."""
     import torch
     from numpy_nn.cnn import CNN
     rng = np.random.default_rng(0)
@@ -211,7 +212,7 @@ def test_timed_cnn_steps_compute_the_real_gradients():
     benchmark.timed_numpy_cnn_step(net, x, y, benchmark.Laps(benchmark.CNN_PARTS))
     timed = net.flat_grads.copy()
     reference = CNN(seed=0)
-    reference.gradients(x, y)
+    loss_and_gradients(reference, x, y)
     diff = np.abs(timed - reference.flat_grads).max()
     print(f"numpy: max difference {diff:.1e}")
     np.testing.assert_allclose(timed, reference.flat_grads, rtol=1e-5, atol=1e-7)

@@ -15,6 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import loss_and_gradients
 from data_loader import batches, load_mnist
 from numpy_nn.cnn import CNN, PARAM_SHAPES, is_cnn_file, saved_model_kind
 from numpy_nn.fast_cnn import FastCNN
@@ -92,7 +93,7 @@ def test_logits_and_every_gradient_equal_torch(mnist, l2, network):
     x, y = mnist[0][:64].astype(np.float64), mnist[1][:64]
     net, model = random_twins(np.float64, network=network)
     logits, _ = net.forward(x)
-    loss, grads = net.gradients(x, y, l2=l2)
+    loss, grads = loss_and_gradients(net, x, y, l2=l2)
     loss_t = torch_l2_loss(model, torch.from_numpy(x), torch.from_numpy(y), l2)
     loss_t.backward()
     with torch.no_grad():
@@ -117,7 +118,7 @@ def test_dropout_gradients_equal_torch_with_the_same_mask(mnist, network):
     logits, cache = net.forward(x, dropout=0.5, rng=np.random.default_rng(0))
     mask = cache["mask"]
     assert set(np.unique(mask)) == {0.0, 2.0}                # inverted dropout: kept units scaled by 1/(1-p)
-    loss, grads = net.gradients(x, y, l2=1e-3, dropout=0.5, rng=np.random.default_rng(0))
+    loss, grads = loss_and_gradients(net, x, y, l2=1e-3, dropout=0.5, rng=np.random.default_rng(0))
     logits_t = model.out(model.features(torch.from_numpy(x)) * torch.from_numpy(mask))
     (F.cross_entropy(logits_t, torch.from_numpy(y)) + 0.5e-3 * sum((W ** 2).sum() for W in model.weights())).backward()
     errs = {"logits": rel_diff(logits, logits_t.detach().numpy()),
@@ -136,7 +137,7 @@ def test_gradients_match_finite_differences(mnist):
     x, y = mnist[0][:8].astype(np.float64), mnist[1][:8]
     net, _ = random_twins(np.float64, seed=2)
     l2, p = 1e-2, 0.25
-    _, grads = net.gradients(x, y, l2=l2, dropout=p, rng=np.random.default_rng(5))
+    _, grads = loss_and_gradients(net, x, y, l2=l2, dropout=p, rng=np.random.default_rng(5))
     grads = {k: g.copy() for k, g in grads.items()}
 
     def objective():
@@ -252,8 +253,8 @@ def test_fast_cnn_equals_plain_cnn(mnist):
     assert np.array_equal(cache["mask"], fast_cache["mask"])
     a1 = np.maximum(cache["z1"], 0)[:, :, :26, :26].reshape(64, 32, 13, 2, 13, 2)
     ties = int((np.sum(a1 == cache["h1"][:, :, :, None, :, None], axis=(3, 5)) > 1).sum())
-    loss, grads = plain.gradients(x, y, l2=1e-2, dropout=0.3, rng=np.random.default_rng(2))
-    fast_loss, fast_grads = fast.gradients(x, y, l2=1e-2, dropout=0.3, rng=np.random.default_rng(2))
+    loss, grads = loss_and_gradients(plain, x, y, l2=1e-2, dropout=0.3, rng=np.random.default_rng(2))
+    fast_loss, fast_grads = loss_and_gradients(fast, x, y, l2=1e-2, dropout=0.3, rng=np.random.default_rng(2))
     errs = {"logits": rel_diff(fast_logits, logits), "h1": rel_diff(fast_cache["h1"], cache["h1"]),
             "h2": rel_diff(fast_cache["h2"], cache["h2"]), "loss": rel_diff(fast_loss, loss)}
     errs.update({f"d{k}": rel_diff(fast_grads[k], grads[k]) for k in PARAM_SHAPES})
@@ -380,7 +381,7 @@ def test_short_training_run_learns(mnist):
     opt = OPTIMIZERS["adam"](net.flat_params, 2e-3)
     t0 = time.perf_counter()
     for idx in batches(len(x_train), 64, np.random.default_rng(0)):
-        net.gradients(x_train[idx], y_train[idx])
+        loss_and_gradients(net, x_train[idx], y_train[idx])
         opt.step(net.flat_grads)
     acc = float(np.mean(net.predict(x_test) == y_test))
     print(f"1 epoch on 5,000 images: test accuracy {acc:.4f} in {time.perf_counter() - t0:.1f} s")

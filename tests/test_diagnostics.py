@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import loss_and_gradients
 from harness import experiment
 from data_loader import load_mnist
 from harness.metrics_file import DIAGNOSTICS_PER_LAYER, MetricsError, load_metrics
@@ -93,7 +94,7 @@ def test_one_sgd_step_of_a_tiny_network_in_both_twins():
     watch = numpy_diagnostics.Watch(net, x, ONE_STEP, steps_per_epoch=1)
     assert watch.due(1, 1)
     watch.before_step()
-    loss, grads = net.gradients(x, y)
+    loss, grads = loss_and_gradients(net, x, y)
     SGD(net.flat_params, lr=lr).step(net.flat_grads)
     watch.after_step(loss)
     mine = watch.finish()

@@ -17,10 +17,11 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import loss_and_gradients, relative_error
 from data_loader import batches, load_mnist
 from numpy_nn.neural_network import NeuralNetwork
 from numpy_nn.train import evaluate as np_evaluate
-from numpy_nn.utils import OPTIMIZERS, cosine_lr, relative_error, softmax
+from numpy_nn.utils import OPTIMIZERS, cosine_lr, softmax
 from pytorch_nn.model import MLP, load_model, load_numpy_params, numpy_params
 from pytorch_nn.train import evaluate as torch_evaluate
 from pytorch_nn.train import make_optimizer
@@ -77,7 +78,7 @@ def test_backward_equals_autograd(mnist, l2, activation):
     for each activation."""
     x, y = mnist[0][:128].astype(np.float64), mnist[1][:128]
     net, model = random_twins(np.float64, activation=activation)
-    loss_np, grads = net.gradients(x, y, l2=l2)
+    loss_np, grads = loss_and_gradients(net, x, y, l2=l2)
     loss_t = torch_l2_loss(model, torch.from_numpy(x), torch.from_numpy(y), l2)
     loss_t.backward()
     assert abs(net.loss(x, y, l2) - loss_t.item()) < 1e-12 * abs(loss_t.item())
@@ -107,7 +108,7 @@ def test_optimizer_steps_equal_torch_optim(mnist, optimizer, schedule):
         if sched:
             opt_np.lr = cosine_lr(lr, step, steps)
             assert math.isclose(opt_np.lr, opt_t.param_groups[0]["lr"], rel_tol=1e-12, abs_tol=1e-18)
-        net.gradients(x[idx], y[idx], l2=l2)
+        loss_and_gradients(net, x[idx], y[idx], l2=l2)
         opt_np.step(net.flat_grads)
         loss = torch.nn.functional.cross_entropy(model(torch.from_numpy(x[idx])), torch.from_numpy(y[idx]))
         opt_t.zero_grad(set_to_none=True)
