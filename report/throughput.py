@@ -2,9 +2,8 @@
 throughput picture (throughput.png), from its record (benchmark.json) alone, so a record can
 be written up again without measuring anything.
 """
-import io
-
 from perf.flops import cnn_products
+from report.figure import png
 
 
 def _threads(row):
@@ -191,7 +190,4 @@ def plot(record):
         ax.legend(fontsize=8)
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=120)
-    plt.close(fig)
-    return buffer.getvalue()
+    return png(fig, dpi=120)
