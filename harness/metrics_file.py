@@ -292,16 +292,30 @@ def _upgrade(record):
 _IMPORTED = time.perf_counter()
 
 
+def process_start(pid="self"):
+    """When process pid started, in clock ticks since boot (field 22 of /proc/<pid>/stat), or
+    None where that cannot be read (no such process, or no /proc: not Linux)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+        # Field 2 is the command's name in parentheses, which may hold spaces and ')': the
+        # fields after the last ')' are fields 3, 4, ..., so field 22 is the 20th of them.
+        return int(stat[stat.rindex(")") + 1:].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def process_seconds():
     """Seconds since this process started: start-up (imports, loading the data) included.
     Linux says when the process started (/proc); elsewhere, since this module was imported."""
-    try:
-        with open("/proc/self/stat") as f:   # field 22, after the name in parentheses: start time
-            started = int(f.read().rsplit(")", 1)[1].split()[19]) / os.sysconf("SC_CLK_TCK")
-        with open("/proc/uptime") as f:      # seconds since boot, as the start time is counted
-            return float(f.read().split()[0]) - started
-    except (OSError, ValueError, IndexError):
-        return time.perf_counter() - _IMPORTED
+    started = process_start()
+    if started is not None:
+        try:
+            with open("/proc/uptime") as f:  # seconds since boot, as the start time is counted
+                return float(f.read().split()[0]) - started / os.sysconf("SC_CLK_TCK")
+        except (OSError, ValueError, IndexError):
+            pass
+    return time.perf_counter() - _IMPORTED
 
 
 def cpu_model():

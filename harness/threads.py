@@ -26,6 +26,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from harness.metrics_file import process_start
+
 # The variables each library reads for its thread count, in the library's order. A user who
 # sets one has chosen, and the policy leaves that library alone.
 USER_VARIABLES = {
@@ -120,19 +122,6 @@ def user_setting(framework):
 # goes wrong with it (no temporary folder, a read-only one, an entry that cannot be removed),
 # a trainer counts itself alone and trains on.
 REGISTRY = Path(tempfile.gettempdir()) / "nn-from-scratch-trainers"
-
-
-def process_start(pid):
-    """When process pid started, in clock ticks since boot (field 22 of /proc/<pid>/stat), or
-    None where that cannot be read (no such process, or no /proc: not Linux)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            stat = f.read()
-        # Field 2 is the command's name in parentheses, which may hold spaces and ')': the
-        # fields after the last ')' are fields 3, 4, ..., so field 22 is the 20th of them.
-        return int(stat[stat.rindex(")") + 1:].split()[19])
-    except (OSError, ValueError, IndexError):
-        return None
 
 
 def entry_name(pid):
