@@ -17,6 +17,7 @@ import json
 import math
 import os
 import platform
+import statistics
 import time
 from pathlib import Path
 
@@ -357,6 +358,18 @@ def repo_relative(path):
         return str(path.relative_to(ROOT))
     except ValueError:
         return str(path)
+
+
+def steady_epoch_seconds(record):
+    """The epoch times a run's speed is read from: all but epoch 1, which carries one-off
+    start-up costs (every epoch when there is only one)."""
+    seconds = [epoch["epoch_seconds"] for epoch in record["epochs"]]
+    return seconds[1:] or seconds
+
+
+def median_epoch_seconds(record):
+    """A run's speed as one number: the median of its steady epochs' seconds."""
+    return statistics.median(steady_epoch_seconds(record))
 
 
 def recorded_config(args):

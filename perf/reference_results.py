@@ -42,7 +42,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]  # the repo
-sys.path.insert(0, str(ROOT))  # the repo's modules, for the mistakes part
+sys.path.insert(0, str(ROOT))  # the repo's modules
+from harness.metrics_file import median_epoch_seconds, steady_epoch_seconds  # noqa: E402
+
 REFERENCE = ROOT / "results" / "reference"
 EXPERIMENTS = REFERENCE / "experiments"
 LEARNING = REFERENCE / "learning"
@@ -60,10 +62,9 @@ def run(*command):
 
 
 def spread(metrics_path):
-    """Slowest over fastest epoch time, leaving out epoch 1."""
-    seconds = [e["epoch_seconds"] for e in json.loads(Path(metrics_path).read_text())["epochs"]]
-    later = seconds[1:] or seconds
-    return max(later) / min(later)
+    """Slowest over fastest epoch time, leaving out epoch 1 (steady_epoch_seconds)."""
+    steady = steady_epoch_seconds(json.loads(Path(metrics_path).read_text()))
+    return max(steady) / min(steady)
 
 
 def train(framework, name, *flags, folder=REFERENCE, keep_weights=True, steady=False):
@@ -243,10 +244,10 @@ def mistakes():
     print(json.dumps(record, indent=2))
 
 
-def median_epoch_seconds(metrics):
+def speed_and_threads(metrics):
     """The median training seconds of a run's epochs after the first, and its thread counts."""
-    epochs = json.loads(Path(metrics).read_text())["epochs"]
-    return statistics.median(e["epoch_seconds"] for e in epochs[1:]), [e["threads"] for e in epochs]
+    record = json.loads(Path(metrics).read_text())
+    return median_epoch_seconds(record), [e["threads"] for e in record["epochs"]]
 
 
 def threads():
@@ -288,7 +289,7 @@ def threads():
                 other.communicate()
             if run_.returncode:
                 sys.exit(f"error: the measured trainer failed in the threads case {case!r}")
-            measured[case].append(median_epoch_seconds(scratch / "measured.json"))
+            measured[case].append(speed_and_threads(scratch / "measured.json"))
     record = {"what": "median seconds per training epoch (epochs 2-4) of a run of 20,000 samples at batch "
                       "128, alone or with a second trainer training beside it the whole time, and the "
                       "threads each epoch used; each case three times",
@@ -321,9 +322,10 @@ def compile_modes():
                 name = f"{model}_{mode}_{round_}"
                 metrics = train("pytorch", name, *flags, "--device", "cpu", "--mode", mode, folder=folder,
                                 keep_weights=False)
-                seconds = [e["epoch_seconds"] for e in json.loads(metrics.read_text())["epochs"]]
-                summary[name] = {"model": model, "mode": mode, "first_epoch_seconds": seconds[0],
-                                 "median_later_epoch_seconds": statistics.median(seconds[1:])}
+                record = json.loads(metrics.read_text())
+                summary[name] = {"model": model, "mode": mode,
+                                 "first_epoch_seconds": record["epochs"][0]["epoch_seconds"],
+                                 "median_later_epoch_seconds": median_epoch_seconds(record)}
     record = {"what": "PyTorch on the CPU: seconds of the first training epoch (which pays for torch.compile's "
                       "compilation) and the median of the later ones, eager loop against --mode compile",
               "runs": summary}

@@ -1,6 +1,7 @@
 """The markdown report: what an experiment changed, what ran, the table, the speed ratio, warnings."""
 import numpy as np
 
+from harness.metrics_file import median_epoch_seconds, steady_epoch_seconds
 from report.robustness import RANGES, SEED
 from report.run import MODEL_NAMES, divergence, model_layers, model_name, plural, with_results
 
@@ -20,10 +21,8 @@ MIN_STEADY_EPOCHS = 2
 
 
 def steady_epochs(run):
-    """The epoch times a speed is read from: all but epoch 1, which carries one-off start-up
-    costs (every epoch when there is only one)."""
-    seconds = run.series("epoch_seconds")
-    return seconds[1:] if len(seconds) > 1 else seconds
+    """The epoch times a speed is read from (harness/metrics_file.py steady_epoch_seconds)."""
+    return np.array(steady_epoch_seconds(run.record))
 
 
 def summarize(run):
@@ -33,7 +32,7 @@ def summarize(run):
     test_acc = run.series("test_acc")
     best = int(np.argmax(test_acc))  # the first epoch that reached the best accuracy
     steady = steady_epochs(run)
-    median_seconds = float(np.median(steady))
+    median_seconds = median_epoch_seconds(run.record)
     return {
         "final_test_acc": float(test_acc[-1]),
         "best_test_acc": float(test_acc[best]),
