@@ -257,15 +257,15 @@ def _evaluate_numpy(path, model, x_test, y_test):
 def _evaluate_pytorch(path, model, x_test, y_test, activation):
     import torch  # needed for PyTorch runs only
     from pytorch_nn import cnn, model as mlp
+    from pytorch_nn.numpy_weights import numpy_params
     from pytorch_nn.train import EVAL_BATCH
-    twin = cnn if model == "cnn" else mlp
     # a state_dict holds no activation (it has no weights): the MLP's comes from the record
     network = cnn.load_model(path) if model == "cnn" else mlp.load_model(path, activation=activation)
     network.eval()                                 # as the trainer's evaluate(): dropout off
     x = torch.from_numpy(x_test).to(network.out.weight.dtype)
     with torch.inference_mode():
         logits = _in_bites(lambda xb: network(xb).numpy(), x, EVAL_BATCH)
-    params = twin.numpy_params(network)
+    params = numpy_params(network)
     return Evaluation(logits, int((logits.argmax(axis=1) == y_test).sum()), fan_ins(params), params)
 
 

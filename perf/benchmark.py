@@ -125,10 +125,11 @@ def _torch_setup(x, y, device, model="mlp", capturable=False):
     the NumPy network's weights (capturable: its optimizer for --mode graph)."""
     import torch
     from pytorch_nn import cnn
-    from pytorch_nn.model import MLP, load_numpy_params
+    from pytorch_nn.model import MLP
+    from pytorch_nn.numpy_weights import load_numpy_params
     from pytorch_nn.train import make_optimizer
     if model == "cnn":
-        net = cnn.load_numpy_params(cnn.CNN(), CNN(seed=0).params).to(device)
+        net = load_numpy_params(cnn.CNN(), CNN(seed=0).params).to(device)
     else:
         net = load_numpy_params(MLP(), NeuralNetwork(seed=0).params).to(device)
     xt, yt = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)

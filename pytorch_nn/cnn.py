@@ -2,9 +2,8 @@
 
 nn.Conv2d stores its weight as (out, in, kh, kw), the layout numpy_nn/layers.py uses, so
 conv weights move between the twins as they are; only the linear layer's weight is
-transposed (nn.Linear keeps (out, in), numpy_nn keeps (in, out)).
+transposed (nn.Linear keeps (out, in), numpy_nn keeps (in, out): numpy_weights.py).
 """
-import numpy as np
 import torch
 from torch import nn
 
@@ -49,27 +48,6 @@ class CNN(nn.Module):
 
     def biases(self):
         return [layer.bias for layer in self.layers()]
-
-
-def load_numpy_params(model, params):
-    """Copy numpy_nn CNN parameters {"W1": (32,1,3,3), "b1", "W2", "b2", "W3": (1600,10),
-    "b3"} into the model: conv weights as they are, the linear weight transposed."""
-    with torch.no_grad():
-        for i, layer in enumerate(model.layers(), start=1):
-            W = params[f"W{i}"]
-            layer.weight.copy_(torch.from_numpy(np.ascontiguousarray(W.T if W.ndim == 2 else W)))
-            layer.bias.copy_(torch.from_numpy(params[f"b{i}"]))
-    return model
-
-
-def numpy_params(model):
-    """The model's parameters as NumPy arrays in numpy_nn's CNN layout (see above)."""
-    params = {}
-    for i, layer in enumerate(model.layers(), start=1):
-        W = layer.weight.detach().cpu().numpy()
-        params[f"W{i}"] = (W.T if W.ndim == 2 else W).copy()
-        params[f"b{i}"] = layer.bias.detach().cpu().numpy().copy()
-    return params
 
 
 def load_model(path, map_location="cpu"):

@@ -79,8 +79,9 @@ def test_the_answer_keys_self_check_catches_steps_that_are_not_the_twins_forward
     import torch
     from checker import reference
     from pytorch_nn import model as torch_mlp
+    from pytorch_nn.numpy_weights import load_numpy_params
     net = mlp("tanh")
-    model = torch_mlp.load_numpy_params(torch_mlp.MLP(net.sizes, activation="tanh").double(), net.params)
+    model = load_numpy_params(torch_mlp.MLP(net.sizes, activation="tanh").double(), net.params)
     right = [("z1", model.hidden[0]), ("h1", model.activation), ("z2", model.hidden[1]),
              ("h2", model.activation), ("logits", model.out)]
     t, _ = reference._run(model, right, *batch)

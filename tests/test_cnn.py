@@ -22,7 +22,8 @@ from numpy_nn.fast_cnn import FastCNN
 from numpy_nn.neural_network import NeuralNetwork
 from numpy_nn.utils import OPTIMIZERS, cross_entropy
 from pytorch_nn.cnn import CNN as TorchCNN
-from pytorch_nn.cnn import load_model, load_numpy_params, numpy_params
+from pytorch_nn.cnn import load_model
+from pytorch_nn.numpy_weights import load_numpy_params, numpy_params
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,8 @@ from numpy_nn.neural_network import NeuralNetwork
 from numpy_nn.utils import SGD
 from pytorch_nn import diagnostics as torch_diagnostics
 from pytorch_nn import train as torch_train
-from pytorch_nn.model import MLP, load_numpy_params
+from pytorch_nn.model import MLP
+from pytorch_nn.numpy_weights import load_numpy_params
 
 FIGURES = {"numpy": (numpy_diagnostics, np.array),
            "pytorch": (torch_diagnostics, lambda a: torch.tensor(a, dtype=torch.float64))}
@@ -211,7 +212,7 @@ def test_weight_init_reaches_the_pytorch_twin():
     args.init = "numpy"
     model = torch_train.build_model(args, 784)
     net = NeuralNetwork(seed=0, init="small", activation="tanh")
-    for i, layer in enumerate(model.linears(), start=1):
+    for i, layer in enumerate(model.layers(), start=1):
         np.testing.assert_array_equal(layer.weight.detach().numpy().T, net.params[f"W{i}"])
     assert isinstance(model.activation, torch.nn.Tanh)
     assert abs(net.params["W1"].std() - 0.01) < 0.001

@@ -22,7 +22,8 @@ from data_loader import batches, load_mnist
 from numpy_nn.neural_network import NeuralNetwork
 from numpy_nn.train import evaluate as np_evaluate
 from numpy_nn.utils import OPTIMIZERS, cosine_lr, softmax
-from pytorch_nn.model import MLP, load_model, load_numpy_params, numpy_params
+from pytorch_nn.model import MLP, load_model
+from pytorch_nn.numpy_weights import load_numpy_params, numpy_params
 from pytorch_nn.train import evaluate as torch_evaluate
 from pytorch_nn.train import make_optimizer
 
@@ -49,7 +50,7 @@ def random_twins(dtype, seed=0, sizes=SIZES, activation="relu"):
 def torch_l2_loss(model, x, y, l2):
     """The objective written out for autograd: mean cross-entropy + (l2/2) sum(W^2)."""
     loss = torch.nn.functional.cross_entropy(model(x), y)
-    return loss + 0.5 * l2 * sum((layer.weight ** 2).sum() for layer in model.linears())
+    return loss + 0.5 * l2 * sum((layer.weight ** 2).sum() for layer in model.layers())
 
 
 # ----------------------------------------------------------------------------- forward
@@ -82,7 +83,7 @@ def test_backward_equals_autograd(mnist, l2, activation):
     loss_t = torch_l2_loss(model, torch.from_numpy(x), torch.from_numpy(y), l2)
     loss_t.backward()
     assert abs(net.loss(x, y, l2) - loss_t.item()) < 1e-12 * abs(loss_t.item())
-    for i, layer in enumerate(model.linears(), start=1):
+    for i, layer in enumerate(model.layers(), start=1):
         for name, mine, theirs in [(f"W{i}", grads[f"W{i}"], layer.weight.grad.numpy().T),
                                    (f"b{i}", grads[f"b{i}"], layer.bias.grad.numpy())]:
             err = relative_error(mine, theirs)

@@ -23,6 +23,7 @@ from harness.metrics_file import Run, file_sha256
 from numpy_nn.cnn import CNN
 from numpy_nn.neural_network import NeuralNetwork
 from pytorch_nn import cnn as torch_cnn
+from pytorch_nn.numpy_weights import numpy_params
 from pytorch_nn.model import MLP
 from report import curves, inside, table
 from report.run import name_runs
@@ -183,7 +184,7 @@ def test_fan_ins_of_both_models():
     """What the rounding-tie bound sums over: each layer's terms per output."""
     assert compare.fan_ins(NeuralNetwork(SIZES).params) == (784, 128, 64)
     assert compare.fan_ins(CNN().params) == (9, 288, 1600)
-    assert compare.fan_ins(torch_cnn.numpy_params(torch_cnn.CNN())) == (9, 288, 1600)
+    assert compare.fan_ins(numpy_params(torch_cnn.CNN())) == (9, 288, 1600)
 
 
 # ----------------------------------------------------------------------------- weights of the wrong kind
