@@ -10,7 +10,7 @@ gradient d<name> is dLoss/d<name>, the sensitivity of the loss to that quantity.
 """
 import numpy as np
 
-from numpy_nn.utils import ACTIVATIONS, cross_entropy, dropout_mask, init_std
+from numpy_nn.utils import ACTIVATIONS, cross_entropy, dropout_mask, flat_buffer, init_std
 
 LAYER_SIZES = (784, 128, 64, 10)
 
@@ -34,15 +34,8 @@ class NeuralNetwork:
         shapes = {}
         for i, (fan_in, fan_out) in enumerate(zip(self.sizes[:-1], self.sizes[1:]), start=1):
             shapes[f"W{i}"], shapes[f"b{i}"] = (fan_in, fan_out), (fan_out,)
-        total = sum(int(np.prod(s)) for s in shapes.values())
-        self.flat_params = np.zeros(total, self.dtype)
-        self.flat_grads = np.zeros(total, self.dtype)
-        self.params, self.grads, offset = {}, {}, 0
-        for name, shape in shapes.items():
-            size = int(np.prod(shape))
-            self.params[name] = self.flat_params[offset:offset + size].reshape(shape)
-            self.grads[name] = self.flat_grads[offset:offset + size].reshape(shape)
-            offset += size
+        self.flat_params, self.params = flat_buffer(shapes, self.dtype)
+        self.flat_grads, self.grads = flat_buffer(shapes, self.dtype)
         # He initialisation by default: N(0, 2 / fan_in) keeps the variance of ReLU
         # activations steady from layer to layer (init_std has the others). The same standard
         # normal draws for every scheme, scaled: the schemes differ in scale only. Drawn in

@@ -50,6 +50,21 @@ def tanh_grad(t):
 ACTIVATIONS = {"relu": (relu, relu_grad), "sigmoid": (sigmoid, sigmoid_grad), "tanh": (tanh, tanh_grad)}
 
 
+# ----------------------------------------------------------------------------- parameters
+
+def flat_buffer(shapes, dtype):
+    """One array of zeros for every parameter (or gradient) in shapes {name: shape}, one after
+    another, and {name: its view into the array, shaped shapes[name]}. Writing a view writes the
+    array: an optimizer updates every parameter at once, in a few whole-array operations."""
+    flat = np.zeros(sum(math.prod(shape) for shape in shapes.values()), dtype)
+    views, offset = {}, 0
+    for name, shape in shapes.items():
+        size = math.prod(shape)
+        views[name] = flat[offset:offset + size].reshape(shape)
+        offset += size
+    return flat, views
+
+
 # ----------------------------------------------------------------------------- initialisation
 
 def init_std(scheme, fan_in, fan_out):
