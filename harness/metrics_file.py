@@ -379,7 +379,9 @@ def recorded_config(args):
 
 def differing_settings(config, other):
     """The settings (every key but NOT_SETTINGS) on which two configs differ, in config's order
-    then other's; a key one of them lacks counts as null (older records lack newer flags)."""
+    then other's; a key one of them lacks counts as null (older records lack newer flags).
+    Every flag counts: is this record a run of these flags? (What compare.py's report names
+    as an experiment's settings is report/table.py's changed_settings.)"""
     keys = [*config, *(key for key in other if key not in config)]
     return [key for key in keys if key not in NOT_SETTINGS and config.get(key) != other.get(key)]
 

@@ -163,12 +163,12 @@ def test_hidden_sizes_are_compared_among_the_mlps_only():
     runs = [run_result(make_record(), "NumPy MLP (a)", "a"),
             run_result(make_record(config={"hidden": [256, 128]}), "NumPy MLP (b)", "b"),
             run_result(cnn_record(), "NumPy CNN", "numpy_cnn")]
-    assert table.differing_settings(runs) == [
+    assert table.changed_settings(runs) == [
         ("model", [MLP_NAME, "MLP 784-256-128-10", CNN_NAME]),
         ("hidden sizes", ["128-64", "256-128", None])]
-    assert table.differing_settings(runs[:2])[0] == ("hidden sizes", ["128-64", "256-128"])
+    assert table.changed_settings(runs[:2])[0] == ("hidden sizes", ["128-64", "256-128"])
     twins = [run_result(cnn_record()), run_result(cnn_record("pytorch"), "PyTorch", "pytorch")]
-    assert table.differing_settings(twins) == []  # hidden None in both: nothing to compare, no crash
+    assert table.changed_settings(twins) == []  # hidden None in both: nothing to compare, no crash
     assert table.table_row(twins[0]).startswith(f"| NumPy | {CNN_NAME} | 3 | 93.00% |")
     assert table.describe_config(twins[1]).startswith(f"PyTorch: {CNN_NAME}, mnist (60,000 train)")
 
