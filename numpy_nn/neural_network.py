@@ -58,9 +58,8 @@ class NeuralNetwork:
         h = x.astype(self.dtype, copy=False)                   # B,784
         cache = {"h0": h}
         for i in range(1, self.num_layers):
-            z = h @ self.params[f"W{i}"]                       # B,H  affine: weighted sums
-            z += self.params[f"b{i}"]                          #      ... plus bias
-            h = self.f(z, out=z)                               # B,H  the activation, in place
+            z = h @ self.params[f"W{i}"] + self.params[f"b{i}"]  # B,H  affine: weighted sums plus bias
+            h = self.f(z)                                      # B,H  the activation
             cache[f"a{i}"] = h                                 # B,H  f(z), which backward reads f'(z) off
             if dropout:
                 cache[f"mask{i}"] = dropout_mask(h.shape, dropout, rng, self.dtype)
@@ -81,17 +80,18 @@ class NeuralNetwork:
         L = self.num_layers
         dz = dlogits                                           # B,10  dLoss/dlogits
         for i in range(L, 0, -1):
-            h_prev = cache[f"h{i - 1}"]                        # B,fan_in  this layer's input
-            W, dW, db = self.params[f"W{i}"], self.grads[f"W{i}"], self.grads[f"b{i}"]
-            np.matmul(h_prev.T, dz, out=dW)                    # fan_in,fan_out  z = h W + b => dW = h^T dz
-            dz.sum(axis=0, out=db)                             # fan_out  db = sum of dz over the batch
+            h_prev, W = cache[f"h{i - 1}"], self.params[f"W{i}"]  # B,fan_in  this layer's input; fan_in,fan_out
+            dW = h_prev.T @ dz                                 # fan_in,fan_out  z = h W + b => dW = h^T dz
+            db = dz.sum(axis=0)                                # fan_out  db = sum of dz over the batch
             if l2:
-                dW += l2 * W                                   # d(l2/2 * W^2)/dW = l2 W
+                dW = dW + l2 * W                               # d(l2/2 * W^2)/dW = l2 W
+            self.grads[f"W{i}"][...] = dW                      # into the flat buffer the optimizer reads
+            self.grads[f"b{i}"][...] = db
             if i == 1:
                 break                                          # no gradient needed for the input
-            dh = dz @ W.T                                      # B,fan_in  dh = dz W^T
+            dh = dz @ W.T                                      # B,fan_in  z = h W + b => dh = dz W^T
             if f"mask{i - 1}" in cache:
-                dh *= cache[f"mask{i - 1}"]                    # dropout: blocked units pass no gradient
+                dh = dh * cache[f"mask{i - 1}"]                # dropout: blocked units pass no gradient
             dz = dh * self.f_grad(cache[f"a{i - 1}"])          # B,fan_in  a = f(z) => dz = dh f'(z); ReLU: dh where z > 0
         return self.grads
 

@@ -12,9 +12,9 @@ import numpy as np
 
 # ----------------------------------------------------------------------------- activations
 
-def relu(z, out=None):
-    """max(0, z): lets positive signals through, blocks negative ones (out=z: in place)."""
-    return np.maximum(z, 0, out=out)
+def relu(z):
+    """max(0, z): lets positive signals through, blocks negative ones."""
+    return np.maximum(z, 0)
 
 
 def relu_grad(h):
@@ -23,11 +23,11 @@ def relu_grad(h):
     return (h > 0).astype(h.dtype)
 
 
-def sigmoid(z, out=None):
+def sigmoid(z):
     """1 / (1 + e^-z): squashes any number into (0, 1). Written with e^-|z|, so exp never
     overflows: 1 / (1 + e^-z) for z >= 0, and e^z / (1 + e^z) for z < 0, the same number."""
     e = np.exp(-np.abs(z))                             # in (0, 1]
-    return np.divide(np.where(z >= 0, 1, e), 1 + e, out=out)
+    return np.where(z >= 0, 1, e) / (1 + e)
 
 
 def sigmoid_grad(s):
@@ -35,9 +35,9 @@ def sigmoid_grad(s):
     return s * (1 - s)                                 # sigmoid' = s (1 - s)
 
 
-def tanh(z, out=None):
+def tanh(z):
     """(e^z - e^-z) / (e^z + e^-z): squashes any number into (-1, 1), centred on 0."""
-    return np.tanh(z, out=out)
+    return np.tanh(z)
 
 
 def tanh_grad(t):
@@ -116,7 +116,7 @@ def cross_entropy_with_grad(logits, y):
     n = len(y)
     logp = log_softmax(logits)                    # B,C
     loss = -logp[np.arange(n), y].mean()
-    dlogits = np.exp(logp, out=logp)              # B,C  probabilities, reusing the buffer
+    dlogits = np.exp(logp)                        # B,C  the probabilities p
     dlogits[np.arange(n), y] -= 1                 # p - onehot(y)
     dlogits /= n                                  # the mean over the batch
     return float(loss), dlogits

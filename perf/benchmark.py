@@ -53,7 +53,7 @@ from numpy_nn.fast_layers import conv2d_backward, conv2d_forward, maxpool2d_back
 from numpy_nn.neural_network import NeuralNetwork  # noqa: E402
 from numpy_nn.parallel import Halves  # noqa: E402
 from numpy_nn.train import train_step  # noqa: E402
-from numpy_nn.utils import OPTIMIZERS, cross_entropy_with_grad, relu, relu_grad  # noqa: E402
+from numpy_nn.utils import OPTIMIZERS, cross_entropy_with_grad, relu_grad  # noqa: E402
 from report.throughput import _threads, markdown, plot  # noqa: E402
 from harness.threads import openblas_threads, set_openblas_threads  # noqa: E402
 
@@ -485,13 +485,13 @@ def timed_numpy_cnn_step(net, xb, yb, laps):
     laps.lap("conv1 forward")
     h1, pool1 = maxpool2d_forward(z1)                                  # B,32,13,13
     laps.lap("pool1 forward")
-    h1 = relu(h1, out=h1)
+    h1 = np.maximum(h1, 0, out=h1)                                     # ReLU, in place
     laps.lap("relu1 forward")
     z2, conv2 = conv2d_forward(h1, p["W2"], p["b2"])                   # B,64,11,11
     laps.lap("conv2 forward")
     h2, pool2 = maxpool2d_forward(z2)                                  # B,64,5,5
     laps.lap("pool2 forward")
-    h2 = relu(h2, out=h2)
+    h2 = np.maximum(h2, 0, out=h2)
     laps.lap("relu2 forward")
     f = h2.reshape(len(x), -1)                                         # B,1600
     logits = f @ p["W3"] + p["b3"]                                     # B,10

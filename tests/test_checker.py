@@ -101,8 +101,8 @@ MESSAGES = {  # each mistake's own words in the checker's output
 }
 
 MLP_MISTAKES = {  # a one-line change to NeuralNetwork.backward, the first gradient it breaks, the message
-    "bias axis": ("dz.sum(axis=0, out=db)", "db = dz.sum(axis=1)", "db3"),
-    "transposed": ("np.matmul(h_prev.T, dz, out=dW)", "dW = dz.T @ h_prev", "dW3"),
+    "bias axis": ("db = dz.sum(axis=0)", "db = dz.sum(axis=1)", "db3"),
+    "transposed": ("dW = h_prev.T @ dz", "dW = dz.T @ h_prev", "dW3"),
     "no mask": ('dz = dh * self.f_grad(cache[f"a{i - 1}"])', "dz = dh", "dz2"),
     "wrong mask": ('dz = dh * self.f_grad(cache[f"a{i - 1}"])', "dz = dh * self.f_grad(dh)", "dz2"),
     "sign": ("dh = dz @ W.T", "dh = -(dz @ W.T)", "dh2"),
@@ -124,8 +124,8 @@ def test_each_planted_mistake_in_the_mlp_gets_its_own_message(batch, mistake):
 
 
 def test_a_wrong_line_of_the_right_shape_is_localised_to_that_line(batch):
-    new = "np.matmul(h_prev.T, dz * dz, out=dW)"
-    backward = planted(NeuralNetwork.backward, "np.matmul(h_prev.T, dz, out=dW)", new)
+    new = "dW = h_prev.T @ (dz * dz)"
+    backward = planted(NeuralNetwork.backward, "dW = h_prev.T @ dz", new)
     source = linecache.getlines(backward.__code__.co_filename)
     line = next(n for n, text in enumerate(source, start=1) if new in text)
     ok, text = run(mlp(backward=backward), *batch)

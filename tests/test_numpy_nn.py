@@ -312,8 +312,8 @@ def test_sigmoid_and_tanh_values_and_derivatives():
     for f, f_grad in ((sigmoid, sigmoid_grad), (tanh, tanh_grad)):
         numeric = (f(z + eps) - f(z - eps)) / (2 * eps)
         np.testing.assert_allclose(f_grad(f(z)), numeric, rtol=1e-9, atol=1e-12)
-    out = np.zeros(3, np.float32)                     # out= writes in place and keeps the dtype
-    assert sigmoid(np.array([0, 1, -1], np.float32), out=out) is out and out.dtype == np.float32
+    for f in (sigmoid, tanh):                         # a float32 network stays float32
+        assert f(np.array([0, 1, -1], np.float32)).dtype == np.float32
 
 
 def test_init_std_of_each_scheme():
