@@ -151,7 +151,6 @@ class SGD:
         if self.momentum:
             v = self.velocity
             v *= self.momentum; v += g                      # v = mu v + g
-            v *= np.abs(v) >= np.finfo(v.dtype).tiny        # subnormals to 0: see Adam
             g = v
         self.params -= self.lr * g                          # p = p - lr g
 
@@ -174,11 +173,6 @@ class Adam:
         self.t += 1
         m *= b1; m += (1 - b1) * g                          # m = b1 m + (1 - b1) g
         v *= b2; v += (1 - b2) * g * g                      # v = b2 v + (1 - b2) g^2
-        # A weight whose gradient stays 0 (a dead unit, a pixel never inked) has its m shrink
-        # by b1 every step, down past the smallest normal float (np.finfo(dtype).tiny, 1e-38
-        # in float32) into the "subnormal" numbers, which many CPUs add and multiply on a
-        # slow path, up to 100x slower: set them to 0 (their share of any step is < 1e-30).
-        m *= np.abs(m) >= np.finfo(m.dtype).tiny
         step_size = self.lr / (1 - b1 ** self.t)                    # lr, bias-corrected for m
         denom = np.sqrt(v) / math.sqrt(1 - b2 ** self.t) + self.eps  # sqrt(v_hat) + eps
         self.params -= step_size * m / denom                        # p -= lr m_hat / (sqrt(v_hat) + eps)

@@ -20,7 +20,8 @@ PyTorch twin
 (pytorch_nn/cnn.py), started from the same weights; "matmuls only" is then the im2col
 products of its convolutions and the linear layer's, and one step at batch 128 is timed
 layer by layer (forward and backward) in both. Last, the Adam step alone, in both, on a
-fresh state and on one as training leaves it (some of m subnormal: numpy_nn/utils.py), and
+fresh state and on one as training leaves it (some of m subnormal), the NumPy one also
+without the trainer's subnormal flush (numpy_nn/fast_optimizers.py), and
 (MLP only) --augment's cost: a batch of 128 warped by numpy_nn/augment.py and by its PyTorch
 twin, beside a NumPy MLP step at that batch, and the floor under any NumPy warp: its four
 gathers alone.
@@ -47,13 +48,14 @@ from data_loader import DataError, batches, load_mnist, write_atomic  # noqa: E4
 from perf.flops import cnn_flops_per_sample, cnn_products, flops_per_sample  # noqa: E402
 from harness.metrics_file import cpu_model, numpy_blas  # noqa: E402
 from numpy_nn.augment import DEFAULT_RANGES, SIDE, Augment  # noqa: E402
+from numpy_nn import build as numpy_build  # noqa: E402
 from numpy_nn.cnn import CNN, IMAGE_SHAPE  # noqa: E402
 from numpy_nn.fast_cnn import FastCNN  # noqa: E402
 from numpy_nn.fast_layers import conv2d_backward, conv2d_forward, maxpool2d_backward, maxpool2d_forward  # noqa: E402
 from numpy_nn.neural_network import NeuralNetwork  # noqa: E402
 from numpy_nn.parallel import Halves  # noqa: E402
 from numpy_nn.train import train_step  # noqa: E402
-from numpy_nn.utils import OPTIMIZERS, cross_entropy_with_grad, relu_grad  # noqa: E402
+from numpy_nn.utils import cross_entropy_with_grad, relu_grad  # noqa: E402
 from report.throughput import _threads, markdown, plot  # noqa: E402
 from harness.threads import openblas_threads, set_openblas_threads  # noqa: E402
 
@@ -111,13 +113,13 @@ def gpu_record(per_sample):
             "roofline_samples_per_second": peak * 1e9 / per_sample}
 
 
-ARGS = SimpleNamespace(optimizer="adam", lr=1e-3, weight_decay=0.0)  # as the trainers get them
+ARGS = SimpleNamespace(optimizer="adam", lr=1e-3, weight_decay=0.0, layers="fast")  # as the trainers get them
 
 
 def _numpy_setup(model="mlp"):
     """The network and optimizer numpy_nn/train.py builds."""
     net = FastCNN(seed=0) if model == "cnn" else NeuralNetwork(seed=0)
-    return net, OPTIMIZERS[ARGS.optimizer](net.flat_params, ARGS.lr)
+    return net, numpy_build.make_optimizer(net, ARGS)
 
 
 def _torch_setup(x, y, device, model="mlp", capturable=False):
@@ -274,13 +276,14 @@ def measure(trainers, batch_size, steps, repeats, thread_counts=(None,)):
 
 # Of Adam's m after 3 epochs of the default MLP run, the share that is subnormal (5,875 of
 # 109,386): weights whose gradient stopped, their m shrunk by 0.9 a step below float32's
-# smallest normal number. Arithmetic on those is slow on many CPUs (numpy_nn/utils.py).
+# smallest normal number. Arithmetic on those is slow on many CPUs (numpy_nn/fast_optimizers.py).
 TRAINED_SUBNORMAL_SHARE = 0.054
 
 
 def optimizer_steps(n_params, repeats, steps=20):
     """Microseconds per Adam step (median of repeats, each `steps` steps), NumPy and PyTorch
-    CPU, as the trainers build them, on a fresh state and on one as training leaves it:
+    CPU, as the trainers build them, and NumPy's as utils.py writes it (--layers plain: no
+    subnormal flush), on a fresh state and on one as training leaves it:
     TRAINED_SUBNORMAL_SHARE of m subnormal, with gradient 0 there."""
     import torch
     from pytorch_nn.train import make_optimizer
@@ -292,8 +295,10 @@ def optimizer_steps(n_params, repeats, steps=20):
     m[dead] = np.finfo(np.float32).tiny / 4                       # subnormal
     v = grads * grads + 1e-12
 
-    def numpy_step(trained):
-        opt = OPTIMIZERS["adam"](np.zeros(n_params, np.float32), ARGS.lr)
+    def numpy_step(trained, layers="fast"):
+        params = np.zeros(n_params, np.float32)
+        opt = numpy_build.make_optimizer(SimpleNamespace(flat_params=params),
+                                         SimpleNamespace(**{**vars(ARGS), "layers": layers}))
         if trained:
             opt.m[...], opt.v[...], opt.t = m, v, 1000
         return lambda: opt.step(grads)
@@ -309,7 +314,8 @@ def optimizer_steps(n_params, repeats, steps=20):
             state["exp_avg_sq"].copy_(torch.from_numpy(v))
             state["step"].fill_(1000)
         return opt.step
-    makers = {"numpy": numpy_step, "pytorch-cpu": torch_step}
+    makers = {"numpy": numpy_step, "numpy --layers plain": lambda trained: numpy_step(trained, "plain"),
+              "pytorch-cpu": torch_step}
     times = {(name, state): [] for name in makers for state in ("fresh", "trained")}
     for _ in range(repeats):                                      # taking turns, as measure() does
         for name, state in times:

@@ -20,6 +20,7 @@ import torch
 from conftest import loss_and_gradients, relative_error
 from data_loader import batches, load_mnist
 from numpy_nn.neural_network import NeuralNetwork
+from numpy_nn.fast_optimizers import FAST_OPTIMIZERS
 from numpy_nn.train import evaluate as np_evaluate
 from numpy_nn.utils import OPTIMIZERS, cosine_lr, softmax
 from pytorch_nn.model import MLP, load_model
@@ -125,15 +126,39 @@ def test_optimizer_steps_equal_torch_optim(mnist, optimizer, schedule):
     assert moved > 1e-3  # the steps really did something
 
 
+@pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam"])
+def test_the_trainers_optimizers_equal_utils_update_rules_bit_for_bit(mnist, optimizer):
+    """The optimizers the trainer runs (numpy_nn/fast_optimizers.py: utils.py's, with the
+    subnormals flushed from their state) leave the weights and the state exactly where
+    utils.py's update rules as written leave them, bit for bit, over steps of a real
+    training run in float64 (no entry comes near a subnormal there)."""
+    lr = {"sgd": 0.1, "momentum": 0.05, "adam": 3e-3}[optimizer]
+    steps, bs = 30, 64
+    x, y = mnist[0][:steps * bs].astype(np.float64), mnist[1][:steps * bs]
+    nets = [random_twins(np.float64)[0] for _ in range(2)]
+    plain, fast = OPTIMIZERS[optimizer](nets[0].flat_params, lr), FAST_OPTIMIZERS[optimizer](nets[1].flat_params, lr)
+    assert type(fast) is not type(plain)
+    for idx in batches(len(x), bs, np.random.default_rng(0)):
+        for net, opt in zip(nets, (plain, fast)):
+            loss_and_gradients(net, x[idx], y[idx], l2=1e-3)
+            opt.step(net.flat_grads)
+        np.testing.assert_array_equal(nets[1].flat_params, nets[0].flat_params)
+    for state in ("m", "v", "velocity"):
+        if getattr(plain, state, None) is not None:
+            np.testing.assert_array_equal(getattr(fast, state), getattr(plain, state))
+    assert np.abs(nets[0].flat_params - random_twins(np.float64)[0].flat_params).max() > 1e-3  # they moved
+
+
 @pytest.mark.parametrize("optimizer", ["adam", "momentum"])
 @pytest.mark.parametrize("dtype, steps", [(np.float32, 1000), (np.float64, 500)])
 def test_optimizer_state_flushes_subnormals_and_still_equals_torch_optim(optimizer, dtype, steps):
     """Weights whose gradient is exactly 0 after step 1 (a dead unit) have Adam's m (and the
     momentum velocity) shrink by 0.9 a step: past the smallest normal float (np.finfo.tiny)
     after ~1000 steps in float32, or in float64 from a first gradient of 1e-290 after ~400.
-    The NumPy optimizers set such values to 0 (subnormal arithmetic is slow on many CPUs);
-    torch.optim, fused as the trainer makes it, keeps them. The weights still agree: a
-    flushed value was worth < lr * tiny / eps (Adam) or lr * tiny (momentum) of a step."""
+    The trainer's NumPy optimizers (numpy_nn/fast_optimizers.py) set such values to 0
+    (subnormal arithmetic is slow on many CPUs); utils.py's as written and torch.optim, fused
+    as the trainer makes it, keep them. The weights still agree: a flushed value was worth
+    < lr * tiny / eps (Adam) or lr * tiny (momentum) of a step."""
     rng = np.random.default_rng(8)
     n, lr = 64, 1e-3
     grads = rng.normal(size=(steps, n)) * np.geomspace(1e-6, 1.0, n)
@@ -142,15 +167,19 @@ def test_optimizer_state_flushes_subnormals_and_still_equals_torch_optim(optimiz
         grads[0, ::2] *= 1e-290               # else 6,700 steps to reach float64's subnormals
     grads = grads.astype(dtype)
     p = rng.normal(size=n).astype(dtype)
-    opt = OPTIMIZERS[optimizer](p, lr)
+    opt = FAST_OPTIMIZERS[optimizer](p, lr)
+    plain_p = p.copy()
+    plain = OPTIMIZERS[optimizer](plain_p, lr)
     tp = torch.tensor(p.copy(), requires_grad=True)
     opt_t = make_optimizer(SimpleNamespace(named_parameters=lambda: [("weight", tp)]),
                            SimpleNamespace(optimizer=optimizer, lr=lr, weight_decay=0.0))
     for g in grads:
         opt.step(g)
+        plain.step(g)
         tp.grad = torch.from_numpy(g.copy())
         opt_t.step()
     ours, theirs = (opt.m, "exp_avg") if optimizer == "adam" else (opt.velocity, "momentum_buffer")
+    kept = plain.m if optimizer == "adam" else plain.velocity
     theirs = opt_t.state[tp][theirs].numpy()
     tiny = np.finfo(dtype).tiny
     subnormal = lambda a: int(((a != 0) & (np.abs(a) < tiny)).sum())
@@ -159,7 +188,9 @@ def test_optimizer_state_flushes_subnormals_and_still_equals_torch_optim(optimiz
     print(f"{optimizer} {np.dtype(dtype).name}, {steps} steps: subnormals in the state: numpy "
           f"{subnormal(ours)}, torch {subnormal(theirs)}; weights max rel diff {err:.2e}, abs {gap:.2e}")
     assert subnormal(theirs) == n // 2        # the state the test is about really arises
+    assert subnormal(kept) == n // 2          # utils.py's update rules as written keep them too
     assert subnormal(ours) == 0 and (optimizer != "adam" or subnormal(opt.v) == 0)
+    np.testing.assert_array_equal(plain_p, p)  # flushed or not, the same weights: the flushed values rounded away
     np.testing.assert_array_equal(ours[::2], 0)
     if dtype == np.float64:
         assert err < 1e-10                    # the order of operations only, as above
