@@ -257,10 +257,11 @@ def _evaluate_numpy(path, model, x_test, y_test):
 def _evaluate_pytorch(path, model, x_test, y_test, activation):
     import torch  # needed for PyTorch runs only
     from pytorch_nn import cnn, model as mlp
+    from pytorch_nn.fast_step import channels_last  # the layout the trainer evaluates in: faster
     from pytorch_nn.numpy_weights import numpy_params
     from pytorch_nn.train import EVAL_BATCH
     # a state_dict holds no activation (it has no weights): the MLP's comes from the record
-    network = cnn.load_model(path) if model == "cnn" else mlp.load_model(path, activation=activation)
+    network = channels_last(cnn.load_model(path)) if model == "cnn" else mlp.load_model(path, activation=activation)
     network.eval()                                 # as the trainer's evaluate(): dropout off
     x = torch.from_numpy(x_test).to(network.out.weight.dtype)
     with torch.inference_mode():

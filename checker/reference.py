@@ -76,13 +76,13 @@ def mlp_reference(net, x, y):
 
 def cnn_reference(net, x, y):
     """For numpy_nn's CNN net (cnn.py's names: z conv, a ReLU, h pool, f flatten)."""
+    # In cnn.py's B,C,H,W layout, not the channels-last one the trainer lays it out in for speed
+    # (pytorch_nn/fast_step.py): where a pooling window holds equal maxima (a blank patch of
+    # the image) the B,C,H,W kernel sends the gradient to the first of them, as
+    # numpy_nn/layers.py does, and the channels-last one to another. The weights' gradients
+    # are the same either way (those patches' inputs are equal too), but dh1, da1, ... would
+    # differ at those ties.
     model = load_numpy_params(torch_cnn.CNN().double(), net.params)
-    # In PyTorch's usual B,C,H,W layout, not the channels-last one the twin trains in for speed:
-    # where a pooling window holds equal maxima (a blank patch of the image) the B,C,H,W
-    # kernel sends the gradient to the first of them, as numpy_nn/layers.py does, and the
-    # channels-last one to another. The weights' gradients are the same either way (those
-    # patches' inputs are equal too), but dh1, da1, ... would differ at those ties.
-    model = model.to(memory_format=torch.contiguous_format)
     image = lambda v: v.reshape(-1, *torch_cnn.IMAGE_SHAPE)  # noqa: E731  B,784 -> B,1,28,28
     steps = [("x", image), ("z1", model.conv1), ("a1", model.relu), ("h1", model.pool),
              ("z2", model.conv2), ("a2", model.relu), ("h2", model.pool),

@@ -148,11 +148,11 @@ def build_parser(framework, description):
     p.add_argument("--model", choices=MODELS, default="mlp",
                    help="mlp: the fully connected network; cnn: the small convolutional one")
     p.add_argument("--layers", choices=LAYERS, default=None,
-                   help="fast: the speed tricks, each in a fast twin of a lesson file (the CNN on "
-                        "numpy_nn/fast_layers.py, the optimizers' subnormal flush, numpy_nn/fast_optimizers.py); "
-                        "plain: the lesson files as written, the ones to read and edit (numpy_nn/layers.py, "
-                        "utils.py): the same numbers up to rounding, slower; recorded, and changes nothing for "
-                        "the PyTorch trainer (default: fast; plain with a CNN --exercise)")
+                   help="fast: the speed tricks, each in a fast twin of a lesson file (NumPy: the CNN on "
+                        "numpy_nn/fast_layers.py, the optimizers' subnormal flush, numpy_nn/fast_optimizers.py; "
+                        "PyTorch: the CNN laid out channels last, pytorch_nn/fast_step.py); plain: the lesson "
+                        "files as written, the ones to read and edit (numpy_nn/layers.py, utils.py): the same "
+                        "numbers up to rounding, slower; recorded (default: fast; plain with a CNN --exercise)")
     p.add_argument("--hidden", type=_positive(int), nargs="+", default=MLP_HIDDEN,
                    help="the MLP's hidden layer sizes, e.g. --hidden 256 128 64 (the CNN's are fixed)")
     p.add_argument("--activation", choices=ACTIVATIONS, default=None,

@@ -16,12 +16,12 @@ peak on matrices this small. With --threads, every row is measured at each threa
 (NumPy's OpenBLAS and PyTorch both set to it), the counts taking turns within each repeat.
 
 With --model cnn the network is numpy_nn/fast_cnn.py's FastCNN (the trainer's default) and its
-PyTorch twin
-(pytorch_nn/cnn.py), started from the same weights; "matmuls only" is then the im2col
-products of its convolutions and the linear layer's, and one step at batch 128 is timed
-layer by layer (forward and backward) in both. Last, the Adam step alone, in both, on a
-fresh state and on one as training leaves it (some of m subnormal), the NumPy one also
-without the trainer's subnormal flush (numpy_nn/fast_optimizers.py), and
+PyTorch twin (pytorch_nn/cnn.py, laid out channels last as pytorch_nn/fast_step.py lays it
+out), started from the same weights; "matmuls only" is then the im2col products of its
+convolutions and the linear layer's, and one step at batch 128 is timed layer by layer
+(forward and backward) in both. Last, the Adam step alone, in both, on a fresh state and on
+one as training leaves it (some of m subnormal), the NumPy one also without the trainer's
+subnormal flush (numpy_nn/fast_optimizers.py), and
 (MLP only) --augment's cost: a batch of 128 warped by numpy_nn/augment.py and by its PyTorch
 twin, beside a NumPy MLP step at that batch, and the floor under any NumPy warp: its four
 gathers alone.
@@ -127,11 +127,12 @@ def _torch_setup(x, y, device, model="mlp", capturable=False):
     the NumPy network's weights (capturable: its optimizer for --mode graph)."""
     import torch
     from pytorch_nn import cnn
+    from pytorch_nn.fast_step import channels_last
     from pytorch_nn.model import MLP
     from pytorch_nn.numpy_weights import load_numpy_params
     from pytorch_nn.train import make_optimizer
-    if model == "cnn":
-        net = load_numpy_params(cnn.CNN(), CNN(seed=0).params).to(device)
+    if model == "cnn":  # laid out channels last, as the trainer's fast path lays it out
+        net = channels_last(load_numpy_params(cnn.CNN(), CNN(seed=0).params).to(device))
     else:
         net = load_numpy_params(MLP(), NeuralNetwork(seed=0).params).to(device)
     xt, yt = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)

@@ -23,10 +23,6 @@ class CNN(nn.Module):
         self.flatten = nn.Flatten()
         self.dropout = nn.Dropout(dropout) if dropout else nn.Identity()  # active in train() only
         self.out = nn.Linear(1600, 10)
-        # The conv weights, and so every activation after them, laid out channels last (B,H,W,C
-        # in memory; shapes and indexing stay B,C,H,W): the layout PyTorch's CPU convolution
-        # (oneDNN) and max-pool run fastest in. The numbers are the same up to rounding.
-        self.to(memory_format=torch.channels_last)
 
     def features(self, x):
         """Images -> the 1600 features the linear layer reads."""

@@ -171,15 +171,24 @@ def centred_differences(f, param, idx, eps):
     return np.array(partials)
 
 
-def test_pytorch_cnn_runs_channels_last_and_equals_the_plain_layout_in_float64(mnist):
-    """The PyTorch CNN's activations are laid out channels last (B,H,W,C in memory: PyTorch's
-    CPU max-pool is ~8x slower per image on B,C,H,W, measured for issue 18, which made
-    evaluation, a forward pass alone, cost nearly what training did), and that layout changes
+@pytest.mark.parametrize("layers", ["fast", "plain"])
+def test_pytorch_cnn_trains_channels_last_and_equals_the_plain_layout_in_float64(mnist, layers):
+    """The PyTorch trainer's fast path (pytorch_nn/fast_step.py faster, --layers fast) lays the
+    CNN's activations out channels last (B,H,W,C in memory: PyTorch's CPU convolution and
+    max-pool run faster on it), --layers plain leaves cnn.py's B,C,H,W; and that layout changes
     no number beyond rounding: logits and every gradient equal those of the same weights laid
     out B,C,H,W (contiguous), in float64, to 1e-13 of their scale (the same sums of a few
     hundred products each, added in another order: ~1e-16 each)."""
+    from types import SimpleNamespace
+
+    from pytorch_nn.fast_step import faster
+    from pytorch_nn.train import train_step
     _, model = random_twins(np.float64)
-    plain = copy.deepcopy(model).to(memory_format=torch.contiguous_format)
+    plain = copy.deepcopy(model)
+    args = SimpleNamespace(model="cnn", layers=layers, mode="eager")
+    parameters = list(model.parameters())
+    assert faster(args, train_step, model, None, None, None) == (train_step, None)
+    assert all(p is q for p, q in zip(model.parameters(), parameters))  # an optimizer made before still holds them
     x, y = torch.from_numpy(mnist[0][:64].astype(np.float64)), torch.from_numpy(mnist[1][:64])
     outputs = []
     hooks = [m.register_forward_hook(lambda m, i, out: outputs.append(out))
@@ -188,8 +197,9 @@ def test_pytorch_cnn_runs_channels_last_and_equals_the_plain_layout_in_float64(m
     for hook in hooks:
         hook.remove()
     assert len(outputs) == 6                  # conv, relu, pool, twice
+    layout = torch.channels_last if layers == "fast" else torch.contiguous_format
     for out in outputs:
-        assert out.dim() == 4 and out.is_contiguous(memory_format=torch.channels_last), out.stride()
+        assert out.dim() == 4 and out.is_contiguous(memory_format=layout), out.stride()
     F.cross_entropy(plain(x), y).backward()
     diff = (model(x) - plain(x)).abs().max().item()
     print(f"logits: max |channels last - plain| = {diff:.1e}")

@@ -332,16 +332,17 @@ def test_filters_drawn_are_the_first_layer_weights(compared, key):
 
 def test_a_pytorch_cnn_is_evaluated_by_pytorch(compared):
     """The logits behind a run's confusion matrix come from its own framework, in its
-    trainer's slices (EVAL_BATCH images): exactly what the saved model gives. Slices of
-    another size may differ in the last bits: a convolution library may block a batch of
-    1,000 otherwise than one of 128 (oneDNN does on an AVX-512 Xeon), and so add in
-    another order."""
+    trainer's slices (EVAL_BATCH images) and layout (channels last, pytorch_nn/fast_step.py):
+    exactly what the saved model gives. Slices of another size, or another layout, may differ
+    in the last bits: a convolution library may block a batch of 1,000 otherwise than one of
+    128 (oneDNN does on an AVX-512 Xeon), and so add in another order."""
     from numpy_nn.train import EVAL_BATCH as NUMPY_BATCH
+    from pytorch_nn.fast_step import channels_last
     from pytorch_nn.train import EVAL_BATCH
     folder, runs, _, _, drawn = compared
     x_test, y_test = mnist_test_set()
     evaluation = drawn["evaluations"]["pytorch_cnn"]
-    model = torch_cnn.load_model(folder / "pytorch_cnn.pt")
+    model = channels_last(torch_cnn.load_model(folder / "pytorch_cnn.pt"))
     with torch.inference_mode():
         first = [model(torch.from_numpy(x_test[s:s + EVAL_BATCH])).numpy() for s in range(0, 1000, EVAL_BATCH)]
     np.testing.assert_array_equal(evaluation.logits[:1000], np.concatenate(first)[:1000])
