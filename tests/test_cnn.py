@@ -15,6 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from checker.network import central_difference
 from conftest import loss_and_gradients
 from data_loader import batches, load_mnist
 from numpy_nn.cnn import CNN, PARAM_SHAPES, is_cnn_file, saved_model_kind
@@ -149,26 +150,10 @@ def test_gradients_match_finite_differences(mnist):
     pick = np.random.default_rng(3)
     for name, param in net.params.items():
         idx = pick.choice(param.size, size=min(12, param.size), replace=False)
-        numeric = centred_differences(objective, param, idx, eps=1e-6)
+        numeric = np.array([central_difference(objective, param.reshape(-1), i, eps=1e-6) for i in idx])
         err = np.abs(grads[name].reshape(-1)[idx] - numeric).max() / np.abs(grads[name]).max()
         print(f"d{name}: max error vs finite differences {err:.1e} of the gradient's scale")
         assert err < 1e-6, name
-
-
-def centred_differences(f, param, idx, eps):
-    """(f(p + eps) - f(p - eps)) / 2 eps for the entries idx (flat indices) of param, one
-    at a time, changing param in place and restoring it (f must read param)."""
-    flat = param.reshape(-1)                                 # a view: writing it writes param
-    partials = []
-    for i in idx:
-        old = flat[i]
-        flat[i] = old + eps
-        f_plus = f()
-        flat[i] = old - eps
-        f_minus = f()
-        flat[i] = old
-        partials.append((f_plus - f_minus) / (2 * eps))
-    return np.array(partials)
 
 
 @pytest.mark.parametrize("layers", ["fast", "plain"])
