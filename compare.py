@@ -44,7 +44,6 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")  # draw into files only: no window needed, so it runs over ssh and in CI
-import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
@@ -56,6 +55,7 @@ from harness.metrics_file import MetricsError, file_sha256, load_metrics  # noqa
 from numpy_nn.cnn import CNN, saved_model_kind  # noqa: E402
 from numpy_nn.neural_network import NeuralNetwork  # noqa: E402
 from report.curves import plot_comparison  # noqa: E402
+from report.figure import png  # noqa: E402
 from report.inside import inside_figures  # noqa: E402
 from report.learning import learning_figure, overlay_figure, overlay_groups  # noqa: E402
 from report.robustness import robustness_sets  # noqa: E402
@@ -63,7 +63,6 @@ from report.run import (FRAMEWORK_NAMES, MODEL_NAMES, RunResult, divergence, nam
                         picture_name, plural, with_results)
 from report.table import markdown  # noqa: E402
 
-DPI = 110
 WITH_ARTICLE = {"mlp": "an MLP", "cnn": "a CNN"}
 # what np.load and torch.load raise on a file that is not what they expect
 UNREADABLE = (OSError, ValueError, KeyError, RuntimeError, EOFError, zipfile.BadZipFile,
@@ -258,15 +257,16 @@ def _evaluate_numpy(path, model, x_test, y_test):
 def _evaluate_pytorch(path, model, x_test, y_test, activation):
     import torch  # needed for PyTorch runs only
     from pytorch_nn import cnn, model as mlp
+    from pytorch_nn.fast_step import channels_last  # the layout the trainer evaluates in: faster
+    from pytorch_nn.numpy_weights import numpy_params
     from pytorch_nn.train import EVAL_BATCH
-    twin = cnn if model == "cnn" else mlp
     # a state_dict holds no activation (it has no weights): the MLP's comes from the record
-    network = cnn.load_model(path) if model == "cnn" else mlp.load_model(path, activation=activation)
+    network = channels_last(cnn.load_model(path)) if model == "cnn" else mlp.load_model(path, activation=activation)
     network.eval()                                 # as the trainer's evaluate(): dropout off
     x = torch.from_numpy(x_test).to(network.out.weight.dtype)
     with torch.inference_mode():
         logits = _in_bites(lambda xb: network(xb).numpy(), x, EVAL_BATCH)
-    params = twin.numpy_params(network)
+    params = numpy_params(network)
     return Evaluation(logits, int((logits.argmax(axis=1) == y_test).sum()), fan_ins(params), params)
 
 
@@ -365,21 +365,15 @@ def measure_robustness(run, data_dir):
 
 # ----------------------------------------------------------------------------- output
 
-def write_output(path, write):
-    """Write a file atomically from write(file); a failed write is one line."""
+def write_output(path, data):
+    """Write bytes (a table's text, a picture: report/figure.py png) to a file atomically; a
+    failed write is one line."""
     try:
-        save_bytes(path, write)
+        save_bytes(path, lambda f: f.write(data))
     except OSError as e:
         raise CompareError(f"cannot write {shown(path)} ({e.strerror}); "
                            f"choose a writable folder with --out-dir") from None
     return path
-
-
-def save_figure(fig, path):
-    try:
-        return write_output(path, lambda f: fig.savefig(f, format="png", dpi=DPI))
-    finally:
-        plt.close(fig)  # pyplot keeps every open figure alive until closed
 
 
 def overlay_name(runs, kind="learning", suffix=".png", longest=120):
@@ -465,8 +459,8 @@ def compare(args):
     prepare_out_dir(args.out_dir)
     text = markdown(runs)
     print(text)
-    written = [write_output(args.out_dir / comparison_name(runs, ".md"), lambda f: f.write(text.encode())),
-               save_figure(plot_comparison(runs), args.out_dir / comparison_name(runs, ".png"))]
+    written = [write_output(args.out_dir / comparison_name(runs, ".md"), text.encode()),
+               write_output(args.out_dir / comparison_name(runs, ".png"), png(plot_comparison(runs)))]
     for note in notes:
         print(note)
     for run in results:
@@ -475,12 +469,12 @@ def compare(args):
             print(line)
             x_test, y_test = load_test_set(run.record["config"]["dataset"], args.data_dir)
             figures = inside_figures(run, evaluation.logits, x_test, y_test, evaluation.params)
-            written += [save_figure(fig, args.out_dir / picture_name(kind, run))
+            written += [write_output(args.out_dir / picture_name(kind, run), png(fig))
                         for kind, fig in figures.items()]
     learned = [run for run in runs if run.record["diagnostics"]]
-    written += [save_figure(learning_figure(run), args.out_dir / picture_name("learning", run))
+    written += [write_output(args.out_dir / picture_name("learning", run), png(learning_figure(run)))
                 for run in learned]
-    written += [save_figure(overlay_figure(group), args.out_dir / overlay_name(group))
+    written += [write_output(args.out_dir / overlay_name(group), png(overlay_figure(group)))
                 for group in overlay_groups(learned)]
     for path in written:
         print(f"wrote {shown(path)}")

@@ -55,6 +55,7 @@ from harness.metrics_file import (WEIGHT_SUFFIX, MetricsError, differing_setting
                                   recorded_config)
 from harness.threads import for_children  # noqa: E402
 from numpy_nn.utils import exponential_factor  # noqa: E402
+from report.figure import png  # noqa: E402
 
 DEFAULT_LRS = [1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0]  # from too small to too large for both optimizers
 DEFAULT_BATCH_SIZES = [32, 128, 512]
@@ -283,8 +284,8 @@ def grid(args, passed):
 def draw_grid(out_dir, records):
     """sweep.png, sweep_losses.png and sweep.md from the cells' records."""
     from report import sweep as report
-    save_figure(out_dir / "sweep.png", report.accuracy_heatmap(records))
-    save_figure(out_dir / "sweep_losses.png", report.loss_curves(records))
+    save_bytes(out_dir / "sweep.png", lambda f: f.write(png(report.accuracy_heatmap(records))))
+    save_bytes(out_dir / "sweep_losses.png", lambda f: f.write(png(report.loss_curves(records))))
     table = report.markdown_table(records)
     save_bytes(out_dir / "sweep.md", lambda f: f.write(table.encode()))
     print(table)
@@ -314,12 +315,6 @@ def redraw(out_dir):
     records = sorted(records, key=lambda r: OPTIMIZERS.index(r["config"]["optimizer"]))  # the grid's panel order
     with alone_in(out_dir):
         draw_grid(out_dir, records)
-
-
-def save_figure(path, fig):
-    import matplotlib.pyplot as plt
-    save_bytes(path, lambda f: fig.savefig(f, format="png", dpi=110))
-    plt.close(fig)
 
 
 # ----------------------------------------------------------------------------- the range test
@@ -434,7 +429,7 @@ def range_runs(args, passed, stop, summary):
         fig = report.range_figure(lrs, d["loss"], smooth(finite_prefix(d["loss"])),
                                   suggested, lowest, RULE, SMOOTHING, record, comparison)
         picture = args.out_dir / f"{name}.png"
-        save_figure(picture, fig)
+        save_bytes(picture, lambda f: f.write(png(fig)))
         summary[optimizer] = {"framework": args.framework, "model": args.model, "batch_size": batch_size,
                               "steps": steps, "lr_range": [lo, hi], "rule": RULE, "smoothing": SMOOTHING,
                               "lowest_smoothed_loss_at_lr": lrs[lowest], "suggested_lr": suggested,

@@ -258,6 +258,28 @@ def _stopped(say, what, error, line=None):
         say(f"      in {deepest}")
 
 
+def central_difference(f, flat, k, eps=FD_EPS):
+    """(f(p + eps e_k) - f(p - eps e_k)) / 2 eps: the slope of f() along entry k of flat, a
+    flat view of an array f reads (changed in place, then put back)."""
+    old = flat[k]
+    flat[k] = old + eps
+    up = f()
+    flat[k] = old - eps
+    down = f()
+    flat[k] = old
+    return (up - down) / (2 * eps)
+
+
+def numerical_gradient(f, x, eps=FD_EPS):
+    """The central difference of f() along every entry of x, shaped as x (which f must read).
+    Use float64: in float32 the rounding error of f swamps a difference this small."""
+    grad = np.zeros_like(x)
+    flat, gflat = x.reshape(-1), grad.reshape(-1)  # views: writing them writes x and grad
+    for k in range(flat.size):
+        gflat[k] = central_difference(f, flat, k, eps)
+    return grad
+
+
 def finite_differences(net, x, y, say, seed=0):
     """A few entries of each parameter's gradient (as backward() left it in net.grads)
     against (loss(p + eps) - loss(p - eps)) / 2 eps."""
@@ -269,13 +291,7 @@ def finite_differences(net, x, y, say, seed=0):
         picks = rng.choice(big if len(big) >= FD_ENTRIES else len(flat), FD_ENTRIES, replace=False)
         worst, worst_at = 0.0, None
         for k in picks:
-            old = flat[k]
-            flat[k] = old + FD_EPS
-            up = net.loss(x, y)
-            flat[k] = old - FD_EPS
-            down = net.loss(x, y)
-            flat[k] = old
-            numeric = (up - down) / (2 * FD_EPS)
+            numeric = central_difference(lambda: net.loss(x, y), flat, k)
             err = abs(numeric - g[k]) / max(abs(numeric), abs(g[k]), 1e-12)
             if err >= worst:
                 worst, worst_at = err, (k, numeric, g[k])

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from pytorch_nn import cnn as torch_cnn
 from pytorch_nn import model as torch_mlp
+from pytorch_nn.numpy_weights import load_numpy_params
 
 
 def _run(model, steps, x, y):
@@ -60,14 +61,13 @@ class Reference:
 
 def mlp_reference(net, x, y):
     """For numpy_nn's NeuralNetwork net (any sizes and activation)."""
-    model = torch_mlp.load_numpy_params(
-        torch_mlp.MLP(net.sizes, activation=net.activation).double(), net.params)
+    model = load_numpy_params(torch_mlp.MLP(net.sizes, activation=net.activation).double(), net.params)
     L = net.num_layers
     steps = []
     for i, layer in enumerate(model.hidden, start=1):
         steps += [(f"z{i}", layer), (f"h{i}", model.activation)]
     t, loss = _run(model, steps + [("logits", model.out)], x, y)
-    w = _param_grads(model.linears())
+    w = _param_grads(model.layers())
     grads = {"dlogits": t["logits"].grad.numpy()}
     for i in range(L, 0, -1):                      # backward()'s order: W, b, then the layer below
         grads[f"dW{i}"], grads[f"db{i}"] = w[f"dW{i}"], w[f"db{i}"]
@@ -81,13 +81,13 @@ def mlp_reference(net, x, y):
 
 def cnn_reference(net, x, y):
     """For numpy_nn's CNN net (cnn.py's names: z conv, a ReLU, h pool, f flatten)."""
-    model = torch_cnn.load_numpy_params(torch_cnn.CNN().double(), net.params)
-    # In PyTorch's usual B,C,H,W layout, not the channels-last one the twin trains in for speed:
-    # where a pooling window holds equal maxima (a blank patch of the image) the B,C,H,W
-    # kernel sends the gradient to the first of them, as numpy_nn/layers.py does, and the
-    # channels-last one to another. The weights' gradients are the same either way (those
-    # patches' inputs are equal too), but dh1, da1, ... would differ at those ties.
-    model = model.to(memory_format=torch.contiguous_format)
+    # In cnn.py's B,C,H,W layout, not the channels-last one the trainer lays it out in for speed
+    # (pytorch_nn/fast_step.py): where a pooling window holds equal maxima (a blank patch of
+    # the image) the B,C,H,W kernel sends the gradient to the first of them, as
+    # numpy_nn/layers.py does, and the channels-last one to another. The weights' gradients
+    # are the same either way (those patches' inputs are equal too), but dh1, da1, ... would
+    # differ at those ties.
+    model = load_numpy_params(torch_cnn.CNN().double(), net.params)
     image = lambda v: v.reshape(-1, *torch_cnn.IMAGE_SHAPE)  # noqa: E731  B,784 -> B,1,28,28
     steps = [("x", image), ("z1", model.conv1), ("a1", model.relu), ("h1", model.pool),
              ("z2", model.conv2), ("a2", model.relu), ("h2", model.pool),

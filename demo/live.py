@@ -52,7 +52,6 @@ if __name__ == "__main__":  # the process demo/training.py starts; until main() 
     signal.signal(signal.SIGINT, stopped_while_starting)
 
 import json  # noqa: E402
-import math  # noqa: E402
 import os  # noqa: E402
 import queue  # noqa: E402
 import threading  # noqa: E402
@@ -62,6 +61,7 @@ import numpy as np  # noqa: E402
 
 from harness import experiment  # noqa: E402
 from harness.session import Session, run_trainer  # noqa: E402
+from numpy_nn.diagnostics import finite  # noqa: E402
 
 TICK = 0.25        # seconds between two ticks: the page polls twice a second
 SNAPSHOT = 1.0     # seconds between two snapshots: they cost a forward pass and ~40 kB
@@ -185,10 +185,6 @@ class Feed:
         self.write("snapshot", step=session.step, side=side,
                    weights=np.round(127 * units / scale).astype(int).tolist(),   # each unit -127..127
                    predictions=readings(session))
-
-
-def finite(x):
-    return x if math.isfinite(x) else None
 
 
 def first_layer(session):

@@ -29,9 +29,6 @@ def step(self, grads):
     m += ...  # TODO  so that m = b1 m + (1 - b1) g
     v *= b2
     v += ...  # TODO  so that v = b2 v + (1 - b2) g^2
-    # Given: an m that shrinks towards 0 for ever (a weight whose gradient stays 0) would end in
-    # the "subnormal" floats, which many CPUs compute slowly; set those to 0 (see Adam.step).
-    m *= np.abs(m) >= np.finfo(m.dtype).tiny
     step_size = ...  # TODO  lr, bias-corrected for m: divided by 1 - b1^t
     denom = ...  # TODO  sqrt(v), bias-corrected (divided by sqrt(1 - b2^t)), plus eps
     self.params -= ...  # TODO  p -= step_size m / denom

@@ -16,7 +16,7 @@ PROJECT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = PROJECT / "results"
 DTYPES = ("float32", "float64")
 MODELS = ("mlp", "cnn")
-LAYERS = ("fast", "plain")  # the NumPy CNN's: numpy_nn/fast_cnn.py or numpy_nn/cnn.py
+LAYERS = ("fast", "plain")  # the speed tricks' fast twins, or the lesson files as written
 ACTIVATIONS = ("relu", "sigmoid", "tanh")  # numpy_nn/utils.py ACTIVATIONS, pytorch_nn/model.py's
 WEIGHT_INITS = ("he", "xavier", "small")   # numpy_nn/utils.py init_std
 MLP_HIDDEN = [128, 64]  # the user's design: 784 -> 128 -> 64 -> 10
@@ -178,9 +178,11 @@ def build_parser(framework, description):
     p.add_argument("--model", choices=MODELS, default="mlp",
                    help="mlp: the fully connected network; cnn: the small convolutional one")
     p.add_argument("--layers", choices=LAYERS, default=None,
-                   help="the NumPy CNN's layers: fast (numpy_nn/fast_layers.py) or plain (numpy_nn/layers.py, "
-                        "the ones to read and edit: the same numbers, slower); recorded, and changes nothing "
-                        "for the MLP or the PyTorch trainer (default: fast; plain with a CNN --exercise)")
+                   help="fast: the speed tricks, each in a fast twin of a lesson file (NumPy: the CNN on "
+                        "numpy_nn/fast_layers.py, the optimizers' subnormal flush, numpy_nn/fast_optimizers.py; "
+                        "PyTorch: the CNN laid out channels last, pytorch_nn/fast_step.py); plain: the lesson "
+                        "files as written, the ones to read and edit (numpy_nn/layers.py, utils.py): the same "
+                        "numbers up to rounding, slower; recorded (default: fast; plain with a CNN --exercise)")
     p.add_argument("--hidden", type=_positive(int), nargs="+", default=MLP_HIDDEN,
                    help=f"the MLP's hidden layer sizes, e.g. --hidden 256 128 64: at most {MAX_HIDDEN_LAYERS} layers of "
                         f"at most {MAX_HIDDEN_UNITS} units (the CNN's are fixed)")

@@ -17,6 +17,7 @@ import json
 import math
 import os
 import platform
+import statistics
 import time
 from pathlib import Path
 
@@ -301,16 +302,30 @@ def _upgrade(record):
 _IMPORTED = time.perf_counter()
 
 
+def process_start(pid="self"):
+    """When process pid started, in clock ticks since boot (field 22 of /proc/<pid>/stat), or
+    None where that cannot be read (no such process, or no /proc: not Linux)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+        # Field 2 is the command's name in parentheses, which may hold spaces and ')': the
+        # fields after the last ')' are fields 3, 4, ..., so field 22 is the 20th of them.
+        return int(stat[stat.rindex(")") + 1:].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def process_seconds():
     """Seconds since this process started: start-up (imports, loading the data) included.
     Linux says when the process started (/proc); elsewhere, since this module was imported."""
-    try:
-        with open("/proc/self/stat") as f:   # field 22, after the name in parentheses: start time
-            started = int(f.read().rsplit(")", 1)[1].split()[19]) / os.sysconf("SC_CLK_TCK")
-        with open("/proc/uptime") as f:      # seconds since boot, as the start time is counted
-            return float(f.read().split()[0]) - started
-    except (OSError, ValueError, IndexError):
-        return time.perf_counter() - _IMPORTED
+    started = process_start()
+    if started is not None:
+        try:
+            with open("/proc/uptime") as f:  # seconds since boot, as the start time is counted
+                return float(f.read().split()[0]) - started / os.sysconf("SC_CLK_TCK")
+        except (OSError, ValueError, IndexError):
+            pass
+    return time.perf_counter() - _IMPORTED
 
 
 def cpu_model():
@@ -341,6 +356,18 @@ def repo_relative(path):
         return str(path)
 
 
+def steady_epoch_seconds(record):
+    """The epoch times a run's speed is read from: all but epoch 1, which carries one-off
+    start-up costs (every epoch when there is only one)."""
+    seconds = [epoch["epoch_seconds"] for epoch in record["epochs"]]
+    return seconds[1:] or seconds
+
+
+def median_epoch_seconds(record):
+    """A run's speed as one number: the median of its steady epochs' seconds."""
+    return statistics.median(steady_epoch_seconds(record))
+
+
 def recorded_config(args):
     """The config a record keeps for a trainer's parsed flags: every flag, paths repo-relative."""
     return {k: (repo_relative(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
@@ -348,7 +375,9 @@ def recorded_config(args):
 
 def differing_settings(config, other):
     """The settings (every key but NOT_SETTINGS) on which two configs differ, in config's order
-    then other's; a key one of them lacks counts as null (older records lack newer flags)."""
+    then other's; a key one of them lacks counts as null (older records lack newer flags).
+    Every flag counts: is this record a run of these flags? (What compare.py's report names
+    as an experiment's settings is report/table.py's changed_settings.)"""
     keys = [*config, *(key for key in other if key not in config)]
     return [key for key in keys if key not in NOT_SETTINGS and config.get(key) != other.get(key)]
 

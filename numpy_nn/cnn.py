@@ -6,7 +6,7 @@
 
 the shape of Keras's mnist_convnet example (34,826 parameters). The layers are in
 layers.py; this file puts them together with the interface of neural_network.py's
-NeuralNetwork (flat parameters, forward/backward/gradients/loss/predict/save/load), so
+NeuralNetwork (flat parameters, forward/backward/loss/predict/save/load), so
 the same trainer and optimizers drive either model.
 
 This is the version to read. fast_cnn.py's FastCNN is the same network on fast_layers.py,
@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from numpy_nn.layers import conv2d_backward, conv2d_forward, maxpool2d_backward, maxpool2d_forward
-from numpy_nn.utils import backprop, cross_entropy, dropout_mask, init_std, relu, relu_grad
+from numpy_nn.utils import cross_entropy, dropout_mask, flat_buffer, init_std, relu, relu_grad
 
 IMAGE_SHAPE = (1, 28, 28)  # C,H,W
 PARAM_SHAPES = {
@@ -51,16 +51,9 @@ class CNN:
 
     def __init__(self, seed=0, dtype=np.float32, init="he"):
         self.dtype = np.dtype(dtype)
-        total = sum(int(np.prod(s)) for s in PARAM_SHAPES.values())
-        self.flat_params = np.zeros(total, self.dtype)
-        self.flat_grads = np.zeros(total, self.dtype)
-        self.params, self.grads, offset = {}, {}, 0
-        for name, shape in PARAM_SHAPES.items():
-            size = int(np.prod(shape))
-            self.params[name] = self.flat_params[offset:offset + size].reshape(shape)
-            self.grads[name] = self.flat_grads[offset:offset + size].reshape(shape)
-            offset += size
-        self.num_params = total
+        self.flat_params, self.params = flat_buffer(PARAM_SHAPES, self.dtype)
+        self.flat_grads, self.grads = flat_buffer(PARAM_SHAPES, self.dtype)
+        self.num_params = self.flat_params.size
         # He initialisation by default, N(0, 2 / fan_in) (init_std has the others), fan_in =
         # the inputs one output sums over: C*kh*kw for a convolution, 1600 for the linear
         # layer; fan_out = O*kh*kw and 10. Drawn in float64 then cast (as in NeuralNetwork),
@@ -129,11 +122,6 @@ class CNN:
         return g
 
     # ------------------------------------------------------------------------- helpers
-
-    def gradients(self, x, y, l2=0.0, dropout=0.0, rng=None):
-        """One forward and backward pass on a batch: returns the mean cross-entropy and
-        the gradients (self.grads; the same numbers as one vector in self.flat_grads)."""
-        return backprop(self, x, y, l2, dropout, rng), self.grads
 
     def loss(self, x, y, l2=0.0):
         """The objective the gradients belong to: mean cross-entropy + (l2 / 2) sum(W^2)."""

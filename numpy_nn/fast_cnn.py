@@ -15,7 +15,7 @@ import numpy as np
 
 from numpy_nn.cnn import CNN, IMAGE_SHAPE
 from numpy_nn.fast_layers import conv2d_backward, conv2d_forward, maxpool2d_backward, maxpool2d_forward
-from numpy_nn.utils import dropout_mask, relu, relu_grad
+from numpy_nn.utils import dropout_mask, relu_grad
 
 
 class FastCNN(CNN):
@@ -28,10 +28,10 @@ class FastCNN(CNN):
         B = len(x)
         z1, conv1 = conv2d_forward(x, p["W1"], p["b1"])         # B,32,26,26  conv
         h1, pool1 = maxpool2d_forward(z1)                       # B,32,13,13  pool (see the module docstring)
-        h1 = relu(h1, out=h1)                                   #             then ReLU, in place
+        h1 = np.maximum(h1, 0, out=h1)                          #             then ReLU, in place
         z2, conv2 = conv2d_forward(h1, p["W2"], p["b2"])        # B,64,11,11
         h2, pool2 = maxpool2d_forward(z2)                       # B,64,5,5  the odd 11th row/column is dropped
-        h2 = relu(h2, out=h2)
+        h2 = np.maximum(h2, 0, out=h2)                          #           ReLU, in place
         f = h2.reshape(B, -1)                                   # B,1600  C,H,W order, as nn.Flatten
         cache = {"conv1": conv1, "pool1": pool1, "h1": h1, "conv2": conv2, "pool2": pool2, "h2": h2}
         if dropout:

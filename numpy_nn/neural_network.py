@@ -10,7 +10,7 @@ gradient d<name> is dLoss/d<name>, the sensitivity of the loss to that quantity.
 """
 import numpy as np
 
-from numpy_nn.utils import ACTIVATIONS, backprop, cross_entropy, dropout_mask, init_std
+from numpy_nn.utils import ACTIVATIONS, cross_entropy, dropout_mask, flat_buffer, init_std
 
 LAYER_SIZES = (784, 128, 64, 10)
 
@@ -34,15 +34,8 @@ class NeuralNetwork:
         shapes = {}
         for i, (fan_in, fan_out) in enumerate(zip(self.sizes[:-1], self.sizes[1:]), start=1):
             shapes[f"W{i}"], shapes[f"b{i}"] = (fan_in, fan_out), (fan_out,)
-        total = sum(int(np.prod(s)) for s in shapes.values())
-        self.flat_params = np.zeros(total, self.dtype)
-        self.flat_grads = np.zeros(total, self.dtype)
-        self.params, self.grads, offset = {}, {}, 0
-        for name, shape in shapes.items():
-            size = int(np.prod(shape))
-            self.params[name] = self.flat_params[offset:offset + size].reshape(shape)
-            self.grads[name] = self.flat_grads[offset:offset + size].reshape(shape)
-            offset += size
+        self.flat_params, self.params = flat_buffer(shapes, self.dtype)
+        self.flat_grads, self.grads = flat_buffer(shapes, self.dtype)
         # He initialisation by default: N(0, 2 / fan_in) keeps the variance of ReLU
         # activations steady from layer to layer (init_std has the others). The same standard
         # normal draws for every scheme, scaled: the schemes differ in scale only. Drawn in
@@ -65,9 +58,8 @@ class NeuralNetwork:
         h = x.astype(self.dtype, copy=False)                   # B,784
         cache = {"h0": h}
         for i in range(1, self.num_layers):
-            z = h @ self.params[f"W{i}"]                       # B,H  affine: weighted sums
-            z += self.params[f"b{i}"]                          #      ... plus bias
-            h = self.f(z, out=z)                               # B,H  the activation, in place
+            z = h @ self.params[f"W{i}"] + self.params[f"b{i}"]  # B,H  affine: weighted sums plus bias
+            h = self.f(z)                                      # B,H  the activation
             cache[f"a{i}"] = h                                 # B,H  f(z), which backward reads f'(z) off
             if dropout:
                 cache[f"mask{i}"] = dropout_mask(h.shape, dropout, rng, self.dtype)
@@ -91,26 +83,22 @@ class NeuralNetwork:
         L = self.num_layers
         dz = dlogits                                           # B,10  dLoss/dlogits
         for i in range(L, 0, -1):
-            h_prev = cache[f"h{i - 1}"]                        # B,fan_in  this layer's input
-            W, dW, db = self.params[f"W{i}"], self.grads[f"W{i}"], self.grads[f"b{i}"]
-            np.matmul(h_prev.T, dz, out=dW)                    # fan_in,fan_out  z = h W + b => dW = h^T dz
-            dz.sum(axis=0, out=db)                             # fan_out  db = sum of dz over the batch
+            h_prev, W = cache[f"h{i - 1}"], self.params[f"W{i}"]  # B,fan_in  this layer's input; fan_in,fan_out
+            dW = h_prev.T @ dz                                 # fan_in,fan_out  z = h W + b => dW = h^T dz
+            db = dz.sum(axis=0)                                # fan_out  db = sum of dz over the batch
             if l2:
-                dW += l2 * W                                   # d(l2/2 * W^2)/dW = l2 W
+                dW = dW + l2 * W                               # d(l2/2 * W^2)/dW = l2 W
+            self.grads[f"W{i}"][...] = dW                      # into the flat buffer the optimizer reads
+            self.grads[f"b{i}"][...] = db
             if i == 1:
                 break                                          # no gradient needed for the input
-            dh = dz @ W.T                                      # B,fan_in  dh = dz W^T
+            dh = dz @ W.T                                      # B,fan_in  z = h W + b => dh = dz W^T
             if f"mask{i - 1}" in cache:
-                dh *= cache[f"mask{i - 1}"]                    # dropout: blocked units pass no gradient
+                dh = dh * cache[f"mask{i - 1}"]                # dropout: blocked units pass no gradient
             dz = dh * self.f_grad(cache[f"a{i - 1}"])          # B,fan_in  a = f(z) => dz = dh f'(z); ReLU: dh where z > 0
         return self.grads
 
     # ------------------------------------------------------------------------- helpers
-
-    def gradients(self, x, y, l2=0.0, dropout=0.0, rng=None):
-        """One forward and backward pass on a batch: returns the mean cross-entropy and
-        the gradients (self.grads; the same numbers as one vector in self.flat_grads)."""
-        return backprop(self, x, y, l2, dropout, rng), self.grads
 
     def loss(self, x, y, l2=0.0):
         """The objective the gradients belong to: mean cross-entropy + (l2 / 2) sum(W^2)."""
@@ -129,8 +117,8 @@ class NeuralNetwork:
 
     @classmethod
     def load(cls, path, dtype=None):
-        """Rebuild a network from a file written by save() (files from before --activation
-        existed hold ReLU networks and say nothing)."""
+        """Rebuild a network from a file written by save(); a file with no activation entry
+        holds a network with the default one, ReLU."""
         with np.load(path) as f:
             activation = str(f["activation"]) if "activation" in f.files else "relu"
             net = cls(tuple(int(s) for s in f["sizes"]), dtype=dtype or f["W1"].dtype, activation=activation)

@@ -33,6 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from harness import threads
+from numpy_nn.utils import flat_buffer
 
 SHARDS = 2  # parts per batch: fixed, so that the cores a run gets never change its arithmetic
 
@@ -41,11 +42,8 @@ def replica(net):
     """A second view of net: the same weights (net.params, shared, so every optimizer step
     reaches it), but a gradient buffer of its own that its backward() fills."""
     twin = copy.copy(net)  # shallow: params and flat_params are net's own arrays
-    twin.flat_grads = np.zeros_like(net.flat_grads)
-    twin.grads, offset = {}, 0
-    for name, grad in net.grads.items():  # the same layout as net.flat_grads
-        twin.grads[name] = twin.flat_grads[offset:offset + grad.size].reshape(grad.shape)
-        offset += grad.size
+    shapes = {name: grad.shape for name, grad in net.grads.items()}  # the layout of net.flat_grads
+    twin.flat_grads, twin.grads = flat_buffer(shapes, net.flat_grads.dtype)
     return twin
 
 

@@ -16,10 +16,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, from any cwd
 from harness.session import Session, run_trainer  # noqa: E402
 from numpy_nn.augment import Augment  # noqa: E402
-from numpy_nn.build import build_network, make_schedule  # noqa: E402
+from numpy_nn.build import build_network, make_optimizer, make_schedule  # noqa: E402
 from numpy_nn.diagnostics import Watch  # noqa: E402
 from numpy_nn.parallel import faster  # noqa: E402
-from numpy_nn.utils import OPTIMIZERS, cross_entropy, cross_entropy_with_grad  # noqa: E402
+from numpy_nn.utils import cross_entropy, cross_entropy_with_grad  # noqa: E402
 
 # Evaluation needs no gradients, so it could take any bite; in bites of 128 the CNN's
 # activations stay in the CPU's caches (larger bites ran slower per image)
@@ -51,7 +51,7 @@ def train(args, x_train, y_train, x_test, y_test):
     session = Session("numpy", args, x_train, x_test)  # the machinery: harness/session.py
     dropout_rng = np.random.default_rng(args.seed + 1)  # dropout's masks draw from here
     model = faster(args, build_network(args, x_train.shape[1]), session)  # the CNN in halves on 2 cores; the MLP as is
-    optimizer = OPTIMIZERS[args.optimizer](model.flat_params, args.lr)
+    optimizer = make_optimizer(model, args)       # utils.py's update rules (fast_optimizers.py)
     batch_rng = np.random.default_rng(args.seed)  # the batch order: the same in both trainers
     augment = Augment(args)                       # --augment: each image freshly warped; else as it is
     scheduler = make_schedule(optimizer, args, session.total_steps)  # --schedule: cosine decay by default

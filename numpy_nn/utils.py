@@ -1,9 +1,9 @@
 """The pieces a neural network is built from, in plain NumPy.
 
 Activations (ReLU, sigmoid, tanh, softmax), weight initialisation, the cross-entropy loss
-and its gradient, accuracy, the optimizers (SGD, SGD with momentum, Adam: the same update
-rules and defaults as torch.optim), the cosine and exponential learning-rate schedules,
-dropout, and a finite-difference gradient check. neural_network.py puts them together.
+and its gradient, dropout, the optimizers (SGD, SGD with momentum, Adam: the same update
+rules and defaults as torch.optim), and the cosine and exponential learning-rate schedules.
+neural_network.py puts them together.
 """
 import math
 
@@ -12,9 +12,9 @@ import numpy as np
 
 # ----------------------------------------------------------------------------- activations
 
-def relu(z, out=None):
-    """max(0, z): lets positive signals through, blocks negative ones (out=z: in place)."""
-    return np.maximum(z, 0, out=out)
+def relu(z):
+    """max(0, z): lets positive signals through, blocks negative ones."""
+    return np.maximum(z, 0)
 
 
 def relu_grad(h):
@@ -23,11 +23,11 @@ def relu_grad(h):
     return (h > 0).astype(h.dtype)
 
 
-def sigmoid(z, out=None):
+def sigmoid(z):
     """1 / (1 + e^-z): squashes any number into (0, 1). Written with e^-|z|, so exp never
     overflows: 1 / (1 + e^-z) for z >= 0, and e^z / (1 + e^z) for z < 0, the same number."""
     e = np.exp(-np.abs(z))                             # in (0, 1]
-    return np.divide(np.where(z >= 0, 1, e), 1 + e, out=out)
+    return np.where(z >= 0, 1, e) / (1 + e)
 
 
 def sigmoid_grad(s):
@@ -35,9 +35,9 @@ def sigmoid_grad(s):
     return s * (1 - s)                                 # sigmoid' = s (1 - s)
 
 
-def tanh(z, out=None):
+def tanh(z):
     """(e^z - e^-z) / (e^z + e^-z): squashes any number into (-1, 1), centred on 0."""
-    return np.tanh(z, out=out)
+    return np.tanh(z)
 
 
 def tanh_grad(t):
@@ -48,6 +48,21 @@ def tanh_grad(t):
 # The --activation choices: (f, f') with f' read off the output h = f(z), which the forward
 # pass keeps for the next layer anyway (for ReLU, h > 0 exactly where z > 0).
 ACTIVATIONS = {"relu": (relu, relu_grad), "sigmoid": (sigmoid, sigmoid_grad), "tanh": (tanh, tanh_grad)}
+
+
+# ----------------------------------------------------------------------------- parameters
+
+def flat_buffer(shapes, dtype):
+    """One array of zeros for every parameter (or gradient) in shapes {name: shape}, one after
+    another, and {name: its view into the array, shaped shapes[name]}. Writing a view writes the
+    array: an optimizer updates every parameter at once, in a few whole-array operations."""
+    flat = np.zeros(sum(math.prod(shape) for shape in shapes.values()), dtype)
+    views, offset = {}, 0
+    for name, shape in shapes.items():
+        size = math.prod(shape)
+        views[name] = flat[offset:offset + size].reshape(shape)
+        offset += size
+    return flat, views
 
 
 # ----------------------------------------------------------------------------- initialisation
@@ -85,7 +100,7 @@ def softmax(logits):
     return e / e.sum(axis=1, keepdims=True)
 
 
-# ----------------------------------------------------------------------------- loss, accuracy
+# ----------------------------------------------------------------------------- loss
 
 def cross_entropy(logits, y):
     """Mean over the batch of -log p(true class): 0 when the net is sure and right."""
@@ -103,24 +118,10 @@ def cross_entropy_with_grad(logits, y):
     n = len(y)
     logp = log_softmax(logits)                    # B,C
     loss = -logp[np.arange(n), y].mean()
-    dlogits = np.exp(logp, out=logp)              # B,C  probabilities, reusing the buffer
+    dlogits = np.exp(logp)                        # B,C  the probabilities p
     dlogits[np.arange(n), y] -= 1                 # p - onehot(y)
     dlogits /= n                                  # the mean over the batch
     return float(loss), dlogits
-
-
-def backprop(model, x, y, l2=0.0, dropout=0.0, rng=None):
-    """The forward pass, the loss and the backward pass of one batch (the trainer's train_step
-    without its update): returns the mean cross-entropy; the gradients are in model.grads."""
-    logits, cache = model.forward(x, dropout, rng)
-    loss, dlogits = cross_entropy_with_grad(logits, y)
-    model.backward(dlogits, cache, l2)
-    return loss
-
-
-def accuracy(logits, y):
-    """Fraction of samples whose highest score is the true class."""
-    return float((logits.argmax(axis=1) == y).mean())
 
 
 # ----------------------------------------------------------------------------- regularisation
@@ -152,7 +153,6 @@ class SGD:
         if self.momentum:
             v = self.velocity
             v *= self.momentum; v += g                      # v = mu v + g
-            v *= np.abs(v) >= np.finfo(v.dtype).tiny        # subnormals to 0: see Adam
             g = v
         self.params -= self.lr * g                          # p = p - lr g
 
@@ -175,11 +175,6 @@ class Adam:
         self.t += 1
         m *= b1; m += (1 - b1) * g                          # m = b1 m + (1 - b1) g
         v *= b2; v += (1 - b2) * g * g                      # v = b2 v + (1 - b2) g^2
-        # A weight whose gradient stays 0 (a dead unit, a pixel never inked) has its m shrink
-        # by b1 every step, down past the smallest normal float (np.finfo(dtype).tiny, 1e-38
-        # in float32) into the "subnormal" numbers, which many CPUs add and multiply on a
-        # slow path, up to 100x slower: set them to 0 (their share of any step is < 1e-30).
-        m *= np.abs(m) >= np.finfo(m.dtype).tiny
         step_size = self.lr / (1 - b1 ** self.t)                    # lr, bias-corrected for m
         denom = np.sqrt(v) / math.sqrt(1 - b2 ** self.t) + self.eps  # sqrt(v_hat) + eps
         self.params -= step_size * m / denom                        # p -= lr m_hat / (sqrt(v_hat) + eps)
@@ -228,28 +223,3 @@ class ExponentialSchedule:
     def step(self):
         self.t += 1
         self.optimizer.lr = self.base_lr * exponential_factor(self.base_lr, self.lr_end, self.t, self.total_steps)
-
-
-# ----------------------------------------------------------------------------- checking
-
-def numerical_gradient(f, x, eps=1e-5):
-    """Central finite differences: df/dx_i ~ (f(x + eps e_i) - f(x - eps e_i)) / (2 eps).
-
-    Changes x in place one entry at a time (and restores it), so f must read x. Use
-    float64: in float32 the rounding error of f swamps a difference this small."""
-    grad = np.zeros_like(x)
-    flat, gflat = x.reshape(-1), grad.reshape(-1)  # views: writing them writes x and grad
-    for i in range(flat.size):
-        old = flat[i]
-        flat[i] = old + eps
-        f_plus = f()
-        flat[i] = old - eps
-        f_minus = f()
-        flat[i] = old
-        gflat[i] = (f_plus - f_minus) / (2 * eps)
-    return grad
-
-
-def relative_error(a, b):
-    """max |a - b| / max(|a|, |b|), elementwise, with a floor so zeros compare sanely."""
-    return float(np.max(np.abs(a - b) / np.maximum(np.maximum(np.abs(a), np.abs(b)), 1e-8)))

@@ -5,7 +5,8 @@ import torch
 from numpy_nn.build import build_network
 from numpy_nn.utils import exponential_factor
 from pytorch_nn import cnn
-from pytorch_nn.model import MLP, load_numpy_params
+from pytorch_nn.model import MLP
+from pytorch_nn.numpy_weights import load_numpy_params
 
 
 def pick_device(name):
@@ -42,12 +43,12 @@ def build_model(args, n_inputs):
     """The model the flags ask for; with --init numpy, holding the very weights the NumPy
     network starts from for the same --seed."""
     if args.model == "cnn":
-        model, load_numpy = cnn.CNN(args.dropout), cnn.load_numpy_params
+        model = cnn.CNN(args.dropout)
     else:
-        model, load_numpy = MLP((n_inputs, *args.hidden, 10), args.dropout, args.activation), load_numpy_params
+        model = MLP((n_inputs, *args.hidden, 10), args.dropout, args.activation)
     model.to(getattr(torch, args.dtype))
     if args.init == "numpy":
-        load_numpy(model, build_network(args, n_inputs).params)
+        load_numpy_params(model, build_network(args, n_inputs).params)
     return model
 
 

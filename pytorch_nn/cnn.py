@@ -2,9 +2,8 @@
 
 nn.Conv2d stores its weight as (out, in, kh, kw), the layout numpy_nn/layers.py uses, so
 conv weights move between the twins as they are; only the linear layer's weight is
-transposed (nn.Linear keeps (out, in), numpy_nn keeps (in, out)).
+transposed (nn.Linear keeps (out, in), numpy_nn keeps (in, out): numpy_weights.py).
 """
-import numpy as np
 import torch
 from torch import nn
 
@@ -24,10 +23,6 @@ class CNN(nn.Module):
         self.flatten = nn.Flatten()
         self.dropout = nn.Dropout(dropout) if dropout else nn.Identity()  # active in train() only
         self.out = nn.Linear(1600, 10)
-        # The conv weights, and so every activation after them, laid out channels last (B,H,W,C
-        # in memory; shapes and indexing stay B,C,H,W): the layout PyTorch's CPU convolution
-        # (oneDNN) and max-pool run fastest in. The numbers are the same up to rounding.
-        self.to(memory_format=torch.channels_last)
 
     def features(self, x):
         """Images -> the 1600 features the linear layer reads."""
@@ -49,27 +44,6 @@ class CNN(nn.Module):
 
     def biases(self):
         return [layer.bias for layer in self.layers()]
-
-
-def load_numpy_params(model, params):
-    """Copy numpy_nn CNN parameters {"W1": (32,1,3,3), "b1", "W2", "b2", "W3": (1600,10),
-    "b3"} into the model: conv weights as they are, the linear weight transposed."""
-    with torch.no_grad():
-        for i, layer in enumerate(model.layers(), start=1):
-            W = params[f"W{i}"]
-            layer.weight.copy_(torch.from_numpy(np.ascontiguousarray(W.T if W.ndim == 2 else W)))
-            layer.bias.copy_(torch.from_numpy(params[f"b{i}"]))
-    return model
-
-
-def numpy_params(model):
-    """The model's parameters as NumPy arrays in numpy_nn's CNN layout (see above)."""
-    params = {}
-    for i, layer in enumerate(model.layers(), start=1):
-        W = layer.weight.detach().cpu().numpy()
-        params[f"W{i}"] = (W.T if W.ndim == 2 else W).copy()
-        params[f"b{i}"] = layer.bias.detach().cpu().numpy().copy()
-    return params
 
 
 def load_model(path, map_location="cpu"):

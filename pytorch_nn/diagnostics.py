@@ -44,7 +44,7 @@ class Watch:
     def __init__(self, model, x, args, steps_per_epoch=None):
         self.model, self.x_probe = model, x[:PROBE_IMAGES]
         steps_per_epoch = steps_per_epoch or math.ceil(len(x) / args.batch_size)
-        self.weights = [layer.weight for layer in (model.layers() if isinstance(model, CNN) else model.linears())]
+        self.weights = [layer.weight for layer in model.layers()]
         # numpy_nn's dW holds the L2 term; torch.optim adds it inside step(), so it is added here
         self.weight_decay = args.weight_decay
         # the modules whose output is a layer's output: the activation (MLP) or the pooling (CNN),

@@ -1,12 +1,20 @@
 """The training step, faster: recorded once as a CUDA graph and replayed (--mode graph), or
-compiled by torch.compile (--mode compile). Both run train.py's own train_step.
+compiled by torch.compile (--mode compile). Both run train.py's own train_step. And, in
+every mode, the CNN laid out channels last (unless --layers plain).
 
-Why a CUDA graph. On a GPU this network's step is about thirty small kernels (the count
-issue 11 reported: each layer's products, activations, the loss, autograd's backward, the
-optimizer), and each takes longer for Python and the driver to launch than for the GPU to
-run. The GPU then waits on the host: the step is launch-bound, not compute-bound. A CUDA
-graph records the kernels of one step, with their arguments and memory addresses, and
-replays the lot with one launch.
+Why channels last. cnn.py's CNN keeps PyTorch's usual B,C,H,W memory. Its conv weights, and
+so every activation after them, laid out channels last instead (B,H,W,C in memory; shapes
+and indexing stay B,C,H,W) is the layout PyTorch's CPU convolution (oneDNN) and max-pool
+run fastest in: on a 2-core Intel Xeon (shared with other jobs), a training step at batch
+128 took 1.36 times as long in B,C,H,W memory on 2 threads (1.45 on one), and evaluating
+2,560 images 2.65 times as long (2.70 on one): medians of 21 interleaved rounds. The
+numbers are the same up to rounding (tests/test_cnn.py).
+
+Why a CUDA graph. On a GPU this network's step is many small kernels (each layer's
+products, activations, the loss, autograd's backward, the optimizer), and each takes longer
+for Python and the driver to launch than for the GPU to run. The GPU then waits on the
+host: the step is launch-bound, not compute-bound. A CUDA graph records the kernels of one
+step, with their arguments and memory addresses, and replays the lot with one launch.
 
 What a replay needs (PyTorch's notes on CUDA graphs, "whole-network capture"):
 - The same memory every time. So each batch is copied into input tensors that stay put,
@@ -34,7 +42,10 @@ WARMUP_STEPS = 3  # PyTorch's example warms up with 3 iterations on a side strea
 def faster(args, train_step, model, optimizer, scheduler, session):
     """(the step the loop calls, the scheduler it steps) for --mode: eager, train_step and
     the scheduler as they are; compile, train_step on torch.compile's model; graph, a
-    GraphedStep that sets the cosine learning rate itself."""
+    GraphedStep that sets the cosine learning rate itself. The CNN is laid out channels
+    last first (channels_last), unless --layers plain."""
+    if args.model == "cnn" and args.layers == "fast":
+        channels_last(model)
     if args.mode == "compile":
         fast_model = compiled(model, session.device)
         return (lambda model, *rest: train_step(fast_model, *rest)), scheduler
@@ -42,6 +53,12 @@ def faster(args, train_step, model, optimizer, scheduler, session):
         return GraphedStep(train_step, model, optimizer, args.batch_size, session.total_steps,
                            args.schedule == "cosine", session=session), None
     return train_step, scheduler
+
+
+def channels_last(model):
+    """model (the CNN) laid out channels last, in place (see the module docstring): every
+    parameter stays the same tensor object, so an optimizer made before still holds them."""
+    return model.to(memory_format=torch.channels_last)
 
 
 def compiled(model, device):

@@ -5,7 +5,6 @@ model.parameters() finds them all (the bookkeeping numpy_nn does by hand with it
 buffer), and autograd records the forward pass to run the chain rule backwards for us
 (the whole of NeuralNetwork.backward).
 """
-import numpy as np
 import torch
 from torch import nn
 
@@ -31,28 +30,9 @@ class MLP(nn.Module):
             x = self.dropout(self.activation(layer(x)))  # B,H
         return self.out(x)                               # B,10 logits
 
-    def linears(self):
-        """The nn.Linear layers in order, input to output."""
+    def layers(self):
+        """The layers with parameters (nn.Linear) in order, input to output."""
         return [*self.hidden, self.out]
-
-
-def load_numpy_params(model, params):
-    """Copy NumPy weights {"W1": (in, out), "b1": (out,), ...} into the model.
-    nn.Linear stores its weight as (out, in) and computes x @ weight.T, hence the .T."""
-    with torch.no_grad():
-        for i, layer in enumerate(model.linears(), start=1):
-            layer.weight.copy_(torch.from_numpy(np.ascontiguousarray(params[f"W{i}"].T)))
-            layer.bias.copy_(torch.from_numpy(params[f"b{i}"]))
-    return model
-
-
-def numpy_params(model):
-    """The model's weights as NumPy arrays in numpy_nn's layout {"W1": (in, out), ...}."""
-    params = {}
-    for i, layer in enumerate(model.linears(), start=1):
-        params[f"W{i}"] = layer.weight.detach().cpu().numpy().T.copy()
-        params[f"b{i}"] = layer.bias.detach().cpu().numpy().copy()
-    return params
 
 
 def load_model(path, map_location="cpu", activation="relu"):

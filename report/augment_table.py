@@ -1,4 +1,4 @@
-"""The table of issue 24: each model without and with --augment, in both twins: test
+"""The augmentation table: each model without and with --augment, in both twins: test
 accuracy, accuracy on the perturbed and the drawn test digits (report/robustness.py, through
 compare.py's own evaluation), the epoch that first reached 99% (the CNN), and the cost of an
 epoch. perf/reference_results.py --only augment trains the runs and calls summarize().
@@ -8,6 +8,7 @@ import statistics
 
 from compare import load_runs, measure_robustness
 from data_loader import DATA_DIR
+from harness.metrics_file import median_epoch_seconds
 from report.run import FRAMEWORK_NAMES, MODEL_NAMES
 
 TARGET = 0.99  # the CNN's target test accuracy (perf/reference_results.py TARGET_ACC)
@@ -25,12 +26,6 @@ def _first_epoch_at(record, target=TARGET):
     return next((e["epoch"] for e in record["epochs"] if e["test_acc"] >= target), None)
 
 
-def _epoch_seconds(record):
-    """The median seconds of the epochs after the first (which carries start-up costs)."""
-    seconds = [e["epoch_seconds"] for e in record["epochs"]]
-    return statistics.median(seconds[1:] or seconds)
-
-
 def summarize(paths, weight_suffix):
     """{model: {framework: {"plain"|"augmented": figures over its seeds}}} from the runs'
     metrics files, each with its weights beside it (NAME_model.npz/.pt)."""
@@ -41,7 +36,7 @@ def summarize(paths, weight_suffix):
         kind = "augmented" if run.record["config"].get("augment") else "plain"
         group = groups.setdefault(run.model, {}).setdefault(run.framework, {}).setdefault(kind, [])
         group.append({"run": run.path.name, "test": run.record["epochs"][-1]["test_acc"], **robust,
-                      "epoch_to_99": _first_epoch_at(run.record), "epoch_seconds": _epoch_seconds(run.record),
+                      "epoch_to_99": _first_epoch_at(run.record), "epoch_seconds": median_epoch_seconds(run.record),
                       "blas_threads": run.record["hardware"]["blas_threads"]})
     summary = {}
     for model, frameworks in groups.items():

@@ -20,7 +20,7 @@ from collections import namedtuple
 import matplotlib.pyplot as plt
 import numpy as np
 
-from report.table import describe_config, differing_settings
+from report.table import changed_settings, describe_config
 
 GUIDE_RATIO = 1e-3   # Karpathy, makemore part 3: updates about a thousandth of the weights
 TOO_LARGE = 1e-2     # far above this, steps are too large for the weights they change
@@ -205,8 +205,8 @@ def _value(value):
 
 def run_labels(runs):
     """Each run's legend entry: its name and its value of every setting that differs between
-    the runs (report.table.differing_settings), e.g. "NumPy (sigmoid): activation=sigmoid"."""
-    differing = differing_settings(runs)
+    the runs (report.table.changed_settings), e.g. "NumPy (sigmoid): activation=sigmoid"."""
+    differing = changed_settings(runs)
     labels = []
     for i, run in enumerate(runs):
         settings = ", ".join(f"{setting}={_value(values[i])}" for setting, values in differing)
@@ -229,7 +229,7 @@ def overlay_figure(runs):
                            {**style, "label": label}) for run, style, label in zip(runs, styles, run_labels(runs))],
           f"{LOSS.title}\n{LOSS.healthy}")
     loss_ax.set_xlabel("step")
-    differing = [setting for setting, _ in differing_settings(runs)]
+    differing = [setting for setting, _ in changed_settings(runs)]
     legend_ax.axis("off")
     legend_ax.legend(*loss_ax.get_legend_handles_labels(), loc="center", fontsize="medium",
                      title="the runs: " + (f"what differs is {', '.join(differing)}" if differing

@@ -20,7 +20,7 @@ import numpy as np
 from mnist_style import NoInk, mnist_style
 from numpy_nn.augment import CENTRE, SIDE, affine, inverse, thicken, warp
 
-SEED = 24  # the draws' own seed (issue 24), fixed: every run is measured on the same images
+SEED = 24  # the draws' own seed, fixed: every run is measured on the same images
 # Each drawn uniformly in +- the limit. "thickness" blends towards a 3x3 dilation (+) or
 # erosion (-), numpy_nn.augment.thicken. Not 1: a full erosion keeps a median 14% of a digit's
 # ink, and of 6 of the 10,000 nothing at all; at 0.7 every digit keeps at least 30%.

@@ -1,6 +1,7 @@
 """The markdown report: what an experiment changed, what ran, the table, the speed ratio, warnings."""
 import numpy as np
 
+from harness.metrics_file import median_epoch_seconds, steady_epoch_seconds
 from report.robustness import RANGES, SEED
 from report.run import MODEL_NAMES, divergence, model_layers, model_name, plural, with_results
 
@@ -20,10 +21,8 @@ MIN_STEADY_EPOCHS = 2
 
 
 def steady_epochs(run):
-    """The epoch times a speed is read from: all but epoch 1, which carries one-off start-up
-    costs (every epoch when there is only one)."""
-    seconds = run.series("epoch_seconds")
-    return seconds[1:] if len(seconds) > 1 else seconds
+    """The epoch times a speed is read from (harness/metrics_file.py steady_epoch_seconds)."""
+    return np.array(steady_epoch_seconds(run.record))
 
 
 def summarize(run):
@@ -33,7 +32,7 @@ def summarize(run):
     test_acc = run.series("test_acc")
     best = int(np.argmax(test_acc))  # the first epoch that reached the best accuracy
     steady = steady_epochs(run)
-    median_seconds = float(np.median(steady))
+    median_seconds = median_epoch_seconds(run.record)
     return {
         "final_test_acc": float(test_acc[-1]),
         "best_test_acc": float(test_acc[best]),
@@ -125,15 +124,17 @@ def _hidden(record):
     return "-".join(str(size) for size in hidden)
 
 
-# What must be the same for a like-for-like comparison: the name a warning uses, and where
-# the record keeps it; None where a run has no such setting (it is compared among the
-# others). --limit shows up as the number of training samples.
-LIKE_FOR_LIKE = {
+# What must be the same for a like-for-like comparison, in two kinds: the name the report
+# gives it, and where the record keeps it; None where a run has no such setting (it is
+# compared among the others).
+# SETTINGS: what a learner changes on purpose, among the trainers' flags (harness/flags.py;
+# --limit shows up as the number of training samples). A difference is the experiment, and
+# the report's first line names it (experiment_line).
+SETTINGS = {
     "model": lambda record: MODEL_NAMES[record["config"]["model"]],
     "dataset": lambda record: record["data"]["dataset"],
     "training samples": lambda record: record["data"]["train_samples"],
     "epochs": lambda record: record["config"]["epochs"],
-    "finished epochs": lambda record: len(record["epochs"]),
     "batch size": lambda record: record["config"]["batch_size"],
     "optimizer": lambda record: record["config"]["optimizer"],
     "learning rate": lambda record: record["config"]["lr"],
@@ -145,6 +146,11 @@ LIKE_FOR_LIKE = {
     "weight decay": lambda record: record["config"]["weight_decay"],
     "dropout": lambda record: record["config"]["dropout"],
     "augmentation": lambda record: augmentation(record["config"].get("augment")),
+}
+# CIRCUMSTANCES: not a setting of the experiment but where or how far it ran. A difference in
+# these is a warning (unfair_differences).
+CIRCUMSTANCES = {
+    "finished epochs": lambda record: len(record["epochs"]),
     "hardware": device_name,
 }
 
@@ -158,22 +164,19 @@ def _shown(setting, run, value):
     return f"{run.label} {value}"
 
 
-# What is not a setting of the experiment but of where or how far it ran: a difference in
-# these is a warning. Every other entry of LIKE_FOR_LIKE is a setting a learner changes on
-# purpose, and the report's first line names it (experiment_line).
-NOT_SETTINGS = ("finished epochs", "hardware")
 # The settings that change the work one training sample costs: the speed of runs that differ
 # in them measures the settings as much as the implementations.
 WORK_SETTINGS = ("model", "hidden sizes", "batch size", "dtype", "augmentation")
 
 
-def differing_settings(runs):
-    """[(setting, [each run's value])] for every setting (LIKE_FOR_LIKE less NOT_SETTINGS)
-    that differs between the runs, in run order; a run with no such setting shows None."""
+def changed_settings(runs):
+    """[(setting, [each run's value])] for every entry of SETTINGS that differs between the
+    runs, in run order; a run with no such setting shows None. (Whether a record is a run of
+    given flags at all, every flag counted, is harness/metrics_file.py's differing_settings.)"""
     differing = []
-    for setting, value_of in LIKE_FOR_LIKE.items():
+    for setting, value_of in SETTINGS.items():
         values = [value_of(run.record) for run in runs]
-        if setting not in NOT_SETTINGS and len({v for v in values if v is not None}) > 1:
+        if len({v for v in values if v is not None}) > 1:
             if setting == "model":  # the layers say more than "MLP" and "CNN"
                 values = [model_name(run.record) for run in runs]
             differing.append((setting, values))
@@ -219,7 +222,7 @@ def experiment_line(runs):
     """The report's first line when the runs differ in their settings: the differences, then
     what they did to learning, e.g. "activation: relu → sigmoid: test accuracy 97.93% →
     91.02%, ..."; None when the runs share every setting (twins compared)."""
-    differing = differing_settings(runs)
+    differing = changed_settings(runs)
     if not differing:
         return None
     changed = "; ".join(f"{setting}: {_changes(values, lambda v: f'{v:g}' if isinstance(v, float) else str(v))}"
@@ -228,13 +231,13 @@ def experiment_line(runs):
 
 
 def unfair_differences(runs):
-    """One warning per difference that is not a setting (NOT_SETTINGS: the hardware, how many
+    """One warning per difference that is not a setting (CIRCUMSTANCES: the hardware, how many
     epochs finished), naming each run's value."""
     warnings = []
-    for setting, value_of in LIKE_FOR_LIKE.items():
+    for setting, value_of in CIRCUMSTANCES.items():
         having = [(run, value_of(run.record)) for run in runs]
         having = [(run, value) for run, value in having if value is not None]
-        if setting in NOT_SETTINGS and len({value for _, value in having}) > 1:
+        if len({value for _, value in having}) > 1:
             each = ", ".join(_shown(setting, run, value) for run, value in having)
             warnings.append(f"warning: the runs differ in {setting} ({each}): "
                             f"not a like-for-like comparison")
@@ -243,7 +246,7 @@ def unfair_differences(runs):
 
 def work_note(a, b):
     """After the speed sentence, when the two runs' settings change the work per sample."""
-    differing = [(setting, values) for setting, values in differing_settings([a, b])
+    differing = [(setting, values) for setting, values in changed_settings([a, b])
                  if setting in WORK_SETTINGS]
     if not differing:
         return ""

@@ -2,9 +2,8 @@
 throughput picture (throughput.png), from its record (benchmark.json) alone, so a record can
 be written up again without measuring anything.
 """
-import io
-
 from perf.flops import cnn_products
+from report.figure import png
 
 
 def _threads(row):
@@ -68,7 +67,7 @@ def markdown(record):
                      + f"{row['matmul_peak_gflops']:.0f} | " + " | ".join(cells)
                      + f" | {row['numpy_over_pytorch_cpu']:.2f}x |")
     if cnn:
-        lines += _cnn_targets(record, swept)
+        lines += _cnn_epochs(record, swept)
     for row in record["rows"]:
         phases = row.get("microseconds_per_step")
         if not phases:
@@ -104,37 +103,18 @@ def _adam_steps(record):
     return lines
 
 
-def _cnn_targets(record, swept):
-    """The issue's targets for the NumPy CNN beside this run's numbers (markdown lines)."""
-    targets = record["targets"]
-    bs, most = targets["epoch_batch_size"], targets["epoch_over_roofline_at_most"]
-    least, (low, high) = targets["numpy_over_pytorch_cpu_at_least"], targets["numpy_over_pytorch_cpu_batch_sizes"]
+def _cnn_epochs(record, swept):
+    """What the NumPy CNN's rates mean for an epoch, against its roofline epoch (markdown lines)."""
     tflop = record["epoch_samples"] * record["flops_per_sample"] / 1e12
-    lines = ["", "## The issue's targets", "",
-             "Measured once, on a machine that other work may share: the numbers, not a verdict.", "",
-             f"- NumPy CNN epoch ({record['epoch_samples']:,} samples at its batch-{bs} rate) at most "
-             f"{most}x its roofline epoch ({tflop:.3f} TFLOP / the measured matmul peak)."]
-    at_bs = [row for row in record["rows"] if row["batch_size"] == bs]
-    for row in at_bs:
+    lines = ["", "## An epoch of the NumPy CNN against the roofline", "",
+             f"An epoch of {record['epoch_samples']:,} samples at NumPy's rate in each row, and at the "
+             f"roofline's ({tflop:.3f} TFLOP / the row's matmul peak): how far the NumPy CNN is from "
+             f"what this machine's matrix products allow.", ""]
+    for row in record["rows"]:
         seconds, roofline = row["epoch_seconds"]["numpy"], row["roofline_epoch_seconds"]
-        side = "within" if seconds <= most * roofline else "beyond"
-        lines.append(f"  This run: epoch at batch {bs}" + f", threads {_threads(row)}" * swept
+        lines.append(f"- epoch at batch {row['batch_size']}" + f", threads {_threads(row)}" * swept
                      + f": {seconds:.1f} s, {seconds / roofline:.1f}x the roofline ({roofline:.1f} s at "
-                     f"{row['matmul_peak_gflops']:.0f} GFLOP/s), {side} the {most}x target.")
-    if not at_bs:
-        lines.append(f"  This run did not measure batch {bs}.")
-    lines.append(f"- NumPy CNN throughput at least {least}x PyTorch CPU's at batch {low} to {high}.")
-    in_range = [row for row in record["rows"] if low <= row["batch_size"] <= high]
-    if in_range:
-        ratios = [row["numpy_over_pytorch_cpu"] for row in in_range]
-        below = [f"{row['batch_size']}" + f" (threads {_threads(row)})" * swept
-                 for row in in_range if row["numpy_over_pytorch_cpu"] < least]
-        lines.append("  This run: " + ", ".join(
-            f"{ratio:.2f}x at batch {row['batch_size']}" + f" (threads {_threads(row)})" * swept
-            for row, ratio in zip(in_range, ratios))
-            + (f"; below {least}x at batch {', '.join(below)}." if below else f"; none below {least}x."))
-    else:
-        lines.append(f"  This run measured no batch size from {low} to {high}.")
+                     f"{row['matmul_peak_gflops']:.0f} GFLOP/s)")
     return lines
 
 
@@ -210,7 +190,4 @@ def plot(record):
         ax.legend(fontsize=8)
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=120)
-    plt.close(fig)
-    return buffer.getvalue()
+    return png(fig, dpi=120)

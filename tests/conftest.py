@@ -1,4 +1,5 @@
-"""Put the repo root on sys.path so tests can `import data_loader` (and the trainers) from any cwd."""
+"""Put the repo root on sys.path so tests can `import data_loader` (and the trainers) from any
+cwd; the fixtures and helpers the tests share (`from conftest import ...`)."""
 import sys
 from pathlib import Path
 
@@ -6,6 +7,22 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def loss_and_gradients(net, x, y, l2=0.0, dropout=0.0, rng=None):
+    """One forward and backward pass of a NumPy network on a batch, as the trainer's train_step
+    makes them, without the update: returns the mean cross-entropy and net.grads (the same
+    numbers as one vector in net.flat_grads)."""
+    from numpy_nn.utils import cross_entropy_with_grad
+    logits, cache = net.forward(x, dropout, rng)
+    loss, dlogits = cross_entropy_with_grad(logits, y)
+    net.backward(dlogits, cache, l2)
+    return loss, net.grads
+
+
+def relative_error(a, b):
+    """max |a - b| / max(|a|, |b|), elementwise, with a floor so zeros compare sanely."""
+    return float(np.max(np.abs(a - b) / np.maximum(np.maximum(np.abs(a), np.abs(b)), 1e-8)))
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import loss_and_gradients
 from perf import benchmark
 from perf import flops
 from numpy_nn.neural_network import NeuralNetwork
@@ -102,14 +103,15 @@ def test_short_benchmark_writes_consistent_files(tmp_path, monkeypatch):
     assert "| batch | peak GFLOP/s |" in (tmp_path / "benchmark.md").read_text()
     # the Adam step alone, fresh and as training leaves it, in both, and its table row
     adam = record["adam_step_microseconds"]
-    assert set(adam) == {"numpy", "pytorch-cpu"} and all(v["fresh"] > 0 and v["trained"] > 0 for v in adam.values())
+    assert set(adam) == {"numpy", "numpy --layers plain", "pytorch-cpu"}
+    assert all(v["fresh"] > 0 and v["trained"] > 0 for v in adam.values())
     ratio = adam["numpy"]["trained"] / adam["numpy"]["fresh"]
     row = f"| numpy | {adam['numpy']['fresh']:.0f} | {adam['numpy']['trained']:.0f} | {ratio:.2f}x |"
     assert row in (tmp_path / "benchmark.md").read_text()
     # --augment's cost at batch 128, beside a NumPy MLP step: shares that follow from the times
     augment = record["augment_microseconds"]
     us = augment["microseconds"]
-    assert augment["batch_size"] == 128 and augment["share_of_numpy_step_at_most"] == 0.25
+    assert augment["batch_size"] == 128
     assert set(us) == {"numpy MLP step", "numpy augment", "numpy augment, thickness 0.5",
                        "pytorch-cpu augment", "pytorch-cpu augment, thickness 0.5", benchmark.GATHERS}
     for name, share in augment["share_of_numpy_step"].items():
@@ -118,21 +120,16 @@ def test_short_benchmark_writes_consistent_files(tmp_path, monkeypatch):
     assert row in (tmp_path / "benchmark.md").read_text()
 
 
-def test_augment_cost_is_reported_against_the_issues_target():
+def test_augment_cost_is_reported_as_a_share_of_a_step():
     """benchmark.md's --augment section from a record made up here: the table of times and
-    shares, and whether NumPy's augmentation is within 25% of a step; no section in a record
-    without it (the CNN's, older ones)."""
+    their shares of a NumPy MLP step; no section in a record without it (the CNN's, older ones)."""
     us = {"numpy MLP step": 1000.0, "numpy augment": 300.0, "pytorch-cpu augment": 150.0}
-    costs = {"batch_size": 128, "share_of_numpy_step_at_most": 0.25, "calls": 20,
+    costs = {"batch_size": 128, "calls": 20,
              "threads": {"numpy": 2, "pytorch": 2}, "microseconds": us,
              "share_of_numpy_step": {name: v / 1000.0 for name, v in us.items()}}
     text = "\n".join(benchmark.augment_markdown({"augment_microseconds": costs, "repeats": 9}))
     assert "## --augment's cost at batch 128 (microseconds per batch)" in text
     assert "| numpy augment | 300 | 30% |" in text and "| pytorch-cpu augment | 150 | 15% |" in text
-    assert "This run: 30%, beyond it" in text
-    us["numpy augment"], costs["share_of_numpy_step"]["numpy augment"] = 200.0, 0.2
-    assert "This run: 20%, within it" in "\n".join(benchmark.augment_markdown({"augment_microseconds": costs,
-                                                                                 "repeats": 9}))
     assert benchmark.augment_markdown({"repeats": 9}) == []
 
 
@@ -144,7 +141,7 @@ def test_the_gathers_floor_reads_each_pixels_four_neighbours():
     padded = np.pad(batch.reshape(3, 28, 28), ((0, 0), (0, 1), (0, 1)))
     for got, (r, c) in zip((here, right, below, both), ((0, 0), (0, 1), (1, 0), (1, 1))):
         np.testing.assert_array_equal(got, padded[:, r:r + 28, c:c + 28].reshape(3, 784))
-    costs = {"batch_size": 128, "share_of_numpy_step_at_most": 0.25, "calls": 20,
+    costs = {"batch_size": 128, "calls": 20,
              "threads": {"numpy": 2, "pytorch": 2},
              "microseconds": {"numpy MLP step": 1000.0, "numpy augment": 600.0, benchmark.GATHERS: 280.0},
              "share_of_numpy_step": {"numpy MLP step": 1.0, "numpy augment": 0.6, benchmark.GATHERS: 0.28}}
@@ -194,9 +191,9 @@ def test_cnn_flops_per_sample_matches_a_hand_count():
     linear = 64 * 5 * 5 * 10                   # 11x11 pooled to 5x5, 1600 features -> 10
     forward = 2 * (conv1 + conv2 + linear)
     backward = 2 * (conv1 + 2 * conv2 + 2 * linear)
-    assert flops.cnn_flops_per_sample("forward") == forward == 4_881_920  # the issue: 4.88 MFLOP
+    assert flops.cnn_flops_per_sample("forward") == forward == 4_881_920  # 4.88 MFLOP
     assert flops.cnn_flops_per_sample("backward") == backward
-    assert flops.cnn_flops_per_sample() == forward + backward == 14_256_384  # the issue: 14.26 MFLOP
+    assert flops.cnn_flops_per_sample() == forward + backward == 14_256_384  # 14.26 MFLOP
     assert round(60_000 * (forward + backward) / 1e12, 2) == 0.86              # TFLOP per epoch
     # the products scale with the batch, and each belongs to a part the layer table shows
     products = flops.cnn_products(batch_size=7)
@@ -221,7 +218,7 @@ def test_timed_cnn_steps_compute_the_real_gradients():
     benchmark.timed_numpy_cnn_step(net, x, y, benchmark.Laps(benchmark.CNN_PARTS))
     timed = net.flat_grads.copy()
     reference = CNN(seed=0, dtype=np.float64)
-    reference.gradients(x, y)
+    loss_and_gradients(reference, x, y)
     diff = np.abs(timed - reference.flat_grads).max()
     print(f"numpy: max difference {diff:.1e}")
     np.testing.assert_allclose(timed, reference.flat_grads, rtol=0, atol=1e-10 * np.abs(reference.flat_grads).max())
@@ -242,7 +239,7 @@ def test_timed_cnn_steps_compute_the_real_gradients():
 def test_short_cnn_benchmark_writes_consistent_files(tmp_path, monkeypatch):
     """--model cnn, tiny: its own file names (the MLP's are not touched), the CNN's FLOP
     count, ratios and epoch times that follow from the rates, every part of the per-layer
-    split timed in both implementations, and the targets reported with this run's numbers."""
+    split timed in both implementations, and each row's epoch against the roofline's."""
     monkeypatch.setattr(benchmark, "WARMUP_STEPS", 1)
     benchmark.main(["--model", "cnn", "--batch-sizes", "128", "--samples", "128", "--repeats", "1",
                     "--out-dir", str(tmp_path)])
@@ -271,7 +268,8 @@ def test_short_cnn_benchmark_writes_consistent_files(tmp_path, monkeypatch):
     assert "| 128 | " in table and "| conv2 backward | " in table
     seconds, ideal = row["epoch_seconds"]["numpy"], row["roofline_epoch_seconds"]
     assert f"epoch at batch 128: {seconds:.1f} s, {seconds / ideal:.1f}x the roofline ({ideal:.1f} s" in table
-    assert f"{row['numpy_over_pytorch_cpu']:.2f}x at batch 128" in table
+    assert f" | {row['numpy_over_pytorch_cpu']:.2f}x |" in table
+    assert "target" not in table.lower()  # the numbers in the code's own terms, no bar from elsewhere
     assert (tmp_path / "throughput_cnn.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

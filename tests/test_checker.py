@@ -66,8 +66,9 @@ def test_the_answer_keys_self_check_catches_steps_that_are_not_the_twins_forward
     import torch
     from checker import reference
     from pytorch_nn import model as torch_mlp
+    from pytorch_nn.numpy_weights import load_numpy_params
     net = mlp("tanh")
-    model = torch_mlp.load_numpy_params(torch_mlp.MLP(net.sizes, activation="tanh").double(), net.params)
+    model = load_numpy_params(torch_mlp.MLP(net.sizes, activation="tanh").double(), net.params)
     right = [("z1", model.hidden[0]), ("h1", model.activation), ("z2", model.hidden[1]),
              ("h2", model.activation), ("logits", model.out)]
     t, _ = reference._run(model, right, *batch)
@@ -87,8 +88,8 @@ MESSAGES = {  # each mistake's own words in the checker's output
 }
 
 MLP_MISTAKES = {  # a one-line change to NeuralNetwork.backward, the first gradient it breaks, the message
-    "bias axis": ("dz.sum(axis=0, out=db)", "db = dz.sum(axis=1)", "db3"),
-    "transposed": ("np.matmul(h_prev.T, dz, out=dW)", "dW = dz.T @ h_prev", "dW3"),
+    "bias axis": ("db = dz.sum(axis=0)", "db = dz.sum(axis=1)", "db3"),
+    "transposed": ("dW = h_prev.T @ dz", "dW = dz.T @ h_prev", "dW3"),
     "no mask": ('dz = dh * self.f_grad(cache[f"a{i - 1}"])', "dz = dh", "dz2"),
     "wrong mask": ('dz = dh * self.f_grad(cache[f"a{i - 1}"])', "dz = dh * self.f_grad(dh)", "dz2"),
     "sign": ("dh = dz @ W.T", "dh = -(dz @ W.T)", "dh2"),
@@ -110,8 +111,8 @@ def test_each_planted_mistake_in_the_mlp_gets_its_own_message(batch, mistake):
 
 
 def test_a_wrong_line_of_the_right_shape_is_localised_to_that_line(batch):
-    new = "np.matmul(h_prev.T, dz * dz, out=dW)"
-    backward = planted(NeuralNetwork.backward, "np.matmul(h_prev.T, dz, out=dW)", new)
+    new = "dW = h_prev.T @ (dz * dz)"
+    backward = planted(NeuralNetwork.backward, "dW = h_prev.T @ dz", new)
     source = linecache.getlines(backward.__code__.co_filename)
     line = next(n for n, text in enumerate(source, start=1) if new in text)
     ok, text = run(mlp(backward=backward), *batch)

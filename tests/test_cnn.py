@@ -15,7 +15,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import activation_error, affine_error
+from checker.network import central_difference
+from conftest import activation_error, affine_error, loss_and_gradients
 from data_loader import batches, load_mnist
 from numpy_nn.cnn import CNN, IMAGE_SHAPE, PARAM_SHAPES, is_cnn_file, saved_model_kind
 from numpy_nn.fast_cnn import FastCNN
@@ -23,7 +24,8 @@ from numpy_nn.layers import conv2d_forward, maxpool2d_forward
 from numpy_nn.neural_network import NeuralNetwork
 from numpy_nn.utils import OPTIMIZERS, cross_entropy, relu
 from pytorch_nn.cnn import CNN as TorchCNN
-from pytorch_nn.cnn import load_model, load_numpy_params, numpy_params
+from pytorch_nn.cnn import load_model
+from pytorch_nn.numpy_weights import load_numpy_params, numpy_params
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +96,7 @@ def test_logits_and_every_gradient_equal_torch(mnist, l2, network):
     x, y = mnist[0][:64].astype(np.float64), mnist[1][:64]
     net, model = random_twins(np.float64, network=network)
     logits, _ = net.forward(x)
-    loss, grads = net.gradients(x, y, l2=l2)
+    loss, grads = loss_and_gradients(net, x, y, l2=l2)
     loss_t = torch_l2_loss(model, torch.from_numpy(x), torch.from_numpy(y), l2)
     loss_t.backward()
     with torch.no_grad():
@@ -119,7 +121,7 @@ def test_dropout_gradients_equal_torch_with_the_same_mask(mnist, network):
     logits, cache = net.forward(x, dropout=0.5, rng=np.random.default_rng(0))
     mask = cache["mask"]
     assert set(np.unique(mask)) == {0.0, 2.0}                # inverted dropout: kept units scaled by 1/(1-p)
-    loss, grads = net.gradients(x, y, l2=1e-3, dropout=0.5, rng=np.random.default_rng(0))
+    loss, grads = loss_and_gradients(net, x, y, l2=1e-3, dropout=0.5, rng=np.random.default_rng(0))
     logits_t = model.out(model.features(torch.from_numpy(x)) * torch.from_numpy(mask))
     (F.cross_entropy(logits_t, torch.from_numpy(y)) + 0.5e-3 * sum((W ** 2).sum() for W in model.weights())).backward()
     errs = {"logits": rel_diff(logits, logits_t.detach().numpy()),
@@ -138,7 +140,7 @@ def test_gradients_match_finite_differences(mnist):
     x, y = mnist[0][:8].astype(np.float64), mnist[1][:8]
     net, _ = random_twins(np.float64, seed=2)
     l2, p = 1e-2, 0.25
-    _, grads = net.gradients(x, y, l2=l2, dropout=p, rng=np.random.default_rng(5))
+    _, grads = loss_and_gradients(net, x, y, l2=l2, dropout=p, rng=np.random.default_rng(5))
     grads = {k: g.copy() for k, g in grads.items()}
 
     def objective():
@@ -149,37 +151,30 @@ def test_gradients_match_finite_differences(mnist):
     pick = np.random.default_rng(3)
     for name, param in net.params.items():
         idx = pick.choice(param.size, size=min(12, param.size), replace=False)
-        numeric = centred_differences(objective, param, idx, eps=1e-6)
+        numeric = np.array([central_difference(objective, param.reshape(-1), i, eps=1e-6) for i in idx])
         err = np.abs(grads[name].reshape(-1)[idx] - numeric).max() / np.abs(grads[name]).max()
         print(f"d{name}: max error vs finite differences {err:.1e} of the gradient's scale")
         assert err < 1e-6, name
 
 
-def centred_differences(f, param, idx, eps):
-    """(f(p + eps) - f(p - eps)) / 2 eps for the entries idx (flat indices) of param, one
-    at a time, changing param in place and restoring it (f must read param)."""
-    flat = param.reshape(-1)                                 # a view: writing it writes param
-    partials = []
-    for i in idx:
-        old = flat[i]
-        flat[i] = old + eps
-        f_plus = f()
-        flat[i] = old - eps
-        f_minus = f()
-        flat[i] = old
-        partials.append((f_plus - f_minus) / (2 * eps))
-    return np.array(partials)
-
-
-def test_pytorch_cnn_runs_channels_last_and_equals_the_plain_layout_in_float64(mnist):
-    """The PyTorch CNN's activations are laid out channels last (B,H,W,C in memory: PyTorch's
-    CPU max-pool is ~8x slower per image on B,C,H,W, measured for issue 18, which made
-    evaluation, a forward pass alone, cost nearly what training did), and that layout changes
+@pytest.mark.parametrize("layers", ["fast", "plain"])
+def test_pytorch_cnn_trains_channels_last_and_equals_the_plain_layout_in_float64(mnist, layers):
+    """The PyTorch trainer's fast path (pytorch_nn/fast_step.py faster, --layers fast) lays the
+    CNN's activations out channels last (B,H,W,C in memory: PyTorch's CPU convolution and
+    max-pool run faster on it), --layers plain leaves cnn.py's B,C,H,W; and that layout changes
     no number beyond rounding: logits and every gradient equal those of the same weights laid
     out B,C,H,W (contiguous), in float64, to 1e-13 of their scale (the same sums of a few
     hundred products each, added in another order: ~1e-16 each)."""
+    from types import SimpleNamespace
+
+    from pytorch_nn.fast_step import faster
+    from pytorch_nn.train import train_step
     _, model = random_twins(np.float64)
-    plain = copy.deepcopy(model).to(memory_format=torch.contiguous_format)
+    plain = copy.deepcopy(model)
+    args = SimpleNamespace(model="cnn", layers=layers, mode="eager")
+    parameters = list(model.parameters())
+    assert faster(args, train_step, model, None, None, None) == (train_step, None)
+    assert all(p is q for p, q in zip(model.parameters(), parameters))  # an optimizer made before still holds them
     x, y = torch.from_numpy(mnist[0][:64].astype(np.float64)), torch.from_numpy(mnist[1][:64])
     outputs = []
     hooks = [m.register_forward_hook(lambda m, i, out: outputs.append(out))
@@ -188,8 +183,9 @@ def test_pytorch_cnn_runs_channels_last_and_equals_the_plain_layout_in_float64(m
     for hook in hooks:
         hook.remove()
     assert len(outputs) == 6                  # conv, relu, pool, twice
+    layout = torch.channels_last if layers == "fast" else torch.contiguous_format
     for out in outputs:
-        assert out.dim() == 4 and out.is_contiguous(memory_format=torch.channels_last), out.stride()
+        assert out.dim() == 4 and out.is_contiguous(memory_format=layout), out.stride()
     F.cross_entropy(plain(x), y).backward()
     diff = (model(x) - plain(x)).abs().max().item()
     print(f"logits: max |channels last - plain| = {diff:.1e}")
@@ -254,8 +250,8 @@ def test_fast_cnn_equals_plain_cnn(mnist):
     assert np.array_equal(cache["mask"], fast_cache["mask"])
     a1 = np.maximum(cache["z1"], 0)[:, :, :26, :26].reshape(64, 32, 13, 2, 13, 2)
     ties = int((np.sum(a1 == cache["h1"][:, :, :, None, :, None], axis=(3, 5)) > 1).sum())
-    loss, grads = plain.gradients(x, y, l2=1e-2, dropout=0.3, rng=np.random.default_rng(2))
-    fast_loss, fast_grads = fast.gradients(x, y, l2=1e-2, dropout=0.3, rng=np.random.default_rng(2))
+    loss, grads = loss_and_gradients(plain, x, y, l2=1e-2, dropout=0.3, rng=np.random.default_rng(2))
+    fast_loss, fast_grads = loss_and_gradients(fast, x, y, l2=1e-2, dropout=0.3, rng=np.random.default_rng(2))
     errs = {"logits": rel_diff(fast_logits, logits), "h1": rel_diff(fast_cache["h1"], cache["h1"]),
             "h2": rel_diff(fast_cache["h2"], cache["h2"]), "loss": rel_diff(fast_loss, loss)}
     errs.update({f"d{k}": rel_diff(fast_grads[k], grads[k]) for k in PARAM_SHAPES})
@@ -403,7 +399,7 @@ def test_short_training_run_learns(mnist):
     opt = OPTIMIZERS["adam"](net.flat_params, 2e-3)
     t0 = time.perf_counter()
     for idx in batches(len(x_train), 64, np.random.default_rng(0)):
-        net.gradients(x_train[idx], y_train[idx])
+        loss_and_gradients(net, x_train[idx], y_train[idx])
         opt.step(net.flat_grads)
     acc = float(np.mean(net.predict(x_test) == y_test))
     print(f"1 epoch on 5,000 images: test accuracy {acc:.4f} in {time.perf_counter() - t0:.1f} s")

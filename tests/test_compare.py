@@ -591,14 +591,14 @@ UNFAIR = [
 
 @pytest.mark.parametrize("part, key, value, setting", UNFAIR, ids=[u[1] + "-" + u[0] for u in UNFAIR])
 def test_a_changed_setting_is_named_and_only_hardware_is_warned_about(part, key, value, setting):
-    """A setting that differs is the experiment (differing_settings names it); a difference in
+    """A setting that differs is the experiment (changed_settings names it); a difference in
     hardware is not a setting, and is warned about."""
     same = [run_result(make_record("numpy")), run_result(make_record("pytorch"), "PyTorch", "pytorch")]
-    assert table.unfair_differences(same) == [] and table.differing_settings(same) == []
+    assert table.unfair_differences(same) == [] and table.changed_settings(same) == []
     other = make_record("pytorch")
     other[part][key] = value
     runs = [same[0], run_result(other, "PyTorch", "pytorch")]
-    warnings, differing = table.unfair_differences(runs), table.differing_settings(runs)
+    warnings, differing = table.unfair_differences(runs), table.changed_settings(runs)
     if setting == "hardware":
         assert len(warnings) == 1 and warnings[0].startswith("warning: the runs differ in hardware ("), warnings
         assert differing == []

@@ -21,7 +21,8 @@ from torch import nn
 
 from numpy_nn.neural_network import NeuralNetwork
 from pytorch_nn.fast_step import GraphedStep
-from pytorch_nn.model import MLP, load_numpy_params
+from pytorch_nn.model import MLP
+from pytorch_nn.numpy_weights import load_numpy_params
 from pytorch_nn.train import make_optimizer, train_step
 
 REPO = Path(__file__).resolve().parents[1]

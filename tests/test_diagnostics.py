@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import loss_and_gradients
 from harness import experiment
 from data_loader import load_mnist
 from harness.metrics_file import DIAGNOSTICS_PER_LAYER, MetricsError, load_metrics
@@ -23,7 +24,8 @@ from numpy_nn.neural_network import NeuralNetwork
 from numpy_nn.utils import SGD
 from pytorch_nn import diagnostics as torch_diagnostics
 from pytorch_nn import train as torch_train
-from pytorch_nn.model import MLP, load_numpy_params
+from pytorch_nn.model import MLP
+from pytorch_nn.numpy_weights import load_numpy_params
 
 FIGURES = {"numpy": (numpy_diagnostics, np.array),
            "pytorch": (torch_diagnostics, lambda a: torch.tensor(a, dtype=torch.float64))}
@@ -93,7 +95,7 @@ def test_one_sgd_step_of_a_tiny_network_in_both_twins():
     watch = numpy_diagnostics.Watch(net, x, ONE_STEP, steps_per_epoch=1)
     assert watch.due(1, 1)
     watch.before_step()
-    loss, grads = net.gradients(x, y)
+    loss, grads = loss_and_gradients(net, x, y)
     SGD(net.flat_params, lr=lr).step(net.flat_grads)
     watch.after_step(loss)
     mine = watch.finish()
@@ -210,7 +212,7 @@ def test_weight_init_reaches_the_pytorch_twin():
     args.init = "numpy"
     model = torch_train.build_model(args, 784)
     net = NeuralNetwork(seed=0, init="small", activation="tanh")
-    for i, layer in enumerate(model.linears(), start=1):
+    for i, layer in enumerate(model.layers(), start=1):
         np.testing.assert_array_equal(layer.weight.detach().numpy().T, net.params[f"W{i}"])
     assert isinstance(model.activation, torch.nn.Tanh)
     assert abs(net.params["W1"].std() - 0.01) < 0.001

@@ -18,12 +18,14 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import U32, activation_error, affine_error
+from conftest import U32, activation_error, affine_error, loss_and_gradients, relative_error
 from data_loader import batches, load_mnist
 from numpy_nn.neural_network import NeuralNetwork
+from numpy_nn.fast_optimizers import FAST_OPTIMIZERS
 from numpy_nn.train import evaluate as np_evaluate
-from numpy_nn.utils import ACTIVATIONS, OPTIMIZERS, cosine_lr, relative_error, softmax
-from pytorch_nn.model import MLP, load_model, load_numpy_params, numpy_params
+from numpy_nn.utils import ACTIVATIONS, OPTIMIZERS, cosine_lr, softmax
+from pytorch_nn.model import MLP, load_model
+from pytorch_nn.numpy_weights import load_numpy_params, numpy_params
 from pytorch_nn.train import evaluate as torch_evaluate
 from pytorch_nn.train import make_optimizer
 
@@ -50,7 +52,7 @@ def random_twins(dtype, seed=0, sizes=SIZES, activation="relu"):
 def torch_l2_loss(model, x, y, l2):
     """The objective written out for autograd: mean cross-entropy + (l2/2) sum(W^2)."""
     loss = torch.nn.functional.cross_entropy(model(x), y)
-    return loss + 0.5 * l2 * sum((layer.weight ** 2).sum() for layer in model.linears())
+    return loss + 0.5 * l2 * sum((layer.weight ** 2).sum() for layer in model.layers())
 
 
 # ----------------------------------------------------------------------------- forward
@@ -115,11 +117,11 @@ def test_backward_equals_autograd(mnist, l2, activation):
     for each activation."""
     x, y = mnist[0][:128].astype(np.float64), mnist[1][:128]
     net, model = random_twins(np.float64, activation=activation)
-    loss_np, grads = net.gradients(x, y, l2=l2)
+    loss_np, grads = loss_and_gradients(net, x, y, l2=l2)
     loss_t = torch_l2_loss(model, torch.from_numpy(x), torch.from_numpy(y), l2)
     loss_t.backward()
     assert abs(net.loss(x, y, l2) - loss_t.item()) < 1e-12 * abs(loss_t.item())
-    for i, layer in enumerate(model.linears(), start=1):
+    for i, layer in enumerate(model.layers(), start=1):
         for name, mine, theirs in [(f"W{i}", grads[f"W{i}"], layer.weight.grad.numpy().T),
                                    (f"b{i}", grads[f"b{i}"], layer.bias.grad.numpy())]:
             err = relative_error(mine, theirs)
@@ -145,7 +147,7 @@ def test_optimizer_steps_equal_torch_optim(mnist, optimizer, schedule):
         if sched:
             opt_np.lr = cosine_lr(lr, step, steps)
             assert math.isclose(opt_np.lr, opt_t.param_groups[0]["lr"], rel_tol=1e-12, abs_tol=1e-18)
-        net.gradients(x[idx], y[idx], l2=l2)
+        loss_and_gradients(net, x[idx], y[idx], l2=l2)
         opt_np.step(net.flat_grads)
         loss = torch.nn.functional.cross_entropy(model(torch.from_numpy(x[idx])), torch.from_numpy(y[idx]))
         opt_t.zero_grad(set_to_none=True)
@@ -166,15 +168,39 @@ def test_optimizer_steps_equal_torch_optim(mnist, optimizer, schedule):
     assert moved > 1e-3  # the steps really did something
 
 
+@pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam"])
+def test_the_trainers_optimizers_equal_utils_update_rules_bit_for_bit(mnist, optimizer):
+    """The optimizers the trainer runs (numpy_nn/fast_optimizers.py: utils.py's, with the
+    subnormals flushed from their state) leave the weights and the state exactly where
+    utils.py's update rules as written leave them, bit for bit, over steps of a real
+    training run in float64 (no entry comes near a subnormal there)."""
+    lr = {"sgd": 0.1, "momentum": 0.05, "adam": 3e-3}[optimizer]
+    steps, bs = 30, 64
+    x, y = mnist[0][:steps * bs].astype(np.float64), mnist[1][:steps * bs]
+    nets = [random_twins(np.float64)[0] for _ in range(2)]
+    plain, fast = OPTIMIZERS[optimizer](nets[0].flat_params, lr), FAST_OPTIMIZERS[optimizer](nets[1].flat_params, lr)
+    assert type(fast) is not type(plain)
+    for idx in batches(len(x), bs, np.random.default_rng(0)):
+        for net, opt in zip(nets, (plain, fast)):
+            loss_and_gradients(net, x[idx], y[idx], l2=1e-3)
+            opt.step(net.flat_grads)
+        np.testing.assert_array_equal(nets[1].flat_params, nets[0].flat_params)
+    for state in ("m", "v", "velocity"):
+        if getattr(plain, state, None) is not None:
+            np.testing.assert_array_equal(getattr(fast, state), getattr(plain, state))
+    assert np.abs(nets[0].flat_params - random_twins(np.float64)[0].flat_params).max() > 1e-3  # they moved
+
+
 @pytest.mark.parametrize("optimizer", ["adam", "momentum"])
 @pytest.mark.parametrize("dtype, steps", [(np.float32, 1000), (np.float64, 500)])
 def test_optimizer_state_flushes_subnormals_and_still_equals_torch_optim(optimizer, dtype, steps):
     """Weights whose gradient is exactly 0 after step 1 (a dead unit) have Adam's m (and the
     momentum velocity) shrink by 0.9 a step: past the smallest normal float (np.finfo.tiny)
     after ~1000 steps in float32, or in float64 from a first gradient of 1e-290 after ~400.
-    The NumPy optimizers set such values to 0 (subnormal arithmetic is slow on many CPUs);
-    torch.optim, fused as the trainer makes it, keeps them. The weights still agree: a
-    flushed value was worth < lr * tiny / eps (Adam) or lr * tiny (momentum) of a step."""
+    The trainer's NumPy optimizers (numpy_nn/fast_optimizers.py) set such values to 0
+    (subnormal arithmetic is slow on many CPUs); utils.py's as written and torch.optim, fused
+    as the trainer makes it, keep them. The weights still agree: a flushed value was worth
+    < lr * tiny / eps (Adam) or lr * tiny (momentum) of a step."""
     rng = np.random.default_rng(8)
     n, lr = 64, 1e-3
     grads = rng.normal(size=(steps, n)) * np.geomspace(1e-6, 1.0, n)
@@ -183,15 +209,19 @@ def test_optimizer_state_flushes_subnormals_and_still_equals_torch_optim(optimiz
         grads[0, ::2] *= 1e-290               # else 6,700 steps to reach float64's subnormals
     grads = grads.astype(dtype)
     p = rng.normal(size=n).astype(dtype)
-    opt = OPTIMIZERS[optimizer](p, lr)
+    opt = FAST_OPTIMIZERS[optimizer](p, lr)
+    plain_p = p.copy()
+    plain = OPTIMIZERS[optimizer](plain_p, lr)
     tp = torch.tensor(p.copy(), requires_grad=True)
     opt_t = make_optimizer(SimpleNamespace(named_parameters=lambda: [("weight", tp)]),
                            SimpleNamespace(optimizer=optimizer, lr=lr, weight_decay=0.0))
     for g in grads:
         opt.step(g)
+        plain.step(g)
         tp.grad = torch.from_numpy(g.copy())
         opt_t.step()
     ours, theirs = (opt.m, "exp_avg") if optimizer == "adam" else (opt.velocity, "momentum_buffer")
+    kept = plain.m if optimizer == "adam" else plain.velocity
     theirs = opt_t.state[tp][theirs].numpy()
     tiny = np.finfo(dtype).tiny
     subnormal = lambda a: int(((a != 0) & (np.abs(a) < tiny)).sum())
@@ -200,7 +230,9 @@ def test_optimizer_state_flushes_subnormals_and_still_equals_torch_optim(optimiz
     print(f"{optimizer} {np.dtype(dtype).name}, {steps} steps: subnormals in the state: numpy "
           f"{subnormal(ours)}, torch {subnormal(theirs)}; weights max rel diff {err:.2e}, abs {gap:.2e}")
     assert subnormal(theirs) == n // 2        # the state the test is about really arises
+    assert subnormal(kept) == n // 2          # utils.py's update rules as written keep them too
     assert subnormal(ours) == 0 and (optimizer != "adam" or subnormal(opt.v) == 0)
+    np.testing.assert_array_equal(plain_p, p)  # flushed or not, the same weights: the flushed values rounded away
     np.testing.assert_array_equal(ours[::2], 0)
     if dtype == np.float64:
         assert err < 1e-10                    # the order of operations only, as above

@@ -17,10 +17,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from checker.network import numerical_gradient
 from numpy_nn import fast_layers
 from numpy_nn import layers as plain_layers
 from numpy_nn.layers import col2im, conv2d_backward, conv2d_forward, im2col, maxpool2d_backward, maxpool2d_forward
-from numpy_nn.utils import numerical_gradient
 
 # (N, C, H, W, O): a batch of one, one channel, non-square images, odd and even sizes,
 # and the network's own conv2 shape at a small batch.

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from numpy_nn.neural_network import NeuralNetwork
-from pytorch_nn.model import MLP, load_model, load_numpy_params, numpy_params
+from pytorch_nn.model import MLP, load_model
+from pytorch_nn.numpy_weights import load_numpy_params, numpy_params
 from pytorch_nn.train import pick_device
 
 REPO = Path(__file__).resolve().parents[1]

@@ -23,6 +23,7 @@ from harness.metrics_file import Run, file_sha256
 from numpy_nn.cnn import CNN
 from numpy_nn.neural_network import NeuralNetwork
 from pytorch_nn import cnn as torch_cnn
+from pytorch_nn.numpy_weights import numpy_params
 from pytorch_nn.model import MLP
 from report import curves, inside, table
 from report.run import name_runs
@@ -163,12 +164,12 @@ def test_hidden_sizes_are_compared_among_the_mlps_only():
     runs = [run_result(make_record(), "NumPy MLP (a)", "a"),
             run_result(make_record(config={"hidden": [256, 128]}), "NumPy MLP (b)", "b"),
             run_result(cnn_record(), "NumPy CNN", "numpy_cnn")]
-    assert table.differing_settings(runs) == [
+    assert table.changed_settings(runs) == [
         ("model", [MLP_NAME, "MLP 784-256-128-10", CNN_NAME]),
         ("hidden sizes", ["128-64", "256-128", None])]
-    assert table.differing_settings(runs[:2])[0] == ("hidden sizes", ["128-64", "256-128"])
+    assert table.changed_settings(runs[:2])[0] == ("hidden sizes", ["128-64", "256-128"])
     twins = [run_result(cnn_record()), run_result(cnn_record("pytorch"), "PyTorch", "pytorch")]
-    assert table.differing_settings(twins) == []  # hidden None in both: nothing to compare, no crash
+    assert table.changed_settings(twins) == []  # hidden None in both: nothing to compare, no crash
     assert table.table_row(twins[0]).startswith(f"| NumPy | {CNN_NAME} | 3 | 93.00% |")
     assert table.describe_config(twins[1]).startswith(f"PyTorch: {CNN_NAME}, mnist (60,000 train)")
 
@@ -184,7 +185,7 @@ def test_fan_ins_of_both_models():
     """What the rounding-tie bound sums over: each layer's terms per output."""
     assert compare.fan_ins(NeuralNetwork(SIZES).params) == (784, 128, 64)
     assert compare.fan_ins(CNN().params) == (9, 288, 1600)
-    assert compare.fan_ins(torch_cnn.numpy_params(torch_cnn.CNN())) == (9, 288, 1600)
+    assert compare.fan_ins(numpy_params(torch_cnn.CNN())) == (9, 288, 1600)
 
 
 # ----------------------------------------------------------------------------- weights of the wrong kind
@@ -332,16 +333,17 @@ def test_filters_drawn_are_the_first_layer_weights(compared, key):
 
 def test_a_pytorch_cnn_is_evaluated_by_pytorch(compared):
     """The logits behind a run's confusion matrix come from its own framework, in its
-    trainer's slices (EVAL_BATCH images): exactly what the saved model gives. Slices of
-    another size may differ in the last bits: a convolution library may block a batch of
-    1,000 otherwise than one of 128 (oneDNN does on an AVX-512 Xeon), and so add in
-    another order."""
+    trainer's slices (EVAL_BATCH images) and layout (channels last, pytorch_nn/fast_step.py):
+    exactly what the saved model gives. Slices of another size, or another layout, may differ
+    in the last bits: a convolution library may block a batch of 1,000 otherwise than one of
+    128 (oneDNN does on an AVX-512 Xeon), and so add in another order."""
     from numpy_nn.train import EVAL_BATCH as NUMPY_BATCH
+    from pytorch_nn.fast_step import channels_last
     from pytorch_nn.train import EVAL_BATCH
     folder, runs, _, _, drawn = compared
     x_test, y_test = mnist_test_set()
     evaluation = drawn["evaluations"]["pytorch_cnn"]
-    model = torch_cnn.load_model(folder / "pytorch_cnn.pt")
+    model = channels_last(torch_cnn.load_model(folder / "pytorch_cnn.pt"))
     with torch.inference_mode():
         first = [model(torch.from_numpy(x_test[s:s + EVAL_BATCH])).numpy() for s in range(0, 1000, EVAL_BATCH)]
     np.testing.assert_array_equal(evaluation.logits[:1000], np.concatenate(first)[:1000])
