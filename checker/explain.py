@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from checker.network import numerical_gradient
 from checker.reference import mlp_reference
 from numpy_nn import layers, utils
 from numpy_nn.neural_network import NeuralNetwork
@@ -173,8 +174,8 @@ def _other_ways(ex):
     grads = net.backward(dlogits, cache)
     ex.project = {"logits": logits[0].copy(), "L": loss, "dlogits": dlogits[0].copy(),
                   **{f"d{name}": grads[name].copy() for name in NAMES}}
-    for name in NAMES:                                    # numpy_nn/utils.py's central differences
-        ex.fd[f"d{name}"] = utils.numerical_gradient(lambda: net.loss(x, y), net.params[name], FD_EPS)
+    for name in NAMES:                                    # central differences: checker/network.py
+        ex.fd[f"d{name}"] = numerical_gradient(lambda: net.loss(x, y), net.params[name], FD_EPS)
     ref = mlp_reference(network(), x, y)                   # the PyTorch twin, float64: checker/reference.py
     ex.autograd = {"logits": ref.logits[0], "L": ref.loss, "dlogits": ref.grads["dlogits"][0],
                    **{f"d{name}": ref.grads[f"d{name}"] for name in NAMES}}
@@ -330,7 +331,8 @@ def _accumulate_lines(ex):
     gradient to the first, NeuralNetwork.backward writes it over the first."""
     say = ex.lines["accumulate"].append
     x, y = np.array([X]), np.array([Y])
-    from pytorch_nn.model import MLP, load_numpy_params
+    from pytorch_nn.model import MLP
+    from pytorch_nn.numpy_weights import load_numpy_params
     model = load_numpy_params(MLP((2, 2, 2)).double(), network().params)
     seen = []
     for _ in range(2):
