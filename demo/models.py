@@ -1,7 +1,7 @@
 """The trained networks the demo runs, found the way compare.py finds them.
 
 A run counts when its metrics file is there and valid (metrics_file.load_metrics, through
-compare.load_runs) and a weights file has the SHA-256 that the file records (looked for where
+report/runs.py load_runs) and a weights file has the SHA-256 that the file records (looked for where
 compare.py looks: beside the metrics, then where the trainer wrote it). The weights are
 loaded once; each Model then reads one 28x28 image at a time, in its own framework and dtype.
 """
@@ -12,7 +12,7 @@ from typing import Callable
 
 import numpy as np
 
-from compare import UNREADABLE, CompareError, how_to_make, load_runs, weights_candidates
+from report.runs import UNREADABLE, CompareError, how_to_make, load_runs, weights_candidates
 from harness.experiment import RESULTS_DIR, shown
 from harness.metrics_file import MetricsError, file_sha256
 from numpy_nn.cnn import CNN

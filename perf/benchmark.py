@@ -58,7 +58,7 @@ from numpy_nn.neural_network import NeuralNetwork  # noqa: E402
 from numpy_nn.parallel import Halves  # noqa: E402
 from numpy_nn.train import train_step  # noqa: E402
 from numpy_nn.utils import cross_entropy_with_grad, relu_grad  # noqa: E402
-from report.throughput import _threads, markdown, plot  # noqa: E402
+from report.throughput import markdown, plot, threads_cell  # noqa: E402
 from harness.threads import openblas_threads, set_openblas_threads  # noqa: E402
 
 # Per model: the defaults of --batch-sizes, --samples and --repeats, and the batch sizes
@@ -399,7 +399,7 @@ def augment_markdown(record):
              f"from scratch, pytorch_nn/augment.py its twin on the CPU; default ranges, and with "
              f"--thickness 0.5), beside one NumPy MLP training step at batch {bs}; each timed over "
              f"{costs['calls']} calls, taking turns, median of {record['repeats']} repeats; threads "
-             f"{_threads(costs)}.", "",
+             f"{threads_cell(costs)}.", "",
              "| | microseconds | share of a NumPy MLP step |", "|---|---:|---:|"]
     for name, us in costs["microseconds"].items():
         lines.append(f"| {name} | {us:.0f} | {100 * costs['share_of_numpy_step'][name]:.0f}% |")
@@ -719,7 +719,7 @@ def main(argv=None):
     if cnn:  # the MLP's record stays as it was
         record.update({"model": "cnn", "forward_flops_per_sample": cnn_flops_per_sample("forward"),
                        "epoch_samples": epoch})
-    table = markdown(record) + "".join(f"{line}\n" for line in augment_markdown(record))  # report/throughput.py's, then ours
+    table = markdown(record, cnn_products) + "".join(f"{line}\n" for line in augment_markdown(record))  # report/throughput.py's, then ours
     out, suffix = args.out_dir, "_cnn" if cnn else ""
     names = [f"benchmark{suffix}.json", f"benchmark{suffix}.md", f"throughput{suffix}.png"]
     try:

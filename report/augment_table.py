@@ -6,7 +6,7 @@ epoch. perf/reference_results.py --only augment trains the runs and calls summar
 import json
 import statistics
 
-from compare import load_runs, measure_robustness
+from report.runs import load_runs, measure_robustness
 from data_loader import DATA_DIR
 from harness.metrics_file import median_epoch_seconds
 from report.run import FRAMEWORK_NAMES, MODEL_NAMES

@@ -2,11 +2,10 @@
 throughput picture (throughput.png), from its record (benchmark.json) alone, so a record can
 be written up again without measuring anything.
 """
-from perf.flops import cnn_products
 from report.figure import png
 
 
-def _threads(row):
+def threads_cell(row):
     """A row's thread counts as a table cell: "2", or "1 / 2" when NumPy's and PyTorch's differ."""
     counts = row["threads"]
     if counts["numpy"] == counts["pytorch"]:
@@ -14,8 +13,9 @@ def _threads(row):
     return f"{counts['numpy']} / {counts['pytorch']}"
 
 
-def markdown(record):
-    """The tables of benchmark.json, for people."""
+def markdown(record, cnn_products=None):
+    """The tables of benchmark.json, for people. cnn_products: batch size -> the CNN step's
+    matrix products (perf/flops.py's), for the per-layer table of a CNN record."""
     names = list(record["rows"][0]["samples_per_second"])
     hw = record["hardware"]
     swept = bool(record.get("threads_swept"))  # then a row per batch size and thread count
@@ -63,7 +63,7 @@ def markdown(record):
     ]
     for row in record["rows"]:
         cells = [f"{row['samples_per_second'][n]:,.0f} ({100 * row['fraction_of_peak'][n]:.1f}%)" for n in names]
-        lines.append(f"| {row['batch_size']} | " + f"{_threads(row)} | " * swept
+        lines.append(f"| {row['batch_size']} | " + f"{threads_cell(row)} | " * swept
                      + f"{row['matmul_peak_gflops']:.0f} | " + " | ".join(cells)
                      + f" | {row['numpy_over_pytorch_cpu']:.2f}x |")
     if cnn:
@@ -72,10 +72,10 @@ def markdown(record):
         phases = row.get("microseconds_per_step")
         if not phases:
             continue
-        at = f"batch {row['batch_size']}" + f", threads {_threads(row)}" * swept
+        at = f"batch {row['batch_size']}" + f", threads {threads_cell(row)}" * swept
         lines += ["", f"## Where a step's time goes at {at} (microseconds per step)", ""]
         if cnn:
-            lines += _cnn_layer_table(row, record.get("warmup_steps", 10))  # 10 before it was recorded
+            lines += _cnn_layer_table(row, record.get("warmup_steps", 10), cnn_products)  # 10 before it was recorded
             continue
         lines += [f"The matrix products alone (\"matmuls only\") take {phases['matmuls only']:.0f} us "
                   f"per step at this batch size.", ""]
@@ -112,13 +112,13 @@ def _cnn_epochs(record, swept):
              f"what this machine's matrix products allow.", ""]
     for row in record["rows"]:
         seconds, roofline = row["epoch_seconds"]["numpy"], row["roofline_epoch_seconds"]
-        lines.append(f"- epoch at batch {row['batch_size']}" + f", threads {_threads(row)}" * swept
+        lines.append(f"- epoch at batch {row['batch_size']}" + f", threads {threads_cell(row)}" * swept
                      + f": {seconds:.1f} s, {seconds / roofline:.1f}x the roofline ({roofline:.1f} s at "
                      f"{row['matmul_peak_gflops']:.0f} GFLOP/s)")
     return lines
 
 
-def _cnn_layer_table(row, warmup):
+def _cnn_layer_table(row, warmup, cnn_products):
     """Microseconds per CNN step by part, NumPy against PyTorch CPU (markdown lines); warmup:
     the untimed steps before the timed ones."""
     phases, bs = row["microseconds_per_step"], row["batch_size"]

@@ -1,5 +1,7 @@
 """Put the repo root on sys.path so tests can `import data_loader` (and the trainers) from any
 cwd; the fixtures and helpers the tests share (`from conftest import ...`)."""
+import io
+import json
 import sys
 from pathlib import Path
 
@@ -49,18 +51,18 @@ def few_robustness_digits():
     digits (report/robustness.py): about 15 s for a CNN. In tests, which read compare's other
     output (names, tables, pictures), it measures the first FEW_DIGITS of each set instead;
     tests/test_robustness.py checks the measure itself on subsets it builds."""
-    import compare
+    from report import runs as report_runs
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(compare, "load_robustness_sets", _few_robustness_sets)
+        patch.setattr(report_runs, "load_robustness_sets", _few_robustness_sets)
         yield
 
 
 def _few_robustness_sets(data_dir):
-    import compare
+    from report import runs as report_runs
     from report.robustness import robustness_sets
     key = str(data_dir)
     if key not in _FEW_SETS:
-        x_test, y_test = compare.load_test_set("mnist", data_dir)
+        x_test, y_test = report_runs.load_test_set("mnist", data_dir)
         _FEW_SETS[key] = robustness_sets(x_test[:FEW_DIGITS], y_test[:FEW_DIGITS])
     return _FEW_SETS[key]
 
@@ -115,3 +117,142 @@ def planted(function, old, new):
     namespace = dict(function.__globals__)
     exec(compile(source, filename, "exec"), namespace)
     return namespace[function.__name__]
+
+
+# ----------------------------------------------------------------------------- compare.py's tests' helpers
+# Made-up records in the shape Run.save writes, runs saved as the trainers save them, and compare.py
+# run in process (test_compare.py, test_report_cnn.py, test_learning_figure.py)
+SIZES = (784, 128, 64, 10)
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+HARDWARE = {"device": "cpu", "blas": "openblas", "blas_threads": None}
+
+
+def make_record(framework="numpy", test_acc=(0.90, 0.95, 0.93), epoch_seconds=(1.0, 1.0, 1.0),
+                status="completed", config=None, hardware=None, data=None):
+    """A metrics record as Run.save writes it, with made-up numbers; each dict argument
+    updates that part of the record. A diverged record diverged at epoch len(test_acc) + 1,
+    batch 5, and claims no result."""
+    from harness.metrics_file import SCHEMA_VERSION
+    train_samples = 60000
+    epochs = [{"epoch": i, "train_loss": 0.5 / i, "train_acc": acc + 0.02, "test_loss": 0.6 / i,
+               "test_acc": acc, "epoch_seconds": seconds, "samples_per_second": train_samples / seconds}
+              for i, (acc, seconds) in enumerate(zip(test_acc, epoch_seconds), start=1)]
+    diverged = status == "diverged"
+    record = {
+        "schema": SCHEMA_VERSION,
+        "framework": framework,
+        "versions": {"python": "3.11.7", framework: "1.0"},
+        "config": {"epochs": max(len(epochs), 1), "batch_size": 128, "lr": 3e-3, "optimizer": "adam",
+                   "schedule": "cosine", "model": "mlp", "hidden": [128, 64], "weight_decay": 0.0, "dropout": 0.0,
+                   "activation": "relu", "weight_init": "he",
+                   "seed": 0, "dtype": "float32", "limit": None, "dataset": "mnist",
+                   "data_dir": "data", "metrics": "m.json", "weights": "no/such/weights",
+                   "no_progress": True},
+        "seed": 0,
+        "data": {"dataset": "mnist", "train_samples": train_samples, "test_samples": 10000},
+        "hardware": {"cpu": "Test CPU", "cores": 2, "platform": "Linux", "device": "cpu",
+                     "blas": "openblas", "blas_threads": 2},
+        "started": "2026-01-01T00:00:00+0000",
+        "status": status,
+        "epochs": epochs,
+        "total_train_seconds": float(sum(epoch_seconds)),
+        "wall_seconds": float(sum(epoch_seconds)) + 1.0,
+        "final_test_acc": epochs[-1]["test_acc"] if epochs and not diverged else None,
+        "weights_sha256": None if diverged else "0" * 64,  # no file has it: not these weights
+        "diverged": {"epoch": len(epochs) + 1, "batch": 5, "loss": "nan"} if diverged else None,
+        "diagnostics": None,
+    }
+    for part, changes in (("config", config), ("hardware", hardware), ("data", data)):
+        record[part].update(changes or {})
+    return record
+
+
+def write(folder, name, record):
+    path = folder / name
+    path.write_text(record if isinstance(record, str) else json.dumps(record))  # NaN as NaN
+    return path
+
+
+def mnist_test_set():
+    """MNIST's test set, loaded once for the whole run (report/runs.py caches it)."""
+    from report import runs as report_runs
+    return report_runs.load_test_set("mnist")
+
+
+def saved_run(folder, framework="numpy", seed=0):
+    """Train nothing, but write a run as a trainer does (experiment.finish: weights and
+    metrics as a pair, the metrics naming the weights by SHA-256): an untrained network of
+    one epoch whose recorded test accuracy is what its trainer's evaluate() gives.
+    Returns the metrics file; the weights lie beside it, <framework>_model.npz or .pt."""
+    from harness.experiment import build_parser, finish
+    from harness.metrics_file import WEIGHT_SUFFIX, Run
+    from numpy_nn.neural_network import NeuralNetwork
+    metrics = folder / f"{framework}_metrics.json"
+    weights = folder / f"{framework}_model{WEIGHT_SUFFIX[framework]}"
+    args = build_parser(framework, "test").parse_args(
+        ["--epochs", "1", "--seed", str(seed), "--metrics", str(metrics), "--weights", str(weights)])
+    x_test, y_test = mnist_test_set()
+    if framework == "numpy":
+        from numpy_nn.train import evaluate
+        net = NeuralNetwork(SIZES, seed=seed)
+        test_loss, test_acc = evaluate(net, x_test, y_test)
+        versions, save = {"numpy": np.__version__}, net.save
+    else:
+        import torch
+        from pytorch_nn.model import MLP
+        from pytorch_nn.train import evaluate
+        torch.manual_seed(seed)
+        model = MLP(SIZES)
+        test_loss, test_acc = evaluate(model, torch.from_numpy(x_test), torch.from_numpy(y_test))
+        versions = {"torch": torch.__version__}
+
+        def save(f):
+            torch.save(model.state_dict(), f)
+    run = Run(framework, args, versions, HARDWARE, n_train=60000, n_test=len(y_test))
+    buffer = io.BytesIO()
+    save(buffer)
+    run.log_epoch(1, 2.3, 0.1, test_loss, test_acc, 1.0, 60000, weights=buffer.getvalue())
+    finish(run, args)
+    return metrics
+
+
+def run_result(record, name="NumPy", key="numpy"):
+    from report.run import RunResult
+    return RunResult(Path(f"{key}.json"), record, name, key)
+
+
+def assert_png(path):
+    """A real, readable PNG with some content (not an empty figure)."""
+    import matplotlib.image
+    raw = path.read_bytes()
+    assert raw[:8] == PNG_SIGNATURE, path
+    assert len(raw) > 20_000, (path, len(raw))
+    image = matplotlib.image.imread(path)
+    assert image.ndim == 3 and image.shape[2] in (3, 4) and min(image.shape[:2]) > 400, image.shape
+
+
+def run_main(*argv):
+    import compare
+    compare.main([str(arg) for arg in argv])
+
+
+def error_of(*argv):
+    """The message main exits with, checked to be one line starting with 'error:'."""
+    with pytest.raises(SystemExit) as exit_info:
+        run_main(*argv)
+    message = str(exit_info.value.code)
+    assert message.startswith("error: ") and "\n" not in message, message
+    return message
+
+
+def made_up_diagnostics(steps=(1, 32, 63), layers=("layer1", "layer2", "layer3")):
+    """A diagnostics block in the shape the trainers write, with made-up numbers."""
+    n = len(steps)
+    histogram = {"counts": [5, 3, 0, 1], "edges": [0.0, 0.5, 1.0, 1.5, 2.0]}
+    return {"every": 31, "probe_images": 256, "layers": list(layers), "steps": list(steps),
+            "loss": [2.3, 0.5, None][:n],
+            **{figure: {name: [10.0 ** -(i + 2)] * n for i, name in enumerate(layers)}
+               for figure in ("grad_rms", "update_ratio", "activation_mean", "activation_std")},
+            "dead_fraction": {name: [0.0, 0.1, 0.2][:n] for name in layers[:-1]},
+            "histograms": {"init": {name: histogram for name in layers},
+                           "end": {name: None if name == "layer3" else histogram for name in layers}}}

@@ -5,114 +5,26 @@ their run's own, use untrained networks saved the way the trainers save them
 (experiment.finish), with their real test accuracy in the record.
 """
 import copy
-import io
 import json
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-import matplotlib.image
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
+from conftest import HARDWARE, SIZES, assert_png, error_of, made_up_diagnostics, make_record, mnist_test_set, run_main, run_result, saved_run, write
 import compare
+from report import runs as report_runs
 from harness.experiment import TrainingDiverged, build_parser, finish
-from harness.metrics_file import SCHEMA_VERSION, WEIGHT_SUFFIX, Run, file_sha256, load_metrics
+from harness.metrics_file import Run, file_sha256, load_metrics
 from numpy_nn.neural_network import NeuralNetwork
 from report import curves, inside, learning, table
-from report.run import RunResult
 
 REPO = Path(__file__).resolve().parents[1]
-SIZES = (784, 128, 64, 10)
 FAN_INS = SIZES[:-1]  # the terms each layer's dot products sum
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-HARDWARE = {"device": "cpu", "blas": "openblas", "blas_threads": None}
-
-
-def make_record(framework="numpy", test_acc=(0.90, 0.95, 0.93), epoch_seconds=(1.0, 1.0, 1.0),
-                status="completed", config=None, hardware=None, data=None):
-    """A metrics record as Run.save writes it, with made-up numbers; each dict argument
-    updates that part of the record. A diverged record diverged at epoch len(test_acc) + 1,
-    batch 5, and claims no result."""
-    train_samples = 60000
-    epochs = [{"epoch": i, "train_loss": 0.5 / i, "train_acc": acc + 0.02, "test_loss": 0.6 / i,
-               "test_acc": acc, "epoch_seconds": seconds, "samples_per_second": train_samples / seconds}
-              for i, (acc, seconds) in enumerate(zip(test_acc, epoch_seconds), start=1)]
-    diverged = status == "diverged"
-    record = {
-        "schema": SCHEMA_VERSION,
-        "framework": framework,
-        "versions": {"python": "3.11.7", framework: "1.0"},
-        "config": {"epochs": max(len(epochs), 1), "batch_size": 128, "lr": 3e-3, "optimizer": "adam",
-                   "schedule": "cosine", "model": "mlp", "hidden": [128, 64], "weight_decay": 0.0, "dropout": 0.0,
-                   "activation": "relu", "weight_init": "he",
-                   "seed": 0, "dtype": "float32", "limit": None, "dataset": "mnist",
-                   "data_dir": "data", "metrics": "m.json", "weights": "no/such/weights",
-                   "no_progress": True},
-        "seed": 0,
-        "data": {"dataset": "mnist", "train_samples": train_samples, "test_samples": 10000},
-        "hardware": {"cpu": "Test CPU", "cores": 2, "platform": "Linux", "device": "cpu",
-                     "blas": "openblas", "blas_threads": 2},
-        "started": "2026-01-01T00:00:00+0000",
-        "status": status,
-        "epochs": epochs,
-        "total_train_seconds": float(sum(epoch_seconds)),
-        "wall_seconds": float(sum(epoch_seconds)) + 1.0,
-        "final_test_acc": epochs[-1]["test_acc"] if epochs and not diverged else None,
-        "weights_sha256": None if diverged else "0" * 64,  # no file has it: not these weights
-        "diverged": {"epoch": len(epochs) + 1, "batch": 5, "loss": "nan"} if diverged else None,
-        "diagnostics": None,
-    }
-    for part, changes in (("config", config), ("hardware", hardware), ("data", data)):
-        record[part].update(changes or {})
-    return record
-
-
-def write(folder, name, record):
-    path = folder / name
-    path.write_text(record if isinstance(record, str) else json.dumps(record))  # NaN as NaN
-    return path
-
-
-def mnist_test_set():
-    """MNIST's test set, loaded once for the whole module (compare caches it)."""
-    return compare.load_test_set("mnist")
-
-
-def saved_run(folder, framework="numpy", seed=0):
-    """Train nothing, but write a run as a trainer does (experiment.finish: weights and
-    metrics as a pair, the metrics naming the weights by SHA-256): an untrained network of
-    one epoch whose recorded test accuracy is what its trainer's evaluate() gives.
-    Returns the metrics file; the weights lie beside it, <framework>_model.npz or .pt."""
-    metrics = folder / f"{framework}_metrics.json"
-    weights = folder / f"{framework}_model{WEIGHT_SUFFIX[framework]}"
-    args = build_parser(framework, "test").parse_args(
-        ["--epochs", "1", "--seed", str(seed), "--metrics", str(metrics), "--weights", str(weights)])
-    x_test, y_test = mnist_test_set()
-    if framework == "numpy":
-        from numpy_nn.train import evaluate
-        net = NeuralNetwork(SIZES, seed=seed)
-        test_loss, test_acc = evaluate(net, x_test, y_test)
-        versions, save = {"numpy": np.__version__}, net.save
-    else:
-        import torch
-        from pytorch_nn.model import MLP
-        from pytorch_nn.train import evaluate
-        torch.manual_seed(seed)
-        model = MLP(SIZES)
-        test_loss, test_acc = evaluate(model, torch.from_numpy(x_test), torch.from_numpy(y_test))
-        versions = {"torch": torch.__version__}
-
-        def save(f):
-            torch.save(model.state_dict(), f)
-    run = Run(framework, args, versions, HARDWARE, n_train=60000, n_test=len(y_test))
-    buffer = io.BytesIO()
-    save(buffer)
-    run.log_epoch(1, 2.3, 0.1, test_loss, test_acc, 1.0, 60000, weights=buffer.getvalue())
-    finish(run, args)
-    return metrics
 
 
 def rewrite(path, change):
@@ -130,32 +42,6 @@ def twin_files(tmp_path, numpy_seconds=10.0, pytorch_seconds=25.0, **pytorch_cha
             write(tmp_path, "pytorch_metrics.json", pytorch)]
 
 
-def run_result(record, name="NumPy", key="numpy"):
-    return RunResult(Path(f"{key}.json"), record, name, key)
-
-
-def assert_png(path):
-    """A real, readable PNG with some content (not an empty figure)."""
-    raw = path.read_bytes()
-    assert raw[:8] == PNG_SIGNATURE, path
-    assert len(raw) > 20_000, (path, len(raw))
-    image = matplotlib.image.imread(path)
-    assert image.ndim == 3 and image.shape[2] in (3, 4) and min(image.shape[:2]) > 400, image.shape
-
-
-def run_main(*argv):
-    compare.main([str(arg) for arg in argv])
-
-
-def error_of(*argv):
-    """The message main exits with, checked to be one line starting with 'error:'."""
-    with pytest.raises(SystemExit) as exit_info:
-        run_main(*argv)
-    message = str(exit_info.value.code)
-    assert message.startswith("error: ") and "\n" not in message, message
-    return message
-
-
 # ----------------------------------------------------------------------------- the schema
 
 def test_load_metrics_reads_what_the_trainers_write(tmp_path):
@@ -166,19 +52,6 @@ def test_load_metrics_reads_what_the_trainers_write(tmp_path):
     assert record == json.loads(metrics.read_text())
     assert record["weights_sha256"] == file_sha256(tmp_path / "numpy_model.npz")
     assert record["config"]["dtype"] == "float32"
-
-
-def made_up_diagnostics(steps=(1, 32, 63), layers=("layer1", "layer2", "layer3")):
-    """A diagnostics block in the shape the trainers write, with made-up numbers."""
-    n = len(steps)
-    histogram = {"counts": [5, 3, 0, 1], "edges": [0.0, 0.5, 1.0, 1.5, 2.0]}
-    return {"every": 31, "probe_images": 256, "layers": list(layers), "steps": list(steps),
-            "loss": [2.3, 0.5, None][:n],
-            **{figure: {name: [10.0 ** -(i + 2)] * n for i, name in enumerate(layers)}
-               for figure in ("grad_rms", "update_ratio", "activation_mean", "activation_std")},
-            "dead_fraction": {name: [0.0, 0.1, 0.2][:n] for name in layers[:-1]},
-            "histograms": {"init": {name: histogram for name in layers},
-                           "end": {name: None if name == "layer3" else histogram for name in layers}}}
 
 
 def with_diagnostics(change):
@@ -277,7 +150,7 @@ def test_a_run_with_diagnostics_gets_its_learning_picture(tmp_path, capsys, mode
     assert f"wrote out/learning_{key}.png" in capsys.readouterr().out.replace(str(tmp_path) + "/", "")
     assert_png(tmp_path / "out" / f"learning_{key}.png")
     assert [p.name for p in (tmp_path / "out").glob("learning_*")] == [f"learning_{key}.png"]
-    run = compare.load_runs([runs[0]])[0]
+    run = report_runs.load_runs([runs[0]])[0]
     figure = learning.learning_figure(run)
     titles = [ax.get_title().split("\n")[0] for ax in figure.axes if ": outputs on the probe images" in ax.get_title()]
     assert titles == [f"{name}: outputs on the probe images" for name in (*layers[:-1], "logits")]
@@ -378,6 +251,7 @@ def test_bad_metrics_file_is_one_error_line(tmp_path, case):
 
 def test_missing_default_file_names_the_trainer_to_run(tmp_path, monkeypatch):
     monkeypatch.setattr(compare, "RESULTS_DIR", tmp_path)  # where the defaults point
+    monkeypatch.setattr(report_runs, "RESULTS_DIR", tmp_path)  # ... and what the message says to run
     write(tmp_path, "numpy_metrics.json", make_record("numpy"))
     message = error_of("--out-dir", tmp_path / "out")
     expected = "pytorch_metrics.json not found: run `python pytorch_nn/train.py` first"
@@ -430,7 +304,7 @@ def test_failed_write_is_one_error_line_and_leaves_no_temporary_file(tmp_path):
     (12.0, 12.3, "NumPy and PyTorch train equally fast on this CPU (Test CPU)"),
 ])
 def test_speed_ratio_value_and_direction(tmp_path, numpy_s, pytorch_s, sentence):
-    text = table.markdown(compare.load_runs(twin_files(tmp_path, numpy_s, pytorch_s)))
+    text = table.markdown(report_runs.load_runs(twin_files(tmp_path, numpy_s, pytorch_s)))
     assert sentence in text, text
 
 
@@ -438,7 +312,7 @@ def verdict_and_table(tmp_path, numpy_seconds, pytorch_seconds):
     """The markdown of a made-up pair with these epoch times, its speed verdict, and the
     median samples/s cell of each table row."""
     accuracy = (0.90, 0.95, 0.96, 0.97)
-    runs = compare.load_runs([
+    runs = report_runs.load_runs([
         write(tmp_path, "numpy_metrics.json", make_record("numpy", accuracy, numpy_seconds)),
         write(tmp_path, "pytorch_metrics.json", make_record("pytorch", accuracy, pytorch_seconds))])
     text = table.markdown(runs)
@@ -489,7 +363,7 @@ def test_too_few_epochs_get_no_speed_verdict(tmp_path, epochs, had):
                    make_record(test_acc=(0.9,) * epochs, epoch_seconds=(seconds,) * epochs,
                                config={"lr": lr, "optimizer": "sgd"}))
              for lr, seconds in ((0.1, 0.09), (0.01, 0.12))]
-    text = table.markdown(compare.load_runs(paths))
+    text = table.markdown(report_runs.load_runs(paths))
     verdict = text.split("\n\n")[4].strip()
     assert verdict == (
         f"No speed verdict: {had}, and a verdict needs at least 2 epochs after epoch 1 from each "
@@ -506,7 +380,7 @@ def test_counts_agree_with_their_nouns(tmp_path):
     paths = [write(tmp_path, f"{name}.json", make_record(
         test_acc=(0.9,), epoch_seconds=(1.0,), config={"epochs": 1, "lr": lr},
         hardware={"cores": 1, "blas_threads": 1})) for name, lr in (("a", 0.1), ("b", 0.2))]
-    text = table.markdown(compare.load_runs(paths))
+    text = table.markdown(report_runs.load_runs(paths))
     assert "batch 128, 1 epoch, float32" in text and "Test CPU (1 core)" in text, text
     assert "openblas (1 thread)" in text and "has 1 epoch;" in text, text
     for wrong in ("1 epochs", "1 threads", "1 cores"):
@@ -516,7 +390,7 @@ def test_counts_agree_with_their_nouns(tmp_path):
 
 def test_speed_ratio_names_both_devices_when_they_differ(tmp_path):
     runs = twin_files(tmp_path, 30.0, 3.0, hardware={"device": "cuda", "gpu": "Test GPU"})
-    text = table.markdown(compare.load_runs(runs))
+    text = table.markdown(report_runs.load_runs(runs))
     assert "PyTorch on its GPU (Test GPU) is 10.0x faster than NumPy on its CPU (Test CPU)" in text, text
     assert "warning: the runs differ in hardware" in text
 
@@ -526,7 +400,7 @@ def test_a_cuda_graph_run_says_so_in_the_table_and_the_sentence(tmp_path):
     speed sentence show it (an eager run, and any record without the key, shows nothing)."""
     runs = twin_files(tmp_path, 30.0, 3.0, hardware={"device": "cuda", "gpu": "Test GPU"})
     rewrite(runs[1], lambda record: record["config"].update(mode="graph"))
-    text = table.markdown(compare.load_runs(runs))
+    text = table.markdown(report_runs.load_runs(runs))
     assert "PyTorch on its GPU (Test GPU) (graph) is 10.0x faster than NumPy on its CPU (Test CPU):" in text, text
     assert "| Test GPU (graph) |" in text, text
 
@@ -550,7 +424,7 @@ def test_same_framework_twice_gets_labels_from_file_names(tmp_path):
              write(tmp_path, "lr_3e-3.json", make_record(epoch_seconds=(2, 2, 2), config={"lr": 3e-3}))]
     (tmp_path / "copy").mkdir()
     paths.append(write(tmp_path / "copy", "lr_1e-3.json", make_record()))
-    runs = compare.load_runs(paths)
+    runs = report_runs.load_runs(paths)
     assert [(run.name, run.key) for run in runs] == [  # two lr_1e-3: their folders' names added
         ("NumPy (lr_1e-3)", f"lr_1e-3_{tmp_path.name}"), ("NumPy (lr_3e-3)", "lr_3e-3"),
         ("NumPy (lr_1e-3) #3", "lr_1e-3_copy")]
@@ -627,7 +501,7 @@ def test_an_experiment_is_framed_as_one(tmp_path, capsys):
            "60,000 against 60,000 training samples/s (epochs 2-3 of each).\n" in md, md
 
     rewrite(runs[1], lambda record: record["config"].update(activation="relu", batch_size=64))
-    text = table.markdown(compare.load_runs(runs))
+    text = table.markdown(report_runs.load_runs(runs))
     assert text.startswith("# batch size: 128 → 64: test accuracy 93.00% → 88.00%"), text
     assert ("(epochs 2-3 of each). Their settings change the work per sample (batch size 128 → 64): "
             "this measures the settings as much as the implementations.") in text, text
@@ -662,7 +536,7 @@ def test_comparison_figure_and_interrupted_run(tmp_path, capsys):
     assert sorted(p.name for p in out.iterdir()) == ["comparison.md", "comparison.png"]  # no temp files
     assert_png(out / "comparison.png")
 
-    runs = compare.load_runs(paths)
+    runs = report_runs.load_runs(paths)
     assert table.describe_config(runs[1]) == (
         "PyTorch (interrupted): MLP 784-128-64-10, mnist (60,000 train), adam lr 0.003 cosine, "
         "batch 128, 3 epochs, float32, CPU (Test CPU)")
@@ -730,9 +604,9 @@ def test_pictures_of_saved_models(tmp_path, capsys):
     with torch.inference_mode():
         model = load_model(tmp_path / "pytorch" / "pytorch_model.pt")
         torch_predicted = model(torch.from_numpy(x_test)).argmax(dim=1).numpy()
-    run = compare.load_runs([runs[1]])[0]
+    run = report_runs.load_runs([runs[1]])[0]
     run.weights = tmp_path / "pytorch" / "pytorch_model.pt"
-    evaluation = compare.evaluate_weights(run, x_test, y_test)
+    evaluation = report_runs.evaluate_weights(run, x_test, y_test)
     predicted = evaluation.logits.argmax(axis=1)
     np.testing.assert_array_equal(predicted, torch_predicted)  # PyTorch weights evaluated by PyTorch
     assert evaluation.correct == round(run.record["final_test_acc"] * 10_000)
@@ -849,7 +723,7 @@ def test_a_doctored_accuracy_is_refused(tmp_path):
     assert not (tmp_path / "out").exists()
     x_test, y_test = mnist_test_set()
     logits = NeuralNetwork.load(tmp_path / "numpy_model.npz").forward(x_test)[0]
-    assert compare.rounding_ties(logits, y_test, FAN_INS) == (0, 0)  # so no slack: one image is too many
+    assert report_runs.rounding_ties(logits, y_test, FAN_INS) == (0, 0)  # so no slack: one image is too many
 
 
 def test_rounding_ties_are_the_only_slack():
@@ -862,21 +736,21 @@ def test_rounding_ties_are_the_only_slack():
                        [5.0, 5.0 + 1e-4, 0.0],    # margin 1e-4 > 6.7e-5: clear
                        [3.0, 3.0, 3.0]])          # exactly equal: a tie in any dtype, predicted 0
     y = np.array([1, 1, 2, 1, 0])
-    assert compare.rounding_ties(logits.astype(np.float32), y, FAN_INS) == (2, 1)  # rows 0, 4; row 1
-    assert compare.rounding_ties(logits.astype(np.float64), y, FAN_INS) == (1, 0)  # row 4
+    assert report_runs.rounding_ties(logits.astype(np.float32), y, FAN_INS) == (2, 1)  # rows 0, 4; row 1
+    assert report_runs.rounding_ties(logits.astype(np.float64), y, FAN_INS) == (1, 0)  # row 4
 
     record = make_record(test_acc=(0.6,), data={"test_samples": 5})  # records 3 of 5 right
     run = run_result(record)
     run.weights = Path("w.npz")
     logits = logits.astype(np.float32)
     for correct in (2, 3, 4, 5):  # here: 3 + 2 that could be lost, - 1 that could be gained
-        line = compare.check_accuracy(run, compare.Evaluation(logits, correct, FAN_INS, {}), y)
+        line = report_runs.check_accuracy(run, report_runs.Evaluation(logits, correct, FAN_INS, {}), y)
         assert line.startswith(f"checked w.npz: its SHA-256 and its {correct} of 5 test images right")
     for correct in (1, 6):
-        with pytest.raises(compare.CompareError, match="could turn only 2 of them wrong and 1 other right"):
-            compare.check_accuracy(run, compare.Evaluation(logits, correct, FAN_INS, {}), y)
-    with pytest.raises(compare.CompareError, match="gets 5 of 5 test images right here but"):
-        compare.check_accuracy(run, compare.Evaluation(logits.astype(np.float64), 5, FAN_INS, {}), y)
+        with pytest.raises(report_runs.CompareError, match="could turn only 2 of them wrong and 1 other right"):
+            report_runs.check_accuracy(run, report_runs.Evaluation(logits, correct, FAN_INS, {}), y)
+    with pytest.raises(report_runs.CompareError, match="gets 5 of 5 test images right here but"):
+        report_runs.check_accuracy(run, report_runs.Evaluation(logits.astype(np.float64), 5, FAN_INS, {}), y)
 
 
 def test_data_dir_reaches_the_test_set_loader(tmp_path, monkeypatch):
@@ -886,12 +760,12 @@ def test_data_dir_reaches_the_test_set_loader(tmp_path, monkeypatch):
     def fake_load_mnist(dataset, data_dir=None):
         asked.append((dataset, data_dir))
         return test_set * 2
-    monkeypatch.setattr(compare, "load_mnist", fake_load_mnist)
-    compare.load_test_set.cache_clear()
+    monkeypatch.setattr(report_runs, "load_mnist", fake_load_mnist)
+    report_runs.load_test_set.cache_clear()
     try:
         run_main("--runs", metrics, "--out-dir", tmp_path / "out", "--data-dir", tmp_path / "cache")
     finally:
-        compare.load_test_set.cache_clear()
+        report_runs.load_test_set.cache_clear()
     assert asked == [("mnist", tmp_path / "cache")]
     assert (tmp_path / "out" / "confusion_numpy.png").is_file()
 
@@ -921,7 +795,7 @@ def test_a_diverged_run_is_listed_without_numbers_or_pictures(tmp_path, capsys):
     assert "note: no saved weights for NumPy" not in printed  # it has none, and none is sought
     assert sorted(p.name for p in out.iterdir()) == ["comparison.md", "comparison.png"]
 
-    runs = compare.load_runs(paths)
+    runs = report_runs.load_runs(paths)
     fig = curves.plot_comparison(runs)
     labels = [line.get_label() for line in fig.axes[0].get_lines()]
     assert labels == ["PyTorch train", "PyTorch test"], labels

@@ -6,7 +6,7 @@ import shutil
 
 import numpy as np
 
-from compare import how_to_make
+from report.runs import how_to_make
 from demo.models import default_runs, find_models
 from harness.flags import RESULTS_DIR
 from demo_helpers import REFERENCE

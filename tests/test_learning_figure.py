@@ -5,9 +5,10 @@ import matplotlib.pyplot as plt
 import pytest
 from matplotlib.text import Text
 
+from conftest import assert_png, made_up_diagnostics, make_record, run_main, run_result, write
 import compare
+from report import runs as report_runs
 from report import learning
-from test_compare import assert_png, made_up_diagnostics, make_record, run_main, run_result, write
 
 STEPS = [1, 32, 63]
 
@@ -127,7 +128,7 @@ def test_several_runs_are_overlaid_with_a_legend_naming_what_differs(tmp_path, c
     paths = [write(tmp_path, "relu.json", record_with_diagnostics("relu")),
              write(tmp_path, "sigmoid.json", record_with_diagnostics("sigmoid"))]
     run_main("--runs", *paths, "--out-dir", tmp_path / "out", "--no-inside")
-    runs = compare.load_runs(paths)
+    runs = report_runs.load_runs(paths)
     overlay = f"learning_{'_vs_'.join(run.key for run in runs)}.png"
     assert sorted(p.name for p in (tmp_path / "out").glob("learning_*")) == sorted(
         [f"learning_{runs[0].key}.png", f"learning_{runs[1].key}.png", overlay])

@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 import torch
 
-import compare
+from conftest import HARDWARE, SIZES, assert_png, error_of, make_record, mnist_test_set, run_main, run_result, saved_run, write
+from report import runs as report_runs
 from harness.experiment import build_parser, finish
 from harness.metrics_file import Run, file_sha256
 from numpy_nn.cnn import CNN
@@ -27,8 +28,6 @@ from pytorch_nn.numpy_weights import numpy_params
 from pytorch_nn.model import MLP
 from report import curves, inside, table
 from report.run import name_runs
-from test_compare import (HARDWARE, SIZES, assert_png, error_of, make_record, mnist_test_set,
-                          run_main, run_result, saved_run, write)
 
 MLP_NAME, CNN_NAME = "MLP 784-128-64-10", "CNN 32-64 conv"
 
@@ -97,12 +96,12 @@ def compared(tmp_path_factory):
         drawn["evaluations"].setdefault(run.key, evaluation)
         return evaluation
 
-    real_evaluate = compare.evaluate_weights
+    real_evaluate = report_runs.evaluate_weights
     printed = io.StringIO()
     with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(printed):
         patch.setattr(inside, "plot_filters", spy("filters", inside.plot_filters))
         patch.setattr(inside, "plot_feature_maps", spy("feature_maps", inside.plot_feature_maps))
-        patch.setattr(compare, "evaluate_weights", evaluate_weights)
+        patch.setattr(report_runs, "evaluate_weights", evaluate_weights)
         run_main("--runs", *runs, "--out-dir", out)
     return folder, runs, out, printed.getvalue(), drawn
 
@@ -134,7 +133,7 @@ def test_an_mlp_and_cnns_compared_name_each_model(compared):
     assert "warning:" not in md, md  # the model is the experiment, not a mistake
     assert "Their settings change the work per sample (model " in md, md
 
-    fig = curves.plot_comparison(compare.load_runs(runs))
+    fig = curves.plot_comparison(report_runs.load_runs(runs))
     labels = [line.get_label() for line in fig.axes[0].get_lines()]
     assert labels == ["NumPy MLP train", "NumPy MLP test", "NumPy CNN train", "NumPy CNN test",
                       "PyTorch CNN train", "PyTorch CNN test"], labels
@@ -183,9 +182,9 @@ def test_an_unknown_model_is_one_error_line(tmp_path):
 
 def test_fan_ins_of_both_models():
     """What the rounding-tie bound sums over: each layer's terms per output."""
-    assert compare.fan_ins(NeuralNetwork(SIZES).params) == (784, 128, 64)
-    assert compare.fan_ins(CNN().params) == (9, 288, 1600)
-    assert compare.fan_ins(numpy_params(torch_cnn.CNN())) == (9, 288, 1600)
+    assert report_runs.fan_ins(NeuralNetwork(SIZES).params) == (784, 128, 64)
+    assert report_runs.fan_ins(CNN().params) == (9, 288, 1600)
+    assert report_runs.fan_ins(numpy_params(torch_cnn.CNN())) == (9, 288, 1600)
 
 
 # ----------------------------------------------------------------------------- weights of the wrong kind
@@ -353,7 +352,7 @@ def test_a_pytorch_cnn_is_evaluated_by_pytorch(compared):
     first = [net.forward(x_test[s:s + NUMPY_BATCH])[0] for s in range(0, 1000, NUMPY_BATCH)]
     np.testing.assert_array_equal(numpy_evaluation.logits[:1000], np.concatenate(first)[:1000])
     for key, metrics in (("numpy_cnn", runs[1]), ("pytorch_cnn", runs[2])):
-        recorded = compare.load_runs([metrics])[0].record["final_test_acc"]
+        recorded = report_runs.load_runs([metrics])[0].record["final_test_acc"]
         assert drawn["evaluations"][key].correct == round(recorded * 10_000)
         counts = inside.confusion_matrix(y_test, drawn["evaluations"][key].logits.argmax(axis=1))
         assert np.trace(counts) == drawn["evaluations"][key].correct

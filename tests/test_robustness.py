@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import compare
+from report import runs as report_runs
 from mnist_style import mnist_style
 from numpy_nn.augment import dilate
 from report import robustness, table
@@ -14,7 +15,7 @@ REFERENCE = compare.ROOT / "results" / "reference"
 
 def mnist_test_set():
     """MNIST's test set, as compare loads it (cached for the whole session)."""
-    return compare.load_test_set("mnist")
+    return report_runs.load_test_set("mnist")
 
 
 def one_change(n=1, rotate=0.0, scale=1.0, thickness=0.0, shift=(0.0, 0.0)):
@@ -49,9 +50,9 @@ def test_no_change_gives_the_test_set_and_its_recorded_accuracy():
     unchanged = robustness.perturbed(x, robustness.NO_CHANGE)
     np.testing.assert_array_equal(unchanged, x)  # float32 -> float64 is exact; so is an identity warp
     for framework, weights in (("numpy", "numpy_model.npz"), ("pytorch", "pytorch_model.pt")):
-        run = compare.load_runs([REFERENCE / f"{framework}_metrics.json"])[0]
+        run = report_runs.load_runs([REFERENCE / f"{framework}_metrics.json"])[0]
         run.weights = REFERENCE / weights
-        correct = compare.evaluate_weights(run, unchanged, y).correct
+        correct = report_runs.evaluate_weights(run, unchanged, y).correct
         assert correct == round(run.record["final_test_acc"] * 10_000), (framework, correct)
 
 
@@ -137,12 +138,12 @@ def test_compare_reports_what_the_trainers_evaluate_gives(tmp_path, sets, monkey
         expected["numpy"][name] = numpy_evaluate(net, x32, y)[1]
         with torch.inference_mode():
             expected["pytorch"][name] = torch_evaluate(model, torch.from_numpy(x32), torch.from_numpy(y))[1]
-    monkeypatch.setattr(compare, "load_robustness_sets", lambda data_dir: sets)
+    monkeypatch.setattr(report_runs, "load_robustness_sets", lambda data_dir: sets)
 
     for framework, weights in (("numpy", "numpy_model.npz"), ("pytorch", "pytorch_model.pt")):
-        run = compare.load_runs([REFERENCE / f"{framework}_metrics.json"])[0]
+        run = report_runs.load_runs([REFERENCE / f"{framework}_metrics.json"])[0]
         run.weights = REFERENCE / weights
-        assert compare.measure_robustness(run, compare.DATA_DIR) == expected[framework]
+        assert report_runs.measure_robustness(run, compare.DATA_DIR) == expected[framework]
     # what the reference MLP reads: far less than its 98% on perturbed digits
     assert 0.4 < expected["numpy"]["perturbed"] < 0.7 and 0.85 < expected["numpy"]["drawn"] < 0.95, expected
 
@@ -155,7 +156,7 @@ def test_compare_reports_what_the_trainers_evaluate_gives(tmp_path, sets, monkey
 
 
 def test_no_weights_no_robustness_numbers():
-    record = compare.load_metrics(REFERENCE / "numpy_metrics.json")
-    run = compare.RunResult(REFERENCE / "numpy_metrics.json", record, "NumPy", "numpy")
+    record = report_runs.load_metrics(REFERENCE / "numpy_metrics.json")
+    run = report_runs.RunResult(REFERENCE / "numpy_metrics.json", record, "NumPy", "numpy")
     assert "| 98.17% (epoch 10) | – | – |" in table.table_row(run)
     assert table.robustness_lines([run]) == []
