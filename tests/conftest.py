@@ -1,14 +1,169 @@
 """Put the repo root on sys.path so tests can `import data_loader` (and the trainers) from any
-cwd; the fixtures and helpers the tests share (`from conftest import ...`)."""
+cwd; the fixtures and helpers the tests share (`from conftest import ...`): MNIST loaded once
+for the whole run, and the trainers' main(argv) run in this process."""
+import contextlib
+import hashlib
+import importlib
 import io
 import json
+import os
+import signal
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import pytest
+# One thread for NumPy's OpenBLAS and for torch (OpenMP) in the whole run, and in every process
+# it starts, unless the user set a count: set before NumPy and torch load, as a user would set
+# it (so the trainers' thread policy, harness/threads.py, leaves it there). Their waiting
+# threads spin: on a 2-core machine shared with other work, the checker's tests (test_checker*.py)
+# took 90-105 s with the libraries' two threads and 23-24 s with one. Only the last bits of
+# the numbers change; the tests of thread counts set their own, or clear these variables.
+ONE_THREAD = [name for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS") if not os.environ.get(name)]
+os.environ.update(dict.fromkeys(ONE_THREAD, "1"))
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+if "OPENBLAS_NUM_THREADS" in ONE_THREAD:   # NumPy may have loaded before this file set it
+    from harness import threads
+    threads.set_openblas_threads(1)
+
+
+# ----------------------------------------------------------------------------- MNIST, once
+
+_MNIST = {}
+
+
+def _loaded_mnist():
+    """load_mnist()'s four arrays and the lines it logged, loaded (and checked against the
+    known SHA-256 digests, data_fetch.py) once for the whole run; read-only."""
+    if not _MNIST:
+        from data_loader import load_mnist
+        lines = []
+        arrays = load_mnist(log=lines.append)
+        for array in arrays:
+            array.setflags(write=False)
+        _MNIST.update(arrays=arrays, log=lines)
+    return _MNIST["arrays"], _MNIST["log"]
+
+
+def _digest(arrays):
+    hashed = hashlib.sha256()
+    for array in arrays:
+        hashed.update(array.tobytes())
+    return hashed.hexdigest()
+
+
+def mnist_arrays():
+    """The session's MNIST (the mnist fixture's arrays), for a helper that is not a fixture."""
+    return _loaded_mnist()[0]
+
+
+@pytest.fixture(scope="session")
+def mnist():
+    """MNIST as load_mnist() returns it (x_train, y_train, x_test, y_test), loaded once for the
+    whole run. The arrays are read-only: a test that wrote into them would change what every
+    later test sees, so a write raises instead (copy first). A tensor torch.from_numpy makes
+    of them could still be written through: the arrays are checked unchanged at the end."""
+    arrays, _ = _loaded_mnist()
+    before = _digest(arrays)
+    yield arrays
+    assert _digest(arrays) == before, "a test wrote into the session's MNIST arrays"
+
+
+# ----------------------------------------------------------------------------- the trainers, in process
+
+@dataclass
+class Ran:
+    """What a command did, as subprocess.run's result says it: its exit status and its output."""
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def _cached_load_mnist(real_load, test_images):
+    """experiment.load_mnist for a trainer run in process: the repo's MNIST from the run's one
+    load, logged as the loader logs it; the test set cut to its first test_images if given. Any
+    other dataset or folder: the real loader. The arrays stay read-only: a trainer never writes
+    into its data (copying them for each run took 0.17 s, more than the rest of a short run)."""
+    from data_fetch import DATA_DIR
+
+    def load_mnist(dataset="mnist", data_dir=None, log=None):
+        if dataset != "mnist" or Path(data_dir or DATA_DIR).resolve() != Path(DATA_DIR).resolve():
+            return real_load(dataset, data_dir, log=log)
+        arrays, lines = _loaded_mnist()
+        for line in lines:
+            if log:
+                log(line)
+        x_train, y_train, x_test, y_test = arrays
+        return x_train, y_train, x_test[:test_images], y_test[:test_images]
+    return load_mnist
+
+
+def run_in_process(main, script, argv, cwd=None):
+    """`python script *argv` run in this process through the command's main(argv), from cwd: its
+    exit status (SystemExit's, as Python's own exit gives it), stdout and stderr, as a Ran. A
+    traceback is not caught: it fails the test. What a command may change in the process is put
+    back after it: the signal handlers (the trainers and sweep.py take SIGINT and SIGTERM, and a
+    trainer ignores them after its save), NumPy's error settings, sys.argv, sys.path, stdout,
+    stderr, the cwd."""
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    numpy_errors = np.geterr()
+    out, err = io.StringIO(), io.StringIO()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sys, "argv", [str(script), *map(str, argv)])  # argparse's prog: the script's name
+        patch.setattr(sys, "path", list(sys.path))                  # a script puts the repo first again
+        if cwd is not None:
+            patch.chdir(cwd)
+        try:
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                main([str(arg) for arg in argv])
+            code = 0
+        except SystemExit as e:
+            code = e.code
+        finally:
+            for signum, handler in handlers.items():
+                signal.signal(signum, handler)
+            np.seterr(**numpy_errors)
+    if code is None:
+        code = 0
+    elif not isinstance(code, int):  # sys.exit("error: ..."): Python prints it and exits 1
+        err.write(f"{code}\n")
+        code = 1
+    return Ran(code, out.getvalue(), err.getvalue())
+
+
+def run_trainer_main(framework, *argv, cwd=None, test_images=None, main=None):
+    """`python <framework>_nn/train.py *argv` run in this process (run_in_process) with the
+    session's MNIST. As in test_cli.py's subprocesses, OpenBLAS and torch use one thread
+    (OPENBLAS_NUM_THREADS=1, OMP_NUM_THREADS=1): only timings change. Besides what
+    run_in_process puts back: the stop state, the thread counts and torch's random state.
+    test_images: evaluate on the first test_images test images only (whole-run tests that
+    compare two runs, where what is compared does not need all 10,000). main: what runs the
+    trainer, main(argv), if not the trainer module's main."""
+    from harness import experiment, threads
+    main = main or importlib.import_module(f"{framework}_nn.train").main
+    blas_threads = threads.openblas_threads()
+    torch = sys.modules.get("torch") if framework == "numpy" else importlib.import_module("torch")
+    torch_state = (torch.get_num_threads(), torch.get_rng_state()) if torch else None
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(experiment, "stopping", experiment.Stopping())
+        patch.setattr(experiment, "load_mnist", _cached_load_mnist(experiment.load_mnist, test_images))
+        patch.setenv("OPENBLAS_NUM_THREADS", "1")
+        patch.setenv("OMP_NUM_THREADS", "1")
+        threads.set_openblas_threads(1)
+        if framework == "pytorch":
+            torch.set_num_threads(1)
+        try:
+            return run_in_process(main, REPO / f"{framework}_nn" / "train.py", argv, cwd)
+        finally:
+            if blas_threads:
+                threads.set_openblas_threads(blas_threads)
+            if torch_state:
+                torch.set_num_threads(torch_state[0])
+                torch.set_rng_state(torch_state[1])
 
 
 def loss_and_gradients(net, x, y, l2=0.0, dropout=0.0, rng=None):
@@ -234,6 +389,36 @@ def assert_png(path):
 def run_main(*argv):
     import compare
     compare.main([str(arg) for arg in argv])
+
+
+def pictures_not_drawn_in(patch, drawn=lambda fig: False):
+    """compare.py with its figures made but not rendered, except those drawn(fig) picks: each
+    other .png it writes holds one line naming the figure (its title) and its place among the
+    figures made since, where the picture would be. For tests of which files compare.py writes
+    and which it leaves alone: matplotlib's rendering took seconds a figure (5 s for a learning
+    picture on a busy 2-core machine), and those tests read no pixel. The tests that look at a
+    kind of picture (assert_png, and the CNN's in test_report_cnn.py) draw it. patch: a
+    pytest.MonkeyPatch; returns the titles of the figures made, in order."""
+    import compare
+    from matplotlib import pyplot as plt
+    from report.figure import png
+    made = []
+
+    def named(fig):
+        title = fig._suptitle.get_text() if fig._suptitle else fig.axes[0].get_title() if fig.axes else ""
+        made.append(title)
+        if drawn(fig):
+            return png(fig)
+        plt.close(fig)
+        return f"figure {len(made)} of this test, not drawn: {title}\n".encode()
+    patch.setattr(compare, "png", named)
+    return made
+
+
+@pytest.fixture
+def pictures_not_drawn(monkeypatch):
+    """compare.py's pictures made but not drawn while the test runs: pictures_not_drawn_in."""
+    return pictures_not_drawn_in(monkeypatch)
 
 
 def error_of(*argv):
