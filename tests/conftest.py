@@ -102,14 +102,25 @@ def _cached_load_mnist(real_load, test_images):
     return load_mnist
 
 
-def run_in_process(main, script, argv, cwd=None):
+class TimedOut(Exception):
+    """A command run in process took longer than its test allows (run_in_process's timeout)."""
+
+
+def _time_is_up(signum, frame):
+    raise TimedOut("the command ran past its time limit (run_in_process's timeout)")
+
+
+def run_in_process(main, script, argv, cwd=None, timeout=300):
     """`python script *argv` run in this process through the command's main(argv), from cwd: its
     exit status (SystemExit's, as Python's own exit gives it), stdout and stderr, as a Ran. A
     traceback is not caught: it fails the test. What a command may change in the process is put
     back after it: the signal handlers (the trainers and sweep.py take SIGINT and SIGTERM, and a
     trainer ignores them after its save), NumPy's error settings, sys.argv, sys.path, stdout,
-    stderr, the cwd."""
-    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    stderr, the cwd. A command still running after timeout seconds is stopped by SIGALRM and the
+    test fails (TimedOut), as a subprocess's timeout would: a refusal that once waited forever
+    (a FIFO opened for reading, an endless loop) hangs no suite if it comes back. (A command
+    that sets the same timer, checker/guard.py for a learner's function, ends this one.)"""
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGALRM)}
     numpy_errors = np.geterr()
     out, err = io.StringIO(), io.StringIO()
     with pytest.MonkeyPatch.context() as patch:
@@ -117,6 +128,8 @@ def run_in_process(main, script, argv, cwd=None):
         patch.setattr(sys, "path", list(sys.path))                  # a script puts the repo first again
         if cwd is not None:
             patch.chdir(cwd)
+        signal.signal(signal.SIGALRM, _time_is_up)
+        signal.alarm(timeout)
         try:
             with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
                 main([str(arg) for arg in argv])
@@ -124,6 +137,7 @@ def run_in_process(main, script, argv, cwd=None):
         except SystemExit as e:
             code = e.code
         finally:
+            signal.alarm(0)
             for signum, handler in handlers.items():
                 signal.signal(signum, handler)
             np.seterr(**numpy_errors)
