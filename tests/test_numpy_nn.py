@@ -1,12 +1,13 @@
 """Tests of the from-scratch NumPy network against trusted references: central finite
 differences for every gradient, closed-form softmax / cross-entropy / optimizer / schedule
 values written independently here, sampling statistics for dropout and He init, and the
-command-line trainer run as a subprocess (bad flags, divergence, Ctrl-C, unwritable
-results, a short real-MNIST run with an accuracy floor, running from inside numpy_nn/).
+command-line trainer: its main(argv) in this process for bad flags and a short real-MNIST run
+with an accuracy floor (conftest.run_trainer_main), and a subprocess run from inside
+numpy_nn/, as a user runs it. (Ctrl-C, divergence and unwritable results: test_cli.py.)
 
 NumPy only: the torch-vs-NumPy equivalence tests live in another file.
 
-BLAS threads are pinned to one, in this process (fixture below) and in every trainer
+BLAS threads are pinned to one, in this process (fixture below) and in the trainer
 subprocess (OPENBLAS_NUM_THREADS=1): on a busy 2-core machine OpenBLAS's spinning threads
 made these small runs 10-20x slower (a 3-epoch run took 15 s instead of 1 s). The
 numbers only change by rounding, and the trainer's own runs are not pinned.
@@ -15,7 +16,6 @@ import json
 import math
 import os
 import re
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -24,10 +24,9 @@ import numpy as np
 import pytest
 
 from checker.network import numerical_gradient
-from conftest import loss_and_gradients, relative_error
+from conftest import loss_and_gradients, relative_error, run_trainer_main
 from harness import experiment, threads
 from harness.metrics_file import SCHEMA_VERSION, repo_relative
-from data_loader import load_mnist
 from numpy_nn.neural_network import NeuralNetwork
 from numpy_nn.train import evaluate, train
 from numpy_nn.utils import (OPTIMIZERS, SGD, Adam, cosine_lr, cross_entropy, cross_entropy_with_grad,
@@ -62,12 +61,6 @@ def one_blas_thread():
         yield
     if before:
         threads.set_openblas_threads(before)
-
-
-@pytest.fixture(scope="module")
-def mnist():
-    """The real MNIST: x_train, y_train, x_test, y_test."""
-    return load_mnist()
 
 
 def random_net(sizes, seed, scale=0.5, activation="relu"):
@@ -134,7 +127,8 @@ def naive_softmax(z):
     return e / e.sum(axis=1, keepdims=True)
 
 
-def run_cli(args, tmp_path, cwd=REPO, script=TRAIN_PY, timeout=180):
+def run_cli(args, cwd=REPO, script=TRAIN_PY, timeout=180):
+    """The trainer as a user runs it: a Python process of its own, from cwd."""
     return subprocess.run([sys.executable, str(script), *args], cwd=cwd, env=CLI_ENV,
                           capture_output=True, text=True, timeout=timeout)
 
@@ -544,45 +538,11 @@ BAD_FLAGS = [
 def test_cli_rejects_bad_flags(tmp_path, flags, message):
     """A bad flag value exits 2 with one argparse line 'train.py: error: argument ...' on
     stderr, no traceback, and writes nothing."""
-    done = run_cli([*flags, "--no-progress", *out_flags(tmp_path)], tmp_path)
+    done = run_trainer_main("numpy", *flags, "--no-progress", *out_flags(tmp_path))
     assert done.returncode == 2, done.stderr
     line = assert_one_error_line(done.stderr, r"^train\.py: error: " + message + "$")
     assert done.stderr.rstrip().endswith(line)
     assert list(tmp_path.iterdir()) == []
-
-
-def test_cli_ctrl_c_saves_interrupted_run(tmp_path):
-    """SIGINT after the first epoch line: clean exit 130 (Ctrl-C's code) without traceback, the metrics file
-    says status 'interrupted' with >= 1 finished epoch, and the weights load."""
-    metrics = tmp_path / "m.json"
-    proc = subprocess.Popen([sys.executable, str(TRAIN_PY), "--limit", "20000", "--epochs", "200",
-                             "--no-progress", *out_flags(tmp_path)],
-                            cwd=REPO, env=CLI_ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            # SIGINT at its default in the child: a suite run in the background
-                            # (`pytest &`) has it ignored, and Python then ignores Ctrl-C too
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    try:
-        seen = []
-        for line in proc.stdout:  # blocks until the trainer prints (log_epoch flushes)
-            seen.append(line)
-            if line.startswith("epoch  1 |"):
-                break
-        assert seen and seen[-1].startswith("epoch  1 |"), "".join(seen)
-        proc.send_signal(signal.SIGINT)
-        rest, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    assert proc.returncode == 130, err
-    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
-    record = json.loads(metrics.read_text())
-    assert record["status"] == "interrupted"
-    done = len(record["epochs"])
-    assert 1 <= done < 200
-    assert record["final_test_acc"] == record["epochs"][-1]["test_acc"]
-    assert f"interrupted after {done} finished epoch(s)" in rest
-    assert NeuralNetwork.load(tmp_path / "w.npz").sizes == (784, 128, 64, 10)
 
 
 # ----------------------------------------------------------------------------- 11, 12. real runs
@@ -626,7 +586,7 @@ def test_cli_end_to_end_real_mnist(tmp_path, mnist):
     floor, writes a complete, consistent metrics JSON, and its .npz reproduces the reported
     test and train metrics when loaded and evaluated here."""
     argv = ["--limit", "10000", "--epochs", "3", "--no-progress", *out_flags(tmp_path)]
-    done = run_cli(argv, tmp_path)
+    done = run_trainer_main("numpy", *argv)
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr
     record = json.loads((tmp_path / "m.json").read_text())
@@ -665,7 +625,7 @@ def test_cli_runs_from_inside_numpy_nn(tmp_path, mnist):
     exit 0, metrics written, and the .npz keeps the non-default layer sizes."""
     argv = ["--limit", "1000", "--epochs", "1", "--hidden", "32", "16", "--dropout", "0.2",
             "--no-progress", *out_flags(tmp_path)]
-    done = run_cli(argv, tmp_path, cwd=REPO / "numpy_nn", script="train.py")
+    done = run_cli(argv, cwd=REPO / "numpy_nn", script="train.py")
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr
     record = json.loads((tmp_path / "m.json").read_text())

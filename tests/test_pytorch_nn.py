@@ -1,5 +1,7 @@
 """The PyTorch twin on its own: the model, its starting weights, the device choice, and
-the trainer's command line (the same validation and divergence handling as numpy_nn's)."""
+the trainer's command line (the same validation and divergence handling as numpy_nn's): its
+main(argv) in this process for the refusals (conftest.run_trainer_main), and one short run as
+a user runs it, in a process of its own from inside pytorch_nn/."""
 import json
 import math
 import subprocess
@@ -11,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import run_trainer_main
 from numpy_nn.neural_network import NeuralNetwork
 from pytorch_nn.model import MLP, load_model
 from pytorch_nn.numpy_weights import load_numpy_params, numpy_params
@@ -20,10 +23,19 @@ REPO = Path(__file__).resolve().parents[1]
 TRAIN = REPO / "pytorch_nn" / "train.py"
 
 
-def run(args, tmp_path, cwd=REPO):
-    cmd = [sys.executable, str(TRAIN), "--no-progress", "--metrics", str(tmp_path / "m.json"),
-           "--weights", str(tmp_path / "w.pt"), *args]
-    return subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, timeout=600)
+def out_flags(tmp_path):
+    return ["--no-progress", "--metrics", str(tmp_path / "m.json"), "--weights", str(tmp_path / "w.pt")]
+
+
+def run(args, tmp_path):
+    """The trainer's main(argv) in this process: its exit status, stdout and stderr."""
+    return run_trainer_main("pytorch", *out_flags(tmp_path), *args)
+
+
+def run_process(args, tmp_path, cwd):
+    """The trainer as a user runs it: a Python process of its own, from cwd."""
+    return subprocess.run([sys.executable, str(TRAIN), *out_flags(tmp_path), *args],
+                          capture_output=True, text=True, cwd=cwd, timeout=600)
 
 
 def assert_one_line_error(done, code, *words):
@@ -137,9 +149,9 @@ def test_bad_flags_are_one_line_errors(tmp_path, flags, words):
     assert not (tmp_path / "m.json").exists()
 
 
-def test_short_run_from_inside_the_folder(tmp_path):
+def test_short_run_from_inside_the_folder(tmp_path, mnist):
     """`cd pytorch_nn && python train.py` works; the metrics record the device and the run."""
-    done = run(["--limit", "5000", "--epochs", "2", "--device", "cpu"], tmp_path, cwd=REPO / "pytorch_nn")
+    done = run_process(["--limit", "5000", "--epochs", "2", "--device", "cpu"], tmp_path, cwd=REPO / "pytorch_nn")
     assert done.returncode == 0, done.stderr
     record = json.loads((tmp_path / "m.json").read_text())
     assert record["framework"] == "pytorch" and record["status"] == "completed"
@@ -149,9 +161,8 @@ def test_short_run_from_inside_the_folder(tmp_path):
     # seeds 0-3, identical in the NumPy twin); the floor sits a point below the lowest
     assert record["final_test_acc"] > 0.89
     model = load_model(tmp_path / "w.pt")
-    from data_loader import load_mnist
     from pytorch_nn.train import evaluate
-    _, _, x_test, y_test = load_mnist()
+    _, _, x_test, y_test = mnist
     assert evaluate(model, torch.from_numpy(x_test), torch.from_numpy(y_test))[1] == record["final_test_acc"]
 
 
