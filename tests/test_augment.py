@@ -11,9 +11,6 @@ hundredfold margin and still catch any real difference (a wrong pixel, a half-pi
 different draw) by many orders.
 """
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -21,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from data_loader import load_mnist
+from conftest import run_trainer_main
 from harness.experiment import build_parser
 from harness.metrics_file import load_metrics
 from harness.flags import DEFAULT_RANGES
@@ -32,9 +29,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def digits():
+def digits(mnist):
     """Eight MNIST training digits, float64, B,784."""
-    return load_mnist()[0][:8].astype(np.float64)
+    return mnist[0][:8].astype(np.float64)
 
 
 def random_maps(n, rng, wide=False):
@@ -193,7 +190,7 @@ def test_thickness_zero_leaves_the_image_unchanged(digits):
 # ----------------------------------------------------------------------------- the twins
 
 @pytest.mark.parametrize("thickness", [0.0, 0.5])
-def test_the_twins_augment_alike_batch_after_batch(digits, thickness):
+def test_the_twins_augment_alike_batch_after_batch(mnist, thickness):
     """Augment and TorchAugment with the same ranges and seed, five batches of 64 in a row
     (each call draws afresh from the same generator), float64. Measured here: at most 7e-15
     apart (torch's grid_sample turns each point into its normalised [-1, 1] coordinates and
@@ -201,7 +198,7 @@ def test_the_twins_augment_alike_batch_after_batch(digits, thickness):
     different draw or a half-pixel offset would differ by ~0.1 or more."""
     args = SimpleNamespace(augment={**DEFAULT_RANGES, "thickness": thickness}, seed=4)
     mine, twin = Augment(args), TorchAugment(args)
-    x = load_mnist()[0][:320].astype(np.float64)
+    x = mnist[0][:320].astype(np.float64)
     worst = 0.0
     for batch in np.split(x, 5):
         got, want = mine(batch), twin(torch.from_numpy(batch)).numpy()
@@ -211,31 +208,25 @@ def test_the_twins_augment_alike_batch_after_batch(digits, thickness):
     print(f"thickness {thickness}: max difference {worst:.1e}")
 
 
-ENV = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}  # tests/test_cli.py's: only timings change
-
-
-def start_run(framework, metrics, *flags):
-    """A short float64 run of a trainer as its own process (main in this one would leave its
-    global settings behind: np.seterr, the signal policy, thread counts)."""
+def short_run(framework, metrics, *flags):
+    """A short float64 run of a trainer, its main(argv) in this process (conftest.py), evaluated
+    on the first 500 test images: the tests below read the training losses and the config."""
     device = ["--device", "cpu"] if framework == "pytorch" else []
-    return subprocess.Popen([sys.executable, str(REPO / f"{framework}_nn" / "train.py"), "--dtype", "float64",
-                             "--limit", "1000", "--epochs", "2", "--seed", "0", "--no-progress", "--metrics",
-                             str(metrics), "--weights", str(metrics.with_suffix(".w")), *device, *flags],
-                            env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    done = run_trainer_main(framework, "--dtype", "float64", "--limit", "1000", "--epochs", "2", "--seed", "0",
+                            "--no-progress", "--metrics", metrics, "--weights", metrics.with_suffix(".w"),
+                            *device, *flags, test_images=500)
+    assert done.returncode == 0, done.stderr
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """The twins with --augment --thickness 0.3, and the NumPy trainer without: their records'
-    paths. The three run at once (each on one BLAS thread)."""
+    paths."""
     folder = tmp_path_factory.mktemp("runs")
     paths = {name: folder / f"{name}.json" for name in ("numpy", "pytorch", "plain")}
-    procs = [start_run("numpy", paths["numpy"], "--augment", "--thickness", "0.3"),
-             start_run("pytorch", paths["pytorch"], "--augment", "--thickness", "0.3"),
-             start_run("numpy", paths["plain"])]
-    for proc in procs:
-        _, err = proc.communicate(timeout=300)
-        assert proc.returncode == 0, err
+    short_run("numpy", paths["numpy"], "--augment", "--thickness", "0.3")
+    short_run("pytorch", paths["pytorch"], "--augment", "--thickness", "0.3")
+    short_run("numpy", paths["plain"])
     return paths
 
 
@@ -290,10 +281,9 @@ def test_bad_ranges_are_one_line(framework, flags, message, capsys):
 
 @pytest.mark.parametrize("framework", ["numpy", "pytorch"])
 def test_a_bad_range_on_the_command_line_writes_nothing(tmp_path, framework):
-    """The same as a user meets it: a real process, no traceback, no file."""
-    done = subprocess.run([sys.executable, str(REPO / f"{framework}_nn" / "train.py"), "--augment", "--rotate",
-                           "200", "--metrics", str(tmp_path / "m.json"), "--weights", str(tmp_path / "w")],
-                          capture_output=True, text=True, timeout=120)
+    """The same through the trainer's main(argv), as a user meets it: no traceback, no file."""
+    done = run_trainer_main(framework, "--augment", "--rotate", "200",
+                            "--metrics", tmp_path / "m.json", "--weights", tmp_path / "w")
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert [line for line in done.stderr.splitlines() if "error:" in line] == \
         ["train.py: error: argument --rotate: must be in [0, 180] degrees, got 200"]

@@ -19,6 +19,7 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import run_trainer_main
 from numpy_nn.neural_network import NeuralNetwork
 from pytorch_nn.fast_step import GraphedStep
 from pytorch_nn.model import MLP
@@ -125,9 +126,8 @@ def test_a_step_the_diagnostics_record_runs_eagerly_with_the_eager_gradients():
 def test_graph_mode_needs_cuda_and_says_so(tmp_path):
     if CUDA:
         pytest.skip("this machine has CUDA: --mode graph is allowed here")
-    done = subprocess.run([sys.executable, str(REPO / "pytorch_nn" / "train.py"), "--mode", "graph",
-                           "--metrics", str(tmp_path / "m.json"), "--weights", str(tmp_path / "w.pt")],
-                          capture_output=True, text=True, timeout=120)
+    done = run_trainer_main("pytorch", "--mode", "graph",
+                            "--metrics", tmp_path / "m.json", "--weights", tmp_path / "w.pt")
     assert done.returncode == 2
     assert "Traceback" not in done.stderr
     assert done.stderr.strip().splitlines()[-1].endswith(
@@ -136,9 +136,11 @@ def test_graph_mode_needs_cuda_and_says_so(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_compile_mode_trains_the_same_numbers_in_float64(tmp_path):
     """--mode compile: torch.compile's code for the same model gives the eager run's losses
-    (float64, where only the order of additions can differ: 1e-9 as in the twin tests)."""
+    (float64, where only the order of additions can differ: 1e-9 as in the twin tests).
+    Slow: torch.compile compiles for tens of seconds, in processes of the trainers' own."""
     flags = ["--dtype", "float64", "--limit", "256", "--epochs", "1", "--batch-size", "64",
              "--no-progress", "--device", "cpu"]
     records = {}

@@ -3,7 +3,8 @@ exactly as the project's own function does; while blank it imports, lists its bl
 the trainer refuses it in one line; a broken file is one line naming it; the swap of the
 project's functions is undone however the block ends. (check.py --exercise has its own tests.)
 
-Trainer subprocesses get OPENBLAS_NUM_THREADS=1, as in test_cli.py: only timings change.
+The trainer runs through its main(argv) in this process (conftest.run_trainer_main), on one
+BLAS thread, as in test_cli.py: only timings change.
 """
 import contextlib
 import importlib
@@ -17,7 +18,7 @@ import numpy as np
 import pytest
 
 import exercises
-from data_loader import load_mnist
+from conftest import run_trainer_main
 from exercise_answers import ANSWERS, blank_copy, fill_into
 from checker.exercise import exercise_flags, use_exercise
 from exercises import EXERCISES, MARKER, ExerciseError, blanks, installed, load
@@ -38,11 +39,6 @@ TRAINING = {
     "conv_backward": (["--model", "cnn", "--layers", "plain", "--batch-size", "32", "--dropout", "0.25",
                        "--weight-decay", "1e-3"], 96, 64),
 }
-
-
-@pytest.fixture(scope="module")
-def mnist():
-    return load_mnist()
 
 
 @pytest.fixture(scope="module")
@@ -141,13 +137,12 @@ def test_blank_exercise_imports_and_lists_its_blanks(name):
 
 @pytest.mark.parametrize("name", list(EXERCISES))
 def test_trainer_refuses_a_blank_exercise_in_one_line(tmp_path, name):
-    """The trainer run as a learner runs it: exit 2, one error line naming the file and its
-    blank lines, no traceback, no file written."""
+    """The trainer's main(argv), as a learner runs it: exit 2, one error line naming the file
+    and its blank lines, no traceback, no file written."""
     model = ["--model", EXERCISES[name].model] if EXERCISES[name].model else []
     metrics, weights = tmp_path / "m.json", tmp_path / "w.npz"
-    done = subprocess.run([sys.executable, str(REPO / "numpy_nn" / "train.py"), "--exercise", name, *model,
-                           "--epochs", "1", "--limit", "100", "--metrics", str(metrics), "--weights", str(weights)],
-                          cwd=REPO, env=ENV, capture_output=True, text=True, timeout=120)
+    done = run_trainer_main("numpy", "--exercise", name, *model, "--epochs", "1", "--limit", "100",
+                            "--metrics", metrics, "--weights", weights)
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr, done.stderr
     errors = [line for line in done.stderr.splitlines() if "error:" in line]
@@ -274,15 +269,19 @@ def test_installed_restores_every_target_even_when_the_body_raises(name):
 
 def train_command(folder, tmp_path, *flags):
     """`python numpy_nn/train.py *flags`, with the exercises in folder, as a learner runs it: the
-    module __main__, not numpy_nn.train, so the learner's function must replace __main__'s own
-    names too. A short run, its files in tmp_path."""
-    argv = ["train.py", *flags, "--epochs", "1", "--limit", "256", "--no-progress",
-            "--metrics", str(tmp_path / "m.json"), "--weights", str(tmp_path / "w.npz")]
-    script = (f"import runpy, sys; sys.path.insert(0, {str(REPO)!r}); import exercises; "
-              f"exercises.FOLDER = __import__('pathlib').Path({str(folder)!r}); sys.argv = {argv!r}; "
-              f"runpy.run_path({str(REPO / 'numpy_nn' / 'train.py')!r}, run_name='__main__')")
-    return subprocess.run([sys.executable, "-c", script], cwd=REPO, env=ENV, capture_output=True, text=True,
-                          timeout=300)
+    script run as the module __main__ (runpy, as Python runs a script), not numpy_nn.train's
+    main, so the learner's function must replace __main__'s own names too. In this process
+    (conftest.run_trainer_main), the project's functions put back after it (the hook installs
+    the learner's for the rest of the process). A short run, its files in tmp_path."""
+    import runpy
+
+    def as_a_script(argv):                      # (sys.argv is the script's and argv already)
+        runpy.run_path(str(REPO / "numpy_nn" / "train.py"), run_name="__main__")
+    with restoring(), pytest.MonkeyPatch.context() as patch:
+        patch.setattr(exercises, "FOLDER", Path(folder))
+        return run_trainer_main("numpy", *flags, "--epochs", "1", "--limit", "256", "--no-progress",
+                                "--metrics", tmp_path / "m.json", "--weights", tmp_path / "w.npz",
+                                main=as_a_script)
 
 
 def written(tmp_path):
@@ -415,9 +414,8 @@ def test_the_twins_and_the_harness_import_no_tool():
     assert done.returncode == 0, done.stderr
     imported = eval(done.stdout)
     assert not [m for m in imported if m.split(".")[0] in ("exercises", "checker")], imported
-    shown = subprocess.run([sys.executable, str(REPO / "numpy_nn" / "train.py"), "--help"], cwd=REPO, env=ENV,
-                           capture_output=True, text=True, timeout=120)
-    assert "--exercise {" + ",".join(EXERCISES) + "}" in shown.stdout, shown.stdout
+    shown = run_trainer_main("numpy", "--help")                  # (a process of its own above)
+    assert shown.returncode == 0 and "--exercise {" + ",".join(EXERCISES) + "}" in shown.stdout, shown.stdout
 
 
 def test_an_exercise_run_keeps_the_projects_default_run():

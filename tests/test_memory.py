@@ -4,24 +4,19 @@ refusal of a run that cannot fit, and an allocation failure during training as o
 A NumPy CNN step at --batch-size 60000 once grew past 18 GB with no word, to be killed
 silently on a smaller machine or end in a traceback under a memory limit.
 """
-import os
-import subprocess
-import sys
 import tracemalloc
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import loss_and_gradients
+from conftest import loss_and_gradients, run_trainer_main
 from harness import memory
 from harness.experiment import build_parser
 from numpy_nn.cnn import CNN
 from numpy_nn.fast_cnn import FastCNN
 from numpy_nn.neural_network import NeuralNetwork
 
-REPO = Path(__file__).resolve().parents[1]
-ENV_THREADS = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
 
 
 def measured_step_peak(net, x, y, batch):
@@ -94,40 +89,37 @@ def test_the_trainers_refuse_a_step_this_machine_cannot_hold(tmp_path, framework
     if memory.available_bytes()[0] is None or memory.available_bytes()[0] >= need:
         pytest.skip("this machine could hold it: the refusal cannot be seen here")
     extra = ["--device", "cpu"] if framework == "pytorch" else []
-    done = subprocess.run([sys.executable, str(REPO / f"{framework}_nn" / "train.py"), *extra,
-                           "--model", "cnn", "--dtype", "float64", "--batch-size", "60000",
-                           "--epochs", "1", "--no-progress", "--metrics", str(tmp_path / "m.json"),
-                           "--weights", str(tmp_path / "w")],
-                          cwd=REPO, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, **ENV_THREADS})
+    done = run_trainer_main(framework, *extra, "--model", "cnn", "--dtype", "float64", "--batch-size", "60000",
+                            "--epochs", "1", "--no-progress", "--metrics", tmp_path / "m.json",
+                            "--weights", tmp_path / "w")
     assert done.returncode == 1, done.stderr
     assert "Traceback" not in done.stderr
     assert done.stderr.startswith("error: a cnn step of 60000 samples in float64 needs about 70.5 GiB")
     assert list(tmp_path.iterdir()) == []
 
 
-FAILING_STEP = {
-    "numpy": "import numpy_nn.neural_network as n\n"
-             "def backward(*args, **kwargs): raise MemoryError()\n"
-             "n.NeuralNetwork.backward = backward\n",
-    "pytorch": "import torch\n"
-               "def step(*args, **kwargs): raise RuntimeError(\"[enforce fail at alloc_cpu.cpp:127] \"\n"
-               "    \"DefaultCPUAllocator: can't allocate memory: you tried to allocate 1000 bytes\")\n"
-               "torch.Tensor.backward = step\n",
-}
+def out_of_numpy_memory(*args, **kwargs):
+    raise MemoryError()
+
+
+def out_of_torch_memory(*args, **kwargs):
+    raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] "
+                       "DefaultCPUAllocator: can't allocate memory: you tried to allocate 1000 bytes")
 
 
 @pytest.mark.parametrize("framework", ["numpy", "pytorch"])
-def test_running_out_of_memory_while_training_is_one_line(tmp_path, framework):
+def test_running_out_of_memory_while_training_is_one_line(tmp_path, framework, monkeypatch):
     """An allocation that fails in a training step (NumPy: MemoryError; torch on the CPU: a
     RuntimeError from its allocator) ends in one line and exit 1, nothing written."""
-    extra = ', "--device", "cpu"' if framework == "pytorch" else ""
-    script = (f"import sys\nsys.path.insert(0, {str(REPO)!r})\n{FAILING_STEP[framework]}"
-              f"from {framework}_nn.train import main\n"
-              f"main(['--limit', '500', '--epochs', '1', '--no-progress'{extra}, '--metrics', "
-              f"{str(tmp_path / 'm.json')!r}, '--weights', {str(tmp_path / 'w')!r}])\n")
-    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True,
-                          timeout=300, env={**os.environ, **ENV_THREADS})
+    if framework == "numpy":
+        monkeypatch.setattr(NeuralNetwork, "backward", out_of_numpy_memory)
+        extra = []
+    else:
+        import torch
+        monkeypatch.setattr(torch.Tensor, "backward", out_of_torch_memory)
+        extra = ["--device", "cpu"]
+    done = run_trainer_main(framework, "--limit", "500", "--epochs", "1", "--no-progress", *extra,
+                            "--metrics", tmp_path / "m.json", "--weights", tmp_path / "w")
     assert done.returncode == 1, done.stderr
     assert "Traceback" not in done.stderr, done.stderr
     assert done.stderr.strip() == ("error: out of memory while training the mlp with batches of 128 "
