@@ -1,14 +1,12 @@
 """benchmark.py's arithmetic (flops.py) and its output files (report/throughput.py); its
 timings are reported, never asserted."""
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import loss_and_gradients
+from conftest import loss_and_gradients, run_in_process
 from perf import benchmark
 from perf import flops
 from numpy_nn.neural_network import NeuralNetwork
@@ -150,6 +148,7 @@ def test_the_gathers_floor_reads_each_pixels_four_neighbours():
     assert "with nothing computed, took 28% of the step" in text
 
 
+@pytest.mark.slow  # the benchmark once per thread count (the quick run has it once: above)
 def test_thread_sweep_measures_each_count_and_reads_the_data_dir(tmp_path, monkeypatch):
     """--threads 1 2: a row per batch size and count, each recording the counts it ran with,
     a threads column in the table, the libraries' own counts back afterwards. --data-dir
@@ -164,6 +163,7 @@ def test_thread_sweep_measures_each_count_and_reads_the_data_dir(tmp_path, monke
         asked.append(kwargs)
         return real_load(**kwargs)
     monkeypatch.setattr(benchmark, "load_mnist", load_mnist)
+    monkeypatch.setattr(benchmark, "QUIET_S", 0)  # no pauses: only the timings change, never asserted
     own = benchmark.use_threads(None)
     out = tmp_path / "out"
     benchmark.main(["--batch-sizes", "64", "--threads", "1", "2", "--samples", "128", "--repeats", "1",
@@ -275,10 +275,9 @@ def test_short_cnn_benchmark_writes_consistent_files(tmp_path, monkeypatch):
 
 def test_a_batch_larger_than_the_training_set_is_refused_in_one_line():
     """There is no full batch of 100,000 among 60,000 samples: the run used to look for one
-    forever. Now it stops at once, as argparse stops a bad flag. (The timeout only keeps the
-    old endless loop from hanging the suite: 120 s is far above the few seconds of loading.)"""
-    out = subprocess.run([sys.executable, "perf/benchmark.py", "--batch-sizes", "64", "100000"], cwd=ROOT,
-                         capture_output=True, text=True, timeout=120)
+    forever. Now it stops at once, as argparse stops a bad flag (benchmark.py's main(argv), in
+    this process)."""
+    out = run_in_process(benchmark.main, ROOT / "perf" / "benchmark.py", ["--batch-sizes", "64", "100000"])
     assert out.returncode == 2
     assert out.stderr.splitlines()[-1] == ("benchmark.py: error: batch size 100000 is larger than "
                                            "the 60,000 training samples")

@@ -10,11 +10,10 @@ import math
 
 import numpy as np
 import pytest
-from conftest import planted
+from conftest import planted, run_in_process
 
 from checker import network
 from checker.network import check_all, gradients
-from data_loader import load_mnist
 from numpy_nn import utils
 from numpy_nn.cnn import CNN
 from numpy_nn.neural_network import NeuralNetwork
@@ -23,8 +22,8 @@ B = 32
 
 
 @pytest.fixture(scope="module")
-def batch():
-    x_train, y_train, _, _ = load_mnist()
+def batch(mnist):
+    x_train, y_train, _, _ = mnist
     return x_train[:B].astype(np.float64), y_train[:B]
 
 
@@ -313,6 +312,7 @@ def check_command(folder, *flags):
     return [sys.executable, "-c", script]
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_a_check_is_one_line_and_130(tmp_path):
     """Ctrl-C while the learner's function loops: one line, exit status 130 (no traceback
     through checker/trace.py). SIGINT is reset in the child: a background job inherits it ignored."""
@@ -333,19 +333,21 @@ def test_ctrl_c_during_a_check_is_one_line_and_130(tmp_path):
 
 
 def test_check_py_exits_0_when_everything_holds_and_1_on_a_blank_exercise():
+    """check.py as a learner runs it (a process of its own), then on a blank exercise from
+    another folder (its main(argv), in this process)."""
+    import check
     ok = subprocess.run([sys.executable, "check.py", "--activation", "tanh"], cwd=REPO,
                         capture_output=True, text=True, timeout=300)
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert ok.stdout.rstrip().endswith("Everything holds.") and "  dz1 " in ok.stdout
-    blank = subprocess.run([sys.executable, str(REPO / "check.py"), "--exercise", "mlp_backward"],
-                           cwd=REPO / "numpy_nn", capture_output=True, text=True, timeout=300)
+    blank = run_in_process(check.main, REPO / "check.py", ["--exercise", "mlp_backward"], cwd=REPO / "numpy_nn")
     assert blank.returncode == 1 and "Traceback" not in blank.stdout + blank.stderr
     assert "exercises/mlp_backward.py line" in blank.stdout
 
 
 def test_check_py_refuses_bad_flags_in_one_line():
-    bad = subprocess.run([sys.executable, "check.py", "--hidden", "0"], cwd=REPO,
-                         capture_output=True, text=True, timeout=300)
+    import check
+    bad = run_in_process(check.main, REPO / "check.py", ["--hidden", "0"])
     assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith("check.py: error: argument --hidden")
 
 

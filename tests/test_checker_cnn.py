@@ -19,7 +19,6 @@ import numpy_nn.cnn
 import numpy_nn.train
 from checker import network
 from checker.exercise import check_exercise, first_problem
-from data_loader import load_mnist
 from exercise_answers import edited
 from numpy_nn import layers, utils
 from numpy_nn.cnn import CNN
@@ -31,8 +30,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def batch():
-    x_train, y_train, _, _ = load_mnist()
+def batch(mnist):
+    x_train, y_train, _, _ = mnist
     return x_train[:B].astype(np.float64), y_train[:B].copy()
 
 

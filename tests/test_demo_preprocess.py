@@ -11,17 +11,17 @@ import pytest
 from PIL import Image
 
 import predict
-from data_loader import load_mnist
 from demo.models import find_models
 from mnist_style import NoInk, centre_of_mass, fit_box, ink_from_grey, mnist_style, place_by_mass
+from conftest import run_in_process
 from demo_helpers import NAMES, REFERENCE_RUNS, REPO, on_canvas
 
 DIGITS = 100  # MNIST test images 0-99; none of them is one of the three whose ink box is 19, not 20
 
 
 @pytest.fixture(scope="module")
-def mnist_test():
-    _, _, x_test, y_test = load_mnist()
+def mnist_test(mnist):
+    _, _, x_test, y_test = mnist
     return x_test[:DIGITS].reshape(-1, 28, 28), y_test[:DIGITS]
 
 
@@ -260,8 +260,7 @@ def test_predict_refuses_a_fifo_instead_of_waiting_on_it(mnist_test, tmp_path):
     good = save_picture(tmp_path / "good.png", mnist_test[0][0], False, np.random.default_rng(0))
     fifo = tmp_path / "fifo.png"
     os.mkfifo(fifo)
-    done = subprocess.run([sys.executable, str(REPO / "predict.py"), str(fifo), str(good),
-                           "--runs", str(REFERENCE_RUNS[0])], capture_output=True, text=True, timeout=120)
+    done = run_in_process(predict.main, REPO / "predict.py", [fifo, good, "--runs", REFERENCE_RUNS[0]], timeout=120)
     assert done.returncode == 1
     assert done.stderr.splitlines() == [
         f"error: {fifo}: cannot read it as a picture (not a regular file but a FIFO, device or socket)"]

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 import numpy as np
 import pytest
 
-from data_loader import load_mnist
+from conftest import run_in_process
 from demo.models import Model, find_models
 from mnist_style import mnist_style
 from demo.server import MAX_BODY, PAGE, DemoHandler, DemoServer
@@ -39,9 +39,9 @@ def server(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def digit():
+def digit(mnist):
     """MNIST test digit 0 (a 7) drawn 9.5 times larger on a 280x280 canvas, and its label."""
-    _, _, x_test, y_test = load_mnist()
+    _, _, x_test, y_test = mnist
     return on_canvas(x_test[0].reshape(28, 28), 9.5, np.random.default_rng(0)), int(y_test[0])
 
 
@@ -243,9 +243,8 @@ def test_without_models_it_serves_how_to_train_and_stops_cleanly(tmp_path, signu
 
 
 def run_demo(*flags):
-    """demo.py run to its end (an error before serving)."""
-    return subprocess.run([sys.executable, str(REPO / "demo.py"), *map(str, flags)],
-                          capture_output=True, text=True, timeout=120)
+    """demo.py run to its end (an error before serving), its main(argv) in this process."""
+    return run_in_process(demo_command().main, REPO / "demo.py", flags, timeout=120)
 
 
 def test_a_port_in_use_is_one_line(tmp_path):

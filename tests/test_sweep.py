@@ -1,6 +1,9 @@
 """sweep.py: the range test's schedule in both trainers, the suggestion rule, the marks on the
 heatmap and the table, and the grid's bookkeeping (a rerun skips finished cells; Ctrl-C keeps
-them). Trainer subprocesses get one BLAS thread, as in test_cli.py: only timings change."""
+them). sweep.py and the trainers run through their main(argv) in this process (conftest.py),
+except where a process of their own is the point: a sweep from another folder, and Ctrl-C
+(slow). The cells a sweep starts are always processes. Trainers get one BLAS thread, as in
+test_cli.py: only timings change."""
 import hashlib
 import json
 import math
@@ -19,6 +22,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 import sweep  # noqa: E402
+from conftest import run_in_process, run_trainer_main  # noqa: E402
 from harness import threads  # noqa: E402
 from harness.flags import build_parser  # noqa: E402
 from numpy_nn.utils import SGD, ExponentialSchedule, exponential_factor  # noqa: E402
@@ -75,9 +79,8 @@ def test_both_trainers_run_the_exponential_schedule(tmp_path):
         extra = ["--schedule", "exponential", "--lr-end", "3"] if schedule == "exponential" else ["--schedule", "constant"]
         extra += ["--device", "cpu"] if framework == "pytorch" else []
         metrics = tmp_path / f"{framework}_{schedule}.json"
-        done = subprocess.run([sys.executable, str(REPO / f"{framework}_nn" / "train.py"), *flags, *extra,
-                               "--metrics", str(metrics), "--weights", str(tmp_path / f"{framework}_{schedule}.w")],
-                              env=ENV, capture_output=True, text=True, timeout=300)
+        done = run_trainer_main(framework, *flags, *extra, "--metrics", metrics,
+                                "--weights", tmp_path / f"{framework}_{schedule}.w")
         assert done.returncode == 0, done.stderr
         epoch = json.loads(metrics.read_text())["epochs"][0]
         losses[framework, schedule] = np.array([epoch["train_loss"], epoch["test_loss"]])
@@ -246,9 +249,22 @@ def ctrl_c_as_usual():
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+def sweep_flags(out_dir, *flags):
+    return ["--optimizer", "sgd", "--batch-size", "64", "--limit", "500", "--jobs", "1", "--no-progress",
+            "--out-dir", str(out_dir), *flags]
+
+
 def sweep_command(out_dir, *flags):
-    return [sys.executable, str(REPO / "sweep.py"), "--optimizer", "sgd", "--batch-size", "64",
-            "--limit", "500", "--jobs", "1", "--no-progress", "--out-dir", str(out_dir), *flags]
+    return [sys.executable, str(REPO / "sweep.py"), *sweep_flags(out_dir, *flags)]
+
+
+def run_sweep(out_dir, *flags, cwd=REPO):
+    """sweep.py's main(argv) in this process, from cwd (its cells are processes, with ENV's one
+    BLAS thread): its exit status, stdout and stderr."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
+            patch.setenv(name, ENV[name])
+        return run_in_process(sweep.main, REPO / "sweep.py", sweep_flags(out_dir, *flags), cwd)
 
 
 def digest(path):
@@ -259,6 +275,7 @@ def status(path):
     return json.loads(path.read_text())["status"] if path.exists() else None
 
 
+@pytest.mark.slow
 def test_ctrl_c_keeps_finished_cells_and_a_rerun_skips_them(tmp_path):
     """Ctrl-C after the first cell: the sweep stops the running cell, exits 130 and keeps the
     finished one; the same command again runs only the two others, and leaves the first as it was."""
@@ -292,6 +309,7 @@ SHARES = ("import json, torch; from harness import threads; "
           "print(json.dumps([threads.share_cores('numpy'), threads.share_cores('pytorch')]))")
 
 
+@pytest.mark.slow  # a fresh interpreter that imports torch
 def test_cells_side_by_side_are_given_their_share_of_the_cores(tmp_path, monkeypatch):
     """A cell started with another beside it gets each library's thread variable set to its share
     (harness/threads.py's for_children), so its NumPy and PyTorch use that many threads from
@@ -312,13 +330,11 @@ def test_cells_side_by_side_are_given_their_share_of_the_cores(tmp_path, monkeyp
 def test_a_folder_with_other_settings_is_refused(tmp_path):
     """A cell's file from a sweep with other flags is neither skipped nor written over."""
     out = tmp_path / "sweep"
-    done = subprocess.run(sweep_command(out, "--lr", "0.1", "--epochs", "1"), cwd=REPO, env=ENV,
-                          capture_output=True, text=True, timeout=300)
+    done = run_sweep(out, "--lr", "0.1", "--epochs", "1")
     assert done.returncode == 0, done.stderr
     cell = out / "sgd_lr0.1_bs64_metrics.json"
     kept = digest(cell)
-    again = subprocess.run(sweep_command(out, "--lr", "0.1", "--epochs", "2"), cwd=REPO, env=ENV,
-                           capture_output=True, text=True, timeout=300)
+    again = run_sweep(out, "--lr", "0.1", "--epochs", "2")
     assert again.returncode == 1
     assert "Traceback" not in again.stderr
     assert again.stderr.strip().splitlines() == [
@@ -404,14 +420,12 @@ def test_a_second_sweep_into_the_same_folder_is_refused(tmp_path):
     out.mkdir()
     with sweep.alone_in(out):
         for mode in (["--lr", "0.1", "--epochs", "1"], ["--lr-range", "1e-3", "1", "--range-steps", "5"]):
-            done = subprocess.run(sweep_command(out, *mode), cwd=REPO, env=ENV, capture_output=True, text=True,
-                                  timeout=120)
+            done = run_sweep(out, *mode)
             assert done.returncode == 1, done.stderr
             assert done.stderr.splitlines() == [f"error: another sweep (pid {os.getpid()}) is running in {out}: "
                                                 f"wait for it to end, or give another --out-dir"]
             assert sorted(p.name for p in out.iterdir()) == [".sweep.lock"]
-    done = subprocess.run(sweep_command(out, "--lr", "0.1", "--epochs", "1", "--limit", "128"), cwd=REPO, env=ENV,
-                          capture_output=True, text=True, timeout=300)
+    done = run_sweep(out, "--lr", "0.1", "--epochs", "1", "--limit", "128")
     assert done.returncode == 0, done.stderr     # the lock is free once its holder lets go
 
 
@@ -473,7 +487,7 @@ def test_a_folder_that_cannot_be_written_is_one_line(where, mode, tmp_path):
     a_file = tmp_path / "notes.txt"
     a_file.write_text("mine")
     out = {"/proc/x": Path("/proc/x"), "a file": a_file, "below a file": a_file / "sweep"}[where]
-    done = subprocess.run(sweep_command(out, *mode), cwd=REPO, env=ENV, capture_output=True, text=True, timeout=120)
+    done = run_sweep(out, *mode)
     assert done.returncode == 1
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: cannot write in the folder {out} ("), done.stderr
