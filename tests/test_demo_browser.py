@@ -27,6 +27,11 @@ from demo_helpers import JSON, NAMES, REFERENCE_RUNS, start_demo, stop_demo
 from numpy_nn.diagnostics import PROBE_IMAGES
 from numpy_nn.utils import cosine_lr
 
+# Slow, as every test that starts a browser: they run with -m slow, and whenever a screenshot is
+# asked for (the commands above, which name this file and no marker)
+SCREENSHOT_ASKED = bool(os.environ.get("DEMO_SCREENSHOT") or os.environ.get("TRAIN_SCREENSHOT"))
+pytestmark = [] if SCREENSHOT_ASKED else [pytest.mark.slow]
+
 CHROMIUM = Path("/usr/bin/chromium")
 # What Chromium needs here: no sandbox as root, no GPU, and none of its own network traffic
 # (updates, sync, field trials), which a closed network refuses. Playwright adds a fresh

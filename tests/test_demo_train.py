@@ -208,6 +208,7 @@ def test_what_the_page_does_not_set_is_refused(server, case):
     assert status == 400 and json.loads(answer)["error"].startswith(expected)
 
 
+@pytest.mark.slow  # a real server that starts real trainers
 def test_a_switch_takes_true_and_false(own_server):
     """--augment, a flag with no value: true in the body is the flag given (the record's
     augment ranges set), false the flag left out (null: no augmentation). Before, false went
@@ -572,6 +573,7 @@ def until(server, done, seconds=120):
         time.sleep(0.1)
 
 
+@pytest.mark.slow  # a real server that starts real trainers
 def test_both_twins_train_change_rate_together_and_stop(server):
     """Both twins in float64: the rate changed at one step in both (the server holds both at a
     step boundary first), stopped after two epochs each, both records interrupted with their
@@ -624,6 +626,7 @@ def test_both_twins_train_change_rate_together_and_stop(server):
     assert not (server[2] / "none").exists()
 
 
+@pytest.mark.slow  # a real server that starts real trainers
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_ctrl_c_on_the_server_stops_and_saves_the_runs(tmp_path, signum):
     """A run still training when the server gets Ctrl-C, or kill's SIGTERM (which does what
@@ -669,6 +672,7 @@ def alive(pid):
 ORPHANED = 10
 
 
+@pytest.mark.slow  # a real server that starts real trainers
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads the processes' parents from /proc (Linux)")
 def test_killing_the_server_stops_its_trainers(tmp_path):
     """kill -9 on demo.py, which can neither stop nor save anything: both twins (each in a
@@ -731,6 +735,7 @@ def feed(run, kind):
     return [item for item in items if item["kind"] == kind]
 
 
+@pytest.mark.slow  # a real server that starts real trainers
 def test_steps_per_second_is_the_trainers_own_rate(own_server):
     """GET /api/train polled twice a second, as the page does (two or three ticks come in each
     read): each steps_per_second is steps over seconds between the first and last of the last
@@ -773,6 +778,7 @@ def test_started_together_is_one_unless_a_whole_number_says_more(monkeypatch, te
     assert started_together() == 2
 
 
+@pytest.mark.slow  # a real server that starts real trainers
 def test_twins_started_together_take_their_first_steps_together(own_server):
     """"both": each twin gets ready (imports, data, model built), says so and waits, and the
     server releases both once both are ready. The "start" items of their feeds (each written

@@ -123,6 +123,7 @@ two_cores = pytest.mark.skipif(threads.usable_cores() < 2,
                                reason="the libraries cap a count from the environment at the cores")
 
 
+@pytest.mark.slow  # a busy loop beside this process for a second
 @two_cores
 def test_a_process_holding_a_core_leaves_one_fewer(busy_neighbour, monkeypatch):
     """Measured, not scripted: with a busy loop beside it (and whatever else runs on this
@@ -158,6 +159,7 @@ def test_numpy_takes_at_most_every_core_and_does_not_import_torch():
     assert not torch_loaded  # the from-scratch side must not need torch
 
 
+@pytest.mark.slow  # a fresh interpreter beside a busy loop, for a second
 @needs_openblas
 @two_cores
 def test_numpy_beside_a_busy_process_leaves_it_its_core(busy_neighbour):
@@ -165,6 +167,7 @@ def test_numpy_beside_a_busy_process_leaves_it_its_core(busy_neighbour):
     assert 1 <= used <= threads.usable_cores() - 1
 
 
+@pytest.mark.slow  # a fresh interpreter beside a busy loop, for a second
 @needs_openblas
 @two_cores
 @pytest.mark.parametrize("variable", ["OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"])
@@ -174,6 +177,7 @@ def test_a_thread_count_in_the_environment_wins_for_numpy(busy_neighbour, variab
     assert (before, used) == (2, 2)
 
 
+@pytest.mark.slow  # two fresh interpreters that import torch, beside a busy loop
 @two_cores
 def test_pytorch_shares_and_a_thread_count_in_the_environment_wins(busy_neighbour):
     pytest.importorskip("torch")
@@ -200,6 +204,7 @@ CHILD = ("import json; from harness import threads; import torch; "
          "print(json.dumps([threads.share_cores('numpy'), threads.share_cores('pytorch')]))")
 
 
+@pytest.mark.slow  # a fresh interpreter that imports torch
 @needs_openblas
 def test_a_child_given_its_share_keeps_it_from_its_first_look(monkeypatch):
     """Each of two children gets fair_share(2) in both libraries, without looking at the machine."""
