@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from checker.network import central_difference
 from conftest import activation_error, affine_error, loss_and_gradients
-from data_loader import batches, load_mnist
+from data_loader import batches
 from numpy_nn.cnn import CNN, IMAGE_SHAPE, PARAM_SHAPES, is_cnn_file, saved_model_kind
 from numpy_nn.fast_cnn import FastCNN
 from numpy_nn.layers import conv2d_forward, maxpool2d_forward
@@ -26,11 +26,6 @@ from numpy_nn.utils import OPTIMIZERS, cross_entropy, relu
 from pytorch_nn.cnn import CNN as TorchCNN
 from pytorch_nn.cnn import load_model
 from pytorch_nn.numpy_weights import load_numpy_params, numpy_params
-
-
-@pytest.fixture(scope="module")
-def mnist():
-    return load_mnist()
 
 
 def rel_diff(a, b):
@@ -307,10 +302,12 @@ def test_training_with_plain_and_fast_layers_gives_the_same_weights(mnist):
 
 def test_weights_cross_load_with_identical_predictions(mnist, tmp_path):
     """NumPy CNN weights run in the torch model, and torch weights in the NumPy CNN, give
-    the same predictions on 1,000 real test images, through the files each side writes.
+    the same predictions on 200 real test images, through the files each side writes.
     float64: logits within 1e-10 of their scale, so no prediction can flip unless two
-    logits tie to 1e-10 (checked: the smallest top-two margin is printed)."""
-    x, y = mnist[2][:1000].astype(np.float64), mnist[3][:1000]
+    logits tie to 1e-10 (checked: the smallest top-two margin is printed). (200 images, not
+    1,000: a weight put in the wrong place changes the logits of any image, and the plain
+    CNN's float64 forward pass, run twice here, took 15 s for 1,000 on a busy 2-core machine.)"""
+    x, y = mnist[2][:200].astype(np.float64), mnist[3][:200]
     net, model = random_twins(np.float64, seed=3)
     net.save(tmp_path / "cnn.npz")
     torch.save(model.state_dict(), tmp_path / "cnn.pt")
@@ -391,7 +388,10 @@ def test_save_load_and_telling_the_files_apart(tmp_path):
 # on the first 2,000 test images): seeds 0-4 gave 92.2%, 92.2%, 93.3%, 90.9%, 92.3%, in
 # about 1 s each. The floor, 85%, sits well below every seed (and leaves room for other
 # BLAS kernels rounding differently); a broken layer (wrong gradient, wrong flatten) stays
-# near chance or far below 85%.
+# near chance or far below 85%. Slow: the plain CNN's epoch took 16 s on a busy 2-core machine;
+# the quick run proves its gradients (against torch and finite differences) and that the
+# trainer's steps move its weights as the fast layers' do.
+@pytest.mark.slow
 def test_short_training_run_learns(mnist):
     x_train, y_train, x_test, y_test = mnist
     x_train, y_train, x_test, y_test = x_train[:5000], y_train[:5000], x_test[:2000], y_test[:2000]

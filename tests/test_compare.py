@@ -157,10 +157,11 @@ def test_a_run_with_diagnostics_gets_its_learning_picture(tmp_path, capsys, mode
     plt.close(figure)
 
 
-def test_no_run_overwrites_the_default_runs_pictures(tmp_path, capsys):
+def test_no_run_overwrites_the_default_runs_pictures(tmp_path, capsys, pictures_not_drawn):
     """Every picture carries its run's name, the stem of its metrics file: compare.py --runs
     with other runs, even a kept copy named numpy_metrics.json, writes beside the default
-    runs' pictures, never over them."""
+    runs' pictures, never over them. (The pictures are made but not drawn: each file's bytes
+    name its figure and when it was made, so a file written again would change.)"""
     out = tmp_path / "results"
     out.mkdir()
     defaults = []
@@ -188,11 +189,12 @@ def test_no_run_overwrites_the_default_runs_pictures(tmp_path, capsys):
     assert {name: (out / name).read_bytes() for name in first} == first   # untouched
 
 
-def test_no_runs_overwrite_another_comparison(tmp_path, monkeypatch, capsys):
+def test_no_runs_overwrite_another_comparison(tmp_path, monkeypatch, capsys, pictures_not_drawn):
     """compare.py --runs in the default results/ folder wrote its table and curves over the
     default pair's comparison.md and comparison.png, and two comparisons of other runs into one
     --out-dir wrote over each other's. Only the default pair (the runs named numpy and pytorch)
-    writes comparison.*; other runs' carry their keys (comparison_<key>_vs_<key>) in any folder."""
+    writes comparison.*; other runs' carry their keys (comparison_<key>_vs_<key>) in any folder.
+    (The pictures are made but not drawn, as in the test above.)"""
     results = tmp_path / "results"
     results.mkdir()
     monkeypatch.setattr(compare, "RESULTS_DIR", results)   # the defaults of --runs and --out-dir
@@ -480,7 +482,7 @@ def test_a_changed_setting_is_named_and_only_hardware_is_warned_about(part, key,
         assert warnings == [] and [name for name, _ in differing] == [setting], (warnings, differing)
 
 
-def test_an_experiment_is_framed_as_one(tmp_path, capsys):
+def test_an_experiment_is_framed_as_one(tmp_path, capsys, pictures_not_drawn):
     """ReLU against sigmoid: the report's first line names the change and what it did to
     learning (final test accuracy and loss, each layer's median gradient RMS), no "not a
     like-for-like" warning; the speed sentence is not qualified (the work is the same). A
@@ -507,7 +509,7 @@ def test_an_experiment_is_framed_as_one(tmp_path, capsys):
             "this measures the settings as much as the implementations.") in text, text
 
 
-def test_unfair_warning_printed_and_written_only_when_hardware_differs(tmp_path, capsys):
+def test_unfair_warning_printed_and_written_only_when_hardware_differs(tmp_path, capsys, pictures_not_drawn):
     out = tmp_path / "out"
     run_main("--runs", *twin_files(tmp_path), "--out-dir", out, "--no-inside")
     assert "warning:" not in capsys.readouterr().out
@@ -651,7 +653,7 @@ def test_bad_weights_are_one_error_line(tmp_path):
 
 # ----------------------------------------------------------------------------- a run's own weights
 
-def test_a_kept_run_uses_the_weights_beside_its_metrics(tmp_path, capsys):
+def test_a_kept_run_uses_the_weights_beside_its_metrics(tmp_path, capsys, pictures_not_drawn):
     """The issue's case: keep a run (metrics and weights) in another folder, train again with
     the default paths, compare the kept run. Its metrics record the default path, which now
     holds the new run's weights; the kept copy is the one whose SHA-256 the record names."""
@@ -753,7 +755,7 @@ def test_rounding_ties_are_the_only_slack():
         report_runs.check_accuracy(run, report_runs.Evaluation(logits.astype(np.float64), 5, FAN_INS, {}), y)
 
 
-def test_data_dir_reaches_the_test_set_loader(tmp_path, monkeypatch):
+def test_data_dir_reaches_the_test_set_loader(tmp_path, monkeypatch, pictures_not_drawn):
     metrics, test_set = saved_run(tmp_path), mnist_test_set()
     asked = []
 
@@ -819,10 +821,12 @@ def test_every_run_diverged_is_one_error_line(tmp_path):
 
 # ----------------------------------------------------------------------------- as a program
 
+@pytest.mark.slow
 def test_stdout_closed_early_still_writes_every_file(tmp_path):
     """`python compare.py | head -1` when head has gone before compare.py prints: without care
     the first print raises BrokenPipeError, a traceback, exit 1, and no picture is written.
-    The reader here closes the pipe at once, so that the pipe is surely closed when it prints."""
+    The reader here closes the pipe at once, so that the pipe is surely closed when it prints.
+    Slow: a process of its own measures the robustness sets in full (10,000 digits each)."""
     runs = [saved_run(tmp_path), write(tmp_path, "pytorch_metrics.json", make_record("pytorch"))]
     out = tmp_path / "out"
     proc = subprocess.Popen([sys.executable, str(REPO / "compare.py"), "--runs", *map(str, runs),

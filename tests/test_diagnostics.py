@@ -16,7 +16,6 @@ import torch
 
 from conftest import loss_and_gradients
 from harness import experiment
-from data_loader import load_mnist
 from harness.metrics_file import DIAGNOSTICS_PER_LAYER, MetricsError, load_metrics
 from numpy_nn import diagnostics as numpy_diagnostics
 from numpy_nn import train as numpy_train
@@ -29,11 +28,6 @@ from pytorch_nn.numpy_weights import load_numpy_params
 
 FIGURES = {"numpy": (numpy_diagnostics, np.array),
            "pytorch": (torch_diagnostics, lambda a: torch.tensor(a, dtype=torch.float64))}
-
-
-@pytest.fixture(scope="module")
-def mnist():
-    return load_mnist()
 
 
 @pytest.fixture

@@ -4,8 +4,11 @@ first-layer filters and the feature maps of one test digit, checked against the 
 and against PyTorch's own convolution.
 
 The CNN runs are untrained networks saved as the trainers save them (experiment.finish),
-with their real test accuracy in the record, built and compared once for the module: a
-CNN's pass over the 10,000 test images takes seconds on a small CPU.
+with their real test accuracy in the record, built and compared once for the module. Here the
+test set is MNIST's first TEST_IMAGES test images (first_test_images, below): compare.py
+evaluates a NumPy CNN run with the plain layers (report/runs.py), and a pass over all 10,000
+took ~15 s on a busy 2-core machine, twice per run. The names, the check of the weights
+against the record and the pictures come out of any test set the same way.
 """
 import contextlib
 import io
@@ -17,7 +20,9 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import HARDWARE, SIZES, assert_png, error_of, make_record, mnist_test_set, run_main, run_result, saved_run, write
+import compare
+from conftest import (HARDWARE, SIZES, assert_png, error_of, make_record, mnist_test_set, pictures_not_drawn_in,
+                      run_main, run_result, saved_run, write)
 from report import runs as report_runs
 from harness.experiment import build_parser, finish
 from harness.metrics_file import Run, file_sha256
@@ -30,6 +35,22 @@ from report import curves, inside, table
 from report.run import name_runs
 
 MLP_NAME, CNN_NAME = "MLP 784-128-64-10", "CNN 32-64 conv"
+TEST_IMAGES = 1000
+
+
+@pytest.fixture(autouse=True, scope="module")
+def first_test_images():
+    """The test set compare.py and the runs saved here are evaluated on: the first TEST_IMAGES
+    of MNIST's test images (see the module's docstring)."""
+    real = report_runs.load_test_set
+
+    def first(dataset, *data_dir):
+        x_test, y_test = real(dataset, *data_dir)
+        return x_test[:TEST_IMAGES], y_test[:TEST_IMAGES]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(report_runs, "load_test_set", first)   # what saved_run and compare's checks read
+        patch.setattr(compare, "load_test_set", first)       # what compare draws the pictures from
+        yield
 
 
 def cnn_record(framework="numpy", **changes):
@@ -74,7 +95,9 @@ def saved_cnn_run(folder, framework):
 
 @pytest.fixture(scope="module")
 def compared(tmp_path_factory):
-    """A NumPy MLP, a NumPy CNN and a PyTorch CNN run, compared once with every picture.
+    """A NumPy MLP, a NumPy CNN and a PyTorch CNN run, compared once with every picture; the
+    pictures only a CNN gets (its filters and feature maps) drawn, the others made but not
+    drawn (conftest.pictures_not_drawn_in: test_compare.py draws those kinds).
     Returns the folder, the metrics files, the output folder, what compare printed, and what
     the CNN pictures were drawn from: {run key: (the arguments, the figure)} for
     plot_filters and plot_feature_maps, and {run key: Evaluation}."""
@@ -96,9 +119,13 @@ def compared(tmp_path_factory):
         drawn["evaluations"].setdefault(run.key, evaluation)
         return evaluation
 
+    def cnn_own(fig):
+        return any(fig is figure for kind in ("filters", "feature_maps") for _, figure in drawn[kind].values())
+
     real_evaluate = report_runs.evaluate_weights
     printed = io.StringIO()
     with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(printed):
+        pictures_not_drawn_in(patch, drawn=cnn_own)
         patch.setattr(inside, "plot_filters", spy("filters", inside.plot_filters))
         patch.setattr(inside, "plot_feature_maps", spy("feature_maps", inside.plot_feature_maps))
         patch.setattr(report_runs, "evaluate_weights", evaluate_weights)
@@ -117,10 +144,13 @@ def test_an_mlp_and_cnns_compared_name_each_model(compared):
         f"{kind}_{key}.png" for key in ("numpy_cnn", "pytorch_cnn") for kind in ("filters", "feature_maps")]
     assert sorted(p.name for p in out.iterdir()) == sorted(pictures + [f"{comparison}.md"])
     for name in pictures:
-        assert_png(out / name)
+        if name.startswith(("filters_", "feature_maps_")):
+            assert_png(out / name)                                       # drawn
+        else:
+            assert (out / name).read_bytes().startswith(b"figure "), name  # made, not drawn (the fixture)
     for metrics, weights in zip(runs, ["numpy_model.npz", "numpy_cnn.npz", "pytorch_cnn.pt"]):
         assert f"checked {folder / weights}: its SHA-256 and its " in printed, printed
-        assert f"of 10,000 test images right are what {metrics} records" in printed
+        assert f"of {TEST_IMAGES:,} test images right are what {metrics} records" in printed
 
     md = (out / f"{comparison}.md").read_text()
     assert md.startswith(f"# model: {MLP_NAME} → {CNN_NAME} → {CNN_NAME}: test accuracy "), md
@@ -231,7 +261,7 @@ def test_weights_of_the_other_model_are_refused_in_words(tmp_path, framework, ru
     assert not out.exists()
 
 
-def test_the_runs_own_weights_after_a_file_of_the_other_model_are_used(tmp_path, capsys):
+def test_the_runs_own_weights_after_a_file_of_the_other_model_are_used(tmp_path, capsys, pictures_not_drawn):
     """A kept MLP run whose folder holds a CNN's weights under the same name: the file the
     trainer wrote, the run's own, is found next and used."""
     results, kept = tmp_path / "results", tmp_path / "kept"
@@ -346,13 +376,13 @@ def test_a_pytorch_cnn_is_evaluated_by_pytorch(compared):
     with torch.inference_mode():
         first = [model(torch.from_numpy(x_test[s:s + EVAL_BATCH])).numpy() for s in range(0, 1000, EVAL_BATCH)]
     np.testing.assert_array_equal(evaluation.logits[:1000], np.concatenate(first)[:1000])
-    assert evaluation.logits.shape == (10_000, 10) and evaluation.fan_ins == (9, 288, 1600)
+    assert evaluation.logits.shape == (TEST_IMAGES, 10) and evaluation.fan_ins == (9, 288, 1600)
     numpy_evaluation = drawn["evaluations"]["numpy_cnn"]
     net = CNN.load(folder / "numpy_cnn.npz")
     first = [net.forward(x_test[s:s + NUMPY_BATCH])[0] for s in range(0, 1000, NUMPY_BATCH)]
     np.testing.assert_array_equal(numpy_evaluation.logits[:1000], np.concatenate(first)[:1000])
     for key, metrics in (("numpy_cnn", runs[1]), ("pytorch_cnn", runs[2])):
         recorded = report_runs.load_runs([metrics])[0].record["final_test_acc"]
-        assert drawn["evaluations"][key].correct == round(recorded * 10_000)
+        assert drawn["evaluations"][key].correct == round(recorded * TEST_IMAGES)
         counts = inside.confusion_matrix(y_test, drawn["evaluations"][key].logits.argmax(axis=1))
         assert np.trace(counts) == drawn["evaluations"][key].correct

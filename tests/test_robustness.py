@@ -122,9 +122,10 @@ def sets():
     return robustness.robustness_sets(x[:2000], y[:2000])
 
 
-def test_compare_reports_what_the_trainers_evaluate_gives(tmp_path, sets, monkeypatch):
+def test_compare_reports_what_the_trainers_evaluate_gives(tmp_path, sets, monkeypatch, pictures_not_drawn):
     """compare.py's two numbers for the committed reference MLPs are the trainers' own
-    evaluate() of those weights on the sets, and its table shows them."""
+    evaluate() of those weights on the sets, and its table shows them. (Its pictures are made
+    but not drawn: conftest.pictures_not_drawn.)"""
     import torch
     from numpy_nn.neural_network import NeuralNetwork
     from numpy_nn.train import evaluate as numpy_evaluate
