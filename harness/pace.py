@@ -1,7 +1,7 @@
 """How long a run will take, said once, early: a learner should know within seconds whether a
 run is going to take a minute or an hour.
 
-    pace: 25 ms a step (steps 2-41): the 5 epochs take about 1.5 min, evaluations included
+    pace: 25 ms a step (steps 2-101): the 5 epochs take about 1.5 min, evaluations included
 
 Pace times the first steps of epoch 1, leaving out step 1 (its products run for the first
 time, and a PyTorch run sets itself up), until PACE_SECONDS have passed or PACE_STEPS steps
@@ -13,7 +13,7 @@ pass costs about twice the forward, in products of the same sizes).
 Measured against whole runs (2-core Intel Xeon, shared): see docs/reference.md, "How long a
 run takes".
 """
-PACE_SECONDS = 1.0     # time the steps after step 1 for this long ...
+PACE_SECONDS = 3.0     # time the steps after step 1 for this long ...
 PACE_STEPS = 100       # ... or this many steps, whichever comes first
 FORWARD_SHARE = 1 / 3  # an image evaluated costs this share of an image trained on
 

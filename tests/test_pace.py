@@ -21,20 +21,20 @@ def steps_of(seconds, n, first=0.0, start=100.0):
     return [start + first + i * seconds for i in range(n)]
 
 
-def test_slow_steps_are_timed_for_a_second():
-    """Steps of 20 ms: after step 1, PACE_SECONDS (1 s) of them, steps 2-51, give the pace; the
-    run is 10 x (469 steps x 20 ms + 70,000 images evaluated at a third of a step's 20/128 ms
-    per image) = 10 x (9.38 + 3.6458) s = 130.3 s, shown as about 2 min."""
-    assert (PACE_SECONDS, FORWARD_SHARE) == (1.0, 1 / 3)
+def test_slow_steps_are_timed_for_three_seconds():
+    """Steps of 31.25 ms: after step 1, PACE_SECONDS (3 s) of them, steps 2-97, give the pace; the
+    run is 10 x (469 steps x 31.25 ms + 70,000 images evaluated at a third of a step's 31.25/128
+    ms per image) = 10 x (14.656 + 5.697) s = 203.5 s, shown as about 3.5 min."""
+    assert (PACE_SECONDS, FORWARD_SHARE) == (3.0, 1 / 3)
     pace = Pace(**DEFAULT)
-    assert lines(pace, steps_of(0.02, 200, first=3.0)) == [
-        (51, "pace: 20 ms a step (steps 2-51): the 10 epochs take about 2 min, evaluations included")]
-    assert pace.seconds == pytest.approx(10 * (469 * 0.02 + 0.02 / 128 / 3 * 70_000))
-    assert pace.seconds == pytest.approx(130.26, abs=0.01)
+    assert lines(pace, steps_of(0.03125, 200, first=3.0)) == [
+        (97, "pace: 31 ms a step (steps 2-97): the 10 epochs take about 3.5 min, evaluations included")]
+    assert pace.seconds == pytest.approx(10 * (469 * 0.03125 + 0.03125 / 128 / 3 * 70_000))
+    assert pace.seconds == pytest.approx(203.53, abs=0.01)
 
 
 def test_fast_steps_are_timed_for_a_hundred_steps():
-    """Steps of 1.5 ms reach PACE_STEPS (100) before a second: steps 2-101; 10 x (469 x 1.5 ms +
+    """Steps of 1.5 ms reach PACE_STEPS (100) long before 3 s: steps 2-101; 10 x (469 x 1.5 ms +
     70,000 x 1.5/128/3 ms) = 9.78 s, about 10 s."""
     assert PACE_STEPS == 100
     pace = Pace(**DEFAULT)
@@ -45,11 +45,11 @@ def test_fast_steps_are_timed_for_a_hundred_steps():
 
 def test_step_one_is_left_out():
     """A first step of 30 s (torch setting itself up, say) does not count: the pace is the later
-    steps' 0.34 s, as the plain CNN's steps on 2 cores; 5 epochs of 469 steps and evaluations:
-    5 x (159.46 + 61.98) s = 1107 s, about 18 min."""
+    steps' 0.34 s, as the plain CNN's steps on 2 cores, timed over steps 2-10 (3.06 s); 5 epochs
+    of 469 steps and evaluations: 5 x (159.46 + 61.98) s = 1107 s, about 18 min."""
     pace = Pace(**{**DEFAULT, "epochs": 5})
-    [(step, line)] = lines(pace, steps_of(0.34, 10, first=30.0))
-    assert step == 4 and line == "pace: 340 ms a step (steps 2-4): the 5 epochs take about 18 min, evaluations included"
+    [(step, line)] = lines(pace, steps_of(0.34, 20, first=30.0))
+    assert step == 10 and line == "pace: 340 ms a step (steps 2-10): the 5 epochs take about 18 min, evaluations included"
 
 
 def test_an_epoch_shorter_than_the_timing_is_timed_to_its_end():
