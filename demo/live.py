@@ -26,8 +26,9 @@ twins change their rate at the same step. What the Feed writes:
     start       the run's size and layers, and the time step 1 ended (time.time()), once
     tick        the step, its loss and rate, and the time it was written (time.time(): one
                 clock for both twins' feeds): at most every TICK seconds
-    estimate    how long the whole run will take at its first steps' pace (harness/pace.py),
-                in seconds and as the line the trainer prints: once, early in epoch 1
+    estimate    how long the whole run will take at its first steps' pace (harness/pace.py):
+                seconds, as a learner reads it ("2.5 min"), and the line the trainer prints;
+                once, early in epoch 1
     diag        a diagnostics record (numpy_nn/diagnostics.py) as soon as the trainer makes one
     snapshot    the first layer's weights and the predictions for DIGITS test images: at most
                 every SNAPSHOT seconds, and after each epoch
@@ -130,7 +131,7 @@ class Feed:
                        time=time.time())
         if session.pace.line and not self.estimated:
             self.estimated = True
-            self.write("estimate", seconds=session.pace.seconds, line=session.pace.line)
+            self.write("estimate", seconds=session.pace.seconds, about=session.pace.about, line=session.pace.line)
         self.diagnostics(session)
         if now >= self.next_snapshot:
             self.snapshot(session)

@@ -41,7 +41,8 @@ class Pace:
         self.batch_size, self.evaluated = batch_size, evaluated
         self.first = None          # the time step 1 ended
         self.seconds = None        # the estimate of the whole run, once made
-        self.line = None           # and what it says
+        self.about = None          # the estimate as a learner reads it ("2.5 min")
+        self.line = None           # and the line that says it
         self.over = False          # nothing more to time: the estimate made, or no use for one
 
     def step_done(self, step, now):
@@ -63,9 +64,10 @@ class Pace:
         per_step = elapsed / timed
         evaluation = FORWARD_SHARE * per_step / self.batch_size * self.evaluated
         self.seconds = self.epochs * (self.steps_per_epoch * per_step + evaluation)
+        self.about = about(self.seconds)
         run = "the epoch takes" if self.epochs == 1 else f"the {self.epochs} epochs take"
         self.line = (f"pace: {_per_step(per_step)} a step (steps 2-{step}): {run} about "
-                     f"{about(self.seconds)}, evaluations included")
+                     f"{self.about}, evaluations included")
         return self.line
 
 
