@@ -42,8 +42,8 @@ UPDATE = Panel("update_ratio", "Update size: ||ΔW|| / ||W||, ΔW = the step's c
 DEAD = Panel("dead_fraction", "Dead units: share of units 0 on every probe image",
              "healthy: few, and not growing", False, None)
 MEAN = Panel("activation_mean", "Output mean: the layer's outputs on the probe images",
-             "healthy: hidden layers steady; the logits' mean falls (9 of an image's 10 are wrong digits, pushed down)",
-             False, None)
+             "healthy: hidden layers steady; the logits' mean falls\n(for each image, 9 of the 10 logits are wrong "
+             "digits, pushed down)", False, None)
 SPREAD = Panel("activation_std", "Output spread: their standard deviation",
                "healthy: steady; the logits widen as the net grows sure", True,
                "every output the same (all units dead)")

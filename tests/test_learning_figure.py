@@ -91,8 +91,9 @@ def test_the_logits_mean_is_explained_not_called_a_sink(figure_of):
     """The output-mean panel said "logits sink (most classes wrong)", which puzzled a learner:
     it now says why their mean falls."""
     figure = figure_of(record_with_diagnostics())
-    healthy = panel(figure, "Output mean").get_title().split("\n")[1]
-    assert healthy == "healthy: hidden layers steady; the logits' mean falls (9 of an image's 10 are wrong digits, pushed down)"
+    healthy = panel(figure, "Output mean").get_title().split("\n")[1:]
+    assert healthy == ["healthy: hidden layers steady; the logits' mean falls",
+                       "(for each image, 9 of the 10 logits are wrong digits, pushed down)"]
     assert not [text for text in texts(figure) if "logits sink" in text or "most classes wrong" in text]
 
 
