@@ -37,7 +37,7 @@ twins change their rate at the same step. What the Feed writes:
     lr          a change of rate made: the first step it applies to, and the rate
 
 Every figure but the snapshot is one the trainer computes anyway, so watching costs little:
-see README's "Watch it learn, live" for the measured cost.
+see docs/demo.md's "Watch it learn, live" for the measured cost.
 """
 import signal
 import sys

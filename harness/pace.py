@@ -10,8 +10,8 @@ evaluation after each epoch. Evaluating is a forward pass over the training and 
 set, and a forward pass is about a third of a training step's work per image (the backward
 pass costs about twice the forward, in products of the same sizes).
 
-Measured against whole runs (2-core Intel Xeon, shared): see docs/reference.md, "How long a
-run takes".
+How it compares with whole runs (2-core Intel Xeon, shared): docs/results.md, "How long things
+take".
 """
 PACE_SECONDS = 3.0     # time the steps after step 1 for this long ...
 PACE_STEPS = 100       # ... or this many steps, whichever comes first
