@@ -23,12 +23,13 @@ def busy_machine_note(runs):
     for run in runs:
         steady = steady_epochs(run)
         if len(steady) > 1 and steady.max() > NOISY_SPREAD * steady.min():
-            lines.append(f"{run.label}'s epochs 2-{len(run.record['epochs'])} took {steady.min():.3g} s to "
-                         f"{steady.max():.3g} s ({steady.max() / steady.min():.1f}x) for the same work")
+            lines.append(f"{run.label}'s epochs 2-{len(run.record['epochs'])} took {steady.min():.3g}-"
+                         f"{steady.max():.3g} s ({steady.max() / steady.min():.1f}x);")
     if not lines:
-        return None
-    return ("Busy machine: " + ";\n".join(lines) + f"\n(a quiet one: within {NOISY_SPREAD}x). These panels show "
-            "how busy it was,\nnot which trains faster: python perf/benchmark.py measures that.")
+        return None   # short lines: the note sits under a panel, as wide as it
+    return "\n".join(["Busy machine: for the same work,", *lines,
+                      f"a quiet one stays within {NOISY_SPREAD}x. So these panels show",
+                      "how busy it was, not which trains faster:", "python perf/benchmark.py measures that."])
 
 
 def plot_comparison(runs):

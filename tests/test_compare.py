@@ -367,8 +367,8 @@ def test_the_time_panels_warn_of_a_busy_machine(tmp_path):
         return notes
 
     notes = busy_notes((0.706, 5.9874, 5.9874, 0.706), (0.706, 0.70544, 0.70544, 0.706))
-    warning = ("Busy machine: NumPy's epochs 2-4 took 0.706 s to 5.99 s (8.5x) for the same work\n(a quiet one: "
-               "within 1.3x). These panels show how busy it was,\nnot which trains faster: python "
+    warning = ("Busy machine: for the same work,\nNumPy's epochs 2-4 took 0.706-5.99 s (8.5x);\na quiet one stays "
+               "within 1.3x. So these panels show\nhow busy it was, not which trains faster:\npython "
                "perf/benchmark.py measures that.")
     assert notes == {"Loss per epoch (train solid, test dashed)": [],
                      "Accuracy per epoch (train solid, test dashed)\nthe gap between train and test is where "
