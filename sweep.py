@@ -405,7 +405,6 @@ def read_summary(path):
 def range_runs(args, passed, stop, summary):
     """The range test's runs, one per optimizer, each drawn and added to summary; then
     range.json."""
-    from report import sweep as report
     lo, hi = args.lr_range
     batch_size = args.batch_size[0]
     steps = args.range_steps

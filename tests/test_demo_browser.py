@@ -245,7 +245,7 @@ def style(page, id):
          getComputedStyle(item.querySelector('.swatch')).borderTopStyle])""")
 
 
-def check_twin_keys(page, frameworks):
+def check_twin_keys(page):
     """The loss and accuracy keys tell the twins apart by line style (NumPy solid, PyTorch
     dashed) in grey, as the plots draw them, and no layer's colour appears on either plot: on
     this page a colour means a layer, and nothing else."""
@@ -380,7 +380,7 @@ def test_a_run_started_on_the_page_learns_stops_and_reads(browser, demo_to_train
         assert not blank(page, canvas), canvas
     assert page.locator("#digits canvas").count() == 10
     check_axes(page)
-    check_twin_keys(page, {"numpy"})
+    check_twin_keys(page)
     check_layer_keys(page)
     page.click("#stop")
     page.wait_for_selector(".model h2:text('NumPy MLP, page run 1')", timeout=120_000)
@@ -509,7 +509,7 @@ def test_the_readme_picture_of_both_twins_in_float64(browser, demo_for_the_pictu
         assert round(a["test_acc"] * 10000) == round(b["test_acc"] * 10000), a["epoch"]
     np.testing.assert_allclose(numpy_run["diagnostics"]["loss"], pytorch_run["diagnostics"]["loss"], rtol=0, atol=1e-9)
     page.wait_for_function("document.querySelector('#runs').textContent.includes('completed')")
-    check_twin_keys(page, {"numpy", "pytorch"})
+    check_twin_keys(page)
     check_layer_keys(page)
     for framework in ("numpy", "pytorch"):
         check_weights_and_digits(page, url, framework)
