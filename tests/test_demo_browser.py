@@ -148,7 +148,8 @@ def test_without_models_the_page_says_how_to_train_one(browser, demo_without_mod
 def test_a_log_axis_is_labelled_at_whole_powers_of_ten(browser, demo_without_models):
     """The page's axisLabels: from 4e-4 to 0.2, the powers between (not the ends' 1e-3.4 and
     1e-0.7); from 0.05 to 0.08, under a decade, the ends as plain numbers; over twelve
-    decades, every third power (at most 5 labels on a 170-pixel plot)."""
+    decades, every third power (at most 5 labels on a 170-pixel plot); with one power
+    between, the ends too, unless one crowds it (0.011 is too close to 1e-2 for a label)."""
     page = browser.new_page()
     page.goto(demo_without_models)
 
@@ -157,6 +158,8 @@ def test_a_log_axis_is_labelled_at_whole_powers_of_ten(browser, demo_without_mod
     assert labels(4e-4, 0.2) == ["1e-1", "1e-2", "1e-3"]
     assert labels(0.05, 0.08) == ["0.08", "0.05"]
     assert labels(1e-12, 1) == ["1e0", "1e-3", "1e-6", "1e-9", "1e-12"]
+    assert labels(4e-3, 6e-2) == ["0.06", "1e-2", "0.004"]
+    assert labels(4e-3, 1.1e-2) == ["1e-2", "0.004"]
     page.close()
 
 
