@@ -19,7 +19,7 @@ from harness.closed_stdout import keep_running_if_stdout_closes
 from harness.flags import RESULTS_DIR, build_parser  # noqa: F401  (the trainers' flags: harness/flags.py)
 from harness.metrics_file import sha256_bytes
 
-# A learning rate each optimizer trains this network well with (README's experiments): what the
+# A learning rate each optimizer trains this network well with (docs/experiments.md's table): what the
 # divergence message suggests instead of a rate merely ten times smaller, which may still fail.
 GOOD_LR = {"sgd": 0.1, "momentum": 0.02, "adam": 3e-3}
 

@@ -21,7 +21,7 @@ ACTIVATIONS = ("relu", "sigmoid", "tanh")  # numpy_nn/utils.py ACTIVATIONS, pyto
 WEIGHT_INITS = ("he", "xavier", "small")   # numpy_nn/utils.py init_std
 MLP_HIDDEN = [128, 64]  # the user's design: 784 -> 128 -> 64 -> 10
 # The most --hidden takes: layers, and units a layer. Room for deep and wide experiments
-# (README's --hidden 512 256 128; the depth lesson's 10 layers), while the largest MLP, 10 layers
+# (docs/experiments.md's --hidden 512 256 128; the depth lesson's 10 layers), while the largest MLP, 10 layers
 # of 1024, stays 10.26 million weights (82 MB in float64): a list of thousands of sizes would
 # grow a trainer to gigabytes.
 MAX_HIDDEN_LAYERS, MAX_HIDDEN_UNITS = 10, 1024

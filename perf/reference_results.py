@@ -1,4 +1,4 @@
-"""Regenerate the reference results that README.md and ANALYSIS.md cite, in results/reference/.
+"""Regenerate the reference results that README.md, docs/ and ANALYSIS.md cite, in results/reference/.
 
     python perf/reference_results.py              # everything, about 10 minutes on 2 cores
     python perf/reference_results.py --only runs  # one part: runs, compare, experiments, cnn, mistakes, threads, benchmark, learning, compile, sweep, augment

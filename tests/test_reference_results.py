@@ -123,7 +123,7 @@ def test_the_collapse_is_what_the_docs_say():
     layer dead from the second record on, every weight gradient exactly 0, so the logits are
     the output bias for every image; softmax of that bias is the training set's share of each
     digit (1s the most common), so every test image is called a 1, and the test accuracy is the
-    share of 1s in the test set: 1,135 of 10,000, as ANALYSIS.md and README.md say."""
+    share of 1s in the test set: 1,135 of 10,000, as ANALYSIS.md and docs/experiments.md say."""
     import numpy as np
 
     from data_loader import load_mnist
@@ -144,6 +144,6 @@ def test_the_collapse_is_what_the_docs_say():
     # (1.8e-3 at most in this run). 4e-3 is half the gap between the 1s' share (0.1124) and the
     # next digit's (7s, 0.1044): within it, the largest share is still the 1s'.
     np.testing.assert_allclose(share, np.bincount(y_train, minlength=10) / len(y_train), atol=4e-3)
-    for doc in ("ANALYSIS.md", "README.md"):
+    for doc in ("ANALYSIS.md", "docs/experiments.md"):
         text = (ref.ROOT / doc).read_text()
         assert "1,135 of" in text and "11.35%" in text, doc
