@@ -1,11 +1,13 @@
 """Checks of single functions, for the exercises: each against its PyTorch counterpart on a
 small input made to hold the hard cases (ties in a pooling window, an odd size, gradients
-that are exactly zero).
+that are exactly zero, a unit constant over the batch).
 
 A layer's backward pass runs under the tracer (trace.py), as backward() does in the
 network's check: what it returns is judged, and where a result is wrong, so are the steps
 inside it that feed that result (dWm, dcols; the mask, dwindows), in the order the function
-computes them; the first wrong one is named with its line."""
+computes them; the first wrong one is named with its line. A batch normalization's backward
+pass is judged on dz, dgamma and dbeta, and dzhat behind dz; a wrong one that is a classic
+mistake's gradient is named as such (verdict.py batchnorm_mistakes)."""
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -13,8 +15,8 @@ import torch.nn.functional as F
 from checker.guard import first_line, kind
 from checker.network import _line, _made, _stopped, first_wrong
 from checker.trace import failing_line, record, where
-from checker.verdict import judge, windows
-from numpy_nn import layers, utils
+from checker.verdict import batchnorm_mistakes, judge, windows
+from numpy_nn import batchnorm, layers, utils
 
 
 def _report(say, name, got, want, batch):
@@ -26,14 +28,15 @@ def _report(say, name, got, want, batch):
 # A step inside a layer's backward pass -> what it feeds, a result or the next step (the steps
 # are named as in numpy_nn/layers.py and the exercises; a function that names them otherwise
 # is judged on its results alone)
-FEEDS = {"dWm": "dW", "dcols": "dx", "mask": "dwindows", "dwindows": "dx"}
+FEEDS = {"dWm": "dW", "dcols": "dx", "mask": "dwindows", "dwindows": "dx", "dzhat": "dz"}
+RESULTS = ("dx", "dW", "db", "dz", "dgamma", "dbeta")  # what the layers' backward passes return
 
 
 def _label(name, variables):
     """The step or result a local variable of a layer's backward pass holds, or None."""
     if name == "dwindows" and np.ndim(variables[name]) == 6:
         return None                                # the given line's N,C,Ho,2,Wo,2: a layout, not a step
-    return name if name in FEEDS or name in ("dx", "dW", "db") else None
+    return name if name in FEEDS or name in RESULTS else None
 
 
 def _equal(a, b):
@@ -152,6 +155,36 @@ def maxpool_answers(x, dout):
     F.max_pool2d(ones, 2).sum().backward()
     dx = tx.grad.numpy()
     return {"dx": dx, "dwindows": windows(dx), "mask": windows(ones.grad.numpy())}
+
+
+def batchnorm_backward(say, backward=batchnorm.batchnorm_backward, seed=0):
+    """batchnorm_backward (the project's, or a learner's) against torch's batch_norm in training
+    mode: a batch of 6 (where the biased variance, /6, and the unbiased, /5, differ by 20%), 5
+    units of different scales and offsets, one of them constant over the batch (variance 0:
+    only eps keeps 1 / std finite)."""
+    rng = np.random.default_rng(seed)
+    B, H = 6, 5
+    z = rng.standard_normal((B, H)) * [1.0, 3.0, 0.2, 1.0, 2.0] + [0.0, 1.0, -2.0, 0.0, 5.0]
+    z[:, 3] = 0.7                                              # constant: zhat 0, std sqrt(eps)
+    gamma, beta = rng.normal(1, 0.5, H), rng.normal(0, 0.5, H)
+    _, cache = batchnorm.batchnorm_forward(z, gamma, beta, np.zeros(H), np.ones(H), training=True)
+    dy = rng.standard_normal((B, H))
+    want = batchnorm_answers(z, gamma, beta, dy)
+    mistakes = batchnorm_mistakes(dy, z, gamma)
+    say(f"batchnorm_backward on a batch of {B} images, {H} units (one constant over the batch), in training mode:")
+    context = {name: {"bn": mistakes[name], **({"rows": (B,)} if name != "dz" else {})} for name in mistakes}
+    return _judged(say, backward, (dy, cache), want, ("dz", "dgamma", "dbeta"), context)
+
+
+def batchnorm_answers(z, gamma, beta, dy):
+    """Autograd's dz, dgamma and dbeta for dy at F.batch_norm's output in training mode (the
+    batch's statistics, nn.BatchNorm1d's eps), and dzhat = dy gamma, the gradient at the
+    normalised zhat that y = gamma zhat + beta gives."""
+    tz, tgamma, tbeta = (torch.tensor(a, requires_grad=True) for a in (z, gamma, beta))
+    y = F.batch_norm(tz, None, None, tgamma, tbeta, training=True, eps=batchnorm.EPS)
+    y.backward(torch.from_numpy(dy))
+    return {"dz": tz.grad.numpy(), "dgamma": tgamma.grad.numpy(), "dbeta": tbeta.grad.numpy(),
+            "dzhat": dy * gamma}
 
 
 def adam(say, steps=5, seed=0):

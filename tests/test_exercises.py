@@ -33,6 +33,8 @@ TRAINING = {
     "mlp_backward": (["--batch-size", "64", "--dropout", "0.2", "--weight-decay", "1e-3"], 512, 500),
     "softmax_cross_entropy": (["--batch-size", "64"], 512, 500),
     "adam_step": (["--batch-size", "64", "--weight-decay", "1e-3"], 512, 500),
+    "batchnorm_backward": (["--norm", "batch", "--batch-size", "64", "--dropout", "0.2", "--weight-decay", "1e-3"],
+                           512, 500),
     "maxpool_backward": (["--model", "cnn", "--layers", "plain", "--batch-size", "32", "--dropout", "0.25",
                           "--weight-decay", "1e-3"], 96, 64),
     "conv_backward": (["--model", "cnn", "--layers", "plain", "--batch-size", "32", "--dropout", "0.25",
