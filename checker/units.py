@@ -6,7 +6,8 @@ A layer's backward pass runs under the tracer (trace.py), as backward() does in 
 network's check: what it returns is judged, and where a result is wrong, so are the steps
 inside it that feed that result (dWm, dcols; the mask, dwindows), in the order the function
 computes them; the first wrong one is named with its line. A batch normalization's backward
-pass is judged on dz, dgamma and dbeta, and dzhat behind dz; a wrong one that is a classic
+pass is judged on dz, dgamma and dbeta, and behind a wrong dz on dzhat and, where it is written
+in stages as the exercise's hints walk it, dvar and dmean; a wrong one that is a classic
 mistake's gradient is named as such (verdict.py batchnorm_mistakes)."""
 import numpy as np
 import torch
@@ -28,7 +29,8 @@ def _report(say, name, got, want, batch):
 # A step inside a layer's backward pass -> what it feeds, a result or the next step (the steps
 # are named as in numpy_nn/layers.py and the exercises; a function that names them otherwise
 # is judged on its results alone)
-FEEDS = {"dWm": "dW", "dcols": "dx", "mask": "dwindows", "dwindows": "dx", "dzhat": "dz"}
+FEEDS = {"dWm": "dW", "dcols": "dx", "mask": "dwindows", "dwindows": "dx",
+         "dzhat": "dz", "dvar": "dz", "dmean": "dz"}     # (dvar, dmean: batch normalization's backward written in stages)
 RESULTS = ("dx", "dW", "db", "dz", "dgamma", "dbeta")  # what the layers' backward passes return
 
 
@@ -178,13 +180,24 @@ def batchnorm_backward(say, backward=batchnorm.batchnorm_backward, seed=0):
 
 def batchnorm_answers(z, gamma, beta, dy):
     """Autograd's dz, dgamma and dbeta for dy at F.batch_norm's output in training mode (the
-    batch's statistics, nn.BatchNorm1d's eps), and dzhat = dy gamma, the gradient at the
-    normalised zhat that y = gamma zhat + beta gives."""
+    batch's statistics, nn.BatchNorm1d's eps); and the stages in between, from autograd on the
+    forward pass written out (mean, var, zhat, y), checked to give F.batch_norm's y: dzhat, and
+    dvar and dmean, the gradients at the batch's variance and mean."""
     tz, tgamma, tbeta = (torch.tensor(a, requires_grad=True) for a in (z, gamma, beta))
     y = F.batch_norm(tz, None, None, tgamma, tbeta, training=True, eps=batchnorm.EPS)
     y.backward(torch.from_numpy(dy))
+    mean = torch.tensor(z.mean(axis=0), requires_grad=True)
+    var = torch.tensor(((z - z.mean(axis=0)) ** 2).mean(axis=0), requires_grad=True)   # biased
+    zhat = (torch.from_numpy(z) - mean) / torch.sqrt(var + batchnorm.EPS)
+    zhat.retain_grad()
+    staged = torch.from_numpy(gamma) * zhat + torch.from_numpy(beta)
+    # the same numbers to rounding (~1e-15 of the scale); a stage left out would be off by whole entries
+    assert torch.allclose(staged, y, rtol=0, atol=1e-12), "the stages are not batch_norm's forward pass"
+    staged.backward(torch.from_numpy(dy))
+    # var read as a function of z alone (it is the mean of (z - mean)^2, whose slope in mean is
+    # -2 mean(z - mean) = 0): dmean holds no path through var, as a staged backward computes it
     return {"dz": tz.grad.numpy(), "dgamma": tgamma.grad.numpy(), "dbeta": tbeta.grad.numpy(),
-            "dzhat": dy * gamma}
+            "dzhat": zhat.grad.numpy(), "dvar": var.grad.numpy(), "dmean": mean.grad.numpy()}
 
 
 def adam(say, steps=5, seed=0):

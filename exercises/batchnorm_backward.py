@@ -22,7 +22,8 @@ Hints:
   and the three paths fold into one line (same section).
 - The variance is the biased one, divided by B, as in the forward pass: the unbiased one,
   divided by B - 1, is for the running variance only.
-- Write each blank as a new array: the checker reads dbeta, dgamma, dzhat and dz by name.
+- Write each blank as a new array: the checker reads dbeta, dgamma, dzhat and dz by name. Lines
+  of your own above dz are fine; name the stages dvar and dmean and it checks those too.
 
 Solution: the project's own, ../numpy_nn/batchnorm.py, batchnorm_backward.
 """

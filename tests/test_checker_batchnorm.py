@@ -110,6 +110,30 @@ def test_each_classic_mistake_in_the_exercise_is_named_with_its_line(batch, tmp_
     assert first_problem(text.splitlines()) == f"first wrong: {first}"
 
 
+STAGED = """B = len(dy)
+    dvar = (dzhat * zhat * std).sum(axis=0) * -0.5 * std ** -3
+    dmean = -(dzhat / std).sum(axis=0)
+    dz = dzhat / std + dvar * 2 * zhat * std / B + dmean / B  #"""
+
+
+def test_a_backward_written_in_stages_passes_and_a_wrong_stage_is_named(batch, tmp_path):
+    """The hints' way: dvar and dmean first, then the three paths added. Right, it passes; with
+    dvar's sign lost, the checker names dvar's line, not only dz's (found trying the exercise
+    as a learner: it used to point at the dz line two lines below the slip)."""
+    edited(tmp_path, "batchnorm_backward", f"dz = {SOLUTION_DZ}  #", STAGED)
+    ok, text = grade(batch, tmp_path)
+    assert ok, text
+    wrong = STAGED.replace("* -0.5 *", "* 0.5 *")
+    folder = tmp_path / "wrong"                    # another file: linecache keeps the first one's lines
+    folder.mkdir()
+    edited(folder, "batchnorm_backward", f"dz = {SOLUTION_DZ}  #", wrong)
+    ok, text = grade(batch, folder)
+    assert not ok
+    assert "\n  dmean    (5,)              close" in text and "\n  dz       (6, 5)            wrong" in text, text
+    assert "First wrong: dvar. Everything before it is right, so look first at\n" \
+           f"      {line_of(folder / 'batchnorm_backward.py', 'dvar = (dzhat * zhat * std).sum(axis=0) * 0.5 * std ** -3')}" in text
+
+
 def test_the_solution_passes_and_a_blank_fails(batch, tmp_path):
     edited(tmp_path, "batchnorm_backward", "dy * gamma  #", "dy * gamma  #")   # the solution as it is
     ok, text = grade(batch, tmp_path)
