@@ -18,8 +18,8 @@ Hints:
   image's zhat subtracts; and through the variance, which every image's zhat is divided by.
   dzhat / std is the first path alone: that treats the mean and std as constants, and it is
   wrong. Work out dLoss/dvar and dLoss/dmean (both sum over the batch), and what z_n adds to
-  each: dvar/dz_n = 2 (z_n - mean) / B, dmean/dz_n = 1 / B. Then write (z_n - mean) as zhat_n std
-  and the three paths fold into one line (same section).
+  each: dvar/dz_n = 2 (z_n - mean) / B, dmean/dz_n = 1 / B. The cache holds no z and no mean:
+  z_n - mean is zhat_n std. Written that way, the three paths fold into one line (same section).
 - The variance is the biased one, divided by B, as in the forward pass: the unbiased one,
   divided by B - 1, is for the running variance only.
 - Write each blank as a new array: the checker reads dbeta, dgamma, dzhat and dz by name. Lines

@@ -403,3 +403,21 @@ def test_compare_predict_and_the_page_load_a_batchnorm_run(bn_runs, tmp_path, ca
     assert done.value.code == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 3 and lines[1].split()[1] == lines[2].split()[1] == str(probabilities[0].argmax()), lines
+
+
+@pytest.mark.parametrize("framework", ["numpy", "pytorch"])
+def test_flags_batchnorm_cannot_train_with_are_one_line_refusals(framework, capsys):
+    """--norm batch on the CNN, with batches of 1, or with a last batch of 1 image (2,049
+    samples in batches of 128): exit 2 and one line each, before any training."""
+    parser = experiment.build_parser(framework, "")
+    for argv, message in ((["--model", "cnn", "--norm", "batch"], "argument --norm: normalises the MLP's"),
+                          (["--norm", "batch", "--batch-size", "1"], "one image has no variance"),
+                          (["--norm", "batch", "--limit", "2049"], "leave a last batch of 1 image")):
+        with pytest.raises(SystemExit) as stop:
+            args = parser.parse_args(argv)
+            experiment.load_data(parser, args)
+        assert stop.value.code == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err, err
+    args = parser.parse_args(["--norm", "batch", "--limit", "2050"])   # a last batch of 2 trains
+    assert len(experiment.load_data(parser, args)[0]) == 2050
