@@ -421,3 +421,18 @@ def test_flags_batchnorm_cannot_train_with_are_one_line_refusals(framework, caps
         assert err.count("\n") == 1 and message in err, err
     args = parser.parse_args(["--norm", "batch", "--limit", "2050"])   # a last batch of 2 trains
     assert len(experiment.load_data(parser, args)[0]) == 2050
+
+
+def test_compare_names_the_normalisation_among_the_settings():
+    """Two runs that differ in --norm: the report's settings diff names it, and counts it among
+    the settings that change a sample's work (so their speed is not compared as the code's). A
+    record from before --norm has none in its config, and counts as none."""
+    from conftest import make_record, run_result
+    from report.table import WORK_SETTINGS, changed_settings, describe_config
+    plain, normalised = make_record(), make_record(config={"norm": "batch"})
+    plain["config"].pop("norm", None)          # (make_record's config predates --norm)
+    runs = [run_result(plain, "NumPy", "plain"), run_result(normalised, "NumPy (bn)", "bn")]
+    assert changed_settings(runs) == [("normalization", ["none", "batch"])]
+    assert "normalization" in WORK_SETTINGS
+    assert "batch norm" in describe_config(runs[1]) and "norm" not in describe_config(runs[0])
+    assert changed_settings([runs[0], run_result(make_record(config={"norm": "none"}))]) == []
