@@ -196,7 +196,9 @@ def test_trainer_hook_installs_a_solved_exercise_and_records_it(solved, monkeypa
     refusals = {("mlp_backward", "--model", "cnn"): "mlp_backward trains with --model mlp, got --model cnn",
                 ("maxpool_backward",): "maxpool_backward trains with --model cnn, got --model mlp",
                 ("conv_backward", "--model", "cnn", "--layers", "fast"): "drop --layers fast",
-                ("adam_step", "--optimizer", "sgd"): "adam_step trains with --optimizer adam, got --optimizer sgd"}
+                ("adam_step", "--optimizer", "sgd"): "adam_step trains with --optimizer adam, got --optimizer sgd",
+                ("batchnorm_backward",): "batchnorm_backward trains with --norm batch, got --norm none",
+                ("mlp_backward", "--norm", "batch"): "mlp_backward trains with --norm none, got --norm batch"}
     for (name, *flags), message in refusals.items():
         with restoring(), pytest.raises(SystemExit) as stop:
             hook(["--exercise", name, *flags])
