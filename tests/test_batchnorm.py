@@ -360,7 +360,8 @@ def bn_runs(tmp_path_factory, mnist):
     x_train, y_train, x_test, y_test = mnist
     paths = {}
     for framework, train in (("numpy", numpy_train.train), ("pytorch", torch_train.train)):
-        flags = ["--norm", "batch", "--limit", "2000", "--epochs", "1", "--no-progress", "--dropout", "0.1",
+        flags = ["--norm", "batch", "--activation", "sigmoid", "--limit", "2000", "--epochs", "1", "--no-progress",
+                 "--dropout", "0.1",
                  "--metrics", str(folder / f"{framework}_metrics.json"),
                  "--weights", str(folder / f"{framework}_model{'.npz' if framework == 'numpy' else '.pt'}")]
         args = experiment.build_parser(framework, "").parse_args(flags)
@@ -395,6 +396,11 @@ def test_compare_predict_and_the_page_load_a_batchnorm_run(bn_runs, tmp_path, ca
     image = x_test[0].reshape(28, 28)
     probabilities = [model.read(image)[0] for model in models]
     assert probabilities[0].argmax() == probabilities[1].argmax()
+    twin = load_model(bn_runs["pytorch"].with_name("pytorch_model.pt"), activation="sigmoid")
+    twin.eval()                                              # the record's activation, not ReLU's
+    with torch.no_grad():
+        want = torch.softmax(twin(torch.from_numpy(image.reshape(1, 784))).double(), dim=1)[0].numpy()
+    np.testing.assert_array_equal(probabilities[1], want)   # the same model and image: the same numbers
     assert len(models[0].read(image)[1]) == 3 - 1             # the NumPy MLP's hidden layers, for the page
     from PIL import Image
     Image.fromarray((255 - 255 * image).astype(np.uint8)).save(tmp_path / "digit.png")
