@@ -1,6 +1,6 @@
 """Regenerate the reference results that README.md and ANALYSIS.md cite, in results/reference/.
 
-    python perf/reference_results.py              # everything, about 10 minutes on 2 cores
+    python perf/reference_results.py              # everything (batchnorm alone: 35 min on a shared 2-core Xeon)
     python perf/reference_results.py --only runs  # one part: runs, compare, experiments, cnn, mistakes, threads, benchmark, learning, compile, sweep, augment, batchnorm
 
 A learner's own runs go to results/ (git-ignored) and never touch these files. Each part runs
