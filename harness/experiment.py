@@ -86,6 +86,11 @@ def load_data(parser, args):
         stop("interrupted while loading the data: nothing written")
     if args.limit is not None and args.limit > len(x_train):
         parser.error(f"argument --limit: {args.limit} is more than the {len(x_train)} training samples")
+    n_train = len(x_train[:args.limit])
+    if getattr(args, "norm", "none") == "batch" and n_train % args.batch_size == 1:
+        parser.error(f"argument --batch-size: {n_train} training samples in batches of {args.batch_size} leave "
+                     f"a last batch of 1 image, which --norm batch cannot normalise (no variance); "
+                     f"choose another --batch-size or --limit")
     dtype = np.dtype(args.dtype)  # the loader gives float32; float64 is exact from it
     return x_train[:args.limit].astype(dtype, copy=False), y_train[:args.limit], \
         x_test.astype(dtype, copy=False), y_test

@@ -4,7 +4,8 @@ one is), drawn so that every panel explains itself.
 learning_figure(run), one run:
     top       the training loss; each layer's gradient size sqrt(mean(g²)) and update size
               ||ΔW|| / ||W|| (log scales; the update panel has the 1e-3 guide and the 1e-2 mark)
-    middle    the dead units of each hidden layer; the mean and the spread of each layer's outputs
+    middle    the dead units of each hidden layer (a sigmoid or tanh run's saturated outputs instead,
+              where its record has them); the mean and the spread of each layer's outputs
     bottom    per layer, the histogram of its outputs on the probe images at the start and the end
 overlay_figure(runs), several runs with the same layers: the loss, then one row per number and
     one column per layer, one colour and line style per run, the legend naming the settings
@@ -41,6 +42,8 @@ UPDATE = Panel("update_ratio", "Update size: ||ΔW|| / ||W||, ΔW = the step's c
                "the step left W unchanged")
 DEAD = Panel("dead_fraction", "Dead units: share of units 0 on every probe image",
              "healthy: few, and not growing", False, None)
+SATURATED = Panel("saturated_fraction", "Saturated outputs: share within 2% of the range's ends (slope < 8% of its peak)",
+                  "healthy: few, and not growing", False, None)
 MEAN = Panel("activation_mean", "Output mean: the layer's outputs on the probe images",
              "healthy: hidden layers steady; the logits' mean falls\n(for each image, 9 of the 10 logits are wrong "
              "digits, pushed down)", False, None)
@@ -125,7 +128,7 @@ def _draw(ax, panel, lines, title):
             marked[mark].append(style.get("label"))
     if panel.log:
         ax.set_yscale("log")
-    if panel is DEAD:
+    if panel in (DEAD, SATURATED):
         ax.set_ylim(-0.02, 1.02)
     ax.set_title(title, fontsize="medium")
     notes = [f"{symbol}{_where(marked[mark])}, {meaning}"
@@ -181,7 +184,11 @@ def learning_figure(run):
     for ax, panel in zip(axes.flat[1:], (GRADIENT, UPDATE, DEAD, MEAN, SPREAD)):
         lines = [(steps, values, {"label": shown_name(name, layers)})
                  for name, values in diagnostics[panel.figure].items()]
-        if panel is DEAD and activation in NO_DEAD_UNITS:
+        if panel is DEAD and SATURATED.figure in diagnostics:      # sigmoid, tanh: no dead units, but saturated ones
+            panel = SATURATED
+            lines = [(steps, values, {"label": shown_name(name, layers)})
+                     for name, values in diagnostics[panel.figure].items()]
+        elif panel is DEAD and activation in NO_DEAD_UNITS:
             ax.set_title(f"{panel.title}\n{panel.healthy}", fontsize="medium")
             _not_applicable(ax, activation)
             ax.set(xticks=[], yticks=[])
@@ -189,7 +196,8 @@ def learning_figure(run):
         _draw(ax, panel, lines, f"{panel.title}\n{panel.healthy}")
         if panel is UPDATE:
             _ratio_guides(ax)
-        ax.set_ylabel("log scale" if panel.log else "fraction of the layer's units" if panel is DEAD else "mean")
+        ax.set_ylabel("log scale" if panel.log else "fraction of the layer's units" if panel is DEAD
+                      else "fraction of the layer's outputs" if panel is SATURATED else "mean")
         ax.set_xlabel(f"step (recorded every {diagnostics['every']})")
         ax.legend(fontsize="small", loc="best")
     axes[0, 0].set_xlabel(f"step (recorded every {diagnostics['every']})")
@@ -279,11 +287,14 @@ def overlay_figure(runs):
                 continue
             lines, not_applicable = [], []
             for run, style in zip(runs, styles):
-                activation = run.record["config"]["activation"]
+                activation, diagnostics = run.record["config"]["activation"], run.record["diagnostics"]
+                if panel is DEAD and SATURATED.figure in diagnostics:
+                    lines.append((diagnostics["steps"], diagnostics[SATURATED.figure][name], style))
+                    not_applicable.append(f"{run.label}: {activation}, its saturated outputs' share instead")
+                    continue
                 if panel is DEAD and activation in NO_DEAD_UNITS:
                     not_applicable.append(f"{run.label}: {activation} is never exactly 0, does not apply")
                     continue
-                diagnostics = run.record["diagnostics"]
                 lines.append((diagnostics["steps"], diagnostics[panel.figure][name], style))
             _draw(ax, panel, lines, shown_name(name, layers))
             if panel is UPDATE:
