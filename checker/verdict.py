@@ -27,13 +27,14 @@ BIASED = ("the biased and the unbiased variance mixed up: the forward pass norma
           "variance, divided by B (and so does its backward pass); the unbiased one, divided by B - 1, "
           "belongs in the running variance only")
 BATCHNORM_MISTAKES = {
+    # (named without their terms: finding those terms is the exercise)
     "constants": "the batch's mean and variance treated as constants: this is dzhat / std, zhat's direct path "
                  "alone. Every z_n also moves the batch's mean and variance, and through them every image's "
-                 "zhat: their paths add - mean(dzhat) and - zhat mean(dzhat zhat), means over the batch",
-    "no mean": "the mean's path is missing: every z_n moves the batch's mean, which every zhat subtracts; "
-               "that path adds - mean(dzhat), a mean over the batch",
-    "no variance": "the variance's path is missing: every z_n moves the batch's variance, which every zhat "
-                   "is divided by; that path adds - zhat mean(dzhat zhat), a mean over the batch",
+                 "zhat: work out dLoss/dmean and dLoss/dvar and add the two paths they open to dz",
+    "no mean": "the mean's path is missing: every z_n moves the batch's mean (dmean/dz_n = 1/B), which every "
+               "zhat subtracts; add dLoss/dmean times 1/B",
+    "no variance": "the variance's path is missing: every z_n moves the batch's variance "
+                   "(dvar/dz_n = 2 (z_n - mean) / B), which every zhat is divided by; add dLoss/dvar times that",
     "unbiased in the variance's path": BIASED,
     "unbiased std": BIASED,
     "unbiased everywhere": BIASED,

@@ -106,8 +106,10 @@ def markdown(table, units, seconds, saturated, depth, search, command, hardware,
         "the same: `--hidden 100 100 100 --activation sigmoid` |",
         "| weights | \"small random Gaussian values\" (no scale given) | N(0, 0.01²): `--weight-init small` |",
         "| BN | on each hidden layer, as in its section 3.1 (no bias: β replaces it; inference with the "
-        "population statistics, variance m/(m−1)·E[σ²_B]) | the same (`--norm batch`: ε 1e-5, running "
-        "statistics with momentum 0.1, PyTorch's `nn.BatchNorm1d`) |",
+        "population statistics, variance m/(m−1)·E[σ²_B]) | the same in training (`--norm batch`: ε 1e-5, "
+        "PyTorch's `nn.BatchNorm1d`); in inference, running statistics: an exponential average with "
+        "momentum 0.1 of the batches' means and unbiased variances, where the paper averages over the "
+        "training batches with equal weights |",
         f"| optimizer, learning rate | not given | plain SGD at a constant rate, {search['lr']}: of "
         f"{', '.join(search['search'])}, the one whose run without BN ended {search['epochs']} epochs "
         "(5,000 steps; NumPy, seed 0) with the lowest training loss (the test set plays no part); BN runs at "
@@ -151,7 +153,9 @@ def markdown(table, units, seconds, saturated, depth, search, command, hardware,
         "and 85th percentiles over the 128 probe images (numpy_nn/diagnostics.py), every 200 steps, seed 0. "
         "The network is evaluated as in testing: with BN, the running statistics, which at step 1 have "
         "moved only a tenth of the way from their start (mean 0, variance 1), so the first record says "
-        "little. The paper: \"The distributions in the original network change significantly over time, "
+        "little. Without BN the first record's three percentiles are one number, near 0: the unit's 100 "
+        "inputs are sigmoids of near-zero sums, all near 0.5 for every image, and its weights N(0, 0.01²). "
+        "The paper: \"The distributions in the original network change significantly over time, "
         "both in their mean and the variance [...] In contrast, the distributions in the batch-normalized "
         "network are much more stable as training progresses\".",
         "",

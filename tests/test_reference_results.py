@@ -172,8 +172,8 @@ def test_the_paper_experiments_rate_is_the_one_with_the_lowest_training_loss(tmp
 
 def test_the_committed_batchnorm_summary_is_what_its_code_writes_from_the_committed_runs(tmp_path):
     """results/reference/batchnorm/summary.md and summary.json are report/batchnorm_table.py's
-    output from the committed records (the rate search's included), and the numbers README.md and
-    ANALYSIS.md cite are in them."""
+    output from the committed records (the rate search's included), and the numbers
+    docs/experiments.md and ANALYSIS.md cite are in them."""
     from report import batchnorm_table
     folder = ref.BATCHNORM
     search = {lr: json.loads((folder / "search" / f"lr_{lr}_metrics.json").read_text())["epochs"][-1]["train_loss"]
@@ -195,12 +195,12 @@ def test_the_committed_batchnorm_summary_is_what_its_code_writes_from_the_commit
              "97.29%": accuracy["none"]["50000"], "97.90%": accuracy["batch"]["50000"],
              "97.43%": accuracy["batch"]["10000"], "97.10%": {"median": summary["depth"]["depth_sigmoid_batch"]["test_acc"]},
              "11.35%": {"median": summary["depth"]["depth_sigmoid_none"]["test_acc"]}}
-    readme = (Path(ref.ROOT) / "README.md").read_text()
+    experiments = (Path(ref.ROOT) / "docs" / "experiments.md").read_text()
     analysis = (Path(ref.ROOT) / "ANALYSIS.md").read_text()
     for text, value in cited.items():
         assert f"{100 * value['median']:.2f}%" == text
         assert text in analysis, text
     for text in ("11.35%", "97.10%", "97.90%", "97.29%"):
-        assert text in readme, text
+        assert text in experiments, text
     ratio = summary["depth"]["depth_sigmoid_none"]["first_over_last_step_1"]
-    assert f"{ratio:.1e}".replace("e-06", "e-6") == "2.0e-6" and "2.0e-6" in readme and "2.0e-6" in analysis
+    assert f"{ratio:.1e}".replace("e-06", "e-6") == "2.0e-6" and "2.0e-6" in experiments and "2.0e-6" in analysis
