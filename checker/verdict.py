@@ -39,6 +39,8 @@ BATCHNORM_MISTAKES = {
     "unbiased std": BIASED,
     "unbiased everywhere": BIASED,
     "no gamma": "gamma is missing: y = gamma zhat + beta gives dzhat = dy gamma",
+    "means over the units": "the means taken over the wrong axis: each unit is normalised with its own "
+                            "mean and variance over the batch, so the paths' means run over the batch, axis=0",
     "dgamma without zhat": "this is dbeta, sum(dy): y = gamma zhat + beta gives dgamma = sum over the batch of dy zhat",
     "dbeta with zhat": "this is dgamma, sum(dy zhat): y = gamma zhat + beta gives dbeta = sum over the batch of dy",
 }
@@ -131,7 +133,10 @@ def batchnorm_mistakes(dy, z, gamma, eps=EPS):
           "unbiased in the variance's path": compact(dzhat, zhat, std, B - 1),
           "unbiased std": compact(dzhat, zhat_u, std_u),
           "unbiased everywhere": compact(dzhat, zhat_u, std_u, B - 1),
-          "no gamma": compact(dy, zhat, std)}
+          "no gamma": compact(dy, zhat, std),
+          # the means taken over the units (axis=1), each image's own, not over the batch
+          "means over the units": (dzhat - dzhat.mean(axis=1, keepdims=True)
+                                   - zhat * (dzhat * zhat).mean(axis=1, keepdims=True)) / std}
     return {"dz": dz, "dgamma": {"dgamma without zhat": dy.sum(axis=0)},
             "dbeta": {"dbeta with zhat": (dy * zhat).sum(axis=0)}}
 

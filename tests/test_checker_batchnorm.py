@@ -61,6 +61,7 @@ MESSAGES = {  # each mistake's own words in the checker's output
     "unbiased": "the biased and the unbiased variance mixed up",
     "dgamma axis": "summed over the wrong axis. gamma scales its unit in every image of the batch",
     "dgamma without zhat": "this is dbeta, sum(dy)",
+    "means over the units": "the means taken over the wrong axis",
 }
 
 # a mistake: (the solution's text, the slip, the first wrong quantity)
@@ -72,6 +73,8 @@ EXERCISE_MISTAKES = {
                  "dz"),
     "dgamma axis": ("(dy * zhat).sum(axis=0)", "(dy * zhat).sum(axis=1)", "dgamma"),
     "dgamma without zhat": ("(dy * zhat).sum(axis=0)", "dy.sum(axis=0)", "dgamma"),
+    "means over the units": (SOLUTION_DZ, "(dzhat - dzhat.mean(axis=1, keepdims=True) "
+                             "- zhat * (dzhat * zhat).mean(axis=1, keepdims=True)) / std", "dz"),
 }
 
 
