@@ -2,6 +2,7 @@
 
     python check.py                          # the MLP: every gradient against PyTorch's autograd
     python check.py --activation sigmoid     # ... with another activation (or --hidden 256 128 64)
+    python check.py --norm batch             # ... with batch normalization: every gradient through it
     python check.py --model cnn              # the CNN
     python check.py --exercise mlp_backward  # grade your exercises/mlp_backward.py (exercises/README.md)
     python check.py --explain                # docs/backprop.md's worked example, every number of it
@@ -32,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # the repo root, from 
 from checker.guard import Interrupted, Overran, ctrl_c_stops_the_check  # noqa: E402
 from checker.network import BATCH, maker  # noqa: E402
 from data_loader import DataError, load_mnist  # noqa: E402
-from harness.flags import ACTIVATIONS, MLP_HIDDEN, OneLineParser  # noqa: E402
+from harness.flags import ACTIVATIONS, MLP_HIDDEN, NORMS, OneLineParser  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
 PICTURE = ROOT / "results" / "backprop_graph.png"   # --explain's graph; docs/backprop.md's copy: --picture
@@ -64,6 +65,8 @@ def parse(argv):
     p.add_argument("--hidden", type=int, nargs="+", default=None,
                    help=f"the MLP's hidden layer sizes (default: {' '.join(map(str, MLP_HIDDEN))})")
     p.add_argument("--activation", choices=ACTIVATIONS, default=None, help="the MLP's activation (default: relu)")
+    p.add_argument("--norm", choices=NORMS, default=None,
+                   help="batch: the MLP with batch normalization before each hidden activation (default: none)")
     p.add_argument("--exercise", choices=sorted(EXERCISES),
                    help="grade your version of a function in exercises/ instead")
     p.add_argument("--seed", type=_seed, default=0, help="the network's starting weights (default: 0)")
@@ -77,7 +80,8 @@ def parse(argv):
         p.error("argument --picture: goes with --explain")
     if args.explain:
         given = [flag for flag, value in (("--model", args.model), ("--hidden", args.hidden),
-                                          ("--activation", args.activation), ("--exercise", args.exercise),
+                                          ("--activation", args.activation), ("--norm", args.norm),
+                                          ("--exercise", args.exercise),
                                           ("--seed", args.seed or None)) if value is not None]
         if given:
             p.error(f"argument --explain: prints one fixed example; {given[0]} does not apply to it")
@@ -88,16 +92,23 @@ def parse(argv):
     needed = EXERCISES[args.exercise].model if args.exercise else None
     if needed and args.model not in (None, needed):
         p.error(f"argument --model: the exercise {args.exercise} is checked on the {needed.upper()}, got --model {args.model}")
+    norm = EXERCISES[args.exercise].needs.get("norm") if args.exercise else None   # the one it is checked with
+    if norm and args.norm not in (None, norm):
+        p.error(f"argument --norm: the exercise {args.exercise} is checked with --norm {norm}, got --norm {args.norm}")
     args.model = args.model or needed or "mlp"
     if args.model == "cnn" and (args.hidden or args.activation not in (None, "relu")):
         p.error("argument --hidden/--activation: set the MLP's; the CNN's layers are fixed, with ReLU (numpy_nn/cnn.py)")
+    if args.model == "cnn" and args.norm not in (None, "none"):
+        p.error(f"argument --norm: normalises the MLP's hidden layers; the CNN has none (numpy_nn/cnn.py), "
+                f"got --norm {args.norm}")
     args.hidden, args.activation = args.hidden or MLP_HIDDEN, args.activation or "relu"
+    args.norm = args.norm or norm or "none"
     return args
 
 
 def check_network(args, x, y, say):
     from checker.network import check_all
-    return check_all(maker(args.model, args.hidden, args.activation, args.seed), x, y, say, args.seed)
+    return check_all(maker(args.model, args.hidden, args.activation, args.seed, args.norm), x, y, say, args.seed)
 
 
 def explain(args, say):
@@ -143,8 +154,8 @@ def run(args, say):
         from checker.exercise import check_exercise
         return check_exercise(args.exercise, x, y, say, lambda x, y, say: check_network(args, x, y, say))
         # (check_exercise said what comes next)
-    what = (f"the MLP {'-'.join(map(str, (784, *args.hidden, 10)))} ({args.activation})"
-            if args.model == "mlp" else "the CNN")
+    what = (f"the MLP {'-'.join(map(str, (784, *args.hidden, 10)))} ({args.activation}"
+            f"{', batch normalization' if args.norm == 'batch' else ''})" if args.model == "mlp" else "the CNN")
     say(f"Checking {what} on {BATCH} training images, in float64, against PyTorch's autograd.\n")
     ok = check_network(args, x, y, say)
     say("")

@@ -18,11 +18,14 @@ the records alone (report/sweep.py):
 
     sweep.png          final test accuracy, learning rate against batch size, a panel per optimizer;
                        cells under 20% marked collapsed (the rate too large: the run blew up into one
-                       digit for every image) or too slow (the rate too small), diverged ones grey
+                       digit for every image) or too slow (the rate too small), diverged ones grey, and
+                       cells that trained at the edge of divergence marked sensitive (another machine's
+                       float32 sums can tip them)
     sweep_losses.png   every cell's training loss, one small panel each
     sweep.md           the same numbers as a table
 
-python sweep.py --redraw DIR draws these three again from the records in DIR, training nothing.
+python sweep.py --redraw DIR draws these three again from the records in DIR, training nothing,
+and the range test's pictures where DIR holds its records and range.json.
 
 The range test (Smith, 2015; fast.ai's lr_find). One short run (--range-steps steps of the first
 --batch-size, one epoch) with --schedule exponential: the learning rate grows from LO to HI by
@@ -315,6 +318,18 @@ def redraw(out_dir):
     records = sorted(records, key=lambda r: OPTIMIZERS.index(r["config"]["optimizer"]))  # the grid's panel order
     with alone_in(out_dir):
         draw_grid(out_dir, records)
+        summary = read_summary(out_dir / "range.json")    # a range test run here: its pictures too
+        for optimizer, entry in summary.items():
+            metrics = out_dir / f"range_{optimizer}_metrics.json"
+            if metrics.exists():
+                try:
+                    record = load_metrics(metrics)
+                    lo, hi = entry["lr_range"]
+                    _, _, _, picture = draw_range(out_dir, optimizer, record, lo, hi, entry["steps"], entry["default_lr"])
+                except (MetricsError, KeyError, TypeError, ValueError) as e:
+                    raise SweepError(f"cannot redraw the range test of {optimizer} from {shown(metrics)} and "
+                                     f"range.json: {type(e).__name__}: {e}") from None
+                print(f"range test, {optimizer}: picture -> {shown(picture)}")
 
 
 # ----------------------------------------------------------------------------- the range test
@@ -390,7 +405,6 @@ def read_summary(path):
 def range_runs(args, passed, stop, summary):
     """The range test's runs, one per optimizer, each drawn and added to summary; then
     range.json."""
-    from report import sweep as report
     lo, hi = args.lr_range
     batch_size = args.batch_size[0]
     steps = args.range_steps
@@ -419,24 +433,34 @@ def range_runs(args, passed, stop, summary):
         if not metrics.exists() or metrics.stat().st_mtime < started:  # none, or an earlier run's
             raise failed
         record = load_metrics(metrics)
-        d = record["diagnostics"]
-        rates = range_rates(lo, hi, steps)
-        lrs = [rates[step - 1] for step in d["steps"]]
-        suggested, lowest = suggest_lr(lrs, d["loss"])
-        good = GOOD_LR[optimizer]
-        comparison = (f"{suggested / default_lr:.2g}x the trainers' default --lr {default_lr:g}, "
-                      f"{suggested / good:.2g}x the rate README's experiments use for {optimizer} ({good:g})")
-        fig = report.range_figure(lrs, d["loss"], smooth(finite_prefix(d["loss"])),
-                                  suggested, lowest, RULE, SMOOTHING, record, comparison)
-        picture = args.out_dir / f"{name}.png"
-        save_bytes(picture, lambda f: f.write(png(fig)))
+        suggested, lowest, comparison, picture = draw_range(args.out_dir, optimizer, record, lo, hi, steps,
+                                                            default_lr)
         summary[optimizer] = {"framework": args.framework, "model": args.model, "batch_size": batch_size,
                               "steps": steps, "lr_range": [lo, hi], "rule": RULE, "smoothing": SMOOTHING,
-                              "lowest_smoothed_loss_at_lr": lrs[lowest], "suggested_lr": suggested,
-                              "default_lr": default_lr, "readme_lr": good, "status": record["status"]}
-        print(f"suggested rate for {optimizer}: {suggested:.2g} ({RULE}, at {lrs[lowest]:.2g}): "
+                              "lowest_smoothed_loss_at_lr": lowest, "suggested_lr": suggested,
+                              "default_lr": default_lr, "readme_lr": GOOD_LR[optimizer], "status": record["status"]}
+        print(f"suggested rate for {optimizer}: {suggested:.2g} ({RULE}, at {lowest:.2g}): "
               f"{comparison}; picture -> {shown(picture)}")
     save_bytes(summary_path, lambda f: f.write((json.dumps(summary, indent=2) + "\n").encode()))
+
+
+def draw_range(out_dir, optimizer, record, lo, hi, steps, default_lr):
+    """range_<optimizer>.png from the range test's record (its rate grew from lo to hi over
+    steps); returns the suggested rate, the rate at the lowest smoothed loss, the sentence that
+    compares the suggestion with the rates the project uses, and the picture's path."""
+    from report import sweep as report
+    d = record["diagnostics"]
+    rates = range_rates(lo, hi, steps)
+    lrs = [rates[step - 1] for step in d["steps"]]
+    suggested, lowest = suggest_lr(lrs, d["loss"])
+    good = GOOD_LR[optimizer]
+    comparison = (f"{suggested / default_lr:.2g}x the trainers' default --lr {default_lr:g}, "
+                  f"{suggested / good:.2g}x the rate docs/experiments.md uses for {optimizer} ({good:g})")
+    fig = report.range_figure(lrs, d["loss"], smooth(finite_prefix(d["loss"])),
+                              suggested, lowest, RULE, SMOOTHING, record, comparison)
+    picture = out_dir / f"range_{optimizer}.png"
+    save_bytes(picture, lambda f: f.write(png(fig)))
+    return suggested, lrs[lowest], comparison, picture
 
 
 # ----------------------------------------------------------------------------- the command

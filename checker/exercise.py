@@ -26,6 +26,7 @@ UNIT_CHECKS = {  # exercise -> the check of the function alone, given the learne
     "conv_backward": lambda say, function: _units().conv_backward(say, function),
     "maxpool_backward": lambda say, function: _units().maxpool_backward(say, function),
     "adam_step": lambda say, function: _units().adam(say),  # Adam.step is already the learner's
+    "batchnorm_backward": lambda say, function: _units().batchnorm_backward(say, function),
 }
 
 
@@ -87,12 +88,15 @@ def exercise_flags(parser):
 
 def check_command(name, args):
     """The check.py command that checks exercise name on this run's kind of network: the
-    model, and the MLP's activation (its hidden sizes and seed are check.py's defaults)."""
+    model, and the MLP's activation and normalisation (its hidden sizes and seed are check.py's
+    defaults; an exercise that needs --norm batch is checked with it anyway)."""
     flags = ""
     if args.model != (exercises.EXERCISES[name].model or "mlp"):
         flags += f" --model {args.model}"
     if args.model == "mlp" and args.activation != "relu":
         flags += f" --activation {args.activation}"
+    if args.model == "mlp" and args.norm != "none" and "norm" not in exercises.EXERCISES[name].needs:
+        flags += f" --norm {args.norm}"
     return f"python check.py --exercise {name}{flags}"
 
 
@@ -168,7 +172,7 @@ def _check_first(parser, args, name):
     from data_loader import DataError, load_mnist
     command = check_command(name, args)
     print(f"checking your {exercises.EXERCISES[name].path} first, as `{command}` does ...", flush=True)
-    make = maker(args.model, MLP_HIDDEN, args.activation, 0)   # check.py's network (check_command)
+    make = maker(args.model, MLP_HIDDEN, args.activation, 0, args.norm)   # check.py's network (check_command)
     lines = []
     try:
         with guard.ctrl_c_stops_the_check():

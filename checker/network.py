@@ -19,7 +19,7 @@ import numpy as np
 
 from checker.guard import first_line, kind
 from checker.trace import failing_line, record, where
-from checker.verdict import SOFTMAX, UPDATES, judge, not_numbers
+from checker.verdict import BATCHNORM, SOFTMAX, UPDATES, judge, not_numbers
 from numpy_nn import utils
 from numpy_nn.cnn import CNN
 from numpy_nn.neural_network import NeuralNetwork
@@ -43,21 +43,23 @@ BIAS_STD = 0.1          # see check_all
 OVERFIT = dict(images=32, steps=500, lr=1e-2, below=0.01)
 
 
-def maker(model, hidden, activation, seed):
+def maker(model, hidden, activation, seed, norm="none"):
     """A function that makes the network to check, in float64, fresh each call: the CNN, or
-    the MLP 784-hidden-10 with activation."""
+    the MLP 784-hidden-10 with activation (and norm="batch": batch normalization)."""
     if model == "cnn":
         return lambda: CNN(seed=seed, dtype=np.float64)
-    return lambda: NeuralNetwork((784, *hidden, 10), seed=seed, dtype=np.float64, activation=activation)
+    return lambda: NeuralNetwork((784, *hidden, 10), seed=seed, dtype=np.float64, activation=activation, norm=norm)
 
 
 def _mlp_label(name, variables):
     """The gradient a variable of the MLP's backward() holds: its loop walks the layers
-    i = L, ..., 1, computing dW{i}, db{i}, then dh and dz of the layer below (i - 1)."""
+    i = L, ..., 1, computing dW{i}, db{i}, then dh and dz of the layer below (i - 1), and
+    under batch normalization dy (after the activation's derivative), then dz, dgamma, dbeta."""
     i = variables.get("i")
     if i is None:
         return None                                # before the loop: dz = dlogits, the loss's
-    return {"dW": f"dW{i}", "db": f"db{i}", "dh": f"dh{i - 1}", "dz": f"dz{i - 1}"}.get(name)
+    below = {"dh", "dz", "dy", "dgamma", "dbeta"}
+    return f"{name}{i - 1}" if name in below else {"dW": f"dW{i}", "db": f"db{i}"}.get(name)
 
 
 def _cnn_label(name, variables):
@@ -74,7 +76,8 @@ def _line(say, name, shape, verdict):
     numbers = ""
     if verdict.diff is not None:
         numbers = f"max|diff| {verdict.diff:8.1e}   rel {verdict.rel:8.1e}"
-    say(f"  {name:<9}{str(shape):<18}{verdict.status:<8}{numbers}")
+    width = max(9, len(name) + 1)                  # (a long name, running_mean1, takes from the shape's column)
+    say(f"  {name:<{width}}{str(shape):<{27 - width}}{verdict.status:<8}{numbers}")
     if verdict.hint:
         say(f"      -> {verdict.hint}")
 
@@ -110,12 +113,14 @@ def gradients(net, x, y, say):
     B, ok, first, verdicts, scaled = len(y), True, None, {}, {}
     say("forward and loss:")
     say(HEADER)
-    logits, cache = net.forward(x)
+    logits, cache = net.forward(x, training=True)  # as a training step runs it
     v = judge("logits", logits, ref.logits, B)
     _line(say, "logits", logits.shape, v)
     if not v.ok:
         say("  The forward pass gives other scores than PyTorch's: fix it first, the gradients follow from it.")
         return False, False, scaled
+    if ref.eval_logits is not None:
+        ok &= _batchnorm_forward(say, net, x, logits, ref)
     labels = y.copy()                              # what the loss is given: y itself stays as it is
     loss_rec = record(utils.cross_entropy_with_grad, (logits, labels), _loss_label, {"y": labels})
     if loss_rec.error is None:
@@ -154,6 +159,7 @@ def gradients(net, x, y, say):
 
     say("backward(), its gradients in the order it computes them" +
         (" (z: a conv's output, a: after ReLU, h: after pooling, f: flattened):" if is_cnn else
+         " (z = h W, y = gamma zhat + beta, h = f(y): the layer's output):" if ref.eval_logits is not None else
          " (z = h W + b, h = f(z): the layer's output):"))
     net.flat_grads[...] = 0                        # so a gradient never written shows as zeros
     watched = {f"d{name}": net.grads[name] for name in net.params}
@@ -164,7 +170,7 @@ def gradients(net, x, y, say):
         got = rec.values.get(name)
         if got is None and name[1:] in net.params and rec.error is None:
             got = net.grads[name[1:]]              # written but never changed: zeros
-        relu = is_cnn or net.activation == "relu"
+        relu = is_cnn or net.activation == "relu"     # (dz's mask, or dy's under batch normalization)
         v = verdicts[name] = judge(name, got, want, B, before=ref.before.get(name), relu=relu,
                                    **_layer_context(name, ref, verdicts))
         if name[1:] in net.params and v.factor is not None and v.factor > 0:
@@ -187,26 +193,54 @@ def gradients(net, x, y, say):
 def _layer_context(name, ref, verdicts):
     """judge()'s keywords for what a gradient's layer tells about it: for a bias, the sizes of
     the rows it sums (B, or N, H', W' for a convolution); for a max-pooling's input gradient,
-    the gradient at its output. Only where that gradient is itself right: a bias's gradient
+    the gradient at its output; for batch normalization's dz, dgamma and dbeta, what its
+    classic mistakes give. Only where that gradient is itself right: a bias's gradient
     that is 1/B of the right one is a mean where the sum belongs only if the dz it sums is
     right (a dlogits divided by B twice gives the same factor)."""
     context = {}
-    summed, pooled = ref.summed.get(name), ref.pooled.get(name)
+    summed, pooled, bn_from = ref.summed.get(name), ref.pooled.get(name), ref.bn_from.get(name)
     if summed and summed in verdicts and verdicts[summed].ok:
         shape = ref.grads[summed].shape            # B,n or B,C,H',W'
         context["rows"] = (shape[0], *shape[2:])
     if pooled and pooled in verdicts and verdicts[pooled].ok:
         context["pooled"] = ref.grads[pooled]
+    if bn_from and bn_from in verdicts and verdicts[bn_from].ok:
+        context["bn"] = ref.bn[name]
     return context
 
 
-LAYERS = {"conv2d_backward": "conv_backward", "maxpool2d_backward": "maxpool_backward"}  # -> units.py's check
+def _batchnorm_forward(say, net, x, logits, ref):
+    """A batch-normalised MLP's forward pass beyond the logits of a training step: the running
+    statistics that step left (buffers), and the logits in evaluation mode, which normalise with
+    them. True when all are right."""
+    ok = True
+    for name, want in ref.running.items():
+        got = net.buffers.get(name)
+        v = judge(name, got, want, None)
+        if not v.ok and name in ref.running_biased and got is not None and got.shape == want.shape \
+                and np.allclose(got, ref.running_biased[name], rtol=1e-12, atol=0):
+            v.hint = ("updated with the biased batch variance (divided by B): the running variance keeps "
+                      f"the unbiased one, B / (B - 1) var, as nn.BatchNorm1d does; {BATCHNORM}")
+        _line(say, name, want.shape, v)
+        ok &= v.ok
+    eval_logits, _ = net.forward(x)                # evaluation mode: the running statistics
+    v = judge("logits", eval_logits, ref.eval_logits, None)
+    if not v.ok and np.allclose(eval_logits, logits, rtol=1e-12, atol=0):
+        v.hint = ("the same as in training: evaluation normalised with the batch's own statistics; it must "
+                  f"use the running ones, so that an image's scores do not depend on its batch; {BATCHNORM}")
+    _line(say, "logits", f"{eval_logits.shape} eval", v)
+    return ok & v.ok
+
+
+LAYERS = {"conv2d_backward": "conv_backward", "maxpool2d_backward": "maxpool_backward",  # -> units.py's check
+          "batchnorm_backward": "batchnorm_backward"}
 
 
 def _inside_the_layer(say, backward, place):
     """Where the first wrong gradient came out of a call of a layer's backward pass (the CNN's
-    conv2d_backward or maxpool2d_backward), that function's own check, which names the line
-    inside it: the one this backward() calls (numpy_nn/layers.py's, or an exercise's)."""
+    conv2d_backward or maxpool2d_backward, the MLP's batchnorm_backward), that function's own
+    check, which names the line inside it: the one this backward() calls (numpy_nn/layers.py's
+    or batchnorm.py's, or an exercise's)."""
     from checker import units
     for function_name, check in LAYERS.items():
         if f"{function_name}(" not in place.split("\n")[0]:
@@ -365,10 +399,14 @@ def check_all(make_net, x, y, say, seed=0):
     # zeros: there a blank patch of the image gives z = 0 exactly, ReLU's kink, where a
     # finite difference sees the average of the slopes on its two sides and backward() the
     # slope on one side (0).
+    # gamma and beta likewise away from their starting 1 and 0: a gradient that leaves gamma out
+    # would look right at gamma = 1
     rng = np.random.default_rng(seed)
-    for name, b in net.params.items():
-        if name.startswith("b"):
-            b[...] = rng.normal(0, BIAS_STD, b.shape)
+    for name, p in net.params.items():
+        if name.startswith("b"):                   # b and beta
+            p[...] = rng.normal(0, BIAS_STD, p.shape)
+        elif name.startswith("gamma"):
+            p[...] = rng.normal(1, BIAS_STD, p.shape)
     ok, finished, scaled = gradients(net, x, y, say)
     say("")
     if not finished:

@@ -4,14 +4,21 @@ The NumPy network's weights are copied into its twin (pytorch_nn/), in float64, 
 forward pass is run one layer at a time so that every intermediate tensor can be named
 as numpy_nn names it (z1 = conv1(x) or x W1 + b1, a1 = relu(z1), ...) and asked to keep
 its gradient (retain_grad). One loss.backward() then gives them all.
+
+A batch-normalised MLP (norm="batch") runs in training mode, as a training step does; its
+reference also holds the running statistics one such step leaves, and the logits in
+evaluation mode, from a second copy of the twin (a forward pass in training mode moves them).
 """
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from checker.verdict import batchnorm_mistakes
+from numpy_nn.batchnorm import MOMENTUM
+
 from pytorch_nn import cnn as torch_cnn
 from pytorch_nn import model as torch_mlp
-from pytorch_nn.numpy_weights import load_numpy_params
+from pytorch_nn.numpy_weights import load_numpy_params, numpy_buffers
 
 
 def _run(model, steps, x, y):
@@ -37,12 +44,14 @@ def _run(model, steps, x, y):
 
 
 def _param_grads(layers):
-    """dW{i} and db{i} in numpy_nn's layout: nn.Linear keeps (out, in), numpy_nn (in, out)."""
+    """dW{i} and db{i} in numpy_nn's layout: nn.Linear keeps (out, in), numpy_nn (in, out). (A
+    normalised layer has no bias, and no db.)"""
     grads = {}
     for i, layer in enumerate(layers, start=1):
         dW = layer.weight.grad.numpy()
         grads[f"dW{i}"] = dW.T if dW.ndim == 2 else dW
-        grads[f"db{i}"] = layer.bias.grad.numpy()
+        if layer.bias is not None:
+            grads[f"db{i}"] = layer.bias.grad.numpy()
     return grads
 
 
@@ -52,31 +61,73 @@ class Reference:
     gradient taken through an activation (dz), the gradient just before it (dh, or da).
     summed[label], for a bias's gradient, names the gradient whose rows it sums (its layer's
     output's: dlogits or a dz); pooled[label], for a max-pooling's input gradient (da), the
-    gradient at its output (dh)."""
+    gradient at its output (dh). A batch-normalised MLP's also has bn[label], for dz{i},
+    dgamma{i} and dbeta{i}, the wrong gradients the classic mistakes give (checker/verdict.py
+    batchnorm_mistakes), with bn_from[label], the gradient they are computed from (dy{i}),
+    which summed also names for dgamma{i} and dbeta{i}; running, the buffers after
+    one training-mode pass, with running_biased (the running variances the biased batch
+    variance would give); and eval_logits, the logits in evaluation mode."""
 
     def __init__(self, logits, loss, grads, before, summed=None, pooled=None):
         self.logits, self.loss, self.grads, self.before = logits, loss, grads, before
         self.summed, self.pooled = summed or {}, pooled or {}
+        self.bn, self.bn_from, self.running, self.running_biased, self.eval_logits = {}, {}, {}, {}, None
+
+
+def _twin(net):
+    """The PyTorch twin of numpy_nn's NeuralNetwork net, in float64, with its parameters (and
+    running statistics)."""
+    model = torch_mlp.MLP(net.sizes, activation=net.activation, norm=net.norm).double()
+    return load_numpy_params(model, net.params, net.buffers)
 
 
 def mlp_reference(net, x, y):
-    """For numpy_nn's NeuralNetwork net (any sizes and activation)."""
-    model = load_numpy_params(torch_mlp.MLP(net.sizes, activation=net.activation).double(), net.params)
-    L = net.num_layers
+    """For numpy_nn's NeuralNetwork net (any sizes, activation and normalisation)."""
+    model = _twin(net)
+    L, normalised = net.num_layers, net.norm != "none"
     steps = []
-    for i, layer in enumerate(model.hidden, start=1):
-        steps += [(f"z{i}", layer), (f"h{i}", model.activation)]
+    for i, (layer, norm) in enumerate(zip(model.hidden, model.norms), start=1):
+        steps += [(f"z{i}", layer), *([(f"y{i}", norm)] if normalised else []), (f"h{i}", model.activation)]
     t, loss = _run(model, steps + [("logits", model.out)], x, y)
     w = _param_grads(model.layers())
     grads = {"dlogits": t["logits"].grad.numpy()}
     for i in range(L, 0, -1):                      # backward()'s order: W, b, then the layer below
-        grads[f"dW{i}"], grads[f"db{i}"] = w[f"dW{i}"], w[f"db{i}"]
+        grads[f"dW{i}"] = w[f"dW{i}"]
+        if f"db{i}" in w:
+            grads[f"db{i}"] = w[f"db{i}"]
         if i > 1:
             grads[f"dh{i - 1}"] = t[f"h{i - 1}"].grad.numpy()
+            if normalised:
+                grads[f"dy{i - 1}"] = t[f"y{i - 1}"].grad.numpy()
             grads[f"dz{i - 1}"] = t[f"z{i - 1}"].grad.numpy()
-    before = {f"dz{i}": grads[f"dh{i}"] for i in range(1, L)}
-    summed = {f"db{i}": f"dz{i}" if i < L else "dlogits" for i in range(1, L + 1)}
-    return Reference(t["logits"].detach().numpy(), loss.item(), grads, before, summed)
+            if normalised:
+                norm = model.norms[i - 2]
+                grads[f"dgamma{i - 1}"], grads[f"dbeta{i - 1}"] = norm.weight.grad.numpy(), norm.bias.grad.numpy()
+    activation_grad = "dy" if normalised else "dz"  # the gradient just after the activation's derivative
+    before = {f"{activation_grad}{i}": grads[f"dh{i}"] for i in range(1, L)}
+    summed = {f"db{i}": f"dz{i}" if i < L else "dlogits" for i in range(1, L + 1) if f"db{i}" in grads}
+    ref = Reference(t["logits"].detach().numpy(), loss.item(), grads, before, summed)
+    if normalised:
+        _batchnorm_reference(ref, net, model, t, x)
+    return ref
+
+
+def _batchnorm_reference(ref, net, model, t, x):
+    """What a batch-normalised MLP's check needs besides the gradients (Reference's bn,
+    bn_from, running, running_biased, eval_logits)."""
+    for i in range(1, net.num_layers):
+        z = t[f"z{i}"].detach().numpy()
+        for name, mistakes in batchnorm_mistakes(ref.grads[f"dy{i}"], z, net.params[f"gamma{i}"]).items():
+            ref.bn[f"{name}{i}"], ref.bn_from[f"{name}{i}"] = mistakes, f"dy{i}"
+        ref.summed[f"dgamma{i}"] = ref.summed[f"dbeta{i}"] = f"dy{i}"
+        ref.running_biased[f"running_var{i}"] = (1 - MOMENTUM) * net.buffers[f"running_var{i}"] \
+            + MOMENTUM * z.var(axis=0)
+    fresh = _twin(net)                             # its buffers as net's were before its forward pass
+    with torch.no_grad():
+        fresh(torch.from_numpy(x))                 # training mode: moves the running statistics once
+        ref.running = {name: array for name, array in numpy_buffers(fresh).items()}
+        fresh.eval()
+        ref.eval_logits = fresh(torch.from_numpy(x)).numpy()
 
 
 def cnn_reference(net, x, y):

@@ -1,11 +1,14 @@
 """Checks of single functions, for the exercises: each against its PyTorch counterpart on a
 small input made to hold the hard cases (ties in a pooling window, an odd size, gradients
-that are exactly zero).
+that are exactly zero, a unit constant over the batch).
 
 A layer's backward pass runs under the tracer (trace.py), as backward() does in the
 network's check: what it returns is judged, and where a result is wrong, so are the steps
 inside it that feed that result (dWm, dcols; the mask, dwindows), in the order the function
-computes them; the first wrong one is named with its line."""
+computes them; the first wrong one is named with its line. A batch normalization's backward
+pass is judged on dz, dgamma and dbeta, and behind a wrong dz on dzhat and, where it is written
+in stages as the exercise's hints walk it, dvar and dmean; a wrong one that is a classic
+mistake's gradient is named as such (verdict.py batchnorm_mistakes)."""
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -13,8 +16,8 @@ import torch.nn.functional as F
 from checker.guard import first_line, kind
 from checker.network import _line, _made, _stopped, first_wrong
 from checker.trace import failing_line, record, where
-from checker.verdict import judge, windows
-from numpy_nn import layers, utils
+from checker.verdict import batchnorm_mistakes, judge, windows
+from numpy_nn import batchnorm, layers, utils
 
 
 def _report(say, name, got, want, batch):
@@ -26,14 +29,16 @@ def _report(say, name, got, want, batch):
 # A step inside a layer's backward pass -> what it feeds, a result or the next step (the steps
 # are named as in numpy_nn/layers.py and the exercises; a function that names them otherwise
 # is judged on its results alone)
-FEEDS = {"dWm": "dW", "dcols": "dx", "mask": "dwindows", "dwindows": "dx"}
+FEEDS = {"dWm": "dW", "dcols": "dx", "mask": "dwindows", "dwindows": "dx",
+         "dzhat": "dz", "dvar": "dz", "dmean": "dz"}     # (dvar, dmean: batch normalization's backward written in stages)
+RESULTS = ("dx", "dW", "db", "dz", "dgamma", "dbeta")  # what the layers' backward passes return
 
 
 def _label(name, variables):
     """The step or result a local variable of a layer's backward pass holds, or None."""
     if name == "dwindows" and np.ndim(variables[name]) == 6:
         return None                                # the given line's N,C,Ho,2,Wo,2: a layout, not a step
-    return name if name in FEEDS or name in ("dx", "dW", "db") else None
+    return name if name in FEEDS or name in RESULTS else None
 
 
 def _equal(a, b):
@@ -152,6 +157,47 @@ def maxpool_answers(x, dout):
     F.max_pool2d(ones, 2).sum().backward()
     dx = tx.grad.numpy()
     return {"dx": dx, "dwindows": windows(dx), "mask": windows(ones.grad.numpy())}
+
+
+def batchnorm_backward(say, backward=batchnorm.batchnorm_backward, seed=0):
+    """batchnorm_backward (the project's, or a learner's) against torch's batch_norm in training
+    mode: a batch of 6 (where the biased variance, /6, and the unbiased, /5, differ by 20%), 5
+    units of different scales and offsets, one of them constant over the batch (variance 0:
+    only eps keeps 1 / std finite)."""
+    rng = np.random.default_rng(seed)
+    B, H = 6, 5
+    z = rng.standard_normal((B, H)) * [1.0, 3.0, 0.2, 1.0, 2.0] + [0.0, 1.0, -2.0, 0.0, 5.0]
+    z[:, 3] = 0.7                                              # constant: zhat 0, std sqrt(eps)
+    gamma, beta = rng.normal(1, 0.5, H), rng.normal(0, 0.5, H)
+    _, cache = batchnorm.batchnorm_forward(z, gamma, beta, np.zeros(H), np.ones(H), training=True)
+    dy = rng.standard_normal((B, H))
+    want = batchnorm_answers(z, gamma, beta, dy)
+    mistakes = batchnorm_mistakes(dy, z, gamma)
+    say(f"batchnorm_backward on a batch of {B} images, {H} units (one constant over the batch), in training mode:")
+    context = {name: {"bn": mistakes[name], **({"rows": (B,)} if name != "dz" else {})} for name in mistakes}
+    return _judged(say, backward, (dy, cache), want, ("dz", "dgamma", "dbeta"), context)
+
+
+def batchnorm_answers(z, gamma, beta, dy):
+    """Autograd's dz, dgamma and dbeta for dy at F.batch_norm's output in training mode (the
+    batch's statistics, nn.BatchNorm1d's eps); and the stages in between, from autograd on the
+    forward pass written out (mean, var, zhat, y), checked to give F.batch_norm's y: dzhat, and
+    dvar and dmean, the gradients at the batch's variance and mean."""
+    tz, tgamma, tbeta = (torch.tensor(a, requires_grad=True) for a in (z, gamma, beta))
+    y = F.batch_norm(tz, None, None, tgamma, tbeta, training=True, eps=batchnorm.EPS)
+    y.backward(torch.from_numpy(dy))
+    mean = torch.tensor(z.mean(axis=0), requires_grad=True)
+    var = torch.tensor(((z - z.mean(axis=0)) ** 2).mean(axis=0), requires_grad=True)   # biased
+    zhat = (torch.from_numpy(z) - mean) / torch.sqrt(var + batchnorm.EPS)
+    zhat.retain_grad()
+    staged = torch.from_numpy(gamma) * zhat + torch.from_numpy(beta)
+    # the same numbers to rounding (~1e-15 of the scale); a stage left out would be off by whole entries
+    assert torch.allclose(staged, y, rtol=0, atol=1e-12), "the stages are not batch_norm's forward pass"
+    staged.backward(torch.from_numpy(dy))
+    # var read as a function of z alone (it is the mean of (z - mean)^2, whose slope in mean is
+    # -2 mean(z - mean) = 0): dmean holds no path through var, as a staged backward computes it
+    return {"dz": tz.grad.numpy(), "dgamma": tgamma.grad.numpy(), "dbeta": tbeta.grad.numpy(),
+            "dzhat": zhat.grad.numpy(), "dvar": var.grad.numpy(), "dmean": mean.grad.numpy()}
 
 
 def adam(say, steps=5, seed=0):

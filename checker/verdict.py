@@ -3,6 +3,8 @@ import math
 
 import numpy as np
 
+from numpy_nn.batchnorm import EPS
+
 # float64 keeps about 16 digits. The same sums taken in another order (NumPy's BLAS and
 # PyTorch's kernels add in different orders) differ by about n * 1.1e-16 of the terms' size
 # for n terms; the longest sums here have 1600 x 32 terms, so the two agree to ~1e-11 of the
@@ -17,6 +19,31 @@ SOFTMAX = f"see {PAGE}#softmax-and-cross-entropy"
 ACTIVATIONS = f"see {PAGE}#activations"
 CNN = f"see {PAGE}#the-cnn"
 UPDATES = f"see {PAGE}#the-updates"
+BATCHNORM = f"see {PAGE}#batch-normalization"
+
+# What each classic mistake of batch normalization's backward pass gets wrong (the gradients
+# they give: batchnorm_mistakes)
+BIASED = ("the biased and the unbiased variance mixed up: the forward pass normalises with the biased "
+          "variance, divided by B (and so does its backward pass); the unbiased one, divided by B - 1, "
+          "belongs in the running variance only")
+BATCHNORM_MISTAKES = {
+    # (named without their terms: finding those terms is the exercise)
+    "constants": "the batch's mean and variance treated as constants: this is dzhat / std, zhat's direct path "
+                 "alone. Every z_n also moves the batch's mean and variance, and through them every image's "
+                 "zhat: work out dLoss/dmean and dLoss/dvar and add the two paths they open to dz",
+    "no mean": "the mean's path is missing: every z_n moves the batch's mean (dmean/dz_n = 1/B), which every "
+               "zhat subtracts; add dLoss/dmean times 1/B",
+    "no variance": "the variance's path is missing: every z_n moves the batch's variance "
+                   "(dvar/dz_n = 2 (z_n - mean) / B), which every zhat is divided by; add dLoss/dvar times that",
+    "unbiased in the variance's path": BIASED,
+    "unbiased std": BIASED,
+    "unbiased everywhere": BIASED,
+    "no gamma": "gamma is missing: y = gamma zhat + beta gives dzhat = dy gamma",
+    "means over the units": "the means taken over the wrong axis: each unit is normalised with its own "
+                            "mean and variance over the batch, so the paths' means run over the batch, axis=0",
+    "dgamma without zhat": "this is dbeta, sum(dy): y = gamma zhat + beta gives dgamma = sum over the batch of dy zhat",
+    "dbeta with zhat": "this is dgamma, sum(dy zhat): y = gamma zhat + beta gives dbeta = sum over the batch of dy",
+}
 
 
 class Verdict:
@@ -85,14 +112,45 @@ def windows(x):
     return x.transpose(0, 1, 2, 4, 3, 5).reshape(N, C, Ho, Wo, 4)
 
 
-def judge(name, got, want, batch, before=None, relu=False, rows=None, pooled=None):
+def batchnorm_mistakes(dy, z, gamma, eps=EPS):
+    """The gradients batch normalization's classic mistakes give (their names: BATCHNORM_MISTAKES),
+    from the right dy B,H at its output, its input z B,H and gamma H: for dz, the ones that
+    leave out a path through the batch's statistics, mix up the biased and the unbiased
+    variance or forget gamma; for dgamma and dbeta, each other's formula. The right ones:
+        dz = (dzhat - mean(dzhat) - zhat mean(dzhat zhat)) / std,  dzhat = dy gamma,
+        dgamma = sum(dy zhat), dbeta = sum(dy)    (means and sums over the batch)"""
+    B = len(z)
+    var = z.var(axis=0)                                     # H  biased
+    std, std_u = np.sqrt(var + eps), np.sqrt(var * B / (B - 1) + eps)
+    zhat, zhat_u = (z - z.mean(axis=0)) / std, (z - z.mean(axis=0)) / std_u
+    dzhat = dy * gamma                                      # B,H
+
+    def compact(dzhat, zhat, std, n=B):                     # the right form; n: the variance's divisor
+        return (dzhat - dzhat.mean(axis=0) - zhat * (dzhat * zhat).sum(axis=0) / n) / std
+    dz = {"constants": dzhat / std,
+          "no mean": (dzhat - zhat * (dzhat * zhat).mean(axis=0)) / std,
+          "no variance": (dzhat - dzhat.mean(axis=0)) / std,
+          "unbiased in the variance's path": compact(dzhat, zhat, std, B - 1),
+          "unbiased std": compact(dzhat, zhat_u, std_u),
+          "unbiased everywhere": compact(dzhat, zhat_u, std_u, B - 1),
+          "no gamma": compact(dy, zhat, std),
+          # the means taken over the units (axis=1), each image's own, not over the batch
+          "means over the units": (dzhat - dzhat.mean(axis=1, keepdims=True)
+                                   - zhat * (dzhat * zhat).mean(axis=1, keepdims=True)) / std}
+    return {"dz": dz, "dgamma": {"dgamma without zhat": dy.sum(axis=0)},
+            "dbeta": {"dbeta with zhat": (dy * zhat).sum(axis=0)}}
+
+
+def judge(name, got, want, batch, before=None, relu=False, rows=None, pooled=None, bn=None):
     """The verdict on gradient `name`: got (the learner's) against want (autograd's). batch:
     the batch size B (None where there is no loss's 1/B to blame, in a layer's own check);
     before: the right gradient just before the activation's derivative (for a dz), relu:
     whether that activation is ReLU, whose derivative is a 0/1 mask. For a bias's gradient,
     rows: the sizes of the axes it sums over, (B,) for a linear layer, (N, H', W') for a
     convolution. For a max-pooling's input gradient (dx, or its windows dwindows, or the
-    mask saying where it goes), pooled: the right gradient at the pooling's output (dout)."""
+    mask saying where it goes), pooled: the right gradient at the pooling's output (dout). For
+    batch normalization's dz, dgamma or dbeta, bn: {mistake: the gradient it gives}
+    (batchnorm_mistakes' for that name)."""
     if got is None:
         return Verdict("missing", hint="never computed (or never written where the optimizer reads it)")
     if got is Ellipsis:
@@ -114,7 +172,16 @@ def judge(name, got, want, batch, before=None, relu=False, rows=None, pooled=Non
     if rel <= CLOSE:
         return Verdict("close", diff, rel)
     k = factor(got, want)
-    return Verdict("wrong", diff, rel, _value_hint(name, got, want, batch, before, relu, rows, pooled, k), k)
+    hint = _batchnorm_hint(got, bn) or _value_hint(name, got, want, batch, before, relu, rows, pooled, k)
+    return Verdict("wrong", diff, rel, hint, k)
+
+
+def _batchnorm_hint(got, mistakes):
+    """The classic batch-normalization mistake whose gradient got is, or None."""
+    for mistake, wrong in (mistakes or {}).items():
+        if _close(got, wrong):
+            return f"{BATCHNORM_MISTAKES[mistake]}; {BATCHNORM}"
+    return None
 
 
 def _shape_hint(name, got, want, batch, rows=None):
@@ -134,6 +201,17 @@ def _shape_hint(name, got, want, batch, rows=None):
     if got.ndim == 2 and got.shape == want.shape[::-1]:
         return (f"{shapes}: transposed. dW holds one slope per entry of W, so it has W's shape: "
                 f"z = h W + b gives dW = h^T dz (h_prev.T @ dz), not dz^T h; {MATRIX}")
+    if want.ndim == 1 and name.startswith(("dgamma", "dbeta")):
+        which = "gamma scales" if name.startswith("dgamma") else "beta shifts"
+        summed = "dy zhat" if name.startswith("dgamma") else "dy"
+        if rows and got.shape == rows:
+            return (f"{shapes}: summed over the wrong axis. {which} its unit in every image of the batch, "
+                    f"so its gradient sums {summed} over the batch: axis=0; {BATCHNORM}")
+        if got.ndim == 2 and rows and got.shape[0] == rows[0]:
+            return f"{shapes}: not summed over the batch: {summed} summed over axis=0; {BATCHNORM}"
+        if got.ndim == 0:
+            return f"{shapes}: summed over every axis; sum {summed} over the batch only: axis=0; {BATCHNORM}"
+        return shapes
     if want.ndim == 1 and name.startswith("db") and rows and len(rows) == 3:
         pixels = math.prod(rows)                  # a convolution's dout: one row per output pixel
         if got.shape == (pixels,) or (got.ndim >= 2 and got.shape[0] == pixels):
@@ -164,7 +242,8 @@ def _value_hint(name, got, want, batch, before, relu, rows=None, pooled=None, k=
         return "all zeros: never written where the optimizer reads it (the network's grads)?"
     if _close(got, -want):
         return f"the sign is flipped: a gradient points uphill, the update subtracts it; {UPDATES}"
-    if rows and name.startswith("db") and k and k > 0 and abs(1 / k - math.prod(rows)) <= CLOSE * math.prod(rows):
+    if (rows and name.startswith("db") and not name.startswith("dbeta") and k and k > 0
+            and abs(1 / k - math.prod(rows)) <= CLOSE * math.prod(rows)):
         return _mean_hint(k, rows)
     if batch and _close(got, want * batch):
         return (f"{batch} times too large, the batch size: the loss is a mean, so "

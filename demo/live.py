@@ -26,6 +26,9 @@ twins change their rate at the same step. What the Feed writes:
     start       the run's size and layers, and the time step 1 ended (time.time()), once
     tick        the step, its loss and rate, and the time it was written (time.time(): one
                 clock for both twins' feeds): at most every TICK seconds
+    estimate    how long the whole run will take at its first steps' pace (harness/pace.py):
+                seconds, as a learner reads it ("2.5 min"), and the line the trainer prints;
+                once, early in epoch 1
     diag        a diagnostics record (numpy_nn/diagnostics.py) as soon as the trainer makes one
     snapshot    the first layer's weights and the predictions for DIGITS test images: at most
                 every SNAPSHOT seconds, and after each epoch
@@ -34,7 +37,7 @@ twins change their rate at the same step. What the Feed writes:
     lr          a change of rate made: the first step it applies to, and the rate
 
 Every figure but the snapshot is one the trainer computes anyway, so watching costs little:
-see README's "Watch it learn, live" for the measured cost.
+see docs/demo.md's "Watch it learn, live" for the measured cost.
 """
 import signal
 import sys
@@ -88,6 +91,7 @@ class Feed:
         self.early = []                # commands that came while waiting for begin (a hold)
         self.pending = None            # (step, lr): a change waiting for its step
         self.rows = 0                  # diagnostics records written so far
+        self.estimated = False         # has the pace's estimate been written
         self.next_tick = self.next_snapshot = 0.0
 
     def write(self, kind, **fields):
@@ -125,6 +129,9 @@ class Feed:
             loss = loss if isinstance(loss, float) else loss.item()
             self.write("tick", step=session.step, epoch=session.epoch, loss=finite(loss), lr=session.lr(),
                        time=time.time())
+        if session.pace.line and not self.estimated:
+            self.estimated = True
+            self.write("estimate", seconds=session.pace.seconds, about=session.pace.about, line=session.pace.line)
         self.diagnostics(session)
         if now >= self.next_snapshot:
             self.snapshot(session)

@@ -45,9 +45,10 @@ class Model:
     read: Callable     # image (28, 28) float32 -> (10 probabilities, [hidden layers' activations])
 
 
-def numpy_reader(path, kind):
+def numpy_reader(path, kind, activation="relu"):
     """A NumPy network's read(): the probabilities, and for the MLP each hidden layer's ReLU
-    outputs (128 and 64 numbers), which the page draws as heat strips."""
+    outputs (128 and 64 numbers), which the page draws as heat strips. (The .npz names the
+    MLP's activation and normalisation itself.)"""
     net = (CNN if kind == "cnn" else NeuralNetwork).load(path)
 
     def read(image):
@@ -57,11 +58,12 @@ def numpy_reader(path, kind):
     return read
 
 
-def pytorch_reader(path, kind):
-    """A PyTorch network's read(): the probabilities (no hidden layers shown)."""
+def pytorch_reader(path, kind, activation="relu"):
+    """A PyTorch network's read(): the probabilities (no hidden layers shown). A state_dict
+    holds no activation (it has no weights): the MLP's is the run record's."""
     import torch  # only when a PyTorch run is there
     from pytorch_nn import cnn, model as mlp
-    network = (cnn if kind == "cnn" else mlp).load_model(path)
+    network = cnn.load_model(path) if kind == "cnn" else mlp.load_model(path, activation=activation)
     network.eval()                                   # as the trainer evaluates: dropout off
 
     def read(image):
@@ -110,7 +112,7 @@ def find_models(metrics_paths):
             notes.append(problem)
             continue
         try:
-            read = READERS[run.framework](weights, run.model)
+            read = READERS[run.framework](weights, run.model, run.record["config"]["activation"])
         except UNREADABLE as e:
             notes.append(f"cannot load {shown(weights)} ({type(e).__name__}): train it again")
             continue

@@ -179,7 +179,7 @@ class Run:
         self.ready = False                   # has it said it can take its first step (a twin's "ready")
         self.stopping, self.reason = False, None   # a stop sent; why the server sent it, if not asked
         self.writing = threading.Lock()      # one line at a time on its stdin (the release, a hold)
-        self.start = self.tick = self.snapshot = None
+        self.start = self.tick = self.snapshot = self.estimate = None
         self.diag, self.epochs, self.lr_changes = {"steps": [], "loss": []}, [], []
         self.recent = deque(maxlen=WINDOW)   # (step, time) of the last ticks, as the trainer wrote them
         # Its stdin is a pipe that only this server holds: when the server ends, however it
@@ -245,6 +245,8 @@ class Run:
             item["steps"] = item.pop("step")
             for figure, values in item.items():
                 self.diag.setdefault(figure, []).append(values)
+        elif kind == "estimate":               # {"seconds", "line"}: the whole run, at its first steps' pace
+            self.estimate = item
         elif kind == "snapshot":
             self.snapshot = item
         elif kind == "epoch":
@@ -307,7 +309,7 @@ class Run:
         state = {**(self.start or {}), "id": self.id, "framework": self.framework, "flags": self.argv,
                  "status": self.status, "error": self.error, "network": self.network,
                  "metrics": shown(self.metrics), **tick, "steps_per_second": self.speed(), "epochs": self.epochs,
-                 "lr_changes": self.lr_changes}
+                 "lr_changes": self.lr_changes, "estimate": self.estimate}
         if figures:
             state.update(diagnostics=self.diag, snapshot=self.snapshot)
         return state

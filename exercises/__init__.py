@@ -1,4 +1,4 @@
-"""The exercises: a learner's version of five key functions, graded by check.py and usable by
+"""The exercises: a learner's version of six key functions, graded by check.py and usable by
 the NumPy trainer (exercises/README.md says how to work through them).
 
 Each file exercises/NAME.py holds one function with the signature of the project's own, its
@@ -43,6 +43,7 @@ class Exercise:
     solution: str      # the project's own version: file, function
     targets: tuple     # (module name, attribute path) pairs that the learner's function replaces
     needs: dict = field(default_factory=dict)  # other trainer flags it needs, e.g. {"optimizer": "adam"}
+    train_flags: dict = field(default_factory=dict)  # those of needs its training command names (not defaults)
 
     @property
     def file(self):
@@ -56,7 +57,7 @@ class Exercise:
     @property
     def train_command(self):
         flags = "".join(f" --{flag} {value}" for flag, value in
-                        ({"model": self.model} if self.model == "cnn" else {}).items())
+                        {**({"model": self.model} if self.model == "cnn" else {}), **self.train_flags}.items())
         return f"python numpy_nn/train.py --exercise {self.name}{flags}"
 
 
@@ -69,7 +70,8 @@ EXERCISES = {exercise.name: exercise for exercise in (  # in the suggested order
     Exercise("mlp_backward", "backward",
              "the MLP's backward pass: dW and db of every layer from dLoss/dlogits, by the chain rule",
              "mlp", "numpy_nn/neural_network.py, NeuralNetwork.backward",
-             (("numpy_nn.neural_network", "NeuralNetwork.backward"),)),
+             (("numpy_nn.neural_network", "NeuralNetwork.backward"),),
+             {"norm": "none"}),                    # its backward has no batch normalization
     Exercise("adam_step", "step",
              "one step of Adam: the running means m and v, bias-corrected, and the update of every weight",
              None, "numpy_nn/utils.py, Adam.step", (("numpy_nn.utils", "Adam.step"),),
@@ -80,6 +82,12 @@ EXERCISES = {exercise.name: exercise for exercise in (  # in the suggested order
     Exercise("conv_backward", "conv2d_backward",
              "a convolution's backward pass through im2col: dx, dW and db as matrix products and col2im",
              "cnn", "numpy_nn/layers.py, conv2d_backward", (("numpy_nn.cnn", "conv2d_backward"),)),
+    Exercise("batchnorm_backward", "batchnorm_backward",
+             "batch normalization's backward pass: dz, dgamma and dbeta, through the batch's mean and variance",
+             "mlp", "numpy_nn/batchnorm.py, batchnorm_backward",
+             # neural_network.py imported the name, so its own binding is replaced too
+             (("numpy_nn.batchnorm", "batchnorm_backward"), ("numpy_nn.neural_network", "batchnorm_backward")),
+             {"norm": "batch"}, {"norm": "batch"}),
 )}
 
 

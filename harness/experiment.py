@@ -19,7 +19,7 @@ from harness.closed_stdout import keep_running_if_stdout_closes
 from harness.flags import RESULTS_DIR, build_parser  # noqa: F401  (the trainers' flags: harness/flags.py)
 from harness.metrics_file import sha256_bytes
 
-# A learning rate each optimizer trains this network well with (README's experiments): what the
+# A learning rate each optimizer trains this network well with (docs/experiments.md's table): what the
 # divergence message suggests instead of a rate merely ten times smaller, which may still fail.
 GOOD_LR = {"sgd": 0.1, "momentum": 0.02, "adam": 3e-3}
 
@@ -86,6 +86,11 @@ def load_data(parser, args):
         stop("interrupted while loading the data: nothing written")
     if args.limit is not None and args.limit > len(x_train):
         parser.error(f"argument --limit: {args.limit} is more than the {len(x_train)} training samples")
+    n_train = len(x_train[:args.limit])
+    if getattr(args, "norm", "none") == "batch" and n_train % args.batch_size == 1:
+        parser.error(f"argument --batch-size: {n_train} training samples in batches of {args.batch_size} leave "
+                     f"a last batch of 1 image, which --norm batch cannot normalise (no variance); "
+                     f"choose another --batch-size or --limit")
     dtype = np.dtype(args.dtype)  # the loader gives float32; float64 is exact from it
     return x_train[:args.limit].astype(dtype, copy=False), y_train[:args.limit], \
         x_test.astype(dtype, copy=False), y_test

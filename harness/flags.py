@@ -19,9 +19,10 @@ MODELS = ("mlp", "cnn")
 LAYERS = ("fast", "plain")  # the speed tricks' fast twins, or the lesson files as written
 ACTIVATIONS = ("relu", "sigmoid", "tanh")  # numpy_nn/utils.py ACTIVATIONS, pytorch_nn/model.py's
 WEIGHT_INITS = ("he", "xavier", "small")   # numpy_nn/utils.py init_std
+NORMS = ("none", "batch")                   # numpy_nn/neural_network.py NORMS: batch is numpy_nn/batchnorm.py
 MLP_HIDDEN = [128, 64]  # the user's design: 784 -> 128 -> 64 -> 10
 # The most --hidden takes: layers, and units a layer. Room for deep and wide experiments
-# (README's --hidden 512 256 128; the depth lesson's 10 layers), while the largest MLP, 10 layers
+# (docs/experiments.md's --hidden 512 256 128; the depth lesson's 10 layers), while the largest MLP, 10 layers
 # of 1024, stays 10.26 million weights (82 MB in float64): a list of thousands of sizes would
 # grow a trainer to gigabytes.
 MAX_HIDDEN_LAYERS, MAX_HIDDEN_UNITS = 10, 1024
@@ -132,10 +133,16 @@ class _ModelParser(OneLineParser):
             if args.activation not in (None, "relu"):
                 self.error(f"argument --activation: sets the MLP's; the CNN keeps ReLU (numpy_nn/cnn.py), "
                            f"got {args.activation}")
+            if args.norm != "none":
+                self.error(f"argument --norm: normalises the MLP's hidden layers; the CNN has none "
+                           f"(numpy_nn/cnn.py), got --norm {args.norm}")
         elif len(args.hidden) > MAX_HIDDEN_LAYERS:
             self.error(f"argument --hidden: at most {MAX_HIDDEN_LAYERS} layers, got {len(args.hidden)}")
         elif max(args.hidden) > MAX_HIDDEN_UNITS:
             self.error(f"argument --hidden: at most {MAX_HIDDEN_UNITS} units a layer, got {max(args.hidden)}")
+        if args.norm == "batch" and args.batch_size == 1:
+            self.error("argument --batch-size: --norm batch normalises each unit over its batch, and one "
+                       "image has no variance: give 2 or more")
         args.activation = args.activation or "relu"
         given = [name for name in AUGMENT_RANGES if getattr(args, name) is not None]
         if given and not args.augment:
@@ -188,6 +195,10 @@ def build_parser(framework, description):
                         f"at most {MAX_HIDDEN_UNITS} units (the CNN's are fixed)")
     p.add_argument("--activation", choices=ACTIVATIONS, default=None,
                    help="the MLP's hidden-layer activation (default: relu; the CNN keeps ReLU)")
+    p.add_argument("--norm", choices=NORMS, default="none",
+                   help="batch: batch normalization between each of the MLP's hidden layers and its "
+                        "activation (numpy_nn/batchnorm.py; PyTorch's nn.BatchNorm1d), the batch's "
+                        "statistics in training, the running ones in evaluation")
     p.add_argument("--weight-init", choices=WEIGHT_INITS, default=None,
                    help="how the starting weights are drawn: he N(0, 2/fan_in), xavier N(0, 2/(fan_in + "
                         "fan_out)), small N(0, 0.01^2), the classic mistake (default: he)")

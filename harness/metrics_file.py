@@ -65,10 +65,11 @@ CONFIG_FIELDS = {"epochs": int, "batch_size": int, "lr": NUMBER, "optimizer": st
                  "dataset": str, "dtype": str, "activation": str,
                  "weight_init": OPTIONAL_STR}  # null: the PyTorch trainer's --init torch
 # Read where present (compare.py): the weights' path, the PyTorch trainer's --mode, and the
-# NumPy trainer's --exercise (null: the project's own functions; older records have none), and
-# --augment's ranges (null: no augmentation; older records have none).
+# NumPy trainer's --exercise (null: the project's own functions; older records have none),
+# --augment's ranges (null: no augmentation; older records have none), and --norm (older
+# records have none: they had no normalisation).
 OPTIONAL_CONFIG_FIELDS = {"weights": OPTIONAL_STR, "mode": str, "exercise": OPTIONAL_STR,
-                          "augment": OPTIONAL_DICT}
+                          "augment": OPTIONAL_DICT, "norm": str}
 # The config keys that say where a run's files are and how its output looks, not what it
 # trained: two records that differ only in these are the same run (sweep.py keeps it). Every
 # other key is a setting, including any a trainer records in future.
@@ -82,6 +83,10 @@ DIVERGED_FIELDS = {"epoch": int, "batch": int, "loss": str}  # the loss as text:
 # numpy_nn/diagnostics.py says what each is; every list holds one number (or null: not finite)
 # per recorded step, per layer, dead_fraction for the hidden layers only
 DIAGNOSTICS_PER_LAYER = ("grad_rms", "update_ratio", "activation_mean", "activation_std")
+# Per hidden layer where they apply (numpy_nn/diagnostics.py hidden_figures; older records have
+# none), each with the bounds of its values
+DIAGNOSTICS_PER_HIDDEN_LAYER = {"saturated_fraction": (0, 1), "input_p15": (None, None),
+                                "input_p50": (None, None), "input_p85": (None, None)}
 DIAGNOSTICS_FIELDS = {"every": int, "probe_images": int, "layers": list, "steps": list, "loss": list,
                       **{figure: dict for figure in DIAGNOSTICS_PER_LAYER}, "dead_fraction": dict,
                       "histograms": dict}
@@ -155,12 +160,13 @@ def _check_diagnostics(diagnostics):
     _check_range(diagnostics, "probe_images", "diagnostics", low=0)
     _check_series(steps, len(steps), "diagnostics['steps']", low=1, kind=int)
     _check_series(diagnostics["loss"], len(steps), "diagnostics['loss']", low=0)
-    for figure in (*DIAGNOSTICS_PER_LAYER, "dead_fraction"):
-        names = layers[:-1] if figure == "dead_fraction" else layers
-        if sorted(diagnostics[figure]) != sorted(names):
+    hidden = [figure for figure in DIAGNOSTICS_PER_HIDDEN_LAYER if figure in diagnostics]
+    for figure in (*DIAGNOSTICS_PER_LAYER, "dead_fraction", *hidden):
+        names = layers[:-1] if figure == "dead_fraction" or figure in hidden else layers
+        if not isinstance(diagnostics[figure], dict) or sorted(diagnostics[figure]) != sorted(names):
             raise MetricsError(f"diagnostics[{figure!r}] should have the layers {', '.join(names)}")
         low, high = {"grad_rms": (0, None), "update_ratio": (0, None), "activation_std": (0, None),
-                     "dead_fraction": (0, 1)}.get(figure, (None, None))
+                     "dead_fraction": (0, 1), **DIAGNOSTICS_PER_HIDDEN_LAYER}.get(figure, (None, None))
         for name in names:
             _check_series(diagnostics[figure][name], len(steps), f"diagnostics[{figure!r}][{name!r}]",
                           low, high)

@@ -23,6 +23,8 @@ Both trainers run their loop inside one, so they share, line for line:
 - stopping: Ctrl-C or SIGTERM ends the loop at the next step boundary (harness/experiment.py), and
   the weights kept are those of the last finished epoch, taken right after its evaluation,
   so that the record and the weights always describe the same network;
+- the pace: once, early in epoch 1, how long the whole run will take at the pace of its
+  first steps (harness/pace.py), a line among the epoch lines;
 - an outside observer (Session.observer; the demo's live page, demo/live.py), told when the
   run is ready to take its first step, and of every step and epoch, which may change the
   learning rate between two steps (set_lr): the record's "lr_changes" then say at which step
@@ -33,6 +35,7 @@ NumPy and the standard library only: torch is imported only by a PyTorch run's s
 import contextlib
 import io
 import math
+import sys
 import time
 
 import numpy as np
@@ -44,6 +47,7 @@ from harness.experiment import TrainingDiverged, check_finite
 from harness.flags import project_file_problem
 from harness.memory import check_memory
 from harness.metrics_file import Run, numpy_blas
+from harness.pace import Pace
 
 # On an accelerator, reading a loss back makes the host wait for the device: there the
 # divergence check reads the losses of CHECK_EVERY steps at once.
@@ -107,6 +111,7 @@ class Session:
         self.step = 0                 # steps taken in the whole run
         self.recording = False        # does the diagnostics record the step now running?
         self.unchecked = []           # losses on the device, not read back yet
+        self.pace = Pace(self.steps_per_epoch, args.epochs, args.batch_size, self.n_train + len(x_test))
 
     # ------------------------------------------------------------------------- the loop's calls
 
@@ -175,6 +180,8 @@ class Session:
             self.unchecked.append(loss.detach())
             if len(self.unchecked) == CHECK_EVERY:
                 self._check_unchecked()
+        if not self.pace.over:
+            self._time_the_pace()
         if self.observer:
             self.observer.step_done(self, loss)
         experiment.stopping.check()                   # Ctrl-C or SIGTERM: leave at this step boundary
@@ -217,6 +224,15 @@ class Session:
                 self.scheduler.base_lrs = [lr] * len(self.optimizer.param_groups)
         self.base_lr = lr
         self.run.record.setdefault("lr_changes", []).append({"step": self.step + 1, "lr": lr})
+
+    def _time_the_pace(self):
+        """The first steps' pace: once it is known, its line, how long the run will take."""
+        if self.sync:                                 # (on a device: the steps done, not just queued)
+            self.sync()
+        line = self.pace.step_done(self.step, time.perf_counter())
+        if line:
+            tqdm.write(line)                          # above the progress bar, not through it
+            sys.stdout.flush()
 
     def _check_unchecked(self):
         check_losses(self.unchecked, self.batch - len(self.unchecked) + 1, self.epoch, self.args)

@@ -16,7 +16,7 @@ def build_network(args, n_inputs):
         network = FastCNN if args.layers == "fast" else CNN
         return network(seed=args.seed, dtype=args.dtype, init=args.weight_init)
     return NeuralNetwork((n_inputs, *args.hidden, 10), seed=args.seed, dtype=args.dtype,
-                         activation=args.activation, init=args.weight_init)
+                         activation=args.activation, init=args.weight_init, norm=args.norm)
 
 
 def make_optimizer(model, args):

@@ -69,10 +69,11 @@ class CNN:
 
     # ------------------------------------------------------------------------- forward
 
-    def forward(self, x, dropout=0.0, rng=None):
+    def forward(self, x, dropout=0.0, rng=None, training=False):
         """x (B, 784) or (B, 1, 28, 28) -> logits (B, 10), and the cache backward() needs.
         With dropout > 0 (training only) each of the 1600 features is zeroed with that
-        probability before the linear layer, using rng."""
+        probability before the linear layer, using rng. training: as NeuralNetwork.forward's,
+        which it is only for batch normalization: the CNN has none, so it changes nothing."""
         p = self.params
         x = x.reshape(-1, *IMAGE_SHAPE).astype(self.dtype, copy=False)  # B,1,28,28
         B = len(x)

@@ -19,15 +19,25 @@ step 1) the trainer records, for the step just taken:
                       alone may still learn from other images, and come back). An MLP's unit is one neuron; a conv layer's is a
                       channel (one feature map), dead when it is 0 at every position of every
                       probe image. (Sigmoid never outputs exactly 0, tanh only where z is 0: their
-                      layers count no dead units; their trouble is saturation, read it in the
-                      histograms.)
+                      layers count no dead units; their trouble is saturation, below.)
+    saturated_fraction  per hidden layer of a sigmoid or tanh MLP, the share of its outputs on
+                      the probe images (every unit, every image) within 2% of the activation's
+                      range from either end (SATURATION: below 0.02 or above 0.98 for sigmoid,
+                      beyond -+0.96 for tanh). There the slope is under 7.8% of its peak (sigmoid's
+                      0.0196 of 0.25, tanh's 0.078 of 1): the unit passes almost no gradient back
+    input_p15, input_p50, input_p85
+                      per hidden layer of an MLP, the 15th, 50th and 85th percentiles over the
+                      probe images of one unit's input to its activation (unit TRACKED_UNIT: z, or
+                      y after batch normalization): how that input's distribution moves during
+                      training, as Ioffe & Szegedy's figure 1(b, c) draws it
 
 and, at the start and at the end of training, a histogram of each layer's probe outputs
 (HISTOGRAM_BINS equal bins from the smallest value to the largest).
 
 A layer's output is what the next layer reads: f(z) for a hidden MLP layer, ReLU and max-pool
 for a conv layer, the logits for the last layer. The probe images are the first PROBE_IMAGES
-training images, the same at every record, with dropout off.
+training images, the same at every record, as evaluation sees them: dropout off, and batch
+normalization with its running statistics (so no probe image's numbers depend on the others).
 
 This file computes the figures from NumPy arrays (Watch, for numpy_nn/train.py);
 pytorch_nn/diagnostics.py computes them from torch tensors, and a test proves the two agree in
@@ -44,6 +54,18 @@ PROBE_IMAGES = 128      # their forward pass is most of a record's cost: a NumPy
 POINTS_PER_EPOCH = 15   # the default: enough to follow each epoch; the cost: ANALYSIS.md section 7
 HISTOGRAM_BINS = 40
 CNN_LAYERS = ("conv1", "conv2", "linear")
+SATURATION = {"sigmoid": (0.02, 0.98), "tanh": (-0.96, 0.96)}  # outputs outside these are saturated
+PERCENTILES = (15, 50, 85)   # of one unit's input over the probe images: the paper's figure 1(b, c)
+TRACKED_UNIT = 0             # which unit: the first of each hidden layer, as good as any (none chosen by its numbers)
+
+
+def hidden_figures(model, activation):
+    """The figures recorded per hidden layer besides dead_fraction: an MLP's input percentiles,
+    and a sigmoid or tanh MLP's saturated fraction. model: "mlp" or "cnn"."""
+    if model != "mlp":
+        return ()
+    return (*(f"input_p{q}" for q in PERCENTILES),
+            *(("saturated_fraction",) if activation in SATURATION else ()))
 
 
 def interval(args, steps_per_epoch):
@@ -70,11 +92,12 @@ class DiagnosticsLog:
     """The record's "diagnostics": plain numbers, per figure, per layer, one per recorded step.
     Both twins fill it; it computes nothing but which steps to record."""
 
-    def __init__(self, names, every, steps_per_epoch, probe_images):
+    def __init__(self, names, every, steps_per_epoch, probe_images, hidden=()):
         self.names, self.every, self.steps_per_epoch = names, every, steps_per_epoch
         self.block = {"every": every, "probe_images": probe_images, "layers": names, "steps": [], "loss": [],
                       **{figure: {name: [] for name in names} for figure in DIAGNOSTICS_PER_LAYER},
-                      "dead_fraction": {name: [] for name in names[:-1]},   # the last layer's are the logits
+                      # per hidden layer: the last layer's outputs are the logits, no activation's
+                      **{figure: {name: [] for name in names[:-1]} for figure in ("dead_fraction", *hidden)},
                       "histograms": {"init": None, "end": None}}
         # one complete row per record, appended in one operation: Ctrl-C or SIGTERM (raised
         # between any two Python operations) can never leave the figures of unequal lengths
@@ -87,7 +110,7 @@ class DiagnosticsLog:
 
     def add(self, loss, **figures):
         """The step due() last said yes to: its loss, and each figure as a list over the layers
-        (dead_fraction over the hidden layers)."""
+        (dead_fraction and the hidden figures over the hidden layers)."""
         self.rows.append((self.step, finite(loss), {figure: [finite(v) for v in values]
                                                     for figure, values in figures.items()}))
 
@@ -130,10 +153,34 @@ def dead_fraction(h):
     return 1 - alive.mean()
 
 
+def saturated_fraction(h, bounds):
+    """The share of the outputs h (every unit, every image) outside bounds (SATURATION's)."""
+    low, high = bounds
+    return ((h < low) | (h > high)).mean()
+
+
+def unit_percentiles(z):
+    """The PERCENTILES of unit TRACKED_UNIT's inputs z[:, TRACKED_UNIT] over the probe images
+    (linear interpolation between the two nearest, as torch.quantile takes them)."""
+    return np.percentile(z[:, TRACKED_UNIT], PERCENTILES)
+
+
 def histogram(h):
     """(counts, edges) of HISTOGRAM_BINS equal bins from h's smallest value to its largest,
     or None if h holds a NaN or an infinity."""
     return np.histogram(h, bins=HISTOGRAM_BINS) if np.isfinite(h).all() else None
+
+
+def hidden_values(figures, outputs, inputs, activation):
+    """The hidden figures' values (hidden_figures) from the hidden layers' outputs and their
+    activations' inputs, as DiagnosticsLog.add takes them: {figure: [a value per layer]}."""
+    values = {}
+    if any(figure.startswith("input_p") for figure in figures):
+        per_layer = [unit_percentiles(z) for z in inputs]
+        values.update({f"input_p{q}": [p[k] for p in per_layer] for k, q in enumerate(PERCENTILES)})
+    if "saturated_fraction" in figures:
+        values["saturated_fraction"] = [saturated_fraction(h, SATURATION[activation]) for h in outputs]
+    return values
 
 
 class Watch:
@@ -156,15 +203,23 @@ class Watch:
         self.weights = [self.net.params[name] for name in weights]             # views: they follow the updates
         self.grads = [self.net.grads[name] for name in weights]
         self.every = interval(args, steps_per_epoch)
-        self.log = DiagnosticsLog(layer_names(args.model, len(weights)), self.every, steps_per_epoch, len(self.x_probe))
+        self.activation = getattr(self.net, "activation", "relu")             # the CNN's is ReLU
+        self.hidden = hidden_figures(args.model, self.activation)
+        self.log = DiagnosticsLog(layer_names(args.model, len(weights)), self.every, steps_per_epoch,
+                                  len(self.x_probe), self.hidden)
         if self.every:
-            self.log.histograms("init", [histogram(h) for h in self.outputs()])
+            self.log.histograms("init", [histogram(h) for h in self.outputs()[0]])
 
     def outputs(self):
-        """Each layer's output for the probe images, dropout off: the hidden layers' (the
-        cache's h1, h2, ...: f(z) in the MLP, after ReLU and pooling in the CNN), then the logits."""
+        """Each layer's output for the probe images, as evaluation computes them (dropout off,
+        batch normalization's running statistics): the hidden layers' (the cache's h1, h2, ...:
+        f(z) in the MLP, after ReLU and pooling in the CNN), then the logits; and an MLP's
+        hidden layers' inputs to their activation (the cache's z1, z2, ..., or y1, y2, ... under
+        batch normalization; [] for the CNN)."""
         logits, cache = self.net.forward(self.x_probe)
-        return [cache[f"h{i}"] for i in range(1, len(self.weights))] + [logits]
+        hidden = range(1, len(self.weights))
+        inputs = [cache.get(f"y{i}", cache.get(f"z{i}")) for i in hidden] if self.hidden else []
+        return [cache[f"h{i}"] for i in hidden] + [logits], inputs
 
     def due(self, epoch, batch):
         return self.log.due(epoch, batch)
@@ -173,11 +228,12 @@ class Watch:
         self.before = [W.copy() for W in self.weights]
 
     def after_step(self, loss):
-        outputs = self.outputs()
+        outputs, inputs = self.outputs()
         self.log.add(loss, grad_rms=[rms(g) for g in self.grads],
                      update_ratio=[update_ratio(b, W) for b, W in zip(self.before, self.weights)],
                      activation_mean=[h.mean() for h in outputs], activation_std=[h.std() for h in outputs],
-                     dead_fraction=[dead_fraction(h) for h in outputs[:-1]])
+                     dead_fraction=[dead_fraction(h) for h in outputs[:-1]],
+                     **hidden_values(self.hidden, outputs[:-1], inputs, self.activation))
 
     def finish(self):
-        return self.log.finish([histogram(h) for h in self.outputs()]) if self.every else None
+        return self.log.finish([histogram(h) for h in self.outputs()[0]]) if self.every else None

@@ -21,7 +21,7 @@ from numpy_nn.utils import dropout_mask, relu_grad
 class FastCNN(CNN):
     """CNN with forward and backward on fast_layers.py (see the module docstring)."""
 
-    def forward(self, x, dropout=0.0, rng=None):
+    def forward(self, x, dropout=0.0, rng=None, training=False):
         """As CNN.forward: x (B, 784) or (B, 1, 28, 28) -> logits (B, 10), and the cache."""
         p = self.params
         x = x.reshape(-1, *IMAGE_SHAPE).astype(self.dtype, copy=False)  # B,1,28,28

@@ -83,13 +83,13 @@ class Halves:
             return list(self.pool.map(work, range(n)))
         return [work(i) for i in range(n)]
 
-    def forward(self, x, dropout=0.0, rng=None):
+    def forward(self, x, dropout=0.0, rng=None, training=False):
         edges = [len(x) * i // self.shards for i in range(self.shards + 1)]
         parts = [slice(a, b) for a, b in zip(edges, edges[1:]) if b > a]  # halves (a batch of 1: one part)
         if rng is not None and self.rngs is None:
             self.rngs = rng.spawn(self.shards)              # independent streams, one per part
         rngs = self.rngs or [None] * self.shards
-        outputs = self._each(lambda i: self.replicas[i].forward(x[parts[i]], dropout, rngs[i]), len(parts))
+        outputs = self._each(lambda i: self.replicas[i].forward(x[parts[i]], dropout, rngs[i], training), len(parts))
         logits = np.concatenate([logits for logits, _ in outputs])
         return logits, (parts, [cache for _, cache in outputs])
 

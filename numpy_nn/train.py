@@ -28,7 +28,7 @@ EVAL_BATCH = 128
 
 def train_step(model, optimizer, x, y, args, rng):
     """One step of mini-batch gradient descent on the batch (x, y); returns its loss."""
-    logits, cache = model.forward(x, args.dropout, rng)   # forward: B,10 scores
+    logits, cache = model.forward(x, args.dropout, rng, training=True)  # forward: B,10 scores
     loss, dlogits = cross_entropy_with_grad(logits, y)    # the loss, and dloss/dlogits
     model.backward(dlogits, cache, args.weight_decay)     # backward: every d<name>, by the chain rule
     optimizer.step(model.flat_grads)                      # the update rule, for every parameter

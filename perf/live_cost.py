@@ -6,7 +6,7 @@ samples per second of training steps, evaluation aside), median over the pairs.
     python perf/live_cost.py --pairs 7 --out results/reference/live_cost.json
 
 Prints one line per run and the medians; with --out, writes them as JSON there too (the file
-README.md cites). Nothing else is written outside a temporary folder.
+docs/demo.md cites). Nothing else is written outside a temporary folder.
 """
 import argparse
 import json

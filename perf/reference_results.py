@@ -1,7 +1,7 @@
-"""Regenerate the reference results that README.md and ANALYSIS.md cite, in results/reference/.
+"""Regenerate the reference results that README.md, docs/ and ANALYSIS.md cite, in results/reference/.
 
-    python perf/reference_results.py              # everything, about 10 minutes on 2 cores
-    python perf/reference_results.py --only runs  # one part: runs, compare, experiments, cnn, mistakes, threads, benchmark, learning, compile, sweep, augment
+    python perf/reference_results.py              # everything (batchnorm alone: 35 min on a shared 2-core Xeon)
+    python perf/reference_results.py --only runs  # one part: runs, compare, experiments, cnn, mistakes, threads, benchmark, learning, compile, sweep, augment, batchnorm
 
 A learner's own runs go to results/ (git-ignored) and never touch these files. Each part runs
 the repo's own commands, exactly as a reader would type them, with --metrics, --weights and
@@ -26,6 +26,11 @@ the repo's own commands, exactly as a reader would type them, with --metrics, --
     sweep        python sweep.py's default grid (the MLP in NumPy, SGD and Adam, 6 rates x 3 batch
                  sizes) and its range test, in sweep/: records, pictures, table (the cells' weights
                  and outputs are not committed: .gitignore)
+    batchnorm    Ioffe & Szegedy's MNIST experiment (2015, section 4.1, figure 1) in both twins,
+                 without and with --norm batch, seeds 0-2, after a short search for its learning
+                 rate; and the depth lesson, a 10-layer MLP, sigmoid and ReLU, without and with
+                 --norm batch; their pictures and batchnorm/summary.md (35 min on a shared 2-core
+                 Intel Xeon)
 
 Timing is only as good as the machine is quiet. A run whose epochs (after the first, which
 carries one-off start-up costs) differ by more than MAX_SPREAD from fastest to slowest did not
@@ -508,9 +513,73 @@ def sweep():
     (folder / "timing.json").write_text(json.dumps(record, indent=2) + "\n")
 
 
+# ----------------------------------------------------------------------------- batch normalization
+
+BATCHNORM = REFERENCE / "batchnorm"
+# Ioffe & Szegedy (2015), section 4.1: 3 hidden layers of 100 sigmoid units, weights "small random
+# Gaussian values" (the scale is not given: --weight-init small, N(0, 0.01^2)), mini-batches of 60,
+# 50,000 steps (50 epochs of 60,000 images). Not given either, so chosen here: plain SGD at a
+# constant rate, the rate from PAPER_RATES; the images as data_loader gives them, in [0, 1], where
+# the paper's were binary.
+PAPER = ["--hidden", "100", "100", "100", "--activation", "sigmoid", "--weight-init", "small",
+         "--optimizer", "sgd", "--schedule", "constant", "--batch-size", "60",
+         "--diagnostics-every", "200"]  # 250 records in 50,000 steps: the percentiles' curves, and a smaller file
+PAPER_EPOCHS = 50
+PAPER_SEEDS = (0, 1, 2)
+PAPER_RATES = ("0.03", "0.1", "0.3", "1", "3", "10")  # the search: each for SEARCH_EPOCHS, without BN
+SEARCH_EPOCHS = 5
+# The depth lesson: 10 hidden layers of 100 units, plain SGD at 0.1 (the experiments' sgd run's
+# rate), 10 epochs, He initialisation (the trainers' default), each activation without and with BN
+DEPTH = ["--hidden", *["100"] * 10, "--optimizer", "sgd", "--lr", "0.1", "--schedule", "constant"]
+DEPTH_RUNS = {f"depth_{activation}_{norm}": ["--activation", activation, "--norm", norm]
+              for activation in ("sigmoid", "relu") for norm in ("none", "batch")}
+ONE_THREAD = dict.fromkeys(("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"), "1")
+
+
+def batchnorm_rate():
+    """The learning rate of the paper's experiment: of PAPER_RATES, the one whose run without BN
+    (NumPy, seed 0, SEARCH_EPOCHS epochs) ends with the lowest training loss. The baseline gets
+    its best rate, and BN is run at the same; the test set plays no part in the choice."""
+    folder = BATCHNORM / "search"
+    losses = {}
+    for lr in PAPER_RATES:
+        path = train("numpy", f"lr_{lr}", *PAPER, "--epochs", SEARCH_EPOCHS, "--lr", lr, "--no-diagnostics",
+                     folder=folder, keep_weights=False)
+        losses[lr] = json.loads(path.read_text())["epochs"][-1]["train_loss"]
+    return min(losses, key=losses.get), losses
+
+
+def batchnorm():
+    """batchnorm/: the paper's experiment and the depth lesson (the module docstring), with one
+    BLAS thread per run, as the augment part; then the pictures and summary.md."""
+    from report import batchnorm_table
+    saved = dict(os.environ)
+    os.environ.update(ONE_THREAD)
+    try:
+        lr, search = batchnorm_rate()
+        print(f"batchnorm: the paper's experiment at --lr {lr} (search: {search})", flush=True)
+        paper = {}
+        for seed in PAPER_SEEDS:
+            for norm in ("none", "batch"):
+                for framework in ("numpy", "pytorch"):
+                    name = f"{framework}_{norm}_seed{seed}"
+                    paper[name] = train(framework, name, *PAPER, "--epochs", PAPER_EPOCHS, "--lr", lr,
+                                        "--norm", norm, "--seed", seed, folder=BATCHNORM / "paper",
+                                        keep_weights=(framework, seed) == ("numpy", 0))  # summary.md reads gamma, beta
+        depth = {name: train("numpy", name, *DEPTH, *flags, folder=BATCHNORM / "depth", keep_weights=False)
+                 for name, flags in DEPTH_RUNS.items()}
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    run("compare.py", "--no-inside", "--out-dir", BATCHNORM / "depth", "--runs", *depth.values())
+    batchnorm_table.write(BATCHNORM, paper, depth, {"lr": lr, "search": search, "epochs": SEARCH_EPOCHS},
+                           "python perf/reference_results.py --only batchnorm")
+    print((BATCHNORM / "summary.md").read_text())
+
+
 PARTS = {"runs": default_runs, "compare": comparisons, "experiments": experiments, "cnn": cnn,
          "mistakes": mistakes, "threads": threads, "benchmark": benchmark, "learning": learning,
-         "compile": compile_modes, "sweep": sweep, "augment": augment}
+         "compile": compile_modes, "sweep": sweep, "augment": augment, "batchnorm": batchnorm}
 
 
 def main(argv=None):

@@ -45,7 +45,7 @@ def build_model(args, n_inputs):
     if args.model == "cnn":
         model = cnn.CNN(args.dropout)
     else:
-        model = MLP((n_inputs, *args.hidden, 10), args.dropout, args.activation)
+        model = MLP((n_inputs, *args.hidden, 10), args.dropout, args.activation, args.norm)
     model.to(getattr(torch, args.dtype))
     if args.init == "numpy":
         load_numpy_params(model, build_network(args, n_inputs).params)
@@ -54,13 +54,15 @@ def build_model(args, n_inputs):
 
 def make_optimizer(model, args, capturable=None):
     """torch.optim does what numpy_nn/utils.py writes by hand. L2 goes on the weights only
-    (a parameter group per kind), as numpy_nn adds l2 * W to dW and leaves biases alone.
+    (a parameter group per kind), as numpy_nn adds l2 * W to dW and leaves biases alone, and
+    gamma and beta too (nn.BatchNorm1d's weight and bias, the norms' parameters).
     capturable: Adam for a CUDA graph (fast_step.py), its learning rate a tensor beside
     the weights, which the recorded step sets itself; by default, with --mode graph."""
     if capturable is None:
         capturable = getattr(args, "mode", "eager") == "graph"
-    weights = [p for name, p in model.named_parameters() if name.endswith("weight")]
-    biases = [p for name, p in model.named_parameters() if name.endswith("bias")]
+    decayed = lambda name: name.endswith("weight") and not name.startswith("norms.")  # noqa: E731
+    weights = [p for name, p in model.named_parameters() if decayed(name)]
+    biases = [p for name, p in model.named_parameters() if not decayed(name)]
     groups = [{"params": weights, "weight_decay": args.weight_decay},
               {"params": biases, "weight_decay": 0.0}]
     # fused: the whole update of a tensor in one kernel (one pass over memory) instead of

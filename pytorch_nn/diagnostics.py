@@ -8,8 +8,10 @@ numbers agree in float64.
 import math
 
 import torch
+from torch import nn
 
-from numpy_nn.diagnostics import HISTOGRAM_BINS, PROBE_IMAGES, DiagnosticsLog, interval, layer_names
+from numpy_nn.diagnostics import (HISTOGRAM_BINS, PERCENTILES, PROBE_IMAGES, SATURATION, TRACKED_UNIT,
+                                   DiagnosticsLog, hidden_figures, interval, layer_names)
 from pytorch_nn.cnn import CNN
 
 
@@ -28,6 +30,19 @@ def dead_fraction(h):
     channel, 0 at every position)."""
     alive = h.reshape(h.shape[0], h.shape[1], -1).ne(0).any(dim=2).any(dim=0)   # units
     return 1 - alive.double().mean().item()
+
+
+def saturated_fraction(h, bounds):
+    """The share of the outputs h (every unit, every image) outside bounds (SATURATION's)."""
+    low, high = bounds
+    return ((h < low) | (h > high)).double().mean().item()
+
+
+def unit_percentiles(z):
+    """The PERCENTILES of unit TRACKED_UNIT's inputs over the probe images (torch.quantile:
+    linear interpolation, as np.percentile)."""
+    q = torch.tensor([p / 100 for p in PERCENTILES], dtype=z.dtype, device=z.device)
+    return torch.quantile(z[:, TRACKED_UNIT], q).tolist()
 
 
 def histogram(h):
@@ -51,18 +66,27 @@ class Watch:
         # called once per hidden layer, then the output layer
         self.watched = [model.pool if isinstance(model, CNN) else model.activation, model.out]
         self.every = interval(args, steps_per_epoch)
-        self.log = DiagnosticsLog(layer_names(args.model, len(self.weights)), self.every, steps_per_epoch, len(self.x_probe))
+        self.activation = {nn.Sigmoid: "sigmoid", nn.Tanh: "tanh"}.get(type(getattr(model, "activation", None)), "relu")
+        self.hidden = hidden_figures(args.model, self.activation)
+        self.log = DiagnosticsLog(layer_names(args.model, len(self.weights)), self.every, steps_per_epoch,
+                                  len(self.x_probe), self.hidden)
         if self.every:
-            self.log.histograms("init", [histogram(h) for h in self.outputs()])
+            self.log.histograms("init", [histogram(h) for h in self.outputs()[0]])
 
     def outputs(self):
-        """Each layer's output for the probe images, dropout off, in the order the forward pass
-        makes them: the hidden layers', then the logits."""
-        outputs = []
-        hooks = [module.register_forward_hook(lambda module, inputs, out: outputs.append(out))
-                 for module in self.watched]
+        """Each layer's output for the probe images, as evaluation computes them (eval(): dropout
+        off, batch normalization's running statistics), in the order the forward pass makes
+        them: the hidden layers', then the logits; and an MLP's hidden layers' inputs to their
+        activation (what the activation module is called with; [] for the CNN)."""
+        outputs, inputs = [], []
+
+        def caught(module, args, out):
+            outputs.append(out)
+            if self.hidden and module is self.watched[0]:     # an MLP's activation: its input too
+                inputs.append(args[0])
+        hooks = [module.register_forward_hook(caught) for module in self.watched]
         training = self.model.training
-        self.model.eval()                                     # dropout off
+        self.model.eval()                                     # dropout off, the running statistics
         try:
             with torch.inference_mode():
                 self.model(self.x_probe)
@@ -70,7 +94,7 @@ class Watch:
             for hook in hooks:
                 hook.remove()
             self.model.train(training)
-        return outputs
+        return outputs, inputs
 
     def due(self, epoch, batch):
         return self.log.due(epoch, batch)
@@ -83,12 +107,18 @@ class Watch:
         # the L2 term is taken at the weights the gradient was computed at, those before the update
         grad_rms = [rms(W.grad + self.weight_decay * before if self.weight_decay else W.grad)
                     for W, before in zip(self.weights, self.before)]
-        outputs = self.outputs()
+        outputs, inputs = self.outputs()
+        hidden = {}
+        if inputs:
+            per_layer = [unit_percentiles(z) for z in inputs]
+            hidden = {f"input_p{q}": [p[k] for p in per_layer] for k, q in enumerate(PERCENTILES)}
+        if "saturated_fraction" in self.hidden:
+            hidden["saturated_fraction"] = [saturated_fraction(h, SATURATION[self.activation]) for h in outputs[:-1]]
         self.log.add(loss, grad_rms=grad_rms,
                      update_ratio=[update_ratio(b, W.detach()) for b, W in zip(self.before, self.weights)],
                      activation_mean=[h.mean().item() for h in outputs],
                      activation_std=[h.std(correction=0).item() for h in outputs],   # as np.std
-                     dead_fraction=[dead_fraction(h) for h in outputs[:-1]])
+                     dead_fraction=[dead_fraction(h) for h in outputs[:-1]], **hidden)
 
     def finish(self):
-        return self.log.finish([histogram(h) for h in self.outputs()]) if self.every else None
+        return self.log.finish([histogram(h) for h in self.outputs()[0]]) if self.every else None

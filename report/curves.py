@@ -4,7 +4,7 @@ import numpy as np
 from matplotlib.ticker import MaxNLocator
 
 from report.run import with_results
-from report.table import describe_config
+from report.table import NOISY_SPREAD, describe_config, steady_epochs
 
 
 def _log_scale_if_wide(ax, values):
@@ -13,6 +13,23 @@ def _log_scale_if_wide(ax, values):
     if values.max() > 10 * values.min():
         ax.set_yscale("log")
         ax.set_ylabel(ax.get_ylabel() + " (log scale)")
+
+
+def busy_machine_note(runs):
+    """The time panels' warning, as the table's (report/table.py too_noisy): the runs whose steady
+    epochs (all but epoch 1) spread more than NOISY_SPREAD for the same work, which says how
+    busy the machine was, not which trains faster; None when every run's agree."""
+    lines = []
+    for run in runs:
+        steady = steady_epochs(run)
+        if len(steady) > 1 and steady.max() > NOISY_SPREAD * steady.min():
+            lines.append(f"{run.label}'s epochs 2-{len(run.record['epochs'])} took {steady.min():.3g}-"
+                         f"{steady.max():.3g} s ({steady.max() / steady.min():.1f}x);")
+    if not lines:
+        return None   # short lines: the note sits under a panel, as wide as it
+    return "\n".join(["Busy machine: for the same work,", *lines,
+                      f"a quiet one stays within {NOISY_SPREAD}x. So these panels show",
+                      "how busy it was, not which trains faster:", "python perf/benchmark.py measures that."])
 
 
 def plot_comparison(runs):
@@ -41,7 +58,7 @@ def plot_comparison(runs):
     acc_ax.set_title("Accuracy per epoch (train solid, test dashed)\n"
                      "the gap between train and test is where overfitting shows",
                      fontsize="medium")
-    time_ax.set(title="Training time per epoch (lower is faster)", ylabel="seconds")
+    time_ax.set(title="Training time per epoch (lower is faster; epoch 1 carries start-up costs)", ylabel="seconds")
     speed_ax.set(title="Throughput per epoch (higher is faster)", ylabel="training samples / second")
     _log_scale_if_wide(time_ax, [run.series("epoch_seconds") for run in runs])
     _log_scale_if_wide(speed_ax, [run.series("samples_per_second") for run in runs])
@@ -50,5 +67,9 @@ def plot_comparison(runs):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
+    busy = busy_machine_note(runs)
+    for ax in (time_ax, speed_ax) if busy else ():
+        ax.annotate(busy, (0, 0), xycoords="axes fraction", xytext=(0, -32), textcoords="offset points",
+                    va="top", fontsize="small", color="firebrick", gid="busy machine")   # under the epoch axis
     fig.suptitle("\n".join(describe_config(run) for run in described), fontsize="medium")
     return fig

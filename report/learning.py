@@ -4,11 +4,13 @@ one is), drawn so that every panel explains itself.
 learning_figure(run), one run:
     top       the training loss; each layer's gradient size sqrt(mean(g²)) and update size
               ||ΔW|| / ||W|| (log scales; the update panel has the 1e-3 guide and the 1e-2 mark)
-    middle    the dead units of each hidden layer; the mean and the spread of each layer's outputs
+    middle    the dead units of each hidden layer (a sigmoid or tanh run's saturated outputs instead,
+              where its record has them); the mean and the spread of each layer's outputs
     bottom    per layer, the histogram of its outputs on the probe images at the start and the end
 overlay_figure(runs), several runs with the same layers: the loss, then one row per number and
     one column per layer, one colour and line style per run, the legend naming the settings
-    that differ between the runs.
+    that differ between the runs. Two runs with no setting apart are twins, whose lines lie on
+    top of each other: they get a panel of how far apart their losses are, and a note saying so.
 
 Each panel's title says what it plots, in words and symbols, and how a healthy run looks. The
 last layer is named after what it outputs: the logits. A log axis cannot draw a 0 (a gradient
@@ -40,11 +42,17 @@ UPDATE = Panel("update_ratio", "Update size: ||ΔW|| / ||W||, ΔW = the step's c
                "the step left W unchanged")
 DEAD = Panel("dead_fraction", "Dead units: share of units 0 on every probe image",
              "healthy: few, and not growing", False, None)
+SATURATED = Panel("saturated_fraction", "Saturated outputs: share within 2% of the range's ends (slope < 8% of its peak)",
+                  "healthy: few, and not growing", False, None)
 MEAN = Panel("activation_mean", "Output mean: the layer's outputs on the probe images",
-             "healthy: hidden layers steady; logits sink (most classes wrong)", False, None)
+             "healthy: hidden layers steady; the logits' mean falls\n(for each image, 9 of the 10 logits are wrong "
+             "digits, pushed down)", False, None)
 SPREAD = Panel("activation_std", "Output spread: their standard deviation",
                "healthy: steady; the logits widen as the net grows sure", True,
                "every output the same (all units dead)")
+DIFFERENCE = Panel("loss", "How far apart the twins' training losses are",
+                   "expected: 0 or a rounding error at first, growing as training magnifies it", True,
+                   "the same loss to the last bit")
 HISTOGRAM = "outputs on the probe images"
 HEALTHY_OUTPUTS = "healthy: spread wide, not piled at the ends (saturated)"
 HEALTHY_LOGITS = "healthy: spreading out as the digits are told apart"
@@ -74,6 +82,12 @@ def reading_guide(layers):
     return (f"How to read: each panel's title says what it plots and, below it, how a healthy run "
             f"looks; one line per layer, from the input ({layers[0]}) to the output (logits), "
             f"at the recorded training steps.")
+
+
+def probe_note(diagnostics):
+    """What the probe images are: the panels of outputs, dead units and histograms are measured on them."""
+    return (f"Probe images: the first {diagnostics['probe_images']} training images, the same at every record; "
+            f"the outputs, dead units and histograms are measured on them (no update, dropout off).")
 
 
 def _plot(ax, steps, values, log, **style):
@@ -114,7 +128,7 @@ def _draw(ax, panel, lines, title):
             marked[mark].append(style.get("label"))
     if panel.log:
         ax.set_yscale("log")
-    if panel is DEAD:
+    if panel in (DEAD, SATURATED):
         ax.set_ylim(-0.02, 1.02)
     ax.set_title(title, fontsize="medium")
     notes = [f"{symbol}{_where(marked[mark])}, {meaning}"
@@ -170,7 +184,11 @@ def learning_figure(run):
     for ax, panel in zip(axes.flat[1:], (GRADIENT, UPDATE, DEAD, MEAN, SPREAD)):
         lines = [(steps, values, {"label": shown_name(name, layers)})
                  for name, values in diagnostics[panel.figure].items()]
-        if panel is DEAD and activation in NO_DEAD_UNITS:
+        if panel is DEAD and SATURATED.figure in diagnostics:      # sigmoid, tanh: no dead units, but saturated ones
+            panel = SATURATED
+            lines = [(steps, values, {"label": shown_name(name, layers)})
+                     for name, values in diagnostics[panel.figure].items()]
+        elif panel is DEAD and activation in NO_DEAD_UNITS:
             ax.set_title(f"{panel.title}\n{panel.healthy}", fontsize="medium")
             _not_applicable(ax, activation)
             ax.set(xticks=[], yticks=[])
@@ -178,13 +196,14 @@ def learning_figure(run):
         _draw(ax, panel, lines, f"{panel.title}\n{panel.healthy}")
         if panel is UPDATE:
             _ratio_guides(ax)
-        ax.set_ylabel("log scale" if panel.log else "fraction of the layer's units" if panel is DEAD else "mean")
+        ax.set_ylabel("log scale" if panel.log else "fraction of the layer's units" if panel is DEAD
+                      else "fraction of the layer's outputs" if panel is SATURATED else "mean")
         ax.set_xlabel(f"step (recorded every {diagnostics['every']})")
         ax.legend(fontsize="small", loc="best")
     axes[0, 0].set_xlabel(f"step (recorded every {diagnostics['every']})")
     _histograms(hist_axes, diagnostics)
-    fig.suptitle(f"How {run.label} learned, layer by layer\n{describe_config(run)}\n{reading_guide(layers)}",
-                 fontsize="medium")
+    fig.suptitle(f"How {run.label} learned, layer by layer\n{describe_config(run)}\n{reading_guide(layers)}\n"
+                 f"{probe_note(diagnostics)}", fontsize="medium")
     return fig
 
 
@@ -214,6 +233,22 @@ def run_labels(runs):
     return labels
 
 
+TWINS_NOTE = ("Twins: the same settings, first weights and batches. Where their lines agree, the second\n"
+              "(dashed) lies on the first and hides it: one visible line means the two agree.\n"
+              "The panel beside the loss shows how far apart their losses are.")
+
+
+def _twins_difference(ax, runs):
+    """The DIFFERENCE panel: |loss of the second run - loss of the first| at the steps both
+    recorded (a 0 marked at the bottom edge, a loss that is not finite at the top)."""
+    first, second = (dict(zip(run.record["diagnostics"]["steps"], run.record["diagnostics"]["loss"])) for run in runs)
+    steps = [step for step in first if step in second]
+    values = [None if first[step] is None or second[step] is None else abs(second[step] - first[step])
+              for step in steps]
+    _draw(ax, DIFFERENCE, [(steps, values, {"color": "black"})], f"{DIFFERENCE.title}\n{DIFFERENCE.healthy}")
+    ax.set(xlabel="step", ylabel=f"|{runs[1].label} − {runs[0].label}| (log scale)")
+
+
 def overlay_figure(runs):
     """The learning figures of runs with the same layers in one picture (module docstring): a
     row per number, its title and healthy line above the row, a column per layer."""
@@ -224,16 +259,24 @@ def overlay_figure(runs):
     fig = plt.figure(figsize=(5 * len(layers) + 1, 3.2 * (len(rows) + 2)), layout="constrained")
     top, *row_figs, hist_fig = fig.subfigures(len(rows) + 2, 1)
 
-    loss_ax, legend_ax = top.subplots(1, 2, width_ratios=[1, max(len(layers) - 1, 1)])
+    differing = [setting for setting, _ in changed_settings(runs)]
+    twins = len(runs) == 2 and not differing   # the same settings: lines on top of each other
+    if twins:
+        loss_ax, difference_ax, legend_ax = top.subplots(1, 3, width_ratios=[1, 1, max(len(layers) - 2, 1)])
+        _twins_difference(difference_ax, runs)
+    else:
+        loss_ax, legend_ax = top.subplots(1, 2, width_ratios=[1, max(len(layers) - 1, 1)])
     _draw(loss_ax, LOSS, [(run.record["diagnostics"]["steps"], run.record["diagnostics"]["loss"],
                            {**style, "label": label}) for run, style, label in zip(runs, styles, run_labels(runs))],
           f"{LOSS.title}\n{LOSS.healthy}")
     loss_ax.set_xlabel("step")
-    differing = [setting for setting, _ in changed_settings(runs)]
     legend_ax.axis("off")
     legend_ax.legend(*loss_ax.get_legend_handles_labels(), loc="center", fontsize="medium",
                      title="the runs: " + (f"what differs is {', '.join(differing)}" if differing
                                            else "no setting differs"))
+    if twins:
+        legend_ax.text(0.5, 0.05, TWINS_NOTE, transform=legend_ax.transAxes, ha="center", va="bottom",
+                       gid="twins")
     for row_fig, panel in zip(row_figs, rows):
         row_fig.suptitle(f"{panel.title}; {panel.healthy}", fontsize="medium")
         for column, (ax, name) in enumerate(zip(np.atleast_1d(row_fig.subplots(1, len(layers))), layers)):
@@ -244,11 +287,14 @@ def overlay_figure(runs):
                 continue
             lines, not_applicable = [], []
             for run, style in zip(runs, styles):
-                activation = run.record["config"]["activation"]
+                activation, diagnostics = run.record["config"]["activation"], run.record["diagnostics"]
+                if panel is DEAD and SATURATED.figure in diagnostics:
+                    lines.append((diagnostics["steps"], diagnostics[SATURATED.figure][name], style))
+                    not_applicable.append(f"{run.label}: {activation}, its saturated outputs' share instead")
+                    continue
                 if panel is DEAD and activation in NO_DEAD_UNITS:
                     not_applicable.append(f"{run.label}: {activation} is never exactly 0, does not apply")
                     continue
-                diagnostics = run.record["diagnostics"]
                 lines.append((diagnostics["steps"], diagnostics[panel.figure][name], style))
             _draw(ax, panel, lines, shown_name(name, layers))
             if panel is UPDATE:
@@ -271,6 +317,6 @@ def overlay_figure(runs):
     names = ", ".join(run.label for run in runs)
     names = names if len(names) <= 120 else f"{len(runs)} runs (the legend names them)"  # a line fits
     fig.suptitle(f"How {names} learned, layer by layer\n"
-                 f"{reading_guide(layers).replace('one line per layer', 'one column per layer, one line per run')}",
-                 fontsize="medium")
+                 f"{reading_guide(layers).replace('one line per layer', 'one column per layer, one line per run')}\n"
+                 f"{probe_note(runs[0].record['diagnostics'])}", fontsize="medium")
     return fig

@@ -18,6 +18,15 @@ NEAR_CHANCE_BELOW = 0.2
 # recorded steps) but ended with 99% and 100% dead.
 # "too slow": neither; the rate was too small to move the weights far in so few steps.
 ROSE_ABOVE, DEAD_AT_LEAST = 2.0, 0.9
+# "sensitive": a cell that trained (NEAR_CHANCE_BELOW or more) but shows the start of a blow-up:
+# a recorded loss above ROSE_ABOVE x the first, or at least HALF_DEAD of a hidden layer's ReLUs
+# dead at the end. Such a run is at the edge of divergence, where the last bits of a float32 sum,
+# which another CPU or thread count adds in another order, can tip it: SGD at lr 1, batch 32
+# read 84.4% in the reference sweep and 74.0% on a learner's machine. (Reference sweep: of the
+# six cells at SGD lr 1 and Adam lr 0.1, four rose 2.3x to 23x, and five ended with 72-98% of
+# layer 1 dead, SGD at batch 512 with 42%; every other cell that trained rose at most 1.04x,
+# and ended with at most 35% of a layer dead.)
+HALF_DEAD = 0.5
 LOSS_CEILING = 3.0  # the loss panels' top: a fresh network starts at ln 10 = 2.3
 
 
@@ -38,18 +47,49 @@ def outcome(record):
     return "collapsed" if rose or dead else "too slow"
 
 
+def near_divergence(record):
+    """Does the record show the start of a blow-up (see HALF_DEAD above)? False without diagnostics."""
+    d = record.get("diagnostics")
+    if not d or not d["steps"] or d["loss"][0] is None:
+        return False
+    rose = any(loss is None or loss > ROSE_ABOVE * d["loss"][0] for loss in d["loss"])
+    dead = any(layer[-1] is not None and layer[-1] >= HALF_DEAD for layer in d["dead_fraction"].values())
+    return rose or dead
+
+
+def mark(record):
+    """A cell's mark: its outcome, or "sensitive" for a cell that trained near divergence."""
+    kind = outcome(record)
+    return "sensitive" if kind == "trained" and near_divergence(record) else kind
+
+
 MARKS = {"diverged": "the loss became NaN or infinite",
          "collapsed": f"under {NEAR_CHANCE_BELOW:.0%}, the run blew up (a recorded loss above {ROSE_ABOVE:g}x "
                       f"the first, or {DEAD_AT_LEAST:.0%} of a layer's ReLUs dead at the end): rate too large",
          "too slow": f"under {NEAR_CHANCE_BELOW:.0%}, no blow-up: rate too small for so few steps",
-         "near chance": f"under {NEAR_CHANCE_BELOW:.0%}, no diagnostics recorded to tell why"}
-LOSS_COLOURS = {"trained": "C0", "diverged": "C3", "collapsed": "C3", "too slow": "C1", "near chance": "0.5"}
+         "near chance": f"under {NEAR_CHANCE_BELOW:.0%}, no diagnostics recorded to tell why",
+         "sensitive": f"trained, but at the edge of divergence (a recorded loss above {ROSE_ABOVE:g}x the first, or "
+                      f"{HALF_DEAD:.0%} of a layer's ReLUs dead at the end): the float32 sum order of another "
+                      f"machine can tip it"}
+LOSS_COLOURS = {"trained": "C0", "sensitive": "C4", "diverged": "C3", "collapsed": "C3", "too slow": "C1",
+                "near chance": "0.5"}
+COLOUR_NAMES = {"C0": "blue", "C4": "purple", "C3": "red", "C1": "orange", "0.5": "grey"}
 
 
 def legend(records):
     """What each mark the records get means, the marks they do not get left out."""
-    met = {outcome(r) for r in records}
-    return "; ".join(f"{mark}: {meaning}" for mark, meaning in MARKS.items() if mark in met)
+    met = {mark(r) for r in records}
+    return "; ".join(f"{kind}: {meaning}" for kind, meaning in MARKS.items() if kind in met)
+
+
+def colour_key(records):
+    """The loss panels' colours, as words, for the marks the records get: "red: diverged or
+    collapsed, orange: too slow" (blue, a cell that trained, goes without saying)."""
+    met = [kind for kind in MARKS if kind in {mark(r) for r in records}]
+    colours = {}
+    for kind in met:
+        colours.setdefault(COLOUR_NAMES[LOSS_COLOURS[kind]], []).append(kind)
+    return ", ".join(f"{colour}: {' or '.join(kinds)}" for colour, kinds in colours.items())
 
 
 def axes_of(records):
@@ -64,7 +104,7 @@ def axes_of(records):
 
 def cell_text(record):
     """A cell's number as the heatmap and the table show it."""
-    kind = outcome(record)
+    kind = mark(record)
     if kind == "diverged":
         return "diverged"
     accuracy = f"{100 * record['final_test_acc']:.1f}%"
@@ -124,7 +164,7 @@ def loss_curves(records):
             if record is None:
                 continue
             epochs, losses = loss_series(record)
-            ax.plot(epochs, losses, color=LOSS_COLOURS[outcome(record)])
+            ax.plot(epochs, losses, color=LOSS_COLOURS[mark(record)])
             ax.text(0.97, 0.93, cell_text(record), transform=ax.transAxes, ha="right", va="top",
                     fontsize="small")
     for lr, ax in zip(lrs, axes[0]):
@@ -132,8 +172,8 @@ def loss_curves(records):
     for ax in axes[-1]:
         ax.set_xlabel("epoch")
     axes[0, 0].set_ylim(0, LOSS_CEILING)
-    fig.suptitle(f"Training loss (cut at {LOSS_CEILING:g}; red: diverged or collapsed, orange: too slow, "
-                 f"grey: near chance): {what_ran(records[0])}",
+    key = colour_key(records)
+    fig.suptitle(f"Training loss (cut at {LOSS_CEILING:g}{'; ' + key if key else ''}): {what_ran(records[0])}",
                  fontsize="medium")
     return fig
 
@@ -174,8 +214,18 @@ def range_figure(lrs, losses, smoothed, suggested, lowest, rule, beta, record, c
     loss, its lowest point, and the suggested rate with the rule that chose it."""
     fig, ax = plt.subplots(figsize=(9, 5.5), layout="constrained")
     finite = [(lr, loss) for lr, loss in zip(lrs, losses) if loss is not None]
-    ax.plot(*zip(*finite), ".", color="0.6", markersize=4, label="each step's loss (one batch)")
-    ax.plot(lrs[:len(smoothed)], smoothed, color="C0", label=f"smoothed (moving average, beta {beta})")
+    top = max(smoothed[0] * 2, min(smoothed) * 4)     # the chart's top: past it the loss only explodes
+    shown = [(lr, loss) for lr, loss in finite if loss <= top]
+    above = [(lr, loss) for lr, loss in finite if loss > top]
+    ax.plot(*zip(*shown), ".", color="0.6", markersize=4, label="each step's loss (one batch)")
+    if above:                                          # drawn on the top edge, not left off unsaid
+        ax.plot([lr for lr, _ in above], [1.0] * len(above), "^", color="0.4", markersize=5, clip_on=False,
+                transform=ax.get_xaxis_transform(), gid="above the top",
+                label=f"{len(above)} steps' losses above the top (up to {max(loss for _, loss in above):.3g}), "
+                      f"drawn on its edge")
+    leaves = next((lr for lr, loss in zip(lrs, smoothed) if loss > top), None)
+    ax.plot(lrs[:len(smoothed)], smoothed, color="C0", label=f"smoothed (moving average, beta {beta})" +
+            (f"; past the top from lr {leaves:.2g}" if leaves is not None else ""))
     ax.plot(lrs[lowest], smoothed[lowest], "v", color="C1", markersize=9,
             label=f"lowest smoothed loss, at lr {lrs[lowest]:.2g}")
     ax.axvline(suggested, color="C2", linestyle="--", label=f"suggested lr {suggested:.2g}")
@@ -183,7 +233,6 @@ def range_figure(lrs, losses, smoothed, suggested, lowest, rule, beta, record, c
         ax.axvline(lrs[-1] if len(finite) == len(lrs) else lrs[len(finite)], color="C3", linestyle=":",
                    label="the loss became NaN or infinite: the run stopped")
     ax.set_xscale("log")
-    top = max(smoothed[0] * 2, min(smoothed) * 4)
     ax.set_ylim(0, top)
     ax.set(xlabel="learning rate (log scale; it grows by the same factor every step)",
            ylabel="training loss (cross-entropy)")

@@ -141,6 +141,7 @@ SETTINGS = {
     "schedule": lambda record: record["config"]["schedule"],
     "hidden sizes": _hidden,                         # among the MLPs only
     "activation": lambda record: record["config"]["activation"],
+    "normalization": lambda record: record["config"].get("norm", "none"),   # older records: none
     "weight initialisation": lambda record: record["config"]["weight_init"],  # None: PyTorch's own
     "dtype": lambda record: record["config"]["dtype"],
     "weight decay": lambda record: record["config"]["weight_decay"],
@@ -166,7 +167,7 @@ def _shown(setting, run, value):
 
 # The settings that change the work one training sample costs: the speed of runs that differ
 # in them measures the settings as much as the implementations.
-WORK_SETTINGS = ("model", "hidden sizes", "batch size", "dtype", "augmentation")
+WORK_SETTINGS = ("model", "hidden sizes", "normalization", "batch size", "dtype", "augmentation")
 
 
 def changed_settings(runs):
@@ -312,6 +313,8 @@ def describe_config(run):
             f"{config['batch_size']}, {plural(config['epochs'], 'epoch')}, {config['dtype']}")
     if config["activation"] != "relu":
         text += f", {config['activation']}"
+    if config.get("norm", "none") != "none":
+        text += f", {config['norm']} norm"
     if config["weight_init"] not in ("he", None):
         text += f", {config['weight_init']} initialisation"
     if config["weight_decay"]:

@@ -455,3 +455,14 @@ def made_up_diagnostics(steps=(1, 32, 63), layers=("layer1", "layer2", "layer3")
             "dead_fraction": {name: [0.0, 0.1, 0.2][:n] for name in layers[:-1]},
             "histograms": {"init": {name: histogram for name in layers},
                            "end": {name: None if name == "layer3" else histogram for name in layers}}}
+
+
+def anchors(text):
+    """A markdown page's section anchors, as GitHub makes them from its headings (outside code
+    blocks): lower case, punctuation dropped, spaces as hyphens."""
+    import re
+    found = set()
+    for heading in re.findall(r"^#+ (.+)$", re.sub(r"^```.*?^```$", "", text, flags=re.M | re.S), flags=re.M):
+        slug = re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+        found.add(slug)
+    return found

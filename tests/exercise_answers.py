@@ -33,6 +33,12 @@ ANSWERS = {
         "np.zeros(x_shape, dout.dtype)",
         "dwindows.reshape(N, C, 2 * Ho, 2 * Wo)",
     ],
+    "batchnorm_backward": [
+        "dy.sum(axis=0)",
+        "(dy * zhat).sum(axis=0)",
+        "dy * gamma",
+        "(dzhat - dzhat.mean(axis=0) - zhat * (dzhat * zhat).mean(axis=0)) / std",
+    ],
     "adam_step": [
         "(1 - b1) * g",
         "(1 - b2) * g * g",

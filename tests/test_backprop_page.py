@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 import check
+from conftest import anchors
 from checker import explain
 from checker.explain import NAMES, PARAMS, X, Y, num
 from checker.verdict import judge
@@ -319,15 +320,6 @@ def test_a_quote_that_moved_is_named_with_its_file_function_and_page_line():
 
 
 # ----------------------------------------------------------------------------- links into the page
-
-def anchors(text):
-    """The page's section anchors, as GitHub makes them from its headings."""
-    found = set()
-    for heading in re.findall(r"^#+ (.+)$", re.sub(r"^```.*?^```$", "", text, flags=re.M | re.S), flags=re.M):
-        slug = re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
-        found.add(slug)
-    return found
-
 
 LINKING = ["README.md", "exercises/README.md", "check.py", *(f"{d}/{f.name}" for d in ("exercises", "numpy_nn", "checker")
                                                              for f in sorted((REPO / d).glob("*.py")))]

@@ -352,6 +352,35 @@ def test_a_noisy_run_gets_no_speed_verdict(tmp_path):
     assert "note: PyTorch's" not in text and "equally fast" not in text
 
 
+def test_the_time_panels_warn_of_a_busy_machine(tmp_path):
+    """The picture warns as the table does (the PNG travels without the .md): under both time
+    panels, the runs whose epochs 2 on spread more than 1.3x for the same work, with their
+    fastest and slowest; a steady pair gets no warning, and epoch 1 alone (start-up costs)
+    does not make a run noisy."""
+    accuracy = (0.90, 0.95, 0.96, 0.97)
+
+    def busy_notes(numpy_seconds, pytorch_seconds):
+        runs = report_runs.load_runs([
+            write(tmp_path, "numpy_metrics.json", make_record("numpy", accuracy, numpy_seconds)),
+            write(tmp_path, "pytorch_metrics.json", make_record("pytorch", accuracy, pytorch_seconds))])
+        fig = curves.plot_comparison(runs)
+        notes = {ax.get_title(): [t.get_text() for t in ax.texts if t.get_gid() == "busy machine"] for ax in fig.axes}
+        plt.close(fig)
+        return notes
+
+    notes = busy_notes((0.706, 5.9874, 5.9874, 0.706), (0.706, 0.70544, 0.70544, 0.706))
+    warning = ("Busy machine: for the same work,\nNumPy's epochs 2-4 took 0.706-5.99 s (8.5x);\na quiet one stays "
+               "within 1.3x. So these panels show\nhow busy it was, not which trains faster:\npython "
+               "perf/benchmark.py measures that.")
+    assert notes == {"Loss per epoch (train solid, test dashed)": [],
+                     "Accuracy per epoch (train solid, test dashed)\nthe gap between train and test is where "
+                     "overfitting shows": [],
+                     "Training time per epoch (lower is faster; epoch 1 carries start-up costs)": [warning],
+                     "Throughput per epoch (higher is faster)": [warning]}
+    steady = busy_notes((16.0, 1.0, 1.2, 1.1), (2.0, 1.0, 1.0, 1.3))   # 1.2x and 1.3x: within
+    assert not [note for texts in steady.values() for note in texts]
+
+
 @pytest.mark.parametrize("epochs, had", [
     (1, "NumPy (sgd_lr0.1_bs128) has 1 epoch; NumPy (sgd_lr0.01_bs128) has 1 epoch"),
     (2, "NumPy (sgd_lr0.1_bs128) has 2 epochs; NumPy (sgd_lr0.01_bs128) has 2 epochs"),

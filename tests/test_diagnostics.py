@@ -16,7 +16,7 @@ import torch
 
 from conftest import loss_and_gradients
 from harness import experiment
-from harness.metrics_file import DIAGNOSTICS_PER_LAYER, MetricsError, load_metrics
+from harness.metrics_file import DIAGNOSTICS_PER_HIDDEN_LAYER, DIAGNOSTICS_PER_LAYER, MetricsError, load_metrics
 from numpy_nn import diagnostics as numpy_diagnostics
 from numpy_nn import train as numpy_train
 from numpy_nn.neural_network import NeuralNetwork
@@ -60,6 +60,15 @@ def test_each_figure_on_numbers_worked_by_hand(twin):
     assert list(np.asarray(counts)[[0, 10, 20, 39]]) == [3, 1, 1, 1] and sum(np.asarray(counts)) == 6
     assert float(edges[0]) == 0.0 and float(edges[-1]) == 4.0 and len(edges) == numpy_diagnostics.HISTOGRAM_BINS + 1
     assert figures.histogram(array([0.0, float("inf")])) is None   # a blown-up layer has nothing to bin
+    # sigmoid outputs: 2 of 6 outside (0.02, 0.98) (0.02 itself is not below it); tanh's bounds -+0.96
+    s = array([[0.01, 0.5, 0.02], [0.99, 0.3, 0.97]])
+    assert float(figures.saturated_fraction(s, numpy_diagnostics.SATURATION["sigmoid"])) == pytest.approx(1 / 3)
+    t = array([[-0.97, 0.0], [0.96, 0.99]])
+    assert float(figures.saturated_fraction(t, numpy_diagnostics.SATURATION["tanh"])) == pytest.approx(0.5)
+    # one unit's input over 5 images, 0..4: the 15th percentile lies 0.6 of the way from 0 to 1
+    # ((5 - 1) * 0.15 = 0.6), the 50th at 2, the 85th at 3.4 (linear interpolation, both twins)
+    z = array([[4.0, 9.0], [0.0, 9.0], [2.0, 9.0], [1.0, 9.0], [3.0, 9.0]])
+    assert [float(v) for v in figures.unit_percentiles(z)] == pytest.approx([0.6, 2.0, 3.4], rel=1e-15)
 
 
 def tiny_network():
@@ -138,6 +147,11 @@ def assert_twins_agree(a, b):
             np.testing.assert_allclose(a[figure][layer], b[figure][layer], rtol=RTOL, atol=ATOL,
                                        err_msg=f"{figure} {layer}")
     assert a["dead_fraction"] == b["dead_fraction"]
+    for figure in DIAGNOSTICS_PER_HIDDEN_LAYER:   # recorded where they apply: the same in both
+        assert (figure in a) == (figure in b), figure
+        for layer in a.get(figure, {}):
+            np.testing.assert_allclose(a[figure][layer], b[figure][layer], rtol=RTOL, atol=ATOL,
+                                       err_msg=f"{figure} {layer}")
     for when in ("init", "end"):
         for layer in a["layers"]:
             ha, hb = a["histograms"][when][layer], b["histograms"][when][layer]
@@ -262,3 +276,25 @@ def test_a_recorded_block_loads_and_a_broken_one_is_one_line(tmp_path, mnist, on
     (tmp_path / "m.json").write_text(json.dumps(record))
     with pytest.raises(MetricsError, match=r"diagnostics\['grad_rms'\]\['layer2'\] should be a list of 5 values"):
         load_metrics(tmp_path / "m.json")
+
+
+def test_the_hidden_figures_are_checked_when_a_record_has_them(tmp_path, mnist, one_thread):
+    """A sigmoid MLP's record holds the input percentiles and the saturated share per hidden
+    layer and passes load_metrics; a saturated share above 1, or a percentile series of another
+    length, is refused in one line. (A record without them, as older ones are, is read: above.)"""
+    x_train, y_train, x_test, y_test = mnist
+    args = experiment.build_parser("numpy", "").parse_args(
+        ["--epochs", "1", "--no-progress", "--activation", "sigmoid", "--metrics", str(tmp_path / "m.json"),
+         "--weights", str(tmp_path / "w.npz")])
+    _, run = numpy_train.train(args, x_train[:640], y_train[:640], x_test[:100], y_test[:100])
+    experiment.finish(run, args)
+    record = load_metrics(tmp_path / "m.json")
+    for figure in DIAGNOSTICS_PER_HIDDEN_LAYER:
+        assert list(record["diagnostics"][figure]) == ["layer1", "layer2"], figure
+    for figure, change, message in (("saturated_fraction", lambda v: v.__setitem__(0, 1.5), "should hold values in \\[0, 1\\]"),
+                                    ("input_p50", list.pop, "should be a list of 5 values")):
+        broken = json.loads(json.dumps(record))
+        change(broken["diagnostics"][figure]["layer1"])
+        (tmp_path / "m.json").write_text(json.dumps(broken))
+        with pytest.raises(MetricsError, match=rf"diagnostics\['{figure}'\]\['layer1'\] {message}"):
+            load_metrics(tmp_path / "m.json")

@@ -34,6 +34,8 @@ TRAINING = {
     "mlp_backward": (["--batch-size", "64", "--dropout", "0.2", "--weight-decay", "1e-3"], 512, 500),
     "softmax_cross_entropy": (["--batch-size", "64"], 512, 500),
     "adam_step": (["--batch-size", "64", "--weight-decay", "1e-3"], 512, 500),
+    "batchnorm_backward": (["--norm", "batch", "--batch-size", "64", "--dropout", "0.2", "--weight-decay", "1e-3"],
+                           512, 500),
     "maxpool_backward": (["--model", "cnn", "--layers", "plain", "--batch-size", "32", "--dropout", "0.25",
                           "--weight-decay", "1e-3"], 96, 64),
     "conv_backward": (["--model", "cnn", "--layers", "plain", "--batch-size", "32", "--dropout", "0.25",
@@ -189,7 +191,9 @@ def test_trainer_hook_installs_a_solved_exercise_and_records_it(solved, monkeypa
     refusals = {("mlp_backward", "--model", "cnn"): "mlp_backward trains with --model mlp, got --model cnn",
                 ("maxpool_backward",): "maxpool_backward trains with --model cnn, got --model mlp",
                 ("conv_backward", "--model", "cnn", "--layers", "fast"): "drop --layers fast",
-                ("adam_step", "--optimizer", "sgd"): "adam_step trains with --optimizer adam, got --optimizer sgd"}
+                ("adam_step", "--optimizer", "sgd"): "adam_step trains with --optimizer adam, got --optimizer sgd",
+                ("batchnorm_backward",): "batchnorm_backward trains with --norm batch, got --norm none",
+                ("mlp_backward", "--norm", "batch"): "mlp_backward trains with --norm none, got --norm batch"}
     for (name, *flags), message in refusals.items():
         with restoring(), pytest.raises(SystemExit) as stop:
             hook(["--exercise", name, *flags])
@@ -286,6 +290,21 @@ def train_command(folder, tmp_path, *flags):
 
 def written(tmp_path):
     return sorted(p.name for p in tmp_path.iterdir() if p.name in ("m.json", "w.npz"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(EXERCISES))
+def test_each_solved_exercise_trains_as_a_learner_runs_it(solved, tmp_path, name):
+    """The command the checker prints on success (`Train with it: ...`), run as the learner runs
+    it: the checks, then training with the learner's function guarded (its results checked at
+    every call), exit 0 and the run's files written. (batchnorm_backward's results were not
+    known to the guard: the run stopped with a KeyError traceback.)"""
+    command = EXERCISES[name].train_command.split()[2:]     # after `python numpy_nn/train.py`
+    done = train_command(solved, tmp_path, *command)
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    assert written(tmp_path) == ["m.json", "w.npz"]
+    assert json.loads((tmp_path / "m.json").read_text())["config"]["exercise"] == name
 
 
 def test_a_wrong_exercise_is_refused_before_training(tmp_path):

@@ -2,6 +2,7 @@
 The figures are read as matplotlib objects (titles, texts, legend entries, marker lines), not
 as pixels, from made-up records in the shape the trainers write (test_compare.py's)."""
 import matplotlib.pyplot as plt
+import numpy as np
 import pytest
 from matplotlib.text import Text
 
@@ -72,7 +73,28 @@ def test_the_guide_lines_and_the_reading_guide_are_on_the_figure(figure_of):
     labels = panel(figure, "Update size").get_legend_handles_labels()[1]
     assert labels == ["layer1", "layer2", "logits", "0.001 guide: a healthy step (Karpathy)",
                       "0.01: far above, steps too large"]
-    assert figure.get_suptitle().split("\n")[-1].startswith("How to read: each panel's title says what it plots")
+    assert figure.get_suptitle().split("\n")[-2].startswith("How to read: each panel's title says what it plots")
+
+
+def test_the_figures_say_what_the_probe_images_are():
+    """Three panels and the histograms are measured on "the probe images": both figures say
+    what they are, with the record's count (made_up_diagnostics: 256)."""
+    probe = ("Probe images: the first 256 training images, the same at every record; the outputs, dead units "
+             "and histograms are measured on them (no update, dropout off).")
+    run = run_result(record_with_diagnostics())
+    for figure in (learning.learning_figure(run), learning.overlay_figure([run, run_result(record_with_diagnostics("tanh"))])):
+        assert figure.get_suptitle().split("\n")[-1] == probe
+        plt.close(figure)
+
+
+def test_the_logits_mean_is_explained_not_called_a_sink(figure_of):
+    """The output-mean panel said "logits sink (most classes wrong)", which puzzled a learner:
+    it now says why their mean falls."""
+    figure = figure_of(record_with_diagnostics())
+    healthy = panel(figure, "Output mean").get_title().split("\n")[1:]
+    assert healthy == ["healthy: hidden layers steady; the logits' mean falls",
+                       "(for each image, 9 of the 10 logits are wrong digits, pushed down)"]
+    assert not [text for text in texts(figure) if "logits sink" in text or "most classes wrong" in text]
 
 
 @pytest.mark.parametrize("layers", [("layer1", "layer2", "layer3"), ("conv1", "conv2", "linear")])
@@ -175,3 +197,36 @@ def test_an_overlay_of_many_runs_gets_a_name_a_file_system_takes():
     assert len("_vs_".join(run.key for run in runs)) > 255
     assert compare.overlay_name(runs) == "learning_numpy_numpy_seed0_metrics_and_9_more.png"
     assert compare.overlay_name(runs[:2]) == "learning_numpy_numpy_seed0_metrics_vs_numpy_numpy_seed1_metrics.png"
+
+
+def twins_records():
+    """Two records of the same settings (twins), their losses at steps 1, 32, 63 and 94: equal,
+    apart by 1e-7, apart by 0.01, and not finite in the second."""
+    a, b = record_with_diagnostics(), record_with_diagnostics()
+    for record, losses in ((a, [2.3, 0.5, 0.4, 0.3]), (b, [2.3, 0.5 + 1e-7, 0.41, None])):
+        d = record["diagnostics"] = made_up_diagnostics(steps=[1, 32, 63, 94])
+        d["loss"], d["dead_fraction"] = losses, {name: [0.0] * 4 for name in d["dead_fraction"]}
+    return a, b
+
+
+def test_twins_get_the_difference_of_their_losses_and_a_note():
+    """Twins' lines lie on top of each other, so the overlay of two runs with no setting apart
+    draws |loss of the second - loss of the first| at each step (a 0 as a mark on the bottom
+    edge, a loss that is not finite on the top edge) and says why one line hides the other."""
+    a, b = twins_records()
+    runs = [run_result(a, "NumPy", "numpy"), run_result(b, "PyTorch", "pytorch")]
+    figure = learning.overlay_figure(runs)
+    [ax] = [ax for ax in figure.axes if ax.get_title().startswith("How far apart the twins' training losses are")]
+    [line] = data_lines(ax)
+    assert list(line.get_xdata()) == [1, 32, 63, 94]
+    np.testing.assert_allclose(line.get_ydata(), [np.nan, 1e-7, 0.01, np.nan], rtol=1e-6)   # 0 and None: not drawn
+    marks = {line.get_gid(): list(line.get_xdata()) for line in ax.get_lines() if line.get_gid()}
+    assert marks == {"zero": [1], "not finite": [94]}
+    assert ax.get_yscale() == "log" and ax.get_ylabel() == "|PyTorch − NumPy| (log scale)"
+    [note] = [text.get_text() for text in figure.findobj(Text) if text.get_gid() == "twins"]
+    assert "one visible line means the two agree" in note
+    plt.close(figure)
+    other = learning.overlay_figure([runs[0], run_result(record_with_diagnostics("tanh"), "tanh", "tanh")])
+    assert not [ax for ax in other.axes if ax.get_title().startswith("How far apart")]   # not twins: no such panel
+    assert not [text for text in other.findobj(Text) if text.get_gid() == "twins"]
+    plt.close(other)

@@ -123,7 +123,7 @@ def test_the_collapse_is_what_the_docs_say():
     layer dead from the second record on, every weight gradient exactly 0, so the logits are
     the output bias for every image; softmax of that bias is the training set's share of each
     digit (1s the most common), so every test image is called a 1, and the test accuracy is the
-    share of 1s in the test set: 1,135 of 10,000, as ANALYSIS.md and README.md say."""
+    share of 1s in the test set: 1,135 of 10,000, as ANALYSIS.md and docs/experiments.md say."""
     import numpy as np
 
     from data_loader import load_mnist
@@ -144,6 +144,63 @@ def test_the_collapse_is_what_the_docs_say():
     # (1.8e-3 at most in this run). 4e-3 is half the gap between the 1s' share (0.1124) and the
     # next digit's (7s, 0.1044): within it, the largest share is still the 1s'.
     np.testing.assert_allclose(share, np.bincount(y_train, minlength=10) / len(y_train), atol=4e-3)
-    for doc in ("ANALYSIS.md", "README.md"):
+    for doc in ("ANALYSIS.md", "docs/experiments.md"):
         text = (ref.ROOT / doc).read_text()
         assert "1,135 of" in text and "11.35%" in text, doc
+
+
+# ----------------------------------------------------------------------------- batch normalization
+
+def test_the_paper_experiments_rate_is_the_one_with_the_lowest_training_loss(tmp_path, monkeypatch):
+    """batchnorm_rate trains each of PAPER_RATES without BN and keeps the lowest final training
+    loss; it never reads a test number."""
+    losses = dict(zip(ref.PAPER_RATES, (2.3, 2.2, 1.4, 0.25, 0.12, 2.36)))
+    commands = []
+
+    def run(*command):
+        commands.append(command)
+        lr = command[command.index("--lr") + 1]
+        metrics = command[command.index("--metrics") + 1]
+        metrics.parent.mkdir(parents=True, exist_ok=True)
+        metrics.write_text(json.dumps({"epochs": [{"epoch_seconds": 1.0, "train_loss": losses[lr], "test_acc": 0.0}]}))
+    monkeypatch.setattr(ref, "run", run)
+    monkeypatch.setattr(ref, "BATCHNORM", tmp_path)
+    lr, found = ref.batchnorm_rate()
+    assert lr == "3" and found == losses
+    assert all("--norm" not in command and "--no-diagnostics" in command for command in commands)
+
+
+def test_the_committed_batchnorm_summary_is_what_its_code_writes_from_the_committed_runs(tmp_path):
+    """results/reference/batchnorm/summary.md and summary.json are report/batchnorm_table.py's
+    output from the committed records (the rate search's included), and the numbers
+    docs/experiments.md and ANALYSIS.md cite are in them."""
+    from report import batchnorm_table
+    folder = ref.BATCHNORM
+    search = {lr: json.loads((folder / "search" / f"lr_{lr}_metrics.json").read_text())["epochs"][-1]["train_loss"]
+              for lr in ref.PAPER_RATES}
+    paper = {f"{fw}_{n}_seed{s}": folder / "paper" / f"{fw}_{n}_seed{s}_metrics.json"
+             for s in ref.PAPER_SEEDS for n in ("none", "batch") for fw in ("numpy", "pytorch")}
+    depth = {name: folder / "depth" / f"{name}_metrics.json" for name in ref.DEPTH_RUNS}
+    (tmp_path / "paper").mkdir()
+    (tmp_path / "paper" / "numpy_batch_seed0_model.npz").write_bytes(
+        (folder / "paper" / "numpy_batch_seed0_model.npz").read_bytes())
+    batchnorm_table.write(tmp_path, paper, depth, {"lr": min(search, key=search.get), "search": search,
+                                                   "epochs": ref.SEARCH_EPOCHS},
+                          "python perf/reference_results.py --only batchnorm")
+    assert (tmp_path / "summary.md").read_text() == (folder / "summary.md").read_text()
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary == json.loads((folder / "summary.json").read_text())
+    accuracy = summary["test_accuracy"]["numpy"]
+    cited = {"55.27%": accuracy["none"]["1000"], "93.85%": accuracy["batch"]["1000"],
+             "97.29%": accuracy["none"]["50000"], "97.90%": accuracy["batch"]["50000"],
+             "97.43%": accuracy["batch"]["10000"], "97.10%": {"median": summary["depth"]["depth_sigmoid_batch"]["test_acc"]},
+             "11.35%": {"median": summary["depth"]["depth_sigmoid_none"]["test_acc"]}}
+    experiments = (Path(ref.ROOT) / "docs" / "experiments.md").read_text()
+    analysis = (Path(ref.ROOT) / "ANALYSIS.md").read_text()
+    for text, value in cited.items():
+        assert f"{100 * value['median']:.2f}%" == text
+        assert text in analysis, text
+    for text in ("11.35%", "97.10%", "97.90%", "97.29%"):
+        assert text in experiments, text
+    ratio = summary["depth"]["depth_sigmoid_none"]["first_over_last_step_1"]
+    assert f"{ratio:.1e}".replace("e-06", "e-6") == "2.0e-6" and "2.0e-6" in experiments and "2.0e-6" in analysis

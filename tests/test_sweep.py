@@ -17,6 +17,7 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -186,10 +187,10 @@ def test_diverged_collapsed_and_slow_cells_are_marked_apart():
                                                     "too slow", "too slow", "near chance"]
     table = report.markdown_table(MADE_UP)
     assert "| 32 | 95.1% | diverged |" in table
-    assert "| 128 | collapsed 11.3% | 20.0% |" in table
+    assert "| 128 | collapsed 11.3% | sensitive 20.0% |" in table     # trained, with a blow-up's signs
     assert "| 32 | collapsed 20.0% | near chance 10.0% |" in table  # adam's panel: 19.99% to one decimal
     assert "| 128 | too slow 12.7% |" in table and "| 512 | too slow 18.1% |" in table
-    for mark in ("diverged: ", "collapsed: ", "too slow: ", "near chance: "):
+    for mark in ("diverged: ", "collapsed: ", "too slow: ", "near chance: ", "sensitive: "):
         assert table.count(mark) == 1                                  # the legend says each once
 
 
@@ -219,13 +220,85 @@ def test_the_reference_sweep_and_collapse_run_get_the_marks_their_losses_show():
     assert max(collapse["diagnostics"]["loss"]) == collapse["diagnostics"]["loss"][0]
 
 
+def test_cells_that_trained_at_the_edge_of_divergence_are_marked_sensitive():
+    """A cell that trained (20% or more) is "sensitive" when its record shows the start of a
+    blow-up: a recorded loss above 2x the first, or half of a layer's ReLUs dead at the end.
+    One batch's noise (1.08x, the reference's slow cells) or 49% dead is not; a cell that did
+    not train keeps its own mark; without diagnostics there is no telling."""
+    def cell(diagnostics, acc=0.9):
+        return report.mark(made_up_record("sgd", 1.0, 32, acc=acc, diagnostics=diagnostics))
+    assert cell(BLEW_UP) == "sensitive"                                         # 2.04x the first
+    assert cell(made_up_diagnostics(dead=0.5)) == "sensitive"
+    assert cell(made_up_diagnostics([2.3, 2.48, 2.0, 1.0, 0.5], dead=0.49)) == "trained"
+    assert cell(made_up_diagnostics(dead=0.5), acc=0.19) == "too slow"        # did not train: not this mark
+    assert cell(BLEW_UP, acc=0.1) == "collapsed"
+    assert cell({"steps": []}) == "trained"
+    assert report.cell_text(made_up_record("sgd", 1.0, 32, acc=0.844, diagnostics=BLEW_UP)) == "sensitive 84.4%"
+
+
+def test_the_reference_sweeps_sensitive_cells_are_sgd_at_1_and_adam_at_0_1():
+    """The issue's cell, SGD at lr 1 and batch 32 (84.4% here, 74.0% on a learner's machine), is
+    one of them: its loss never rose above the first, but 92% of layer 1's ReLUs died."""
+    cells = REPO / "results/reference/sweep"
+    marks = {path.name[:-len("_metrics.json")]: report.mark(json.loads(path.read_text()))
+             for path in cells.glob("*_bs*_metrics.json")}
+    assert {name for name, mark in marks.items() if mark == "sensitive"} == {
+        f"{optimizer}_lr{lr}_bs{batch}" for optimizer, lr in (("sgd", 1), ("adam", 0.1)) for batch in (32, 128, 512)}
+    issue = json.loads((cells / "sgd_lr1_bs32_metrics.json").read_text())
+    assert report.cell_text(issue) == "sensitive 84.4%" and issue["diagnostics"]["dead_fraction"]["layer1"][-1] > 0.9
+
+
+def test_the_loss_panels_name_only_the_colours_they_use():
+    """sweep_losses.png's title said "grey: near chance" where no curve was grey: it names the
+    colour of each mark the cells get, and no other."""
+    def title(records):
+        fig = report.loss_curves(records)
+        text = fig.get_suptitle()
+        plt.close(fig)
+        return text.split(": NumPy")[0]
+    assert title(MADE_UP) == ("Training loss (cut at 3; red: diverged or collapsed, orange: too slow, "
+                              "grey: near chance, purple: sensitive)")
+    assert title(MADE_UP[:3]) == "Training loss (cut at 3; red: diverged or collapsed)"
+    assert title(MADE_UP[:1]) == "Training loss (cut at 3)"
+    fig = report.loss_curves(MADE_UP[2:4])                 # collapsed in red, sensitive in purple
+    assert [ax.get_lines()[0].get_color() for ax in fig.axes if ax.get_lines()] == ["C3", "C4"]
+    plt.close(fig)
+
+
+def test_the_range_figure_marks_the_losses_above_its_top():
+    """The top is twice the first smoothed loss: losses above it (the textbook curve's steep
+    rise, up to 0.3 + 0.5 x 14² = 98.3 at step 64) are drawn as marks on the top edge, counted
+    in the legend, not left off the chart unsaid; the smoothed line says where it leaves."""
+    lrs, losses = sweep.range_rates(LO, HI, STEPS), made_up_curve()
+    smoothed = sweep.smooth(losses[:65])
+    suggested, lowest = sweep.suggest_lr(lrs, losses)
+    record = made_up_record("adam", 1e-6, 128, status="diverged", acc=None)
+    fig = report.range_figure(lrs, losses, smoothed, suggested, lowest, sweep.RULE, 0.9, record, "")
+    ax = fig.axes[0]
+    top = ax.get_ylim()[1]
+    assert top == max(2 * smoothed[0], 4 * min(smoothed)) == pytest.approx(4.6)
+    above = [k for k, loss in enumerate(losses) if loss is not None and loss > top]
+    assert above == list(range(53, 65))
+    [marks] = [line for line in ax.get_lines() if line.get_gid() == "above the top"]
+    assert list(marks.get_xdata()) == [lrs[k] for k in above] and set(marks.get_ydata()) == {1.0}
+    assert marks.get_transform() is ax.get_xaxis_transform() and marks.get_marker() == "^"
+    labels = ax.get_legend_handles_labels()[1]
+    assert "12 steps' losses above the top (up to 98.3), drawn on its edge" in labels
+    leaves = next(lrs[k] for k, loss in enumerate(smoothed) if loss > top)
+    assert f"smoothed (moving average, beta 0.9); past the top from lr {leaves:.2g}" in labels
+    plt.close(fig)
+
+
 def test_redraw_draws_the_committed_records_again(tmp_path):
     """--redraw DIR: the table from a copy of the reference sweep's records equals the committed one."""
     for path in (REPO / "results/reference/sweep").glob("*_metrics.json"):
         (tmp_path / path.name).write_bytes(path.read_bytes())
+    (tmp_path / "range.json").write_bytes((REPO / "results/reference/sweep/range.json").read_bytes())
     sweep.redraw(tmp_path)
     assert (tmp_path / "sweep.md").read_text() == (REPO / "results/reference/sweep/sweep.md").read_text()
     assert (tmp_path / "sweep.png").stat().st_size > 0
+    for optimizer in ("sgd", "adam"):                  # and the range test's pictures, from its records
+        assert (tmp_path / f"range_{optimizer}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(sweep.SweepError, match="no finished cell records"):
         sweep.redraw(tmp_path / "sweep.png")
 
@@ -235,7 +308,7 @@ def test_the_heatmap_marks_and_numbers_every_cell():
     sgd = fig.axes[0]
     texts = {(round(t.get_position()[0]), round(t.get_position()[1])): t.get_text() for t in sgd.texts}
     # columns: lr 0.1, 10; rows: batch 32, 128
-    assert texts == {(0, 0): "95.1%", (1, 0): "diverged", (0, 1): "collapsed\n11.3%", (1, 1): "20.0%"}
+    assert texts == {(0, 0): "95.1%", (1, 0): "diverged", (0, 1): "collapsed\n11.3%", (1, 1): "sensitive\n20.0%"}
     shown = sgd.images[0].get_array()
     assert np.ma.is_masked(shown[0, 1])         # diverged: no accuracy (NaN, masked), drawn grey
     assert shown[0, 0] == pytest.approx(95.12)  # the others: their accuracy in %
