@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from checker.network import numerical_gradient
-from data_loader import batches, load_mnist
+from data_loader import batches
 from harness import experiment
 from numpy_nn import train as numpy_train
 from numpy_nn.batchnorm import EPS, MOMENTUM, batchnorm_backward, batchnorm_forward
@@ -33,11 +33,6 @@ from pytorch_nn.train import make_optimizer
 
 SIZES = (784, 64, 32, 10)
 CLOSE = 1e-12   # of the scale, for one float64 pass (see the module docstring)
-
-
-@pytest.fixture(scope="module")
-def mnist():
-    return load_mnist()
 
 
 def scaled_error(mine, theirs):
@@ -375,7 +370,7 @@ def bn_runs(tmp_path_factory, mnist):
 
 
 @pytest.mark.slow
-def test_compare_predict_and_the_page_load_a_batchnorm_run(bn_runs, tmp_path, capsys):
+def test_compare_predict_and_the_page_load_a_batchnorm_run(bn_runs, mnist, tmp_path, capsys):
     """compare.py evaluates each run's saved weights, running statistics included, to the test
     accuracy its record holds (it refuses weights that disagree); predict.py and the demo's
     models read a drawn digit with them, one image at a time, and the NumPy and PyTorch runs
@@ -392,7 +387,7 @@ def test_compare_predict_and_the_page_load_a_batchnorm_run(bn_runs, tmp_path, ca
     assert "batch norm" in table
     models, notes = find_models(list(bn_runs.values()))
     assert len(models) == 2 and not notes
-    _, _, x_test, _ = load_mnist()
+    _, _, x_test, _ = mnist
     image = x_test[0].reshape(28, 28)
     probabilities = [model.read(image)[0] for model in models]
     assert probabilities[0].argmax() == probabilities[1].argmax()

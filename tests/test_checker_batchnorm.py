@@ -20,7 +20,6 @@ from conftest import planted
 import numpy_nn.neural_network
 from checker import network
 from checker.exercise import check_exercise, first_problem
-from data_loader import load_mnist
 from exercise_answers import edited
 from numpy_nn import batchnorm
 from numpy_nn.neural_network import NeuralNetwork
@@ -32,8 +31,8 @@ SOLUTION_DZ = "(dzhat - dzhat.mean(axis=0) - zhat * (dzhat * zhat).mean(axis=0))
 
 
 @pytest.fixture(scope="module")
-def batch():
-    x_train, y_train, _, _ = load_mnist()
+def batch(mnist):
+    x_train, y_train, _, _ = mnist
     return x_train[:B].astype(np.float64), y_train[:B].copy()
 
 

@@ -5,6 +5,7 @@ import re
 
 import pytest
 
+from conftest import run_trainer_main
 from harness.pace import FORWARD_SHARE, PACE_SECONDS, PACE_STEPS, Pace, about
 
 DEFAULT = {"steps_per_epoch": 469, "epochs": 10, "batch_size": 128, "evaluated": 70_000}   # the default run's
@@ -71,15 +72,16 @@ def test_durations_read_as_a_learner_reads_them(seconds, shown):
 PACE_LINE = r"pace: [\d.]+ m?s a step \(steps 2-\d+\): the 3 epochs take about [\d.]+ (s|min|h), evaluations included"
 
 
-@pytest.mark.parametrize("trainer", ["numpy_nn.train", "pytorch_nn.train"])
-def test_both_trainers_print_the_pace_once_before_epoch_one(trainer, capsys, tmp_path):
+@pytest.mark.parametrize("framework", ["numpy", "pytorch"])
+def test_both_trainers_print_the_pace_once_before_epoch_one(framework, tmp_path):
     """The line is the harness's, so both twins print it: once, after the data is loaded and
-    before epoch 1's line (20 steps an epoch: it comes by step 20 at the latest)."""
-    import importlib
-    main = importlib.import_module(trainer).main
-    main(["--limit", "2560", "--epochs", "3", "--no-progress", "--no-diagnostics",
-          "--metrics", str(tmp_path / "m.json"), "--weights", str(tmp_path / ("w.npz" if "numpy" in trainer else "w.pt"))])
-    out = capsys.readouterr().out.splitlines()
+    before epoch 1's line (20 steps an epoch: it comes by step 20 at the latest). (Each trainer's
+    main(argv) in this process, conftest.run_trainer_main.)"""
+    done = run_trainer_main(framework, "--limit", "2560", "--epochs", "3", "--no-progress", "--no-diagnostics",
+                            "--metrics", tmp_path / "m.json",
+                            "--weights", tmp_path / ("w.npz" if framework == "numpy" else "w.pt"))
+    assert done.returncode == 0, done.stderr
+    out = done.stdout.splitlines()
     paces = [i for i, line in enumerate(out) if line.startswith("pace: ")]
     assert len(paces) == 1 and re.fullmatch(PACE_LINE, out[paces[0]]), out
     assert out[paces[0] + 1].startswith("epoch  1 |"), out

@@ -118,7 +118,7 @@ def test_process_seconds_counts_from_the_process_start():
     assert 1.0 <= float(done.stdout) < 10.0
 
 
-def test_the_collapse_is_what_the_docs_say():
+def test_the_collapse_is_what_the_docs_say(mnist):
     """The committed --lr 10 --optimizer sgd run (learning/collapse_*): every ReLU of the second
     layer dead from the second record on, every weight gradient exactly 0, so the logits are
     the output bias for every image; softmax of that bias is the training set's share of each
@@ -126,7 +126,6 @@ def test_the_collapse_is_what_the_docs_say():
     share of 1s in the test set: 1,135 of 10,000, as ANALYSIS.md and docs/experiments.md say."""
     import numpy as np
 
-    from data_loader import load_mnist
     from numpy_nn.neural_network import NeuralNetwork
     record = json.loads((ref.LEARNING / "collapse_metrics.json").read_text())
     assert record["config"]["lr"] == 10 and record["config"]["optimizer"] == "sgd"
@@ -134,7 +133,7 @@ def test_the_collapse_is_what_the_docs_say():
     assert d["steps"][1] == 32 and d["dead_fraction"]["layer2"][1:] == [1.0] * (len(d["steps"]) - 1)
     assert all(v == 0.0 for layer in d["grad_rms"].values() for v in layer[1:])
     net = NeuralNetwork.load(ref.LEARNING / "collapse_model.npz")
-    _, y_train, x_test, y_test = load_mnist()
+    _, y_train, x_test, y_test = mnist
     assert np.array_equal(net.predict(x_test), np.ones(len(y_test), dtype=int))
     assert (y_test == 1).sum() == 1135 and record["final_test_acc"] == 0.1135
     b = net.params["b3"].astype(np.float64)
