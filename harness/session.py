@@ -132,7 +132,10 @@ class Session:
         try:
             yield
         except experiment.StopRequested:
-            self.run.interrupted = True
+            # A stop during the last epoch's evaluation cut nothing: every epoch is recorded,
+            # and the weights kept are the last one's. That run is complete (its exit status
+            # still says a stop came); only one that ended with epochs to go was interrupted.
+            self.run.interrupted = len(self.run.record["epochs"]) < self.args.epochs
         except TrainingDiverged as e:
             self.run.diverged = e
         finally:
