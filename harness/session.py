@@ -42,7 +42,7 @@ import numpy as np
 from tqdm import tqdm
 
 from data_loader import batches
-from harness import experiment, threads
+from harness import ctrl_c, experiment, threads
 from harness.experiment import TrainingDiverged, check_finite
 from harness.flags import project_file_problem
 from harness.memory import check_memory
@@ -60,6 +60,7 @@ def run_trainer(framework, train, argv=None, check=None, flags=None):
     """A trainer's command: its flags (and those flags(parser) adds), the checks made before
     anything starts (check(parser, args)), the data, train(args, x_train, y_train, x_test,
     y_test), and the files it earned."""
+    ctrl_c.hand_over()                            # from here KeyboardInterrupt: load_data, train
     parser = experiment.build_parser(framework, DESCRIPTIONS[framework])
     if flags:
         flags(parser)
