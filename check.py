@@ -27,9 +27,14 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the repo root, from any cwd
+from harness import ctrl_c  # noqa: E402
+
+if __name__ == "__main__":  # Ctrl-C while the imports below run: one line, not a traceback
+    ctrl_c.one_line("check.py: interrupted (Ctrl-C); nothing was checked to the end")
+
+import numpy as np  # noqa: E402
+
 from checker.guard import Interrupted, Overran, ctrl_c_stops_the_check  # noqa: E402
 from checker.network import BATCH, maker  # noqa: E402
 from data_loader import DataError, load_mnist  # noqa: E402

@@ -37,12 +37,17 @@ Every file is written under a temporary name and then renamed: none is ever half
 import sys
 from pathlib import Path
 
-import matplotlib
+ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT))  # the repo root, so the imports below work from any cwd
+from harness import ctrl_c  # noqa: E402
+
+if __name__ == "__main__":  # Ctrl-C, while importing or drawing: one line (each file is whole or as it was)
+    ctrl_c.one_line("compare.py: interrupted (Ctrl-C)")
+
+import matplotlib  # noqa: E402
 
 matplotlib.use("Agg")  # draw into files only: no window needed, so it runs over ssh and in CI
 
-ROOT = Path(__file__).resolve().parent
-sys.path.insert(0, str(ROOT))  # the repo root, so the imports below work from any cwd
 from data_loader import DATA_DIR, DataError  # noqa: E402
 from harness.experiment import RESULTS_DIR, keep_running_if_stdout_closes, save_bytes, shown  # noqa: E402
 from harness.flags import OneLineParser  # noqa: E402

@@ -19,11 +19,16 @@ import sys
 import webbrowser
 from pathlib import Path
 
-from harness.closed_stdout import keep_running_if_stdout_closes
-from harness.flags import OneLineParser
-from demo.models import add_run_flags, models_or_exit
-from demo.server import HOST, DemoServer, serve
-from demo.training import TRAIN_DIR
+from harness import ctrl_c
+
+if __name__ == "__main__":  # Ctrl-C while the imports below run: one line, not a traceback
+    ctrl_c.one_line("stopped before serving")
+
+from harness.closed_stdout import keep_running_if_stdout_closes  # noqa: E402
+from harness.flags import OneLineParser  # noqa: E402
+from demo.models import add_run_flags, models_or_exit  # noqa: E402
+from demo.server import HOST, DemoServer, serve  # noqa: E402
+from demo.training import TRAIN_DIR  # noqa: E402
 
 
 def port_number(text):
@@ -71,6 +76,7 @@ def start(args):
 
 
 def main(argv=None):
+    ctrl_c.hand_over()                           # from here KeyboardInterrupt: start(), then serve()
     args = build_parser().parse_args(argv)
     keep_running_if_stdout_closes()  # `demo.py | head -1`: the page is still served
     signal.signal(signal.SIGTERM, _stop_on_sigterm)

@@ -19,13 +19,18 @@ exit status is 1.
 import sys
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
+from harness import ctrl_c
 
-from harness.closed_stdout import keep_running_if_stdout_closes
-from harness.flags import OneLineParser
-from demo.models import add_run_flags, models_or_exit
-from mnist_style import NoInk, ink_from_grey, mnist_style
+if __name__ == "__main__":  # Ctrl-C, while importing or reading: one line, not a traceback
+    ctrl_c.one_line("predict.py: interrupted (Ctrl-C)")
+
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from harness.closed_stdout import keep_running_if_stdout_closes  # noqa: E402
+from harness.flags import OneLineParser  # noqa: E402
+from demo.models import add_run_flags, models_or_exit  # noqa: E402
+from mnist_style import NoInk, ink_from_grey, mnist_style  # noqa: E402
 
 TOP = 3
 

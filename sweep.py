@@ -119,8 +119,8 @@ class Cell:
 
 def stopped_mid_way(record):
     """A record of a run stopped before its last epoch ended: a cell to run again. (One stopped
-    after it, by a Ctrl-C during its last evaluation or save, says "interrupted" but has every
-    epoch: it is complete.)"""
+    during its last evaluation says "completed"; written by an older trainer, it says
+    "interrupted" but has every epoch: it is complete too.)"""
     return record["status"] == "interrupted" and len(record["epochs"]) < record["config"]["epochs"]
 
 

@@ -5,8 +5,9 @@ which refuses (MetricsError, one line) anything it could not draw honestly: anot
 a missing or mistyped key, a NaN, or a run that claims a result it does not have.
 
 A record's status is one of:
-    completed     every planned epoch finished
-    interrupted   stopped by Ctrl-C or SIGTERM after at least one finished epoch
+    completed     every planned epoch finished (a stop during the last one's evaluation or
+                  the save cuts nothing: the run is complete)
+    interrupted   stopped by Ctrl-C or SIGTERM after at least one finished epoch, before the last
     diverged      the loss became NaN or infinite; the record says where and claims no
                   result: no final accuracy, no weights
 

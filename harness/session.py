@@ -42,7 +42,7 @@ import numpy as np
 from tqdm import tqdm
 
 from data_loader import batches
-from harness import experiment, threads
+from harness import ctrl_c, experiment, threads
 from harness.experiment import TrainingDiverged, check_finite
 from harness.flags import project_file_problem
 from harness.memory import check_memory
@@ -60,6 +60,7 @@ def run_trainer(framework, train, argv=None, check=None, flags=None):
     """A trainer's command: its flags (and those flags(parser) adds), the checks made before
     anything starts (check(parser, args)), the data, train(args, x_train, y_train, x_test,
     y_test), and the files it earned."""
+    ctrl_c.hand_over()                            # from here KeyboardInterrupt: load_data, train
     parser = experiment.build_parser(framework, DESCRIPTIONS[framework])
     if flags:
         flags(parser)
@@ -132,7 +133,10 @@ class Session:
         try:
             yield
         except experiment.StopRequested:
-            self.run.interrupted = True
+            # A stop during the last epoch's evaluation cut nothing: every epoch is recorded,
+            # and the weights kept are the last one's. That run is complete (its exit status
+            # still says a stop came); only one that ended with epochs to go was interrupted.
+            self.run.interrupted = len(self.run.record["epochs"]) < self.args.epochs
         except TrainingDiverged as e:
             self.run.diverged = e
         finally:

@@ -11,10 +11,15 @@ progress bar, timing, the NaN check, Ctrl-C, the record) is harness/session.py's
 import sys
 from pathlib import Path
 
-import numpy as np
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, from any cwd
+from harness import ctrl_c  # noqa: E402
+
+if __name__ == "__main__":  # Ctrl-C while the imports below run: one line, not a traceback
+    ctrl_c.one_line("interrupted while starting: nothing written")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
 from harness.session import Session, run_trainer  # noqa: E402
 from pytorch_nn.augment import TorchAugment  # noqa: E402
 from pytorch_nn.build import build_model, check_flags, make_optimizer, make_schedule, pick_device  # noqa: E402
