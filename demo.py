@@ -25,7 +25,7 @@ if __name__ == "__main__":  # Ctrl-C while the imports below run: one line, not 
     ctrl_c.one_line("stopped before serving")
 
 from harness.closed_stdout import keep_running_if_stdout_closes  # noqa: E402
-from harness.flags import OneLineParser  # noqa: E402
+from harness.flags import OneLineParser, project_file_problem  # noqa: E402
 from demo.models import add_run_flags, models_or_exit  # noqa: E402
 from demo.server import HOST, DemoServer, serve  # noqa: E402
 from demo.training import TRAIN_DIR  # noqa: E402
@@ -39,6 +39,19 @@ def port_number(text):
     return int(text)
 
 
+def train_folder(text):
+    """An argparse type: the folder the page's runs write into, refused before the server starts
+    by the trainers' own rule for their outputs (under results/ or outside the project), and
+    never a file."""
+    path = Path(text)
+    problem = project_file_problem(path)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a file, not a folder")
+    return path
+
+
 def build_parser():
     p = OneLineParser(description="Serve a page on 127.0.0.1 where you draw a digit "
                       "and every trained network reads it.")
@@ -47,7 +60,7 @@ def build_parser():
     p.add_argument("--open", action="store_true",
                    help="open the page in a browser (default: only print its address)")
     add_run_flags(p)
-    p.add_argument("--train-dir", type=Path, default=TRAIN_DIR,
+    p.add_argument("--train-dir", type=train_folder, default=TRAIN_DIR,
                    help="where the runs started from the page write their files, a folder each "
                         "(default: results/live/)")
     return p

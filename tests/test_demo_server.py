@@ -363,3 +363,31 @@ def test_a_reader_gone_away_leaves_the_demo_serving(tmp_path, when):
             process.send_signal(signal.SIGINT)
             code = process.wait(timeout=60)
     assert (code, (tmp_path / "stderr.txt").read_text()) == (0, "")
+
+
+# `--train-dir DIR`: a DIR inside the project but not under results/ (or a project file) is refused
+# before the server starts, by the rule the trainers apply to their outputs
+# (harness/flags.project_file_problem); so is a DIR that is a file. Before, the server started,
+# made DIR and the run's folder at the page's first Start, and only then did the trainer refuse
+# to write there (DIR a file: the request failed with a server error).
+INSIDE = "docs/not_a_train_dir"                    # inside the project, beside its own files
+
+
+@pytest.mark.parametrize("train_dir", [INSIDE, REPO / INSIDE, "README.md"], ids=["relative", "absolute", "a project file"])
+def test_a_train_dir_in_the_project_outside_results_is_refused(tmp_path, train_dir):
+    done = run_in_process(demo_command().main, REPO / "demo.py",
+                          ["--results-dir", tmp_path, "--train-dir", train_dir], cwd=REPO, timeout=60)
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == (f"demo.py: error: argument --train-dir: {train_dir} is inside the project but not under "
+                           f"results/: a run writes its files under results/ or outside the project, never over "
+                           f"the project's own\n")
+    assert not (REPO / INSIDE).exists()
+
+
+def test_a_train_dir_that_is_a_file_is_refused(tmp_path):
+    file = tmp_path / "runs.txt"
+    file.write_text("not a folder")
+    done = run_demo("--results-dir", tmp_path, "--train-dir", file)
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == f"demo.py: error: argument --train-dir: {file} is a file, not a folder\n"
+    assert file.read_text() == "not a folder"
