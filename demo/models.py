@@ -12,13 +12,19 @@ from typing import Callable
 
 import numpy as np
 
-from report.runs import UNREADABLE, CompareError, how_to_make, load_runs, weights_candidates
 from harness.experiment import RESULTS_DIR, shown
 from harness.metrics_file import MetricsError, file_sha256
 from numpy_nn.cnn import CNN
 from numpy_nn.neural_network import NeuralNetwork
 from numpy_nn.utils import softmax
 from report.run import with_results
+from report.runs import (
+    UNREADABLE,
+    CompareError,
+    how_to_make,
+    load_runs,
+    weights_candidates,
+)
 
 # The files the trainers write by default (harness/flags.py): the MLP's, then the CNN's.
 NETWORKS = ("numpy", "pytorch", "numpy_cnn", "pytorch_cnn")
@@ -62,7 +68,9 @@ def pytorch_reader(path, kind, activation="relu"):
     """A PyTorch network's read(): the probabilities (no hidden layers shown). A state_dict
     holds no activation (it has no weights): the MLP's is the run record's."""
     import torch  # only when a PyTorch run is there
-    from pytorch_nn import cnn, model as mlp
+
+    from pytorch_nn import cnn
+    from pytorch_nn import model as mlp
     network = cnn.load_model(path) if kind == "cnn" else mlp.load_model(path, activation=activation)
     network.eval()                                   # as the trainer evaluates: dropout off
 

@@ -33,9 +33,10 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from mnist_style import NoInk, mnist_style
-from demo.training import TRAIN_DIR, Refused, Trainings
+from demo.page_flags import Refused
+from demo.training import TRAIN_DIR, Trainings
 from harness.experiment import shown
+from mnist_style import NoInk, mnist_style
 
 PAGE = Path(__file__).resolve().parent / "page.html"
 HOST = "127.0.0.1"          # this machine only: the demo is not for the network

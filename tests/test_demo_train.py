@@ -24,13 +24,21 @@ from urllib.parse import urlsplit
 
 import numpy as np
 import pytest
+from demo_helpers import (
+    JSON,
+    REPO,
+    ask,
+    ask_raw,
+    assert_one_line_error,
+    start_demo,
+    stop_demo,
+)
 
-from demo import training
+from demo import page_flags, training
 from demo.live import STARTED_TOGETHER, UNITS, first_layer, started_together
 from demo.models import Model
+from demo.page_flags import Refused, trainer_argv
 from demo.server import MAX_BODY, MAX_FLAGS_BODY
-from demo.training import Refused, trainer_argv
-from demo_helpers import JSON, REPO, ask, ask_raw, assert_one_line_error, start_demo, stop_demo
 from harness import threads
 from harness.flags import build_parser
 from harness.session import Session
@@ -214,7 +222,7 @@ def test_a_switch_takes_true_and_false(own_server):
     augment ranges set), false the flag left out (null: no augmentation). Before, false went
     to the trainer as --augment=False, and came back as argparse's 400 "augment: ignored
     explicit argument 'False'"."""
-    assert [name for name, action in training.ACTIONS.items() if action.nargs == 0] == ["augment"]  # the only one
+    assert [name for name, action in page_flags.ACTIONS.items() if action.nargs == 0] == ["augment"]  # the only one
     for number, augment in enumerate([False, True], start=1):
         status, answer = post(own_server, "/api/train", {"framework": "numpy", "augment": augment,
                                                          "limit": 100, "epochs": 1})
@@ -340,7 +348,7 @@ def test_the_most_a_page_may_send_to_train(guarded):
     head = f"POST /api/train HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
     status, answer = ask_raw(guarded[:2], head.encode() + body[:1000])
     assert_one_line_error(status, answer, 413, f"the body is {len(body):,} bytes; the limit is {MAX_FLAGS_BODY:,}")
-    every_flag = {"framework": "both", **{key: 0.123456789012345678 for key in training.FLAGS}}
+    every_flag = {"framework": "both", **{key: 0.123456789012345678 for key in page_flags.FLAGS}}
     assert len(json.dumps(every_flag)) < 1024
     assert_nothing_started(guarded)
 
@@ -517,12 +525,12 @@ def test_completed_means_the_network_reads_digits(tmp_path, monkeypatch):
 
 
 def test_the_reference_lists_the_keys_the_server_takes():
-    """docs/reference.md's demo API names exactly training.FLAGS, in their order (before, it
+    """docs/reference.md's demo API names exactly page_flags.FLAGS, in their order (before, it
     said "the trainers' flags as on the command line", which the server does not take)."""
     text = (REPO / "docs" / "reference.md").read_text()
     listed = text[text.index("and no other:"):text.index("Any other key")]
     names = re.findall(r"`([a-z-]+)`", listed)
-    assert list(dict.fromkeys(name for name in names if name not in ("null", "true", "false"))) == list(training.FLAGS)
+    assert list(dict.fromkeys(name for name in names if name not in ("null", "true", "false"))) == list(page_flags.FLAGS)
 
 
 def test_argv_is_the_command_line():
