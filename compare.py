@@ -56,9 +56,8 @@ from report.curves import plot_comparison  # noqa: E402
 from report.figure import png  # noqa: E402
 from report.inside import inside_figures  # noqa: E402
 from report.learning import learning_figure, overlay_figure, overlay_groups  # noqa: E402
-from report.runs import (CompareError, check_weights, find_weights, load_runs, load_test_set,  # noqa: E402
-                         measure_robustness)
 from report.run import FRAMEWORK_NAMES, divergence, picture_name, with_results  # noqa: E402
+from report.runs import CompareError, check_weights, find_weights, load_runs, load_test_set, measure_robustness  # noqa: E402
 from report.table import markdown  # noqa: E402
 
 # ----------------------------------------------------------------------------- output

@@ -24,11 +24,11 @@ from harness import ctrl_c
 if __name__ == "__main__":  # Ctrl-C while the imports below run: one line, not a traceback
     ctrl_c.one_line("stopped before serving")
 
-from harness.closed_stdout import keep_running_if_stdout_closes  # noqa: E402
-from harness.flags import OneLineParser, project_file_problem  # noqa: E402
 from demo.models import add_run_flags, models_or_exit  # noqa: E402
 from demo.server import HOST, DemoServer, serve  # noqa: E402
 from demo.training import TRAIN_DIR  # noqa: E402
+from harness.closed_stdout import keep_running_if_stdout_closes  # noqa: E402
+from harness.flags import OneLineParser, project_file_problem  # noqa: E402
 
 
 def port_number(text):

@@ -27,9 +27,9 @@ if __name__ == "__main__":  # Ctrl-C, while importing or reading: one line, not 
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from demo.models import add_run_flags, models_or_exit  # noqa: E402
 from harness.closed_stdout import keep_running_if_stdout_closes  # noqa: E402
 from harness.flags import OneLineParser  # noqa: E402
-from demo.models import add_run_flags, models_or_exit  # noqa: E402
 from mnist_style import NoInk, ink_from_grey, mnist_style  # noqa: E402
 
 TOP = 3

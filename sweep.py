@@ -52,10 +52,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))  # the repo root, so the imports below work from any cwd
 from harness.experiment import GOOD_LR, keep_running_if_stdout_closes, save_bytes, shown  # noqa: E402
-from harness.flags import (RESULTS_DIR, HelpWithDefaults, OneLineParser, build_parser,  # noqa: E402
-                           project_file_problem)
-from harness.metrics_file import (WEIGHT_SUFFIX, MetricsError, differing_settings, load_metrics,  # noqa: E402
-                                  recorded_config)
+from harness.flags import RESULTS_DIR, HelpWithDefaults, OneLineParser, build_parser, project_file_problem  # noqa: E402
+from harness.metrics_file import WEIGHT_SUFFIX, MetricsError, differing_settings, load_metrics, recorded_config  # noqa: E402
 from harness.threads import for_children  # noqa: E402
 from numpy_nn.utils import exponential_factor  # noqa: E402
 from report.figure import png  # noqa: E402

@@ -112,7 +112,7 @@ def gradients(net, x, y, say):
     (everything right, the loss and backward() ran to their end, scaled): scaled maps each
     parameter whose gradient is wrong by only a positive constant factor k (k times the right
     one) to k, which the overfit check cannot see (sanity())."""
-    from checker.reference import cnn_reference, mlp_reference   # torch: imported once a check runs
+    from checker.reference import cnn_reference, mlp_reference  # torch: imported once a check runs
     is_cnn = isinstance(net, CNN)
     ref = (cnn_reference if is_cnn else mlp_reference)(net, x, y)
     B, ok, first, verdicts, scaled = len(y), True, None, {}, {}
@@ -349,7 +349,7 @@ def sanity(make_net, x, y, say, scaled=None):
     """The loss at initialisation is near ln 10, and one batch can be learnt by heart. scaled
     (gradients()'s): the parameters whose gradients are off by a constant factor, which the
     overfit check, with Adam, cannot see; said so when it passes."""
-    from numpy_nn.train import train_step          # the trainer's own step (it imports the harness)
+    from numpy_nn.train import train_step  # the trainer's own step (it imports the harness)
     say("sanity checks of the training recipe:")
     net = make_net()
     loss = net.loss(x, y)

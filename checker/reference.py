@@ -15,7 +15,6 @@ import torch.nn.functional as F
 
 from checker.verdict import batchnorm_mistakes
 from numpy_nn.batchnorm import MOMENTUM
-
 from pytorch_nn import cnn as torch_cnn
 from pytorch_nn import model as torch_mlp
 from pytorch_nn.numpy_weights import load_numpy_params, numpy_buffers

@@ -3,8 +3,9 @@
 Each run is its trainer's own command, `python numpy_nn/train.py ...` or pytorch_nn's, in a
 process of its own (demo/live.py adds only the live feed): the same loop, record and files as
 on the command line, and its stop is the command's Ctrl-C (SIGINT), which saves the finished
-epochs and marks the record interrupted (completed, if every epoch had trained). A process rather than a thread: the trainers' stop,
-their share of the cores (harness/threads.py) and their BLAS threads are per process, and the
+epochs and marks the record interrupted (completed, if every epoch had trained). A process
+rather than a thread: the trainers' stop, their share of the cores (harness/threads.py) and
+their BLAS threads are per process, and the
 server stays free to answer while both twins compute. The runs are in their own session, so a
 Ctrl-C in the server's terminal reaches the server alone, which then stops and saves them. A
 server that dies without doing so (kill -9) still stops them: each run's stdin is a pipe from

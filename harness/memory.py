@@ -9,7 +9,6 @@ bound, never far above it. Evaluation runs the forward pass alone, in bites of E
 
 NumPy and the standard library only.
 """
-import os
 from pathlib import Path
 
 import numpy as np

@@ -62,5 +62,6 @@ def batchnorm_backward(dy, cache):
     dbeta = dy.sum(axis=0)                     # H  y = gamma zhat + beta => dbeta = sum over the batch of dy
     dgamma = (dy * zhat).sum(axis=0)           # H  dgamma = sum over the batch of dy zhat
     dzhat = dy * gamma                         # B,H  dzhat = dy gamma
-    dz = (dzhat - dzhat.mean(axis=0) - zhat * (dzhat * zhat).mean(axis=0)) / std  # B,H  zhat's own path, the mean's, the variance's
+    # B,H  zhat's own path, the mean's, the variance's
+    dz = (dzhat - dzhat.mean(axis=0) - zhat * (dzhat * zhat).mean(axis=0)) / std
     return dz, dgamma, dbeta

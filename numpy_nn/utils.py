@@ -9,7 +9,6 @@ import math
 
 import numpy as np
 
-
 # ----------------------------------------------------------------------------- activations
 
 def relu(z):

@@ -46,11 +46,11 @@ ROOT = Path(__file__).resolve().parents[1]  # the repo
 sys.path.insert(0, str(ROOT))
 from data_fetch import write_atomic  # noqa: E402
 from data_loader import DataError, batches, load_mnist  # noqa: E402
-from perf.flops import cnn_flops_per_sample, cnn_products, flops_per_sample  # noqa: E402
-from harness.metrics_file import cpu_model, numpy_blas  # noqa: E402
 from harness.flags import DEFAULT_RANGES  # noqa: E402
-from numpy_nn.augment import SIDE, Augment  # noqa: E402
+from harness.metrics_file import cpu_model, numpy_blas  # noqa: E402
+from harness.threads import openblas_threads, set_openblas_threads  # noqa: E402
 from numpy_nn import build as numpy_build  # noqa: E402
+from numpy_nn.augment import SIDE, Augment  # noqa: E402
 from numpy_nn.cnn import CNN, IMAGE_SHAPE  # noqa: E402
 from numpy_nn.fast_cnn import FastCNN  # noqa: E402
 from numpy_nn.fast_layers import conv2d_backward, conv2d_forward, maxpool2d_backward, maxpool2d_forward  # noqa: E402
@@ -58,8 +58,8 @@ from numpy_nn.neural_network import NeuralNetwork  # noqa: E402
 from numpy_nn.parallel import Halves  # noqa: E402
 from numpy_nn.train import train_step  # noqa: E402
 from numpy_nn.utils import cross_entropy_with_grad, relu_grad  # noqa: E402
+from perf.flops import cnn_flops_per_sample, cnn_products, flops_per_sample  # noqa: E402
 from report.throughput import markdown, plot, threads_cell  # noqa: E402
-from harness.threads import openblas_threads, set_openblas_threads  # noqa: E402
 
 # Per model: the defaults of --batch-sizes, --samples and --repeats, and the batch sizes
 # whose steps are also timed part by part. The CNN does ~30x the MLP's arithmetic per
@@ -128,6 +128,7 @@ def _torch_setup(x, y, device, model="mlp", capturable=False):
     """The model, optimizer, loss and data tensors pytorch_nn/train.py builds, starting from
     the NumPy network's weights (capturable: its optimizer for --mode graph)."""
     import torch
+
     from pytorch_nn import cnn
     from pytorch_nn.fast_step import channels_last
     from pytorch_nn.model import MLP
@@ -199,6 +200,7 @@ def cnn_matmuls_only(batch_size):
 def torch_trainer(x, y, batch_size, device, model_name="mlp"):
     """The same for the PyTorch model: pytorch_nn/train.py's train_step."""
     import torch
+
     from pytorch_nn.train import train_step
     model, opt, _, xt, yt = _torch_setup(x, y, device, model_name)
     order = _endless_batches(len(x), batch_size)
@@ -214,6 +216,7 @@ def torch_graph_trainer(x, y, batch_size, model_name="mlp"):
     """The same for pytorch_nn/train.py's --mode graph on CUDA: each step a replay of
     train_step recorded as a CUDA graph (pytorch_nn/fast_step.py)."""
     import torch
+
     from pytorch_nn.fast_step import GraphedStep
     from pytorch_nn.train import train_step
     model, opt, _, xt, yt = _torch_setup(x, y, "cuda", model_name, capturable=True)
@@ -289,6 +292,7 @@ def optimizer_steps(n_params, repeats, steps=20):
     subnormal flush), on a fresh state and on one as training leaves it:
     TRAINED_SUBNORMAL_SHARE of m subnormal, with gradient 0 there."""
     import torch
+
     from pytorch_nn.train import make_optimizer
     rng = np.random.default_rng(0)
     grads = (rng.standard_normal(n_params) * 1e-3).astype(np.float32)
@@ -360,6 +364,7 @@ def augment_costs(x, y, repeats, calls=20):
     (numpy_trainer's, as the rows time it). All take turns within each repeat, as measure()'s
     trainers do, so they see the same machine load."""
     import torch
+
     from pytorch_nn.augment import TorchAugment
     bs = AUGMENT_BATCH
     batch = x[next(_endless_batches(len(x), bs))]          # bs,784 float32, as the trainers give it
@@ -626,6 +631,7 @@ def main(argv=None):
         p.error("batch sizes, --samples, --repeats and --threads must be positive")
 
     import torch
+
     from harness.session import torch_hardware
     try:
         x, y, _, _ = load_mnist(data_dir=args.data_dir)
@@ -719,7 +725,8 @@ def main(argv=None):
     if cnn:  # the MLP's record stays as it was
         record.update({"model": "cnn", "forward_flops_per_sample": cnn_flops_per_sample("forward"),
                        "epoch_samples": epoch})
-    table = markdown(record, cnn_products) + "".join(f"{line}\n" for line in augment_markdown(record))  # report/throughput.py's, then ours
+    # report/throughput.py's table, then ours
+    table = markdown(record, cnn_products) + "".join(f"{line}\n" for line in augment_markdown(record))
     out, suffix = args.out_dir, "_cnn" if cnn else ""
     names = [f"benchmark{suffix}.json", f"benchmark{suffix}.md", f"throughput{suffix}.png"]
     try:

@@ -1,7 +1,8 @@
 """Regenerate the reference results that README.md, docs/ and ANALYSIS.md cite, in results/reference/.
 
     python perf/reference_results.py              # everything (batchnorm alone: 35 min on a shared 2-core Xeon)
-    python perf/reference_results.py --only runs  # one part: runs, compare, experiments, cnn, mistakes, threads, benchmark, learning, compile, sweep, augment, batchnorm
+    python perf/reference_results.py --only runs  # one part: runs, compare, experiments, cnn, mistakes,
+                                                  # threads, benchmark, learning, compile, sweep, augment, batchnorm
 
 A learner's own runs go to results/ (git-ignored) and never touch these files. Each part runs
 the repo's own commands, exactly as a reader would type them, with --metrics, --weights and
@@ -386,16 +387,17 @@ def lesson_numbers(record):
 def _twin_step(framework, args, x, y, steps_per_epoch):
     """One training step of the trainer of framework (its network, optimizer and train_step, as
     <framework>_nn/train.py runs them), recording the diagnostics when asked: step(idx, record)."""
+    import numpy as np
     import torch
 
-    import numpy as np
-
     from harness import threads
-    from numpy_nn import diagnostics as numpy_diagnostics, train as numpy_train
+    from numpy_nn import diagnostics as numpy_diagnostics
+    from numpy_nn import train as numpy_train
     from numpy_nn.build import build_network
     from numpy_nn.parallel import Halves
     from numpy_nn.utils import OPTIMIZERS
-    from pytorch_nn import diagnostics as torch_diagnostics, train as torch_train
+    from pytorch_nn import diagnostics as torch_diagnostics
+    from pytorch_nn import train as torch_train
     from pytorch_nn.build import build_model, make_optimizer
     if framework == "numpy":
         net = build_network(args, x.shape[1])
@@ -442,9 +444,9 @@ def overhead(blocks=OVERHEAD_BLOCKS):
 
     import numpy as np
 
+    from data_loader import batches, load_mnist
     from harness import experiment
     from harness import threads as thread_policy
-    from data_loader import batches, load_mnist
     from numpy_nn.diagnostics import interval
     x, y, _, _ = load_mnist()
     result = {}

@@ -10,8 +10,17 @@ import math
 import torch
 from torch import nn
 
-from numpy_nn.diagnostics import (HISTOGRAM_BINS, PERCENTILES, PROBE_IMAGES, SATURATION, TRACKED_UNIT,
-                                   DiagnosticsLog, hidden_figures, interval, layer_names)
+from numpy_nn.diagnostics import (
+    HISTOGRAM_BINS,
+    PERCENTILES,
+    PROBE_IMAGES,
+    SATURATION,
+    TRACKED_UNIT,
+    DiagnosticsLog,
+    hidden_figures,
+    interval,
+    layer_names,
+)
 from pytorch_nn.cnn import CNN
 
 

@@ -50,6 +50,7 @@ def load_model(path, map_location="cpu", activation="relu"):
     sizes = [state["hidden.0.weight"].shape[1] if hidden else state["out.weight"].shape[1]]
     sizes += [state[f"hidden.{i}.weight"].shape[0] for i in hidden] + [state["out.weight"].shape[0]]
     norm = "batch" if "norms.0.running_mean" in state else "none"
-    model = MLP(sizes, dropout=0.0, activation=activation, norm=norm).to(dtype=state["out.weight"].dtype)  # the dtype first: loading copies into it
+    # the dtype first: loading copies into it
+    model = MLP(sizes, dropout=0.0, activation=activation, norm=norm).to(dtype=state["out.weight"].dtype)
     model.load_state_dict(state)
     return model

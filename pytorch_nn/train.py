@@ -19,13 +19,13 @@ if __name__ == "__main__":  # Ctrl-C while the imports below run: one line, not 
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from torch.nn.functional import cross_entropy  # noqa: E402
 
 from harness.session import Session, run_trainer  # noqa: E402
 from pytorch_nn.augment import TorchAugment  # noqa: E402
 from pytorch_nn.build import build_model, check_flags, make_optimizer, make_schedule, pick_device  # noqa: E402
 from pytorch_nn.diagnostics import Watch  # noqa: E402
 from pytorch_nn.fast_step import faster  # noqa: E402
-from torch.nn.functional import cross_entropy  # noqa: E402
 
 # Evaluation needs no gradients, so it could take any bite; in bites of 128 the CNN's
 # activations stay in the CPU's caches (larger bites ran slower per image)

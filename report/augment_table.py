@@ -6,10 +6,10 @@ epoch. perf/reference_results.py --only augment trains the runs and calls summar
 import json
 import statistics
 
-from report.runs import load_runs, measure_robustness
 from data_loader import DATA_DIR
 from harness.metrics_file import median_epoch_seconds
 from report.run import FRAMEWORK_NAMES, MODEL_NAMES
+from report.runs import load_runs, measure_robustness
 
 TARGET = 0.99  # the CNN's target test accuracy (perf/reference_results.py TARGET_ACC)
 

@@ -213,7 +213,9 @@ def _evaluate_numpy(path, model, x_test, y_test):
 
 def _evaluate_pytorch(path, model, x_test, y_test, activation):
     import torch  # needed for PyTorch runs only
-    from pytorch_nn import cnn, model as mlp
+
+    from pytorch_nn import cnn
+    from pytorch_nn import model as mlp
     from pytorch_nn.fast_step import channels_last  # the layout the trainer evaluates in: faster
     from pytorch_nn.numpy_weights import numpy_params
     from pytorch_nn.train import EVAL_BATCH

@@ -5,7 +5,6 @@ from harness.metrics_file import median_epoch_seconds, steady_epoch_seconds
 from report.robustness import RANGES, SEED
 from report.run import MODEL_NAMES, divergence, model_layers, model_name, plural, with_results
 
-
 # A run's epochs do the same work, so their times differ only by what else the machine did.
 # The committed reference runs that had the machine to themselves spread 1.03x to 1.25x from
 # fastest to slowest (after epoch 1); beyond 1.3x (perf/reference_results.py's MAX_SPREAD, for
@@ -210,7 +209,7 @@ def consequences(runs):
         return "diverged" if run.diverged else shown(run.record["epochs"][-1][field])
 
     parts = [f"test accuracy {' → '.join(final(run, 'test_acc', lambda a: f'{a:.2%}') for run in runs)}",
-             f"test loss {' → '.join(final(run, 'test_loss', lambda l: f'{l:.3f}') for run in runs)}"]
+             f"test loss {' → '.join(final(run, 'test_loss', lambda loss: f'{loss:.3f}') for run in runs)}"]
     grads = [_median_grad_rms(run) for run in runs]
     if None not in grads and len({tuple(g) for g in grads}) == 1:
         per_layer = ", ".join(f"{layer} {_changes([g[layer] for g in grads], lambda v: f'{v:.1e}')}"
@@ -369,7 +368,8 @@ TABLE_HEADER = ["run", "model", "epochs", "final test acc", "best test acc", "pe
 def markdown(runs):
     """The markdown report: when the runs' settings differ, first what differs and what it did
     to learning (experiment_line); then what ran, the table, the speed ratio (qualified when
-    the settings change the work), then warnings and notes. A diverged run is listed with where it diverged, and has no row, ratio or warning."""
+    the settings change the work), then warnings and notes. A diverged run is listed with where
+    it diverged, and has no row, ratio or warning."""
     results = with_results(runs)
     title = " vs ".join(run.label for run in runs)
     experiment = experiment_line(runs)

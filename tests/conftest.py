@@ -368,6 +368,7 @@ def saved_run(folder, framework="numpy", seed=0):
         versions, save = {"numpy": np.__version__}, net.save
     else:
         import torch
+
         from pytorch_nn.model import MLP
         from pytorch_nn.train import evaluate
         torch.manual_seed(seed)
@@ -413,8 +414,9 @@ def pictures_not_drawn_in(patch, drawn=lambda fig: False):
     picture on a busy 2-core machine), and those tests read no pixel. The tests that look at a
     kind of picture (assert_png, and the CNN's in test_report_cnn.py) draw it. patch: a
     pytest.MonkeyPatch; returns the titles of the figures made, in order."""
-    import compare
     from matplotlib import pyplot as plt
+
+    import compare
     from report.figure import png
     made = []
 

@@ -20,8 +20,8 @@ import torch
 
 from conftest import run_trainer_main
 from harness.experiment import build_parser
-from harness.metrics_file import load_metrics
 from harness.flags import DEFAULT_RANGES
+from harness.metrics_file import load_metrics
 from numpy_nn.augment import CENTRE, SIDE, Augment, affine, dilate, inverse, thicken, warp
 from pytorch_nn.augment import TorchAugment
 

@@ -27,10 +27,10 @@ import torch
 import torch.nn.functional as F
 
 import check
-from conftest import anchors
 from checker import explain
 from checker.explain import NAMES, PARAMS, X, Y, num
 from checker.verdict import judge
+from conftest import anchors
 from report import backprop_graph
 
 REPO = Path(__file__).resolve().parents[1]

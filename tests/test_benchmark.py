@@ -7,9 +7,8 @@ import numpy as np
 import pytest
 
 from conftest import loss_and_gradients, run_in_process
-from perf import benchmark
-from perf import flops
 from numpy_nn.neural_network import NeuralNetwork
+from perf import benchmark, flops
 from report import throughput
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -210,6 +209,7 @@ def test_timed_cnn_steps_compute_the_real_gradients():
     """The layer-by-layer steps the per-layer table times are the trainers' steps: the same
     gradients as numpy_nn's CNN and as PyTorch's plain forward and backward (float64)."""
     import torch
+
     from numpy_nn.cnn import CNN
     rng = np.random.default_rng(0)
     x, y = rng.random((8, 784)), rng.integers(0, 10, 8)

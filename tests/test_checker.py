@@ -10,10 +10,10 @@ import math
 
 import numpy as np
 import pytest
-from conftest import planted, run_in_process
 
 from checker import network
 from checker.network import check_all, gradients
+from conftest import planted, run_in_process
 from numpy_nn import utils
 from numpy_nn.cnn import CNN
 from numpy_nn.neural_network import NeuralNetwork
@@ -63,6 +63,7 @@ def test_the_answer_keys_self_check_catches_steps_that_are_not_the_twins_forward
     """reference._run checks that its named steps give the twin's logits (to 1e-12; see there
     why not exactly). Steps with the activation left out must fail that check."""
     import torch
+
     from checker import reference
     from pytorch_nn import model as torch_mlp
     from pytorch_nn.numpy_weights import load_numpy_params

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import planted
 
 import numpy_nn.neural_network
 from checker import network
 from checker.exercise import check_exercise, first_problem
+from conftest import planted
 from exercise_answers import edited
 from numpy_nn import batchnorm
 from numpy_nn.neural_network import NeuralNetwork
@@ -132,8 +132,8 @@ def test_a_backward_written_in_stages_passes_and_a_wrong_stage_is_named(batch, t
     ok, text = grade(batch, folder)
     assert not ok
     assert "\n  dmean    (5,)              close" in text and "\n  dz       (6, 5)            wrong" in text, text
-    assert "First wrong: dvar. Everything before it is right, so look first at\n" \
-           f"      {line_of(folder / 'batchnorm_backward.py', 'dvar = (dzhat * zhat * std).sum(axis=0) * 0.5 * std ** -3')}" in text
+    where = line_of(folder / 'batchnorm_backward.py', 'dvar = (dzhat * zhat * std).sum(axis=0) * 0.5 * std ** -3')
+    assert f"First wrong: dvar. Everything before it is right, so look first at\n      {where}" in text
 
 
 def test_the_solution_passes_and_a_blank_fails(batch, tmp_path):

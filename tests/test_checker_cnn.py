@@ -13,12 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import planted
 
 import numpy_nn.cnn
 import numpy_nn.train
 from checker import network
 from checker.exercise import check_exercise, first_problem
+from conftest import planted
 from exercise_answers import edited
 from numpy_nn import layers, utils
 from numpy_nn.cnn import CNN

@@ -314,7 +314,9 @@ def saved_test_accuracy(framework, model, weights):
         net = (CNN if model == "cnn" else NeuralNetwork).load(weights)
         return evaluate(net, x_test.astype(net.dtype), y_test)[1]
     import torch
-    from pytorch_nn import cnn, model as mlp
+
+    from pytorch_nn import cnn
+    from pytorch_nn import model as mlp
     from pytorch_nn.train import evaluate
     network = (cnn if model == "cnn" else mlp).load_model(weights)
     return evaluate(network, torch.from_numpy(x_test), torch.from_numpy(y_test))[1]

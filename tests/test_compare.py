@@ -15,13 +15,25 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
-from conftest import HARDWARE, SIZES, assert_png, error_of, made_up_diagnostics, make_record, mnist_test_set, run_main, run_result, saved_run, write
 import compare
-from report import runs as report_runs
+from conftest import (
+    HARDWARE,
+    SIZES,
+    assert_png,
+    error_of,
+    made_up_diagnostics,
+    make_record,
+    mnist_test_set,
+    run_main,
+    run_result,
+    saved_run,
+    write,
+)
 from harness.experiment import TrainingDiverged, build_parser, finish
 from harness.metrics_file import Run, file_sha256, load_metrics
 from numpy_nn.neural_network import NeuralNetwork
 from report import curves, inside, learning, table
+from report import runs as report_runs
 
 REPO = Path(__file__).resolve().parents[1]
 FAN_INS = SIZES[:-1]  # the terms each layer's dot products sum
@@ -446,7 +458,8 @@ def test_table_row_numbers(tmp_path):
         "median_epoch_seconds": 2.0, "median_samples_per_second": 30_000,  # epochs 2-4: 1, 2, 3 s
         "epoch_spread": 3.0}
     assert table.table_row(run).startswith(
-        "| NumPy | MLP 784-128-64-10 | 4 | 93.00% | 95.00% (epoch 2) | – | – | 12.00 | 2.000 | 30,000 | 3.00x | Test CPU (2 cores) | "
+        "| NumPy | MLP 784-128-64-10 | 4 | 93.00% | 95.00% (epoch 2) | – | – | 12.00 | 2.000 | 30,000 | 3.00x "
+        "| Test CPU (2 cores) | "
         "openblas (2 threads) | cpu | python 3.11.7, numpy 1.0 |")
 
 
@@ -613,6 +626,7 @@ def test_pictures_of_saved_models(tmp_path, capsys):
     and one through the flag: each is checked against its record, every picture is written,
     and the counts behind the confusion matrix add up."""
     import torch
+
     from pytorch_nn.model import load_model
 
     (tmp_path / "numpy").mkdir()

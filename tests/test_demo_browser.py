@@ -324,7 +324,8 @@ def check_weights_and_digits(page, url, framework):
     assert len(shot["weights"]) == UNITS and shot["side"] == 28
     assert page.inner_text(f"{canvas}-key") == (f"{UNITS} of the 128 units of the first hidden layer: "
                                                 f"each tile one unit's 784 weights, as the 28×28 image they weigh.")
-    assert page.evaluate(f"[document.querySelector('{canvas}').width, document.querySelector('{canvas}').height]") == [8 * 29, 2 * 29]
+    size = f"[document.querySelector('{canvas}').width, document.querySelector('{canvas}').height]"
+    assert page.evaluate(size) == [8 * 29, 2 * 29]
     assert "red positive, blue negative" in page.inner_text("#weights-key")
     red, blue = colour_of(page, "#weights-key .positive"), colour_of(page, "#weights-key .negative")
     assert red == (255, 0, 0) and blue == (0, 0, 255)

@@ -6,11 +6,11 @@ import shutil
 
 import numpy as np
 
-from report.runs import how_to_make
 from demo.models import default_runs, find_models
-from harness.flags import RESULTS_DIR
 from demo_helpers import REFERENCE
+from harness.flags import RESULTS_DIR
 from harness.metrics_file import sha256_bytes
+from report.runs import how_to_make
 
 
 def copied_run(folder, **changes):

@@ -11,10 +11,10 @@ import pytest
 from PIL import Image
 
 import predict
-from demo.models import find_models
-from mnist_style import NoInk, centre_of_mass, fit_box, ink_from_grey, mnist_style, place_by_mass
 from conftest import run_in_process
+from demo.models import find_models
 from demo_helpers import NAMES, REFERENCE_RUNS, REPO, on_canvas
+from mnist_style import NoInk, centre_of_mass, fit_box, ink_from_grey, mnist_style, place_by_mass
 
 DIGITS = 100  # MNIST test images 0-99; none of them is one of the three whose ink box is 19, not 20
 

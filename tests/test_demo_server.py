@@ -17,10 +17,9 @@ import pytest
 
 from conftest import run_in_process
 from demo.models import Model, find_models
-from mnist_style import mnist_style
 from demo.server import MAX_BODY, PAGE, DemoHandler, DemoServer
-from demo_helpers import (NAMES, REFERENCE_RUNS, REPO, ask, ask_raw, assert_one_line_error, on_canvas, start_demo,
-                          stop_demo)
+from demo_helpers import NAMES, REFERENCE_RUNS, REPO, ask, ask_raw, assert_one_line_error, on_canvas, start_demo, stop_demo
+from mnist_style import mnist_style
 
 
 @pytest.fixture(scope="module")

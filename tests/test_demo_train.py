@@ -24,6 +24,12 @@ from urllib.parse import urlsplit
 
 import numpy as np
 import pytest
+
+from demo import page_flags, training
+from demo.live import STARTED_TOGETHER, UNITS, first_layer, started_together
+from demo.models import Model
+from demo.page_flags import Refused, trainer_argv
+from demo.server import MAX_BODY, MAX_FLAGS_BODY
 from demo_helpers import (
     JSON,
     REPO,
@@ -33,12 +39,6 @@ from demo_helpers import (
     start_demo,
     stop_demo,
 )
-
-from demo import page_flags, training
-from demo.live import STARTED_TOGETHER, UNITS, first_layer, started_together
-from demo.models import Model
-from demo.page_flags import Refused, trainer_argv
-from demo.server import MAX_BODY, MAX_FLAGS_BODY
 from harness import threads
 from harness.flags import build_parser
 from harness.session import Session
@@ -267,7 +267,8 @@ FOREIGN = {
     "another site, as JSON": ({"Origin": EVIL, **JSON}, 403, "this API takes requests from its own page only"),
     "a sandboxed page": ({"Origin": "null", **JSON}, 403, "this API takes requests from its own page only, not from 'null'"),
     "our name, another port": ({"Origin": "http://127.0.0.1:1", **JSON}, 403, "this API takes requests from its own page only"),
-    "our address by https": ({"Origin": "https://127.0.0.1:{port}", **JSON}, 403, "this API takes requests from its own page only"),
+    "our address by https": ({"Origin": "https://127.0.0.1:{port}", **JSON}, 403,
+                             "this API takes requests from its own page only"),
     "a form with no origin": ({"Content-Type": "text/plain"}, 415,
                               "send the body as JSON, with Content-Type: application/json (not 'text/plain')"),
     "an urlencoded form": ({"Content-Type": "application/x-www-form-urlencoded"}, 415, "send the body as JSON"),

@@ -18,8 +18,8 @@ import torch
 
 from conftest import U32, activation_error, affine_error, loss_and_gradients, relative_error, run_trainer_main
 from data_loader import batches
-from numpy_nn.neural_network import NeuralNetwork
 from numpy_nn.fast_optimizers import FAST_OPTIMIZERS
+from numpy_nn.neural_network import NeuralNetwork
 from numpy_nn.train import evaluate as np_evaluate
 from numpy_nn.utils import ACTIVATIONS, OPTIMIZERS, cosine_lr, softmax
 from pytorch_nn.model import MLP, load_model

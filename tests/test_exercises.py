@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 
 import exercises
+from checker.exercise import exercise_flags, use_exercise
 from conftest import run_trainer_main
 from exercise_answers import ANSWERS, blank_copy, fill_into
-from checker.exercise import exercise_flags, use_exercise
 from exercises import EXERCISES, MARKER, ExerciseError, blanks, installed, load
 from harness.flags import build_parser
 from harness.metrics_file import MetricsError, Run, _check_values

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from matplotlib.text import Text
 
-from conftest import assert_png, made_up_diagnostics, make_record, run_main, run_result, write
 import compare
-from report import runs as report_runs
+from conftest import assert_png, made_up_diagnostics, make_record, run_main, run_result, write
 from report import learning
+from report import runs as report_runs
 
 STEPS = [1, 32, 63]
 

@@ -18,7 +18,6 @@ from numpy_nn.fast_cnn import FastCNN
 from numpy_nn.neural_network import NeuralNetwork
 
 
-
 def measured_step_peak(net, x, y, batch):
     """tracemalloc's peak (NumPy reports its arrays to it) over one step as the trainer takes
     it: the batch copied out of the data, then forward and backward with dropout on."""

@@ -29,9 +29,24 @@ from harness import experiment, threads
 from harness.metrics_file import SCHEMA_VERSION, repo_relative
 from numpy_nn.neural_network import NeuralNetwork
 from numpy_nn.train import evaluate, train
-from numpy_nn.utils import (OPTIMIZERS, SGD, Adam, cosine_lr, cross_entropy, cross_entropy_with_grad,
-                            dropout_mask, init_std, log_softmax, relu,
-                            relu_grad, sigmoid, sigmoid_grad, softmax, tanh, tanh_grad)
+from numpy_nn.utils import (
+    OPTIMIZERS,
+    SGD,
+    Adam,
+    cosine_lr,
+    cross_entropy,
+    cross_entropy_with_grad,
+    dropout_mask,
+    init_std,
+    log_softmax,
+    relu,
+    relu_grad,
+    sigmoid,
+    sigmoid_grad,
+    softmax,
+    tanh,
+    tanh_grad,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_PY = REPO / "numpy_nn" / "train.py"

@@ -21,17 +21,28 @@ import pytest
 import torch
 
 import compare
-from conftest import (HARDWARE, SIZES, assert_png, error_of, make_record, mnist_test_set, pictures_not_drawn_in,
-                      run_main, run_result, saved_run, write)
-from report import runs as report_runs
+from conftest import (
+    HARDWARE,
+    SIZES,
+    assert_png,
+    error_of,
+    make_record,
+    mnist_test_set,
+    pictures_not_drawn_in,
+    run_main,
+    run_result,
+    saved_run,
+    write,
+)
 from harness.experiment import build_parser, finish
 from harness.metrics_file import Run, file_sha256
 from numpy_nn.cnn import CNN
 from numpy_nn.neural_network import NeuralNetwork
 from pytorch_nn import cnn as torch_cnn
-from pytorch_nn.numpy_weights import numpy_params
 from pytorch_nn.model import MLP
+from pytorch_nn.numpy_weights import numpy_params
 from report import curves, inside, table
+from report import runs as report_runs
 from report.run import name_runs
 
 MLP_NAME, CNN_NAME = "MLP 784-128-64-10", "CNN 32-64 conv"

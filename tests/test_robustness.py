@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 
 import compare
-from report import runs as report_runs
 from mnist_style import mnist_style
 from numpy_nn.augment import dilate
 from report import robustness, table
+from report import runs as report_runs
 
 REFERENCE = compare.ROOT / "results" / "reference"
 
@@ -127,6 +127,7 @@ def test_compare_reports_what_the_trainers_evaluate_gives(tmp_path, sets, monkey
     evaluate() of those weights on the sets, and its table shows them. (Its pictures are made
     but not drawn: conftest.pictures_not_drawn.)"""
     import torch
+
     from numpy_nn.neural_network import NeuralNetwork
     from numpy_nn.train import evaluate as numpy_evaluate
     from pytorch_nn.model import load_model
