@@ -348,36 +348,42 @@ def mnist_test_set():
     return report_runs.load_test_set("mnist")
 
 
-def saved_run(folder, framework="numpy", seed=0):
+def saved_run(folder, framework="numpy", seed=0, model="mlp"):
     """Train nothing, but write a run as a trainer does (experiment.finish: weights and
     metrics as a pair, the metrics naming the weights by SHA-256): an untrained network of
-    one epoch whose recorded test accuracy is what its trainer's evaluate() gives.
-    Returns the metrics file; the weights lie beside it, <framework>_model.npz or .pt."""
+    one epoch (the MLP 784-128-64-10, or model="cnn" the CNN), drawn from seed, whose recorded
+    test accuracy is what its trainer's evaluate() gives. Returns the metrics file; the
+    weights lie beside it: <framework>_model.npz or .pt (the CNN's <framework>_cnn.*)."""
     from harness.experiment import build_parser, finish
     from harness.metrics_file import WEIGHT_SUFFIX, Run
-    from numpy_nn.neural_network import NeuralNetwork
-    metrics = folder / f"{framework}_metrics.json"
-    weights = folder / f"{framework}_model{WEIGHT_SUFFIX[framework]}"
+    stem = "cnn" if model == "cnn" else "model"
+    metrics = folder / (f"{framework}_cnn.json" if model == "cnn" else f"{framework}_metrics.json")
+    weights = folder / f"{framework}_{stem}{WEIGHT_SUFFIX[framework]}"
     args = build_parser(framework, "test").parse_args(
-        ["--epochs", "1", "--seed", str(seed), "--metrics", str(metrics), "--weights", str(weights)])
+        ["--model", model, "--epochs", "1", "--seed", str(seed), "--metrics", str(metrics), "--weights", str(weights)])
+    if model == "cnn":
+        args.hidden = None                         # as experiment.prepare records a CNN
     x_test, y_test = mnist_test_set()
     if framework == "numpy":
+        from numpy_nn.cnn import CNN
+        from numpy_nn.neural_network import NeuralNetwork
         from numpy_nn.train import evaluate
-        net = NeuralNetwork(SIZES, seed=seed)
+        net = CNN(seed=seed) if model == "cnn" else NeuralNetwork(SIZES, seed=seed)
         test_loss, test_acc = evaluate(net, x_test, y_test)
         versions, save = {"numpy": np.__version__}, net.save
     else:
         import torch
 
+        from pytorch_nn.cnn import CNN
         from pytorch_nn.model import MLP
         from pytorch_nn.train import evaluate
         torch.manual_seed(seed)
-        model = MLP(SIZES)
-        test_loss, test_acc = evaluate(model, torch.from_numpy(x_test), torch.from_numpy(y_test))
+        net = CNN() if model == "cnn" else MLP(SIZES)
+        test_loss, test_acc = evaluate(net, torch.from_numpy(x_test), torch.from_numpy(y_test))
         versions = {"torch": torch.__version__}
 
         def save(f):
-            torch.save(model.state_dict(), f)
+            torch.save(net.state_dict(), f)
     run = Run(framework, args, versions, HARDWARE, n_train=60000, n_test=len(y_test))
     buffer = io.BytesIO()
     save(buffer)
@@ -468,3 +474,47 @@ def anchors(text):
         slug = re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
         found.add(slug)
     return found
+
+
+def line_of(path, text):
+    """'path line N: text' as the checker names a line, for the one line of path holding text."""
+    numbers = [n for n, line in enumerate(path.read_text().splitlines(), start=1) if text in line]
+    assert len(numbers) == 1, (path, text)
+    return f"{path} line {numbers[0]}: {text}"
+
+
+def assert_twins_within_bound(net, model, x, exact, bound, label):
+    """The float32 logits of a NumPy network and its PyTorch twin on x, each within bound of the
+    exact (float64) logits, entry by entry; prints how close, as a share of the bound. Returns
+    both networks' logits."""
+    import torch
+    logits_np = net.forward(x)[0]
+    with torch.inference_mode():
+        logits_t = model(torch.from_numpy(x)).numpy()
+    for name, logits in (("numpy", logits_np), ("torch", logits_t)):
+        err = np.abs(logits.astype(np.float64) - exact)
+        print(f"{label} {name}: largest error {err.max():.1e}, {(err / bound).max():.1e} of its bound "
+              f"(the largest bound {bound.max():.1e}, the largest logit {np.abs(exact).max():.1f})")
+        assert (err <= bound).all(), name
+    return logits_np, logits_t
+
+
+def grade(name, batch, folder=None):
+    """python check.py --exercise name, in this process, on the exercise file in folder (the
+    committed one if None): (verdict, its lines)."""
+    import check
+    from checker.exercise import check_exercise
+    args = check.parse(["--exercise", name])
+    lines = []
+    ok = check_exercise(name, *batch, lines.append,
+                        lambda x, y, say: check.check_network(args, x, y, say), folder=folder)
+    return ok, "\n".join(lines)
+
+
+@pytest.fixture(scope="session")
+def batch(mnist):
+    """What check.py checks a network on: the first BATCH (32) training images, in float64."""
+    from checker.network import BATCH
+    x_train, y_train, _, _ = mnist
+    return x_train[:BATCH].astype(np.float64), y_train[:BATCH].copy()
+

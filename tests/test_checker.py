@@ -13,18 +13,10 @@ import pytest
 
 from checker import network
 from checker.network import check_all, gradients
-from conftest import planted, run_in_process
+from conftest import grade, planted, run_in_process
 from numpy_nn import utils
 from numpy_nn.cnn import CNN
 from numpy_nn.neural_network import NeuralNetwork
-
-B = 32
-
-
-@pytest.fixture(scope="module")
-def batch(mnist):
-    x_train, y_train, _, _ = mnist
-    return x_train[:B].astype(np.float64), y_train[:B]
 
 
 def run(net, x, y):
@@ -179,21 +171,10 @@ import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from checker import guard  # noqa: E402
-from checker.exercise import check_exercise  # noqa: E402
 from exercise_answers import edited, fill_into  # noqa: E402
 from exercises import EXERCISES  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def grade(name, batch, folder=None):
-    """check.py --exercise name, in-process: (verdict, its lines)."""
-    import check
-    args = check.parse(["--exercise", name])
-    lines = []
-    ok = check_exercise(name, *batch, lines.append,
-                        lambda x, y, say: check.check_network(args, x, y, say), folder=folder)
-    return ok, "\n".join(lines)
 
 
 @pytest.fixture(scope="module")

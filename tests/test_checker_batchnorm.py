@@ -18,39 +18,15 @@ import pytest
 
 import numpy_nn.neural_network
 from checker import network
-from checker.exercise import check_exercise, first_problem
-from conftest import planted
+from checker.exercise import first_problem
+from conftest import grade, line_of, planted
 from exercise_answers import edited
 from numpy_nn import batchnorm
 from numpy_nn.neural_network import NeuralNetwork
 
-B = 32
 PAGE = "docs/backprop.md"
 REPO = Path(__file__).resolve().parents[1]
 SOLUTION_DZ = "(dzhat - dzhat.mean(axis=0) - zhat * (dzhat * zhat).mean(axis=0)) / std"
-
-
-@pytest.fixture(scope="module")
-def batch(mnist):
-    x_train, y_train, _, _ = mnist
-    return x_train[:B].astype(np.float64), y_train[:B].copy()
-
-
-def grade(batch, folder=None):
-    """python check.py --exercise batchnorm_backward on the copy in folder, in-process."""
-    import check
-    args = check.parse(["--exercise", "batchnorm_backward"])
-    assert args.norm == "batch"                     # the exercise is checked on a batch-normalised MLP
-    lines = []
-    ok = check_exercise("batchnorm_backward", *batch, lines.append,
-                        lambda x, y, say: check.check_network(args, x, y, say), folder=folder)
-    return ok, "\n".join(lines)
-
-
-def line_of(path, text):
-    numbers = [n for n, line in enumerate(path.read_text().splitlines(), start=1) if text in line]
-    assert len(numbers) == 1, (path, text)
-    return f"{path} line {numbers[0]}: {text}"
 
 
 MESSAGES = {  # each mistake's own words in the checker's output
@@ -99,7 +75,7 @@ def test_each_classic_mistake_in_the_exercise_is_named_with_its_line(batch, tmp_
     made the first wrong quantity, and the trainer's refusal names that quantity."""
     old, new, first = EXERCISE_MISTAKES[mistake]
     edited(tmp_path, "batchnorm_backward", f"{old}  #", f"{new}  #")
-    ok, text = grade(batch, tmp_path)
+    ok, text = grade("batchnorm_backward", batch, tmp_path)
     assert not ok
     hints = [line.strip()[3:] for line in text.splitlines() if line.strip().startswith("-> ")]
     assert hints and MESSAGES[mistake] in hints[0], text
@@ -123,13 +99,13 @@ def test_a_backward_written_in_stages_passes_and_a_wrong_stage_is_named(batch, t
     dvar's sign lost, the checker names dvar's line, not only dz's (found trying the exercise
     as a learner: it used to point at the dz line two lines below the slip)."""
     edited(tmp_path, "batchnorm_backward", f"dz = {SOLUTION_DZ}  #", STAGED)
-    ok, text = grade(batch, tmp_path)
+    ok, text = grade("batchnorm_backward", batch, tmp_path)
     assert ok, text
     wrong = STAGED.replace("* -0.5 *", "* 0.5 *")
     folder = tmp_path / "wrong"                    # another file: linecache keeps the first one's lines
     folder.mkdir()
     edited(folder, "batchnorm_backward", f"dz = {SOLUTION_DZ}  #", wrong)
-    ok, text = grade(batch, folder)
+    ok, text = grade("batchnorm_backward", batch, folder)
     assert not ok
     assert "\n  dmean    (5,)              close" in text and "\n  dz       (6, 5)            wrong" in text, text
     where = line_of(folder / 'batchnorm_backward.py', 'dvar = (dzhat * zhat * std).sum(axis=0) * 0.5 * std ** -3')
@@ -138,10 +114,10 @@ def test_a_backward_written_in_stages_passes_and_a_wrong_stage_is_named(batch, t
 
 def test_the_solution_passes_and_a_blank_fails(batch, tmp_path):
     edited(tmp_path, "batchnorm_backward", "dy * gamma  #", "dy * gamma  #")   # the solution as it is
-    ok, text = grade(batch, tmp_path)
+    ok, text = grade("batchnorm_backward", batch, tmp_path)
     assert ok, text
     assert "Train with it: python numpy_nn/train.py --exercise batchnorm_backward --norm batch" in text
-    ok, text = grade(batch)
+    ok, text = grade("batchnorm_backward", batch)
     assert not ok and "4 blanks still to fill" in text
 
 
@@ -222,3 +198,8 @@ def test_check_py_flags_for_batch_normalization(capsys):
             check.parse(argv)
         assert stop.value.code == 2
         assert message in capsys.readouterr().err
+
+
+def test_the_exercise_is_checked_on_a_batch_normalised_mlp():
+    import check
+    assert check.parse(["--exercise", "batchnorm_backward"]).norm == "batch"

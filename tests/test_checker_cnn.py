@@ -17,39 +17,15 @@ import pytest
 import numpy_nn.cnn
 import numpy_nn.train
 from checker import network
-from checker.exercise import check_exercise, first_problem
-from conftest import planted
+from checker.exercise import first_problem
+from conftest import grade, line_of, planted
 from exercise_answers import edited
 from numpy_nn import layers, utils
 from numpy_nn.cnn import CNN
 from numpy_nn.neural_network import NeuralNetwork
 
-B = 32
 PAGE = "docs/backprop.md"
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def batch(mnist):
-    x_train, y_train, _, _ = mnist
-    return x_train[:B].astype(np.float64), y_train[:B].copy()
-
-
-def grade(name, batch, folder):
-    """check.py --exercise name on the copy in folder, in-process: (verdict, its lines)."""
-    import check
-    args = check.parse(["--exercise", name])
-    lines = []
-    ok = check_exercise(name, *batch, lines.append, lambda x, y, say: check.check_network(args, x, y, say),
-                        folder=folder)
-    return ok, "\n".join(lines)
-
-
-def line_of(path, text):
-    """'path line N: text' as the checker names a line, for the one line of path holding text."""
-    numbers = [n for n, line in enumerate(path.read_text().splitlines(), start=1) if text in line]
-    assert len(numbers) == 1, (path, text)
-    return f"{path} line {numbers[0]}: {text}"
 
 
 MESSAGES = {  # each mistake's own words in the checker's output
@@ -102,6 +78,14 @@ def test_each_mistake_in_a_layer_exercise_is_named_with_its_line(batch, tmp_path
 
 # ----------------------------------------------------------------------------- python check.py --model cnn
 
+def failed_cnn_check(batch):
+    """check.py --model cnn's gradient check, which fails: its lines."""
+    lines = []
+    ok, *_ = network.gradients(CNN(dtype=np.float64), *batch, lines.append)
+    assert not ok
+    return "\n".join(lines)
+
+
 def planted_line(function, text):
     """'<planted f> line N: text', the line of a planted copy holding text."""
     lines = linecache.getlines(function.__code__.co_filename)
@@ -123,10 +107,7 @@ def test_a_layer_mistake_in_the_cnn_is_named_at_its_call_and_inside_the_layer(ba
     new = "dW = dWm.reshape(W.shape)"
     conv = planted(layers.conv2d_backward, "dW = dWm.T.reshape(W.shape)", new)
     monkeypatch.setattr(numpy_nn.cnn, "conv2d_backward", conv)
-    lines = []
-    ok, *_ = network.gradients(CNN(dtype=np.float64), *batch, lines.append)
-    text = "\n".join(lines)
-    assert not ok
+    text = failed_cnn_check(batch)
     assert "\n  dW2      (64, 32, 3, 3)    wrong" in text and "\n  db2      (64,)             close" in text, text
     rows = text.splitlines()
     hint = rows[rows.index(next(r for r in rows if r.startswith("  dW2 "))) + 1]
@@ -147,10 +128,7 @@ def test_a_pooling_gradient_sent_everywhere_is_named_in_the_cnn(batch, monkeypat
     new = "dwindows = dout[..., None] * np.ones(4)"
     pool = planted(layers.maxpool2d_backward, "dwindows = mask * dout[..., None]", new)
     monkeypatch.setattr(numpy_nn.cnn, "maxpool2d_backward", pool)
-    lines = []
-    ok, *_ = network.gradients(CNN(dtype=np.float64), *batch, lines.append)
-    text = "\n".join(lines)
-    assert not ok
+    text = failed_cnn_check(batch)
     rows = text.splitlines()
     da2 = rows.index(next(r for r in rows if r.startswith("  da2 ")))
     assert "wrong" in rows[da2] and MESSAGES["pool to every position"] in rows[da2 + 1], text

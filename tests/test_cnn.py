@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from checker.network import central_difference
-from conftest import activation_error, affine_error, loss_and_gradients
+from conftest import activation_error, affine_error, assert_twins_within_bound, loss_and_gradients
 from data_loader import batches
 from numpy_nn.cnn import CNN, IMAGE_SHAPE, PARAM_SHAPES, is_cnn_file, saved_model_kind
 from numpy_nn.fast_cnn import FastCNN
@@ -354,14 +354,7 @@ def test_float32_twins_are_within_their_rounding_bound(mnist):
     x = mnist[2][:500]
     net, model = random_twins(np.float32, seed=4)
     exact, bound = float32_logit_bounds(net, x)
-    logits = net.forward(x)[0]
-    with torch.inference_mode():
-        logits_t = model(torch.from_numpy(x)).numpy()
-    for name, got in (("numpy", logits), ("torch", logits_t)):
-        err = np.abs(got.astype(np.float64) - exact)
-        print(f"float32 {name}: largest error {err.max():.1e}, {(err / bound).max():.1e} of its bound "
-              f"(the largest bound {bound.max():.1e}, the largest logit {np.abs(exact).max():.1f})")
-        assert (err <= bound).all(), name
+    logits, logits_t = assert_twins_within_bound(net, model, x, exact, bound, "float32")
     margin = np.diff(np.sort(exact, axis=1)[:, -2:], axis=1)[:, 0]
     close = margin <= 2 * bound.max(axis=1)
     print(f"{int(close.sum())} near-ties; {int((logits.argmax(1) != logits_t.argmax(1)).sum())} predictions differ")

@@ -16,7 +16,15 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import U32, activation_error, affine_error, loss_and_gradients, relative_error, run_trainer_main
+from conftest import (
+    U32,
+    activation_error,
+    affine_error,
+    assert_twins_within_bound,
+    loss_and_gradients,
+    relative_error,
+    run_trainer_main,
+)
 from data_loader import batches
 from numpy_nn.fast_optimizers import FAST_OPTIMIZERS
 from numpy_nn.neural_network import NeuralNetwork
@@ -87,14 +95,7 @@ def test_float32_forward_of_both_twins_is_within_its_rounding_bound(mnist, activ
     x = mnist[0][:256]
     net, model = random_twins(np.float32, activation=activation)
     exact, bound = float32_logit_bounds(net, x)
-    logits_np, _ = net.forward(x)
-    with torch.inference_mode():
-        logits_t = model(torch.from_numpy(x)).numpy()
-    for name, logits in (("numpy", logits_np), ("torch", logits_t)):
-        err = np.abs(logits.astype(np.float64) - exact)
-        print(f"{activation} {name}: largest error {err.max():.1e}, {(err / bound).max():.1e} of its bound "
-              f"(the largest bound {bound.max():.1e}, the largest logit {np.abs(exact).max():.1f})")
-        assert (err <= bound).all(), name
+    logits_np, logits_t = assert_twins_within_bound(net, model, x, exact, bound, activation)
     p = softmax(exact)
     p_bound = 2 * p * (1 - p) * bound.max(axis=1, keepdims=True) + 32 * U32 * p
     for probs in (softmax(logits_np), torch.softmax(torch.from_numpy(logits_t), dim=1).numpy()):

@@ -22,7 +22,6 @@ import torch
 
 import compare
 from conftest import (
-    HARDWARE,
     SIZES,
     assert_png,
     error_of,
@@ -34,8 +33,7 @@ from conftest import (
     saved_run,
     write,
 )
-from harness.experiment import build_parser, finish
-from harness.metrics_file import Run, file_sha256
+from harness.metrics_file import file_sha256
 from numpy_nn.cnn import CNN
 from numpy_nn.neural_network import NeuralNetwork
 from pytorch_nn import cnn as torch_cnn
@@ -71,39 +69,6 @@ def cnn_record(framework="numpy", **changes):
     return record
 
 
-def saved_cnn_run(folder, framework):
-    """As test_compare.saved_run, for the CNN: an untrained CNN (NumPy's drawn from seed 0,
-    PyTorch's from its own default initialisation) written as a trainer writes it, its
-    recorded test accuracy what its trainer's evaluate() gives. Returns the metrics file;
-    the weights lie beside it, <framework>_cnn.npz or .pt."""
-    metrics, weights = folder / f"{framework}_cnn.json", folder / f"{framework}_cnn" \
-        f"{'.npz' if framework == 'numpy' else '.pt'}"
-    args = build_parser(framework, "test").parse_args(
-        ["--model", "cnn", "--epochs", "1", "--metrics", str(metrics), "--weights", str(weights)])
-    args.hidden = None  # as experiment.prepare records a CNN
-    x_test, y_test = mnist_test_set()
-    if framework == "numpy":
-        from numpy_nn.train import evaluate
-        net = CNN(seed=0)
-        test_loss, test_acc = evaluate(net, x_test, y_test)
-        versions, save = {"numpy": np.__version__}, net.save
-    else:
-        from pytorch_nn.train import evaluate
-        torch.manual_seed(0)
-        model = torch_cnn.CNN()
-        test_loss, test_acc = evaluate(model, torch.from_numpy(x_test), torch.from_numpy(y_test))
-        versions = {"torch": torch.__version__}
-
-        def save(f):
-            torch.save(model.state_dict(), f)
-    run = Run(framework, args, versions, HARDWARE, n_train=60000, n_test=len(y_test))
-    buffer = io.BytesIO()
-    save(buffer)
-    run.log_epoch(1, 2.3, 0.1, test_loss, test_acc, 1.0, 60000, weights=buffer.getvalue())
-    finish(run, args)
-    return metrics
-
-
 @pytest.fixture(scope="module")
 def compared(tmp_path_factory):
     """A NumPy MLP, a NumPy CNN and a PyTorch CNN run, compared once with every picture; the
@@ -113,7 +78,7 @@ def compared(tmp_path_factory):
     the CNN pictures were drawn from: {run key: (the arguments, the figure)} for
     plot_filters and plot_feature_maps, and {run key: Evaluation}."""
     folder = tmp_path_factory.mktemp("runs")
-    runs = [saved_run(folder, "numpy"), saved_cnn_run(folder, "numpy"), saved_cnn_run(folder, "pytorch")]
+    runs = [saved_run(folder, "numpy"), saved_run(folder, "numpy", model="cnn"), saved_run(folder, "pytorch", model="cnn")]
     out = folder / "out"
     drawn = {"filters": {}, "feature_maps": {}, "evaluations": {}}
 
