@@ -370,7 +370,7 @@ def bn_runs(tmp_path_factory, mnist):
 
 
 @pytest.mark.slow
-def test_compare_predict_and_the_page_load_a_batchnorm_run(bn_runs, mnist, tmp_path, capsys):
+def test_compare_predict_and_the_page_load_a_batchnorm_run(bn_runs, mnist, tmp_path, capsys, pictures_not_drawn):
     """compare.py evaluates each run's saved weights, running statistics included, to the test
     accuracy its record holds (it refuses weights that disagree); predict.py and the demo's
     models read a drawn digit with them, one image at a time, and the NumPy and PyTorch runs

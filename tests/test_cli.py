@@ -304,14 +304,15 @@ def epoch_seconds(line):
 
 def saved_test_accuracy(framework, model, weights):
     """The saved weights' accuracy on the test set through the trainer's own evaluate(), in
-    the dtype they were saved in (float32 here): the same arithmetic in the same order as the
-    trainer's, so it must equal the recorded number exactly."""
+    the dtype they were saved in (float32 here), with the layers the trainer used (its default,
+    the fast ones): the same arithmetic in the same order as the trainer's, so it must equal
+    the recorded number exactly."""
     _, _, x_test, y_test = mnist_arrays()
     if framework == "numpy":
-        from numpy_nn.cnn import CNN
+        from numpy_nn.fast_cnn import FastCNN
         from numpy_nn.neural_network import NeuralNetwork
         from numpy_nn.train import evaluate
-        net = (CNN if model == "cnn" else NeuralNetwork).load(weights)
+        net = (FastCNN if model == "cnn" else NeuralNetwork).load(weights)
         return evaluate(net, x_test.astype(net.dtype), y_test)[1]
     import torch
 
