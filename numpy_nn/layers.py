@@ -32,9 +32,9 @@ def im2col(x, kh, kw):
 
 
 def col2im(dcols, x_shape, kh, kw):
-    """The reverse of im2col: dcols (N*H'*W', C*kh*kw) -> dx N,C,H,W. Each entry of cols is
-    a copy of one input pixel, so its gradient is added back onto that pixel; a pixel that
-    sits in several windows collects the sum."""
+    """im2col's way back, not its inverse: dcols (N*H'*W', C*kh*kw) -> dx N,C,H,W. Each entry
+    of cols is a copy of one input pixel, so its gradient is added back onto that pixel; a pixel
+    that sits in several windows collects the sum."""
     N, C, H, W = x_shape
     Ho, Wo = H - kh + 1, W - kw + 1
     dcols = dcols.reshape(N, Ho, Wo, C, kh, kw).transpose(0, 3, 4, 5, 1, 2)  # N,C,kh,kw,H',W'
