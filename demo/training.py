@@ -47,6 +47,7 @@ from demo.page_flags import Refused, check_flags, learning_rate, trainer_argv
 from harness.experiment import shown
 from harness.flags import RESULTS_DIR
 from harness.metrics_file import WEIGHT_SUFFIX
+from harness.pace import about
 from harness.threads import for_children
 from report.run import FRAMEWORK_NAMES, MODEL_NAMES
 
@@ -58,6 +59,20 @@ DIGITS = 10         # demo/live.py's: the first test images, read by each networ
 # steps_per_second: over the last WINDOW ticks, timed by the trainer (a tick every 0.25 s at
 # most: about 2 s of training, smooth enough to read, recent enough to follow a change)
 WINDOW = 8
+LEFT_AFTER = 3.0    # seconds of ticks before a run says how long it has left (a pace from less is noise)
+
+
+def time_left(first, last, total_steps):
+    """How long a run has left at its pace so far: first and last, the (step, time) of its first
+    and latest ticks, by the trainer's clock. The pace so far takes in what slowed it (a twin
+    beside it, the evaluations after each epoch, other work on the machine), where the estimate
+    a run prints early times its first steps only, before a twin's first steps slow it.
+    None until LEFT_AFTER seconds of ticks."""
+    (step0, t0), (step, t) = first, last
+    if t - t0 < LEFT_AFTER or step <= step0:
+        return None
+    seconds = (total_steps - step) * (t - t0) / (step - step0)
+    return {"seconds": round(seconds, 1), "about": about(seconds)}
 
 
 class Run:
@@ -80,6 +95,7 @@ class Run:
         self.start = self.tick = self.snapshot = self.estimate = None
         self.diag, self.epochs, self.lr_changes = {"steps": [], "loss": []}, [], []
         self.recent = deque(maxlen=WINDOW)   # (step, time) of the last ticks, as the trainer wrote them
+        self.first_tick = None               # (step, time) of its first tick
         # Its stdin is a pipe that only this server holds: when the server ends, however it
         # ends (kill -9 too), the pipe closes and demo/live.py stops the run as Ctrl-C would.
         # (Not Linux's PR_SET_PDEATHSIG: it fires when the thread that started the child ends,
@@ -139,6 +155,7 @@ class Run:
         elif kind == "tick":                   # its time is the trainer's: ticks read together
             self.tick = item                   # by the server were written ~0.25 s apart
             self.recent.append((item["step"], item["time"]))
+            self.first_tick = self.first_tick or (item["step"], item["time"])
         elif kind == "diag":                   # a row: step, loss, each figure's list over the layers
             item["steps"] = item.pop("step")
             for figure, values in item.items():
@@ -200,6 +217,12 @@ class Run:
         (first, t0), (last, t1) = recent[0], recent[-1]
         return (last - first) / (t1 - t0) if t1 > t0 else None
 
+    def left(self):
+        """time_left for a run still taking steps; None otherwise."""
+        if not (self.training() and self.first_tick and self.tick and self.start):
+            return None
+        return time_left(self.first_tick, (self.tick["step"], self.tick["time"]), self.start["total_steps"])
+
     def state(self, figures=True):
         """What GET /api/train says of this run; without figures, not its diagnostics and
         snapshot (an older run, which the page no longer draws)."""
@@ -207,7 +230,7 @@ class Run:
         state = {**(self.start or {}), "id": self.id, "framework": self.framework, "flags": self.argv,
                  "status": self.status, "error": self.error, "network": self.network,
                  "metrics": shown(self.metrics), **tick, "steps_per_second": self.speed(), "epochs": self.epochs,
-                 "lr_changes": self.lr_changes, "estimate": self.estimate}
+                 "lr_changes": self.lr_changes, "estimate": self.estimate, "left": self.left()}
         if figures:
             state.update(diagnostics=self.diag, snapshot=self.snapshot)
         return state

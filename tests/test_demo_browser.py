@@ -428,8 +428,9 @@ def demo_of_its_own(tmp_path_factory):
 
 def test_the_status_follows_a_run_started_elsewhere(browser, demo_of_its_own):
     """A page open before a run starts (here from the API, as curl would), and still open when
-    it ends: its status line follows, with the trainer's estimate of how long the run takes
-    once it has timed its first steps; it was computed once, when the page opened."""
+    it ends: its status line follows, with how long the run has left at its pace so far (and
+    the run's line also the trainer's own estimate from its first steps); it was computed once,
+    when the page opened."""
     url = demo_of_its_own
     page = browser.new_page()
     page.goto(url)
@@ -437,10 +438,12 @@ def test_the_status_follows_a_run_started_elsewhere(browser, demo_of_its_own):
     assert page.inner_text("#train-summary") == "No training yet."
     post(url, "api/train", {"framework": "numpy", "limit": 2000, "epochs": 1000})
     page.wait_for_function("document.querySelector('#train-summary').textContent.startsWith('Training numpy-1')")
-    page.wait_for_function("/about .* in all/.test(document.querySelector('#train-summary').textContent)")
+    page.wait_for_function("/ left at its pace so far\\)\\.$/.test(document.querySelector('#train-summary').textContent)")
+    assert re.fullmatch(r"Training numpy-1 \(about [\d.]+ (s|min|h) left at its pace so far\)\.",
+                        page.inner_text("#train-summary"))
     estimate = training_state(url)["runs"][0]["estimate"]
-    assert page.inner_text("#train-summary") == f"Training numpy-1 (about {estimate['about']} in all), at its first steps' pace."
     assert estimate["line"].startswith("pace: ") and f"about {estimate['about']}," in estimate["line"]
+    assert f"; about {estimate['about']} in all (its estimate); about " in page.inner_text("#runs")
     post(url, "api/train/stop", {})
     page.wait_for_function("document.querySelector('#train-summary').textContent.endsWith('interrupted.')", timeout=60_000)
     assert page.inner_text("#train-summary") == "1 run so far, none training; the last, numpy-1, interrupted."

@@ -881,3 +881,14 @@ def test_a_stop_while_a_twin_waits_is_interrupted_with_nothing_written(twins):
     assert numpy.error.startswith("interrupted before the first epoch finished: nothing written")
     assert kinds(numpy) == ["ready"] and not numpy.metrics.exists()
     assert "Traceback" not in numpy.log.read_text()
+
+
+def test_time_left_is_the_steps_left_at_the_pace_so_far():
+    """What the page says is left: the steps still to take at the pace of every tick so far,
+    by the trainer's clock (a twin beside it and the evaluations slow that pace, where the
+    trainer's own estimate timed its first steps alone: a learner's run took 40% longer than
+    that estimate said). Nothing before 3 s of ticks, or before a step was taken."""
+    assert training.time_left((0, 10.0), (100, 12.0), 1000) is None           # 2 s: too early
+    assert training.time_left((5, 10.0), (5, 20.0), 1000) is None             # no step since
+    assert training.time_left((0, 10.0), (300, 16.0), 1000) == {"seconds": 14.0, "about": "15 s"}
+    assert training.time_left((100, 0.0), (1100, 50.0), 10_000) == {"seconds": 445.0, "about": "7.5 min"}
