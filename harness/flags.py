@@ -44,10 +44,12 @@ def project_file_problem(path):
     """Why a run may not write to path, or None. Inside the project a run writes under results/
     only, so that no output path (`--metrics train.py`, `--weights README.md`) can replace the
     project's own files. The rule goes by place, not by what git tracks: a copy of the project
-    may have no git. The system's temporary folder is always allowed. A symlink counts where
-    it points: that is the file written."""
+    may have no git. The system's temporary folder is allowed too where it lies inside the
+    project (TMPDIR set there), but not where the project lies inside it (a clone in /tmp keeps
+    the rule). A symlink counts where it points: that is the file written."""
     resolved = Path(path).resolve()
-    allowed = (RESULTS_DIR, RESULTS_DIR.resolve(), Path(tempfile.gettempdir()).resolve())
+    temp = Path(tempfile.gettempdir()).resolve()
+    allowed = [RESULTS_DIR, RESULTS_DIR.resolve()] + ([] if PROJECT.is_relative_to(temp) else [temp])
     if not resolved.is_relative_to(PROJECT) or any(resolved.is_relative_to(folder) for folder in allowed):
         return None
     return (f"{path} is inside the project but not under results/: a run writes its files under results/ "

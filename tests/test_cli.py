@@ -471,3 +471,20 @@ def test_reading_the_blas_thread_count_leaves_no_file_open():
                           cwd=REPO, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert "ResourceWarning" not in done.stderr, done.stderr
+
+
+def test_a_project_inside_the_temporary_folder_keeps_its_output_rule(monkeypatch):
+    """A clone in /tmp: the temporary folder holds the whole project, and allowing it allowed
+    every path of the project (a CI run of a clone in /tmp let --metrics train.py through).
+    The rule holds there too; a temporary folder inside the project (TMPDIR set there) is still
+    allowed, and the real temporary folder outside the project is untouched."""
+    import tempfile
+
+    from harness.flags import PROJECT, project_file_problem
+    monkeypatch.setattr(tempfile, "gettempdir", lambda: str(PROJECT.parent))
+    assert project_file_problem(PROJECT / "README.md").startswith(f"{PROJECT / 'README.md'} is inside the project")
+    assert project_file_problem(PROJECT / "results" / "m.json") is None
+    assert project_file_problem(PROJECT.parent / "elsewhere.json") is None
+    monkeypatch.setattr(tempfile, "gettempdir", lambda: str(PROJECT / "tmp"))
+    assert project_file_problem(PROJECT / "tmp" / "m.json") is None
+    assert project_file_problem(PROJECT / "docs" / "m.json") is not None
