@@ -530,3 +530,19 @@ def test_the_readme_picture_of_both_twins_in_float64(browser, demo_for_the_pictu
     assert numpy_reads.startswith("reads 3 ") and numpy_reads == pytorch_reads   # twins: the same reading
     page.locator("#train").screenshot(path=os.environ["TRAIN_SCREENSHOT"])   # the Train part alone
     page.close()
+
+
+def test_the_update_ratio_axis_stops_at_1e_6(browser, demo_of_its_own):
+    """Under the cosine schedule the last steps' rate falls to 0, and their update ratios to
+    1e-10 and less: the axis stopped there, and squashed the ratios that matter (a learner saw
+    the jump at a rate change as a notch). It stops at 1e-6; its note says so."""
+    page = browser.new_page()
+    page.goto(demo_of_its_own)
+    labels = page.evaluate("""() => {   // read at once: the page's next poll redraws the chart
+        plot("plot-update", [{xs: [1, 2, 3, 4], ys: [2e-2, 1e-3, 3e-4, 1e-10], color: "#000", dash: []}],
+             {x: "training step", y: "‖ΔW‖ / ‖W‖ (log)", log: true, guide: 1e-3, floor: -6});
+        return document.querySelector("#plot-update").dataset.labels;
+    }""")
+    assert labels.split() == ["1e-2", "1e-3", "1e-4", "1e-5", "1e-6"]   # top first
+    assert "The axis stops at 1e-6" in page.inner_text("#update-note")
+    page.close()
