@@ -7,6 +7,8 @@ import pytest
 
 from perf import reference_results as ref
 
+REPO = Path(__file__).resolve().parents[1]
+
 
 def fake_trainer(monkeypatch, epoch_times):
     """Replace the trainer command: each call writes a metrics file whose epochs took the next
@@ -203,3 +205,16 @@ def test_the_committed_batchnorm_summary_is_what_its_code_writes_from_the_commit
         assert text in experiments, text
     ratio = summary["depth"]["depth_sigmoid_none"]["first_over_last_step_1"]
     assert f"{ratio:.1e}".replace("e-06", "e-6") == "2.0e-6" and "2.0e-6" in experiments and "2.0e-6" in analysis
+
+
+def test_the_readme_counts_the_twins_diff_as_it_is():
+    """README's `diff numpy_nn/train.py pytorch_nn/train.py`: the lines of each side it names
+    are the diff's (it said 23 for NumPy's side after --norm batch made it 24)."""
+    import difflib
+    import re
+    numpy_lines, torch_lines = ((REPO / f"{twin}_nn" / "train.py").read_text().splitlines() for twin in ("numpy", "pytorch"))
+    diff = list(difflib.ndiff(numpy_lines, torch_lines))
+    mine, theirs = sum(line.startswith("- ") for line in diff), sum(line.startswith("+ ") for line in diff)
+    said = re.search(r"`diff numpy_nn/train.py pytorch_nn/train.py`: (\d+) lines\s+of one against (\d+) of the other",
+                     (REPO / "README.md").read_text())
+    assert said and (int(said[1]), int(said[2])) == (mine, theirs), (mine, theirs)
