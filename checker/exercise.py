@@ -44,7 +44,8 @@ def check_exercise(name, x, y, say, check_network, folder=None):
         say(f"{len(blanks)} blank{'s' if len(blanks) > 1 else ''} still to fill (`{exercises.MARKER}`), "
             f"line{'s' if len(blanks) > 1 else ''} {lines}: the checks stop where your code first uses one.")
     say("")
-    ok = _checks(name, x, y, say, check_network, folder)
+    said = []
+    ok = _checks(name, x, y, lambda line: (said.append(line), say(line)), check_network, folder)
     say("")
     if blanks:
         number, text = blanks[0]
@@ -52,7 +53,9 @@ def check_exercise(name, x, y, say, check_network, folder=None):
     elif ok:
         say(f"Your {name} passes. Train with it: {exercise.train_command}")
     else:
-        say("Something is wrong: read the lines marked wrong above, from the top.")
+        stopped = any(" stopped with " in line for line in said)
+        say("Your code stopped with an error: fix the line named above first, then check again."
+            if stopped else "Something is wrong: read the lines marked wrong above, from the top.")
     return ok and not blanks
 
 

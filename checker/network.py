@@ -13,13 +13,14 @@ where the gradients' check measured such factors, the overfit line says so.
 """
 import inspect
 import math
+import re
 from argparse import Namespace
 
 import numpy as np
 
 from checker.guard import first_line, kind
 from checker.trace import failing_line, record, where
-from checker.verdict import BATCHNORM, SOFTMAX, UPDATES, judge, not_numbers
+from checker.verdict import BATCHNORM, MATRIX, SOFTMAX, UPDATES, judge, not_numbers
 from numpy_nn import utils
 from numpy_nn.cnn import CNN
 from numpy_nn.neural_network import NeuralNetwork
@@ -288,13 +289,19 @@ def _changed_labels(say, rec, labels, y):
 
 
 def _stopped(say, what, error, line=None):
-    """One exception, in two lines: what stopped and why, and where (not a traceback)."""
+    """One exception, in two lines: what stopped and why, and where (not a traceback); for a
+    matrix product whose sizes do not fit, a third saying what that means."""
     say(f"  {what} stopped with {kind(error)}: {first_line(error)}")
     deepest = failing_line(error)
     if line:
         say(f"      at {line}")
     if line is None or not deepest.startswith(line.split(":")[0] + ":"):
         say(f"      in {deepest}")
+    sizes = re.search(r"matmul: .*\(size (\d+) is different from (\d+)\)", str(error))
+    if isinstance(error, ValueError) and sizes:
+        say(f"      -> a matrix product's sizes do not fit: in A @ B, A's last size must be B's first, and "
+            f"here one is {sizes[2]}, the other {sizes[1]}. Write down each operand's shape: the one "
+            f"that fits is often the other's transpose; {MATRIX}")
 
 
 def central_difference(f, flat, k, eps=FD_EPS):
@@ -392,7 +399,7 @@ def _blind(scaled):
                           []).append(name)
     said = "; ".join(f"{', '.join(names)}: {size}" for size, names in groups.items())
     factors = "that factor" if len(groups) == 1 else "those factors"
-    return (f"passes only because Adam is blind to a constant factor, and these gradients are off by one "
+    return (f"passes only because Adam is blind to a constant factor, and these gradients are off by just such a factor "
             f"({said}). Adam's step, lr m / (sqrt(v) + eps), is the same for k g as for g (eps, 1e-8, "
             f"aside); SGD's, lr g, would be off by {factors}. Fix the gradients above; {UPDATES}")
 

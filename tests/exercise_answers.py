@@ -53,7 +53,10 @@ def filled(name, answers=None):
     """Exercise name's file with each blank holding its answer (the blank's comment kept)."""
     answers = ANSWERS[name] if answers is None else answers
     text = EXERCISES[name].file.read_text(encoding="utf-8")
-    assert text.count(MARKER) == len(answers), (name, text.count(MARKER), len(answers))
+    assert text.count(MARKER) == len(answers), (
+        f"exercises/{name}.py has {text.count(MARKER)} blanks (`...  # TODO`) where the committed file has "
+        f"{len(answers)}: these tests fill the blanks themselves, so they need the exercises as committed. "
+        f"Yours hold your answers? `git stash` them before the tests and `git stash pop` after")
     for answer in answers:
         text = text.replace(MARKER, f"{answer}  #", 1)
     return text

@@ -220,7 +220,7 @@ def test_a_learners_exit_is_their_codes_failure(batch, tmp_path, body, said):
     assert f"cross_entropy_with_grad {said}" in text, text
     line = body.splitlines()[-1].strip()
     assert f"softmax_cross_entropy.py line {body_line(tmp_path, line)}: {line}" in text, text
-    assert text.rstrip().endswith("Something is wrong: read the lines marked wrong above, from the top.")
+    assert text.rstrip().endswith("Your code stopped with an error: fix the line named above first, then check again.")
 
 
 def body_line(folder, text):
@@ -412,3 +412,19 @@ def test_the_init_check_passes_every_seed_and_refuses_weights_twice_too_large(ba
     if activation == "sigmoid":
         lines = []
         assert network.sanity(maker("mlp", check.MLP_HIDDEN, "sigmoid", 4), *batch, lines.append), lines
+
+
+def test_a_product_whose_sizes_do_not_fit_says_what_that_means(batch, tmp_path):
+    """dh = dz @ W (the transpose left out) in the exercise: backward() stops with NumPy's
+    'matmul: Input operand 1 has a mismatch in its core dimension 0, with gufunc signature
+    (n?,k),(k,m?)->(n?,m?) (size 64 is different from 10)', which told a learner nothing, and
+    the last line said to read the lines marked wrong, where none was. Now a line says what
+    the sizes mean and where the shape rule is derived, and the last line says to fix the line
+    that stopped."""
+    edited(tmp_path, "mlp_backward", "dz @ W.T", "dz @ W")
+    ok, text = grade("mlp_backward", batch, tmp_path)
+    assert not ok
+    assert ("-> a matrix product's sizes do not fit: in A @ B, A's last size must be B's first, and here one is 10, "
+            "the other 64") in text, text
+    assert "see docs/backprop.md#from-one-weight-to-the-matrix" in text
+    assert text.splitlines()[-1] == "Your code stopped with an error: fix the line named above first, then check again."

@@ -153,7 +153,7 @@ def test_a_bias_gradient_taken_as_a_mean_in_the_cnn_is_named_and_the_overfit_say
     overfit = text[text.index("\n  overfit"):].splitlines()
     assert overfit[1].split()[1] == "ok", text
     assert overfit[2] == (
-        "      -> passes only because Adam is blind to a constant factor, and these gradients are off by one "
+        "      -> passes only because Adam is blind to a constant factor, and these gradients are off by just such a factor "
         "(b2: 1/3872 of the right size; b1: 1/21632 of the right size). Adam's step, lr m / (sqrt(v) + eps), is "
         "the same for k g as for g (eps, 1e-8, aside); SGD's, lr g, would be off by those factors. Fix the "
         f"gradients above; see {PAGE}#the-updates"), text
@@ -177,7 +177,7 @@ def test_a_missing_one_over_b_passes_the_overfit_only_because_of_adam_and_the_ch
     overfit = text[text.index("\n  overfit"):].splitlines()
     assert overfit[1].split()[1] == "ok", text
     assert overfit[2].startswith(
-        "      -> passes only because Adam is blind to a constant factor, and these gradients are off by one "
+        "      -> passes only because Adam is blind to a constant factor, and these gradients are off by just such a factor "
         "(W3, b3, W2, b2, W1, b1: 32 times too large). Adam's step"), text
     assert overfit[2].endswith("SGD's, lr g, would be off by that factor. Fix the gradients above; "
                                f"see {PAGE}#the-updates"), text
