@@ -333,11 +333,22 @@ def robustness_cells(run):
     return [f"{run.robustness['perturbed']:.2%}", f"{run.robustness['drawn']:.2%}"]
 
 
+def threads_used(record):
+    """The BLAS threads the run's products used, as its epochs recorded them (each epoch's line
+    shows its count; the trainers take the cores the machine leaves free, so it can be fewer
+    than the library's own count, which older records give instead): "1 thread", "1-2 threads"."""
+    used = sorted({epoch["threads"] for epoch in record["epochs"] if epoch.get("threads")})
+    if not used:
+        count = record["hardware"]["blas_threads"]
+        return plural(count, "thread") if count else ""
+    return plural(used[0], "thread") if len(used) == 1 else f"{used[0]}-{used[-1]} threads"
+
+
 def table_row(run):
     """A run's row of the markdown table."""
     s, hardware = summarize(run), run.record["hardware"]
     finished, planned = len(run.record["epochs"]), run.record["config"]["epochs"]
-    threads = f" ({plural(hardware['blas_threads'], 'thread')})" if hardware["blas_threads"] else ""
+    threads = f" ({threads_used(run.record)})" if threads_used(run.record) else ""
     cores = f" ({plural(hardware['cores'], 'core')})" if hardware["cores"] else ""
     cells = [
         run.label,

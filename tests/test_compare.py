@@ -942,3 +942,17 @@ def test_a_hand_edited_record_is_refused_in_one_line_naming_the_field(tmp_path, 
     message = error_of("--runs", path, "--no-inside", "--out-dir", tmp_path / "out")
     assert message.startswith(f"error: {path}: ") and field in message, message
     assert not (tmp_path / "out").exists()  # nothing written for bad input
+
+
+@pytest.mark.parametrize("used, said", [((1, 1, 1), "openblas (1 thread)"), ((2, 1, 1), "openblas (1-2 threads)"),
+                                        ((None, None, None), "openblas (2 threads)")])
+def test_the_table_gives_the_threads_the_products_used(used, said):
+    """The BLAS cell gives the threads each epoch's products used, as the epoch lines show them
+    (a learner saw '1 thread' on every epoch line and '2 threads' in the table, the library's
+    own count, which the trainer had lowered on a busy machine); a record without them, the
+    library's count."""
+    record = make_record()
+    for epoch, threads in zip(record["epochs"], used):
+        if threads:
+            epoch["threads"] = threads
+    assert f"| {said} |" in table.table_row(run_result(record))
